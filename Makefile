@@ -1,0 +1,35 @@
+# copperline: the two commands. Both set up everything they need first.
+#   make run   - copperd on the soft backend (foreground)
+#   make test  - the whole test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.copperline-installed
+PYTEST_ARGS ?=
+
+.PHONY: run test setup system-deps bench clean
+
+setup: system-deps $(STAMP)
+
+# Reinstall when the dependency list changes; the package itself is editable.
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing copperline[test]"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+system-deps:
+	@bash tools/ensure-system-deps.sh
+
+run: setup
+	@$(VENV)/bin/copperd --backend soft
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) -m tests.bench $(BENCH)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per supported FPGA board: platform, clocks, pins, build and flash."""

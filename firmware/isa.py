@@ -1,0 +1,436 @@
+"""The Copper instruction set: the single source of truth.
+
+Everything that knows about opcodes, field layouts, value ranges, registers or cycle
+costs derives from this module: the validator, the compiler, the disassembler, the
+software VM, the HDL decoder and ``docs/isa.md``. Change the ISA here and nowhere else.
+
+Encoding
+--------
+Every op is one 32-bit word. Bits ``[31:28]`` hold the opcode; the op's fields sit at
+fixed bit positions below that (see :data:`OPS`). Bits no field uses are *reserved* and
+must be zero: a word with a reserved bit set is invalid. Opcode 0 is ``HALT`` so that
+erased program memory stops a program instead of running off into it.
+
+Timing model
+------------
+Time is counted in core clock cycles. An op *issues* in one cycle; the op's cost says
+how many cycles later the next op of the same program issues. The VM implements this
+model; the RTL must produce the same events at the same cycles. See ``CYCLES`` below and
+the generated ``docs/isa.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+ISA_VERSION = 1
+
+WORD_BITS = 32
+OPCODE_SHIFT = 28
+OPCODE_BITS = 4
+
+#: Program memory words the reference hardware provides (per program context).
+#: Encodable addresses go up to ``2**ADDR_BITS``.
+DEFAULT_PROGRAM_WORDS = 1024
+ADDR_BITS = 12
+
+#: Programs that can run at once on the reference hardware (contexts).
+DEFAULT_CONTEXTS = 4
+
+#: Finite LOOP ops one program may contain: each gets its own hardware loop counter.
+LOOP_SLOTS = 8
+#: LOOP ``count`` encodes 1..LOOP_COUNT_MAX; the encoded value 0 means "forever" (-1).
+LOOP_COUNT_BITS = 13
+LOOP_COUNT_MAX = (1 << LOOP_COUNT_BITS) - 1
+
+#: WAIT ``us`` encodes 1..WAIT_US_MAX microseconds.
+WAIT_US_BITS = 27
+WAIT_US_MAX = (1 << WAIT_US_BITS) - 1
+
+#: FENCE timelines a single program may refer to, and the width of fence values.
+FENCE_TIMELINES = 4
+FENCE_VALUE_BITS = 24
+FENCE_VALUE_MAX = (1 << FENCE_VALUE_BITS) - 1
+
+#: IRQ tags and BIND_LAYER surfaces per program (string-table indices).
+MAX_TAGS = 256
+MAX_SURFACES = 256
+
+# ---------------------------------------------------------------------------------
+# Timing constants (core clock cycles). The VM and the RTL use exactly these numbers.
+# ---------------------------------------------------------------------------------
+
+#: MOVE, ADD, IRQ, NOP, BIND_LAYER: the next op issues one cycle later.
+CYCLES_SIMPLE = 1
+#: JUMP (always taken) and a taken LOOP: one cycle to issue, one to refetch.
+CYCLES_BRANCH = 2
+#: A LOOP that falls through (its count is exhausted): like a simple op.
+CYCLES_LOOP_EXIT = 1
+#: After a FENCE is observed satisfied in cycle c, the next op issues in c + this.
+#: A FENCE satisfied when it issues therefore costs one cycle.
+FENCE_RESUME_LATENCY = 1
+#: A WAIT vsync issued in cycle t resumes in e + this, e = first vsync edge after t.
+VSYNC_LATENCY = 1
+#: Default vsync rate when none is configured.
+DEFAULT_VSYNC_HZ = 60.0
+#: Ops a program may issue without idling (a WAIT, or a FENCE that had to wait)
+#: before the watchdog stops it. A run parameter; this is the default.
+DEFAULT_WATCHDOG_OPS = 65536
+
+
+def cycles_per_us(clock_hz: int) -> int:
+    """Core cycles per microsecond. The clock must be a whole number of MHz."""
+    if clock_hz <= 0 or clock_hz % 1_000_000:
+        raise ValueError(
+            f"clock_hz must be a positive whole number of MHz (got {clock_hz}): "
+            "WAIT us N must be exactly N * clock_hz / 1e6 cycles")
+    return clock_hz // 1_000_000
+
+
+def vsync_period_cycles(clock_hz: int, vsync_hz: float) -> int:
+    """Cycles between vsync edges: ``round(clock_hz / vsync_hz)``.
+
+    Vsync edges fall on global cycles ``k * period`` for ``k >= 1``, counted from the
+    last time-base reset (machine reset, or the start of a ``copper run``).
+    """
+    if vsync_hz <= 0:
+        raise ValueError(f"vsync_hz must be > 0 (got {vsync_hz})")
+    period = round(clock_hz / vsync_hz)
+    if period < 2:
+        raise ValueError(f"vsync_hz {vsync_hz} is too fast for clock_hz {clock_hz}")
+    return period
+
+
+# ---------------------------------------------------------------------------------
+# Registers: layer[N].x|y|alpha|z|visible
+# ---------------------------------------------------------------------------------
+
+#: Layers the reference hardware implements; the encoding has room for 32.
+DEFAULT_LAYERS = 16
+LAYER_BITS = 5
+#: Register index = layer * REG_STRIDE + field index.
+REG_STRIDE = 8
+
+
+@dataclass(frozen=True)
+class RegisterField:
+    """One per-layer register: its index within the layer, width and signedness."""
+    name: str
+    index: int
+    width: int
+    signed: bool
+    doc: str
+
+    @property
+    def min(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
+    def wrap(self, value: int) -> int:
+        """Reduce ``value`` modulo 2**width into this register's range (two's complement)."""
+        value &= (1 << self.width) - 1
+        if self.signed and value >> (self.width - 1):
+            value -= 1 << self.width
+        return value
+
+
+REGISTER_FIELDS: tuple[RegisterField, ...] = (
+    RegisterField("x", 0, 16, True, "horizontal position in pixels"),
+    RegisterField("y", 1, 16, True, "vertical position in pixels"),
+    RegisterField("alpha", 2, 8, False, "opacity, 0 transparent .. 255 opaque"),
+    RegisterField("z", 3, 16, True, "stacking order, larger is nearer"),
+    RegisterField("visible", 4, 1, False, "0 hidden, 1 shown"),
+)
+REGISTER_FIELD_BY_NAME = {f.name: f for f in REGISTER_FIELDS}
+
+
+def register_index(layer: int, field_name: str) -> int:
+    """Index of ``layer[layer].field_name`` in the register file."""
+    return layer * REG_STRIDE + REGISTER_FIELD_BY_NAME[field_name].index
+
+
+def register_name(index: int) -> str:
+    """Name of register ``index``; raises ValueError for an index no register has."""
+    layer, sub = divmod(index, REG_STRIDE)
+    for f in REGISTER_FIELDS:
+        if f.index == sub and layer < (1 << LAYER_BITS):
+            return f"layer[{layer}].{f.name}"
+    raise ValueError(f"no register has index {index}")
+
+
+def register_field(index: int) -> RegisterField:
+    """The :class:`RegisterField` (width, signedness) of register ``index``."""
+    sub = index % REG_STRIDE
+    for f in REGISTER_FIELDS:
+        if f.index == sub:
+            return f
+    raise ValueError(f"no register has index {index}")
+
+
+def parse_register(name: str, layers: int = DEFAULT_LAYERS) -> int:
+    """Index of a register named ``layer[N].field``; ValueError naming what is wrong."""
+    import re
+    m = re.fullmatch(r"layer\[(\d+)\]\.([a-z]+)", name)
+    if not m:
+        raise ValueError(f"{name!r} is not a register name (expected layer[N].x|y|alpha|z|visible)")
+    layer, fname = int(m.group(1)), m.group(2)
+    if fname not in REGISTER_FIELD_BY_NAME:
+        raise ValueError(f"{name!r}: unknown register field {fname!r} "
+                         f"(expected one of {', '.join(REGISTER_FIELD_BY_NAME)})")
+    if layer >= layers:
+        raise ValueError(f"{name!r}: layer {layer} out of range (0..{layers - 1})")
+    return register_index(layer, fname)
+
+
+# ---------------------------------------------------------------------------------
+# Ops
+# ---------------------------------------------------------------------------------
+
+class Opcode(enum.IntEnum):
+    HALT = 0
+    NOP = 1
+    WAIT = 2
+    MOVE = 3
+    ADD = 4
+    IRQ = 5
+    JUMP = 6
+    LOOP = 7
+    FENCE = 8
+    BIND_LAYER = 9
+
+
+@dataclass(frozen=True)
+class BitField:
+    """A field of the instruction word: bits ``[lsb + width - 1 : lsb]``."""
+    name: str
+    lsb: int
+    width: int
+    signed: bool = False
+    doc: str = ""
+
+    @property
+    def mask(self) -> int:
+        return ((1 << self.width) - 1) << self.lsb
+
+    def insert(self, word: int, value: int) -> int:
+        lo = -(1 << (self.width - 1)) if self.signed else 0
+        hi = (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        if not lo <= value <= hi:
+            raise ValueError(f"field {self.name}: {value} does not fit in {self.width} "
+                             f"{'signed ' if self.signed else ''}bits ({lo}..{hi})")
+        return word | ((value & ((1 << self.width) - 1)) << self.lsb)
+
+    def extract(self, word: int) -> int:
+        value = (word >> self.lsb) & ((1 << self.width) - 1)
+        if self.signed and value >> (self.width - 1):
+            value -= 1 << self.width
+        return value
+
+
+@dataclass(frozen=True)
+class JsonArg:
+    """A field of the op in program JSON.
+
+    ``kind`` says how the validator checks it and how the compiler encodes it:
+    ``reg`` (register name), ``reg_value`` (int in the register's range), ``int``
+    (int in ``[min, max]``), ``label``, ``tag``, ``surface``, ``timeline`` (strings
+    that go to the image's tables), ``layer`` (layer id), ``loop_count``
+    (-1 or 1..LOOP_COUNT_MAX), ``true`` (the literal ``true``).
+    """
+    name: str
+    kind: str
+    doc: str
+    min: int | None = None
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Everything about one op: opcode, JSON form, encoding, cycle cost, meaning."""
+    name: str
+    opcode: Opcode
+    args: tuple[JsonArg, ...]
+    bits: tuple[BitField, ...]
+    cycles: str
+    doc: str
+    #: For ops with alternative JSON forms (WAIT): each form is a tuple of arg names.
+    forms: tuple[tuple[str, ...], ...] = field(default=())
+
+    def arg(self, name: str) -> JsonArg:
+        return next(a for a in self.args if a.name == name)
+
+    def bit(self, name: str) -> BitField:
+        return next(b for b in self.bits if b.name == name)
+
+    @property
+    def reserved_mask(self) -> int:
+        used = 0xF << OPCODE_SHIFT
+        for b in self.bits:
+            used |= b.mask
+        return ~used & 0xFFFF_FFFF
+
+
+_REG = BitField("reg", 20, 8, doc="register index (layer * 8 + field)")
+_ADDR = BitField("target", 0, ADDR_BITS, doc="target address (op index)")
+
+OPS: tuple[OpSpec, ...] = (
+    OpSpec(
+        "HALT", Opcode.HALT, (), (),
+        cycles="ends the program (state `done`) in the cycle it issues",
+        doc="Stop the program. The compiler appends one when the program does not end in HALT."),
+    OpSpec(
+        "NOP", Opcode.NOP, (), (),
+        cycles=f"{CYCLES_SIMPLE}",
+        doc="Do nothing for one cycle."),
+    OpSpec(
+        "WAIT", Opcode.WAIT,
+        (JsonArg("us", "int", "microseconds to wait", 1, WAIT_US_MAX),
+         JsonArg("vsync", "true", "wait for the next vsync edge")),
+        (BitField("vsync", 27, 1, doc="1: wait for vsync; 0: wait `us`"),
+         BitField("us", 0, WAIT_US_BITS, doc="microseconds, 1..2^27-1 (0 when vsync)")),
+        cycles=("`us`: exactly N * clock_hz/1e6; `vsync`: the next op issues at e + "
+                f"{VSYNC_LATENCY}, e = the first vsync edge after the WAIT issued"),
+        doc="Wait N microseconds, or for the next vsync edge.",
+        forms=(("us",), ("vsync",))),
+    OpSpec(
+        "MOVE", Opcode.MOVE,
+        (JsonArg("reg", "reg", "destination register, `layer[N].field`"),
+         JsonArg("value", "reg_value", "value, within the register's range")),
+        (_REG, BitField("value", 0, 16, doc="value, two's complement in the register's width")),
+        cycles=f"{CYCLES_SIMPLE}",
+        doc="Set a register. Emits a `reg` event with the new value."),
+    OpSpec(
+        "ADD", Opcode.ADD,
+        (JsonArg("reg", "reg", "register to change, `layer[N].field`"),
+         JsonArg("delta", "int", "signed amount to add", -32768, 32767)),
+        (_REG, BitField("delta", 0, 16, signed=True, doc="signed 16-bit delta")),
+        cycles=f"{CYCLES_SIMPLE}",
+        doc="Add to a register, wrapping modulo 2^width of the register "
+            "(two's complement for signed registers). Emits a `reg` event."),
+    OpSpec(
+        "IRQ", Opcode.IRQ,
+        (JsonArg("tag", "tag", "event tag, 1..64 characters"),),
+        (BitField("tag", 0, 8, doc="index into the image's tag table"),),
+        cycles=f"{CYCLES_SIMPLE}",
+        doc="Emit `{\"event\":\"irq\",\"tag\":...}`. Never stalls the program."),
+    OpSpec(
+        "JUMP", Opcode.JUMP,
+        (JsonArg("label", "label", "label to jump to"),),
+        (_ADDR,),
+        cycles=f"{CYCLES_BRANCH}",
+        doc="Continue at a label."),
+    OpSpec(
+        "LOOP", Opcode.LOOP,
+        (JsonArg("count", "loop_count", f"times the body runs in total: 1..{LOOP_COUNT_MAX}, or -1 forever"),
+         JsonArg("label", "label", "first op of the loop body")),
+        (BitField("slot", 25, 3, doc="loop counter used by this LOOP (assigned by the compiler)"),
+         BitField("target", 13, ADDR_BITS, doc="address of the body's first op"),
+         BitField("count", 0, LOOP_COUNT_BITS, doc="body runs this many times; 0 = forever")),
+        cycles=f"{CYCLES_BRANCH} when it jumps back, {CYCLES_LOOP_EXIT} when it falls through",
+        doc=("Placed after a body that starts at `label`: the body runs `count` times in total. "
+             "The loop counter re-arms when the loop falls through, so nested loops work.")),
+    OpSpec(
+        "FENCE", Opcode.FENCE,
+        (JsonArg("timeline", "timeline", "timeline name, e.g. `vk`"),
+         JsonArg("value", "int", "wait until the timeline is >= this", 0, FENCE_VALUE_MAX)),
+        (BitField("timeline", 24, 2, doc="index into the image's timeline table"),
+         BitField("value", 0, FENCE_VALUE_BITS, doc="fence value")),
+        cycles=(f"{CYCLES_SIMPLE} when already satisfied; otherwise the next op issues "
+                f"{FENCE_RESUME_LATENCY} cycle after the cycle the value is seen >= `value`"),
+        doc="Wait until the host has set the timeline's value to at least `value` (values are monotonic)."),
+    OpSpec(
+        "BIND_LAYER", Opcode.BIND_LAYER,
+        (JsonArg("id", "layer", "layer id", 0, DEFAULT_LAYERS - 1),
+         JsonArg("surface", "surface", "surface to show on the layer (path or name)")),
+        (BitField("layer", 20, 8, doc="layer id"),
+         BitField("surface", 0, 8, doc="index into the image's surface table")),
+        cycles=f"{CYCLES_SIMPLE}",
+        doc="Bind a layer to a surface. Emits a `bind` event; the binding shows in `status`."),
+)
+
+OP_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}
+OP_BY_CODE: dict[int, OpSpec] = {int(op.opcode): op for op in OPS}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A decoded word: the op and its raw bit-field values."""
+    op: OpSpec
+    fields: dict[str, int]
+
+    @property
+    def name(self) -> str:
+        return self.op.name
+
+
+def encode(op_name: str, **fields: int) -> int:
+    """Encode one op from its raw bit-field values; raises ValueError if one does not fit."""
+    spec = OP_BY_NAME[op_name]
+    extra = set(fields) - {b.name for b in spec.bits}
+    if extra:
+        raise ValueError(f"{op_name}: no bit field named {', '.join(sorted(extra))}")
+    word = int(spec.opcode) << OPCODE_SHIFT
+    for b in spec.bits:
+        word = b.insert(word, fields.get(b.name, 0))
+    return word
+
+
+def decode(word: int) -> Instruction:
+    """Decode one word; raises ValueError for an unknown opcode or a set reserved bit."""
+    if not 0 <= word <= 0xFFFF_FFFF:
+        raise ValueError(f"word {word:#x} is not 32 bits")
+    code = word >> OPCODE_SHIFT
+    spec = OP_BY_CODE.get(code)
+    if spec is None:
+        raise ValueError(f"unknown opcode {code} in word {word:#010x}")
+    if word & spec.reserved_mask:
+        raise ValueError(f"{spec.name} word {word:#010x} has reserved bits set "
+                         f"({word & spec.reserved_mask:#010x})")
+    return Instruction(spec, {b.name: b.extract(word) for b in spec.bits})
+
+
+# ---------------------------------------------------------------------------------
+# Execution rules. The VM implements them; the RTL matches them cycle for cycle.
+# docs/isa.md prints this text.
+# ---------------------------------------------------------------------------------
+
+EXECUTION_RULES = """\
+1. **Time base.** A global cycle counter runs from the last time-base reset (machine
+   reset; `copper run` resets it and starts its program at global cycle 0). Vsync edges
+   fall on global cycles `k * P`, `k >= 1`, `P = round(clock_hz / vsync_hz)`.
+2. **Program time.** A program started in global cycle `S` issues its first op in `S`.
+   Its events carry `cycle = global - S` and `time_us = cycle * 1e6 / clock_hz`.
+3. **One op per cycle per program.** An op issues in one cycle; its cost (table above)
+   says how many cycles later the program's next op issues.
+4. **WAIT.** `WAIT us N` issued in `t`: next op in `t + N * clock_hz / 1e6` exactly
+   (the clock must be a whole number of MHz). `WAIT vsync` issued in `t`: next op in
+   `e + VSYNC_LATENCY`, `e` the first vsync edge with `e > t`.
+5. **FENCE** `timeline T, value V` issued in `t`: if T's value is `>= V` in `t`, the
+   next op issues in `t + 1`; otherwise in `c + FENCE_RESUME_LATENCY`, `c` the first
+   cycle in which T's value is seen `>= V`. Timeline values are set by the host,
+   start at 0, only grow, and are shared by name across programs.
+6. **LOOP** `count N, label L` keeps a counter per LOOP op (its `slot`), 0 when idle.
+   On issue: N = forever: jump. Else if the counter is 0: load `N - 1`; jump if that is
+   non-zero. Else decrement; jump if the result is non-zero. A LOOP that falls through
+   leaves its counter at 0 (re-armed), so an enclosing loop can run it again.
+   Counters are cleared when a program starts.
+7. **Registers** are shared by all programs, start at 0 on machine reset, and wrap
+   modulo `2^width` (two's complement for signed registers). MOVE and ADD emit a `reg`
+   event with the new value.
+8. **Several programs.** Each running program has a context `slot` (0, 1, ...). When
+   several programs issue ops in the same cycle, the ops take effect in ascending slot
+   order: each sees the registers as left by the lower slots (two ADDs to one register
+   in one cycle both count), and their events are ordered by slot.
+9. **Watchdog.** A program's idle counter starts at 0. Before an op issues, if the
+   counter equals `watchdog_ops` (default DEFAULT_WATCHDOG_OPS) the op does not issue and
+   the program faults (`state` event, `reason: "watchdog"`) in that cycle. After an op
+   issues, a WAIT or a FENCE that had to wait resets the counter to 0; any other op
+   adds 1.
+10. **HALT** ends the program in the cycle it issues (`state` event `done`, reason
+   `halt`). Starting a program emits `state` `running` at cycle 0; a host stop emits
+   `stopped`.
+"""

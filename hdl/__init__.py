@@ -1,0 +1,1 @@
+"""Amaranth components: the Copper core, the UART link and the board-independent top."""

@@ -1,0 +1,99 @@
+"""The one trace format (JSON Lines), shared by every backend and every trace tool.
+
+A trace is a header line, then one event per line::
+
+    {"trace":1,"backend":"soft","clock_hz":12000000,"vsync_hz":60.0,"program":"<sha256>",...}
+    {"event":"irq","prog":1,"tag":"tick","cycle":123456,"time_us":10288.0}
+
+``time_us`` is the time the cycle model assigns (cycle / clock_hz); real-time backends
+add ``wall_us``, the measured time since program start. Lines are written compactly with
+a fixed key order so that a deterministic run gives a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Iterable, Iterator
+
+TRACE_VERSION = 1
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read; the message names the file and line."""
+
+
+def time_us(cycle: int, clock_hz: int) -> float:
+    """The model time of ``cycle`` in microseconds (rounded to the nanosecond)."""
+    return round(cycle * 1_000_000 / clock_hz, 3)
+
+
+def dumps(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class TraceWriter:
+    """Writes a header and then events to a text stream or a path."""
+
+    def __init__(self, out: IO[str] | str, *, backend: str, clock_hz: int, vsync_hz: float,
+                 program: str, **extra) -> None:
+        self._own = isinstance(out, str)
+        self._out = open(out, "w", encoding="utf-8") if self._own else out
+        header = {"trace": TRACE_VERSION, "backend": backend, "clock_hz": clock_hz,
+                  "vsync_hz": vsync_hz, "program": program, **extra}
+        self._out.write(dumps(header) + "\n")
+        self.events = 0
+
+    def write(self, event: dict) -> None:
+        self._out.write(dumps(event) + "\n")
+        self.events += 1
+
+    def write_all(self, events: Iterable[dict]) -> None:
+        for e in events:
+            self.write(e)
+
+    def close(self) -> None:
+        if self._own:
+            self._out.close()
+        else:
+            self._out.flush()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_trace(path: str) -> tuple[dict, list[dict]]:
+    """Read a whole trace: (header, events). Raises :class:`TraceError`."""
+    with open(path, encoding="utf-8") as f:
+        lines = iter_trace_lines(f, str(path))
+        try:
+            header = next(lines)
+        except StopIteration:
+            raise TraceError(f"{path}: empty file, expected a trace header line") from None
+        if header.get("trace") != TRACE_VERSION:
+            raise TraceError(f"{path}:1: not a copperline trace header "
+                             f"(expected \"trace\": {TRACE_VERSION}): {dumps(header)[:120]}")
+        for key in ("backend", "clock_hz"):
+            if key not in header:
+                raise TraceError(f"{path}:1: trace header lacks {key!r}")
+        events = list(lines)
+    for n, e in enumerate(events, start=2):
+        if "event" not in e:
+            raise TraceError(f"{path}:{n}: line has no \"event\" field")
+    return header, events
+
+
+def iter_trace_lines(f: IO[str], name: str) -> Iterator[dict]:
+    for n, line in enumerate(f, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise TraceError(f"{name}:{n}: not JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise TraceError(f"{name}:{n}: expected a JSON object")
+        yield obj

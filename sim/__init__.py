@@ -1,0 +1,1 @@
+"""Simulation: cocotb testbenches and drivers, the RTL-simulation backend, the virtual board."""

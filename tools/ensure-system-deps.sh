@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install the system packages copperline needs (Icarus Verilog for cocotb, a C++
+# compiler for the CXXRTL virtual board) when they are missing. As root we install
+# them with apt-get; otherwise we print the exact command and stop.
+set -euo pipefail
+
+missing=()
+command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "copperline needs: ${missing[*]}" >&2
+    echo "Install them with:  sudo sh -c '$cmd'" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "copperline needs: ${missing[*]} (no apt-get here: install them with your package manager)" >&2
+    exit 1
+fi
+echo "==> installing system packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
