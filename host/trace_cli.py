@@ -1,0 +1,157 @@
+"""CLI for the trace tools: ``copper trace compare``, ``copper trace export``, ``copper render``.
+
+Thin layer: parsing and exit codes here, the work in :mod:`copperline.host.trace_compare`,
+:mod:`copperline.host.trace_export` and :mod:`copperline.host.render`.
+
+Exit codes: 0 success; 1 ``trace compare`` failed its ``--tolerance-us``; 2 bad input
+(unreadable or invalid trace, bad option value) with the error on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_TOLERANCE = 1
+EXIT_BAD_INPUT = 2
+
+
+def register(subparsers) -> None:
+    """Add ``trace`` (with ``compare`` and ``export``) and ``render`` to the ``copper`` CLI."""
+    trace = subparsers.add_parser(
+        "trace", help="compare timing traces, export them to Perfetto or VCD",
+        description="Tools for copperline timing traces (JSON Lines, see docs/traces.md).")
+    tsub = trace.add_subparsers(dest="trace_command", metavar="TRACE_COMMAND", required=True)
+
+    p = tsub.add_parser(
+        "compare", help="align two traces and report timing deviations",
+        description="Align the program events of two traces by (prog, kind, key, occurrence) "
+                    "and report deviations t_B - t_A in microseconds: p50/p99/max of |d|, "
+                    "mean signed d and drift (ppm). Exit 1 when --tolerance-us is given and "
+                    "an event deviates by more, or events are missing/extra, or register "
+                    "values differ.")
+    p.add_argument("a", metavar="A", help="reference trace (e.g. the hardware run)")
+    p.add_argument("b", metavar="B", help="trace compared against A (e.g. the soft run)")
+    p.add_argument("--plot", metavar="OUT.png", help="write a PNG: deviation over time + histogram")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
+    p.add_argument("--tolerance-us", type=float, metavar="X",
+                   help="fail (exit 1) when |deviation| > X us, or on missing/extra events "
+                        "or register value mismatches")
+    p.add_argument("--time", choices=("auto", "model", "wall"), default="auto",
+                   help="which time each side is compared by: auto = wall_us when the trace "
+                        "has it, else time_us (default); model = always time_us; "
+                        "wall = wall_us (error if absent)")
+    p.add_argument("--ignore", action="append", default=[], metavar="KIND",
+                   choices=("irq", "reg", "state", "bind"),
+                   help="leave out an event kind (repeatable), e.g. --ignore state")
+    p.set_defaults(func=cmd_compare)
+
+    p = tsub.add_parser(
+        "export", help="convert a trace to Perfetto (Chrome trace JSON) or VCD",
+        description="Perfetto: Chrome trace-event JSON for ui.perfetto.dev (irq instants, "
+                    "register counter tracks, state slices, one process per program). "
+                    "VCD: registers as integer signals, irq as events, state as a string, "
+                    "for GTKWave.")
+    p.add_argument("file", metavar="FILE", help="trace to convert")
+    p.add_argument("--format", required=True, choices=("perfetto", "vcd"))
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output file")
+    p.add_argument("--time", choices=("auto", "model", "wall"), default="model",
+                   help="timestamps: model = time_us (default), wall = wall_us (error if "
+                        "absent), auto = wall_us when the trace has it")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser(
+        "render", help="draw each frame's layers from a trace or a program (GIF or PNGs)",
+        description="Draw the layers (x, y, z, alpha, visible) as they are at each vsync "
+                    "edge: from a trace by replaying its reg events, or from a program "
+                    "(.json/.cop) by running the soft VM in virtual time.")
+    p.add_argument("source", metavar="PROG|TRACE",
+                   help="a trace (.jsonl) or a program (.json or .cop)")
+    p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to draw")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.gif|DIR",
+                   help="an animated GIF, or a directory that receives frame_0001.png ...")
+    p.add_argument("--size", default="640x480", metavar="WxH", help="canvas in pixels (640x480)")
+    p.add_argument("--layer-size", default="48x48", metavar="WxH",
+                   help="size drawn for each layer (48x48): registers carry no size")
+    p.add_argument("--clock-hz", type=int, default=None, metavar="HZ",
+                   help="PROG only: core clock of the soft VM (default 12000000)")
+    p.add_argument("--vsync-hz", type=float, default=None, metavar="HZ",
+                   help="PROG only: vsync rate (default 60)")
+    p.set_defaults(func=cmd_render)
+
+
+def _error(msg: str) -> int:
+    print(f"copper: error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_compare(args) -> int:
+    from copperline.host.trace import TraceError
+    from copperline.host import trace_compare as tc
+    try:
+        a, b = tc.load_trace(args.a), tc.load_trace(args.b)
+        c = tc.compare(a, b, tolerance_us=args.tolerance_us, time=args.time, ignore=args.ignore)
+    except (TraceError, ValueError) as exc:
+        return _error(str(exc))
+    if args.plot:
+        try:
+            tc.plot(c, args.plot)
+        except OSError as exc:
+            return _error(f"{args.plot}: cannot write plot: {exc.strerror or exc}")
+        log.info("wrote %s", args.plot)
+    if args.json:
+        print(json.dumps(c.to_json(), indent=2))
+    else:
+        sys.stdout.write(tc.format_table(c))
+        if args.plot:
+            print(f"plot: {args.plot}")
+    return EXIT_OK if c.ok else EXIT_TOLERANCE
+
+
+def cmd_export(args) -> int:
+    from copperline.host.trace import TraceError
+    from copperline.host import trace_compare as tc
+    from copperline.host import trace_export as te
+    try:
+        t = tc.load_trace(args.file)
+        n = te.export(t, args.format, args.output, time=args.time)
+    except (TraceError, ValueError) as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    print(f"wrote {args.output} ({args.format}, {n} events)")
+    return EXIT_OK
+
+
+def _size(text: str, what: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{what} must look like WxH, e.g. 640x480 (got {text!r})") from None
+    if w <= 0 or h <= 0 or w > 8192 or h > 8192:
+        raise ValueError(f"{what} {text!r} out of range (1..8192 per side)")
+    return w, h
+
+
+def cmd_render(args) -> int:
+    from copperline.host.trace import TraceError
+    from copperline.host import render
+    try:
+        size = _size(args.size, "--size")
+        layer_size = _size(args.layer_size, "--layer-size")
+        if args.frames < 1:
+            raise ValueError(f"--frames must be >= 1 (got {args.frames})")
+        frames = render.frames_from_source(args.source, args.frames, clock_hz=args.clock_hz,
+                                           vsync_hz=args.vsync_hz)
+        written = render.write_frames(frames, args.output, size=size, layer_size=layer_size)
+    except (TraceError, ValueError, render.RenderError) as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    print(f"wrote {written} ({len(frames)} frames, {size[0]}x{size[1]})")
+    return EXIT_OK

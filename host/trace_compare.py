@@ -1,0 +1,579 @@
+"""Compare two timing traces: align their events and measure how far apart they are.
+
+Events are aligned by ``(prog, kind, key, occurrence)``: the n-th ``irq`` with tag
+``tick`` of program 1 in trace A is paired with the n-th one in trace B. The key is the
+tag for ``irq``, the register for ``reg``, the state for ``state`` and the layer for
+``bind``. ``vsync`` (a backend time-base marker, not a program event) and ``dropped``
+are not aligned; dropped counts are reported.
+
+The deviation of a pair is ``t_B - t_A`` in microseconds, where each side's time is its
+``wall_us`` (measured, soft real-time) when the trace has it and ``time_us`` (the cycle
+model) otherwise. Comparing in µs makes traces taken at different clock rates comparable.
+
+This module also holds :func:`load_trace`, the checked reader every trace tool uses: it
+keeps the line number of each event so that errors and reports can point at the file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from copperline.firmware import isa
+from copperline.host.trace import TRACE_VERSION, TraceError, dumps
+
+log = logging.getLogger(__name__)
+
+#: Event kinds that belong to a program and are aligned, with the field that keys them.
+ALIGNED_KINDS = {"irq": "tag", "reg": "reg", "state": "state", "bind": "layer"}
+#: Every event kind the trace format defines.
+KNOWN_KINDS = ("irq", "reg", "bind", "state", "vsync", "dropped")
+#: Kinds that carry a time (``cycle`` and/or ``time_us``).
+TIMED_KINDS = ("irq", "reg", "bind", "state", "vsync")
+#: How many individual missing/extra/mismatch/over-tolerance items a report lists.
+REPORT_LIMIT = 20
+
+
+# ---------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------
+
+@dataclass
+class Trace:
+    """A checked trace: header, events (dicts, ``time_us`` filled in), their line numbers."""
+    path: str
+    header: dict
+    events: list[dict]
+    lines: list[int]
+
+    @property
+    def clock_hz(self) -> int:
+        return self.header["clock_hz"]
+
+    @property
+    def vsync_hz(self) -> float:
+        return float(self.header.get("vsync_hz") or isa.DEFAULT_VSYNC_HZ)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_trace(path: str) -> Trace:
+    """Read and check a trace file. Raises :class:`TraceError` naming ``file:line``.
+
+    Besides the header checks of :func:`copperline.host.trace.read_trace`, every event
+    is checked for the fields its kind needs; an event with ``cycle`` but no ``time_us``
+    gets ``time_us = cycle / clock_hz``. Unknown event kinds are kept (and logged) so
+    newer traces still load.
+    """
+    path = str(path)
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot open trace: {exc.strerror}") from None
+    header = None
+    events: list[dict] = []
+    lines: list[int] = []
+    with f:
+        try:
+            for n, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
+                if not isinstance(obj, dict):
+                    raise TraceError(f"{path}:{n}: expected a JSON object")
+                if header is None:
+                    header = obj
+                    _check_header(path, n, header)
+                    continue
+                _check_event(path, n, obj, header["clock_hz"])
+                events.append(obj)
+                lines.append(n)
+        except UnicodeDecodeError:
+            raise TraceError(f"{path}: not UTF-8 text") from None
+    if header is None:
+        raise TraceError(f"{path}: empty file, expected a trace header line")
+    return Trace(path, header, events, lines)
+
+
+def _check_header(path: str, n: int, header: dict) -> None:
+    if header.get("trace") != TRACE_VERSION:
+        raise TraceError(f"{path}:{n}: not a copperline trace header "
+                         f"(expected \"trace\": {TRACE_VERSION}): {dumps(header)[:120]}")
+    for key in ("backend", "clock_hz"):
+        if key not in header:
+            raise TraceError(f"{path}:{n}: trace header lacks {key!r}")
+    if not _is_int(header["clock_hz"]) or header["clock_hz"] <= 0:
+        raise TraceError(f"{path}:{n}: header clock_hz must be a positive integer "
+                         f"(got {header['clock_hz']!r})")
+    vs = header.get("vsync_hz")
+    if vs is not None and (not _is_num(vs) or vs <= 0):
+        raise TraceError(f"{path}:{n}: header vsync_hz must be a positive number (got {vs!r})")
+
+
+def _check_event(path: str, n: int, e: dict, clock_hz: int) -> None:
+    where = f"{path}:{n}"
+    kind = e.get("event")
+    if kind is None:
+        raise TraceError(f"{where}: line has no \"event\" field")
+    if not isinstance(kind, str):
+        raise TraceError(f"{where}: \"event\" must be a string (got {kind!r})")
+    if kind not in KNOWN_KINDS:
+        log.info("%s: unknown event kind %r, ignored", where, kind)
+        return
+
+    def need(key: str, ok, what: str) -> None:
+        if key not in e:
+            raise TraceError(f"{where}: {kind} event lacks {key!r}")
+        if not ok(e[key]):
+            raise TraceError(f"{where}: {kind} event field {key!r} must be {what} (got {e[key]!r})")
+
+    if kind in ALIGNED_KINDS:
+        need("prog", _is_int, "an integer program id")
+    if kind == "irq":
+        need("tag", lambda v: isinstance(v, str), "a string")
+    elif kind == "reg":
+        need("reg", lambda v: isinstance(v, str), "a register name")
+        need("value", _is_int, "an integer")
+        try:
+            idx = isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS)
+        except ValueError as exc:
+            raise TraceError(f"{where}: {exc}") from None
+        f = isa.register_field(idx)
+        if not f.min <= e["value"] <= f.max:
+            raise TraceError(f"{where}: value {e['value']} out of range for {e['reg']} "
+                             f"({f.min}..{f.max})")
+    elif kind == "bind":
+        need("layer", _is_int, "an integer layer")
+    elif kind == "state":
+        need("state", lambda v: isinstance(v, str), "a string")
+    elif kind == "dropped":
+        need("count", _is_int, "an integer")
+    if kind in TIMED_KINDS:
+        if "cycle" in e and not (_is_int(e["cycle"]) and e["cycle"] >= 0):
+            raise TraceError(f"{where}: field 'cycle' must be a non-negative integer "
+                             f"(got {e['cycle']!r})")
+        if "time_us" in e:
+            if not _is_num(e["time_us"]):
+                raise TraceError(f"{where}: field 'time_us' must be a number (got {e['time_us']!r})")
+        elif "cycle" in e:
+            e["time_us"] = round(e["cycle"] * 1_000_000 / clock_hz, 3)
+        else:
+            raise TraceError(f"{where}: {kind} event has neither 'cycle' nor 'time_us'")
+        if "wall_us" in e and not _is_num(e["wall_us"]):
+            raise TraceError(f"{where}: field 'wall_us' must be a number (got {e['wall_us']!r})")
+
+
+# ---------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks
+    (numpy's default): position ``q/100 * (n-1)`` in the sorted values."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    pos = q / 100 * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of ys over xs; None with fewer than two distinct xs."""
+    n = len(xs)
+    if n < 2:
+        return None
+    mx = sum(xs) / n
+    my = sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def _r(v: float | None, nd: int = 3) -> float | None:
+    return None if v is None else round(v, nd) + 0.0   # + 0.0: no "-0.0" in reports
+
+
+@dataclass
+class Stats:
+    """Figures for one group of aligned events (or all of them)."""
+    matched: int = 0
+    missing: int = 0          # in A, not in B
+    extra: int = 0            # in B, not in A
+    value_mismatches: int = 0
+    over_tolerance: int = 0
+    deviations: list[float] = field(default_factory=list)   # t_B - t_A, µs
+    times: list[float] = field(default_factory=list)        # t_A, µs
+
+    def to_json(self) -> dict:
+        absd = sorted(abs(d) for d in self.deviations)
+        have = bool(absd)
+        sl = slope(self.times, self.deviations)
+        return {
+            "matched": self.matched, "missing": self.missing, "extra": self.extra,
+            "value_mismatches": self.value_mismatches, "over_tolerance": self.over_tolerance,
+            "p50_us": _r(percentile(absd, 50)) if have else None,
+            "p99_us": _r(percentile(absd, 99)) if have else None,
+            "max_us": _r(absd[-1]) if have else None,
+            "mean_us": _r(sum(self.deviations) / len(self.deviations)) if have else None,
+            "drift_ppm": _r(sl * 1e6) if sl is not None else None,
+        }
+
+
+# ---------------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    """One aligned event: where it is on each side and how far apart."""
+    group: tuple
+    a: dict
+    b: dict
+    a_line: int
+    b_line: int
+    ta: float
+    tb: float
+
+    @property
+    def deviation(self) -> float:
+        return self.tb - self.ta
+
+
+@dataclass
+class Comparison:
+    """Everything ``copper trace compare`` reports; :meth:`to_json` is the ``--json`` form."""
+    a: Trace
+    b: Trace
+    time_a: str
+    time_b: str
+    tolerance_us: float | None
+    pairs: list[Pair]
+    groups: dict[tuple, Stats]
+    overall: Stats
+    missing: list[tuple[tuple, int]]     # (group, line in A)
+    extra: list[tuple[tuple, int]]       # (group, line in B)
+    mismatches: list[Pair]
+    dropped: tuple[int, int]
+    warnings: list[str]
+    ignored: tuple[str, ...] = ()
+
+    @property
+    def failures(self) -> list[str]:
+        """Why the comparison fails its tolerance; empty without a tolerance."""
+        if self.tolerance_us is None:
+            return []
+        o = self.overall
+        out = []
+        if o.over_tolerance:
+            out.append(f"{o.over_tolerance} event(s) deviate by more than {self.tolerance_us:g} us")
+        if o.missing:
+            out.append(f"{o.missing} event(s) of A missing from B")
+        if o.extra:
+            out.append(f"{o.extra} extra event(s) in B")
+        if o.value_mismatches:
+            out.append(f"{o.value_mismatches} register value mismatch(es)")
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def over_tolerance_pairs(self) -> list[Pair]:
+        if self.tolerance_us is None:
+            return []
+        return [p for p in self.pairs if abs(p.deviation) > self.tolerance_us]
+
+    def to_json(self) -> dict:
+        def side(t: Trace, tf: str) -> dict:
+            h = t.header
+            return {"path": t.path, "backend": h.get("backend"), "clock_hz": h.get("clock_hz"),
+                    "vsync_hz": h.get("vsync_hz"), "program": h.get("program"), "time": tf,
+                    "events": len(t.events)}
+
+        def pair_json(p: Pair) -> dict:
+            out = {**_group_json(p.group), "a_line": p.a_line, "b_line": p.b_line,
+                   "a_us": p.ta, "b_us": p.tb, "deviation_us": _r(p.deviation)}
+            if p.group[1] == "reg":
+                out["a_value"], out["b_value"] = p.a["value"], p.b["value"]
+            return out
+
+        return {
+            "a": side(self.a, self.time_a), "b": side(self.b, self.time_b),
+            "deviation": "b - a, microseconds",
+            "tolerance_us": self.tolerance_us,
+            "ignored_kinds": list(self.ignored),
+            "groups": [{**_group_json(g), **s.to_json()} for g, s in self.groups.items()],
+            "overall": self.overall.to_json(),
+            "dropped": {"a": self.dropped[0], "b": self.dropped[1]},
+            "missing": [{**_group_json(g), "a_line": ln} for g, ln in self.missing[:REPORT_LIMIT]],
+            "extra": [{**_group_json(g), "b_line": ln} for g, ln in self.extra[:REPORT_LIMIT]],
+            "value_mismatches": [pair_json(p) for p in self.mismatches[:REPORT_LIMIT]],
+            "over_tolerance": [pair_json(p) for p in self.over_tolerance_pairs()[:REPORT_LIMIT]],
+            "warnings": self.warnings,
+            "failures": self.failures,
+            "ok": self.ok,
+        }
+
+
+def _group_json(g: tuple) -> dict:
+    prog, kind, key, *occ = g
+    out = {"prog": prog, "kind": kind, "key": key}
+    if occ:
+        out["occurrence"] = occ[0]
+    return out
+
+
+def _kind_order(kind: str) -> int:
+    return list(ALIGNED_KINDS).index(kind)
+
+
+def _key_sort(key) -> tuple:
+    # Registers sort by layer then field order; other keys as (type, value).
+    if isinstance(key, str):
+        try:
+            return (0, isa.parse_register(key, layers=1 << isa.LAYER_BITS), "")
+        except ValueError:
+            return (1, 0, key)
+    return (0, key, "")
+
+
+def choose_time(t: Trace, mode: str) -> str:
+    """Which time a side is compared by: ``wall_us`` or ``time_us`` (see module doc).
+
+    ``mode`` is ``auto`` (wall_us if any program event has it), ``model`` (always
+    time_us) or ``wall`` (wall_us, an error if the trace has none).
+    """
+    if mode == "model":
+        return "time_us"
+    has_wall = any("wall_us" in e for e in t.events if e.get("event") in ALIGNED_KINDS)
+    if mode == "wall" and not has_wall:
+        raise TraceError(f"{t.path}: --time wall, but no event in this trace has 'wall_us'")
+    if mode not in ("auto", "wall"):
+        raise ValueError(f"unknown time mode {mode!r} (expected auto, model or wall)")
+    return "wall_us" if has_wall else "time_us"
+
+
+def _occurrences(t: Trace, ignore: Iterable[str]) -> dict[tuple, list[tuple[dict, int]]]:
+    out: dict[tuple, list[tuple[dict, int]]] = {}
+    for e, ln in zip(t.events, t.lines):
+        kind = e["event"]
+        if kind not in ALIGNED_KINDS or kind in ignore:
+            continue
+        out.setdefault((e["prog"], kind, e[ALIGNED_KINDS[kind]]), []).append((e, ln))
+    return out
+
+
+def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str = "auto",
+            ignore: Iterable[str] = ()) -> Comparison:
+    """Align the program events of ``a`` and ``b`` and compute the statistics."""
+    ignore = tuple(ignore)
+    for k in ignore:
+        if k not in ALIGNED_KINDS:
+            raise ValueError(f"cannot ignore {k!r}: aligned kinds are {', '.join(ALIGNED_KINDS)}")
+    if tolerance_us is not None and not tolerance_us >= 0:
+        raise ValueError(f"tolerance must be >= 0 us (got {tolerance_us})")
+    time_a, time_b = choose_time(a, time), choose_time(b, time)
+    warnings = []
+    pa, pb = a.header.get("program"), b.header.get("program")
+    if pa and pb and pa != pb:
+        warnings.append(f"the traces are of different programs (A {pa[:12]}, B {pb[:12]})")
+    fallbacks = {}
+    occ_a, occ_b = _occurrences(a, ignore), _occurrences(b, ignore)
+    groups: dict[tuple, Stats] = {}
+    overall = Stats()
+    pairs: list[Pair] = []
+    missing: list[tuple[tuple, int]] = []
+    extra: list[tuple[tuple, int]] = []
+    mismatches: list[Pair] = []
+
+    def t_of(e: dict, tf: str, side: str) -> float:
+        if tf == "wall_us" and "wall_us" not in e:
+            fallbacks[side] = fallbacks.get(side, 0) + 1
+            return e["time_us"]
+        return e[tf]
+
+    keys = sorted(set(occ_a) | set(occ_b),
+                  key=lambda g: (g[0], _kind_order(g[1]), _key_sort(g[2])))
+    for g in keys:
+        s = groups[g] = Stats()
+        ea, eb = occ_a.get(g, []), occ_b.get(g, [])
+        for i, ((x, xl), (y, yl)) in enumerate(zip(ea, eb)):
+            p = Pair(g + (i,), x, y, xl, yl, t_of(x, time_a, "A"), t_of(y, time_b, "B"))
+            pairs.append(p)
+            for st in (s, overall):
+                st.matched += 1
+                st.deviations.append(p.deviation)
+                st.times.append(p.ta)
+            if g[1] == "reg" and x["value"] != y["value"]:
+                s.value_mismatches += 1
+                overall.value_mismatches += 1
+                mismatches.append(p)
+            if tolerance_us is not None and abs(p.deviation) > tolerance_us:
+                s.over_tolerance += 1
+                overall.over_tolerance += 1
+        for i, (_, ln) in enumerate(ea[len(eb):], start=len(eb)):
+            missing.append((g + (i,), ln))
+        for i, (_, ln) in enumerate(eb[len(ea):], start=len(ea)):
+            extra.append((g + (i,), ln))
+        s.missing = max(0, len(ea) - len(eb))
+        s.extra = max(0, len(eb) - len(ea))
+        overall.missing += s.missing
+        overall.extra += s.extra
+    for side, n in sorted(fallbacks.items()):
+        warnings.append(f"{n} event(s) of {side} have no wall_us; their time_us was used")
+    dropped = tuple(sum(e["count"] for e in t.events if e.get("event") == "dropped")
+                    for t in (a, b))
+    for side, n in zip("AB", dropped):
+        if n:
+            warnings.append(f"{side} reports {n} dropped event(s): expect missing events")
+    return Comparison(a, b, time_a, time_b, tolerance_us, pairs, groups, overall, missing,
+                      extra, mismatches, dropped, warnings, ignore)
+
+
+# ---------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------
+
+_TIME_DOC = {"wall_us": "wall_us (measured)", "time_us": "time_us (cycle model)"}
+
+
+def _fmt(v, nd: int = 3) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def format_table(c: Comparison) -> str:
+    """The human-readable report."""
+    out = []
+    for label, t, tf in (("A", c.a, c.time_a), ("B", c.b, c.time_b)):
+        h = t.header
+        out.append(f"{label}: {t.path}  backend={h.get('backend')} clock_hz={h.get('clock_hz')} "
+                   f"events={len(t.events)}  time={_TIME_DOC[tf]}")
+    out.append("deviation d = t_B - t_A in us; p50/p99/max of |d|; mean d signed; "
+               "drift = slope of d over t_A")
+    out.append("")
+    cols = ("prog", "kind", "key", "matched", "missing", "extra", "p50|d|", "p99|d|",
+            "max|d|", "mean d", "drift ppm", "value!=")
+    rows = []
+    for g, s in c.groups.items():
+        j = s.to_json()
+        rows.append((str(g[0]), g[1], str(g[2]), str(j["matched"]), str(j["missing"]),
+                     str(j["extra"]), _fmt(j["p50_us"]), _fmt(j["p99_us"]), _fmt(j["max_us"]),
+                     _fmt(j["mean_us"]), _fmt(j["drift_ppm"]),
+                     str(j["value_mismatches"]) if g[1] == "reg" else "-"))
+    j = c.overall.to_json()
+    total = ("all", "", "", str(j["matched"]), str(j["missing"]), str(j["extra"]),
+             _fmt(j["p50_us"]), _fmt(j["p99_us"]), _fmt(j["max_us"]), _fmt(j["mean_us"]),
+             _fmt(j["drift_ppm"]), str(j["value_mismatches"]))
+    widths = [max(len(r[i]) for r in (cols, total, *rows)) for i in range(len(cols))]
+    left = 3   # prog, kind, key are left-aligned; numbers right-aligned
+
+    def line(r) -> str:
+        return "  ".join(v.ljust(w) if i < left else v.rjust(w)
+                         for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+    out.append(line(cols))
+    out.extend(line(r) for r in rows)
+    out.append("-" * len(line(cols)))
+    out.append(line(total))
+    if c.ignored:
+        out.append(f"ignored kinds: {', '.join(c.ignored)}")
+    if c.missing:
+        out.append("")
+        out.append(f"missing from B ({len(c.missing)}):")
+        for g, ln in c.missing[:REPORT_LIMIT]:
+            out.append(f"  {c.a.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
+    if c.extra:
+        out.append("")
+        out.append(f"extra in B ({len(c.extra)}):")
+        for g, ln in c.extra[:REPORT_LIMIT]:
+            out.append(f"  {c.b.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
+    if c.mismatches:
+        out.append("")
+        out.append(f"register value mismatches ({len(c.mismatches)}):")
+        for p in c.mismatches[:REPORT_LIMIT]:
+            out.append(f"  {p.group[2]} #{p.group[3]}: A={p.a['value']} ({c.a.path}:{p.a_line})"
+                       f"  B={p.b['value']} ({c.b.path}:{p.b_line})")
+    over = c.over_tolerance_pairs()
+    if over:
+        out.append("")
+        out.append(f"over tolerance {c.tolerance_us:g} us ({len(over)}):")
+        for p in over[:REPORT_LIMIT]:
+            out.append(f"  prog {p.group[0]} {p.group[1]} {p.group[2]} #{p.group[3]}: "
+                       f"d={p.deviation:+.3f} us ({c.a.path}:{p.a_line}, {c.b.path}:{p.b_line})")
+    for w in c.warnings:
+        out.append(f"warning: {w}")
+    if c.tolerance_us is not None:
+        out.append("")
+        if c.ok:
+            out.append(f"PASS: every event matched within {c.tolerance_us:g} us")
+        else:
+            out.append("FAIL: " + "; ".join(c.failures))
+    return "\n".join(out) + "\n"
+
+
+def plot(c: Comparison, out: str) -> None:
+    """Write a PNG: deviation over time (per event kind) and the deviation histogram."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_h) = plt.subplots(
+        1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}, constrained_layout=True)
+    fig.suptitle(f"{c.b.name} ({c.b.header.get('backend')}, {c.time_b}) minus "
+                 f"{c.a.name} ({c.a.header.get('backend')}, {c.time_a})")
+    colours = {"irq": "tab:red", "reg": "tab:blue", "state": "tab:green", "bind": "tab:purple"}
+    markers = {"irq": "o", "reg": "x", "state": "s", "bind": "^"}
+    for kind in ALIGNED_KINDS:
+        ps = [p for p in c.pairs if p.group[1] == kind]
+        if ps:
+            ax_t.scatter([p.ta / 1000 for p in ps], [p.deviation for p in ps], s=16,
+                         c=colours[kind], marker=markers[kind], label=f"{kind} ({len(ps)})",
+                         alpha=0.8, linewidths=1 if kind == "reg" else 0)
+    if c.tolerance_us is not None:
+        for y in (c.tolerance_us, -c.tolerance_us):
+            ax_t.axhline(y, color="grey", linestyle="--", linewidth=1)
+    ax_t.axhline(0, color="black", linewidth=0.6)
+    sl = slope(c.overall.times, c.overall.deviations)
+    if sl is not None:
+        n = len(c.overall.times)
+        mx = sum(c.overall.times) / n
+        my = sum(c.overall.deviations) / n
+        xs = [min(c.overall.times), max(c.overall.times)]
+        ax_t.plot([x / 1000 for x in xs], [my + sl * (x - mx) for x in xs], color="black",
+                  linewidth=1, label=f"fit: {sl * 1e6:+.1f} ppm")
+    ax_t.set_xlabel(f"A time (ms, {c.time_a})")
+    ax_t.set_ylabel("deviation t_B - t_A (us)")
+    ax_t.grid(True, alpha=0.3)
+    if c.pairs:
+        ax_t.legend(loc="best", fontsize="small")
+    devs = c.overall.deviations
+    if devs:
+        ax_h.hist(devs, bins=min(50, max(5, len(devs) // 4)), color="tab:blue", alpha=0.8)
+    j = c.overall.to_json()
+    ax_h.set_title(f"p50 |d| {_fmt(j['p50_us'])}  p99 {_fmt(j['p99_us'])}  "
+                   f"max {_fmt(j['max_us'])} us", fontsize="medium")
+    ax_h.set_xlabel("deviation (us)")
+    ax_h.set_ylabel("events")
+    ax_h.grid(True, alpha=0.3)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
