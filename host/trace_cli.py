@@ -63,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--time", choices=("auto", "model", "wall"), default="model",
                    help="timestamps: model = time_us (default), wall = wall_us (error if "
                         "absent), auto = wall_us when the trace has it")
+    p.add_argument("--gtkw", metavar="SAVEFILE",
+                   help="vcd only: also write a GTKWave save file showing every signal "
+                        "(signed registers as signed decimal)")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
@@ -119,7 +122,9 @@ def cmd_export(args) -> int:
     from copperline.host import trace_export as te
     try:
         t = tc.load_trace(args.file)
-        n = te.export(t, args.format, args.output, time=args.time)
+        if args.gtkw and args.format != "vcd":
+            raise ValueError("--gtkw goes with --format vcd")
+        n = te.export(t, args.format, args.output, time=args.time, gtkw=args.gtkw)
     except (TraceError, ValueError) as exc:
         return _error(str(exc))
     except OSError as exc:
