@@ -330,7 +330,11 @@ class _Validator:
 
     # -- one op -------------------------------------------------------------------------
     def check_op(self, index: int, entry: dict, labels: dict, registers: dict) -> None:
-        name = entry.get("op")
+        if "op" not in entry:
+            self.at(index, None, "op", "missing field: an op needs 'op' "
+                                       "(a label marker is just {\"label\": NAME})")
+            return
+        name = entry["op"]
         if not isinstance(name, str):
             self.at(index, None, "op", f"expected an op name (string), got {_type_name(name)} {_show(name)}")
             return
@@ -351,7 +355,7 @@ class _Validator:
         if spec.forms:
             present = [f for f in spec.forms if all(k in entry for k in f)]
             if not present:
-                alts = " or ".join("{" + ", ".join(repr(k) for k in f) + "}" for f in spec.forms)
+                alts = " or ".join(" + ".join(repr(k) for k in f) for f in spec.forms)
                 self.at(index, name, None, f"missing field: {name} needs {alts}")
                 return
             if len(present) > 1:
