@@ -1,0 +1,415 @@
+"""The board side of the host link: SLIP framing, CRC-16 check, sequencing, dispatch.
+
+:class:`Link` sits between the UART byte streams and a small register bus
+(:data:`BusSignature`) that the board top decodes. The wire format and every constant come
+from :mod:`copperline.host.link` (the Python reference); docs/link.md is the spec.
+
+Receive path: SLIP-decoded bytes go into a frame buffer (one block RAM) while a CRC-16
+processor runs over them; at the closing 0xC0 a frame with a good CRC is handed to the
+dispatcher. Anything else (bad CRC, bad escape, over-long, too short) is dropped and
+counted, and an idle timeout drops a half-received frame. The dispatcher executes the
+request, builds the response in a second buffer and hands it to the transmitter. A
+request with the same sequence number *and* CRC as the previous one is a retransmission:
+the stored response is sent again without executing anything twice.
+
+Transmit path: responses and event frames (from the ``events`` stream) are framed with
+their CRC and SLIP-escaped; responses take priority.
+"""
+
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import crc, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from copperline.host import link as proto
+
+__all__ = ["BusSignature", "Link", "info_words"]
+
+#: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is
+#: combinational in the cycle of ``we``/``re``; ``rdata`` is valid the cycle after ``re``.
+BusSignature = wiring.Signature({
+    "space": Out(4),
+    "addr": Out(16),
+    "wdata": Out(32),
+    "we": Out(1),
+    "re": Out(1),
+    "rdata": In(32),
+    "err": In(1),
+})
+
+
+def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_BYTES,
+               event_bytes: int = 0, core_version: int = 0, program_words: int = 0,
+               contexts: int = 0, layers: int = 0, fence_timelines: int = 0,
+               vsync_hz: float = 0.0) -> list[int]:
+    """The constant INFO words (addresses 0..15) in :data:`proto.INFO_FIELDS` order."""
+    words = [proto.INFO_MAGIC, proto.LINK_VERSION, clock_hz, baud, buf_bytes,
+             proto.MAX_READ_WORDS, event_bytes, core_version, program_words, contexts,
+             layers, fence_timelines, round(vsync_hz * 1000)]
+    words += [0] * (proto.INFO_CONST_WORDS - len(words))
+    return words
+
+
+class Link(wiring.Component):
+    """Link endpoint: ``rx``/``tx`` byte streams (to the UART), ``bus`` to the top.
+
+    Parameters
+    ----------
+    info : list of int
+        The 16 constant INFO words (see :func:`info_words`).
+    idle_timeout : int
+        Clock cycles without a received byte after which a half-received frame is dropped.
+    event_bytes : int
+        Size of one event record on ``events`` (0: no event stream).
+    buf_bytes : int
+        Size of the receive and response buffers (largest frame without its CRC + 2).
+    """
+
+    def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
+                 buf_bytes: int = proto.DEFAULT_BUF_BYTES):
+        if len(info) != proto.INFO_CONST_WORDS:
+            raise ValueError(f"info must hold {proto.INFO_CONST_WORDS} words, got {len(info)}")
+        if buf_bytes < 3 + 4 * proto.MAX_READ_WORDS:
+            raise ValueError(f"buf_bytes {buf_bytes} cannot hold a {proto.MAX_READ_WORDS}-word read")
+        self.info = info
+        self.idle_timeout = idle_timeout
+        self.event_bytes = event_bytes
+        self.buf_bytes = buf_bytes
+        members = {
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(BusSignature),
+            "frames_ok": Out(32),
+            "frames_bad": Out(32),
+            "rx_timeouts": Out(32),
+            "rx_dropped": Out(32),
+            "activity": Out(1),     # one-cycle pulse per good request (LEDs)
+        }
+        if event_bytes:
+            members["events"] = In(stream.Signature(8 * event_bytes))
+            members["dropped"] = In(32)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        buf = self.buf_bytes
+        crc_params = crc.catalog.CRC16_CCITT_FALSE(8)
+
+        m.submodules.rx_mem = rx_mem = Memory(shape=8, depth=buf, init=[])
+        m.submodules.tx_mem = tx_mem = Memory(shape=8, depth=buf, init=[])
+        rx_w = rx_mem.write_port()
+        rx_r = rx_mem.read_port()
+        tx_w = tx_mem.write_port()
+        tx_r = tx_mem.read_port()
+        m.submodules.rx_crc = rx_crc = crc.Processor(crc_params)
+        m.submodules.tx_crc = tx_crc = crc.Processor(crc_params)
+
+        # ---------------------------------------------------------------- receive ------
+        frame_ready = Signal()                  # a checked frame waits in rx_mem
+        frame_len = Signal(range(buf + 1))
+        frame_crc = Signal(16)
+        rx_len = Signal(range(buf + 1))
+        rx_bad = Signal()
+        rx_esc = Signal()
+        last2 = Signal(16)                      # the last two bytes: the frame's CRC
+        idle = Signal(range(self.idle_timeout + 1))
+
+        tok_data = Signal(8)
+        tok_byte = Signal()
+        tok_end = Signal()
+        tok_err = Signal()
+
+        m.d.comb += self.rx.ready.eq(1)         # never stall the UART; drops are counted
+        with m.If(self.rx.valid):
+            with m.If(frame_ready):
+                m.d.sync += self.rx_dropped.eq(self.rx_dropped + 1)
+            with m.Elif(self.rx.payload == proto.SLIP_END):
+                # A delimiter always ends the frame, even right after an escape (then bad).
+                m.d.comb += tok_end.eq(1)
+                m.d.sync += rx_esc.eq(0)
+            with m.Elif(rx_esc):
+                m.d.sync += rx_esc.eq(0)
+                with m.If(self.rx.payload == proto.SLIP_ESC_END):
+                    m.d.comb += [tok_data.eq(proto.SLIP_END), tok_byte.eq(1)]
+                with m.Elif(self.rx.payload == proto.SLIP_ESC_ESC):
+                    m.d.comb += [tok_data.eq(proto.SLIP_ESC), tok_byte.eq(1)]
+                with m.Else():
+                    m.d.comb += tok_err.eq(1)
+            with m.Elif(self.rx.payload == proto.SLIP_ESC):
+                m.d.sync += rx_esc.eq(1)
+            with m.Else():
+                m.d.comb += [tok_data.eq(self.rx.payload), tok_byte.eq(1)]
+
+        m.d.comb += [rx_w.addr.eq(rx_len), rx_w.data.eq(tok_data),
+                     rx_crc.data.eq(tok_data), rx_crc.start.eq(rx_len == 0)]
+        with m.If(tok_byte):
+            with m.If(rx_len < buf):
+                m.d.comb += [rx_w.en.eq(1), rx_crc.valid.eq(1)]
+                m.d.sync += [rx_len.eq(rx_len + 1), last2.eq(Cat(tok_data, last2[:8]))]
+            with m.Else():
+                m.d.sync += rx_bad.eq(1)
+        with m.If(tok_err):
+            m.d.sync += rx_bad.eq(1)
+        with m.If(tok_end):
+            with m.If((rx_len != 0) | rx_bad | rx_esc):
+                with m.If(~rx_bad & ~rx_esc & (rx_len >= 4) & rx_crc.match_detected):
+                    m.d.sync += [frame_ready.eq(1), frame_len.eq(rx_len), frame_crc.eq(last2)]
+                with m.Else():
+                    m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
+            m.d.sync += [rx_len.eq(0), rx_bad.eq(0)]
+
+        # Idle timeout: a frame that stops arriving half-way is dropped, so a host that
+        # restarts mid-frame is understood at once (no 0xC0 needed first).
+        with m.If(self.rx.valid | ((rx_len == 0) & ~rx_bad & ~rx_esc)):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle == self.idle_timeout):
+            m.d.sync += [rx_len.eq(0), rx_bad.eq(0), rx_esc.eq(0), idle.eq(0),
+                         self.rx_timeouts.eq(self.rx_timeouts + 1)]
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
+
+        # --------------------------------------------------------------- dispatch ------
+        resp_pending = Signal()                 # tx_mem holds a response to send
+        resp_sending = Signal()
+        tx_len = Signal(range(buf + 1))
+
+        typ = Signal(8)
+        seq = Signal(8)
+        last_seq = Signal(8)
+        last_crc = Signal(16)
+        last_valid = Signal()
+        rp = Signal(range(buf + 1))             # rx_mem read pointer; rx_r.data == mem[rp-1]
+        adv = Signal()
+        wp = Signal(range(buf + 1))             # tx_mem write pointer
+        n = Signal(range(buf + 1))
+        status = Signal(8)
+        space = Signal(4)
+        addr = Signal(16)
+        word = Signal(32)
+        bi = Signal(2)
+        blen = Signal(range(buf + 1))
+        info_data = Signal(32)
+        info_err = Signal()
+        is_info = Signal()
+
+        m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv), blen.eq(frame_len - 4),
+                     is_info.eq(space == proto.SPACE_INFO)]
+        with m.If(adv):
+            m.d.sync += rp.eq(rp + 1)
+
+        # INFO space: constants, then the link's own counters.
+        info_table = Array([C(w, 32) for w in self.info] +
+                           [self.frames_ok, self.frames_bad, self.rx_timeouts, self.rx_dropped])
+        m.d.comb += info_err.eq(addr >= len(info_table))
+        bus = self.bus
+        m.d.comb += [bus.space.eq(space), bus.addr.eq(addr), bus.wdata.eq(word)]
+        with m.If(bus.re & is_info):
+            m.d.sync += info_data.eq(info_table[addr])
+        addr_err = Mux(is_info, info_err, bus.err)
+
+        def finish(st):
+            m.d.sync += status.eq(st)
+            if st != proto.ST_OK:
+                m.d.sync += tx_len.eq(3)
+            m.next = "FINISH"
+
+        with m.FSM(name="dispatch"):
+            with m.State("IDLE"):
+                with m.If(frame_ready & ~resp_pending & ~resp_sending):
+                    m.d.sync += rp.eq(0)
+                    m.next = "PRIME"
+            with m.State("PRIME"):
+                m.d.comb += adv.eq(1)
+                m.next = "TYPE"
+            with m.State("TYPE"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += typ.eq(rx_r.data)
+                m.next = "SEQ"
+            with m.State("SEQ"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += seq.eq(rx_r.data)
+                with m.If(last_valid & (rx_r.data == last_seq) & (frame_crc == last_crc)):
+                    m.next = "RESEND"
+                with m.Else():
+                    m.d.sync += [last_seq.eq(rx_r.data), last_crc.eq(frame_crc),
+                                 last_valid.eq(1), self.frames_ok.eq(self.frames_ok + 1)]
+                    m.d.comb += [tx_w.addr.eq(0), tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += [tx_w.addr.eq(1), tx_w.data.eq(seq), tx_w.en.eq(1),
+                             self.activity.eq(1)]
+                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3)]
+                with m.If(typ == proto.T_ECHO):
+                    m.next = "ECHO"
+                with m.Elif(typ[4:] == proto.T_WRITE >> 4):
+                    with m.If((blen < 6) | (blen[:2] != 2)):
+                        finish(proto.ST_BAD_LEN)
+                    with m.Else():
+                        m.d.sync += n.eq((blen - 2) >> 2)
+                        m.next = "W_ADDR0"
+                with m.Elif(typ[4:] == proto.T_READ >> 4):
+                    with m.If(blen != 3):
+                        finish(proto.ST_BAD_LEN)
+                    with m.Else():
+                        m.next = "R_ADDR0"
+                with m.Else():
+                    finish(proto.ST_BAD_TYPE)
+
+            with m.State("ECHO"):
+                with m.If(n != 0):
+                    m.d.comb += [tx_w.addr.eq(wp), tx_w.data.eq(rx_r.data), tx_w.en.eq(1),
+                                 adv.eq(1)]
+                    m.d.sync += [wp.eq(wp + 1), n.eq(n - 1)]
+                with m.Else():
+                    m.d.sync += tx_len.eq(wp)
+                    finish(proto.ST_OK)
+
+            # WRITE: addr u16, then n words; each word goes out on the bus as it completes.
+            with m.State("W_ADDR0"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += addr[:8].eq(rx_r.data)
+                m.next = "W_ADDR1"
+            with m.State("W_ADDR1"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += [addr[8:].eq(rx_r.data), bi.eq(0)]
+                m.next = "W_BYTE"
+            with m.State("W_BYTE"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += [word.eq(Cat(word[8:], rx_r.data)), bi.eq(bi + 1)]
+                with m.If(bi == 3):
+                    m.next = "W_COMMIT"
+            with m.State("W_COMMIT"):
+                with m.If(is_info | bus.err):
+                    finish(proto.ST_BAD_ADDR)
+                with m.Else():
+                    m.d.comb += bus.we.eq(1)
+                    m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
+                    with m.If(n == 1):
+                        finish(proto.ST_OK)
+                    with m.Else():
+                        m.next = "W_BYTE"
+
+            # READ: addr u16, count u8; each word read from the bus into the response.
+            with m.State("R_ADDR0"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += addr[:8].eq(rx_r.data)
+                m.next = "R_ADDR1"
+            with m.State("R_ADDR1"):
+                m.d.comb += adv.eq(1)
+                m.d.sync += addr[8:].eq(rx_r.data)
+                m.next = "R_COUNT"
+            with m.State("R_COUNT"):
+                m.d.sync += n.eq(rx_r.data)
+                with m.If((rx_r.data == 0) | (rx_r.data > proto.MAX_READ_WORDS)):
+                    finish(proto.ST_BAD_LEN)
+                with m.Else():
+                    m.next = "R_REQ"
+            with m.State("R_REQ"):
+                with m.If(addr_err):
+                    finish(proto.ST_BAD_ADDR)
+                with m.Else():
+                    m.d.comb += bus.re.eq(1)
+                    m.next = "R_DATA"
+            with m.State("R_DATA"):
+                m.d.sync += [word.eq(Mux(is_info, info_data, bus.rdata)), bi.eq(0)]
+                m.next = "R_BYTE"
+            with m.State("R_BYTE"):
+                m.d.comb += [tx_w.addr.eq(wp), tx_w.data.eq(word[:8]), tx_w.en.eq(1)]
+                m.d.sync += [word.eq(word >> 8), wp.eq(wp + 1), bi.eq(bi + 1)]
+                with m.If(bi == 3):
+                    m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
+                    with m.If(n == 1):
+                        m.d.sync += tx_len.eq(wp + 1)
+                        finish(proto.ST_OK)
+                    with m.Else():
+                        m.next = "R_REQ"
+
+            with m.State("FINISH"):
+                m.d.comb += [tx_w.addr.eq(2), tx_w.data.eq(status), tx_w.en.eq(1)]
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                m.next = "IDLE"
+            with m.State("RESEND"):
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                m.next = "IDLE"
+
+        # --------------------------------------------------------------- transmit ------
+        # Framer tokens -> SLIP encoder -> self.tx.
+        tok = Signal(8)
+        tok_is_end = Signal()
+        tok_valid = Signal()
+        tok_ready = Signal()
+        esc_pending = Signal()
+        esc_byte = Signal(8)
+        special = (tok == proto.SLIP_END) | (tok == proto.SLIP_ESC)
+        with m.If(esc_pending):
+            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(esc_byte)]
+            with m.If(self.tx.ready):
+                m.d.sync += esc_pending.eq(0)
+        with m.Else():
+            m.d.comb += [self.tx.valid.eq(tok_valid), tok_ready.eq(self.tx.ready)]
+            with m.If(tok_is_end):
+                m.d.comb += self.tx.payload.eq(proto.SLIP_END)
+            with m.Elif(special):
+                m.d.comb += self.tx.payload.eq(proto.SLIP_ESC)
+                with m.If(tok_valid & self.tx.ready):
+                    m.d.sync += [esc_pending.eq(1),
+                                 esc_byte.eq(Mux(tok == proto.SLIP_END, proto.SLIP_ESC_END,
+                                                 proto.SLIP_ESC_ESC))]
+            with m.Else():
+                m.d.comb += self.tx.payload.eq(tok)
+
+        ti = Signal(range(buf + 1))
+        tn = Signal(range(buf + 1))
+        from_ev = Signal()
+        ev_seq = Signal(8)
+        ev_bytes = 2 + 4 + self.event_bytes
+        ev_frame = Signal(8 * ev_bytes)
+        ev_byte = Signal(8)
+        m.d.comb += [tx_r.addr.eq(ti), tx_crc.data.eq(tok), tx_crc.start.eq(ti == 0)]
+        m.d.comb += ev_byte.eq(ev_frame.word_select(ti, 8))
+
+        with m.FSM(name="transmit"):
+            with m.State("IDLE"):
+                m.d.sync += ti.eq(0)
+                with m.If(resp_pending):
+                    m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), from_ev.eq(0),
+                                 tn.eq(tx_len)]
+                    m.next = "SOF"
+                if self.event_bytes:
+                    with m.Elif(self.events.valid):
+                        m.d.comb += self.events.ready.eq(1)
+                        m.d.sync += [from_ev.eq(1), tn.eq(ev_bytes), ev_seq.eq(ev_seq + 1),
+                                     ev_frame.eq(Cat(C(proto.T_EVENT, 8), ev_seq, self.dropped,
+                                                     self.events.payload))]
+                        m.next = "SOF"
+            with m.State("SOF"):
+                m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
+                with m.If(tok_ready):
+                    m.next = "FETCH"
+            with m.State("FETCH"):              # tx_mem read latency
+                m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [tok.eq(Mux(from_ev, ev_byte, tx_r.data)), tok_valid.eq(1)]
+                with m.If(tok_ready):
+                    m.d.comb += tx_crc.valid.eq(1)
+                    m.d.sync += ti.eq(ti + 1)
+                    with m.If(ti + 1 == tn):
+                        m.next = "CRC_HI"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("CRC_HI"):
+                m.d.comb += [tok.eq(tx_crc.crc[8:]), tok_valid.eq(1)]
+                with m.If(tok_ready):
+                    m.next = "CRC_LO"
+            with m.State("CRC_LO"):
+                m.d.comb += [tok.eq(tx_crc.crc[:8]), tok_valid.eq(1)]
+                with m.If(tok_ready):
+                    m.next = "EOF"
+            with m.State("EOF"):
+                m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
+                with m.If(tok_ready):
+                    m.d.sync += resp_sending.eq(0)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,444 @@
+"""The host <-> board link: framing, CRC, sequencing, retransmission (see docs/link.md).
+
+This module is both the *reference* of the wire format (the gateware in
+``copperline.hdl.link`` imports its constants) and the host driver, :class:`Link`.
+
+Wire format in brief: a frame is ``type, seq, body..., crc_hi, crc_lo`` (CRC-16/CCITT-FALSE
+over type+seq+body, big-endian), SLIP-escaped and sent between 0xC0 delimiters. Requests
+are answered by a response of ``type | 0x80`` with the same ``seq`` and a status byte; the
+host retransmits after a timeout and the board re-sends its last response when it sees the
+same request (same seq and CRC) again. Event frames (type 0x40) carry their own sequence
+number so that loss is detectable.
+
+The driver opens its port with :func:`serial.serial_for_url`, so ``/dev/ttyUSB1``,
+``socket://127.0.0.1:PORT`` and ``loop://`` all work.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+# --- wire constants (the gateware imports these) ------------------------------------------
+LINK_VERSION = 1
+SLIP_END = 0xC0
+SLIP_ESC = 0xDB
+SLIP_ESC_END = 0xDC
+SLIP_ESC_ESC = 0xDD
+
+T_ECHO = 0x02          # body echoed back (link test, throughput)
+T_WRITE = 0x10         # | space: body = addr u16, then u32 words
+T_READ = 0x20          # | space: body = addr u16, count u8 -> u32 words
+T_EVENT = 0x40         # board -> host, unsolicited: body = dropped u32, event bytes
+RESP = 0x80            # response type = request type | RESP; body = status u8, data
+
+#: Address spaces of WRITE/READ. INFO is served by the link itself; the rest by the top.
+SPACE_INFO = 0         # read-only identify words + link counters
+SPACE_PROG = 1         # program memory, one u32 instruction word per address
+SPACE_CTL = 2          # per-slot control (start/stop/reset)
+SPACE_FENCE = 3        # fence timeline values
+SPACE_REGS = 4         # register file read-back
+SPACE_STATUS = 5       # per-slot status words
+SPACE_SCRATCH = 15     # 16 words of RAM: link loopback tests without a core
+SPACE_NAMES = {SPACE_INFO: "info", SPACE_PROG: "prog", SPACE_CTL: "ctl", SPACE_FENCE: "fence",
+               SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_SCRATCH: "scratch"}
+
+ST_OK = 0
+ST_BAD_TYPE = 1
+ST_BAD_LEN = 2
+ST_BAD_ADDR = 3
+STATUS_NAMES = {ST_OK: "ok", ST_BAD_TYPE: "unknown message type", ST_BAD_LEN: "bad length",
+                ST_BAD_ADDR: "bad address (no such space/address, or not writable)"}
+
+INFO_MAGIC = 0x4B4C5043    # b"CPLK" little-endian
+#: Names of the INFO words, in address order (words 0..15 are constants, 16.. counters).
+INFO_FIELDS = ("magic", "link_version", "clock_hz", "baud", "buf_bytes", "max_read_words",
+               "event_bytes", "core_version", "program_words", "contexts", "layers",
+               "fence_timelines", "vsync_hz_x1000", "reserved13", "reserved14", "reserved15",
+               "frames_ok", "frames_bad", "rx_timeouts", "rx_dropped")
+INFO_CONST_WORDS = 16
+
+DEFAULT_BUF_BYTES = 512
+#: Largest READ count; fits a response in the board's 512-byte buffer.
+MAX_READ_WORDS = 64
+#: Words per WRITE frame the driver sends (frame = 2+2+4*64+2 = 262 bytes).
+DEFAULT_CHUNK_WORDS = 64
+
+
+class LinkError(Exception):
+    """The link failed (no answer after retries, a board error status, a closed port)."""
+
+
+class LinkTimeout(LinkError):
+    """No valid response after every retransmission."""
+
+
+class LinkStatusError(LinkError):
+    """The board answered with a non-OK status."""
+
+    def __init__(self, status: int, what: str):
+        self.status = status
+        super().__init__(f"{what}: board says {STATUS_NAMES.get(status, f'status {status}')}")
+
+
+# --- CRC and SLIP -----------------------------------------------------------------------
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+        table.append(crc & 0xFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor)."""
+    for b in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]
+    return crc
+
+
+def slip_escape(data: bytes) -> bytes:
+    return data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
+
+
+def encode_frame(ftype: int, seq: int, body: bytes = b"") -> bytes:
+    """The bytes on the wire for one frame, delimiters included."""
+    if not (0 <= ftype <= 255 and 0 <= seq <= 255):
+        raise ValueError(f"frame type {ftype} / seq {seq} must be 0..255")
+    payload = bytes((ftype, seq)) + body
+    payload += struct.pack(">H", crc16(payload))
+    return bytes((SLIP_END,)) + slip_escape(payload) + bytes((SLIP_END,))
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    body: bytes
+
+
+class FrameDecoder:
+    """Incremental SLIP + CRC decoder: ``feed(bytes)`` returns the complete good frames.
+
+    Garbage, bad escapes, short frames and CRC failures are dropped and counted; the next
+    0xC0 resynchronises. ``max_bytes`` bounds a frame (an over-long one is dropped).
+    """
+
+    def __init__(self, max_bytes: int = 4096):
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+        self._esc = False
+        self._bad = False
+        self.crc_errors = 0
+        self.framing_errors = 0
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._esc = self._bad = False
+
+    def feed(self, data: bytes) -> list[Frame]:
+        out = []
+        for b in data:
+            if b == SLIP_END:
+                if self._buf or self._bad:
+                    frame = self._finish()
+                    if frame is not None:
+                        out.append(frame)
+                self.reset()
+                continue
+            if self._esc:
+                self._esc = False
+                if b == SLIP_ESC_END:
+                    b = SLIP_END
+                elif b == SLIP_ESC_ESC:
+                    b = SLIP_ESC
+                else:
+                    self._bad = True
+                    continue
+            elif b == SLIP_ESC:
+                self._esc = True
+                continue
+            if len(self._buf) >= self.max_bytes:
+                self._bad = True
+            else:
+                self._buf.append(b)
+        return out
+
+    def _finish(self) -> Frame | None:
+        if self._bad or len(self._buf) < 4:
+            self.framing_errors += 1
+            return None
+        if crc16(bytes(self._buf)) != 0:   # CRC over payload + its own CRC leaves residue 0
+            self.crc_errors += 1
+            return None
+        return Frame(self._buf[0], self._buf[1], bytes(self._buf[2:-2]))
+
+
+# --- the host driver ----------------------------------------------------------------------
+
+@dataclass
+class LinkStats:
+    requests: int = 0
+    retransmits: int = 0
+    duplicates: int = 0         # responses whose seq we no longer wait for
+    events: int = 0
+    events_lost: int = 0        # gaps in the event sequence numbers
+    crc_errors: int = 0
+    framing_errors: int = 0
+    dropped_by_board: int = 0   # the board's own dropped-event counter, last seen
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BoardInfo:
+    """What the board says about itself (the INFO space)."""
+    words: dict[str, int] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> int:
+        try:
+            return self.__dict__["words"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_json(self) -> dict:
+        return dict(self.words)
+
+
+def open_port(url: str, baud: int, timeout: float = 0.02):
+    """Open a serial port or pyserial URL (``socket://``, ``loop://``, ``/dev/tty...``)."""
+    import serial
+    try:
+        return serial.serial_for_url(url, baudrate=baud, timeout=timeout)
+    except (serial.SerialException, ValueError, OSError) as exc:
+        raise LinkError(f"cannot open {url!r}: {exc}") from None
+
+
+class Link:
+    """A synchronous request/response API over one serial port, with a reader thread.
+
+    Requests are stop-and-wait: one outstanding request, retransmitted after ``timeout``
+    seconds up to ``retries`` times. Events are handed to ``on_event(seq, dropped, body)``
+    from the reader thread (or queued for :meth:`next_event` when no callback is set).
+    """
+
+    def __init__(self, url: str, *, baud: int = 1_000_000, timeout: float = 0.2,
+                 retries: int = 5, port=None,
+                 on_event: Callable[[int, int, bytes], None] | None = None):
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self.stats = LinkStats()
+        self._port = port if port is not None else open_port(url, baud)
+        self._decoder = FrameDecoder()
+        self._seq = random.randrange(256)   # a fresh start never matches a stale request
+        self._lock = threading.Lock()         # one request at a time
+        self._responses: queue.Queue[Frame] = queue.Queue()
+        self._waiting: int | None = None      # seq of the outstanding request
+        self._on_event = on_event
+        self._events: queue.Queue[tuple[int, int, bytes]] = queue.Queue(maxsize=65536)
+        self._event_seq: int | None = None
+        self._closed = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, name=f"link-reader {url}",
+                                        daemon=True)
+        self._reader.start()
+
+    # -- plumbing --------------------------------------------------------------------------
+    def close(self) -> None:
+        self._closed.set()
+        self._reader.join(timeout=1.0)
+        try:
+            self._port.close()
+        except Exception:   # closing twice or a vanished device: nothing left to do
+            pass
+
+    def __enter__(self) -> "Link":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _read_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._port.read(4096)
+            except Exception as exc:   # port vanished: wake any waiter, then stop
+                if not self._closed.is_set():
+                    log.error("link %s: read failed: %s", self.url, exc)
+                self._closed.set()
+                return
+            if not data:
+                continue
+            for frame in self._decoder.feed(data):
+                self._dispatch(frame)
+            self.stats.crc_errors = self._decoder.crc_errors
+            self.stats.framing_errors = self._decoder.framing_errors
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.type == T_EVENT:
+            self._event(frame)
+        elif frame.type & RESP:
+            if frame.seq == self._waiting:
+                self._responses.put(frame)
+            else:
+                self.stats.duplicates += 1
+        else:
+            log.debug("link %s: ignoring frame type %#04x", self.url, frame.type)
+
+    def _event(self, frame: Frame) -> None:
+        if len(frame.body) < 4:
+            self.stats.framing_errors += 1
+            return
+        (dropped,) = struct.unpack_from("<I", frame.body)
+        if self._event_seq is not None:
+            gap = (frame.seq - self._event_seq - 1) & 0xFF
+            self.stats.events_lost += gap
+        self._event_seq = frame.seq
+        self.stats.events += 1
+        self.stats.dropped_by_board = dropped
+        item = (frame.seq, dropped, frame.body[4:])
+        if self._on_event is not None:
+            self._on_event(*item)
+        else:
+            try:
+                self._events.put_nowait(item)
+            except queue.Full:
+                self.stats.events_lost += 1
+
+    def next_event(self, timeout: float | None = None) -> tuple[int, int, bytes] | None:
+        """The next queued event ``(seq, board_dropped, body)``, or None after ``timeout``."""
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def request(self, ftype: int, body: bytes = b"", what: str = "") -> bytes:
+        """Send one request and return the response body after the status byte."""
+        what = what or f"request {ftype:#04x}"
+        with self._lock:
+            if self._closed.is_set():
+                raise LinkError(f"link {self.url} is closed")
+            self._seq = (self._seq + 1) & 0xFF
+            seq = self._seq
+            wire = encode_frame(ftype, seq, body)
+            while not self._responses.empty():   # stale answers to an abandoned request
+                self._responses.get_nowait()
+            self._waiting = seq
+            self.stats.requests += 1
+            try:
+                for attempt in range(self.retries + 1):
+                    if attempt:
+                        self.stats.retransmits += 1
+                        log.info("link %s: %s seq %d: no answer, retransmit %d",
+                                 self.url, what, seq, attempt)
+                    self._port.write(wire)
+                    deadline = time.monotonic() + self.timeout
+                    while True:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or self._closed.is_set():
+                            break
+                        try:
+                            frame = self._responses.get(timeout=min(left, 0.05))
+                        except queue.Empty:
+                            continue
+                        if frame.type != (ftype | RESP) or not frame.body:
+                            raise LinkError(f"{what}: board answered type {frame.type:#04x} "
+                                            f"to seq {seq} (expected {ftype | RESP:#04x})")
+                        if frame.body[0] != ST_OK:
+                            raise LinkStatusError(frame.body[0], what)
+                        return frame.body[1:]
+                    if self._closed.is_set():
+                        raise LinkError(f"{what}: link {self.url} closed")
+            finally:
+                self._waiting = None
+            raise LinkTimeout(f"{what}: no answer from {self.url} after {self.retries + 1} "
+                              f"attempts of {self.timeout * 1000:.0f} ms (is the board "
+                              "connected, flashed with copperline, and at the same baud?)")
+
+    # -- the API ---------------------------------------------------------------------------
+    def echo(self, data: bytes) -> bytes:
+        return self.request(T_ECHO, data, "echo")
+
+    def write(self, space: int, addr: int, words: list[int] | tuple[int, ...]) -> None:
+        """Write u32 ``words`` at ``addr`` of ``space`` (one frame; see :meth:`upload`)."""
+        if not words:
+            raise ValueError("write: no words")
+        if not 0 <= addr <= 0xFFFF:
+            raise ValueError(f"write: address {addr} outside 0..65535")
+        body = struct.pack(f"<H{len(words)}I", addr, *(w & 0xFFFFFFFF for w in words))
+        self.request(T_WRITE | space, body, f"write {SPACE_NAMES.get(space, space)}[{addr}]")
+
+    def read(self, space: int, addr: int, count: int = 1) -> list[int]:
+        """Read ``count`` u32 words from ``addr`` of ``space``."""
+        if not 1 <= count <= MAX_READ_WORDS:
+            raise ValueError(f"read: count {count} outside 1..{MAX_READ_WORDS}")
+        data = self.request(T_READ | space, struct.pack("<HB", addr, count),
+                            f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]")
+        if len(data) != 4 * count:
+            raise LinkError(f"read: asked for {count} words, got {len(data)} bytes")
+        return list(struct.unpack(f"<{count}I", data))
+
+    def read_many(self, space: int, addr: int, count: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < count:
+            n = min(MAX_READ_WORDS, count - len(out))
+            out += self.read(space, addr + len(out), n)
+        return out
+
+    def upload(self, words, base: int = 0, chunk: int = DEFAULT_CHUNK_WORDS,
+               space: int = SPACE_PROG) -> None:
+        """Write a program (or any word array) in chunks of ``chunk`` words."""
+        words = list(words)
+        for off in range(0, len(words), chunk):
+            self.write(space, base + off, words[off:off + chunk])
+
+    def hello(self) -> BoardInfo:
+        """Identify the board: core version, clock, baud, sizes (the INFO space)."""
+        words = self.read(SPACE_INFO, 0, len(INFO_FIELDS))
+        if words[0] != INFO_MAGIC:
+            raise LinkError(f"{self.url}: not a copperline board (magic {words[0]:#010x})")
+        return BoardInfo(dict(zip(INFO_FIELDS, words)))
+
+    # Core commands. Their meaning is carried out by the board top (hdl/top.py), which maps
+    # the CTL/FENCE/REGS/STATUS spaces onto the Copper core's host interface.
+    def start(self, slot: int) -> None:
+        self.write(SPACE_CTL, slot, [CTL_START])
+
+    def stop(self, slot: int) -> None:
+        self.write(SPACE_CTL, slot, [CTL_STOP])
+
+    def reset(self) -> None:
+        """Stop every slot and reset the core's time base."""
+        self.write(SPACE_CTL, CTL_RESET_ADDR, [1])
+
+    def fence(self, timeline: int, value: int) -> None:
+        self.write(SPACE_FENCE, timeline, [value])
+
+    def regs(self, first: int = 0, count: int = 1) -> list[int]:
+        return self.read_many(SPACE_REGS, first, count)
+
+    def status(self, slot: int) -> list[int]:
+        return self.read(SPACE_STATUS, slot * STATUS_WORDS, STATUS_WORDS)
+
+
+#: CTL space: write ``CTL_START``/``CTL_STOP`` at address = slot; 1 at CTL_RESET_ADDR resets.
+CTL_START = 1
+CTL_STOP = 2
+CTL_RESET_ADDR = 0x100
+#: STATUS space: STATUS_WORDS words per slot at slot * STATUS_WORDS.
+STATUS_WORDS = 4
