@@ -81,6 +81,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", default="640x480", metavar="WxH", help="canvas in pixels (640x480)")
     p.add_argument("--layer-size", default="48x48", metavar="WxH",
                    help="size drawn for each layer (48x48): registers carry no size")
+    p.add_argument("--reset-values", action="store_true",
+                   help="draw alpha/visible a layer never had written as their reset value 0 "
+                        "(hidden); by default they are drawn as 255 and 1")
     p.add_argument("--clock-hz", type=int, default=None, metavar="HZ",
                    help="PROG only: core clock of the soft VM (default 12000000)")
     p.add_argument("--vsync-hz", type=float, default=None, metavar="HZ",
@@ -153,7 +156,8 @@ def cmd_render(args) -> int:
             raise ValueError(f"--frames must be >= 1 (got {args.frames})")
         frames = render.frames_from_source(args.source, args.frames, clock_hz=args.clock_hz,
                                            vsync_hz=args.vsync_hz)
-        written = render.write_frames(frames, args.output, size=size, layer_size=layer_size)
+        written = render.write_frames(frames, args.output, size=size, layer_size=layer_size,
+                                      reset_values=args.reset_values)
     except (TraceError, ValueError, render.RenderError) as exc:
         return _error(str(exc))
     except OSError as exc:
