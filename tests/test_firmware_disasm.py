@@ -1,0 +1,180 @@
+"""Disassembler: listing, to_program, and the compile -> disasm -> compile round trip."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from copperline.firmware import isa
+from copperline.firmware.compiler import compile_file, compile_program
+from copperline.firmware.disasm import (DisasmError, format_program, listing,
+                                        recompiles_identically, to_program)
+from copperline.firmware.image import Image
+from copperline.firmware.program import ProgramError, validate
+
+# -- generated valid programs ---------------------------------------------------------
+
+LABELS = ["a", "b", "loop", "L0", "end-of-frame"]
+TAGS = ["tick", "frame", "x", "long-tag-" + "t" * 40]
+SURFACES = ["/tmp/sprite.rgba", "bg", "fb0"]
+TIMELINES = ["vk", "gl", "cam", "audio"]
+
+
+@st.composite
+def registers(draw):
+    layer = draw(st.integers(0, isa.DEFAULT_LAYERS - 1))
+    f = draw(st.sampled_from(isa.REGISTER_FIELDS))
+    return f"layer[{layer}].{f.name}", f
+
+
+@st.composite
+def ops(draw, labels):
+    kind = draw(st.sampled_from([s.name for s in isa.OPS]))
+    if kind in ("HALT", "NOP"):
+        return {"op": kind}
+    if kind == "WAIT":
+        if draw(st.booleans()):
+            return {"op": "WAIT", "vsync": True}
+        return {"op": "WAIT", "us": draw(st.one_of(st.integers(1, 100_000), st.just(isa.WAIT_US_MAX)))}
+    if kind == "MOVE":
+        name, f = draw(registers())
+        return {"op": "MOVE", "reg": name, "value": draw(st.integers(f.min, f.max))}
+    if kind == "ADD":
+        name, _ = draw(registers())
+        return {"op": "ADD", "reg": name, "delta": draw(st.integers(-32768, 32767))}
+    if kind == "IRQ":
+        return {"op": "IRQ", "tag": draw(st.sampled_from(TAGS))}
+    if kind == "JUMP":
+        return {"op": "JUMP", "label": draw(st.sampled_from(labels))}
+    if kind == "LOOP":
+        count = draw(st.one_of(st.just(-1), st.integers(1, isa.LOOP_COUNT_MAX)))
+        return {"op": "LOOP", "count": count, "label": draw(st.sampled_from(labels))}
+    if kind == "FENCE":
+        return {"op": "FENCE", "timeline": draw(st.sampled_from(TIMELINES)),
+                "value": draw(st.integers(0, isa.FENCE_VALUE_MAX))}
+    if kind == "BIND_LAYER":
+        return {"op": "BIND_LAYER", "id": draw(st.integers(0, isa.DEFAULT_LAYERS - 1)),
+                "surface": draw(st.sampled_from(SURFACES))}
+    raise AssertionError(kind)
+
+
+@st.composite
+def programs(draw):
+    """Valid programs using every op, label markers, the labels dict, loops, fences, binds."""
+    labels = draw(st.lists(st.sampled_from(LABELS), min_size=1, max_size=4, unique=True))
+    body = draw(st.lists(ops(labels), min_size=1, max_size=40))
+    # At most LOOP_SLOTS finite loops: turn the extra ones into forever loops.
+    finite = 0
+    for op in body:
+        if op["op"] == "LOOP" and op["count"] != -1:
+            finite += 1
+            if finite > isa.LOOP_SLOTS:
+                op["count"] = -1
+    entries = list(body)
+    table = {}
+    for name in labels:
+        pos = draw(st.integers(0, len(entries)))
+        how = draw(st.sampled_from(["marker", "dict", "both"]))
+        if how in ("marker", "both"):
+            entries.insert(pos, {"label": name})
+        if how in ("dict", "both"):
+            # An index at the marker itself, or of the op after it: both name the same op.
+            table[name] = pos
+    doc = {"version": 1, "program": entries}
+    if table:
+        # Indices were taken before later inserts shifted entries: recompute from markers.
+        doc["labels"] = {}
+        for name, pos in table.items():
+            marker = next((i for i, e in enumerate(entries) if e == {"label": name}), None)
+            doc["labels"][name] = marker if marker is not None else _index_of_nth_slot(entries, pos)
+    return doc
+
+
+def _index_of_nth_slot(entries, pos):
+    """Index in ``entries`` of the op that was at op position ``pos`` (or the end)."""
+    seen = 0
+    for i, e in enumerate(entries):
+        if "op" in e:
+            if seen == pos:
+                return i
+            seen += 1
+    return len(entries)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs())
+def test_compile_disasm_compile_is_identical(doc):
+    validate(doc)  # the generator only makes valid programs
+    image = compile_program(doc)
+    back = to_program(image)
+    again = compile_program(back)
+    assert again.to_bytes() == image.to_bytes()
+    assert to_program(again) == back          # a fixed point
+    assert recompiles_identically(image)
+    # ... and through the on-disk bytes.
+    assert Image.from_bytes(image.to_bytes()) == image
+    # The one-entry-per-line text form parses to the same program.
+    assert json.loads(format_program(back)) == back
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.sampled_from(["op", "label", "reg", "value", "us", "vsync",
+                                                       "program", "version", "labels", "tag", "count"]),
+                                      children, max_size=4),
+                    max_leaves=20))
+def test_validator_never_crashes_on_junk(doc):
+    try:
+        validate(doc)
+    except ProgramError as exc:
+        assert exc.problems and all(str(p) for p in exc.problems)
+
+
+# -- fixed cases -----------------------------------------------------------------------
+
+def test_listing_of_sprite(examples_dir):
+    text = listing(compile_file(examples_dir / "sprite.json"))
+    lines = text.splitlines()
+    assert lines[0].startswith("; Copper image: 9 words, ISA 1, sha256 ")
+    assert "; tags: 0=\"tick\"" in lines
+    assert "loop:" in lines
+    assert lines[lines.index("loop:") + 1].split() == ["0004", "28000000", "WAIT", "vsync"]
+    assert "  0003  70008000  LOOP       count=forever target=0004 (loop) slot=0" in lines
+    assert "  0006  50000000  IRQ        tag=0 (\"tick\")" in lines
+    assert lines[-1].split() == ["0008", "00000000", "HALT"]
+
+
+def test_to_program_uses_regmap_names_and_signedness():
+    image = compile_program({"version": 1, "program": [
+        {"op": "MOVE", "reg": "layer[3].x", "value": -100},
+        {"op": "MOVE", "reg": "layer[3].alpha", "value": 200},
+        {"op": "ADD", "reg": "layer[3].z", "delta": -7}]})
+    assert to_program(image)["program"] == [
+        {"op": "MOVE", "reg": "layer[3].x", "value": -100},
+        {"op": "MOVE", "reg": "layer[3].alpha", "value": 200},
+        {"op": "ADD", "reg": "layer[3].z", "delta": -7},
+        {"op": "HALT"}]
+
+
+def test_unnamed_jump_target_gets_an_invented_label():
+    code = (isa.encode("NOP"), isa.encode("JUMP", target=0), isa.encode("HALT"))
+    image = Image(code=code, labels=((0, "L0"),))
+    back = to_program(Image(code=code))
+    assert back["program"][0] == {"label": "L0"}
+    assert compile_program(back) == image
+
+
+def test_non_canonical_table_order_is_detected():
+    code = (isa.encode("IRQ", tag=1), isa.encode("IRQ", tag=0), isa.encode("HALT"))
+    image = Image(code=code, tags=("second", "first"))
+    assert [e.get("tag") for e in to_program(image)["program"]] == ["first", "second", None]
+    assert not recompiles_identically(image)
+
+
+def test_label_outside_code_cannot_be_a_program():
+    image = Image(code=(isa.encode("HALT"),), labels=((5, "far"),))
+    with pytest.raises(DisasmError, match="label 'far' names address 5, outside the code"):
+        to_program(image)
+    assert "; labels outside the code at 5: far" in listing(image)
