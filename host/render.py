@@ -189,7 +189,10 @@ def draw_frame(frame: Frame, size: tuple[int, int] = (640, 480),
 
     w, h = size
     lw, lh = layer_size
-    font = ImageFont.load_default()
+    try:
+        font = ImageFont.load_default(size=13)   # needs FreeType
+    except (ImportError, TypeError, OSError):
+        font = ImageFont.load_default()
     img = Image.new("RGBA", size, BACKGROUND + (255,))
     d = ImageDraw.Draw(img)
     for gx in range(0, w, 64):
