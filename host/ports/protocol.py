@@ -1,0 +1,243 @@
+"""Ports protocol v0: envelopes, the request-id rule, error codes, argument checks.
+
+One UTF-8 JSON object per line. A request is either in the **args form**::
+
+    {"id": "r1", "cmd": "start", "args": {"id": 42}, "caps": "tok"}
+
+where the top-level ``id`` is always the *request* id and every argument sits in
+``args``, or in the seed's **flat form** (no ``args`` member)::
+
+    {"cmd": "start", "id": 42, "req": "r1"}
+
+where every top-level member other than ``cmd``, ``caps`` and ``req`` is an argument.
+In the flat form ``id`` is an *argument* for the commands in :data:`TARGET_ID_COMMANDS`
+(``start stop unload status wait cancel``: the program, or for ``cancel`` the request,
+the command is about) and the request id for every other command; ``req`` always carries
+the request id. The rule depends only on the form and the command name, never on the
+value's type. See docs/ports.md ("Request ids").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 0
+#: Longest request line accepted, in bytes, not counting the newline.
+MAX_LINE = 64 * 1024
+#: Longest request id string.
+MAX_ID_LEN = 256
+
+ERROR_CODES = ("BAD_CMD", "BAD_ARG", "NOT_FOUND", "DENIED", "BUSY", "TIMEOUT", "INTERNAL",
+               # copperd's domain codes
+               "BAD_FORMAT", "CANCELLED")
+
+#: Every command copperd understands (``debug.emit`` only with --test-hooks).
+COMMANDS = ("ping", "load", "start", "stop", "unload", "status", "list", "subscribe",
+            "unsubscribe", "cancel", "wait", "fence", "regs", "debug.emit")
+
+#: Flat form: for these commands a top-level ``id`` is an argument, not the request id.
+TARGET_ID_COMMANDS = frozenset({"start", "stop", "unload", "status", "wait", "cancel"})
+
+#: Event kinds a subscription can ask for ("all" = every kind).
+EVENT_KINDS = ("irq", "state", "reg", "vsync", "bind", "dropped", "error")
+
+_ENVELOPE_KEYS = frozenset({"id", "cmd", "args", "caps"})
+
+
+class PortsError(Exception):
+    """A protocol-level failure: becomes ``{"ok":false,"error":{"code","message"}}``.
+
+    ``field`` names the offending argument (BAD_ARG); ``req_id`` is the request id to
+    echo when it is known (None otherwise).
+    """
+
+    def __init__(self, code: str, message: str, *, field: str | None = None,
+                 req_id: Any = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.field = field
+        self.req_id = req_id
+
+    def to_json(self) -> dict:
+        err = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            err["field"] = self.field
+        return err
+
+
+@dataclass
+class Request:
+    """A parsed request: ``req_id`` is None when the request carried none."""
+    cmd: str
+    args: dict = field(default_factory=dict)
+    req_id: Any = None
+    caps: str | None = None
+    form: str = "flat"   # "args" or "flat"
+
+
+def _check_req_id(value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise PortsError("BAD_CMD", f"{where} must be a string or an integer, "
+                         f"not {type(value).__name__}", field=where)
+    if isinstance(value, str) and len(value) > MAX_ID_LEN:
+        raise PortsError("BAD_CMD", f"{where} is longer than {MAX_ID_LEN} characters", field=where)
+    return value
+
+
+def parse_request(line: bytes | str) -> Request:
+    """Parse one request line (without its newline); raises :class:`PortsError`.
+
+    The error's ``req_id`` is set when the request id could be determined, so that the
+    error response still echoes it.
+    """
+    if isinstance(line, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(line).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PortsError("BAD_CMD", f"request is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = line
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        pos = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise PortsError("BAD_CMD", f"request is not valid JSON: {msg}{pos}") from None
+    if not isinstance(obj, dict):
+        raise PortsError("BAD_CMD", f"request must be a JSON object, not {type(obj).__name__}")
+
+    cmd = obj.get("cmd")
+    caps = obj.get("caps")
+    if "args" in obj:
+        # args form: id is the request id; arguments only in args.
+        req_id = _check_req_id(obj.get("id"), "id")
+        args = obj["args"]
+        if not isinstance(args, dict):
+            raise PortsError("BAD_CMD", "args must be a JSON object", field="args", req_id=req_id)
+        extra = sorted(set(obj) - _ENVELOPE_KEYS)
+        if extra:
+            raise PortsError("BAD_CMD", f"unexpected top-level member(s) {', '.join(extra)} "
+                             "(with 'args', every argument goes inside args)",
+                             field=extra[0], req_id=req_id)
+        form = "args"
+    else:
+        form = "flat"
+        args = {k: v for k, v in obj.items() if k not in ("cmd", "caps", "req", "id")}
+        req_id = _check_req_id(obj.get("req"), "req")
+        if "id" in obj:
+            if isinstance(cmd, str) and cmd in TARGET_ID_COMMANDS:
+                args["id"] = obj["id"]
+            elif "req" in obj:
+                raise PortsError("BAD_CMD", f"both 'id' and 'req' given, and '{cmd}' takes no "
+                                 "id argument: send the request id once", field="id",
+                                 req_id=req_id)
+            else:
+                req_id = _check_req_id(obj["id"], "id")
+    if not isinstance(cmd, str) or not cmd:
+        raise PortsError("BAD_CMD", "missing 'cmd' (a command name string)", field="cmd",
+                         req_id=req_id)
+    if caps is not None and not isinstance(caps, str):
+        raise PortsError("BAD_CMD", "caps must be a string token", field="caps", req_id=req_id)
+    return Request(cmd=cmd, args=args, req_id=req_id, caps=caps, form=form)
+
+
+# -- responses ---------------------------------------------------------------------------
+
+_RESERVED = frozenset({"ok", "id", "result", "error"})
+
+
+def ok_response(req_id: Any, result: dict) -> dict:
+    """The success response: ``result`` plus its members mirrored at the top level.
+
+    The top-level ``id`` is the request id; when the request had none it is
+    ``result["id"]`` if the result has one (``load`` -> the program id, as in the seed's
+    ``{"ok":true,"id":42}``), else null.
+    """
+    resp: dict = {"ok": True, "id": req_id if req_id is not None else result.get("id")}
+    for k, v in result.items():
+        if k not in _RESERVED:
+            resp[k] = v
+    resp["result"] = result
+    return resp
+
+
+def error_response(req_id: Any, err: PortsError) -> dict:
+    return {"ok": False, "id": req_id, "error": err.to_json()}
+
+
+def encode(msg: dict) -> bytes:
+    """One message as a compact NDJSON line (UTF-8, newline-terminated)."""
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+
+
+# -- argument helpers ----------------------------------------------------------------------
+
+def arg_int(args: dict, name: str, *, required: bool = True, default: int | None = None,
+            minimum: int | None = None, maximum: int | None = None) -> int | None:
+    """An integer argument; BAD_ARG naming ``name`` when missing or wrong."""
+    if name not in args:
+        if required:
+            raise PortsError("BAD_ARG", f"missing argument '{name}' (an integer)", field=name)
+        return default
+    v = args[name]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PortsError("BAD_ARG", f"'{name}' must be an integer, not {json.dumps(v)[:40]}",
+                         field=name)
+    if minimum is not None and v < minimum:
+        raise PortsError("BAD_ARG", f"'{name}' must be >= {minimum} (got {v})", field=name)
+    if maximum is not None and v > maximum:
+        raise PortsError("BAD_ARG", f"'{name}' must be <= {maximum} (got {v})", field=name)
+    return v
+
+
+def arg_number(args: dict, name: str, *, default: float, minimum: float, maximum: float) -> float:
+    if name not in args:
+        return default
+    v = args[name]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not minimum <= v <= maximum:
+        raise PortsError("BAD_ARG", f"'{name}' must be a number in [{minimum}, {maximum}] "
+                         f"(got {json.dumps(v)[:40]})", field=name)
+    return float(v)
+
+
+def arg_str(args: dict, name: str, *, required: bool = True, max_len: int = 256) -> str | None:
+    if name not in args:
+        if required:
+            raise PortsError("BAD_ARG", f"missing argument '{name}' (a string)", field=name)
+        return None
+    v = args[name]
+    if not isinstance(v, str) or not v or len(v) > max_len:
+        raise PortsError("BAD_ARG", f"'{name}' must be a non-empty string of at most {max_len} "
+                         f"characters (got {json.dumps(v)[:40]})", field=name)
+    return v
+
+
+def arg_list(args: dict, name: str, item_type: type, *, required: bool = False,
+             max_items: int = 64) -> list | None:
+    """A list argument; a single value is accepted as a one-item list."""
+    if name not in args:
+        if required:
+            raise PortsError("BAD_ARG", f"missing argument '{name}'", field=name)
+        return None
+    v = args[name]
+    items = v if isinstance(v, list) else [v]
+    tname = item_type.__name__.replace("str", "string").replace("int", "integer")
+    if not items or len(items) > max_items:
+        raise PortsError("BAD_ARG", f"'{name}' must hold 1..{max_items} items", field=name)
+    for it in items:
+        if isinstance(it, bool) or not isinstance(it, item_type):
+            raise PortsError("BAD_ARG", f"'{name}' must be a {tname} or a list of them "
+                             f"(got {json.dumps(it)[:40]})", field=name)
+    return items
+
+
+def check_no_extra(args: dict, allowed: tuple[str, ...], cmd: str) -> None:
+    extra = sorted(set(args) - set(allowed))
+    if extra:
+        hint = f" (accepted: {', '.join(allowed)})" if allowed else " (it takes no arguments)"
+        raise PortsError("BAD_ARG", f"{cmd}: unknown argument '{extra[0]}'{hint}", field=extra[0])
