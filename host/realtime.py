@@ -1,0 +1,182 @@
+"""Real-time execution of a :class:`~copperline.host.vm.Machine` on a dedicated thread.
+
+The machine's global cycle ``g`` is due at the absolute instant ``t0 + g / clock_hz``
+(``t0`` = the time-base reset, taken when the executor starts). Every deadline is
+computed from ``t0``, never from the previous wake-up, so timing errors do not add up.
+
+The timing thread asks the machine for its next issue cycle, sleeps until about
+``spin_us`` before that deadline (on an Event, so a host command wakes it at once), then
+spins on ``time.perf_counter_ns()`` until the deadline, runs the machine over every cycle
+that is now due and hands the events, with the measured wall time, to ``deliver``.
+asyncio sleeps are not used: they wake ~0.5-1 ms late.
+
+Host commands (load, start, fence, status, ...) run *on the timing thread*
+(:meth:`RealTimeExecutor.call`): the thread first brings the machine up to the current
+real-time cycle, then applies the command there. One thread owns the machine and emits
+every event, so events are never reordered and no lock is held across a sleep.
+
+Safety: ops run in slices of at most ``slice_cycles`` cycles; between slices that had to
+catch up, the thread calls ``time.sleep(0)`` so other Python threads get the GIL.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable
+
+from copperline.host.vm import Machine
+
+log = logging.getLogger(__name__)
+
+#: deliver(events, wall_ns): wall_ns is the measured time since t0 right after the
+#: machine produced ``events``.
+Deliver = Callable[[list, int], None]
+
+
+class RealTimeExecutor:
+    """Runs a Machine against the wall clock on its own thread.
+
+    Parameters
+    ----------
+    machine:
+        The machine; from :meth:`start` on, only the timing thread touches it.
+    deliver:
+        Called on the timing thread with each batch of events; must not block.
+    spin_us:
+        How long before a deadline the thread stops sleeping and starts spinning.
+    slice_cycles:
+        Most cycles run in one go before the thread yields (bounds op-dense stretches).
+    """
+
+    def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
+                 slice_cycles: int | None = None):
+        self.machine = machine
+        self._deliver = deliver
+        self.spin_ns = spin_us * 1000
+        # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
+        self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
+        self._hz = machine.clock_hz
+        self._commands: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.t0_ns = 0
+        self.error: BaseException | None = None
+
+    # -- host side ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Reset the time base to now and start the timing thread."""
+        if self._thread is not None:
+            raise RuntimeError("the executor is already running")
+        self.t0_ns = time.perf_counter_ns()
+        self._thread = threading.Thread(target=self._main, name="copper-realtime", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the timing thread (pending commands still run first)."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("timing thread did not stop within %.1f s", timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def now_cycle(self) -> int:
+        """The global cycle real time is in now."""
+        return (time.perf_counter_ns() - self.t0_ns) * self._hz // 1_000_000_000
+
+    def call(self, fn: Callable[[Machine], object], timeout: float = 5.0):
+        """Run ``fn(machine)`` on the timing thread at the current real-time cycle.
+
+        Raises TimeoutError when the thread does not get to it within ``timeout``, and
+        re-raises whatever ``fn`` raises.
+        """
+        if self._thread is None or threading.current_thread() is self._thread:
+            # Not started (or called from an event sink on the timing thread itself).
+            if self._thread is not None:
+                self._catch_up()
+            return fn(self.machine)
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the timing thread has stopped: {self.error!r}")
+        fut: Future = Future()
+        self._commands.append((fn, fut))
+        self._wake.set()
+        return fut.result(timeout)
+
+    # -- timing thread ------------------------------------------------------------------
+    def _catch_up(self) -> None:
+        """Bring the machine to the current real-time cycle, delivering its events."""
+        m = self.machine
+        target = max(m.cycle, self.now_cycle())
+        events = m.run_until(target)
+        if events:
+            self._deliver(events, time.perf_counter_ns() - self.t0_ns)
+
+    def _drain(self) -> None:
+        while self._commands:
+            fn, fut = self._commands.popleft()
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                self._catch_up()
+                fut.set_result(fn(self.machine))
+            except BaseException as exc:   # handed to the caller
+                fut.set_exception(exc)
+
+    def _main(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.error = exc
+            log.exception("timing thread failed")
+        finally:
+            # Nobody will run queued commands any more: fail them instead of hanging.
+            while self._commands:
+                _, fut = self._commands.popleft()
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("the timing thread has stopped"))
+
+    def _loop(self) -> None:
+        m = self.machine
+        hz = self._hz
+        t0 = self.t0_ns
+        clock = time.perf_counter_ns
+        spin = self.spin_ns
+        wake = self._wake
+        while True:
+            wake.clear()                      # before draining: a later command re-sets it
+            self._drain()
+            if self._stopping:
+                return
+            nc = m.next_event_cycle()
+            if nc is None:
+                wake.wait()
+                continue
+            deadline = t0 + -(-nc * 1_000_000_000 // hz)
+            now = clock()
+            if deadline - now > spin:
+                wake.wait((deadline - now - spin) / 1e9)
+                continue
+            while now < deadline:
+                if deadline - now > 150_000:
+                    # Let other threads run while far from it; not closer: a sleep(0) can
+                    # lose the CPU for tens of microseconds.
+                    time.sleep(0)
+                now = clock()
+            now_cycle = (now - t0) * hz // 1_000_000_000
+            target = min(now_cycle + 1, nc + self.slice_cycles)
+            events = m.run_until(target)
+            if events:
+                self._deliver(events, clock() - t0)
+            if target <= now_cycle:
+                time.sleep(0)                 # behind real time: yield the GIL between slices
