@@ -208,6 +208,10 @@ class SoftBackend(Backend):
     def regs(self) -> dict[str, int]:
         return self._do(lambda m: m.regs)
 
+    def program_ops(self, prog_id: int) -> int:
+        """Ops the program has issued since it (last) started."""
+        return self._do(lambda m: m.status(self._slot(prog_id))["ops"])
+
     # -- virtual clock ------------------------------------------------------------------
     @property
     def cycle(self) -> int:
