@@ -214,3 +214,20 @@ def test_gtkw_needs_vcd(trace_path, tmp_path, capsys):
     assert main(["trace", "export", trace_path, "--format", "perfetto", "-o",
                  str(tmp_path / "a.json"), "--gtkw", str(tmp_path / "a.gtkw")]) == 2
     assert "--gtkw goes with --format vcd" in capsys.readouterr().err
+
+
+def test_vcd_opens_in_gtkwave_tools(trace_path, tmp_path):
+    """GTKWave's own VCD reader (vcd2fst) accepts the file and keeps its values."""
+    import shutil
+    import subprocess
+    if not (shutil.which("vcd2fst") and shutil.which("fst2vcd")):
+        pytest.skip("GTKWave tools (vcd2fst, fst2vcd) not installed")
+    out, fst = tmp_path / "t.vcd", tmp_path / "t.fst"
+    assert main(["trace", "export", trace_path, "--format", "vcd", "-o", str(out)]) == 0
+    subprocess.run(["vcd2fst", str(out), str(fst)], check=True, capture_output=True, timeout=60)
+    back = subprocess.run(["fst2vcd", str(fst)], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+    _, vars_, changes = parse_vcd(back)
+    ident = next(i for i, (p, _, _) in vars_.items() if p.endswith("layer2.x"))
+    assert [as_int(v, 16, True) for _, i, v in changes if i == ident][-2:] == [-5, 32767]
+    assert "sdone" in back
