@@ -570,7 +570,7 @@ def plot(c: Comparison, out: str) -> None:
     if devs:
         ax_h.hist(devs, bins=min(50, max(5, len(devs) // 4)), color="tab:blue", alpha=0.8)
     j = c.overall.to_json()
-    ax_h.set_title(f"p50 |d| {_fmt(j['p50_us'])}  p99 {_fmt(j['p99_us'])}  "
+    ax_h.set_title(f"|d| p50 {_fmt(j['p50_us'])} us\np99 {_fmt(j['p99_us'])}  "
                    f"max {_fmt(j['max_us'])} us", fontsize="medium")
     ax_h.set_xlabel("deviation (us)")
     ax_h.set_ylabel("events")
