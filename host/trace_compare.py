@@ -412,8 +412,13 @@ def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str 
             return e["time_us"]
         return e[tf]
 
+    # Registers sort by layer and field, binds by layer, tags and states by first appearance.
+    first: dict[tuple, int] = {}
+    for g in [*occ_a, *occ_b]:       # dicts keep file order: A's first, then B's
+        first.setdefault(g, len(first))
     keys = sorted(set(occ_a) | set(occ_b),
-                  key=lambda g: (g[0], _kind_order(g[1]), _key_sort(g[2])))
+                  key=lambda g: (g[0], _kind_order(g[1]),
+                                 _key_sort(g[2]) if g[1] in ("reg", "bind") else (2, first[g], "")))
     for g in keys:
         s = groups[g] = Stats()
         ea, eb = occ_a.get(g, []), occ_b.get(g, [])
