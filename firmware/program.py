@@ -211,6 +211,8 @@ class _Validator:
         self.program_words = program_words
         self.layers = layers
         self.problems: list[Problem] = []
+        #: Labels whose definition is already reported: uses of them are not reported again.
+        self.broken_labels: set[str] = set()
 
     def top(self, field: str | None, message: str) -> None:
         self.problems.append(Problem(self.source, None, None, field, message))
@@ -312,10 +314,12 @@ class _Validator:
             if not self.check_label_name(name, lambda m: self.top("labels", m)):
                 continue
             if not _is_int(idx):
+                self.broken_labels.add(name)
                 self.top("labels", f"label {name!r}: expected a program index (integer), "
                                    f"got {_type_name(idx)} {_show(idx)}")
                 continue
             if not 0 <= idx <= len(entries):
+                self.broken_labels.add(name)
                 self.top("labels", f"label {name!r}: index {idx} is outside the program "
                                    f"(0..{len(entries)})")
                 continue
@@ -436,7 +440,8 @@ class _Validator:
                 self.check_int_range(index, spec, arg, value)
             return
         if kind == "label":
-            if self.check_label_name(value, lambda m: self.at(index, op, key, m)) and value not in labels:
+            if (self.check_label_name(value, lambda m: self.at(index, op, key, m))
+                    and value not in labels and value not in self.broken_labels):
                 close = difflib.get_close_matches(value, labels, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.at(index, op, key, f"missing label {value!r}: no marker or labels entry defines it{hint}")

@@ -229,3 +229,11 @@ def test_docs_program_md_error_table_is_current(repo_root):
     assert len(documented) >= 30
     for name, message in documented.items():
         assert EXPECTED[name] == message, name
+
+
+def test_a_bad_label_definition_is_reported_once():
+    doc = {"version": 1, "labels": {"a": 9}, "program": [{"op": "JUMP", "label": "a"}]}
+    with pytest.raises(ProgramError) as info:
+        validate(doc, "p.json")
+    assert [str(p) for p in info.value.problems] == [
+        "p.json: labels: label 'a': index 9 is outside the program (0..1)"]
