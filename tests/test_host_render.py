@@ -146,3 +146,20 @@ def test_render_errors(tmp_path, capsys):
 def test_render_error_type():
     with pytest.raises(RenderError):
         frames_from_source("/nonexistent/file.json", 1)
+
+
+def test_render_of_run_trace_equals_render_of_program(tmp_path, examples_dir, capsys):
+    """A trace written by ``copper run`` replays to the same frames as running the program."""
+    pytest.importorskip("copperline.host.run_cli")
+    pytest.importorskip("copperline.host.vm")
+    prog = examples_dir / "sprite.json"
+    if not prog.exists():
+        pytest.skip("examples/sprite.json not present")
+    trace = tmp_path / "run.jsonl"
+    assert main(["run", str(prog), "--backend", "soft", "--clock", "virtual", "--frames", "6",
+                 "--trace", str(trace)]) == 0
+    from_trace = frames_from_source(str(trace), 6)
+    from_prog = frames_from_source(str(prog), 6)
+    assert [(f.cycle, f.regs, f.bindings) for f in from_trace] == \
+        [(f.cycle, f.regs, f.bindings) for f in from_prog]
+    assert draw_frame(from_trace[5]).tobytes() == draw_frame(from_prog[5]).tobytes()

@@ -275,3 +275,20 @@ def test_plot_png(tmp_path, capsys):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     from PIL import Image
     assert Image.open(out).size == (1200, 480)
+
+
+def test_real_soft_runs_compare_identical(tmp_path, examples_dir, capsys):
+    """Two virtual-time runs of the same program through ``copper run`` are identical."""
+    pytest.importorskip("copperline.host.run_cli")
+    prog = examples_dir / "sprite.json"
+    if not prog.exists():
+        pytest.skip("examples/sprite.json not present")
+    a, b = str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")
+    for out in (a, b):
+        assert main(["run", str(prog), "--backend", "soft", "--clock", "virtual",
+                     "--frames", "5", "--trace", out]) == 0
+    capsys.readouterr()
+    assert main(["trace", "compare", a, b, "--tolerance-us", "0", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["overall"]["matched"] > 5 and j["overall"]["max_us"] == 0.0
+    assert {g["kind"] for g in j["groups"]} >= {"irq", "reg", "state"}
