@@ -106,7 +106,7 @@ class Image:
             raise fail(f"not a Copper image (magic {data[:4]!r}, expected {MAGIC!r})")
         if len(data) < _HEADER.size + 4:
             raise fail(f"truncated: {len(data)} bytes is shorter than the header")
-        magic, fmt, isa_ver, total, nsect, _ = _HEADER.unpack_from(data)
+        magic, fmt, isa_ver, total, nsect, reserved = _HEADER.unpack_from(data)
         if fmt != FORMAT_VERSION:
             raise fail(f"image format version {fmt} is not supported (this copperline reads {FORMAT_VERSION})")
         if isa_ver != isa.ISA_VERSION:
@@ -114,11 +114,14 @@ class Image:
         if len(data) < total:
             raise fail(f"truncated: header says {total} bytes, file has {len(data)}")
         if len(data) > total:
-            raise fail(f"{len(data) - total} unexpected bytes after the image end ({total} bytes)")
+            raise fail(f"the header's length field says {total} bytes but the file has {len(data)}: "
+                       "corrupted header or trailing garbage")
         (crc,) = struct.unpack_from("<I", data, total - 4)
         if zlib.crc32(data[:total - 4]) != crc:
             raise fail(f"CRC mismatch (stored {crc:#010x}, computed {zlib.crc32(data[:total - 4]):#010x}): "
                        "the image is corrupted")
+        if reserved:
+            raise fail(f"header reserved field (offset 14) is {reserved}, must be 0")
         if nsect != len(SECTION_ORDER):
             raise fail(f"expected {len(SECTION_ORDER)} sections, header says {nsect}")
 
@@ -127,9 +130,12 @@ class Image:
         for expected in SECTION_ORDER:
             if off + _SECTION.size > total - 4:
                 raise fail(f"section {SECTION_NAMES[expected]} missing at offset {off}")
-            kind, _, length = _SECTION.unpack_from(data, off)
+            kind, sect_reserved, length = _SECTION.unpack_from(data, off)
             if kind != expected:
                 raise fail(f"offset {off}: expected section {SECTION_NAMES[expected]}, found kind {kind}")
+            if sect_reserved:
+                raise fail(f"offset {off + 2}: section {SECTION_NAMES[kind]} reserved field is "
+                           f"{sect_reserved}, must be 0")
             off += _SECTION.size
             if off + length > total - 4:
                 raise fail(f"section {SECTION_NAMES[kind]} runs past the end of the image")
@@ -175,10 +181,46 @@ class Image:
             if "target" in f and f["target"] >= len(self.code):
                 raise ImageError(f"{source}: word {addr}: {ins.name} target {f['target']} "
                                  f"is outside the code ({len(self.code)} words)")
-            if ins.name == "WAIT" and not f["vsync"] and f["us"] == 0:
-                raise ImageError(f"{source}: word {addr}: WAIT of 0 us")
+            problem = _field_problem(ins)
+            if problem:
+                raise ImageError(f"{source}: word {addr}: {ins.name}: {problem}")
+        for address, name in self.labels:
+            if address >= len(self.code):
+                raise ImageError(f"{source}: label {name!r} at address {address} is outside "
+                                 f"the code ({len(self.code)} words)")
+        for index, name in self.regmap:
+            try:
+                expected = isa.register_name(index)
+            except ValueError:
+                expected = None
+            if expected != name:
+                raise ImageError(f"{source}: register map entry {index} -> {name!r} does not "
+                                 f"match the ISA register map ({expected or 'no such register'})")
         if self.code[-1] >> isa.OPCODE_SHIFT != isa.Opcode.HALT:
             raise ImageError(f"{source}: the code does not end in HALT")
+
+
+def _field_problem(ins: isa.Instruction) -> str | None:
+    """What is wrong with a decoded op's fields beyond bit widths, or None."""
+    f = ins.fields
+    if ins.name in ("MOVE", "ADD"):
+        try:
+            reg = isa.register_field(f["reg"])
+        except ValueError:
+            return f"register index {f['reg']} names no register"
+        if ins.name == "MOVE" and not reg.signed and f["value"] > reg.max:
+            return (f"value {f['value']} does not fit register {isa.register_name(f['reg'])} "
+                    f"({reg.min}..{reg.max})")
+    elif ins.name == "WAIT":
+        if f["vsync"] and f["us"]:
+            return "vsync wait with a non-zero us field"
+        if not f["vsync"] and f["us"] == 0:
+            return "wait of 0 us"
+    elif ins.name == "LOOP" and f["count"] == 0 and f["slot"]:
+        return f"forever LOOP with loop slot {f['slot']} (must be 0)"
+    elif ins.name == "BIND_LAYER" and f["layer"] >= 1 << isa.LAYER_BITS:
+        return f"layer {f['layer']} is out of range (0..{(1 << isa.LAYER_BITS) - 1})"
+    return None
 
 
 def load_image(path: str) -> Image:
