@@ -4,7 +4,7 @@
 - :mod:`copperline.host.ports.server` — the asyncio server (queues, subscriptions, caps, FDs);
 - :mod:`copperline.host.ports.sockets` — socket paths, stale sockets, systemd activation/notify;
 - :mod:`copperline.host.ports.caps` — capability tokens;
-- :mod:`copperline.host.ports.testing` — an in-memory Backend double for tests.
+- :mod:`copperline.host.ports.testing` — run copperd as a subprocess (tests, benchmarks).
 
 The specification is ``docs/ports.md``.
 """

@@ -33,9 +33,9 @@ ERROR_CODES = ("BAD_CMD", "BAD_ARG", "NOT_FOUND", "DENIED", "BUSY", "TIMEOUT", "
                # copperd's domain codes
                "BAD_FORMAT", "CANCELLED")
 
-#: Every command copperd understands (``debug.emit`` only with --test-hooks).
+#: Every command copperd understands (``debug.*`` only with --test-hooks).
 COMMANDS = ("ping", "load", "start", "stop", "unload", "status", "list", "subscribe",
-            "unsubscribe", "cancel", "wait", "fence", "regs", "debug.emit")
+            "unsubscribe", "cancel", "wait", "fence", "regs", "debug.emit", "debug.stats")
 
 #: Flat form: for these commands a top-level ``id`` is an argument, not the request id.
 TARGET_ID_COMMANDS = frozenset({"start", "stop", "unload", "status", "wait", "cancel"})

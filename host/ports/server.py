@@ -284,14 +284,24 @@ class Connection:
             return False
         cfg = self.server.config
         if len(self.out) >= cfg.queue_max_msgs or self.out_bytes + len(data) > cfg.queue_max_bytes:
-            self.dropped += 1
-            return False
+            # Full as far as we know: hand what the socket takes to the kernel first, so
+            # that a burst larger than the queue reaches a client that keeps up.
+            if not self.writing:
+                self.flush(in_dispatch=True)
+            if self.closed or len(self.out) >= cfg.queue_max_msgs or \
+                    self.out_bytes + len(data) > cfg.queue_max_bytes:
+                self.dropped += 1
+                return False
         self.out.append(data)
         self.out_bytes += len(data)
         return True
 
-    def flush(self) -> None:
-        """Write as much of the queue as the socket takes now; the rest when writable."""
+    def flush(self, in_dispatch: bool = False) -> None:
+        """Write as much of the queue as the socket takes now; the rest when writable.
+
+        ``in_dispatch``: called while the server iterates subscriptions, so a write error
+        closes the connection on the next loop turn instead of now.
+        """
         if self.closed:
             return
         out = self.out
@@ -311,7 +321,13 @@ class Connection:
                 n = 0
             except OSError as exc:
                 log.debug("client %d: write error: %s", self.cid, exc)
-                self.close()
+                out.clear()
+                self.out_bytes = 0
+                self.closing = True
+                if in_dispatch:
+                    self.loop.call_soon(self.close)
+                else:
+                    self.close()
                 return
             self.out_bytes -= n
             if n < len(data):
@@ -330,7 +346,10 @@ class Connection:
             self.loop.remove_writer(self.fd)
             self.writing = False
         if not out and self.closing:
-            self.close()
+            if in_dispatch:
+                self.loop.call_soon(self.close)
+            else:
+                self.close()
             return
         self._update_reading()
 
@@ -423,6 +442,7 @@ class PortsServer:
         }
         if self.config.test_hooks:
             self.handlers["debug.emit"] = self.cmd_debug_emit
+            self.handlers["debug.stats"] = self.cmd_debug_stats
 
     # -- lifecycle ----------------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -443,15 +463,14 @@ class PortsServer:
             self._stopped.set()
 
     def shutdown(self) -> None:
-        """Stop accepting, stop every running program, drop every client."""
+        """Stop accepting, stop every running program (subscribers still get the
+        ``state`` events), then drop every client."""
         for sock in self._listeners:
             try:
                 self.loop.remove_reader(sock.fileno())
             except (ValueError, OSError):
                 pass
         self._listeners.clear()
-        for conn in list(self.conns.values()):
-            conn.close()
         try:
             for st in self.backend.programs():
                 if st.state == ProgramState.RUNNING:
@@ -459,6 +478,9 @@ class PortsServer:
         except Exception as exc:   # the backend is closed next anyway
             log.warning("stopping programs: %s", exc)
         self.backend.set_event_sink(None)
+        self._drain_inbox()          # best effort: the last events, without blocking
+        for conn in list(self.conns.values()):
+            conn.close()
         if self._executor is not None:
             self._executor.shutdown(wait=False)
 
@@ -838,6 +860,7 @@ class PortsServer:
             current = (await self._wrap(self.backend.status, pid)).state.value
         except BaseException:
             fut.cancel()
+            self._drop_waiter(pid, fut)
             raise
         if current in states:
             fut.cancel()
@@ -856,6 +879,15 @@ class PortsServer:
             return (await self._backend_call(self.backend.status, pid)).to_json()
         except BackendError:
             return {"id": pid, "state": "unloaded"}
+
+    def cmd_debug_stats(self, conn, req, cap, fds):
+        """Test hook (--test-hooks): what the daemon holds (to prove nothing leaks)."""
+        P.check_no_extra(req.args, (), "debug.stats")
+        return {"clients": len(self.conns), "subscriptions": len(self.subs),
+                "waits": sum(len(c.waits) for c in self.conns.values()),
+                "waiters": sum(len(w) for w in self._waiters.values()),
+                "inbox": len(self._inbox), "queued_bytes": sum(c.out_bytes for c in self.conns.values()),
+                "busy_refusals": self.stats["busy"]}
 
     def cmd_debug_emit(self, conn, req, cap, fds):
         """Test hook (--test-hooks): push ``count`` copies of ``event`` through the backend
