@@ -43,7 +43,7 @@ def test_ids_events_carry_prog_and_status():
     assert events == got[2:]
     assert all("slot" not in e for e in events)
     assert {e["prog"] for e in events} == {1, 2}
-    assert [e["time_us"] for e in events if e["event"] == "irq"] == [1000.0, 2000.083]
+    assert [e["time_us"] for e in events if e["event"] == "irq"] == [1000.0, 2000.25]   # loop = 12000 + 1 + 2 cycles
     st = b.status(p1)
     assert st.state is ProgramState.DONE and st.reason == "halt" and st.bindings == {2: "sprite"}
     assert st.program == img(("BIND_LAYER", {"layer": 2, "surface": 0}),
@@ -137,7 +137,8 @@ def test_monotonic_runs_in_real_time_on_the_timing_thread(rt):
     # ~100 ms of program time has passed, give or take a noisy machine
     assert 50_000 <= st.cycle / 12 <= (time.monotonic() - t0) * 1e6 + 5000
     irqs = [e for e in got if e["event"] == "irq"]
-    assert 40 <= len(irqs) <= 110
+    elapsed_ms = (time.monotonic() - t0) * 1000
+    assert 40 <= len(irqs) <= elapsed_ms + 2
     assert all("wall_us" in e and e["wall_us"] >= e["time_us"] - 1 for e in irqs)
     assert "copper-realtime" in threads
     with pytest.raises(BackendError, match="virtual clock"):
