@@ -1,0 +1,282 @@
+"""Host link driver: CRC, framing, resync, retransmission, sequence wrap, events.
+
+Against a Python model of the board (over TCP) for the failure cases it can stage, and
+against the real gateware (the virtual board) for the end-to-end proof.
+"""
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from copperline.host import link as proto
+from copperline.host.link import FrameDecoder, Link, LinkStatusError, LinkTimeout
+
+
+# ------------------------------------------------------------------ framing ---------------
+
+def test_crc16_ccitt_false_check_value():
+    assert proto.crc16(b"123456789") == 0x29B1          # the catalogue's check value
+
+
+@given(st.integers(0, 255), st.integers(0, 255), st.binary(max_size=300))
+@settings(max_examples=200, deadline=None)
+def test_frame_round_trip(ftype, seq, body):
+    wire = proto.encode_frame(ftype, seq, body)
+    assert wire[0] == wire[-1] == proto.SLIP_END
+    assert proto.SLIP_END not in wire[1:-1]
+    assert FrameDecoder().feed(wire) == [proto.Frame(ftype, seq, body)]
+
+
+@given(st.binary(max_size=200), st.binary(max_size=60))
+@settings(max_examples=200, deadline=None)
+def test_resync_after_any_garbage(garbage, body):
+    dec = FrameDecoder()
+    frames = dec.feed(garbage + proto.encode_frame(proto.T_ECHO, 1, body))
+    assert frames[-1] == proto.Frame(proto.T_ECHO, 1, body)
+
+
+def test_corrupted_frame_is_counted_not_delivered():
+    wire = bytearray(proto.encode_frame(proto.T_ECHO, 3, b"hello"))
+    wire[4] ^= 0x10
+    dec = FrameDecoder()
+    assert dec.feed(bytes(wire)) == [] and dec.crc_errors == 1
+
+
+def test_byte_by_byte_feed_and_bad_escape():
+    dec = FrameDecoder()
+    out = []
+    for b in b"\xc0\x01\xdb\x99\x02\xc0" + proto.encode_frame(5, 6, b"\xc0\xdb"):
+        out += dec.feed(bytes([b]))
+    assert out == [proto.Frame(5, 6, b"\xc0\xdb")] and dec.framing_errors == 1
+
+
+def test_encode_frame_rejects_out_of_range():
+    with pytest.raises(ValueError, match="seq 256"):
+        proto.encode_frame(1, 256)
+
+
+# ------------------------------------------------------------------ a board model ---------
+
+class ModelBoard:
+    """The board side in Python: echo, read/write of a scratch dict, duplicate detection,
+    with knobs to lose requests or responses and to send events."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = "socket://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.mem = {}
+        self.executed = 0
+        self.lose_requests = 0
+        self.lose_responses = 0
+        self.silent = False
+        self.seqs = []
+        self.conn = None
+        self._last = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        self.conn, _ = self.sock.accept()
+        dec = FrameDecoder()
+        while True:
+            try:
+                data = self.conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            for f in dec.feed(data):
+                self._handle(f)
+
+    def _handle(self, f):
+        if self.silent:
+            return
+        if self.lose_requests:
+            self.lose_requests -= 1
+            return
+        self.seqs.append(f.seq)
+        key = (f.seq, f.type, f.body)
+        if self._last and self._last[0] == key:
+            resp = self._last[1]
+        else:
+            self.executed += 1
+            resp = proto.encode_frame(f.type | proto.RESP, f.seq, self._execute(f))
+            self._last = (key, resp)
+        if self.lose_responses:
+            self.lose_responses -= 1
+            return
+        self.conn.sendall(resp)
+
+    def _execute(self, f):
+        if f.type == proto.T_ECHO:
+            return b"\x00" + f.body
+        if f.type & 0xF0 == proto.T_WRITE:
+            addr, = struct.unpack_from("<H", f.body)
+            for i, w in enumerate(struct.unpack_from(f"<{(len(f.body) - 2) // 4}I", f.body, 2)):
+                self.mem[addr + i] = w
+            return b"\x00"
+        if f.type & 0xF0 == proto.T_READ:
+            addr, n = struct.unpack("<HB", f.body)
+            if f.type & 0xF == proto.SPACE_INFO:
+                return bytes([proto.ST_BAD_ADDR])
+            return b"\x00" + struct.pack(f"<{n}I", *(self.mem.get(addr + i, 0) for i in range(n)))
+        return bytes([proto.ST_BAD_TYPE])
+
+    def send_event(self, seq, dropped, body):
+        self.conn.sendall(proto.encode_frame(proto.T_EVENT, seq,
+                                             struct.pack("<I", dropped) + body))
+
+    def close(self):
+        if self.conn:
+            self.conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def model():
+    board = ModelBoard()
+    yield board
+    board.close()
+
+
+def test_request_response(model):
+    with Link(model.url, timeout=0.5) as link:
+        assert link.echo(b"\xc0\xdb hi") == b"\xc0\xdb hi"
+        link.write(proto.SPACE_SCRATCH, 3, [1, 2, 0xFFFFFFFF])
+        assert link.read(proto.SPACE_SCRATCH, 2, 4) == [0, 1, 2, 0xFFFFFFFF]
+        assert link.stats.retransmits == 0
+
+
+def test_retransmit_after_lost_request(model):
+    model.lose_requests = 1
+    with Link(model.url, timeout=0.1) as link:
+        assert link.echo(b"again") == b"again"
+        assert link.stats.retransmits == 1
+    assert model.executed == 1
+
+
+def test_retransmit_after_lost_response_executes_once(model):
+    model.lose_responses = 1
+    with Link(model.url, timeout=0.1) as link:
+        link.write(proto.SPACE_SCRATCH, 0, [7])
+        assert link.stats.retransmits == 1
+    assert model.executed == 1 and model.seqs[0] == model.seqs[1]
+
+
+def test_sequence_wraps(model):
+    with Link(model.url, timeout=0.5) as link:
+        link._seq = 253
+        for i in range(5):
+            assert link.echo(bytes([i])) == bytes([i])
+    assert model.seqs == [254, 255, 0, 1, 2]
+
+
+def test_timeout_names_the_port_and_attempts(model):
+    model.silent = True
+    with Link(model.url, timeout=0.05, retries=2) as link:
+        with pytest.raises(LinkTimeout, match=r"no answer from socket://.* after 3 attempts"):
+            link.echo(b"x")
+        assert link.stats.retransmits == 2
+
+
+def test_board_error_status_is_raised(model):
+    with Link(model.url, timeout=0.5) as link:
+        with pytest.raises(LinkStatusError, match="bad address"):
+            link.read(proto.SPACE_INFO, 0, 1)
+
+
+def test_events_and_loss_detection(model):
+    got = []
+    with Link(model.url, timeout=0.5, on_event=lambda *e: got.append(e)) as link:
+        link.echo(b"")                      # the model has accepted the connection now
+        for seq in (0, 1, 3, 4):            # event 2 is lost on the way
+            model.send_event(seq, 9, b"ev%d" % seq)
+        deadline = time.monotonic() + 2
+        while len(got) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [g[0] for g in got] == [0, 1, 3, 4]
+        assert got[0] == (0, 9, b"ev0")
+        assert link.stats.events_lost == 1 and link.stats.dropped_by_board == 9
+
+
+def test_bad_url_is_a_clear_error():
+    with pytest.raises(proto.LinkError, match="cannot open 'nosuch://x'"):
+        Link("nosuch://x")
+
+
+def test_loop_url_opens_and_ignores_its_own_requests():
+    # loop:// reads back what is written: requests come back as non-responses and are
+    # ignored, so the request times out cleanly.
+    with Link("loop://", timeout=0.05, retries=0) as link:
+        with pytest.raises(LinkTimeout):
+            link.echo(b"me")
+
+
+# ------------------------------------------------------------------ the real gateware -----
+
+class _LossyPort:
+    """Wraps a pyserial port: loses the next board->host frame when asked."""
+
+    def __init__(self, port):
+        self.port = port
+        self.lose_frames = 0
+        self._ends = 0
+
+    def write(self, data):
+        return self.port.write(data)
+
+    def read(self, n):
+        data = self.port.read(n)
+        if not self.lose_frames or not data:
+            return data
+        out = bytearray()
+        for b in data:
+            if self.lose_frames:
+                if b == proto.SLIP_END:
+                    self._ends += 1
+                    if self._ends == 2:
+                        self.lose_frames -= 1
+                        self._ends = 0
+                continue
+            out.append(b)
+        return bytes(out)
+
+    def close(self):
+        self.port.close()
+
+
+@pytest.fixture(scope="module")
+def virtual_board():
+    from copperline.boards.virtual import VirtualBoardServer
+    server = VirtualBoardServer("127.0.0.1", 0, clock_hz=12_000_000, baud=1_000_000).start()
+    yield server
+    server.close()
+
+
+def test_virtual_board_end_to_end(virtual_board):
+    with Link(virtual_board.url, timeout=2.0) as link:
+        info = link.hello()
+        assert info.clock_hz == 12_000_000 and info.baud == 1_000_000
+        assert info.core_version == 0         # this top has no core yet
+        payload = bytes(range(256))
+        assert link.echo(payload) == payload
+        link.upload(range(16), space=proto.SPACE_SCRATCH, chunk=5)
+        assert link.read(proto.SPACE_SCRATCH, 0, 16) == list(range(16))
+        with pytest.raises(LinkStatusError, match="bad address"):
+            link.read(proto.SPACE_PROG, 0, 1)
+
+
+def test_virtual_board_duplicate_after_lost_response(virtual_board):
+    port = _LossyPort(proto.open_port(virtual_board.url, 1_000_000))
+    with Link(virtual_board.url, timeout=0.5, port=port) as link:
+        before = link.read(proto.SPACE_INFO, 16, 1)[0]
+        port.lose_frames = 1
+        link.write(proto.SPACE_SCRATCH, 0, [0xABCD])
+        assert link.stats.retransmits == 1
+        after = link.read(proto.SPACE_INFO, 16, 1)[0]
+        # frames_ok counts executed requests: the write once (its retransmission was a
+        # duplicate, answered from the stored response), and the first read.
+        assert after - before == 2
