@@ -548,12 +548,17 @@ def plot(c: Comparison, out: str) -> None:
                  f"{c.a.name} ({c.a.header.get('backend')}, {c.time_a})")
     colours = {"irq": "tab:red", "reg": "tab:blue", "state": "tab:green", "bind": "tab:purple"}
     markers = {"irq": "o", "reg": "x", "state": "s", "bind": "^"}
+    # Long traces: seconds instead of ms, and small translucent markers so density shows.
+    span = max((p.ta for p in c.pairs), default=0.0)
+    scale, unit = (1e6, "s") if span > 10e6 else (1e3, "ms")
+    dense = len(c.pairs) > 2000
     for kind in ALIGNED_KINDS:
         ps = [p for p in c.pairs if p.group[1] == kind]
         if ps:
-            ax_t.scatter([p.ta / 1000 for p in ps], [p.deviation for p in ps], s=16,
-                         c=colours[kind], marker=markers[kind], label=f"{kind} ({len(ps)})",
-                         alpha=0.8, linewidths=1 if kind == "reg" else 0)
+            ax_t.scatter([p.ta / scale for p in ps], [p.deviation for p in ps],
+                         s=4 if dense else 16, c=colours[kind], marker=markers[kind],
+                         label=f"{kind} ({len(ps)})", alpha=0.3 if dense else 0.8,
+                         linewidths=1 if kind == "reg" else 0)
     if c.tolerance_us is not None:
         for y in (c.tolerance_us, -c.tolerance_us):
             ax_t.axhline(y, color="grey", linestyle="--", linewidth=1)
@@ -564,13 +569,15 @@ def plot(c: Comparison, out: str) -> None:
         mx = sum(c.overall.times) / n
         my = sum(c.overall.deviations) / n
         xs = [min(c.overall.times), max(c.overall.times)]
-        ax_t.plot([x / 1000 for x in xs], [my + sl * (x - mx) for x in xs], color="black",
-                  linewidth=1, label=f"fit: {sl * 1e6:+.1f} ppm")
-    ax_t.set_xlabel(f"A time (ms, {c.time_a})")
+        ax_t.plot([x / scale for x in xs], [my + sl * (x - mx) for x in xs], color="black",
+                  linewidth=1, label=f"fit: {round(sl * 1e6, 1) + 0.0:+.1f} ppm")
+    ax_t.set_xlabel(f"A time ({unit}, {c.time_a})")
     ax_t.set_ylabel("deviation t_B - t_A (us)")
     ax_t.grid(True, alpha=0.3)
     if c.pairs:
-        ax_t.legend(loc="best", fontsize="small")
+        leg = ax_t.legend(loc="best", fontsize="small", markerscale=3 if dense else 1)
+        for h in leg.legend_handles:
+            h.set_alpha(1)
     devs = c.overall.deviations
     if devs:
         ax_h.hist(devs, bins=min(50, max(5, len(devs) // 4)), color="tab:blue", alpha=0.8)
