@@ -1,0 +1,123 @@
+"""``copper run``: traces, determinism, fences, summary, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from copperline.firmware import isa
+from copperline.firmware.image import Image
+from copperline.host.cli import main
+from copperline.host.trace import read_trace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPRITE = os.path.join(ROOT, "examples", "sprite.json")
+
+
+def write_program(tmp_path, program, name="p.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"version": 1, "program": program}))
+    return str(path)
+
+
+def test_trace_is_deterministic_and_header_complete(tmp_path, capsys):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    assert main(["run", SPRITE, "--frames", "10", "--trace", str(a)]) == 0
+    assert main(["run", SPRITE, "--frames", "10", "--trace", str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    header, events = read_trace(str(a))
+    from copperline.firmware.compiler import compile_file
+    assert header == {"trace": 1, "backend": "soft", "clock_hz": 12_000_000, "vsync_hz": 60.0,
+                      "program": compile_file(SPRITE).sha256(), "clock": "virtual",
+                      "watchdog_ops": isa.DEFAULT_WATCHDOG_OPS, "until_cycle": 10 * 200_000}
+    irqs = [e for e in events if e["event"] == "irq"]
+    assert len(irqs) == 9                      # edges 1..9 are before cycle 10 * P
+    assert irqs[0] == {"event": "irq", "prog": 1, "tag": "tick", "cycle": 200_002,
+                       "time_us": 16666.833}
+    out = capsys.readouterr().out
+    assert "events" in out and "ops issued" in out
+
+
+def test_cop_image_and_json_summary(tmp_path, capsys):
+    image = Image(code=(isa.encode("IRQ", tag=0), isa.encode("WAIT", us=10),
+                        isa.encode("HALT")), tags=("t",))
+    cop = tmp_path / "p.cop"
+    cop.write_bytes(image.to_bytes())
+    assert main(["run", str(cop), "--until-us", "100", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["state"] == "done" and summary["reason"] == "halt"
+    assert summary["until_cycle"] == 1200 and summary["ops"] == 3
+    assert summary["by_event"] == {"irq": 1, "state": 2}
+
+
+def test_default_span_runs_until_the_program_ends(tmp_path, capsys):
+    prog = write_program(tmp_path, [{"op": "WAIT", "us": 20000}, {"op": "IRQ", "tag": "x"}])
+    assert main(["run", prog, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["state"] == "done"
+    assert summary["until_cycle"] == 2 * 200_000      # the frame boundary after the end
+
+
+def test_fences_and_clock_options(tmp_path, capsys):
+    prog = write_program(tmp_path, [{"op": "FENCE", "timeline": "vk", "value": 2},
+                                    {"op": "IRQ", "tag": "go"}])
+    trace = tmp_path / "t.jsonl"
+    assert main(["run", prog, "--clock-hz", "24000000", "--vsync-hz", "100", "--until-us", "5000",
+                 "--fence", "vk=1@100", "--fence", "vk=2@1000.5", "--trace", str(trace)]) == 0
+    header, events = read_trace(str(trace))
+    assert header["clock_hz"] == 24_000_000 and header["vsync_hz"] == 100.0
+    assert header["fences"] == [{"timeline": "vk", "value": 1, "cycle": 2400},
+                                {"timeline": "vk", "value": 2, "cycle": 24012}]
+    irq = [e for e in events if e["event"] == "irq"]
+    assert irq[0]["cycle"] == 24012 + isa.FENCE_RESUME_LATENCY
+
+
+def test_watchdog_option_faults_a_spinning_program(tmp_path, capsys):
+    prog = write_program(tmp_path, [{"label": "top"}, {"op": "JUMP", "label": "top"}])
+    assert main(["run", prog, "--watchdog-ops", "100", "--until-us", "1000", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["state"] == "faulted" and summary["reason"] == "watchdog"
+    assert summary["ops"] == 100
+
+
+def test_monotonic_clock_smoke(tmp_path, capsys):
+    trace = tmp_path / "rt.jsonl"
+    assert main(["run", SPRITE, "--clock", "monotonic", "--frames", "4",
+                 "--trace", str(trace)]) == 0
+    header, events = read_trace(str(trace))
+    assert header["clock"] == "monotonic"
+    irqs = [e for e in events if e["event"] == "irq"]
+    assert 3 <= len(irqs) <= 4      # vsync edges count from the time base, not program start
+    assert all(e["wall_us"] >= e["time_us"] - 1 for e in irqs)
+    assert "lateness" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--fence", "vk5"], "expected NAME=VALUE@US"),
+    (["--clock-hz", "12500000"], "whole number of MHz"),
+    (["--frames", "0"], "--frames must be >= 1"),
+    (["--watchdog-ops", "0"], "--watchdog-ops must be >= 1"),
+])
+def test_bad_options(argv, message, capsys):
+    assert main(["run", SPRITE, *argv]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_bad_program_names_the_file(tmp_path, capsys):
+    bad = write_program(tmp_path, [{"op": "MOVE", "reg": "layer[1].q", "value": 1}])
+    assert main(["run", bad]) == 1
+    assert "p.json" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.json")]) == 1
+    assert "no such file" in capsys.readouterr().err.lower()
+
+
+@pytest.mark.parametrize("backend,module", [("sim", "copperline.sim.backend"),
+                                            ("fpga", "copperline.host.fpga")])
+def test_unbuilt_backends_say_not_implemented(backend, module, capsys):
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} exists now")
+    assert main(["run", SPRITE, "--backend", backend, "--frames", "1"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
