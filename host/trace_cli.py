@@ -9,7 +9,6 @@ Exit codes: 0 success; 1 ``trace compare`` failed its ``--tolerance-us``; 2 bad 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
