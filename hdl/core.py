@@ -1,0 +1,415 @@
+"""The Copper core: several program contexts on one barrel-scheduled executor.
+
+See ``docs/core.md`` for the ports, the memory budget and the timing. In short:
+
+* The core clock ``clk`` runs ``phases = max(contexts, 3)`` clocks per **core cycle**
+  (the unit of ``isa`` timing; ``clock_hz`` is the core-cycle rate, so
+  ``f_clk = clock_hz * phases``). In phase ``k`` context ``k`` executes the op it
+  issues in this core cycle, so every program issues up to one op per core cycle and
+  the ops of one cycle take effect in ascending slot order (rule 8) for free.
+* Each context goes through a three-stage pipeline: fetch (program memory address),
+  read (register file / loop counter / fence value addresses from the fetched word),
+  execute (one clock; all state updates and the event). Stages of different contexts
+  overlap, so there is no hazard: the next op of a context is fetched after its
+  previous execute.
+* Every cost in ``isa`` (WAIT, JUMP, LOOP, FENCE resume, vsync latency) is a
+  per-context down-counter, so the RTL follows ``isa.EXECUTION_RULES`` exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth import Module, Signal, Array, Mux, Cat, Const, unsigned
+from amaranth.lib import wiring, data, stream, memory
+from amaranth.lib.wiring import In, Out
+
+from copperline.firmware import isa
+from copperline.hdl.decoder import Decoder
+from copperline.hdl.event_fifo import EventFIFO, EventKind, event_layout, PAYLOAD_BITS, TIMESTAMP_BITS
+from copperline.hdl.regfile import RegFile, REG_WORD_BITS, field_mask
+from copperline.hdl.timer import us_to_cycles, wait_counter_shape
+from copperline.hdl.vsync import Vsync
+
+__all__ = ["Core", "CtxState", "Reason", "phases_for"]
+
+
+class CtxState(enum.IntEnum):
+    """Context state as ``status_state`` and ``state`` events report it."""
+    LOADED = 0    # never started since reset (or slot reset)
+    RUNNING = 1   # issuing ops / waiting on a WAIT us, JUMP or LOOP cost
+    VSYNC = 2     # running, waiting for a vsync edge
+    FENCE = 3     # running, blocked on a FENCE
+    DONE = 4      # HALT
+    STOPPED = 5   # host stop
+    FAULTED = 6   # watchdog or illegal op
+
+    @property
+    def host_name(self) -> str:
+        """The state name of the backend interface (``running`` covers 1..3)."""
+        return {0: "loaded", 1: "running", 2: "running", 3: "running", 4: "done",
+                5: "stopped", 6: "faulted"}[int(self)]
+
+
+class Reason(enum.IntEnum):
+    """``reason`` field of ``state`` events."""
+    NONE = 0
+    HALT = 1
+    HOST = 2
+    WATCHDOG = 3
+    ILLEGAL = 4
+
+
+#: pc field width in ``state`` event payloads.
+STATE_PC_BITS = isa.ADDR_BITS
+
+
+def phases_for(contexts: int) -> int:
+    """Clocks per core cycle for ``contexts`` contexts."""
+    return max(contexts, 3)
+
+
+def command_layout(contexts: int) -> data.StructLayout:
+    """A host command: slot masks, all applied in the same core cycle."""
+    return data.StructLayout({"start": unsigned(contexts), "stop": unsigned(contexts),
+                              "reset": unsigned(contexts), "timebase": unsigned(1)})
+
+
+class Core(wiring.Component):
+    """The Copper core.
+
+    Parameters
+    ----------
+    clock_hz : int
+        Core-cycle rate (whole MHz). ``WAIT us N`` lasts ``N * clock_hz / 1e6`` cycles.
+    vsync_hz : float
+        Internal vsync rate; period ``isa.vsync_period_cycles(clock_hz, vsync_hz)``.
+    watchdog_ops : int
+        Rule 9 limit.
+    layers : int
+        Register-file layers.
+    contexts : int
+        Programs that can run at once (slots ``0 .. contexts-1``).
+    program_words : int
+        Program memory words per context (a power of two).
+    fifo_depth : int
+        Event FIFO depth (records).
+
+    Attributes
+    ----------
+    prog_wr : In(stream.Signature({addr, data}))
+        Program memory write, ``addr = slot * program_words + word``; always ready.
+    cmd : In(stream.Signature(command_layout))
+        Start/stop/reset slot masks and time-base reset; accepted in the first clock of
+        a core cycle and applied in that cycle.
+    fence_wr : In(stream.Signature({slot, timeline, value}))
+        Fence value of ``slot``'s local ``timeline``; always ready.
+    reg_addr, reg_data : register read-back (data one clock later, raw bits)
+    status_slot, status_state, status_pc : per-slot status (combinational)
+    events : Out(stream.Signature(event_layout))
+        The event stream (see :mod:`copperline.hdl.event_fifo`).
+    dropped : Out(16)
+        Events dropped because the FIFO was full (wrapping).
+    cycle : Out(32)
+        Global core cycle (since the last time-base reset).
+    phase : Out(range(phases))
+        Phase of the current clock; 0 is the first clock of a core cycle.
+    vsync_in, vsync_external, vsync_edge : vsync input, its select, and the edge flag
+    """
+
+    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
+                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
+                 contexts: int = isa.DEFAULT_CONTEXTS,
+                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256):
+        self.cycles_per_us = isa.cycles_per_us(clock_hz)
+        self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
+        if watchdog_ops < 1:
+            raise ValueError(f"watchdog_ops must be >= 1 (got {watchdog_ops})")
+        if contexts < 1:
+            raise ValueError(f"contexts must be >= 1 (got {contexts})")
+        if program_words < 2 or program_words & (program_words - 1) or program_words > 1 << isa.ADDR_BITS:
+            raise ValueError(f"program_words must be a power of two in 2..{1 << isa.ADDR_BITS} "
+                             f"(got {program_words})")
+        if isa.OP_BY_NAME["MOVE"].bit("reg") != isa.OP_BY_NAME["ADD"].bit("reg"):
+            raise ValueError("the core reads the register file from one field: MOVE.reg and "
+                             "ADD.reg must sit at the same bits")
+        self.clock_hz = clock_hz
+        self.vsync_hz = vsync_hz
+        self.watchdog_ops = watchdog_ops
+        self.layers = layers
+        self.contexts = contexts
+        self.program_words = program_words
+        self.fifo_depth = fifo_depth
+        self.phases = phases_for(contexts)
+        self.slot_bits = max(1, (contexts - 1).bit_length())
+        self.pc_bits = (program_words - 1).bit_length()
+        self.event_layout = event_layout(self.slot_bits)
+        self.command_layout = command_layout(contexts)
+        self.regfile = RegFile(layers)
+        self.prog_mem = memory.Memory(shape=isa.WORD_BITS,
+                                      depth=(1 << self.slot_bits) * program_words, init=[])
+        #: LOOP counters, ``slot * LOOP_SLOTS + loop slot``.
+        self.loop_mem = memory.Memory(shape=isa.LOOP_COUNT_BITS,
+                                      depth=(1 << self.slot_bits) * isa.LOOP_SLOTS, init=[])
+        #: Fence values, ``slot * FENCE_TIMELINES + local timeline``.
+        self.fence_mem = memory.Memory(shape=isa.FENCE_VALUE_BITS,
+                                       depth=(1 << self.slot_bits) * isa.FENCE_TIMELINES, init=[])
+        super().__init__({
+            "prog_wr": In(stream.Signature(data.StructLayout({
+                "addr": unsigned(self.slot_bits + self.pc_bits), "data": unsigned(isa.WORD_BITS)}))),
+            "cmd": In(stream.Signature(self.command_layout)),
+            "fence_wr": In(stream.Signature(data.StructLayout({
+                "slot": unsigned(self.slot_bits),
+                "timeline": unsigned((isa.FENCE_TIMELINES - 1).bit_length()),
+                "value": unsigned(isa.FENCE_VALUE_BITS)}))),
+            "reg_addr": In(isa.REG_STRIDE.bit_length() - 1 + isa.LAYER_BITS),
+            "reg_data": Out(REG_WORD_BITS),
+            "status_slot": In(self.slot_bits),
+            "status_state": Out(3),
+            "status_pc": Out(self.pc_bits),
+            "events": Out(stream.Signature(self.event_layout)),
+            "dropped": Out(16),
+            "cycle": Out(TIMESTAMP_BITS),
+            "phase": Out(range(self.phases)),
+            "vsync_in": In(1),
+            "vsync_external": In(1),
+            "vsync_edge": Out(1),
+        })
+        # The executor's record stream into the FIFO (before any drop): simulation
+        # engines observe it to get events with no FIFO latency.
+        self.tap = stream.Signature(self.event_layout, always_ready=True).create(path=("tap",))
+
+    def elaborate(self, platform):
+        m = Module()
+        C, P = self.contexts, self.phases
+        sb, pb = self.slot_bits, self.pc_bits
+
+        m.submodules.regfile = rf = self.regfile
+        m.submodules.prog_mem = self.prog_mem
+        m.submodules.vsync = vs = Vsync(self.vsync_period)
+        m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth)
+        m.submodules.dec_r = dec_r = Decoder()
+        m.submodules.dec_e = dec_e = Decoder()
+        loop_mem, fence_mem = self.loop_mem, self.fence_mem
+        m.submodules.loop_mem = loop_mem
+        m.submodules.fence_mem = fence_mem
+
+        # -- phases: E = context executing, R = next, F = the one after -----------------
+        ph_e = Signal(range(P))
+        ph_r = Signal(range(P), init=1 % P)
+        ph_f = Signal(range(P), init=2 % P)
+        for s in (ph_e, ph_r, ph_f):
+            m.d.sync += s.eq(Mux(s == P - 1, 0, s + 1))
+        first = ph_e == 0
+        last = ph_e == P - 1
+        m.d.comb += self.phase.eq(ph_e)
+
+        # -- host commands: accepted in the first clock of a cycle -------------------
+        cmd_now = Signal(self.command_layout)
+        cmd_held = Signal(self.command_layout)
+        # The first core cycle after reset has no fetch for contexts 0 and 1 (their
+        # fetch would have been in the cycle before): accept commands from cycle 1 on.
+        primed = Signal()
+        with m.If(last):
+            m.d.sync += primed.eq(1)
+        accept = first & primed & self.cmd.valid
+        m.d.comb += self.cmd.ready.eq(first & primed)
+        with m.If(first):
+            m.d.comb += cmd_now.eq(Mux(accept, self.cmd.payload.as_value(), 0))
+            m.d.sync += cmd_held.eq(cmd_now)
+        with m.Else():
+            m.d.comb += cmd_now.eq(cmd_held)
+        tb_reset = accept & self.cmd.payload.timebase
+
+        # -- time base ---------------------------------------------------------------
+        g = Signal(TIMESTAMP_BITS)
+        now = Signal(TIMESTAMP_BITS)
+        m.d.comb += now.eq(Mux(tb_reset, 0, g))
+        with m.If(tb_reset):
+            m.d.sync += g.eq(0)
+        with m.Elif(last):
+            m.d.sync += g.eq(g + 1)
+        m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_reset),
+                     vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
+                     self.vsync_edge.eq(vs.edge)]
+
+        # -- per-context state (flip-flops) ------------------------------------------
+        dshape = wait_counter_shape(self.clock_hz)
+        st_a = Array(Signal(3, name=f"state{i}") for i in range(C))
+        pc_a = Array(Signal(pb, name=f"pc{i}") for i in range(C))
+        dly_a = Array(Signal(dshape, name=f"delay{i}") for i in range(C))
+        wd_a = Array(Signal(range(self.watchdog_ops + 1), name=f"idle{i}") for i in range(C))
+        lv_a = Array(Signal(isa.LOOP_SLOTS, name=f"loops_armed{i}") for i in range(C))
+
+        def active(st):
+            return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
+
+        # -- F: program memory address ---------------------------------------------
+        prog_rp = self.prog_mem.read_port()
+        prog_wp = self.prog_mem.write_port()
+        f_st = st_a[ph_f]
+        m.d.comb += prog_rp.addr.eq(Cat(Mux(active(f_st), pc_a[ph_f], 0), ph_f[:sb]))
+        m.d.comb += [prog_wp.addr.eq(self.prog_wr.payload.addr), prog_wp.data.eq(self.prog_wr.payload.data),
+                     prog_wp.en.eq(self.prog_wr.valid), self.prog_wr.ready.eq(1)]
+
+        # -- R: operand addresses from the fetched word ------------------------------
+        word_e = Signal(isa.WORD_BITS)
+        m.d.comb += dec_r.word.eq(prog_rp.data)
+        m.d.sync += word_e.eq(prog_rp.data)
+        loop_rp = loop_mem.read_port()
+        loop_wp = loop_mem.write_port()
+        fence_wp = fence_mem.write_port()
+        fence_rp = fence_mem.read_port(transparent_for=(fence_wp,))
+        m.d.comb += [
+            rf.rd_addr.eq(dec_r.field("MOVE", "reg")),
+            loop_rp.addr.eq(Cat(dec_r.field("LOOP", "slot"), ph_r[:sb])),
+            fence_rp.addr.eq(Cat(dec_r.field("FENCE", "timeline"), ph_r[:sb])),
+        ]
+        fw = self.fence_wr.payload
+        m.d.comb += [fence_wp.addr.eq(Cat(fw.timeline, fw.slot)), fence_wp.data.eq(fw.value),
+                     fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
+
+        # -- E: execute -------------------------------------------------------------
+        m.d.comb += dec_e.word.eq(word_e)
+        k = ph_e
+        valid_ctx = k < C
+        cur_st, cur_pc, cur_dly, cur_wd, cur_lv = st_a[k], pc_a[k], dly_a[k], wd_a[k], lv_a[k]
+        start_now = cmd_now.start.bit_select(k, 1) & valid_ctx
+        stop_now = cmd_now.stop.bit_select(k, 1) & valid_ctx
+        reset_now = cmd_now.reset.bit_select(k, 1) & valid_ctx
+        start_ok = Signal()
+        m.d.comb += start_ok.eq(start_now & ~active(cur_st))
+
+        eff_st = Signal(3)
+        eff_pc = Signal(pb)
+        eff_dly = Signal(dshape)
+        eff_wd = Signal.like(cur_wd)
+        eff_lv = Signal(isa.LOOP_SLOTS)
+        m.d.comb += [eff_st.eq(Mux(start_ok, CtxState.RUNNING, cur_st)),
+                     eff_pc.eq(Mux(start_ok, 0, cur_pc)), eff_dly.eq(Mux(start_ok, 0, cur_dly)),
+                     eff_wd.eq(Mux(start_ok, 0, cur_wd)), eff_lv.eq(Mux(start_ok, 0, cur_lv))]
+        n_st, n_pc, n_dly = Signal.like(eff_st), Signal.like(eff_pc), Signal.like(eff_dly)
+        n_wd, n_lv = Signal.like(eff_wd), Signal.like(eff_lv)
+        m.d.comb += [n_st.eq(eff_st), n_pc.eq(eff_pc), n_dly.eq(eff_dly), n_wd.eq(eff_wd),
+                     n_lv.eq(eff_lv)]
+
+        ev_kind = Signal(3)
+        ev_started = Signal()
+        ev_payload = Signal(PAYLOAD_BITS)
+        m.d.comb += ev_started.eq(start_ok)
+
+        def state_event(state, reason, pc):
+            return [ev_kind.eq(EventKind.STATE),
+                    ev_payload.eq(Cat(Const(state, 3), Const(reason, 3), pc.as_unsigned()[:STATE_PC_BITS]))]
+
+        # fence value of this context's timeline: a write in this very clock wins
+        fence_val = Signal(isa.FENCE_VALUE_BITS)
+        fwd = (self.fence_wr.valid & (fw.slot == k[:sb]) & (fw.timeline == dec_e.field("FENCE", "timeline")))
+        m.d.comb += fence_val.eq(Mux(fwd, fw.value, fence_rp.data))
+        fence_ok = fence_val >= dec_e.field("FENCE", "value")
+
+        issue = Signal()
+        with m.If(reset_now):
+            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_dly.eq(0), n_wd.eq(0),
+                         n_lv.eq(0), ev_started.eq(0)]
+        with m.Elif(stop_now & active(cur_st)):
+            m.d.comb += n_st.eq(CtxState.STOPPED)
+            m.d.comb += state_event(CtxState.STOPPED, Reason.HOST,
+                                    Mux(cur_st == CtxState.FENCE, cur_pc + 1, cur_pc))
+        with m.Else():
+            with m.Switch(eff_st):
+                with m.Case(CtxState.RUNNING):
+                    with m.If(eff_dly != 0):
+                        m.d.comb += n_dly.eq(eff_dly - 1)
+                    with m.Elif(eff_wd == self.watchdog_ops):
+                        m.d.comb += n_st.eq(CtxState.FAULTED)
+                        m.d.comb += state_event(CtxState.FAULTED, Reason.WATCHDOG, eff_pc)
+                    with m.Else():
+                        m.d.comb += issue.eq(1)
+                with m.Case(CtxState.VSYNC):
+                    with m.If(vs.edge):
+                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_dly.eq(isa.VSYNC_LATENCY - 1)]
+                with m.Case(CtxState.FENCE):
+                    with m.If(fence_ok):
+                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_dly.eq(isa.FENCE_RESUME_LATENCY - 1),
+                                     n_pc.eq(eff_pc + 1)]
+
+        # register writes
+        reg_idx = dec_e.field("MOVE", "reg")
+        mask = field_mask(reg_idx[:(isa.REG_STRIDE - 1).bit_length()])
+        move_val = dec_e.field("MOVE", "value") & mask
+        add_val = (rf.rd_data + dec_e.field("ADD", "delta"))[:REG_WORD_BITS] & mask
+        reg_new = Signal(REG_WORD_BITS)
+        m.d.comb += [rf.wr_addr.eq(reg_idx), rf.wr_data.eq(reg_new)]
+
+        loop_slot = dec_e.field("LOOP", "slot")
+        loop_count = dec_e.field("LOOP", "count")
+        loop_old = Mux(eff_lv.bit_select(loop_slot, 1), loop_rp.data, 0)
+        loop_new = Signal(isa.LOOP_COUNT_BITS)
+        m.d.comb += [loop_new.eq(Mux(loop_old == 0, loop_count - 1, loop_old - 1)),
+                     loop_wp.addr.eq(Cat(loop_slot, k[:sb])), loop_wp.data.eq(loop_new)]
+
+        with m.If(issue):
+            m.d.comb += [n_wd.eq(eff_wd + 1), n_pc.eq(eff_pc + 1), n_dly.eq(isa.CYCLES_SIMPLE - 1)]
+            with m.If(~dec_e.valid):
+                m.d.comb += [n_st.eq(CtxState.FAULTED), n_pc.eq(eff_pc)]
+                m.d.comb += state_event(CtxState.FAULTED, Reason.ILLEGAL, eff_pc)
+            with m.Elif(dec_e.flag("HALT")):
+                m.d.comb += [n_st.eq(CtxState.DONE), n_pc.eq(eff_pc)]
+                m.d.comb += state_event(CtxState.DONE, Reason.HALT, eff_pc)
+            with m.Elif(dec_e.flag("WAIT")):
+                m.d.comb += n_wd.eq(0)
+                with m.If(dec_e.field("WAIT", "vsync")):
+                    m.d.comb += n_st.eq(CtxState.VSYNC)
+                with m.Else():
+                    m.d.comb += n_dly.eq(us_to_cycles(dec_e.field("WAIT", "us"), self.clock_hz) - 1)
+            with m.Elif(dec_e.flag("MOVE") | dec_e.flag("ADD")):
+                m.d.comb += [reg_new.eq(Mux(dec_e.flag("MOVE"), move_val, add_val)),
+                             rf.wr_en.eq(1), ev_kind.eq(EventKind.REG),
+                             ev_payload.eq(Cat(reg_new, reg_idx))]
+            with m.Elif(dec_e.flag("IRQ")):
+                m.d.comb += [ev_kind.eq(EventKind.IRQ), ev_payload.eq(dec_e.field("IRQ", "tag"))]
+            with m.Elif(dec_e.flag("BIND_LAYER")):
+                m.d.comb += [ev_kind.eq(EventKind.BIND),
+                             ev_payload.eq(Cat(dec_e.field("BIND_LAYER", "surface"),
+                                               dec_e.field("BIND_LAYER", "layer")))]
+            with m.Elif(dec_e.flag("JUMP")):
+                m.d.comb += [n_pc.eq(dec_e.field("JUMP", "target")), n_dly.eq(isa.CYCLES_BRANCH - 1)]
+            with m.Elif(dec_e.flag("LOOP")):
+                with m.If(loop_count == 0):
+                    m.d.comb += [n_pc.eq(dec_e.field("LOOP", "target")), n_dly.eq(isa.CYCLES_BRANCH - 1)]
+                with m.Else():
+                    m.d.comb += [loop_wp.en.eq(1), n_lv.eq(eff_lv | (1 << loop_slot))]
+                    with m.If(loop_new != 0):
+                        m.d.comb += [n_pc.eq(dec_e.field("LOOP", "target")),
+                                     n_dly.eq(isa.CYCLES_BRANCH - 1)]
+                    with m.Else():
+                        m.d.comb += n_dly.eq(isa.CYCLES_LOOP_EXIT - 1)
+            with m.Elif(dec_e.flag("FENCE")):
+                with m.If(~fence_ok):
+                    m.d.comb += [n_st.eq(CtxState.FENCE), n_pc.eq(eff_pc), n_wd.eq(0)]
+            # NOP: the defaults
+
+        with m.If(valid_ctx):
+            m.d.sync += [st_a[k].eq(n_st), pc_a[k].eq(n_pc), dly_a[k].eq(n_dly),
+                         wd_a[k].eq(n_wd), lv_a[k].eq(n_lv)]
+
+        # -- events -------------------------------------------------------------------
+        tap = self.tap
+        m.d.comb += [
+            tap.valid.eq(valid_ctx & ((ev_kind != EventKind.NONE) | ev_started)),
+            tap.payload.kind.eq(ev_kind), tap.payload.started.eq(ev_started),
+            tap.payload.slot.eq(k[:sb]), tap.payload.payload.eq(ev_payload),
+            tap.payload.timestamp.eq(now),
+        ]
+        m.d.comb += [evq.sink.valid.eq(tap.valid), evq.sink.payload.eq(tap.payload)]
+        wiring.connect(m, evq.source, wiring.flipped(self.events))
+        m.d.comb += self.dropped.eq(evq.dropped)
+
+        # -- host read-back -------------------------------------------------------------
+        m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
+        s_st = st_a[self.status_slot]
+        m.d.comb += [self.status_state.eq(s_st),
+                     self.status_pc.eq(Mux(s_st == CtxState.FENCE, pc_a[self.status_slot] + 1,
+                                           pc_a[self.status_slot]))]
+        return m

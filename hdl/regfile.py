@@ -1,0 +1,73 @@
+"""The layer register file: ``layers x REG_STRIDE`` 16-bit words in block RAM.
+
+Widths and signedness come from ``isa.REGISTER_FIELDS``: a register holds its value in
+two's complement in its low ``width`` bits (the other bits are 0). The host turns a raw
+word into a number with ``isa.register_field(index).wrap(raw)``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Array, Const
+from amaranth.lib import wiring, memory
+from amaranth.lib.wiring import In, Out
+
+from copperline.firmware import isa
+
+__all__ = ["RegFile", "REG_WORD_BITS", "field_mask"]
+
+#: Storage width of one register (the widest field).
+REG_WORD_BITS = max(f.width for f in isa.REGISTER_FIELDS)
+
+
+def field_mask(index_low_bits):
+    """Mask of the register with this ``index % REG_STRIDE`` (0 for unused sub-indices)."""
+    masks = [0] * isa.REG_STRIDE
+    for f in isa.REGISTER_FIELDS:
+        masks[f.index] = (1 << f.width) - 1
+    return Array(Const(v, REG_WORD_BITS) for v in masks)[index_low_bits]
+
+
+class RegFile(wiring.Component):
+    """Register file with an executor read/write pair and a host read-back port.
+
+    Two block-RAM copies are written together: one serves the executor's read (which is
+    transparent for the write, so an op sees the write of the op one clock before it),
+    the other the host, so read-back never steals an executor cycle.
+
+    Parameters
+    ----------
+    layers : int
+        Layers implemented (``isa.DEFAULT_LAYERS``); depth is ``layers * REG_STRIDE``.
+
+    Attributes
+    ----------
+    rd_addr, rd_data : executor read, data one clock after the address
+    wr_addr, wr_data, wr_en : executor write
+    host_addr, host_data : host read-back, data one clock after the address
+    """
+
+    def __init__(self, layers: int = isa.DEFAULT_LAYERS):
+        if not 1 <= layers <= 1 << isa.LAYER_BITS:
+            raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
+        self.layers = layers
+        self.depth = layers * isa.REG_STRIDE
+        abits = (self.depth - 1).bit_length()
+        super().__init__({
+            "rd_addr": In(abits), "rd_data": Out(REG_WORD_BITS),
+            "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
+            "host_addr": In(abits), "host_data": Out(REG_WORD_BITS),
+        })
+        self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[])
+        self.host_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[])
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.exec_mem = self.exec_mem
+        m.submodules.host_mem = self.host_mem
+        for mem, raddr, rdata, transparent in ((self.exec_mem, self.rd_addr, self.rd_data, True),
+                                               (self.host_mem, self.host_addr, self.host_data, False)):
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,) if transparent else ())
+            m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
+                         rp.addr.eq(raddr), rdata.eq(rp.data)]
+        return m

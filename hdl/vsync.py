@@ -1,0 +1,72 @@
+"""Vsync: the internal generator (period from ``isa.vsync_period_cycles``) and the
+external input, both reduced to one ``edge`` flag per core cycle."""
+
+
+from amaranth import Module, Signal, Mux
+from amaranth.lib import wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from copperline.firmware import isa
+
+__all__ = ["Vsync"]
+
+
+class Vsync(wiring.Component):
+    """Vsync edge source.
+
+    Edges of the internal generator fall on core cycles ``k * period`` (``k >= 1``)
+    counted from the last time-base reset, as ``isa.EXECUTION_RULES`` rule 1 says.
+    With ``external`` set, a rising edge of ``vsync_in`` (synchronised, sampled once per
+    core cycle) makes the *next* core cycle an edge instead.
+
+    Parameters
+    ----------
+    period : int
+        Core cycles between internal edges (``isa.vsync_period_cycles``).
+
+    Attributes
+    ----------
+    advance : In(1)
+        Strobe in the last clock of every core cycle.
+    reset : In(1)
+        Time-base reset: the current core cycle becomes cycle 0 (never an edge).
+    external : In(1)
+        Use ``vsync_in`` instead of the internal generator.
+    vsync_in : In(1)
+        External vsync (asynchronous; a 2-flop synchroniser is inside).
+    edge : Out(1)
+        1 during every clock of a core cycle that is a vsync edge.
+    """
+
+    advance: In(1)
+    reset: In(1)
+    external: In(1)
+    vsync_in: In(1)
+    edge: Out(1)
+
+    def __init__(self, period: int):
+        if period < 2:
+            raise ValueError(f"vsync period must be >= 2 cycles (got {period})")
+        self.period = period
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        # Cycles left until the next internal edge; ``period`` in cycle 0.
+        left = Signal(range(self.period + 1), init=self.period)
+        edge_r = Signal()
+        sync_in = Signal()
+        prev_in = Signal()
+        m.submodules.sync = FFSynchronizer(self.vsync_in, sync_in)
+        m.d.comb += self.edge.eq(edge_r & ~self.reset)
+        with m.If(self.reset):
+            m.d.sync += [left.eq(self.period), edge_r.eq(0)]
+        with m.Elif(self.advance):
+            m.d.sync += prev_in.eq(sync_in)
+            with m.If(left == 1):
+                m.d.sync += left.eq(self.period)
+            with m.Else():
+                m.d.sync += left.eq(left - 1)
+            m.d.sync += edge_r.eq(Mux(self.external, sync_in & ~prev_in, left == 1))
+        return m

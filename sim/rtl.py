@@ -1,0 +1,408 @@
+"""The RTL engine: the Amaranth Copper core, simulated, behind the VM's Machine API.
+
+:class:`RtlMachine` mirrors :class:`copperline.host.vm.Machine` (``load``, ``start``,
+``stop``, ``set_fence``, ``run_until``, ``cycle``, ``regs``, ``status``) so that the same
+driver code and the same equivalence tests run on the VM and on the RTL. The design runs in
+``amaranth.sim`` on a dedicated thread; every host action becomes a port transaction at a
+core-cycle boundary (``cmd`` stream in phase 0, ``fence_wr`` in the phase of the slot),
+and events are read from the executor's record stream (the FIFO's input, so there is no
+FIFO latency to wait for; the FIFO itself is tested by the cocotb benches).
+
+Simulation-only shortcuts (the ports they stand for are tested elsewhere): program words
+and the reset of registers/fences are written straight into the memories.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from amaranth.sim import Simulator
+
+from copperline.firmware import isa
+from copperline.firmware.image import Image, ImageError
+from copperline.hdl.core import Core, CtxState, Reason
+from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RtlMachine", "RtlError"]
+
+_REASONS = {Reason.HALT: "halt", Reason.HOST: "host", Reason.WATCHDOG: "watchdog",
+            Reason.ILLEGAL: "illegal"}
+_TS_MASK = (1 << TIMESTAMP_BITS) - 1
+
+
+class RtlError(Exception):
+    """A request the RTL engine refuses (same role as ``vm.MachineError``)."""
+
+
+class _Slot:
+    def __init__(self, image: Image):
+        self.image = image
+        self.started = False
+        self.start = 0
+        self.state = "loaded"
+        self.reason: str | None = None
+        self.bindings: dict[int, str] = {}
+        self.ops = None
+
+
+class RtlMachine:
+    """Cycle-exact RTL simulation of the Copper core with the VM's Machine API.
+
+    Parameters
+    ----------
+    clock_hz, vsync_hz, watchdog_ops, layers, contexts, program_words, vsync_events :
+        As :class:`copperline.host.vm.Machine`.
+    waves : str or None
+        Write a VCD of the whole run to this file (closed by :meth:`close`).
+    """
+
+    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
+                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
+                 *, contexts: int = isa.DEFAULT_CONTEXTS,
+                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
+                 waves: str | None = None):
+        self.core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
+                         contexts=contexts, program_words=program_words)
+        self.clock_hz, self.vsync_hz = clock_hz, vsync_hz
+        self.vsync_period = self.core.vsync_period
+        self.watchdog_ops, self.layers, self.contexts = watchdog_ops, layers, contexts
+        self.program_words = program_words
+        self.vsync_events = vsync_events
+        self.waves = waves
+        self.cycle = 0
+        self._slots: list[_Slot | None] = [None] * contexts
+        self._fences: dict[str, int] = {}
+        self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
+        self._fence_writes: list[tuple[int, int, int]] = []
+        self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
+        self._reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
+                           else None for i in range(layers * isa.REG_STRIDE)]
+        self._requests: queue.Queue = queue.Queue()
+        self._replies: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._sim_main, name="copper-rtl", daemon=True)
+        self._thread.start()
+        # Before the first cycle that counts, one hidden core cycle primes the pipeline
+        # (and resets every slot), so that programs loaded at cycle 0 are fetched.
+        self._prelude = True
+        self._loaded_now: set[int] = set()
+
+    # -- the simulation thread ---------------------------------------------------------
+    def _sim_main(self) -> None:
+        sim = Simulator(self.core)
+        sim.add_clock(1e-6)
+        sim.add_testbench(self._bench)
+        try:
+            if self.waves:
+                with sim.write_vcd(self.waves):
+                    sim.run()
+            else:
+                sim.run()
+        except BaseException as exc:   # report to the caller instead of dying silently
+            self._replies.put(("error", exc))
+
+    async def _bench(self, ctx) -> None:
+        ctx.set(self.core.events.ready, 1)
+        while True:
+            fn = self._requests.get()
+            if fn is None:
+                return
+            try:
+                self._replies.put(("ok", await fn(ctx)))
+            except Exception as exc:
+                self._replies.put(("error", exc))
+
+    def _call(self, fn):
+        if self._closed:
+            raise RtlError("the RTL engine is closed")
+        self._requests.put(fn)
+        kind, value = self._replies.get()
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """End the simulation (flushes the VCD file)."""
+        if not self._closed:
+            self._closed = True
+            self._requests.put(None)
+            self._thread.join(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- programs ---------------------------------------------------------------------
+    def time_us(self, cycle: int) -> float:
+        return round(cycle * 1_000_000 / self.clock_hz, 3)
+
+    def reset(self) -> None:
+        """Machine reset: registers and fences 0, every slot freed, cycle 0."""
+        async def clear(ctx):
+            for mem in (self.core.regfile.exec_mem, self.core.regfile.host_mem):
+                for i in range(mem.depth):
+                    ctx.set(mem.data[i], 0)
+            fm = self._fence_mem()
+            for i in range(fm.depth):
+                ctx.set(fm.data[i], 0)
+        self._call(clear)
+        self._fences = {}
+        self._slots = [None] * self.contexts
+        self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
+        self._fence_writes, self._actions = [], []
+        self._prelude = True
+        self._loaded_now = set()
+        self.cycle = 0
+
+    def _fence_mem(self):
+        return self.core.fence_mem
+
+    def load(self, image: Image) -> int:
+        """Load ``image`` into the lowest free slot and return the slot."""
+        if not isinstance(image, Image):
+            raise TypeError(f"load() needs an Image, got {type(image).__name__}")
+        image.check()
+        if len(image.code) > self.program_words:
+            raise ImageError(f"the image holds {len(image.code)} words; a context holds "
+                             f"{self.program_words}")
+        for addr, word in enumerate(image.code):
+            ins = isa.decode(word)
+            if ins.name in ("MOVE", "ADD") and (ins.fields["reg"] >= len(self._reg_names)
+                                                or self._reg_names[ins.fields["reg"]] is None):
+                raise ImageError(f"word {addr}: {ins.name} register index {ins.fields['reg']} does "
+                                 f"not exist on a machine with {self.layers} layers")
+        for slot, cur in enumerate(self._slots):
+            if cur is None:
+                break
+        else:
+            raise RtlError(f"all {self.contexts} program contexts are in use")
+        base = slot * self.program_words
+        code = list(image.code)
+
+        async def write(ctx):
+            for i, word in enumerate(code):
+                ctx.set(self.core.prog_mem.data[base + i], word)
+        self._call(write)
+        self._slots[slot] = _Slot(image)
+        self._loaded_now.add(slot)
+        return slot
+
+    def unload(self, slot: int) -> None:
+        s = self._slot(slot)
+        if s.state == "running":
+            self.stop(slot)
+        self._slots[slot] = None
+
+    def start(self, slot: int) -> None:
+        """Start the program in ``slot``: its first op issues in the current cycle."""
+        s = self._slot(slot)
+        if s.state == "running":
+            raise RtlError(f"slot {slot} is already running")
+        if self._cmd["stop"] >> slot & 1:
+            raise RtlError(f"slot {slot}: the core cannot stop and restart a program in the "
+                           "same cycle; run at least one cycle in between")
+        if slot in self._loaded_now and slot < 2 and not self._prelude:
+            # Contexts 0 and 1 fetch their first word in the previous core cycle.
+            raise RtlError(f"slot {slot}: a program loaded in this cycle can start one cycle "
+                           "later at the earliest (run_until(cycle + 1) first)")
+        self._cmd["start"] |= 1 << slot
+        s.state, s.reason = "running", None
+        self._actions.append((slot, "start"))
+
+    def stop(self, slot: int) -> None:
+        s = self._slot(slot)
+        if s.state != "running":
+            return
+        if self._cmd["start"] >> slot & 1:
+            raise RtlError(f"slot {slot}: started in this cycle; run at least one cycle first")
+        self._cmd["stop"] |= 1 << slot
+        self._actions.append((slot, "stop"))
+
+    def set_fence(self, name: str, value: int) -> None:
+        """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
+        if not isinstance(value, int) or not 0 <= value <= isa.FENCE_VALUE_MAX:
+            raise ValueError(f"fence {name!r}: value {value!r} is not an integer in "
+                             f"0..{isa.FENCE_VALUE_MAX}")
+        old = self._fences.get(name, 0)
+        if value < old:
+            raise ValueError(f"fence {name!r}: values are monotonic; {value} < current {old}")
+        self._fences[name] = value
+        for slot, s in enumerate(self._slots):
+            if s is not None and name in s.image.timelines:
+                self._fence_writes.append((slot, s.image.timelines.index(name), value))
+
+    def fence(self, name: str) -> int:
+        return self._fences.get(name, 0)
+
+    def slots(self) -> list[int]:
+        return [i for i, s in enumerate(self._slots) if s is not None]
+
+    def slot_start(self, slot: int) -> int:
+        return self._slot(slot).start
+
+    @property
+    def regs(self) -> dict[str, int]:
+        """Every register by name, read from the host read-back copy of the register file."""
+        mem = self.core.regfile.host_mem
+
+        async def read(ctx):
+            return [ctx.get(mem.data[i]) for i in range(len(self._reg_names))]
+        raw = self._call(read)
+        return {name: isa.register_field(i).wrap(raw[i])
+                for i, name in enumerate(self._reg_names) if name}
+
+    def status(self, slot: int) -> dict:
+        """State, pc, reason, bindings and program cycle of ``slot`` (state and pc from the
+        core's status port)."""
+        s = self._slot(slot)
+
+        async def read(ctx):
+            ctx.set(self.core.status_slot, slot)
+            return ctx.get(self.core.status_state), ctx.get(self.core.status_pc)
+        hw_state, pc = self._call(read)
+        state = s.state if s.state == "loaded" and not s.started else CtxState(hw_state).host_name
+        if self._cmd["start"] >> slot & 1:
+            state, pc = "running", 0
+        return {"slot": slot, "state": state, "pc": pc, "reason": s.reason,
+                "bindings": dict(s.bindings), "ops": None,
+                "cycle": self.cycle - s.start if s.started else 0}
+
+    def _slot(self, slot: int) -> _Slot:
+        if not isinstance(slot, int) or not 0 <= slot < self.contexts or self._slots[slot] is None:
+            raise RtlError(f"no program in slot {slot!r}")
+        return self._slots[slot]
+
+    # -- running ----------------------------------------------------------------------
+    def run_until(self, cycle: int) -> list[dict]:
+        """Simulate every core cycle from ``self.cycle`` up to (not including) ``cycle``;
+        returns their events in the VM's order."""
+        if cycle < self.cycle:
+            raise ValueError(f"run_until({cycle}): the machine is already at cycle {self.cycle}")
+        if cycle == self.cycle:
+            return []
+        if self._prelude:
+            pending = self._cmd
+            self._cmd = {"start": 0, "stop": 0, "reset": (1 << self.contexts) - 1, "timebase": 0}
+            saved, self._fence_writes = self._fence_writes, []
+            self._call(lambda ctx: self._run_cycles(ctx, 1, collect=False))
+            self._cmd, self._fence_writes = pending, saved
+            self._cmd["timebase"] = 1
+            self._prelude = False
+        self._loaded_now = set()
+        records = self._call(lambda ctx: self._run_cycles(ctx, cycle - self.cycle))
+        out = self._convert(records)
+        self.cycle = cycle
+        return out
+
+    async def _run_cycles(self, ctx, n: int, collect: bool = True):
+        """Clock ``n`` core cycles; host actions go out in the first one."""
+        core = self.core
+        P = core.phases
+        tap_valid, tap_payload = core.tap.valid, core.tap.payload.as_value()
+        cmd = self._cmd
+        cmd_val = (cmd["start"] | cmd["stop"] << self.contexts | cmd["reset"] << 2 * self.contexts
+                   | cmd["timebase"] << 3 * self.contexts)
+        writes: dict[int, tuple[int, int]] = {}
+        late = []
+        for slot, tl, value in self._fence_writes:
+            if slot in writes:
+                late.append((slot, tl, value))
+            else:
+                writes[slot] = (tl, value)
+        if late:
+            log.warning("more than one fence write for a slot in one cycle: %s applied a cycle late",
+                        late)
+        records = []
+        vsync_cycles = []
+        for i in range(n):
+            for ph in range(P):
+                if i == 0 and ph == 0 and cmd_val:
+                    ctx.set(core.cmd.valid, 1)
+                    ctx.set(core.cmd.payload.as_value(), cmd_val)
+                w = writes.get(ph) if i == 0 else None
+                if w is not None:
+                    ctx.set(core.fence_wr.valid, 1)
+                    ctx.set(core.fence_wr.payload.as_value(),
+                            ph | w[0] << core.slot_bits | w[1] << (core.slot_bits + 2))
+                if ph == 0 and self.vsync_events and ctx.get(core.vsync_edge):
+                    vsync_cycles.append(ctx.get(core.cycle))
+                if collect and ctx.get(tap_valid):
+                    records.append(ctx.get(tap_payload))
+                await ctx.tick()
+                if w is not None:
+                    ctx.set(core.fence_wr.valid, 0)
+                if i == 0 and ph == 0 and cmd_val:
+                    ctx.set(core.cmd.valid, 0)
+            if i == 0:
+                self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
+                self._fence_writes = late
+                late = []
+        return records, vsync_cycles
+
+    def _convert(self, result) -> list[dict]:
+        records, vsync_cycles = result
+        sb = self.core.slot_bits
+        first = self.cycle
+        actions, self._actions = self._actions, []
+        order = {act: i for i, act in enumerate(actions)}
+        front: list[tuple[int, dict]] = []     # host actions of the first cycle, call order
+        rest: list[tuple[int, int, dict]] = []  # (cycle, 0 vsync / 1 program, event)
+
+        def unwrap(ts: int) -> int:            # hardware cycle == engine cycle mod 2**32
+            return first + ((ts - first) & _TS_MASK)
+
+        for hw in vsync_cycles:
+            g = unwrap(hw)
+            rest.append((g, 0, {"event": "vsync", "frame": g // self.vsync_period, "cycle": g,
+                                "time_us": self.time_us(g)}))
+        for rec in records:
+            kind = rec & 7
+            slot = rec >> 4 & ((1 << sb) - 1)
+            payload = rec >> (4 + sb) & 0xFFFFFF
+            g = unwrap(rec >> (4 + sb + 24))
+            s = self._slots[slot]
+            if s is None:
+                continue
+            if rec >> 3 & 1:
+                s.started, s.start, s.bindings = True, g, {}
+                front.append((order.get((slot, "start"), len(order)),
+                              {"event": "state", "slot": slot, "state": "running",
+                               "reason": "start", "pc": 0, "cycle": 0, "time_us": 0.0}))
+            if kind == EventKind.NONE:
+                continue
+            c = g - s.start
+            t = self.time_us(c)
+            if kind == EventKind.REG:
+                idx = payload >> 16
+                ev = {"event": "reg", "slot": slot, "reg": self._reg_names[idx],
+                      "value": isa.register_field(idx).wrap(payload & 0xFFFF), "cycle": c,
+                      "time_us": t}
+            elif kind == EventKind.IRQ:
+                ev = {"event": "irq", "slot": slot, "tag": s.image.tags[payload & 0xFF],
+                      "cycle": c, "time_us": t}
+            elif kind == EventKind.BIND:
+                layer, surface = payload >> 8 & 0xFF, s.image.surfaces[payload & 0xFF]
+                s.bindings[layer] = surface
+                ev = {"event": "bind", "slot": slot, "layer": layer, "surface": surface,
+                      "cycle": c, "time_us": t}
+            elif kind == EventKind.STATE:
+                state = CtxState(payload & 7).host_name
+                reason = _REASONS.get(Reason(payload >> 3 & 7))
+                s.state, s.reason = state, reason
+                ev = {"event": "state", "slot": slot, "state": state, "reason": reason,
+                      "pc": payload >> 6 & ((1 << isa.ADDR_BITS) - 1), "cycle": c, "time_us": t}
+                if reason == "host" and g == first and (slot, "stop") in order:
+                    front.append((order[(slot, "stop")], ev))
+                    continue
+            else:
+                raise RtlError(f"the core emitted an unknown event kind {kind}")
+            rest.append((g, 1, ev))
+        front.sort(key=lambda p: p[0])
+        rest.sort(key=lambda p: (p[0], p[1]))     # stable: slot order within a cycle
+        return [e for _, e in front] + [e for _, _, e in rest]
