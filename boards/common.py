@@ -78,6 +78,7 @@ class Board:
 def board_top(board: Board, *, baud: int):
     """An Elaboratable binding the board-independent top to ``board``'s pins."""
     from amaranth import Elaboratable, Module
+    from amaranth.lib import io
 
     from copperline.hdl.top import LinkTop
 
@@ -85,10 +86,14 @@ def board_top(board: Board, *, baud: int):
         def elaborate(self, platform):
             m = Module()
             m.submodules.top = top = LinkTop(clock_hz=board.clock_hz, baud=baud)
-            uart = platform.request("uart", 0)
-            led_link = platform.request(*board.led_link)
-            led_error = platform.request(*board.led_error)
-            m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx),
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+            m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+            m.submodules.led_link = led_link = io.Buffer(
+                "o", platform.request(*board.led_link, dir="-"))
+            m.submodules.led_error = led_error = io.Buffer(
+                "o", platform.request(*board.led_error, dir="-"))
+            m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx),
                          led_link.o.eq(top.led_link), led_error.o.eq(top.led_error)]
             return m
 
