@@ -70,6 +70,8 @@ class DaemonProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.proc is None:
             return -1
+        if self.returncode is not None:
+            return self.returncode
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -1,0 +1,102 @@
+"""The client library: PortsClient (sync) and AsyncPortsClient (asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from copperline.host.client import AsyncPortsClient, PortsClient, PortsConnectionError, PortsError
+from copperline.host.ports.testing import DaemonProcess
+from tests.test_host_ports_server import SHORT, TICK
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    with DaemonProcess() as d:
+        yield d
+
+
+def test_sync_request_events_and_errors(daemon):
+    with PortsClient(daemon.path) as c:
+        assert c.ping()["protocol"] == 0
+        pid = c.request("load", program=TICK)["id"]
+        sub = c.subscribe("irq", prog=pid)
+        c.request("start", id=pid)
+        evs = []
+        for ev in c.events(timeout=2.0):
+            evs.append(ev)
+            if len(evs) == 3:
+                break
+        assert [e["tag"] for e in evs] == ["tick"] * 3 and {e["sub"] for e in evs} == {sub}
+        c.request("stop", id=pid)
+        with pytest.raises(PortsError) as e:
+            c.request("status", id=pid + 1000)
+        assert e.value.code == "NOT_FOUND" and "no program" in e.value.message
+        with pytest.raises(PortsError) as e:
+            c.request("start")
+        assert e.value.code == "BAD_ARG" and e.value.field == "id"
+        c.request("unload", id=pid)
+
+
+def test_sync_events_timeout_ends_iteration(daemon):
+    with PortsClient(daemon.path) as c:
+        c.subscribe("irq", tag="never")
+        assert list(c.events(timeout=0.2)) == []
+
+
+def test_sync_load_file_passes_a_descriptor(daemon):
+    with PortsClient(daemon.path) as c:
+        pid = c.load_file(str(EXAMPLES / "tick.json"))
+        assert c.request("status", id=pid)["state"] == "loaded"
+        c.request("unload", id=pid)
+
+
+def test_connection_errors(tmp_path):
+    with pytest.raises(PortsConnectionError, match="is copperd running"):
+        PortsClient(str(tmp_path / "none.sock"))
+
+
+def test_async_client_concurrent_requests_and_events(daemon):
+    async def main():
+        async with AsyncPortsClient(daemon.path) as c:
+            pings = await asyncio.gather(*(c.request("ping") for _ in range(20)))
+            assert all(p["name"] == "copperd" for p in pings)
+            pid = (await c.request("load", program=SHORT))["id"]
+            sub = await c.subscribe("irq", "state", prog=pid)
+            # a wait runs concurrently with other requests on the same connection
+            waiter = asyncio.ensure_future(c.request("wait", id=pid, timeout=5))
+            await c.request("start", id=pid)
+            kinds = []
+            async for ev in c.events():
+                assert ev["sub"] == sub
+                kinds.append((ev["event"], ev.get("state") or ev.get("tag")))
+                if ev["event"] == "state" and ev["state"] == "done":
+                    break
+            assert kinds == [("state", "running"), ("irq", "end"), ("state", "done")]
+            assert (await waiter)["state"] == "done"
+            with pytest.raises(PortsError) as e:
+                await c.request("unsubscribe", sub=9999)
+            assert e.value.code == "NOT_FOUND"
+            await c.request("unload", id=pid)
+    asyncio.run(main())
+
+
+def test_async_client_sees_the_daemon_go_away():
+    async def main(d):
+        c = await AsyncPortsClient.open(d.path)
+        await c.request("ping")
+        d.stop()
+        with pytest.raises(PortsConnectionError):
+            await c.next_event(timeout=5)
+        with pytest.raises(PortsConnectionError):
+            await c.request("ping")
+        await c.close()
+    d = DaemonProcess().start()
+    try:
+        asyncio.run(main(d))
+    finally:
+        d.stop()
