@@ -37,6 +37,22 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[list, int], None]
 
 
+def _reduce_timer_slack() -> None:
+    """Linux: let this thread's timed sleeps end within ~1 us instead of the default 50.
+
+    A sleep that ends on time means a shorter spin before each deadline, so the thread
+    burns less CPU and is less likely to be preempted mid-spin on a busy machine.
+    Best effort: does nothing where prctl is unavailable.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_TIMERSLACK = 29
+        libc.prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class RealTimeExecutor:
     """Runs a Machine against the wall clock on its own thread.
 
@@ -134,6 +150,7 @@ class RealTimeExecutor:
                 fut.set_exception(exc)
 
     def _main(self) -> None:
+        _reduce_timer_slack()
         try:
             self._loop()
         except BaseException as exc:
