@@ -79,6 +79,7 @@ class RtlMachine:
         self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
         self._fence_writes: list[tuple[int, int, int]] = []
         self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
+        self._stopping: dict[int, _Slot] = {}
         self._reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
                            else None for i in range(layers * isa.REG_STRIDE)]
         self._requests: queue.Queue = queue.Queue()
@@ -184,10 +185,15 @@ class RtlMachine:
             raise RtlError(f"all {self.contexts} program contexts are in use")
         base = slot * self.program_words
         code = list(image.code)
+        # the slot's fence entries get the current values of the image's timelines
+        fences = [self._fences.get(name, 0) for name in image.timelines]
+        fences += [0] * (isa.FENCE_TIMELINES - len(fences))
 
         async def write(ctx):
             for i, word in enumerate(code):
                 ctx.set(self.core.prog_mem.data[base + i], word)
+            for i, value in enumerate(fences):
+                ctx.set(self.core.fence_mem.data[slot * isa.FENCE_TIMELINES + i], value)
         self._call(write)
         self._slots[slot] = _Slot(image)
         self._loaded_now.add(slot)
@@ -223,6 +229,7 @@ class RtlMachine:
             raise RtlError(f"slot {slot}: started in this cycle; run at least one cycle first")
         self._cmd["stop"] |= 1 << slot
         self._actions.append((slot, "stop"))
+        self._stopping[slot] = s     # the slot may be unloaded before the event comes back
 
     def set_fence(self, name: str, value: int) -> None:
         """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
@@ -350,6 +357,7 @@ class RtlMachine:
         sb = self.core.slot_bits
         first = self.cycle
         actions, self._actions = self._actions, []
+        stopping, self._stopping = self._stopping, {}
         order = {act: i for i, act in enumerate(actions)}
         front: list[tuple[int, dict]] = []     # host actions of the first cycle, call order
         rest: list[tuple[int, int, dict]] = []  # (cycle, 0 vsync / 1 program, event)
@@ -367,6 +375,9 @@ class RtlMachine:
             payload = rec >> (4 + sb) & 0xFFFFFF
             g = unwrap(rec >> (4 + sb + 24))
             s = self._slots[slot]
+            if (kind == EventKind.STATE and payload >> 3 & 7 == Reason.HOST and g == first
+                    and slot in stopping):
+                s = stopping[slot]
             if s is None:
                 continue
             if rec >> 3 & 1:
