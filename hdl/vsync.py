@@ -61,7 +61,8 @@ class Vsync(wiring.Component):
         m.submodules.sync = FFSynchronizer(self.vsync_in, sync_in)
         m.d.comb += self.edge.eq(edge_r & ~self.reset)
         with m.If(self.reset):
-            m.d.sync += [left.eq(self.period), edge_r.eq(0)]
+            # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
+            m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0)]
         with m.Elif(self.advance):
             m.d.sync += prev_in.eq(sync_in)
             with m.If(left == 1):

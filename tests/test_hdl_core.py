@@ -1,0 +1,123 @@
+"""The core through its real ports (prog_wr, cmd, fence_wr, events, reg read-back,
+status): cycle numbers of every op class, then watchdog and multi-context slot order."""
+
+from amaranth.sim import Simulator
+
+from copperline.firmware import isa
+from copperline.hdl.core import Core, CtxState, Reason
+from copperline.hdl.event_fifo import EventKind
+
+E = isa.encode
+X0 = isa.register_index(0, "x")
+
+
+def run_core(core, programs, *, cycles, fences=(), starts=None):
+    """Write ``programs`` (slot -> words) through prog_wr, start them all at global cycle 0,
+    write ``fences`` (cycle, slot, timeline, value) and collect event records."""
+    records = []
+    regs = {}
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        for slot, words in programs.items():
+            for i, w in enumerate(words):
+                ctx.set(core.prog_wr.valid, 1)
+                ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
+                ctx.set(core.prog_wr.payload.data, w)
+                await ctx.tick()
+        ctx.set(core.prog_wr.valid, 0)
+        mask = sum(1 << s for s in (starts or programs))
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload.start, mask)
+        ctx.set(core.cmd.payload.timebase, 1)
+        while not ctx.get(core.cmd.ready):
+            await ctx.tick()
+        pending = sorted(fences)
+        for _ in range(cycles * core.phases + 8):
+            if pending and ctx.get(core.cycle) == pending[0][0] and ctx.get(core.phase) == pending[0][1]:
+                _, slot, tl, value = pending.pop(0)
+                ctx.set(core.fence_wr.valid, 1)
+                ctx.set(core.fence_wr.payload.slot, slot)
+                ctx.set(core.fence_wr.payload.timeline, tl)
+                ctx.set(core.fence_wr.payload.value, value)
+            if ctx.get(core.events.valid):
+                p = core.events.payload
+                records.append((ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
+                                EventKind(ctx.get(p.kind)), ctx.get(p.payload)))
+            await ctx.tick()
+            ctx.set(core.cmd.valid, 0)
+            ctx.set(core.fence_wr.valid, 0)
+        for idx in (X0,):
+            ctx.set(core.reg_addr, idx)
+            await ctx.tick()
+            regs[idx] = ctx.get(core.reg_data)
+        for slot in programs:
+            ctx.set(core.status_slot, slot)
+            regs[("status", slot)] = (CtxState(ctx.get(core.status_state)), ctx.get(core.status_pc))
+        regs["dropped"] = ctx.get(core.dropped)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return records, regs
+
+
+def test_timing_of_every_op_class():
+    core = Core(1_000_000, 20_000.0, watchdog_ops=1000, program_words=16)   # vsync every 50
+    prog = [
+        E("MOVE", reg=X0, value=5),            # 0  cycle 0
+        E("ADD", reg=X0, delta=3),             # 1  cycle 1
+        E("IRQ", tag=1),                       # 2  cycle 2
+        E("JUMP", target=4),                   # 3  cycle 3, +CYCLES_BRANCH
+        E("WAIT", us=3),                       # 4  cycle 5, +3 us
+        E("IRQ", tag=2),                       # 5  cycle 8
+        E("FENCE", timeline=0, value=1),       # 6  cycle 9, blocked; fence seen at 20
+        E("IRQ", tag=3),                       # 7  cycle 20 + FENCE_RESUME_LATENCY
+        E("WAIT", vsync=1),                    # 8  next edge 50
+        E("HALT"),                             # 9  cycle 50 + VSYNC_LATENCY
+    ]
+    recs, regs = run_core(core, {0: prog}, cycles=60, fences=[(20, 0, 0, 1)])
+    t_fence = 20 + isa.FENCE_RESUME_LATENCY
+    t_halt = 50 + isa.VSYNC_LATENCY
+    assert [(r[0], r[3]) for r in recs] == [
+        (0, EventKind.REG), (1, EventKind.REG), (2, EventKind.IRQ),
+        (3 + isa.CYCLES_BRANCH + 3, EventKind.IRQ), (t_fence, EventKind.IRQ),
+        (t_halt, EventKind.STATE)]
+    assert recs[0][2] == 1 and all(r[2] == 0 for r in recs[1:]), "started flag on the first record"
+    assert recs[0][4] == (X0 << 16 | 5) and recs[1][4] == (X0 << 16 | 8)
+    state = recs[-1][4]
+    assert (state & 7, state >> 3 & 7, state >> 6) == (CtxState.DONE, Reason.HALT, 9)
+    assert regs[X0] == 8
+    assert regs[("status", 0)] == (CtxState.DONE, 9)
+    assert regs["dropped"] == 0
+
+
+def test_loops_counter_wrap_and_watchdog():
+    core = Core(1_000_000, 1000.0, watchdog_ops=10, program_words=16)
+    prog = [
+        E("ADD", reg=X0, delta=-32768),            # 0: body
+        E("LOOP", slot=0, target=0, count=3),      # 1: body runs 3 times
+        E("IRQ", tag=0),                           # 2
+        E("JUMP", target=2),                       # 3: forever without idling -> watchdog
+    ]
+    recs, regs = run_core(core, {0: prog}, cycles=40)
+    adds = [r for r in recs if r[3] == EventKind.REG]
+    assert [r[0] for r in adds] == [0, 3, 6]       # LOOP taken costs CYCLES_BRANCH
+    assert [r[4] & 0xFFFF for r in adds] == [0x8000, 0, 0x8000]   # 16-bit wrap
+    fault = recs[-1]
+    assert fault[3] == EventKind.STATE and fault[4] & 7 == CtxState.FAULTED
+    assert fault[4] >> 3 & 7 == Reason.WATCHDOG
+    # ops before the fault: 3 ADD + 3 LOOP, then IRQ/JUMP pairs until 10 ops issued
+    irqs = [r[0] for r in recs if r[3] == EventKind.IRQ]
+    assert irqs == [8, 11]
+    assert fault[0] == 14
+
+
+def test_slots_in_order_and_adds_in_one_cycle_both_count():
+    core = Core(1_000_000, 1000.0, watchdog_ops=1000, contexts=4, program_words=8)
+    progs = {s: [E("ADD", reg=X0, delta=s + 1), E("HALT")] for s in range(4)}
+    recs, regs = run_core(core, progs, cycles=4)
+    adds = [r for r in recs if r[3] == EventKind.REG]
+    assert [(r[0], r[1], r[4] & 0xFFFF) for r in adds] == [(0, 0, 1), (0, 1, 3), (0, 2, 6), (0, 3, 10)]
+    assert regs[X0] == 10
