@@ -18,6 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--board", required=True, help=f"one of: {names}")
     p.add_argument("--build-dir", default="build", help="output root (default: build/)")
     p.add_argument("--baud", type=int, default=None, help="link baud rate (default 1000000)")
+    p.add_argument("--no-core", action="store_true",
+                   help="build the link-only top (UART, link, scratch RAM) without the core")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_build)
 
@@ -62,6 +64,7 @@ def cmd_build(args) -> int:
         board = get_board(args.board)
         quiet = args.json
         report = build(board, build_dir=args.build_dir, baud=args.baud,
+                       with_core=not args.no_core,
                        progress=lambda m: None if quiet else print(f"[build] {m}", flush=True))
     except (BoardError, ValueError) as exc:
         return _fail(exc)

@@ -71,11 +71,18 @@ class Board:
     flash_commands: Callable[[str, str, bool], list[list[str]]] = field(repr=False)
     programmers: tuple[str, ...] = ()        # programmer programs, in preference order
     aliases: tuple[str, ...] = ()
+    #: Copper core parameters (contexts, program words): ``copperline.hdl.top.CoreConfig``
+    #: keyword arguments. ``None`` builds the link-only top.
+    core: dict | None = None
+
+    def core_config(self):
+        from copperline.hdl.top import CoreConfig
+        return CoreConfig(**self.core) if self.core is not None else None
 
 
 # --------------------------------------------------------------------------- the top -----
 
-def board_top(board: Board, *, baud: int):
+def board_top(board: Board, *, baud: int, with_core: bool = True):
     """An Elaboratable binding the board-independent top to ``board``'s pins."""
     from amaranth import Elaboratable, Module
     from amaranth.lib import io
@@ -85,7 +92,9 @@ def board_top(board: Board, *, baud: int):
     class BoardTop(Elaboratable):
         def elaborate(self, platform):
             m = Module()
-            m.submodules.top = top = LinkTop(clock_hz=board.clock_hz, baud=baud)
+            m.submodules.top = top = LinkTop(
+                clock_hz=board.clock_hz, baud=baud,
+                core=board.core_config() if with_core else None)
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
@@ -126,7 +135,7 @@ def _resolve(tool: str, env: dict[str, str]) -> str:
 
 
 def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = None,
-          progress: Callable[[str], None] = lambda msg: None) -> dict:
+          with_core: bool = True, progress: Callable[[str], None] = lambda msg: None) -> dict:
     """Synthesise, place and route, pack; write and return ``report.json``."""
     from copperline.hdl.uart import DEFAULT_BAUD, divisor
 
@@ -141,7 +150,7 @@ def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = N
     progress(f"elaborating the top for {board.title} ({board.clock_hz / 1e6:g} MHz, {baud} baud)")
     t0 = time.monotonic()
     platform = board.platform()
-    plan = platform.prepare(board_top(board, baud=baud), name="copper",
+    plan = platform.prepare(board_top(board, baud=baud, with_core=with_core), name="copper",
                             nextpnr_opts="--report copper_report.json")
     plan.extract(str(out))
     stages.append({"stage": "elaborate", "seconds": round(time.monotonic() - t0, 2)})
@@ -165,13 +174,14 @@ def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = N
         stages.append({"stage": tool, "seconds": secs})
         progress(f"{label} done in {secs:.1f} s")
 
-    report = make_report(board, out, baud=baud, stages=stages,
+    report = make_report(board, out, baud=baud, stages=stages, with_core=with_core,
                          seconds=round(time.monotonic() - t_all, 2))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: float) -> dict:
+def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: float,
+                with_core: bool = True) -> dict:
     """Utilisation and timing from nextpnr's ``--report`` JSON."""
     path = out / "copper_report.json"
     try:
@@ -194,6 +204,7 @@ def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: fl
         "board": board.name, "title": board.title, "family": board.family,
         "device": getattr(board.platform(), "device", ""),
         "clock_hz": board.clock_hz, "baud": baud,
+        "core": (board.core if with_core else None),
         "utilisation": cells, "clocks": clocks,
         "timing_met": all(c["met"] for c in clocks.values()) if clocks else None,
         "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
@@ -202,8 +213,11 @@ def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: fl
 
 
 def format_report(report: dict) -> str:
+    core = report.get("core")
+    what = (f"core {core['contexts']} contexts x {core['program_words']} words"
+            if core else "link only, no core")
     lines = [f"{report['title']} ({report['device']}), clock {report['clock_hz'] / 1e6:g} MHz, "
-             f"link {report['baud']} baud"]
+             f"link {report['baud']} baud, {what}"]
     for key, c in report["utilisation"].items():
         pct = 100 * c["used"] / c["available"] if c["available"] else 0
         lines.append(f"  {key:6} {c['used']:6} / {c['available']:<6} ({pct:4.1f} %)  {c['cell']}")

@@ -31,4 +31,6 @@ BOARD = Board(
     bitstream="copper.bin",
     flash_commands=_flash_commands,
     programmers=("iceprog", "openfpgaloader"),
+    # 4 contexts -> 4 phases -> a 3 MHz core cycle; 4 x 256 words fit 8 of 30 block RAMs.
+    core={"contexts": 4, "program_words": 256},
 )

@@ -34,6 +34,8 @@ def _board(variant: str) -> Board:
         flash_commands=_flash_commands,
         programmers=("openfpgaloader",),
         aliases=("ulx3s",) if variant == "85F" else (),
+        # 5 contexts -> 5 phases -> a 5 MHz core cycle (25 MHz / 4 is not whole MHz).
+        core={"contexts": 5, "program_words": 1024},
     )
 
 

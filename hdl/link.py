@@ -28,10 +28,13 @@ from copperline.host import link as proto
 __all__ = ["BusSignature", "Link", "info_words"]
 
 #: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is
-#: combinational in the cycle of ``we``/``re``; ``rdata`` is valid the cycle after ``re``.
+#: combinational from ``space``/``addr``/``write``/``wdata`` (never from ``we``/``re``,
+#: which depend on it); ``rdata`` is valid the cycle after ``re``. ``write`` tells, for
+#: the whole request, whether it writes or reads.
 BusSignature = wiring.Signature({
     "space": Out(4),
     "addr": Out(16),
+    "write": Out(1),
     "wdata": Out(32),
     "we": Out(1),
     "re": Out(1),
@@ -43,11 +46,11 @@ BusSignature = wiring.Signature({
 def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_BYTES,
                event_bytes: int = 0, core_version: int = 0, program_words: int = 0,
                contexts: int = 0, layers: int = 0, fence_timelines: int = 0,
-               vsync_hz: float = 0.0) -> list[int]:
+               vsync_hz: float = 0.0, fabric_hz: int | None = None) -> list[int]:
     """The constant INFO words (addresses 0..15) in :data:`proto.INFO_FIELDS` order."""
     words = [proto.INFO_MAGIC, proto.LINK_VERSION, clock_hz, baud, buf_bytes,
              proto.MAX_READ_WORDS, event_bytes, core_version, program_words, contexts,
-             layers, fence_timelines, round(vsync_hz * 1000)]
+             layers, fence_timelines, round(vsync_hz * 1000), fabric_hz or clock_hz]
     words += [0] * (proto.INFO_CONST_WORDS - len(words))
     return words
 
@@ -208,7 +211,8 @@ class Link(wiring.Component):
                            [self.frames_ok, self.frames_bad, self.rx_timeouts, self.rx_dropped])
         m.d.comb += info_err.eq(addr >= len(info_table))
         bus = self.bus
-        m.d.comb += [bus.space.eq(space), bus.addr.eq(addr), bus.wdata.eq(word)]
+        m.d.comb += [bus.space.eq(space), bus.addr.eq(addr), bus.wdata.eq(word),
+                     bus.write.eq(typ[4:] == proto.T_WRITE >> 4)]
         with m.If(bus.re & is_info):
             m.d.sync += info_data.eq(info_table[addr])
         addr_err = Mux(is_info, info_err, bus.err)

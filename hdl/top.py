@@ -1,11 +1,16 @@
-"""The board-independent top: UART + link + bus decode (+ the Copper core once it exists).
+"""The board-independent top: UART + link + bus decode + the Copper core.
 
 :class:`LinkTop` is what every board builds: the UART pins go through
 :class:`~copperline.hdl.uart.UARTRx`/``UARTTx`` into :class:`~copperline.hdl.link.Link`,
-whose register bus is decoded here. Without the core (``core=None``) only the INFO space
-(served by the link) and a 16-word SCRATCH space answer; the core's spaces (PROG, CTL,
-FENCE, REGS, STATUS) answer ``bad address``, so a host sees at once that the bitstream has
-no core, and the whole path (pins, UART, framing, CRC, retransmission) can be proven.
+whose register bus is decoded here (:class:`CoreBus`) onto the core's host ports, and the
+core's event stream goes back out as event frames. Without the core (``core=None``) only
+the INFO space (served by the link) and a 16-word SCRATCH space answer; the core's spaces
+(PROG, CTL, FENCE, REGS, STATUS) answer ``bad address``, so a host sees at once that the
+bitstream has no core.
+
+The core runs ``phases`` fabric clocks per core cycle (docs/core.md), so its cycle rate
+is ``clock_hz / phases``; that is the ``clock_hz`` INFO reports (timestamps count it) and
+``fabric_hz`` is the board clock.
 
 LEDs: ``led_link`` stretches each good request to ~50 ms; ``led_error`` lights for ~200 ms
 after a bad frame or an idle timeout.
@@ -22,7 +27,34 @@ from copperline.hdl.link import BusSignature, Link, info_words
 from copperline.hdl.uart import DEFAULT_BAUD, UARTRx, UARTTx
 from copperline.host import link as proto
 
-__all__ = ["Scratch", "LinkTop"]
+__all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
+
+
+class CoreConfig:
+    """Core parameters for a board: ``contexts`` decides the phases per core cycle, and
+    ``fabric_hz / phases`` must be a whole number of MHz."""
+
+    def __init__(self, *, contexts: int = 4, program_words: int = 256, layers: int = 16,
+                 vsync_hz: float = 60.0, fifo_depth: int = 256):
+        self.contexts = contexts
+        self.program_words = program_words
+        self.layers = layers
+        self.vsync_hz = vsync_hz
+        self.fifo_depth = fifo_depth
+
+    def core_hz(self, fabric_hz: int) -> int:
+        from copperline.hdl.core import phases_for
+        phases = phases_for(self.contexts)
+        if fabric_hz % phases or (fabric_hz // phases) % 1_000_000:
+            raise ValueError(f"a {fabric_hz / 1e6:g} MHz clock over {phases} phases "
+                             f"({self.contexts} contexts) is not a whole number of MHz")
+        return fabric_hz // phases
+
+
+#: CTL values written at a slot's address.
+CTL_START, CTL_STOP, CTL_RESET = 1, 2, 3
+#: CTL address that resets every slot and the time base.
+CTL_RESET_ALL = proto.CTL_RESET_ADDR
 
 
 class Scratch(wiring.Component):
@@ -46,13 +78,138 @@ class Scratch(wiring.Component):
         return m
 
 
+class CoreBus(wiring.Component):
+    """Decodes the link bus onto the Copper core's host ports (see docs/link.md spaces).
+
+    PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset) or
+    ``0x100`` (reset all + time base); FENCE ``slot * FENCE_TIMELINES + timeline``; REGS
+    ``register index`` (raw bits); STATUS ``slot * 4 + (state, pc, cycle, dropped)``;
+    SCRATCH 16 words of RAM.
+    """
+
+    def __init__(self, core):
+        self.core = core
+        super().__init__({"bus": In(BusSignature),
+                          "active": Out(1)})   # a start since the last reset-all
+
+    def elaborate(self, platform):
+        from copperline.firmware import isa
+        m = Module()
+        core, bus = self.core, self.bus
+        C = core.contexts
+        sb, pb = core.slot_bits, core.pc_bits
+        m.submodules.scratch = scratch = Scratch()
+
+        sp = bus.space
+        a = bus.addr
+        slot_of_prog = a >> pb
+        slot4 = a >> 2
+        regs_n = core.layers * isa.REG_STRIDE
+        # --- errors (combinational in the cycle of we/re)
+        err = Signal()
+        with m.Switch(sp):
+            with m.Case(proto.SPACE_PROG):
+                m.d.comb += err.eq((slot_of_prog >= C) | ~bus.write)
+            with m.Case(proto.SPACE_CTL):
+                is_slot = a < C
+                m.d.comb += err.eq(~bus.write | ~(
+                    (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_RESET)) |
+                    ((a == CTL_RESET_ALL) & (bus.wdata == 1))))
+            with m.Case(proto.SPACE_FENCE):
+                m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
+            with m.Case(proto.SPACE_REGS):
+                m.d.comb += err.eq(bus.write | (a >= regs_n))
+            with m.Case(proto.SPACE_STATUS):
+                m.d.comb += err.eq(bus.write | (slot4 >= C))
+            with m.Case(proto.SPACE_SCRATCH):
+                m.d.comb += err.eq(scratch.bus.err)
+            with m.Default():
+                m.d.comb += err.eq(1)
+        m.d.comb += bus.err.eq(err)
+        ok = ~err
+
+        # --- scratch
+        m.d.comb += [scratch.bus.space.eq(sp), scratch.bus.addr.eq(a),
+                     scratch.bus.wdata.eq(bus.wdata),
+                     scratch.bus.we.eq(bus.we & (sp == proto.SPACE_SCRATCH)),
+                     scratch.bus.re.eq(bus.re & (sp == proto.SPACE_SCRATCH))]
+
+        # --- PROG and FENCE writes: the core always accepts them
+        m.d.comb += [core.prog_wr.payload.addr.eq(a), core.prog_wr.payload.data.eq(bus.wdata),
+                     core.prog_wr.valid.eq(bus.we & ok & (sp == proto.SPACE_PROG)),
+                     core.fence_wr.payload.slot.eq(slot4), core.fence_wr.payload.timeline.eq(a[:2]),
+                     core.fence_wr.payload.value.eq(bus.wdata),
+                     core.fence_wr.valid.eq(bus.we & ok & (sp == proto.SPACE_FENCE))]
+
+        # --- CTL: commands are accepted in the first clock of a core cycle; until then
+        # they wait here, and later writes merge into the same command.
+        p_start, p_stop, p_reset = Signal(C), Signal(C), Signal(C)
+        p_tb = Signal()
+        n_start, n_stop, n_reset = Signal(C), Signal(C), Signal(C)
+        n_tb = Signal()
+        all_slots = (1 << C) - 1
+        with m.If(bus.we & ok & (sp == proto.SPACE_CTL)):
+            with m.If(a == CTL_RESET_ALL):
+                m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
+            with m.Else():
+                bit = Signal(C)
+                m.d.comb += bit.eq(1 << a[:sb])
+                with m.Switch(bus.wdata[:2]):
+                    with m.Case(CTL_START):
+                        m.d.comb += n_start.eq(bit)
+                    with m.Case(CTL_STOP):
+                        m.d.comb += n_stop.eq(bit)
+                    with m.Case(CTL_RESET):
+                        m.d.comb += n_reset.eq(bit)
+        with m.If(n_start.any()):
+            m.d.sync += self.active.eq(1)
+        with m.Elif(n_tb):
+            m.d.sync += self.active.eq(0)
+        cmd = core.cmd
+        m.d.comb += [cmd.valid.eq(p_start.any() | p_stop.any() | p_reset.any() | p_tb),
+                     cmd.payload.start.eq(p_start), cmd.payload.stop.eq(p_stop),
+                     cmd.payload.reset.eq(p_reset), cmd.payload.timebase.eq(p_tb)]
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += [p_start.eq(n_start), p_stop.eq(n_stop), p_reset.eq(n_reset),
+                         p_tb.eq(n_tb)]
+        with m.Else():
+            m.d.sync += [p_start.eq(p_start | n_start), p_stop.eq(p_stop | n_stop),
+                         p_reset.eq(p_reset | n_reset), p_tb.eq(p_tb | n_tb)]
+
+        # --- reads: one clock of latency
+        m.d.comb += [core.reg_addr.eq(a), core.status_slot.eq(slot4)]
+        rsel = Signal(4)
+        status_word = Signal(32)
+        with m.If(bus.re):
+            m.d.sync += rsel.eq(sp)
+            with m.Switch(a[:2]):
+                with m.Case(0):
+                    m.d.sync += status_word.eq(core.status_state)
+                with m.Case(1):
+                    m.d.sync += status_word.eq(core.status_pc)
+                with m.Case(2):
+                    m.d.sync += status_word.eq(core.cycle)
+                with m.Case(3):
+                    m.d.sync += status_word.eq(core.dropped)
+        with m.Switch(rsel):
+            with m.Case(proto.SPACE_REGS):
+                m.d.comb += bus.rdata.eq(core.reg_data)
+            with m.Case(proto.SPACE_STATUS):
+                m.d.comb += bus.rdata.eq(status_word)
+            with m.Default():
+                m.d.comb += bus.rdata.eq(scratch.bus.rdata)
+        return m
+
+
 class LinkTop(wiring.Component):
     """UART pins <-> link <-> bus. ``byte_io=True`` exposes the link's byte streams
     instead of the UART pins (fast simulation: the virtual board, benchmarks)."""
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
-                 byte_io: bool = False):
+                 byte_io: bool = False, core: CoreConfig | None = None):
         self.clock_hz = clock_hz
+        self.core_config = core
+        self.core_hz = core.core_hz(clock_hz) if core else clock_hz
         self.baud = baud
         self.byte_io = byte_io
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
@@ -64,14 +221,46 @@ class LinkTop(wiring.Component):
         super().__init__(members)
 
     def info(self) -> list[int]:
-        return info_words(clock_hz=self.clock_hz, baud=self.baud)
+        c = self.core_config
+        if c is None:
+            return info_words(clock_hz=self.clock_hz, baud=self.baud, fabric_hz=self.clock_hz)
+        from copperline.firmware import isa
+        return info_words(clock_hz=self.core_hz, fabric_hz=self.clock_hz, baud=self.baud,
+                          event_bytes=self.event_bytes(), core_version=isa.ISA_VERSION,
+                          program_words=c.program_words, contexts=c.contexts,
+                          layers=c.layers, fence_timelines=isa.FENCE_TIMELINES,
+                          vsync_hz=c.vsync_hz)
+
+    def make_core(self):
+        from copperline.hdl.core import Core
+        c = self.core_config
+        return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
+                    program_words=c.program_words, fifo_depth=c.fifo_depth)
+
+    def event_bytes(self) -> int:
+        from copperline.hdl.event_fifo import event_layout
+        sb = max(1, (self.core_config.contexts - 1).bit_length())
+        return (event_layout(sb).size + 7) // 8
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout)
-        m.submodules.scratch = scratch = Scratch()
-        wiring.connect(m, link.bus, scratch.bus)
-        m.d.comb += self.busy.eq(link.busy)
+        if self.core_config is None:
+            m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout)
+            m.submodules.scratch = scratch = Scratch()
+            wiring.connect(m, link.bus, scratch.bus)
+            m.d.comb += self.busy.eq(link.busy)
+        else:
+            nbytes = self.event_bytes()
+            m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout,
+                                            event_bytes=nbytes)
+            m.submodules.core = core = self.make_core()
+            m.submodules.corebus = corebus = CoreBus(core)
+            wiring.connect(m, link.bus, corebus.bus)
+            m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
+            ev = core.events
+            m.d.comb += [link.events.valid.eq(ev.valid), ev.ready.eq(link.events.ready),
+                         link.events.payload.eq(ev.payload.as_value()),
+                         link.dropped.eq(core.dropped)]
 
         if self.byte_io:
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
