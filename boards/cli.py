@@ -49,6 +49,7 @@ def register(subparsers) -> None:
     q.add_argument("--board", default="icebreaker", help=f"one of: {names}")
     q.add_argument("--listen", default="tcp:127.0.0.1:7654", help="tcp:HOST:PORT")
     q.add_argument("--baud", type=int, default=None)
+    q.add_argument("--no-core", action="store_true", help="the link-only top")
     q.set_defaults(func=cmd_sim)
 
 
@@ -146,13 +147,14 @@ def cmd_sim(args) -> int:
 
     from copperline.boards.common import BoardError
     from copperline.boards.registry import get_board
-    from copperline.boards.virtual import VirtualBoardServer
+    from copperline.boards.virtual import VirtualBoardServer, make_top
     from copperline.hdl.uart import DEFAULT_BAUD
     try:
         board = get_board(args.board)
         host, port = _parse_listen(args.listen)
-        server = VirtualBoardServer(host, port, clock_hz=board.clock_hz,
-                                    baud=args.baud or DEFAULT_BAUD)
+        baud = args.baud or DEFAULT_BAUD
+        top = make_top(board.clock_hz, baud, None if args.no_core else board.core_config())
+        server = VirtualBoardServer(host, port, clock_hz=board.clock_hz, baud=baud, top=top)
     except (BoardError, ValueError, OSError) as exc:
         return _fail(exc)
     server.start()

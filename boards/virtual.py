@@ -4,7 +4,8 @@ The simulation runs at the byte level (the link's byte streams, not the UART pin
 UART is proven by its own tests), as fast as the simulator goes. When the host is silent
 and the link is idle the simulation pauses instead of spinning, so simulated time only
 advances while there is work; the idle timeout therefore measures simulated, not wall,
-time. Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
+time; once a program was started it runs continuously (about 20k fabric cycles per
+second in ``amaranth.sim``, far below real time) until a reset-all. Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
 """
 
 from __future__ import annotations
@@ -98,10 +99,11 @@ class SimulatedLink:
             raise
 
 
-def make_top(clock_hz: int, baud: int):
-    """The board-independent top as the virtual board runs it."""
+def make_top(clock_hz: int, baud: int, core=None):
+    """The board-independent top as the virtual board runs it (``core``: a
+    ``CoreConfig``, or None for the link-only top)."""
     from copperline.hdl.top import LinkTop
-    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=True)
+    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=True, core=core)
 
 
 class VirtualBoardServer:

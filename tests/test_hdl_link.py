@@ -248,3 +248,49 @@ def test_full_path_through_uart_pins():
             i += 1
     assert proto.FrameDecoder().feed(bytes(out)) == [
         proto.Frame(proto.T_ECHO | proto.RESP, 42, b"\x00\xc0pins\xdb")]
+
+
+# ------------------------------------------------------------------ with the core ---------
+
+def test_core_behind_the_link_runs_an_uploaded_program():
+    """Upload over the link, start slot 1, read status and registers, get the IRQ event
+    with a cycle stamp exactly WAIT us after the start (3 MHz core cycle: 4 phases)."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.firmware import isa
+    from copperline.hdl.top import CoreConfig
+    img = compile_program({"version": 1, "program": [
+        {"op": "MOVE", "reg": "layer[1].x", "value": 104},
+        {"op": "WAIT", "us": 10},
+        {"op": "IRQ", "tag": "t"},
+        {"op": "HALT"}]})
+    dut = LinkTop(clock_hz=CLOCK, byte_io=True, idle_timeout_us=TIMEOUT_US,
+                  core=CoreConfig(contexts=4, program_words=256))
+    base = 1 * 256
+    words_le = struct.pack(f"<H{len(img.code)}I", base, *img.code)
+    reg = isa.register_index(1, "x")
+    frames, _ = run_bytes([
+        read(proto.SPACE_INFO, 0, 16, 1), 300,
+        req(proto.T_WRITE | proto.SPACE_PROG, 2, words_le), 300,
+        req(proto.T_WRITE | proto.SPACE_CTL, 3, struct.pack("<HI", 1, 1)), 1500,
+        read(proto.SPACE_STATUS, 4, 4, 4), 300,
+        read(proto.SPACE_REGS, reg, 1, 5), 300,
+        req(proto.T_WRITE | proto.SPACE_CTL, 6, struct.pack("<HI", 1, 9)), 300,   # bad value
+        req(proto.T_WRITE | proto.SPACE_PROG, 7, struct.pack("<HI", 4 * 256, 0)),  # no slot 4
+    ], dut=dut, settle=3000)
+    resp = [f for f in frames if f.type != proto.T_EVENT]
+    info = dict(zip(proto.INFO_FIELDS, words(resp[0])))
+    assert (info["clock_hz"], info["fabric_hz"], info["contexts"], info["core_version"]) == \
+        (3_000_000, CLOCK, 4, isa.ISA_VERSION)
+    assert [f.body for f in resp[1:3]] == [b"\x00", b"\x00"]
+    state, pc, _cycle, dropped = words(resp[3])
+    assert (state, pc, dropped) == (4, 3, 0)          # DONE at the HALT
+    assert words(resp[4]) == [104]
+    assert [f.body[0] for f in resp[5:]] == [proto.ST_BAD_ADDR, proto.ST_BAD_ADDR]
+
+    evs = [struct.unpack("<IQ", f.body)[1] for f in frames if f.type == proto.T_EVENT]
+    kinds = [e & 7 for e in evs]
+    stamps = [e >> 30 & 0xFFFFFFFF for e in evs]      # kind 3, started 1, slot 2, payload 24
+    assert evs[0] >> 3 & 1 and (evs[0] >> 4 & 3) == 1  # started, slot 1
+    assert 2 in kinds                                  # the IRQ
+    irq_at = stamps[kinds.index(2)]
+    assert irq_at - stamps[0] == 1 + 10 * 3            # MOVE (1 cycle), then WAIT 10 us
