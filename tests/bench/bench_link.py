@@ -1,0 +1,134 @@
+"""Link benchmark: upload throughput as % of the line rate and command round-trip time.
+
+1. Line level, from the gateware (amaranth.sim, byte level, iCEBreaker top with the core):
+   for a 64-word PROG write and a 4-word STATUS read, the board's turnaround (cycles from
+   the request's last byte to the response's first) is measured; with the bytes both ways
+   on a 1 Mbaud line this gives the time per request, and the payload share of it. Shown
+   without and with 1 ms per round trip for the FTDI latency timer.
+2. Host driver, wall clock: median round trip of ``Link.read`` against the virtual board,
+   against the baseline of a bare TCP echo of the same bytes in the same run.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import struct
+import threading
+import time
+
+from copperline.host import link as proto
+
+CLOCK = 12_000_000
+BAUD = 1_000_000
+BYTE_S = 10 / BAUD
+
+
+def _turnaround(request: bytes, core) -> tuple[int, int]:
+    """(cycles from the last request byte to the first response byte, response bytes)."""
+    from amaranth.sim import Simulator
+
+    from copperline.hdl.top import LinkTop
+    dut = LinkTop(clock_hz=CLOCK, byte_io=True, core=core)
+    marks = {}
+    out = bytearray()
+    sim = Simulator(dut)
+    sim.add_clock(1 / CLOCK)
+    cycle = [0]
+
+    async def collect(ctx):
+        ctx.set(dut.tx.ready, 1)
+        while True:
+            if ctx.get(dut.tx.valid):
+                marks.setdefault("first_out", cycle[0])
+                out.append(ctx.get(dut.tx.payload))
+            await ctx.tick()
+            cycle[0] += 1
+
+    async def feed(ctx):
+        for b in request:
+            ctx.set(dut.rx.payload, b)
+            ctx.set(dut.rx.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.rx.valid, 0)
+            await ctx.tick().repeat(11)          # 12 cycles per byte would be 1.2 Mbaud+
+        marks["last_in"] = cycle[0]
+        await ctx.tick().repeat(3000)
+
+    sim.add_testbench(collect, background=True)
+    sim.add_testbench(feed)
+    sim.run()
+    frames = proto.FrameDecoder().feed(bytes(out))
+    resp = [f for f in frames if f.type & proto.RESP]
+    assert resp and resp[0].body[0] == proto.ST_OK, resp
+    return marks["first_out"] - marks["last_in"], len(proto.encode_frame(
+        resp[0].type, resp[0].seq, resp[0].body))
+
+
+def _line_figures(name, request, payload_bytes, core):
+    turn, resp_len = _turnaround(request, core)
+    t_line = (len(request) + resp_len) * BYTE_S + turn / CLOCK
+    out = {"request": name, "request_bytes": len(request), "response_bytes": resp_len,
+           "turnaround_cycles": turn, "round_trip_us": round(t_line * 1e6, 1)}
+    if payload_bytes:
+        ideal = payload_bytes * BYTE_S
+        out["line_efficiency_pct"] = round(100 * ideal / t_line, 1)
+        out["with_1ms_usb_pct"] = round(100 * ideal / (t_line + 1e-3), 1)
+        out["kib_per_s"] = round(payload_bytes / t_line / 1024, 1)
+    return out
+
+
+def _echo_server():
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while data := conn.recv(4096):
+            conn.sendall(data)
+    threading.Thread(target=run, daemon=True).start()
+    return srv
+
+
+def main(argv: list[str]) -> int:
+    from copperline.boards.virtual import VirtualBoardServer
+    from copperline.hdl.top import CoreConfig
+
+    core = CoreConfig(contexts=4, program_words=256)
+    write = proto.encode_frame(proto.T_WRITE | proto.SPACE_PROG, 1,
+                               struct.pack("<H64I", 0, *range(0xC0, 0xC0 + 64)))
+    status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, struct.pack("<HB", 0, 4))
+    print(f"line level (gateware sim, {CLOCK / 1e6:g} MHz, {BAUD} baud):")
+    for fig in (_line_figures("upload 64 words", write, 256, core),
+                _line_figures("status read", status, 0, core)):
+        print("  " + ", ".join(f"{k}={v}" for k, v in fig.items()))
+
+    n = 30
+    srv = VirtualBoardServer("127.0.0.1", 0, clock_hz=CLOCK, baud=BAUD).start()
+    with proto.Link(srv.url, timeout=5.0) as link:
+        link.hello()
+        rt = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            link.read(proto.SPACE_SCRATCH, 0, 4)
+            rt.append(time.perf_counter() - t0)
+    srv.close()
+    echo = _echo_server()
+    s = socket.create_connection(echo.getsockname())
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    base = []
+    msg = proto.encode_frame(proto.T_READ | proto.SPACE_SCRATCH, 1, struct.pack("<HB", 0, 4))
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            got += s.recv(4096)
+        base.append(time.perf_counter() - t0)
+    s.close()
+    echo.close()
+    med, bmed = statistics.median(rt), statistics.median(base)
+    print(f"host driver round trip vs virtual board (wall, n={n}): median {med * 1e3:.2f} ms; "
+          f"bare TCP echo baseline {bmed * 1e3:.3f} ms; ratio {med / bmed:.0f}x "
+          "(the difference is the amaranth.sim board, not the line)")
+    return 0
