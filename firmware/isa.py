@@ -402,8 +402,11 @@ EXECUTION_RULES = """\
 1. **Time base.** A global cycle counter runs from the last time-base reset (machine
    reset; `copper run` resets it and starts its program at global cycle 0). Vsync edges
    fall on global cycles `k * P`, `k >= 1`, `P = round(clock_hz / vsync_hz)`.
+   `clock_hz` is the rate of these core cycles. (The reference RTL serves its program
+   contexts in turn, so its fabric clock runs a few times faster: see docs/core.md.)
 2. **Program time.** A program started in global cycle `S` issues its first op in `S`.
    Its events carry `cycle = global - S` and `time_us = cycle * 1e6 / clock_hz`.
+   The program's image must be in program memory at least one core cycle before `S`.
 3. **One op per cycle per program.** An op issues in one cycle; its cost (table above)
    says how many cycles later the program's next op issues.
 4. **WAIT.** `WAIT us N` issued in `t`: next op in `t + N * clock_hz / 1e6` exactly
