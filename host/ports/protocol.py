@@ -44,6 +44,7 @@ TARGET_ID_COMMANDS = frozenset({"start", "stop", "unload", "status", "wait", "ca
 EVENT_KINDS = ("irq", "state", "reg", "vsync", "bind", "dropped", "error")
 
 _ENVELOPE_KEYS = frozenset({"id", "cmd", "args", "caps"})
+_FLAT_ENVELOPE = frozenset({"id", "cmd", "caps", "req"})
 
 
 class PortsError(Exception):
@@ -95,20 +96,20 @@ def parse_request(line: bytes | str) -> Request:
     The error's ``req_id`` is set when the request id could be determined, so that the
     error response still echoes it.
     """
-    if isinstance(line, (bytes, bytearray, memoryview)):
+    if not isinstance(line, str):
         try:
-            text = bytes(line).decode("utf-8")
+            text = (line if type(line) is bytes else bytes(line)).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PortsError("BAD_CMD", f"request is not valid UTF-8 (byte {exc.start})") from None
     else:
         text = line
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
         pos = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise PortsError("BAD_CMD", f"request is not valid JSON: {msg}{pos}") from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise PortsError("BAD_CMD", f"request must be a JSON object, not {type(obj).__name__}")
 
     cmd = obj.get("cmd")
@@ -127,8 +128,8 @@ def parse_request(line: bytes | str) -> Request:
         form = "args"
     else:
         form = "flat"
-        args = {k: v for k, v in obj.items() if k not in ("cmd", "caps", "req", "id")}
-        req_id = _check_req_id(obj.get("req"), "req")
+        args = {k: v for k, v in obj.items() if k not in _FLAT_ENVELOPE} if len(obj) > 1 else {}
+        req_id = _check_req_id(obj["req"], "req") if "req" in obj else None
         if "id" in obj:
             if isinstance(cmd, str) and cmd in TARGET_ID_COMMANDS:
                 args["id"] = obj["id"]
@@ -170,9 +171,19 @@ def error_response(req_id: Any, err: PortsError) -> dict:
     return {"ok": False, "id": req_id, "error": err.to_json()}
 
 
+# One encoder for everything: json.dumps() with options builds a new encoder per call.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.JSONDecoder().decode
+
+
+def dumps(msg) -> str:
+    """Compact JSON text of ``msg``."""
+    return _dumps(msg)
+
+
 def encode(msg: dict) -> bytes:
     """One message as a compact NDJSON line (UTF-8, newline-terminated)."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+    return (_dumps(msg) + "\n").encode("utf-8")
 
 
 # -- argument helpers ----------------------------------------------------------------------

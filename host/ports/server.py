@@ -39,7 +39,8 @@ from copperline.host.ports.protocol import PortsError
 
 log = logging.getLogger(__name__)
 
-_RECV_SIZE = 256 * 1024
+_RECV_SIZE = 64 * 1024
+_MSG_CTRUNC = int(socket.MSG_CTRUNC)
 _SEND_BATCH = 256 * 1024
 TERMINAL_STATES = ("done", "stopped", "faulted")
 
@@ -58,7 +59,7 @@ class ServerConfig:
     max_fds_per_request: int = 4
     max_file_bytes: int = 1 << 20        # a program/image passed by fd
     max_waits_per_client: int = 64
-    inbox_max: int = 200_000             # backend events waiting for the loop
+    inbox_max: int = 32_768              # backend events waiting for the loop (~12 MiB worst case)
     caps: CapTable | None = None
     test_hooks: bool = False
 
@@ -135,27 +136,32 @@ class Connection:
     def _on_readable(self) -> None:
         srv = self.server
         try:
-            n, anc, flags, _ = self.sock.recvmsg_into([srv.rview], srv.anc_size)
+            data, anc, flags, _ = self.sock.recvmsg(_RECV_SIZE, srv.anc_size)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             log.debug("client %d: read error: %s", self.cid, exc)
             self.close()
             return
-        fds = _fds_from(anc)
-        if flags & socket.MSG_CTRUNC:
-            for fd in fds:
-                os.close(fd)
+        fds = _fds_from(anc) if anc else []
+        if flags & _MSG_CTRUNC:
+            _close_fds(fds)
             self._fatal("too many file descriptors in one message "
                         f"(at most {srv.config.max_fds_per_request} per request)")
             return
-        if n == 0 and not fds:
+        if not data and not fds:
             self.close()
             return
-        if fds:
-            self.fd_marks.append((len(self.rbuf), fds))
-        self.rbuf += srv.rview[:n]
-        self._process()
+        if (not self.rbuf and not fds and not self.fd_marks and data.find(b"\n") == len(data) - 1
+                and len(data) <= srv.config.max_line + 1):
+            # Fast path: exactly one complete line and nothing buffered.
+            if len(data) > 1:
+                self._handle_line(data[:-1], fds)
+        else:
+            if fds:
+                self.fd_marks.append((len(self.rbuf), fds))
+            self.rbuf += data
+            self._process()
         self.flush()
 
     def _process(self) -> None:
@@ -215,7 +221,7 @@ class Connection:
             if handler is None:
                 raise PortsError("BAD_CMD", f"unknown command '{req.cmd}' "
                                  f"(known: {', '.join(self.server.handlers)})", field="cmd")
-            cap = self.server.cap_for(req)
+            cap = ALLOW_ALL if self.server.config.caps is None else self.server.cap_for(req)
             if len(fds) > self.server.config.max_fds_per_request:
                 raise PortsError("BAD_ARG", f"{len(fds)} file descriptors passed; at most "
                                  f"{self.server.config.max_fds_per_request} per request", field="fd_index")
@@ -231,8 +237,12 @@ class Connection:
             return
         if asyncio.iscoroutine(result):
             self._run_async(req, result, fds)
-        else:
+            return
+        if fds:
             _close_fds(fds)
+        if req_id is None and result is self.server.ping_result:
+            self.send(self.server.ping_line)        # constant: encoded once
+        else:
             self.send(P.encode(P.ok_response(req_id, result)))
 
     def _run_async(self, req: P.Request, coro, fds: list[int]) -> None:
@@ -305,7 +315,15 @@ class Connection:
         if self.closed:
             return
         out = self.out
-        while out:
+        while True:
+            if not out:
+                if not self.dropped or self.closing:
+                    break
+                # The queue drained: tell the client once how much it missed.
+                notice = P.encode({"event": "dropped", "reason": "backpressure", "count": self.dropped})
+                self.dropped = 0
+                out.append(notice)
+                self.out_bytes += len(notice)
             if len(out) == 1:
                 data = out.popleft()
             else:
@@ -333,12 +351,6 @@ class Connection:
             if n < len(data):
                 out.appendleft(data[n:] if n else data)
                 break
-            if not out and self.dropped:
-                # The queue drained: tell the client once how much it missed.
-                notice = P.encode({"event": "dropped", "reason": "backpressure", "count": self.dropped})
-                self.dropped = 0
-                out.append(notice)
-                self.out_bytes += len(notice)
         if out and not self.writing:
             self.loop.add_writer(self.fd, self.flush)
             self.writing = True
@@ -429,10 +441,11 @@ class PortsServer:
         self._listeners: list[socket.socket] = []
         self._stopped: asyncio.Event | None = None
         self._executor = None
-        self.rbuf = bytearray(_RECV_SIZE)
-        self.rview = memoryview(self.rbuf)
         self.anc_size = socket.CMSG_SPACE(self.config.max_fds_per_request * 4)
         self.stats = collections.Counter()
+        self.ping_result = {"name": self.config.name, "version": self.config.version,
+                            "protocol": P.PROTOCOL_VERSION, "backend": backend.name}
+        self.ping_line = P.encode(P.ok_response(None, self.ping_result))
         self.handlers: dict[str, Callable] = {
             "ping": self.cmd_ping, "load": self.cmd_load, "start": self.cmd_start,
             "stop": self.cmd_stop, "unload": self.cmd_unload, "status": self.cmd_status,
@@ -579,8 +592,12 @@ class PortsServer:
             self._inbox_scheduled = True
             self.loop.call_soon(self._drain_inbox)   # let clients' I/O run in between
         if self._inbox_dropped:
+            # The loop fell behind the backend: every subscriber missed these events.
             n, self._inbox_dropped = self._inbox_dropped, 0
-            self._dispatch({"event": "dropped", "reason": "overload", "count": n})
+            log.warning("event inbox full: %d events dropped", n)
+            for conn in {sub.conn for sub in self.subs.values()}:
+                conn.dropped += n
+                self._dirty.add(conn)
         self._flush_dirty()
 
     def _flush_dirty(self) -> None:
@@ -603,7 +620,7 @@ class PortsServer:
         for sub in self.subs.values():
             if sub.matches(ev, kind):
                 if body is None:
-                    body = json.dumps(ev, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+                    body = P.encode(ev)
                     tail = body[1:]
                 if sub.conn.send_event(sub.prefix + tail):
                     self._dirty.add(sub.conn)
@@ -662,9 +679,9 @@ class PortsServer:
 
     # -- commands -----------------------------------------------------------------------------
     def cmd_ping(self, conn, req, cap, fds):
-        P.check_no_extra(req.args, (), "ping")
-        return {"name": self.config.name, "version": self.config.version,
-                "protocol": P.PROTOCOL_VERSION, "backend": self.backend.name}
+        if req.args:
+            P.check_no_extra(req.args, (), "ping")
+        return self.ping_result
 
     def cmd_load(self, conn, req, cap, fds):
         a = req.args
