@@ -188,13 +188,20 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
     """Run ``image`` on a real-time Backend; fences are applied on the wall clock."""
     got: list[dict] = []
     backend.set_event_sink(got.append)          # list.append: never blocks
-    backend.open()
-    try:
+    if getattr(backend, "starts_before_open", False):
+        # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its program at global cycle 0,
+        # so the vsync phase seen by the program is the same as in a virtual run.
         prog = backend.load(image)
+        backend.start(prog)
+        backend.open()
+    else:
+        backend.open()
+        prog = backend.load(image)
+        backend.start(prog)
+    try:
         hz = backend.clock_hz
         end_cycle = until_cycle if until_cycle is not None else max_cycle
         t0 = time.monotonic()
-        backend.start(prog)
         todo = sorted(fences, key=lambda f: f[0])
         while True:
             elapsed_cycle = (time.monotonic() - t0) * hz

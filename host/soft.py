@@ -48,6 +48,9 @@ class SoftBackend(Backend):
     """
 
     name = "soft"
+    #: load() and start() may be called before open(): the program then starts at global
+    #: cycle 0 of the time base that open() resets (what `copper run` needs).
+    starts_before_open = True
 
     def __init__(self, clock: str = "virtual", *, clock_hz: int = DEFAULT_CLOCK_HZ,
                  vsync_hz: float = isa.DEFAULT_VSYNC_HZ,

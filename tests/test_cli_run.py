@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -114,10 +113,18 @@ def test_bad_program_names_the_file(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err.lower()
 
 
-@pytest.mark.parametrize("backend,module", [("sim", "copperline.sim.backend"),
-                                            ("fpga", "copperline.host.fpga")])
-def test_unbuilt_backends_say_not_implemented(backend, module, capsys):
-    if importlib.util.find_spec(module) is not None:
-        pytest.skip(f"{module} exists now")
-    assert main(["run", SPRITE, "--backend", backend, "--frames", "1"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_realtime_run_starts_at_cycle_zero_like_a_virtual_run(tmp_path):
+    """Rule 1: `copper run` starts its program at global cycle 0 in real time too, so the
+    model times (cycles) of a monotonic run equal those of a virtual run."""
+    def run(clock):
+        out = tmp_path / f"{clock}.jsonl"
+        assert main(["run", SPRITE, "--clock", clock, "--clock-hz", "1000000",
+                     "--vsync-hz", "200", "--frames", "6", "--trace", str(out)]) == 0
+        _, events = read_trace(str(out))
+        return [(e["event"], e.get("tag"), e.get("reg"), e.get("value"), e["cycle"])
+                for e in events], events
+
+    virtual, _ = run("virtual")
+    real, raw = run("monotonic")
+    assert real == virtual
+    assert all("wall_us" in e for e in raw if e["event"] == "irq")
