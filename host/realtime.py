@@ -114,9 +114,12 @@ class RealTimeExecutor:
         """Reset the time base to now and start the timing thread."""
         if self._thread is not None:
             raise RuntimeError("the executor is already running")
-        self.t0_ns = time.perf_counter_ns()
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="copper-realtime", daemon=True)
         self._thread.start()
+        # t0 is taken by the thread once it is set up (priority, timer slack): taking it
+        # here would make the first deadlines late by the thread's start-up time.
+        self._ready.wait()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the timing thread (pending commands still run first)."""
@@ -178,6 +181,8 @@ class RealTimeExecutor:
     def _main(self) -> None:
         _reduce_timer_slack()
         self.realtime_scheduling = _raise_priority(self.rt_priority)
+        self.t0_ns = time.perf_counter_ns()
+        self._ready.set()
         try:
             self._loop()
         except BaseException as exc:
