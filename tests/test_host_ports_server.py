@@ -367,3 +367,21 @@ def test_capabilities(tmp_path):
                    "caps": "viewer"})
         assert r["error"]["code"] == "DENIED"
         c.close()
+
+
+def test_half_close_keeps_subscriptions_flowing(daemon):
+    c = Raw(daemon.path)
+    pid = c.req({"cmd": "load", "program": TICK})["id"]
+    c.send({"cmd": "subscribe", "events": ["irq"], "prog": pid})
+    c.send({"cmd": "start", "id": pid})
+    c.sock.shutdown(socket.SHUT_WR)          # like `printf ... | socat -t 2 - UNIX:...`
+    assert c.recv()["ok"] and c.recv()["ok"]
+    assert c.event()["event"] == "irq"       # still delivered after our EOF
+    c.close()
+    ctl = Raw(daemon.path)
+    ctl.req({"cmd": "unload", "id": pid})
+    # without subscriptions, EOF ends the connection once the responses are out
+    p = Raw(daemon.path)
+    p.send({"cmd": "ping"})
+    p.sock.shutdown(socket.SHUT_WR)
+    assert p.recv()["ok"] and p.recv() is None

@@ -113,6 +113,7 @@ class Connection:
         self.writing = False
         self.closed = False
         self.closing = False                          # close once the queue is flushed
+        self.eof = False                              # the client half-closed
 
     # -- reading ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,7 +122,7 @@ class Connection:
     def _want_read(self) -> bool:
         # Events alone fill the queue up to queue_max_bytes; responses may add as much
         # again before we stop reading this client's requests.
-        return (not self.closed and not self.closing and self.blocked is None
+        return (not self.closed and not self.closing and not self.eof and self.blocked is None
                 and self.out_bytes < 2 * self.server.config.queue_max_bytes)
 
     def _update_reading(self) -> None:
@@ -150,7 +151,7 @@ class Connection:
                         f"(at most {srv.config.max_fds_per_request} per request)")
             return
         if not data and not fds:
-            self.close()
+            self._on_eof()
             return
         if (not self.rbuf and not fds and not self.fd_marks and data.find(b"\n") == len(data) - 1
                 and len(data) <= srv.config.max_line + 1):
@@ -163,6 +164,17 @@ class Connection:
             self.rbuf += data
             self._process()
         self.flush()
+
+    def _on_eof(self) -> None:
+        """The client shut down its sending side. Half-close is honoured: while it has
+        subscriptions or pending requests it keeps receiving (``printf ... | socat -t 5``)."""
+        self.eof = True
+        self._update_reading()
+        if self.rbuf.strip():
+            log.debug("client %d: %d bytes of an unterminated line at EOF", self.cid, len(self.rbuf))
+        if not self.subs and not self.waits and self.blocked is None:
+            self.closing = True
+            self.flush()
 
     def _process(self) -> None:
         """Handle every complete line in the buffer (stop when a request must finish first)."""
@@ -277,6 +289,8 @@ class Connection:
             if not deferred:
                 self._process()
                 self._update_reading()
+            if self.eof and not self.subs and not self.waits and self.blocked is None:
+                self.closing = True
             self.flush()
         task.add_done_callback(done)
 
