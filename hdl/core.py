@@ -28,7 +28,8 @@ from copperline.firmware import isa
 from copperline.hdl.decoder import Decoder
 from copperline.hdl.event_fifo import EventFIFO, EventKind, event_layout, PAYLOAD_BITS, TIMESTAMP_BITS
 from copperline.hdl.regfile import RegFile, REG_WORD_BITS, field_mask
-from copperline.hdl.timer import us_to_cycles, wait_counter_shape
+from copperline.hdl.progmem import ProgramMemory, resolve_kind
+from copperline.hdl.timer import delay_layout, delay_const, delay_wait, delay_dec, delay_zero
 from copperline.hdl.vsync import Vsync
 
 __all__ = ["Core", "CtxState", "Reason", "phases_for"]
@@ -120,7 +121,8 @@ class Core(wiring.Component):
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
                  contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256):
+                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
+                 program_memory: str = "auto", spram_primitive: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         if watchdog_ops < 1:
@@ -146,8 +148,14 @@ class Core(wiring.Component):
         self.event_layout = event_layout(self.slot_bits)
         self.command_layout = command_layout(contexts)
         self.regfile = RegFile(layers)
-        self.prog_mem = memory.Memory(shape=isa.WORD_BITS,
-                                      depth=(1 << self.slot_bits) * program_words, init=[])
+        resolve_kind(program_memory, None)      # validates the name
+        self.program_memory = program_memory
+        self.spram_primitive = spram_primitive
+        #: The program memory as elaborated without a platform (``auto`` = ``bram``).
+        self.prog = ProgramMemory((1 << self.slot_bits) * program_words,
+                                  resolve_kind(program_memory, None), primitive=spram_primitive)
+        #: Its storage (None for the SPRAM primitive): engines write programs into it.
+        self.prog_mem = self.prog.mem
         #: LOOP counters, ``slot * LOOP_SLOTS + loop slot``.
         self.loop_mem = memory.Memory(shape=isa.LOOP_COUNT_BITS,
                                       depth=(1 << self.slot_bits) * isa.LOOP_SLOTS, init=[])
@@ -183,13 +191,16 @@ class Core(wiring.Component):
         m = Module()
         C, P = self.contexts, self.phases
         sb, pb = self.slot_bits, self.pc_bits
+        chz = self.clock_hz
 
         m.submodules.regfile = rf = self.regfile
-        m.submodules.prog_mem = self.prog_mem
+        prog = self.prog
+        if platform is not None and resolve_kind(self.program_memory, platform) == "spram":
+            prog = ProgramMemory(prog.depth, "spram", primitive=True)
+        m.submodules.prog_mem = prog
         m.submodules.vsync = vs = Vsync(self.vsync_period)
         m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth)
-        m.submodules.dec_r = dec_r = Decoder()
-        m.submodules.dec_e = dec_e = Decoder()
+        m.submodules.dec = dec = Decoder()
         loop_mem, fence_mem = self.loop_mem, self.fence_mem
         m.submodules.loop_mem = loop_mem
         m.submodules.fence_mem = fence_mem
@@ -200,8 +211,9 @@ class Core(wiring.Component):
         ph_f = Signal(range(P), init=2 % P)
         for s in (ph_e, ph_r, ph_f):
             m.d.sync += s.eq(Mux(s == P - 1, 0, s + 1))
-        first = ph_e == 0
-        last = ph_e == P - 1
+        first = Signal()
+        last = Signal()
+        m.d.comb += [first.eq(ph_e == 0), last.eq(ph_e == P - 1)]
         m.d.comb += self.phase.eq(ph_e)
 
         # -- host commands: accepted in the first clock of a cycle -------------------
@@ -210,10 +222,15 @@ class Core(wiring.Component):
         # The first core cycle after reset has no fetch for contexts 0 and 1 (their
         # fetch would have been in the cycle before): accept commands from cycle 1 on.
         primed = Signal()
+        # spram: a program write took the fetch of context 0 or 1 (fetched in the previous
+        # cycle); a start in this cycle would issue a stale word, so hold commands a cycle.
+        stale = Signal()
         with m.If(last):
             m.d.sync += primed.eq(1)
-        accept = first & primed & self.cmd.valid
-        m.d.comb += self.cmd.ready.eq(first & primed)
+        cmd_ok = Signal()
+        m.d.comb += cmd_ok.eq(first & primed & ~stale)
+        accept = cmd_ok & self.cmd.valid
+        m.d.comb += self.cmd.ready.eq(cmd_ok)
         with m.If(first):
             m.d.comb += cmd_now.eq(Mux(accept, self.cmd.payload.as_value(), 0))
             m.d.sync += cmd_held.eq(cmd_now)
@@ -233,73 +250,128 @@ class Core(wiring.Component):
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
                      self.vsync_edge.eq(vs.edge)]
 
-        # -- per-context state (flip-flops) ------------------------------------------
-        dshape = wait_counter_shape(self.clock_hz)
+        # -- per-context state ---------------------------------------------------------
+        # state and pc in flip-flops (the status port reads them); the wide counters in
+        # a small RAM read in F and written in E (the R stage precomputes on them).
         st_a = Array(Signal(3, name=f"state{i}") for i in range(C))
         pc_a = Array(Signal(pb, name=f"pc{i}") for i in range(C))
-        # The wide per-context counters live in a small RAM (read in R, written in E)
-        # instead of flip-flops: no 4:1 muxes, a fraction of the logic cells.
-        wdshape = unsigned((self.watchdog_ops).bit_length())
-        ctx_layout = data.StructLayout({"delay": dshape, "idle": wdshape,
-                                        "armed": unsigned(isa.LOOP_SLOTS)})
+        dlay = delay_layout(chz)
+        wdshape = unsigned(self.watchdog_ops.bit_length())
+        ctx_layout = data.StructLayout({"hi": dlay.members["hi"], "lo": dlay.members["lo"],
+                                        "idle": wdshape, "armed": unsigned(isa.LOOP_SLOTS)})
         ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[])
         m.submodules.ctx_mem = ctx_mem
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
-        m.d.comb += [ctx_rp.addr.eq(ph_r), ctx_wp.addr.eq(ph_e)]
+        m.d.comb += [ctx_rp.addr.eq(ph_f), ctx_wp.addr.eq(ph_e)]
 
         def active(st):
             return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
 
-        # -- F: program memory address ---------------------------------------------
-        prog_rp = self.prog_mem.read_port()
-        prog_wp = self.prog_mem.write_port()
+        # -- F: program memory address (or a pending program write) ----------------------
         f_st = st_a[ph_f]
-        m.d.comb += prog_rp.addr.eq(Cat(Mux(active(f_st), pc_a[ph_f], 0), ph_f[:sb]))
-        m.d.comb += [prog_wp.addr.eq(self.prog_wr.payload.addr), prog_wp.data.eq(self.prog_wr.payload.data),
-                     prog_wp.en.eq(self.prog_wr.valid), self.prog_wr.ready.eq(1)]
+        fetch_addr = Cat(Mux(active(f_st), pc_a[ph_f], 0), ph_f[:sb])
+        wr = self.prog_wr
+        if prog.single_port:
+            # One access per clock: a write waits in a buffer for the F stage of its own
+            # slot (which is not running, so it needs no fetch) and takes that access;
+            # never while that slot is being started in this cycle.
+            wb_valid = Signal()
+            wb_addr = Signal.like(wr.payload.addr)
+            wb_data = Signal(isa.WORD_BITS)
+            m.d.comb += wr.ready.eq(~wb_valid)
+            with m.If(wr.valid & ~wb_valid):
+                m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
+            wb_slot = wb_addr[pb:]
+            commit = Signal()
+            m.d.comb += commit.eq(wb_valid & (wb_slot == ph_f[:sb]) & (ph_f < C)
+                                  & ~cmd_now.start.bit_select(ph_f, 1))
+            with m.If(commit):
+                m.d.sync += wb_valid.eq(0)
+            m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
+                         prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
+            # contexts whose F is in the previous core cycle: k - 2 < 0
+            with m.If(commit & (ph_f < 2) & (ph_f + 2 >= P) if P > 2 else commit):
+                m.d.sync += stale.eq(1)
+            with m.Elif(first):
+                m.d.sync += stale.eq(0)
+        else:
+            m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
+                         prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
 
-        # -- R: operand addresses from the fetched word ------------------------------
+        # -- R: decode, operand addresses, precompute on the context's counters --------
+        word = prog.rd_data
+        m.d.comb += dec.word.eq(word)
+
+        def raw(op_name, field_name):
+            b = isa.OP_BY_NAME[op_name].bit(field_name)
+            return word[b.lsb:b.lsb + b.width]
+
         word_e = Signal(isa.WORD_BITS)
-        m.d.comb += dec_r.word.eq(prog_rp.data)
-        m.d.sync += word_e.eq(prog_rp.data)
+        flags = {op.name: Signal(name=f"e_is_{op.name.lower()}") for op in isa.OPS}
+        valid_e = Signal()
+        m.d.sync += [word_e.eq(word), valid_e.eq(dec.valid)]
+        m.d.sync += [flags[n].eq(dec.flag(n)) for n in flags]
+
+        def fld(op_name, field_name):
+            b = isa.OP_BY_NAME[op_name].bit(field_name)
+            v = word_e[b.lsb:b.lsb + b.width]
+            return v.as_signed() if b.signed else v
+
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
         fence_wp = fence_mem.write_port()
         fence_rp = fence_mem.read_port(transparent_for=(fence_wp,))
         m.d.comb += [
-            rf.rd_addr.eq(dec_r.field("MOVE", "reg")),
-            loop_rp.addr.eq(Cat(dec_r.field("LOOP", "slot"), ph_r[:sb])),
-            fence_rp.addr.eq(Cat(dec_r.field("FENCE", "timeline"), ph_r[:sb])),
+            rf.rd_addr.eq(raw("MOVE", "reg")),
+            loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
+            fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
         ]
         fw = self.fence_wr.payload
         m.d.comb += [fence_wp.addr.eq(Cat(fw.timeline, fw.slot)), fence_wp.data.eq(fw.value),
                      fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
 
-        # -- E: execute -------------------------------------------------------------
-        m.d.comb += dec_e.word.eq(word_e)
+        cx = ctx_rp.data
+        st_r, pc_r = Signal(3), Signal(pb)
+        hi_r, lo_r = Signal.like(cx.hi), Signal.like(cx.lo)
+        wd_r, lv_r = Signal(wdshape), Signal(isa.LOOP_SLOTS)
+        dz_r, wdhit_r = Signal(), Signal()
+        m.d.sync += [st_r.eq(st_a[ph_r]), pc_r.eq(pc_a[ph_r]), hi_r.eq(cx.hi), lo_r.eq(cx.lo),
+                     wd_r.eq(cx.idle), lv_r.eq(cx.armed), dz_r.eq(delay_zero(cx.hi, cx.lo)),
+                     wdhit_r.eq(cx.idle == self.watchdog_ops)]
+
+        # -- E: execute (every input is a register or a RAM output) --------------------
         k = ph_e
         valid_ctx = k < C
-        cur_st, cur_pc = st_a[k], pc_a[k]
-        cur_dly, cur_wd, cur_lv = ctx_rp.data.delay, ctx_rp.data.idle, ctx_rp.data.armed
         start_now = cmd_now.start.bit_select(k, 1) & valid_ctx
         stop_now = cmd_now.stop.bit_select(k, 1) & valid_ctx
         reset_now = cmd_now.reset.bit_select(k, 1) & valid_ctx
         start_ok = Signal()
-        m.d.comb += start_ok.eq(start_now & ~active(cur_st))
+        m.d.comb += start_ok.eq(start_now & ~active(st_r))
 
+        # the state after a start (a start clears the counters: delay 0, idle 0, no loop
+        # armed); the watchdog limit is >= 1, so a start never trips it
         eff_st = Signal(3)
         eff_pc = Signal(pb)
-        eff_dly = Signal(dshape)
-        eff_wd = Signal(wdshape)
         eff_lv = Signal(isa.LOOP_SLOTS)
-        m.d.comb += [eff_st.eq(Mux(start_ok, CtxState.RUNNING, cur_st)),
-                     eff_pc.eq(Mux(start_ok, 0, cur_pc)), eff_dly.eq(Mux(start_ok, 0, cur_dly)),
-                     eff_wd.eq(Mux(start_ok, 0, cur_wd)), eff_lv.eq(Mux(start_ok, 0, cur_lv))]
-        n_st, n_pc, n_dly = Signal.like(eff_st), Signal.like(eff_pc), Signal.like(eff_dly)
-        n_wd, n_lv = Signal.like(eff_wd), Signal.like(eff_lv)
-        m.d.comb += [n_st.eq(eff_st), n_pc.eq(eff_pc), n_dly.eq(eff_dly), n_wd.eq(eff_wd),
+        can_issue = Signal()
+        m.d.comb += [eff_st.eq(Mux(start_ok, CtxState.RUNNING, st_r)),
+                     eff_pc.eq(Mux(start_ok, 0, pc_r)), eff_lv.eq(Mux(start_ok, 0, lv_r)),
+                     can_issue.eq(start_ok | (dz_r & ~wdhit_r))]
+        pc_inc = (eff_pc + 1)[:pb]
+        wd_inc = Mux(start_ok, 1, (wd_r + 1)[:len(wd_r)])
+        dec_hi, dec_lo = delay_dec(hi_r, lo_r, chz)
+
+        n_st, n_pc = Signal(3), Signal(pb)
+        n_hi, n_lo = Signal.like(hi_r), Signal.like(lo_r)
+        n_wd, n_lv = Signal.like(wd_r), Signal.like(lv_r)
+        m.d.comb += [n_st.eq(eff_st), n_pc.eq(eff_pc), n_hi.eq(Mux(start_ok, 0, hi_r)),
+                     n_lo.eq(Mux(start_ok, 0, lo_r)), n_wd.eq(Mux(start_ok, 0, wd_r)),
                      n_lv.eq(eff_lv)]
+
+        def load_delay(cycles):
+            hi, lo = delay_const(chz, cycles)
+            return [n_hi.eq(hi), n_lo.eq(lo)]
 
         ev_kind = Signal(3)
         ev_started = Signal()
@@ -312,98 +384,110 @@ class Core(wiring.Component):
 
         # fence value of this context's timeline: a write in this very clock wins
         fence_val = Signal(isa.FENCE_VALUE_BITS)
-        fwd = (self.fence_wr.valid & (fw.slot == k[:sb]) & (fw.timeline == dec_e.field("FENCE", "timeline")))
+        fwd = (self.fence_wr.valid & (fw.slot == k[:sb]) & (fw.timeline == fld("FENCE", "timeline")))
         m.d.comb += fence_val.eq(Mux(fwd, fw.value, fence_rp.data))
-        fence_ok = fence_val >= dec_e.field("FENCE", "value")
+        fence_ok = Signal()
+        m.d.comb += fence_ok.eq(fence_val >= fld("FENCE", "value"))
 
         issue = Signal()
         with m.If(reset_now):
-            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_dly.eq(0), n_wd.eq(0),
+            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_hi.eq(0), n_lo.eq(0), n_wd.eq(0),
                          n_lv.eq(0), ev_started.eq(0)]
-        with m.Elif(stop_now & active(cur_st)):
+        with m.Elif(stop_now & active(st_r)):
             m.d.comb += n_st.eq(CtxState.STOPPED)
             m.d.comb += state_event(CtxState.STOPPED, Reason.HOST,
-                                    Mux(cur_st == CtxState.FENCE, cur_pc + 1, cur_pc))
+                                    Mux(st_r == CtxState.FENCE, pc_r + 1, pc_r))
         with m.Else():
             with m.Switch(eff_st):
                 with m.Case(CtxState.RUNNING):
-                    with m.If(eff_dly != 0):
-                        m.d.comb += n_dly.eq(eff_dly - 1)
-                    with m.Elif(eff_wd == self.watchdog_ops):
+                    with m.If(can_issue):
+                        m.d.comb += issue.eq(1)
+                    with m.Elif(~dz_r):
+                        m.d.comb += [n_hi.eq(dec_hi), n_lo.eq(dec_lo)]
+                    with m.Else():
                         m.d.comb += n_st.eq(CtxState.FAULTED)
                         m.d.comb += state_event(CtxState.FAULTED, Reason.WATCHDOG, eff_pc)
-                    with m.Else():
-                        m.d.comb += issue.eq(1)
                 with m.Case(CtxState.VSYNC):
                     with m.If(vs.edge):
-                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_dly.eq(isa.VSYNC_LATENCY - 1)]
+                        m.d.comb += [n_st.eq(CtxState.RUNNING)] + load_delay(isa.VSYNC_LATENCY - 1)
                 with m.Case(CtxState.FENCE):
                     with m.If(fence_ok):
-                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_dly.eq(isa.FENCE_RESUME_LATENCY - 1),
-                                     n_pc.eq(eff_pc + 1)]
+                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_pc.eq(pc_inc)]
+                        m.d.comb += load_delay(isa.FENCE_RESUME_LATENCY - 1)
 
         # register writes
-        reg_idx = dec_e.field("MOVE", "reg")
+        reg_idx = fld("MOVE", "reg")
         mask = field_mask(reg_idx[:(isa.REG_STRIDE - 1).bit_length()])
-        move_val = dec_e.field("MOVE", "value") & mask
-        add_val = (rf.rd_data + dec_e.field("ADD", "delta"))[:REG_WORD_BITS] & mask
+        move_val = fld("MOVE", "value") & mask
+        add_val = (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS] & mask
         reg_new = Signal(REG_WORD_BITS)
-        m.d.comb += [rf.wr_addr.eq(reg_idx), rf.wr_data.eq(reg_new)]
+        m.d.comb += [reg_new.eq(Mux(flags["MOVE"], move_val, add_val)),
+                     rf.wr_addr.eq(reg_idx), rf.wr_data.eq(reg_new)]
 
-        loop_slot = dec_e.field("LOOP", "slot")
-        loop_count = dec_e.field("LOOP", "count")
-        loop_old = Mux(eff_lv.bit_select(loop_slot, 1), loop_rp.data, 0)
-        loop_new = Signal(isa.LOOP_COUNT_BITS)
-        m.d.comb += [loop_new.eq(Mux(loop_old == 0, loop_count - 1, loop_old - 1)),
-                     loop_wp.addr.eq(Cat(loop_slot, k[:sb])), loop_wp.data.eq(loop_new)]
+        # LOOP: the counter after this issue is 0 (falls through) when it was counting
+        # and 1, or when it was idle and the count is 1: equality tests, no subtractor
+        # in the decision path.
+        loop_slot = fld("LOOP", "slot")
+        loop_count = fld("LOOP", "count")
+        # (a counter that fell through reads 0 though its armed bit is set: idle too)
+        counting = Signal()
+        m.d.comb += counting.eq(eff_lv.bit_select(loop_slot, 1) & (loop_rp.data != 0))
+        loop_exit = Mux(counting, loop_rp.data == 1, loop_count == 1)
+        m.d.comb += [loop_wp.addr.eq(Cat(loop_slot, k[:sb])),
+                     loop_wp.data.eq(Mux(counting, loop_rp.data - 1, loop_count - 1))]
 
         with m.If(issue):
-            m.d.comb += [n_wd.eq(eff_wd + 1), n_pc.eq(eff_pc + 1), n_dly.eq(isa.CYCLES_SIMPLE - 1)]
-            with m.If(~dec_e.valid):
+            m.d.comb += [n_wd.eq(wd_inc), n_pc.eq(pc_inc)] + load_delay(isa.CYCLES_SIMPLE - 1)
+            with m.If(~valid_e):
                 m.d.comb += [n_st.eq(CtxState.FAULTED), n_pc.eq(eff_pc)]
                 m.d.comb += state_event(CtxState.FAULTED, Reason.ILLEGAL, eff_pc)
-            with m.Elif(dec_e.flag("HALT")):
+            with m.Elif(flags["HALT"]):
                 m.d.comb += [n_st.eq(CtxState.DONE), n_pc.eq(eff_pc)]
                 m.d.comb += state_event(CtxState.DONE, Reason.HALT, eff_pc)
-            with m.Elif(dec_e.flag("WAIT")):
+            with m.Elif(flags["WAIT"]):
                 m.d.comb += n_wd.eq(0)
-                with m.If(dec_e.field("WAIT", "vsync")):
+                with m.If(fld("WAIT", "vsync")):
                     m.d.comb += n_st.eq(CtxState.VSYNC)
                 with m.Else():
-                    m.d.comb += n_dly.eq(us_to_cycles(dec_e.field("WAIT", "us"), self.clock_hz) - 1)
-            with m.Elif(dec_e.flag("MOVE") | dec_e.flag("ADD")):
-                m.d.comb += [reg_new.eq(Mux(dec_e.flag("MOVE"), move_val, add_val)),
-                             rf.wr_en.eq(1), ev_kind.eq(EventKind.REG),
+                    hi, lo = delay_wait(fld("WAIT", "us"), chz)
+                    m.d.comb += [n_hi.eq(hi), n_lo.eq(lo)]
+            with m.Elif(flags["MOVE"] | flags["ADD"]):
+                m.d.comb += [rf.wr_en.eq(1), ev_kind.eq(EventKind.REG),
                              ev_payload.eq(Cat(reg_new, reg_idx))]
-            with m.Elif(dec_e.flag("IRQ")):
-                m.d.comb += [ev_kind.eq(EventKind.IRQ), ev_payload.eq(dec_e.field("IRQ", "tag"))]
-            with m.Elif(dec_e.flag("BIND_LAYER")):
+            with m.Elif(flags["IRQ"]):
+                m.d.comb += [ev_kind.eq(EventKind.IRQ), ev_payload.eq(fld("IRQ", "tag"))]
+            with m.Elif(flags["BIND_LAYER"]):
                 m.d.comb += [ev_kind.eq(EventKind.BIND),
-                             ev_payload.eq(Cat(dec_e.field("BIND_LAYER", "surface"),
-                                               dec_e.field("BIND_LAYER", "layer")))]
-            with m.Elif(dec_e.flag("JUMP")):
-                m.d.comb += [n_pc.eq(dec_e.field("JUMP", "target")), n_dly.eq(isa.CYCLES_BRANCH - 1)]
-            with m.Elif(dec_e.flag("LOOP")):
+                             ev_payload.eq(Cat(fld("BIND_LAYER", "surface"),
+                                               fld("BIND_LAYER", "layer")))]
+            with m.Elif(flags["JUMP"]):
+                m.d.comb += n_pc.eq(fld("JUMP", "target"))
+                m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
+            with m.Elif(flags["LOOP"]):
                 with m.If(loop_count == 0):
-                    m.d.comb += [n_pc.eq(dec_e.field("LOOP", "target")), n_dly.eq(isa.CYCLES_BRANCH - 1)]
+                    m.d.comb += n_pc.eq(fld("LOOP", "target"))
+                    m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
                 with m.Else():
                     m.d.comb += [loop_wp.en.eq(1), n_lv.eq(eff_lv | (1 << loop_slot))]
-                    with m.If(loop_new != 0):
-                        m.d.comb += [n_pc.eq(dec_e.field("LOOP", "target")),
-                                     n_dly.eq(isa.CYCLES_BRANCH - 1)]
+                    with m.If(~loop_exit):
+                        m.d.comb += n_pc.eq(fld("LOOP", "target"))
+                        m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
                     with m.Else():
-                        m.d.comb += n_dly.eq(isa.CYCLES_LOOP_EXIT - 1)
-            with m.Elif(dec_e.flag("FENCE")):
+                        m.d.comb += load_delay(isa.CYCLES_LOOP_EXIT - 1)
+            with m.Elif(flags["FENCE"]):
                 with m.If(~fence_ok):
                     m.d.comb += [n_st.eq(CtxState.FENCE), n_pc.eq(eff_pc), n_wd.eq(0)]
             # NOP: the defaults
 
         with m.If(valid_ctx):
             m.d.sync += [st_a[k].eq(n_st), pc_a[k].eq(n_pc)]
-        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.delay.eq(n_dly),
+        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(n_hi), ctx_wp.data.lo.eq(n_lo),
                      ctx_wp.data.idle.eq(n_wd), ctx_wp.data.armed.eq(n_lv)]
 
-        # -- events -------------------------------------------------------------------
+        # -- events ---------------------------------------------------------------------
+        # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
+        # gets it one clock later from a register, so nothing of E reaches the FIFO's
+        # control logic in the same clock.
         tap = self.tap
         m.d.comb += [
             tap.valid.eq(valid_ctx & ((ev_kind != EventKind.NONE) | ev_started)),
@@ -411,7 +495,10 @@ class Core(wiring.Component):
             tap.payload.slot.eq(k[:sb]), tap.payload.payload.eq(ev_payload),
             tap.payload.timestamp.eq(now),
         ]
-        m.d.comb += [evq.sink.valid.eq(tap.valid), evq.sink.payload.eq(tap.payload)]
+        rec_valid = Signal()
+        rec = Signal(self.event_layout)
+        m.d.sync += [rec_valid.eq(tap.valid), rec.eq(tap.payload)]
+        m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(rec)]
         wiring.connect(m, evq.source, wiring.flipped(self.events))
         m.d.comb += self.dropped.eq(evq.dropped)
 

@@ -1,22 +1,50 @@
-"""Microsecond timing: ``WAIT us N`` lasts exactly ``N * clock_hz / 1e6`` core cycles."""
+"""Microsecond timing: ``WAIT us N`` lasts exactly ``N * clock_hz / 1e6`` core cycles.
+
+A context's remaining delay is kept in two fields so that no multiplier is needed:
+``hi`` whole microseconds and ``lo`` cycles (``0 .. cycles_per_us - 1``); the remaining
+cycles are ``hi * cycles_per_us + lo``. ``WAIT us N`` loads ``N * cpu - 1`` as
+``hi = N - 1, lo = cpu - 1``; a constant cost ``d`` loads ``divmod(d, cpu)``.
+"""
 
 from __future__ import annotations
 
-from amaranth import Value, unsigned
+from amaranth import Mux, Const, unsigned
+from amaranth.lib import data
 from amaranth.utils import bits_for
 
 from copperline.firmware import isa
 
-__all__ = ["wait_counter_shape", "us_to_cycles"]
+__all__ = ["delay_layout", "delay_const", "delay_wait", "delay_dec", "delay_zero"]
 
 
-def wait_counter_shape(clock_hz: int):
-    """Shape of a down-counter that holds the longest WAIT (``WAIT_US_MAX`` µs) in cycles."""
-    return unsigned(bits_for(isa.WAIT_US_MAX * isa.cycles_per_us(clock_hz)))
-
-
-def us_to_cycles(us: Value, clock_hz: int) -> Value:
-    """Cycles of a ``WAIT us`` as an expression: a multiply by the constant
-    ``isa.cycles_per_us(clock_hz)`` (Yosys turns it into shifts and adds)."""
+def delay_layout(clock_hz: int) -> data.StructLayout:
+    """``hi`` (microseconds) and ``lo`` (cycles below one microsecond)."""
     cpu = isa.cycles_per_us(clock_hz)
-    return (us * cpu)[:wait_counter_shape(clock_hz).width]
+    return data.StructLayout({"hi": unsigned(isa.WAIT_US_BITS), "lo": unsigned(bits_for(cpu - 1))})
+
+
+def delay_const(clock_hz: int, cycles: int):
+    """The delay value of a constant ``cycles``."""
+    cpu = isa.cycles_per_us(clock_hz)
+    hi, lo = divmod(cycles, cpu)
+    lay = delay_layout(clock_hz)
+    return Const(hi, isa.WAIT_US_BITS), Const(lo, lay.members["lo"])
+
+
+def delay_wait(us, clock_hz: int):
+    """(hi, lo) for ``WAIT us``: ``us * cpu - 1`` cycles (``us`` >= 1)."""
+    cpu = isa.cycles_per_us(clock_hz)
+    lay = delay_layout(clock_hz)
+    return (us - 1)[:isa.WAIT_US_BITS], Const(cpu - 1, lay.members["lo"])
+
+
+def delay_dec(hi, lo, clock_hz: int):
+    """(hi, lo) one cycle later (the value must not be zero)."""
+    cpu = isa.cycles_per_us(clock_hz)
+    if cpu == 1:
+        return (hi - 1)[:len(hi)], lo
+    return (Mux(lo == 0, hi - 1, hi)[:len(hi)], Mux(lo == 0, cpu - 1, lo - 1)[:len(lo)])
+
+
+def delay_zero(hi, lo):
+    return (hi == 0) & (lo == 0)
