@@ -1,11 +1,18 @@
-"""The virtual board: the board top's RTL in ``amaranth.sim``, its link on a TCP socket.
+"""The virtual board: the board top's RTL, simulated, its link on a TCP socket.
 
-The simulation runs at the byte level (the link's byte streams, not the UART pins: the
-UART is proven by its own tests), as fast as the simulator goes. When the host is silent
-and the link is idle the simulation pauses instead of spinning, so simulated time only
-advances while there is work; the idle timeout therefore measures simulated, not wall,
-time; once a program was started it runs continuously (about 20k fabric cycles per
-second in ``amaranth.sim``, far below real time) until a reset-all. Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
+Two engines:
+
+* ``cxxrtl`` (default): the top *with its UART pins* compiled to a native simulator
+  (:mod:`copperline.boards.cxxrtl_board`); host bytes are shifted onto ``uart_rx`` at the
+  board's bit period and ``uart_tx`` is decoded, so the line rate is the real one. Paced
+  to never run ahead of the wall clock; idle time (no frame, nothing running) is skipped.
+* ``amaranth``: the fallback in ``amaranth.sim`` at the byte level (the link's byte
+  streams; the UART is proven by its own tests), about 20k fabric cycles per second. When
+  the host is silent and the link idle the simulation pauses, so simulated time only
+  advances while there is work (the idle timeout counts simulated cycles); once a program
+  was started it runs continuously until a reset-all.
+
+Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
 """
 
 from __future__ import annotations
@@ -99,24 +106,51 @@ class SimulatedLink:
             raise
 
 
-def make_top(clock_hz: int, baud: int, core=None):
+ENGINES = ("cxxrtl", "amaranth")
+
+
+def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     """The board-independent top as the virtual board runs it (``core``: a
-    ``CoreConfig``, or None for the link-only top)."""
+    ``CoreConfig``, or None for the link-only top). ``byte_io=False`` keeps the UART pins
+    (the cxxrtl engine)."""
     from copperline.hdl.top import LinkTop
-    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=True, core=core)
+    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core)
+
+
+def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
+                build_dir: str = "build", pace: bool = True, progress=None):
+    """The simulated link of a virtual board: a :class:`SimulatedLink` (amaranth) or a
+    :class:`~copperline.boards.cxxrtl_board.CxxrtlLink` (cxxrtl, compiled and cached)."""
+    if engine == "amaranth":
+        top = top if top is not None else make_top(clock_hz, baud, core)
+        return SimulatedLink(top, on_output, clock_hz=clock_hz)
+    if engine == "cxxrtl":
+        from copperline.boards.cxxrtl_board import CxxrtlLink, build_simulator
+        top = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
+        exe = build_simulator(top, build_dir=build_dir, name="virtual board", progress=progress)
+        return CxxrtlLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace)
+    raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
 class VirtualBoardServer:
-    """Serves one :class:`SimulatedLink` to TCP clients, one client at a time."""
+    """Serves one simulated board link to TCP clients, one client at a time.
 
-    def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None):
+    ``engine``: ``"cxxrtl"`` (fast, UART pins; what ``copper board sim`` uses) or
+    ``"amaranth"`` (the default here; a given ``top`` must then have ``byte_io=True``).
+    ``core``: a ``CoreConfig`` or None (link only), used when no ``top`` is given.
+    """
+
+    def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None,
+                 core=None, engine: str = "amaranth", build_dir: str = "build",
+                 pace: bool = True, progress=None):
         self.clock_hz = clock_hz
-        self._sock = socket.create_server((host, port))
-        self.address = self._sock.getsockname()[:2]
+        self.engine = engine
         self._client: socket.socket | None = None
         self._lock = threading.Lock()
-        self.link = SimulatedLink(top if top is not None else make_top(clock_hz, baud),
-                                  self._send, clock_hz=clock_hz)
+        self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud, core=core,
+                                top=top, build_dir=build_dir, pace=pace, progress=progress)
+        self._sock = socket.create_server((host, port))
+        self.address = self._sock.getsockname()[:2]
         self._stop = threading.Event()
 
     @property
