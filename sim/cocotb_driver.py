@@ -11,7 +11,7 @@ import os
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge
+from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge, Timer
 
 from copperline.firmware import isa
 from copperline.hdl.core import CtxState, Reason
@@ -35,13 +35,19 @@ class CoreDriver:
 
     async def reset(self):
         d = self.dut
-        cocotb.start_soon(Clock(d.clk, 10, unit="ns").start())
+        # Every input gets a value and reset is asserted *before* the first clock edge:
+        # an edge that samples undriven (X) inputs puts X into the context state, and X
+        # state feeds the fetch address, so it never washes out (the old "first test gets
+        # no events" bug).
         for sig in (d.prog_wr__valid, d.cmd__valid, d.fence_wr__valid, d.vsync_in,
                     d.vsync_external, d.reg_addr, d.status_slot, d.cmd__payload,
                     d.fence_wr__payload, d.prog_wr__payload):
             sig.value = 0
         d.events__ready.value = 1
         d.rst.value = 1
+        d.clk.value = 0
+        await Timer(1, unit="ns")
+        cocotb.start_soon(Clock(d.clk, 10, unit="ns").start(start_high=False))
         for _ in range(3):
             await RisingEdge(d.clk)
         d.rst.value = 0
