@@ -51,8 +51,10 @@ class CoreConfig:
         return fabric_hz // phases
 
 
-#: CTL values written at a slot's address.
-CTL_START, CTL_STOP, CTL_RESET = 1, 2, 3
+#: CTL values written at a slot's address. START_TB starts the slot *and* resets the time
+#: base in the same core cycle, so the program starts at global cycle 0 with the vsync
+#: phase a fresh VM has (what ``copper run`` on the fpga backend needs for equal traces).
+CTL_START, CTL_STOP, CTL_RESET, CTL_START_TB = 1, 2, 3, 4
 #: CTL address that resets every slot and the time base.
 CTL_RESET_ALL = proto.CTL_RESET_ADDR
 
@@ -81,7 +83,8 @@ class Scratch(wiring.Component):
 class CoreBus(wiring.Component):
     """Decodes the link bus onto the Copper core's host ports (see docs/link.md spaces).
 
-    PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset) or
+    PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset, 4 start
+    and reset the time base) or
     ``0x100`` (reset all + time base); FENCE ``slot * FENCE_TIMELINES + timeline``; REGS
     ``register index`` (raw bits); STATUS ``slot * 4 + (state, pc, cycle, dropped)``;
     SCRATCH 16 words of RAM.
@@ -113,7 +116,7 @@ class CoreBus(wiring.Component):
             with m.Case(proto.SPACE_CTL):
                 is_slot = a < C
                 m.d.comb += err.eq(~bus.write | ~(
-                    (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_RESET)) |
+                    (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_START_TB)) |
                     ((a == CTL_RESET_ALL) & (bus.wdata == 1))))
             with m.Case(proto.SPACE_FENCE):
                 m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
@@ -154,16 +157,18 @@ class CoreBus(wiring.Component):
             with m.Else():
                 bit = Signal(C)
                 m.d.comb += bit.eq(1 << a[:sb])
-                with m.Switch(bus.wdata[:2]):
+                with m.Switch(bus.wdata[:3]):
                     with m.Case(CTL_START):
                         m.d.comb += n_start.eq(bit)
+                    with m.Case(CTL_START_TB):
+                        m.d.comb += [n_start.eq(bit), n_tb.eq(1)]
                     with m.Case(CTL_STOP):
                         m.d.comb += n_stop.eq(bit)
                     with m.Case(CTL_RESET):
                         m.d.comb += n_reset.eq(bit)
         with m.If(n_start.any()):
             m.d.sync += self.active.eq(1)
-        with m.Elif(n_tb):
+        with m.Elif(n_tb & n_reset.any()):
             m.d.sync += self.active.eq(0)
         cmd = core.cmd
         m.d.comb += [cmd.valid.eq(p_start.any() | p_stop.any() | p_reset.any() | p_tb),

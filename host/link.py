@@ -235,11 +235,13 @@ class Link:
     Requests are stop-and-wait: one outstanding request, retransmitted after ``timeout``
     seconds up to ``retries`` times. Events are handed to ``on_event(seq, dropped, body)``
     from the reader thread (or queued for :meth:`next_event` when no callback is set).
+    ``on_lost(reason)`` is called (from the reader thread) when the port fails.
     """
 
     def __init__(self, url: str, *, baud: int = 1_000_000, timeout: float = 0.2,
                  retries: int = 5, port=None,
-                 on_event: Callable[[int, int, bytes], None] | None = None):
+                 on_event: Callable[[int, int, bytes], None] | None = None,
+                 on_lost: Callable[[str], None] | None = None):
         self.url = url
         self.timeout = timeout
         self.retries = retries
@@ -251,6 +253,7 @@ class Link:
         self._responses: queue.Queue[Frame] = queue.Queue()
         self._waiting: int | None = None      # seq of the outstanding request
         self._on_event = on_event
+        self._on_lost = on_lost
         self._events: queue.Queue[tuple[int, int, bytes]] = queue.Queue(maxsize=65536)
         self._event_seq: int | None = None
         self._closed = threading.Event()
@@ -267,6 +270,11 @@ class Link:
         except Exception:   # closing twice or a vanished device: nothing left to do
             pass
 
+    @property
+    def closed(self) -> bool:
+        """True once the link was closed or its port failed (unplugged, socket closed)."""
+        return self._closed.is_set()
+
     def __enter__(self) -> "Link":
         return self
 
@@ -278,9 +286,12 @@ class Link:
             try:
                 data = self._port.read(4096)
             except Exception as exc:   # port vanished: wake any waiter, then stop
-                if not self._closed.is_set():
+                lost = not self._closed.is_set()
+                if lost:
                     log.error("link %s: read failed: %s", self.url, exc)
                 self._closed.set()
+                if lost and self._on_lost is not None:
+                    self._on_lost(f"read failed: {exc}")
                 return
             if not data:
                 continue
@@ -416,8 +427,9 @@ class Link:
 
     # Core commands. Their meaning is carried out by the board top (hdl/top.py), which maps
     # the CTL/FENCE/REGS/STATUS spaces onto the Copper core's host interface.
-    def start(self, slot: int) -> None:
-        self.write(SPACE_CTL, slot, [CTL_START])
+    def start(self, slot: int, timebase: bool = False) -> None:
+        """Start ``slot``; ``timebase=True`` also makes its first cycle global cycle 0."""
+        self.write(SPACE_CTL, slot, [CTL_START_TB if timebase else CTL_START])
 
     def stop(self, slot: int) -> None:
         self.write(SPACE_CTL, slot, [CTL_STOP])
@@ -439,6 +451,8 @@ class Link:
 #: CTL space: write ``CTL_START``/``CTL_STOP`` at address = slot; 1 at CTL_RESET_ADDR resets.
 CTL_START = 1
 CTL_STOP = 2
+CTL_RESET_SLOT = 3
+CTL_START_TB = 4      # start and reset the time base in the same core cycle
 CTL_RESET_ADDR = 0x100
 #: STATUS space: STATUS_WORDS words per slot at slot * STATUS_WORDS.
 STATUS_WORDS = 4
