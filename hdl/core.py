@@ -291,7 +291,7 @@ class Core(wiring.Component):
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
                          prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
             # contexts whose F is in the previous core cycle: k - 2 < 0
-            with m.If(commit & (ph_f < 2) & (ph_f + 2 >= P) if P > 2 else commit):
+            with m.If(commit & (ph_f < 2)):
                 m.d.sync += stale.eq(1)
             with m.Elif(first):
                 m.d.sync += stale.eq(0)

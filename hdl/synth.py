@@ -62,6 +62,8 @@ class SynthResult:
     cells: dict = field(default_factory=dict)     # yosys stat of the core alone
     lcs: int = 0                                  # core logic cells (iCE40) / LUT4s (ECP5)
     brams: int = 0
+    sprams: int = 0
+    ffs: int = 0
     fmax_mhz: float = 0.0
     harness_ffs: int = 0
     log_tail: str = ""
@@ -122,9 +124,12 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
             luts = c.get("SB_LUT4", 0)
             ffs = sum(v for k, v in c.items() if k.startswith("SB_DFF"))
             res.lcs = max(luts, ffs)
+            res.ffs = ffs
             res.brams = c.get("SB_RAM40_4K", 0)
+            res.sprams = c.get("SB_SPRAM256KA", 0)
         else:
             res.lcs = c.get("LUT4", 0)
+            res.ffs = sum(v for k, v in c.items() if k.startswith("TRELLIS_FF"))
             res.brams = c.get("DP16KD", 0) + c.get("PDPW16KD", 0)
         # 2. the harness: place and route for Fmax
         h = PinHarness(core_factory())
@@ -149,13 +154,30 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
             tmp.cleanup()
 
 
-def main() -> None:  # pragma: no cover - manual use
-    import sys
+def main(argv=None) -> int:  # pragma: no cover - manual use
+    """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C]``."""
+    import argparse
+    from copperline.firmware import isa
     from copperline.hdl.core import Core
-    fam = sys.argv[1] if len(sys.argv) > 1 else "ice40"
-    r = synthesize(lambda: Core(12_000_000, 60.0, program_words=256), fam, workdir=f"build/synth-{fam}")
-    print(json.dumps({k: v for k, v in r.__dict__.items() if k != "log_tail"}, indent=1))
+    ap = argparse.ArgumentParser(prog="copperline.hdl.synth", description=main.__doc__)
+    ap.add_argument("family", nargs="?", default="ice40", choices=("ice40", "ecp5"))
+    ap.add_argument("--words", type=int, default=isa.DEFAULT_PROGRAM_WORDS,
+                    help="program words per context (default %(default)s)")
+    ap.add_argument("--contexts", type=int, default=isa.DEFAULT_CONTEXTS)
+    ap.add_argument("--memory", choices=("spram", "bram"), default=None,
+                    help="program memory (default: spram on ice40, bram on ecp5)")
+    ap.add_argument("--freq", type=float, default=None, help="nextpnr target MHz")
+    a = ap.parse_args(argv)
+    mem = a.memory or ("spram" if a.family == "ice40" else "bram")
+    freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
+    r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
+                                program_memory=mem, spram_primitive=mem == "spram"),
+                   a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq)
+    out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
+    out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)
+    print(json.dumps(out, indent=1))
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    raise SystemExit(main())

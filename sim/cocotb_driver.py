@@ -69,7 +69,12 @@ class CoreDriver:
         for i, w in enumerate(words):
             d.prog_wr__valid.value = 1
             d.prog_wr__payload.value = (slot * self.words + i) | w << (self.sb + pc_bits)
-            await RisingEdge(d.clk)
+            while True:             # the SPRAM program memory takes a write per slot turn
+                await ReadOnly()
+                ready = int(d.prog_wr__ready.value)
+                await RisingEdge(d.clk)
+                if ready:
+                    break
         d.prog_wr__valid.value = 0
 
     async def command(self, start=0, stop=0, reset=0, timebase=0):

@@ -59,20 +59,9 @@ async def _run(dut, programs: dict, cycles: int, fences=(), starts=None):
 
 
 @cocotb.test()
-async def idle_after_reset(dut):
-    """After reset and with nothing loaded the core emits nothing and drops nothing.
-
-    KNOWN ISSUE: whichever test runs first in an Icarus run sees no events from the core
-    (a start-up X not yet found), so this event-free test goes first."""
-    drv = CoreDriver(dut, os.environ["COPPER_TB_DIR"])
-    await drv.reset()
-    for _ in range(200):
-        await RisingEdge(dut.clk)
-    assert not drv.records, drv.records
-
-
-@cocotb.test()
 async def every_op_and_its_corners(dut):
+    # Runs first on purpose: the first test of a run once saw no events (Icarus never ran
+    # the combinational blocks at time 0; fixed in copperline.sim.verilog).
     """MOVE/ADD (with 16-bit and 8-bit wrap), IRQ, JUMP, nested LOOP, a LOOP -1 ended by
     the watchdog, BIND_LAYER, long WAIT us, WAIT vsync, FENCE, HALT — against the VM."""
     a = _prog([

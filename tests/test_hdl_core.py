@@ -1,6 +1,7 @@
 """The core through its real ports (prog_wr, cmd, fence_wr, events, reg read-back,
 status): cycle numbers of every op class, then watchdog and multi-context slot order."""
 
+import pytest
 from amaranth.sim import Simulator
 
 from copperline.firmware import isa
@@ -24,6 +25,8 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
                 ctx.set(core.prog_wr.valid, 1)
                 ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
                 ctx.set(core.prog_wr.payload.data, w)
+                while not ctx.get(core.prog_wr.ready):     # single-port program memory
+                    await ctx.tick()
                 await ctx.tick()
         ctx.set(core.prog_wr.valid, 0)
         mask = sum(1 << s for s in (starts or programs))
@@ -63,8 +66,12 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
     return records, regs
 
 
-def test_timing_of_every_op_class():
-    core = Core(1_000_000, 20_000.0, watchdog_ops=1000, program_words=16)   # vsync every 50
+@pytest.mark.parametrize("memory", ["bram", "spram"])
+def test_timing_of_every_op_class(memory):
+    """Same cycles with the dual-port (bram) and the single-port (SPRAM model) program
+    memory: the latter's writes wait for their slot's fetch turn and never disturb timing."""
+    core = Core(1_000_000, 20_000.0, watchdog_ops=1000, program_words=16,   # vsync every 50
+                program_memory=memory)
     prog = [
         E("MOVE", reg=X0, value=5),            # 0  cycle 0
         E("ADD", reg=X0, delta=3),             # 1  cycle 1
@@ -121,3 +128,37 @@ def test_slots_in_order_and_adds_in_one_cycle_both_count():
     adds = [r for r in recs if r[3] == EventKind.REG]
     assert [(r[0], r[1], r[4] & 0xFFFF) for r in adds] == [(0, 0, 1), (0, 1, 3), (0, 2, 6), (0, 3, 10)]
     assert regs[X0] == 10
+
+
+def test_spram_write_waits_for_its_slot_and_holds_a_start():
+    """A program write to the SPRAM takes the fetch turn of its own slot; a write that took
+    the fetch of slot 0 or 1 (fetched a cycle ahead) holds the next command one cycle."""
+    core = Core(1_000_000, 1000.0, contexts=4, program_words=8, program_memory="spram")
+    seen = {}
+
+    async def bench(ctx):
+        for _ in range(2 * core.phases):
+            await ctx.tick()
+        ctx.set(core.prog_wr.valid, 1)
+        ctx.set(core.prog_wr.payload.addr, 0 * core.program_words + 3)
+        ctx.set(core.prog_wr.payload.data, E("NOP"))
+        await ctx.tick()
+        ctx.set(core.prog_wr.valid, 0)
+        waited = 0
+        while not ctx.get(core.prog_wr.ready):
+            waited += 1
+            await ctx.tick()
+        seen["waited"] = waited
+        held = 0
+        for _ in range(3 * core.phases):
+            if ctx.get(core.phase) == 0 and not ctx.get(core.cmd.ready):
+                held += 1
+            await ctx.tick()
+        seen["held"] = held
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert 1 <= seen["waited"] <= core.phases
+    assert seen["held"] == 1
