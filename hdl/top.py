@@ -57,6 +57,8 @@ class CoreConfig:
 CTL_START, CTL_STOP, CTL_RESET, CTL_START_TB = 1, 2, 3, 4
 #: CTL address that resets every slot and the time base.
 CTL_RESET_ALL = proto.CTL_RESET_ADDR
+#: CTL address of the event delivery mode (1 push event frames, 0 pull via SPACE_EVENTS).
+CTL_EVENT_MODE = proto.CTL_EVENT_MODE_ADDR
 
 
 class Scratch(wiring.Component):
@@ -85,15 +87,19 @@ class CoreBus(wiring.Component):
 
     PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset, 4 start
     and reset the time base) or
-    ``0x100`` (reset all + time base); FENCE ``slot * FENCE_TIMELINES + timeline``; REGS
-    ``register index`` (raw bits); STATUS ``slot * 4 + (state, pc, cycle, dropped)``;
-    SCRATCH 16 words of RAM.
+    ``0x100`` (reset all + time base) or ``0x101`` (event mode: 1 push, 0 pull); FENCE
+    ``slot * FENCE_TIMELINES + timeline``; REGS ``register index`` (raw bits); STATUS
+    ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS (pull mode) ``2 * i`` low and
+    ``2 * i + 1`` high word of the FIFO's head record, popped by the high word's read
+    (both words ``0xFFFFFFFF``: empty); SCRATCH 16 words of RAM.
     """
 
     def __init__(self, core):
         self.core = core
         super().__init__({"bus": In(BusSignature),
-                          "active": Out(1)})   # a start since the last reset-all
+                          "active": Out(1),    # a start since the last reset-all
+                          "push": Out(1, init=1),   # event mode: frames (1) or pulled (0)
+                          "ev_pop": Out(1)})   # pull mode: the head record was read
 
     def elaborate(self, platform):
         from copperline.firmware import isa
@@ -117,13 +123,16 @@ class CoreBus(wiring.Component):
                 is_slot = a < C
                 m.d.comb += err.eq(~bus.write | ~(
                     (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_START_TB)) |
-                    ((a == CTL_RESET_ALL) & (bus.wdata == 1))))
+                    ((a == CTL_RESET_ALL) & (bus.wdata == 1)) |
+                    ((a == CTL_EVENT_MODE) & (bus.wdata <= 1))))
             with m.Case(proto.SPACE_FENCE):
                 m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
             with m.Case(proto.SPACE_REGS):
                 m.d.comb += err.eq(bus.write | (a >= regs_n))
             with m.Case(proto.SPACE_STATUS):
                 m.d.comb += err.eq(bus.write | (slot4 >= C))
+            with m.Case(proto.SPACE_EVENTS):
+                m.d.comb += err.eq(bus.write | (a >= 2 * proto.MAX_READ_WORDS))
             with m.Case(proto.SPACE_SCRATCH):
                 m.d.comb += err.eq(scratch.bus.err)
             with m.Default():
@@ -152,7 +161,9 @@ class CoreBus(wiring.Component):
         n_tb = Signal()
         all_slots = (1 << C) - 1
         with m.If(bus.we & ok & (sp == proto.SPACE_CTL)):
-            with m.If(a == CTL_RESET_ALL):
+            with m.If(a == CTL_EVENT_MODE):
+                m.d.sync += self.push.eq(bus.wdata[0])
+            with m.Elif(a == CTL_RESET_ALL):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
             with m.Else():
                 bit = Signal(C)
@@ -185,6 +196,22 @@ class CoreBus(wiring.Component):
         m.d.comb += [core.reg_addr.eq(a), core.status_slot.eq(slot4)]
         rsel = Signal(4)
         status_word = Signal(32)
+        # EVENTS: the low word's read latches whether there is a record, so the high word
+        # (and the pop) belong to the same record even if one arrives in between.
+        ev = core.events
+        ev_bits = Signal(64)
+        m.d.comb += ev_bits.eq(ev.payload.as_value())
+        have = Signal()
+        ev_word = Signal(32)
+        with m.If(bus.re & (sp == proto.SPACE_EVENTS)):
+            with m.If(~a[0]):
+                m.d.sync += [have.eq(ev.valid & ~self.push),
+                             ev_word.eq(Mux(ev.valid & ~self.push, ev_bits[:32],
+                                            proto.EVENT_NONE_WORD))]
+            with m.Else():
+                m.d.sync += [have.eq(0),
+                             ev_word.eq(Mux(have, ev_bits[32:], proto.EVENT_NONE_WORD))]
+                m.d.comb += self.ev_pop.eq(have)
         with m.If(bus.re):
             m.d.sync += rsel.eq(sp)
             with m.Switch(a[:2]):
@@ -201,6 +228,8 @@ class CoreBus(wiring.Component):
                 m.d.comb += bus.rdata.eq(core.reg_data)
             with m.Case(proto.SPACE_STATUS):
                 m.d.comb += bus.rdata.eq(status_word)
+            with m.Case(proto.SPACE_EVENTS):
+                m.d.comb += bus.rdata.eq(ev_word)
             with m.Default():
                 m.d.comb += bus.rdata.eq(scratch.bus.rdata)
         return m
@@ -263,7 +292,8 @@ class LinkTop(wiring.Component):
             wiring.connect(m, link.bus, corebus.bus)
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             ev = core.events
-            m.d.comb += [link.events.valid.eq(ev.valid), ev.ready.eq(link.events.ready),
+            m.d.comb += [link.events.valid.eq(ev.valid & corebus.push),
+                         ev.ready.eq(Mux(corebus.push, link.events.ready, corebus.ev_pop)),
                          link.events.payload.eq(ev.payload.as_value()),
                          link.dropped.eq(core.dropped)]
 

@@ -18,8 +18,12 @@ is discovered by its USB id (``copperline.boards.discover``).
   phase a fresh VM has, which is what makes fpga and VM traces equal cycle for cycle.
 * **fences**: a timeline *name* maps to each loaded program's local index; every slot that
   uses it is written.
-* **events**: ``dropped`` events report the board's FIFO drops (``reason: fifo``) and event
-  frames lost on the line (``reason: link``).
+* **events**: pulled by default (``events="pull"``): a reader thread READs the EVENTS
+  space in batches of up to 32 records, so every record is carried by an acknowledged,
+  retransmitted request and none is lost to line noise. ``events="push"`` takes the
+  board's unsolicited event frames instead (lower latency, lost when the line corrupts
+  them: reported as ``{"event": "dropped", "reason": "link"}``). The board's own FIFO
+  drops are reported as ``{"event": "dropped", "reason": "fifo"}``.
 * **board gone**: a failed port, a link timeout, or a board that lost its programs (reset,
   re-flashed) ends the board's programs with ``{"event": "state", "state": "faulted",
   "reason": "link-lost"}`` (or ``board-reset``); commands then fail with ``NO_BOARD``
@@ -90,6 +94,11 @@ class FpgaBackend(Backend):
         Link retransmission (see :class:`~copperline.host.link.Link`).
     reconnect_s, poll_s :
         How often to look for a lost board, and to check a present one (status poll).
+    events : "pull" or "push"
+        How event records come back (see the module docstring).
+    event_poll_s :
+        Pull mode: pause between polls that found fewer than a full batch while a
+        program runs (10x longer while none does).
     """
 
     name = "fpga"
@@ -97,10 +106,16 @@ class FpgaBackend(Backend):
     def __init__(self, port: str | None = None, board: str | None = None, *,
                  baud: int | None = None, fallback: str | None = None, timeout: float = 0.2,
                  retries: int = 5, reconnect_s: float = 1.0, poll_s: float = 1.0,
-                 command_timeout: float = 5.0):
+                 command_timeout: float = 5.0, events: str = "pull",
+                 event_poll_s: float = 0.002):
         super().__init__()
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be 'soft' or None (got {fallback!r})")
+        if events not in ("pull", "push"):
+            raise ValueError(f"events must be 'pull' or 'push' (got {events!r})")
+        self.events_mode = events
+        self.event_poll_s = event_poll_s
+        self._poller: threading.Thread | None = None
         from copperline.hdl.uart import DEFAULT_BAUD
         self.port = port
         self.board = board
@@ -171,6 +186,10 @@ class FpgaBackend(Backend):
             self._check_info(url, info)
             contexts = info.contexts
             link.reset()                                     # stop everything, time base 0
+            link.event_mode(push=self.events_mode == "push")
+            if self.events_mode == "pull":                   # stale records of a past session
+                while len(link.read_events()) == proto.MAX_READ_WORDS // 2:
+                    pass
             dropped = link.status(0)[3] if contexts else 0
         except (proto.LinkError, BackendError) as exc:
             link.close()
@@ -189,6 +208,10 @@ class FpgaBackend(Backend):
             self._tb_slots.clear()
             self._ev_seq, self._board_dropped = None, dropped
             self.link, self.lost_reason = link, None
+        if self.events_mode == "pull":
+            self._poller = threading.Thread(target=self._events_loop, args=(link,),
+                                            name="fpga-events", daemon=True)
+            self._poller.start()
         log.info("fpga backend: board on %s: core clock %d Hz, %d contexts x %d words, "
                  "fabric %d Hz, %d baud", url, info.clock_hz, info.contexts,
                  info.program_words, info.fabric_hz, info.baud)
@@ -228,17 +251,17 @@ class FpgaBackend(Backend):
 
     def close(self) -> None:
         """Stop every program (``stopped`` events), reset the board, release everything."""
-        self._stop.set()
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
-            self._monitor = None
         with self._lock:
             running = [p.id for p in self._progs.values() if p.state == "running"]
-        for pid in running:
+        for pid in running:                     # the event reader still runs: events arrive
             try:
                 self.stop(pid)
             except BackendError as exc:
                 log.info("fpga backend: stopping program %d at close: %s", pid, exc.message)
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+            self._monitor = None
         link = self.link
         if link is not None:
             try:
@@ -252,8 +275,32 @@ class FpgaBackend(Backend):
             self._soft = None
         self._opened = False
 
-    # -- events (reader thread) -----------------------------------------------------------
+    # -- events -------------------------------------------------------------------------
+    def _events_loop(self, link: proto.Link) -> None:
+        """Pull mode: read records while this link is the board's."""
+        batch = proto.MAX_READ_WORDS // 2
+        while not self._stop.is_set() and self.link is link:
+            try:
+                records = link.read_events(batch)
+            except proto.LinkError as exc:
+                if self.link is link and not self._stop.is_set():
+                    self._lost("link-lost", str(exc))
+                return
+            for raw in records:
+                self._record(raw)
+            if len(records) < batch:
+                busy = any(p.state == "running" or p.waiter is not None
+                           for p in list(self._progs.values()))
+                time.sleep(self.event_poll_s * (1 if busy else 10))
+
+    def _dropped(self, dropped: int, out: list) -> None:
+        if self._board_dropped is not None and dropped != self._board_dropped:
+            out.append({"event": "dropped", "count": (dropped - self._board_dropped) & 0xFFFF,
+                        "reason": "fifo"})
+        self._board_dropped = dropped
+
     def _on_event(self, seq: int, dropped: int, body: bytes) -> None:
+        """Push mode: an event frame (reader thread)."""
         out: list[dict] = []
         with self._lock:
             if self._conv is None:
@@ -263,19 +310,25 @@ class FpgaBackend(Backend):
                 if gap:
                     out.append({"event": "dropped", "count": gap, "reason": "link"})
             self._ev_seq = seq
-            if self._board_dropped is not None and dropped != self._board_dropped:
-                out.append({"event": "dropped", "count": (dropped - self._board_dropped) & 0xFFFF,
-                            "reason": "fifo"})
-            self._board_dropped = dropped
+            self._dropped(dropped, out)
+        for ev in out:
+            self.emit(ev)
+        self._record(body[:self.info.event_bytes])
+
+    def _record(self, raw: int | bytes) -> None:
+        out: list[dict] = []
+        with self._lock:
+            if self._conv is None:
+                return
             try:
-                rec = decode_record(body[:self.info.event_bytes], self._slot_bits)
+                rec = decode_record(raw, self._slot_bits)
                 if rec.started and rec.slot in self._tb_slots:
                     self._tb_slots.discard(rec.slot)
                     self._unwrap.rebase(rec.timestamp)     # the board's time base restarted
                 g = self._unwrap.unwrap(rec.timestamp)
                 events = self._conv.convert(rec, g)
             except CoreEventError as exc:
-                log.error("fpga backend: bad event record %s: %s", body.hex(), exc)
+                log.error("fpga backend: bad event record %r: %s", raw, exc)
                 return
             pid = next((p.id for p in self._progs.values() if p.slot == rec.slot), None)
             p = self._progs.get(pid) if pid is not None else None
@@ -388,6 +441,12 @@ class FpgaBackend(Backend):
             if self.link is link:
                 self._lost("link-lost", str(exc))
             return
+        out: list[dict] = []
+        with self._lock:
+            if self.events_mode == "pull":
+                self._dropped(words[3], out)
+        for ev in out:
+            self.emit(ev)
         with self._lock:
             reset = any(p.slot is not None and p.state == "running" and p.lost is None
                         and words[p.slot * proto.STATUS_WORDS] == 0

@@ -47,9 +47,11 @@ SPACE_CTL = 2          # per-slot control (start/stop/reset)
 SPACE_FENCE = 3        # fence timeline values
 SPACE_REGS = 4         # register file read-back
 SPACE_STATUS = 5       # per-slot status words
+SPACE_EVENTS = 6       # event records pulled by READs (2 words each; see read_events)
 SPACE_SCRATCH = 15     # 16 words of RAM: link loopback tests without a core
 SPACE_NAMES = {SPACE_INFO: "info", SPACE_PROG: "prog", SPACE_CTL: "ctl", SPACE_FENCE: "fence",
-               SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_SCRATCH: "scratch"}
+               SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_EVENTS: "events",
+               SPACE_SCRATCH: "scratch"}
 
 ST_OK = 0
 ST_BAD_TYPE = 1
@@ -447,6 +449,25 @@ class Link:
     def status(self, slot: int) -> list[int]:
         return self.read(SPACE_STATUS, slot * STATUS_WORDS, STATUS_WORDS)
 
+    def event_mode(self, push: bool) -> None:
+        """``push=True``: the board sends event frames (fast, lost if the line corrupts
+        them); ``False``: records stay in the board's FIFO until :meth:`read_events`."""
+        self.write(SPACE_CTL, CTL_EVENT_MODE_ADDR, [1 if push else 0])
+
+    def read_events(self, max_records: int = MAX_READ_WORDS // 2) -> list[int]:
+        """Pull up to ``max_records`` event records (pull mode). Reliable: a lost response
+        is retransmitted by the board from its stored copy, never popped twice."""
+        if not 1 <= max_records <= MAX_READ_WORDS // 2:
+            raise ValueError(f"read_events: max_records {max_records} outside "
+                             f"1..{MAX_READ_WORDS // 2}")
+        words = self.read(SPACE_EVENTS, 0, 2 * max_records)
+        out = []
+        for lo, hi in zip(words[::2], words[1::2]):
+            if lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD:
+                break
+            out.append(hi << 32 | lo)
+        return out
+
 
 #: CTL space: write ``CTL_START``/``CTL_STOP`` at address = slot; 1 at CTL_RESET_ADDR resets.
 CTL_START = 1
@@ -454,5 +475,9 @@ CTL_STOP = 2
 CTL_RESET_SLOT = 3
 CTL_START_TB = 4      # start and reset the time base in the same core cycle
 CTL_RESET_ADDR = 0x100
+#: CTL address of the event delivery mode: 1 push (event frames, the default), 0 pull.
+CTL_EVENT_MODE_ADDR = 0x101
+#: EVENTS space: a record is two words (low, high); both this value = no record (FIFO empty).
+EVENT_NONE_WORD = 0xFFFFFFFF
 #: STATUS space: STATUS_WORDS words per slot at slot * STATUS_WORDS.
 STATUS_WORDS = 4
