@@ -259,7 +259,8 @@ class Core(wiring.Component):
         wdshape = unsigned(self.watchdog_ops.bit_length())
         ctx_layout = data.StructLayout({"hi": dlay.members["hi"], "lo": dlay.members["lo"],
                                         "idle": wdshape, "armed": unsigned(isa.LOOP_SLOTS)})
-        ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[])
+        # ram_style: a block RAM, not P x 57 flip-flops plus a 57-bit read mux
+        ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[], attrs={"ram_style": "block"})
         m.submodules.ctx_mem = ctx_mem
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
