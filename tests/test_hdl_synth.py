@@ -9,8 +9,11 @@ from copperline.hdl.synth import synthesize
 
 @pytest.mark.slow
 def test_core_synthesizes_for_up5k(capsys):
-    r = synthesize(lambda: Core(12_000_000, 60.0, program_words=256), "ice40")
+    r = synthesize(lambda: Core(12_000_000, 60.0, program_words=1024, program_memory="spram",
+                                spram_primitive=True), "ice40")
     with capsys.disabled():
-        print(f"\nUP5K core: {r.lcs} LUT4 (logic cells), {r.brams} SB_RAM40_4K, "
-              f"Fmax {r.fmax_mhz:.1f} MHz (harness adds {r.harness_ffs} FFs)")
-    assert r.brams <= 30 and r.lcs > 0 and r.fmax_mhz > 0
+        print(f"\nUP5K core: {r.lcs} LUT4 (logic cells), {r.ffs} FF, {r.brams} SB_RAM40_4K, "
+              f"{r.sprams} SB_SPRAM256KA, Fmax {r.fmax_mhz:.1f} MHz "
+              f"(harness adds {r.harness_ffs} FFs)")
+    # 4 x 1024 program words live in the two SPRAMs, not in block RAM
+    assert r.sprams == 2 and r.brams <= 16 and r.lcs > 0 and r.fmax_mhz > 0
