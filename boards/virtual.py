@@ -193,9 +193,13 @@ class VirtualBoardServer:
                 data = client.recv(4096)
             except OSError:
                 data = b""
-            if not data:
+            if not data or self._stop.is_set():
                 break
-            self.link.write(data)
+            try:
+                self.link.write(data)
+            except Exception as exc:    # the simulator ended (server closing)
+                log.info("virtual board: input dropped: %s", exc)
+                break
         with self._lock:
             if self._client is client:
                 self._client = None
@@ -209,6 +213,10 @@ class VirtualBoardServer:
             pass
         with self._lock:
             if self._client is not None:
+                try:
+                    self._client.shutdown(socket.SHUT_RDWR)   # the host sees the board go
+                except OSError:
+                    pass
                 self._client.close()
                 self._client = None
         self.link.close()

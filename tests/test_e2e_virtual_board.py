@@ -1,0 +1,331 @@
+"""End to end against the fast virtual board (CXXRTL): the iCEBreaker top with the core and
+its UART, served on TCP; the fpga backend and `copper run` talk to it like to a board.
+
+The traces of `copper run --backend fpga` must equal the VM's (`--backend soft --clock
+virtual` at the board's core clock) event for event and cycle for cycle, also when a
+seeded proxy corrupts and drops bytes on the line at a 1e-3 rate.
+
+The simulator is compiled once (cached under build/cxxrtl/); the board is built with a
+1 kHz vsync so that programs that wait for vsync finish quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from copperline.firmware.compiler import compile_program
+from copperline.host.backend import BackendError
+from copperline.host.fpga import FpgaBackend
+from copperline.host.run_cli import run_realtime, run_virtual
+from copperline.host.vm import Machine
+
+FABRIC_HZ = 12_000_000          # iCEBreaker
+CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
+VSYNC_HZ = 1000.0
+COPPER = str(Path(sys.executable).with_name("copper"))
+
+PROGRAM = {"version": 1, "program": [
+    {"op": "MOVE", "reg": "layer[1].x", "value": 5},
+    {"label": "l"},
+    {"op": "WAIT", "us": 200},
+    {"op": "ADD", "reg": "layer[1].x", "delta": 3},
+    {"op": "IRQ", "tag": "t"},
+    {"op": "LOOP", "count": 5, "label": "l"},
+    {"op": "WAIT", "vsync": True},
+    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba"},
+    {"op": "MOVE", "reg": "layer[2].alpha", "value": 200},
+    {"op": "IRQ", "tag": "v"},
+    {"op": "HALT"}]}
+
+FENCED = {"version": 1, "program": [
+    {"op": "IRQ", "tag": "before"},
+    {"op": "FENCE", "timeline": "vk", "value": 1},
+    {"op": "IRQ", "tag": "after"},
+    {"op": "HALT"}]}
+
+TICKER = {"version": 1, "program": [
+    {"label": "top"},
+    {"op": "WAIT", "us": 500},
+    {"op": "IRQ", "tag": "tick"},
+    {"op": "JUMP", "label": "top"}]}
+
+
+def _server(port: int = 0):
+    from copperline.boards.virtual import VirtualBoardServer
+    from copperline.hdl.top import CoreConfig
+    core = CoreConfig(contexts=4, program_words=256, vsync_hz=VSYNC_HZ)
+    return VirtualBoardServer("127.0.0.1", port, clock_hz=FABRIC_HZ, baud=1_000_000,
+                              core=core, engine="cxxrtl").start()
+
+
+@pytest.fixture(scope="module")
+def board():
+    server = _server()
+    yield server
+    server.close()
+
+
+def _wait_for(pred, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _vm_trace(image):
+    vm = Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)
+    events, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    return events
+
+
+# ------------------------------------------------------------------- the backend ----------
+
+def test_identify_load_start_events_status_regs(board):
+    got = []
+    be = FpgaBackend(port=board.url)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
+            (CORE_HZ, VSYNC_HZ, 4, 256)
+        pid = be.load(compile_program(PROGRAM))
+        assert be.status(pid).state.value == "loaded"
+        be.start(pid)
+        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        st = be.status(pid)
+        assert (st.state.value, st.reason, st.pc) == ("done", "halt", 9)
+        assert st.bindings == {2: "s.rgba"}
+        regs = be.regs()
+        assert regs["layer[1].x"] == 5 + 5 * 3 and regs["layer[2].alpha"] == 200
+        irqs = [e for e in got if e["event"] == "irq"]
+        assert [e["tag"] for e in irqs] == ["t"] * 5 + ["v"]
+        assert all(e["prog"] == pid for e in got)
+    finally:
+        be.close()
+
+
+def test_fence_by_timeline_name_reaches_the_program(board):
+    got = []
+    be = FpgaBackend(port=board.url)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        pid = be.load(compile_program(FENCED))
+        be.start(pid)
+        assert _wait_for(lambda: any(e.get("tag") == "before" for e in got))
+        time.sleep(0.1)
+        assert not any(e.get("tag") == "after" for e in got)
+        assert be.status(pid).state.value == "running"      # blocked on the FENCE
+        be.fence("vk", 1)
+        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        with pytest.raises(BackendError) as err:
+            be.fence("vk", 0)
+        assert err.value.code == "BAD_ARG"
+    finally:
+        be.close()
+
+
+def test_stop_emits_stopped_and_unload_frees_the_slot(board):
+    got = []
+    be = FpgaBackend(port=board.url)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        ids = [be.load(compile_program(TICKER)) for _ in range(4)]
+        with pytest.raises(BackendError) as err:
+            be.load(compile_program(TICKER))
+        assert err.value.code == "BUSY"
+        be.start(ids[0])
+        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        be.stop(ids[0])
+        stopped = [e for e in got if e.get("state") == "stopped"]
+        assert stopped and stopped[0]["reason"] == "host" and stopped[0]["prog"] == ids[0]
+        be.unload(ids[0])
+        assert be.load(compile_program(TICKER)) == 5
+        with pytest.raises(BackendError) as err:
+            be.status(ids[0])
+        assert err.value.code == "NOT_FOUND"
+    finally:
+        be.close()
+
+
+def test_program_too_big_for_the_board_is_bad_arg(board):
+    big = {"version": 1, "program": [{"op": "NOP"}] * 300 + [{"op": "HALT"}]}
+    be = FpgaBackend(port=board.url)
+    be.open()
+    try:
+        with pytest.raises(BackendError) as err:
+            be.load(compile_program(big))
+        assert err.value.code == "BAD_ARG"
+        assert "301 words" in err.value.message and "256" in err.value.message
+    finally:
+        be.close()
+
+
+# ------------------------------------------------------------------- traces ---------------
+
+def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
+    prog = tmp_path / "prog.json"
+    prog.write_text(json.dumps(PROGRAM))
+    common = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
+    hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
+    r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", board.url,
+                        "--trace", str(hw)] + common, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([COPPER, "run", str(prog), "--backend", "soft", "--clock", "virtual",
+                        "--trace", str(vm)] + common, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([COPPER, "trace", "compare", str(hw), str(vm), "--tolerance-us", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS" in r.stdout
+    hw_events = [json.loads(line) for line in hw.read_text().splitlines()[1:]]
+    vm_events = [json.loads(line) for line in vm.read_text().splitlines()[1:]]
+    assert hw_events == vm_events and len(hw_events) == 16
+
+
+class FaultyProxy:
+    """A TCP proxy that corrupts (flips a bit of) or drops each byte with probability
+    ``rate``, in both directions, from one seeded generator per direction."""
+
+    def __init__(self, target: tuple[str, int], rate: float, seed: int):
+        self.target, self.rate = target, rate
+        self.rngs = {"up": random.Random(seed), "down": random.Random(seed + 1)}
+        self.faults = {"up": 0, "down": 0}
+        self.bytes = {"up": 0, "down": 0}
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = "socket://127.0.0.1:%d" % self._sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b, d in ((client, upstream, "up"), (upstream, client, "down")):
+                threading.Thread(target=self._pump, args=(a, b, d), daemon=True).start()
+
+    def _mangle(self, data: bytes, d: str) -> bytes:
+        rng, out = self.rngs[d], bytearray()
+        for b in data:
+            x = rng.random()
+            if x < self.rate / 2:
+                self.faults[d] += 1                               # dropped
+            elif x < self.rate:
+                self.faults[d] += 1
+                out.append(b ^ (1 << rng.randrange(8)))           # corrupted
+            else:
+                out.append(b)
+        self.bytes[d] += len(data)
+        return bytes(out)
+
+    def _pump(self, src, dst, d):
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                dst.sendall(self._mangle(data, d))
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self._stop = True
+        self._sock.close()
+
+
+def test_trace_is_identical_through_a_noisy_line(board):
+    """1e-3 of the bytes corrupted or dropped, both ways: requests and event reads are
+    retransmitted, nothing is lost or doubled, the trace still equals the VM's."""
+    image = compile_program({"version": 1, "program": [
+        {"label": "l"},
+        {"op": "WAIT", "us": 300},
+        {"op": "ADD", "reg": "layer[3].y", "delta": 7},
+        {"op": "IRQ", "tag": "n"},
+        {"op": "LOOP", "count": 60, "label": "l"},
+        {"op": "HALT"}]})
+    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
+    proxy = FaultyProxy((host, int(port)), 1e-3, seed=6)
+    try:
+        be = FpgaBackend(port=proxy.url, timeout=0.1, retries=20)
+        events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    finally:
+        proxy.close()
+    assert status["state"] == "done"
+    assert events == _vm_trace(image)
+    assert len(events) == 2 + 2 * 60
+    assert proxy.faults["up"] + proxy.faults["down"] >= 2, (proxy.faults, proxy.bytes)
+
+
+# ------------------------------------------------------------------- board loss -----------
+
+def test_board_loss_ends_programs_then_reconnects():
+    server = _server()
+    port = server.address[1]
+    got = []
+    be = FpgaBackend(port=server.url, reconnect_s=0.2, poll_s=0.2)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        pid = be.load(compile_program(TICKER))
+        be.start(pid)
+        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        server.close()                                   # unplugged
+        assert _wait_for(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
+        lost = [e for e in got if e.get("reason") == "link-lost"][0]
+        assert (lost["prog"], lost["state"]) == (pid, "faulted")
+        assert be.status(pid).state.value == "faulted"
+        with pytest.raises(BackendError) as err:
+            be.load(compile_program(TICKER))
+        assert err.value.code == "NO_BOARD" and "gone" in err.value.message
+        server = _server(port)                           # plugged back in
+        assert _wait_for(lambda: be.online, 15)
+        got.clear()
+        be.start(pid)                                    # uploaded again on reconnect
+        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+    finally:
+        be.close()
+        server.close()
+
+
+def test_fallback_soft_keeps_the_program_running():
+    server = _server()
+    got = []
+    be = FpgaBackend(port=server.url, fallback="soft", reconnect_s=5, poll_s=0.2)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        pid = be.load(compile_program(TICKER))
+        be.start(pid)
+        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        server.close()
+        assert _wait_for(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
+        n = len(got)
+        assert _wait_for(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
+        assert all(e["prog"] == pid for e in got if "prog" in e)
+        assert be.status(pid).state.value == "running"
+        be.stop(pid)
+        assert got[-1]["state"] == "stopped"
+    finally:
+        be.close()
+        server.close()
