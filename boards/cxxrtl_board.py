@@ -149,6 +149,8 @@ class CxxrtlLink:
         if not idle_skip:
             self.args.append("--no-idle-skip")
         self.stats = SimStats()
+        self._stats_seen = threading.Condition()
+        self._stats_count = 0
         self._proc: subprocess.Popen | None = None
         self._wlock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -185,10 +187,23 @@ class CxxrtlLink:
             m = _STATS.match(line)
             if m:
                 kv = dict(p.split("=", 1) for p in m.group(1).split())
-                self.stats = SimStats(**{k: int(v) for k, v in kv.items()
-                                         if k in SimStats.__dataclass_fields__})
+                with self._stats_seen:
+                    self.stats = SimStats(**{k: int(v) for k, v in kv.items()
+                                             if k in SimStats.__dataclass_fields__})
+                    self._stats_count += 1
+                    self._stats_seen.notify_all()
             elif line:
                 log.warning("virtual board simulator: %s", line)
+
+    def request_stats(self, timeout: float = 2.0) -> SimStats:
+        """Fresh counters from the simulator (SIGUSR1 makes it print them at once)."""
+        import signal
+        with self._stats_seen:
+            n = self._stats_count
+            self._proc.send_signal(signal.SIGUSR1)
+            if not self._stats_seen.wait_for(lambda: self._stats_count > n, timeout):
+                raise CxxrtlError("the virtual board simulator did not report its counters")
+            return self.stats
 
     def write(self, data: bytes) -> None:
         if self._proc is None or self._proc.poll() is not None:

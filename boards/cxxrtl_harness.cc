@@ -4,7 +4,8 @@
 // stdin  : bytes the host sends; they are shifted into `uart_rx` as 8N1 frames at the
 //          board's exact bit period (back to back, like an FTDI chip at full rate).
 // stdout : bytes decoded from `uart_tx` (sampled mid-bit, like the host's UART).
-// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N" about once a second, and at exit.
+// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N" about once a second,
+//          on SIGUSR1, and at exit.
 //
 // The design's module is `p_top` with inputs p_clk, p_rst, p_uart__rx and outputs
 // p_uart__tx, p_busy (Amaranth port names escaped by write_cxxrtl).
@@ -32,6 +33,9 @@
 
 #include "design.h"
 
+static volatile sig_atomic_t stats_wanted = 0;
+static void on_usr1(int) { stats_wanted = 1; }
+
 static uint64_t now_ns() {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -51,6 +55,10 @@ int main(int argc, char **argv) {
 	}
 	if (div < 4 || fabric_hz == 0) { fprintf(stderr, "error bad --div/--hz\n"); return 2; }
 	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;        // SIGUSR1: print the stats line now (benchmarks)
+	sigaction(SIGUSR1, &sa, 0);
 	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
 
 	cxxrtl_design::p_top top;
@@ -75,6 +83,12 @@ int main(int argc, char **argv) {
 	uint8_t buf[65536];
 
 	for (;;) {
+		if (stats_wanted) {
+			stats_wanted = 0;
+			fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
+			        (unsigned long long)cycles, (unsigned long long)(now_ns() - t_start), (unsigned long long)sim_ns,
+			        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+		}
 		// --- input from the host
 		bool idle = !eof && inq.empty() && rx_bits == 0 && tx_state < 0 && !top.p_busy.get<bool>();
 		int timeout = 0;

@@ -542,12 +542,14 @@ class FpgaBackend(Backend):
         self._conv.set_slot(slot, p.id, image)
         p.start_g = None
 
-    def _wait(self, p: _Prog, what: str) -> None:
+    def _wait(self, p: _Prog, what: str) -> bool:
         ev = p.waiter
-        if ev is not None and not ev.wait(self.command_timeout):
-            log.warning("fpga backend: program %d: no %s event from the board within %.1f s",
-                        p.id, what, self.command_timeout)
+        ok = ev is None or ev.wait(self.command_timeout)
+        if not ok:
+            log.warning("fpga backend: program %d: no %s event from the board within %.1f s "
+                        "(dropped in a full event FIFO?)", p.id, what, self.command_timeout)
         p.waiter = None
+        return ok
 
     # -- Backend ------------------------------------------------------------------------
     def load(self, image: Image) -> int:
@@ -609,7 +611,17 @@ class FpgaBackend(Backend):
             return link.status(slot)[0]
         code = self._board(do)
         if code == _STOPPED_CODE or code in _RUNNING_CODES:
-            self._wait(p, "stop")             # the stopped record is on its way
+            if not self._wait(p, "stop") and p.state == "running":
+                # The record was lost (FIFO overflow, reported as dropped): say it anyway,
+                # from the board's status (its cycle is the time of this read, not exact).
+                words = self._board(lambda link: link.status(slot))
+                with self._lock:
+                    c = (words[2] - p.start_g) & _MASK32 if p.start_g is not None else 0
+                    p.state, p.reason, p.pc = "stopped", "host", words[1]
+                    ev = {"event": "state", "prog": p.id, "state": "stopped", "reason": "host",
+                          "pc": words[1], "cycle": c, "time_us": self._conv.time_us(c),
+                          "inexact": True}
+                self.emit(ev)
         else:
             p.waiter = None                   # it had ended by itself; its event follows
 
