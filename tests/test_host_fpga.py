@@ -1,0 +1,149 @@
+"""The fpga backend's parts that need no compiled board: the core record decoder, the
+timestamp unwrapping, and the clear errors when there is no usable board. (End to end
+against the CXXRTL virtual board: tests/test_e2e_virtual_board.py.)"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from copperline.firmware import isa
+from copperline.firmware.compiler import compile_program
+from copperline.host.backend import BackendError
+from copperline.host.core_events import (KIND_BIND, KIND_IRQ, KIND_REG, KIND_STATE,
+                                         CoreEventError, RecordConverter, TimestampUnwrapper,
+                                         decode_record, record_bytes, slot_bits_for)
+from copperline.host.fpga import FpgaBackend
+
+SB = 2   # 4 contexts
+
+
+def pack(kind, started, slot, payload, ts, sb=SB):
+    return kind | started << 3 | slot << 4 | payload << (4 + sb) | ts << (4 + sb + 24)
+
+
+def test_record_layout_matches_the_core():
+    from copperline.hdl.event_fifo import event_layout
+    assert record_bytes(slot_bits_for(4)) == (event_layout(2).size + 7) // 8 == 8
+    assert slot_bits_for(5) == 3 and record_bytes(3) == 8
+    raw = pack(KIND_IRQ, 1, 3, 0xABCDEF, 0xFEDCBA98)
+    for form in (raw, raw.to_bytes(8, "little")):
+        r = decode_record(form, SB)
+        assert (r.kind, r.started, r.slot, r.payload, r.timestamp) == \
+            (KIND_IRQ, True, 3, 0xABCDEF, 0xFEDCBA98)
+
+
+def test_timestamps_unwrap_across_2_to_the_32():
+    u = TimestampUnwrapper()
+    assert [u.unwrap(t) for t in (5, 0xFFFFFFF0, 3, 3, 10)] == \
+        [5, 0xFFFFFFF0, (1 << 32) + 3, (1 << 32) + 3, (1 << 32) + 10]
+    u.rebase(0)
+    assert u.unwrap(7) == 7
+
+
+def test_converter_makes_vm_shaped_events():
+    image = compile_program({"version": 1, "program": [
+        {"op": "BIND_LAYER", "id": 2, "surface": "a.rgba"},
+        {"op": "IRQ", "tag": "go"},
+        {"op": "HALT"}]})
+    conv = RecordConverter(3_000_000)
+    conv.set_slot(1, 7, image)
+    reg = isa.register_index(1, "x")
+    start = 1000
+    ev = conv.convert(decode_record(pack(KIND_BIND, 1, 1, 2 << 8 | 0, start), SB), start)
+    assert ev == [{"event": "state", "prog": 7, "state": "running", "reason": "start", "pc": 0,
+                   "cycle": 0, "time_us": 0.0},
+                  {"event": "bind", "prog": 7, "layer": 2, "surface": "a.rgba", "cycle": 0,
+                   "time_us": 0.0}]
+    assert conv.bindings[1] == {2: "a.rgba"}
+    # a negative x: raw 16-bit two's complement, sign-extended by the register's width
+    ev = conv.convert(decode_record(pack(KIND_REG, 0, 1, reg << 16 | 0xFFE0, start + 3), SB),
+                      start + 3)
+    assert ev == [{"event": "reg", "prog": 7, "reg": "layer[1].x", "value": -32, "cycle": 3,
+                   "time_us": 1.0}]
+    ev = conv.convert(decode_record(pack(KIND_IRQ, 0, 1, 0, start + 4), SB), start + 4)
+    assert ev[0]["tag"] == "go"
+    ev = conv.convert(decode_record(pack(KIND_STATE, 0, 1, 2 << 6 | 1 << 3 | 4, start + 5), SB),
+                      start + 5)
+    assert ev == [{"event": "state", "prog": 7, "state": "done", "reason": "halt", "pc": 2,
+                   "cycle": 5, "time_us": 1.667}]
+    assert conv.convert(decode_record(pack(KIND_IRQ, 0, 0, 0, 9), SB), 9) == []   # empty slot
+    with pytest.raises(CoreEventError, match="tag index 5"):
+        conv.convert(decode_record(pack(KIND_IRQ, 0, 1, 5, 9), SB), 9)
+    with pytest.raises(CoreEventError, match="unknown event kind 6"):
+        conv.convert(decode_record(pack(6, 0, 1, 0, 9), SB), 9)
+
+
+def test_slot_key_for_machine_engines():
+    conv = RecordConverter(1_000_000, key="slot")
+    conv.set_slot(0, 0, compile_program({"version": 1, "program": [{"op": "HALT"}]}))
+    assert conv.convert(decode_record(pack(0, 1, 0, 0, 0), SB), 0)[0]["slot"] == 0
+
+
+def test_bad_fallback_is_a_value_error():
+    with pytest.raises(ValueError, match="fallback"):
+        FpgaBackend(port="loop://", fallback="vm")
+    with pytest.raises(ValueError, match="events"):
+        FpgaBackend(port="loop://", events="carrier-pigeon")
+
+
+def test_no_board_attached_is_a_clear_error(monkeypatch):
+    import copperline.boards.discover as discover
+    monkeypatch.setattr(discover, "find_ports", lambda board: [])
+    be = FpgaBackend()
+    with pytest.raises(BackendError) as err:
+        be.open()
+    assert err.value.code == "NO_BOARD"
+    assert "no copperline board found" in err.value.message and "--port" in err.value.message
+
+
+def test_nothing_listening_is_a_clear_error():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    be = FpgaBackend(port=f"socket://127.0.0.1:{port}")
+    with pytest.raises(BackendError) as err:
+        be.open()
+    assert err.value.code == "NO_BOARD" and str(port) in err.value.message
+
+
+def test_loopback_port_without_a_board_times_out_clearly():
+    be = FpgaBackend(port="loop://", timeout=0.05, retries=1)
+    with pytest.raises(BackendError) as err:
+        be.open()
+    assert err.value.code == "NO_BOARD" and "no answer" in err.value.message
+
+
+def test_bitstream_without_the_core_is_refused():
+    from copperline.boards.virtual import VirtualBoardServer
+    server = VirtualBoardServer("127.0.0.1", 0, clock_hz=12_000_000, baud=1_000_000).start()
+    try:
+        be = FpgaBackend(port=server.url, timeout=2.0)
+        with pytest.raises(BackendError) as err:
+            be.open()
+        assert err.value.code == "NO_BOARD" and "no Copper core" in err.value.message
+    finally:
+        server.close()
+
+
+def test_fallback_soft_without_a_board_runs_on_the_vm():
+    got = []
+    be = FpgaBackend(port="loop://", timeout=0.05, retries=0, fallback="soft", reconnect_s=60)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        assert not be.online
+        pid = be.load(compile_program({"version": 1, "program": [
+            {"op": "IRQ", "tag": "x"}, {"op": "HALT"}]}))
+        be.start(pid)
+        import time
+        for _ in range(200):
+            if any(e.get("state") == "done" for e in got):
+                break
+            time.sleep(0.01)
+        assert [e.get("tag") for e in got if e["event"] == "irq"] == ["x"]
+        assert all(e["prog"] == pid for e in got)
+    finally:
+        be.close()
