@@ -146,8 +146,28 @@ async def _run(args, backend, listener, config) -> int:
     return EXIT_OK
 
 
+class _StopBeforeServing(Exception):
+    """SIGINT/SIGTERM arrived before the event loop took over the signals."""
+
+
+def _stop_before_serving(signum, frame):
+    raise _StopBeforeServing()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # The socket exists before the event loop installs its signal handlers: a SIGTERM in
+    # between must still mean "clean up and exit 0", not death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_before_serving)
+    try:
+        return _main(args)
+    except _StopBeforeServing:
+        log.info("stopped before serving")
+        return EXIT_OK
+
+
+def _main(args) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="copperd %(levelname)s %(name)s: %(message)s")
     from copperline.host.ports import sockets
