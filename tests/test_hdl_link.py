@@ -294,3 +294,44 @@ def test_core_behind_the_link_runs_an_uploaded_program():
     assert 2 in kinds                                  # the IRQ
     irq_at = stamps[kinds.index(2)]
     assert irq_at - stamps[0] == 1 + 10 * 3            # MOVE (1 cycle), then WAIT 10 us
+
+
+def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing():
+    """CTL[0x101] = 0: no event frames; READ EVENTS returns the records two words each,
+    then the empty marker; the same READ again (a retransmission) gets the stored answer
+    and pops nothing more; START_TB (CTL 4) makes the start global cycle 0."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.hdl.top import CoreConfig
+    from copperline.host.core_events import RecordConverter, decode_record
+    img = compile_program({"version": 1, "program": [
+        {"op": "IRQ", "tag": "a"}, {"op": "WAIT", "us": 2}, {"op": "IRQ", "tag": "b"},
+        {"op": "HALT"}]})
+    dut = LinkTop(clock_hz=CLOCK, byte_io=True, idle_timeout_us=TIMEOUT_US,
+                  core=CoreConfig(contexts=4, program_words=256))
+    ev_read = read(proto.SPACE_EVENTS, 0, 8, 5)
+    frames, _ = run_bytes([
+        req(proto.T_WRITE | proto.SPACE_CTL, 1, struct.pack("<HI", proto.CTL_EVENT_MODE_ADDR, 0)),
+        300,
+        req(proto.T_WRITE | proto.SPACE_PROG, 2, struct.pack(f"<H{len(img.code)}I", 0, *img.code)),
+        300,
+        req(proto.T_WRITE | proto.SPACE_CTL, 3, struct.pack("<HI", 0, proto.CTL_START_TB)), 600,
+        ev_read, 600,
+        ev_read, 600,                        # retransmission: same seq and CRC
+        read(proto.SPACE_EVENTS, 0, 2, 6), 300,
+        req(proto.T_WRITE | proto.SPACE_EVENTS, 7, struct.pack("<HI", 0, 0)),
+    ], dut=dut, settle=600)
+    assert not [f for f in frames if f.type == proto.T_EVENT]
+    resp = [f for f in frames if f.type & proto.RESP]
+    assert [f.body[0] for f in resp[:3]] == [proto.ST_OK] * 3
+    w = words(resp[3])
+    assert words(resp[4]) == w                              # stored response, same records
+    recs = [hi << 32 | lo for lo, hi in zip(w[::2], w[1::2]) if lo != proto.EVENT_NONE_WORD]
+    assert len(recs) == 3 and w[6:] == [proto.EVENT_NONE_WORD] * 2
+    conv = RecordConverter(3_000_000)
+    conv.set_slot(0, 1, img)
+    evs = [e for r in recs for e in conv.convert(decode_record(r, 2), decode_record(r, 2).timestamp)]
+    assert [(e.get("tag") or e["state"], e["cycle"]) for e in evs] == \
+        [("running", 0), ("a", 0), ("b", 1 + 2 * 3), ("done", 2 + 2 * 3)]
+    assert decode_record(recs[0], 2).timestamp == 0          # START_TB: global cycle 0
+    assert words(resp[5]) == [proto.EVENT_NONE_WORD] * 2     # nothing popped twice
+    assert resp[6].body[0] == proto.ST_BAD_ADDR              # EVENTS is read-only
