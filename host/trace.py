@@ -13,7 +13,7 @@ a fixed key order so that a deterministic run gives a byte-identical file.
 from __future__ import annotations
 
 import json
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterable
 
 TRACE_VERSION = 1
 
@@ -66,34 +66,57 @@ class TraceWriter:
 
 def read_trace(path: str) -> tuple[dict, list[dict]]:
     """Read a whole trace: (header, events). Raises :class:`TraceError`."""
-    with open(path, encoding="utf-8") as f:
-        lines = iter_trace_lines(f, str(path))
+    header, numbered = read_numbered_trace(path)
+    return header, [e for _, e in numbered]
+
+
+def read_numbered_trace(path: str) -> tuple[dict, list[tuple[int, dict]]]:
+    """Read a trace as (header, [(line number, event), ...]), checking the header and
+    that every line is a JSON object with an ``event``; errors name ``file:line``."""
+    path = str(path)
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(f"{path}: cannot open trace: {exc.strerror}") from None
+    header = None
+    events: list[tuple[int, dict]] = []
+    with f:
         try:
-            header = next(lines)
-        except StopIteration:
-            raise TraceError(f"{path}: empty file, expected a trace header line") from None
-        if header.get("trace") != TRACE_VERSION:
-            raise TraceError(f"{path}:1: not a copperline trace header "
-                             f"(expected \"trace\": {TRACE_VERSION}): {dumps(header)[:120]}")
-        for key in ("backend", "clock_hz"):
-            if key not in header:
-                raise TraceError(f"{path}:1: trace header lacks {key!r}")
-        events = list(lines)
-    for n, e in enumerate(events, start=2):
-        if "event" not in e:
-            raise TraceError(f"{path}:{n}: line has no \"event\" field")
+            for n, line in enumerate(f, start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TraceError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
+                if not isinstance(obj, dict):
+                    raise TraceError(f"{path}:{n}: expected a JSON object")
+                if header is None:
+                    _check_header(path, n, obj)
+                    header = obj
+                elif "event" not in obj:
+                    raise TraceError(f"{path}:{n}: line has no \"event\" field")
+                else:
+                    events.append((n, obj))
+        except UnicodeDecodeError:
+            raise TraceError(f"{path}: not UTF-8 text") from None
+    if header is None:
+        raise TraceError(f"{path}: empty file, expected a trace header line")
     return header, events
 
 
-def iter_trace_lines(f: IO[str], name: str) -> Iterator[dict]:
-    for n, line in enumerate(f, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TraceError(f"{name}:{n}: not JSON: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise TraceError(f"{name}:{n}: expected a JSON object")
-        yield obj
+def _check_header(path: str, n: int, header: dict) -> None:
+    if header.get("trace") != TRACE_VERSION:
+        raise TraceError(f"{path}:{n}: not a copperline trace header "
+                         f"(expected \"trace\": {TRACE_VERSION}): {dumps(header)[:120]}")
+    for key in ("backend", "clock_hz"):
+        if key not in header:
+            raise TraceError(f"{path}:{n}: trace header lacks {key!r}")
+    hz = header["clock_hz"]
+    if not isinstance(hz, int) or isinstance(hz, bool) or hz <= 0:
+        raise TraceError(f"{path}:{n}: header clock_hz must be a positive integer (got {hz!r})")
+    vs = header.get("vsync_hz")
+    if vs is not None and (not isinstance(vs, (int, float)) or isinstance(vs, bool) or not vs > 0
+                           or vs == float("inf")):
+        raise TraceError(f"{path}:{n}: header vsync_hz must be a positive number (got {vs!r})")

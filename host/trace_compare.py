@@ -16,7 +16,6 @@ keeps the line number of each event so that errors and reports can point at the 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from copperline.firmware import isa
-from copperline.host.trace import TRACE_VERSION, TraceError, dumps
+from copperline.host.trace import TraceError, read_numbered_trace
 
 log = logging.getLogger(__name__)
 
@@ -80,52 +79,14 @@ def load_trace(path: str) -> Trace:
     newer traces still load.
     """
     path = str(path)
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot open trace: {exc.strerror}") from None
-    header = None
+    header, numbered = read_numbered_trace(path)
     events: list[dict] = []
     lines: list[int] = []
-    with f:
-        try:
-            for n, line in enumerate(f, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TraceError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise TraceError(f"{path}:{n}: expected a JSON object")
-                if header is None:
-                    header = obj
-                    _check_header(path, n, header)
-                    continue
-                _check_event(path, n, obj, header["clock_hz"])
-                events.append(obj)
-                lines.append(n)
-        except UnicodeDecodeError:
-            raise TraceError(f"{path}: not UTF-8 text") from None
-    if header is None:
-        raise TraceError(f"{path}: empty file, expected a trace header line")
+    for n, obj in numbered:
+        _check_event(path, n, obj, header["clock_hz"])
+        events.append(obj)
+        lines.append(n)
     return Trace(path, header, events, lines)
-
-
-def _check_header(path: str, n: int, header: dict) -> None:
-    if header.get("trace") != TRACE_VERSION:
-        raise TraceError(f"{path}:{n}: not a copperline trace header "
-                         f"(expected \"trace\": {TRACE_VERSION}): {dumps(header)[:120]}")
-    for key in ("backend", "clock_hz"):
-        if key not in header:
-            raise TraceError(f"{path}:{n}: trace header lacks {key!r}")
-    if not _is_int(header["clock_hz"]) or header["clock_hz"] <= 0:
-        raise TraceError(f"{path}:{n}: header clock_hz must be a positive integer "
-                         f"(got {header['clock_hz']!r})")
-    vs = header.get("vsync_hz")
-    if vs is not None and (not _is_num(vs) or vs <= 0):
-        raise TraceError(f"{path}:{n}: header vsync_hz must be a positive number (got {vs!r})")
 
 
 def _check_event(path: str, n: int, e: dict, clock_hz: int) -> None:
