@@ -181,7 +181,9 @@ class RealTimeExecutor:
     def _main(self) -> None:
         _reduce_timer_slack()
         self.realtime_scheduling = _raise_priority(self.rt_priority)
-        self.t0_ns = time.perf_counter_ns()
+        # Cycle 0 lies one spin window ahead, so the first cycles' events are computed
+        # ahead and handed over on time like every later one.
+        self.t0_ns = time.perf_counter_ns() + self.spin_ns
         self._ready.set()
         try:
             self._loop()
@@ -217,18 +219,28 @@ class RealTimeExecutor:
                 wake.wait((deadline - now - spin) / 1e9)
                 continue
             if now < deadline:
-                # The machine is deterministic: compute the due cycle's events now, so at
-                # the deadline only the hand-over is left. Host commands that arrive
-                # meanwhile run on the next turn of the loop, at most spin_us later.
-                events = m.run_until(nc + 1)
-                while now < deadline:
-                    if deadline - now > 150_000:
-                        # Let other threads run while far from it; not closer: a sleep(0)
-                        # can lose the CPU for tens of microseconds.
-                        time.sleep(0)
-                    now = clock()
-                if events:
-                    self._deliver(events, now - t0)
+                # The machine is deterministic: compute the events of every cycle due in
+                # the next spin window now, so at each deadline only the hand-over is
+                # left. Host commands that arrive meanwhile run on the next turn of the
+                # loop, at most about two spin windows later.
+                batches = []
+                horizon = deadline + spin
+                cyc = nc
+                while cyc is not None and len(batches) < 256:
+                    due = t0 + -(-cyc * 1_000_000_000 // hz)
+                    if due > horizon:
+                        break
+                    batches.append((due, m.run_until(cyc + 1)))
+                    cyc = m.next_event_cycle()
+                for due, events in batches:
+                    while now < due:
+                        if due - now > 150_000:
+                            # Let other threads run while far from it; not closer: a
+                            # sleep(0) can lose the CPU for tens of microseconds.
+                            time.sleep(0)
+                        now = clock()
+                    if events:
+                        self._deliver(events, now - t0)
                 continue
             now_cycle = (now - t0) * hz // 1_000_000_000
             target = min(now_cycle + 1, nc + self.slice_cycles)

@@ -116,6 +116,8 @@ class SoftBackend(Backend):
             wall = None
             if self._rt is not None and self._rt.running:
                 wall = time.perf_counter_ns() - self._rt.t0_ns
+            elif self._rt is not None and m.cycle == 0:
+                wall = 0      # before open(): open() makes this instant the time base
             self._deliver(events, wall)
 
     def _slot(self, prog_id: int) -> int:
