@@ -32,8 +32,8 @@ STAGE_NAMES = {"yosys": "synthesis (yosys)", "nextpnr-ice40": "place & route (ne
                "ecppack": "bitstream (ecppack)"}
 #: nextpnr cell types counted as logic / flip-flops / block RAM, per family.
 UTILISATION_CELLS = {
-    "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "dsp": "ICESTORM_DSP",
-              "io": "SB_IO", "pll": "ICESTORM_PLL"},
+    "ice40": {"logic": "ICESTORM_LC", "bram": "ICESTORM_RAM", "spram": "ICESTORM_SPRAM",
+              "dsp": "ICESTORM_DSP", "io": "SB_IO", "pll": "ICESTORM_PLL"},
     "ecp5": {"logic": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD",
              "dsp": "MULT18X18D", "io": "TRELLIS_IO", "pll": "EHXPLLL"},
 }

@@ -31,6 +31,8 @@ BOARD = Board(
     bitstream="copper.bin",
     flash_commands=_flash_commands,
     programmers=("iceprog", "openfpgaloader"),
-    # 4 contexts -> 4 phases -> a 3 MHz core cycle; 4 x 256 words fit 8 of 30 block RAMs.
-    core={"contexts": 4, "program_words": 256},
+    # 4 contexts -> 4 phases -> a 3 MHz core cycle. Program memory in the two SPRAMs
+    # (SB_SPRAM256KA): 4 x 1024 words, the VM's size, and no block RAM for programs.
+    core={"contexts": 4, "program_words": 1024, "program_memory": "spram",
+          "spram_primitive": True},
 )

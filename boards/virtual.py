@@ -114,6 +114,8 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     ``CoreConfig``, or None for the link-only top). ``byte_io=False`` keeps the UART pins
     (the cxxrtl engine)."""
     from copperline.hdl.top import LinkTop
+    if core is not None:
+        core = core.simulation()         # e.g. the SPRAM model instead of SB_SPRAM256KA
     return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core)
 
 

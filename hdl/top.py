@@ -35,12 +35,23 @@ class CoreConfig:
     ``fabric_hz / phases`` must be a whole number of MHz."""
 
     def __init__(self, *, contexts: int = 4, program_words: int = 256, layers: int = 16,
-                 vsync_hz: float = 60.0, fifo_depth: int = 256):
+                 vsync_hz: float = 60.0, fifo_depth: int = 256, program_memory: str = "bram",
+                 spram_primitive: bool = False):
         self.contexts = contexts
         self.program_words = program_words
         self.layers = layers
         self.vsync_hz = vsync_hz
         self.fifo_depth = fifo_depth
+        #: ``bram`` or ``spram`` (iCE40UP); with ``spram_primitive`` False the SPRAM's
+        #: Amaranth model stands in (simulation: the virtual board).
+        self.program_memory = program_memory
+        self.spram_primitive = spram_primitive
+
+    def simulation(self) -> "CoreConfig":
+        """The same core with simulation models instead of FPGA primitives."""
+        return CoreConfig(contexts=self.contexts, program_words=self.program_words,
+                          layers=self.layers, vsync_hz=self.vsync_hz,
+                          fifo_depth=self.fifo_depth, program_memory=self.program_memory)
 
     def core_hz(self, fabric_hz: int) -> int:
         from copperline.hdl.core import phases_for
@@ -269,7 +280,8 @@ class LinkTop(wiring.Component):
         from copperline.hdl.core import Core
         c = self.core_config
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
-                    program_words=c.program_words, fifo_depth=c.fifo_depth)
+                    program_words=c.program_words, fifo_depth=c.fifo_depth,
+                    program_memory=c.program_memory, spram_primitive=c.spram_primitive)
 
     def event_bytes(self) -> int:
         from copperline.hdl.event_fifo import event_layout

@@ -31,6 +31,7 @@ from copperline.host.vm import Machine
 FABRIC_HZ = 12_000_000          # iCEBreaker
 CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
 VSYNC_HZ = 1000.0
+WORDS = 1024                    # program words per context (SPRAM)
 COPPER = str(Path(sys.executable).with_name("copper"))
 
 PROGRAM = {"version": 1, "program": [
@@ -60,9 +61,10 @@ TICKER = {"version": 1, "program": [
 
 
 def _server(port: int = 0):
+    from copperline.boards.registry import get_board
     from copperline.boards.virtual import VirtualBoardServer
-    from copperline.hdl.top import CoreConfig
-    core = CoreConfig(contexts=4, program_words=256, vsync_hz=VSYNC_HZ)
+    core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
+    core.vsync_hz = VSYNC_HZ                           # ... with a fast vsync
     return VirtualBoardServer("127.0.0.1", port, clock_hz=FABRIC_HZ, baud=1_000_000,
                               core=core, engine="cxxrtl").start()
 
@@ -98,7 +100,7 @@ def test_identify_load_start_events_status_regs(board):
     be.open()
     try:
         assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
-            (CORE_HZ, VSYNC_HZ, 4, 256)
+            (CORE_HZ, VSYNC_HZ, 4, WORDS)
         pid = be.load(compile_program(PROGRAM))
         assert be.status(pid).state.value == "loaded"
         be.start(pid)
@@ -161,14 +163,14 @@ def test_stop_emits_stopped_and_unload_frees_the_slot(board):
 
 
 def test_program_too_big_for_the_board_is_bad_arg(board):
-    big = {"version": 1, "program": [{"op": "NOP"}] * 300 + [{"op": "HALT"}]}
+    big = {"version": 1, "program": [{"op": "NOP"}] * WORDS + [{"op": "HALT"}]}
     be = FpgaBackend(port=board.url)
     be.open()
     try:
         with pytest.raises(BackendError) as err:
-            be.load(compile_program(big))
+            be.load(compile_program(big, program_words=2 * WORDS))
         assert err.value.code == "BAD_ARG"
-        assert "301 words" in err.value.message and "256" in err.value.message
+        assert f"{WORDS + 1} words" in err.value.message and str(WORDS) in err.value.message
     finally:
         be.close()
 

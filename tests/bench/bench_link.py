@@ -104,7 +104,7 @@ def _virtual_board_figures(core, n: int) -> None:
     1 Mbaud), in the board's simulated time and on the wall clock."""
     srv = _fast_board(core)
     sim = srv.link
-    words = list(range(4 * 256))              # every slot's program memory: 4 KiB
+    words = list(range(1024))                 # one slot's program memory: 4 KiB
     payload = 4 * len(words)
     reps = 3
     with proto.Link(srv.url, timeout=5.0) as link:
@@ -162,9 +162,9 @@ def _speed(core, seconds: float = 2.0) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from copperline.hdl.top import CoreConfig
+    from copperline.boards.registry import get_board
 
-    core = CoreConfig(contexts=4, program_words=256)
+    core = get_board("icebreaker").core_config().simulation()   # SPRAM model, 4 x 1024
     write = proto.encode_frame(proto.T_WRITE | proto.SPACE_PROG, 1,
                                struct.pack("<H64I", 0, *range(0xC0, 0xC0 + 64)))
     status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, struct.pack("<HB", 0, 4))
