@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="soft: do not generate vsync events")
     p.add_argument("--port", metavar="URL", help="fpga: serial port or URL of the board link")
     p.add_argument("--board", metavar="NAME", help="fpga: board name")
+    p.add_argument("--fallback", choices=("soft",),
+                   help="fpga: when the board is lost, keep the programs running on the VM")
     p.add_argument("--test-hooks", action="store_true",
                    help="enable the debug.emit command (benchmarks and tests only)")
     p.add_argument("-q", "--quiet", action="store_true", help="no start-up banner")
@@ -80,23 +82,9 @@ def make_backend(args):
             return SoftBackend(clock="monotonic", **kw)
         except ValueError as exc:
             raise UsageError(f"--backend soft: {exc}") from None
-    try:
-        import copperline.host.fpga as fpga
-    except ModuleNotFoundError as exc:
-        if exc.name != "copperline.host.fpga":
-            raise
-        raise UsageError("--backend fpga: not implemented yet (copperline.host.fpga does not "
-                         "exist in this build); use --backend soft") from None
-    factory = getattr(fpga, "FpgaBackend", None)
-    if factory is None:
-        raise UsageError("--backend fpga: not implemented yet (copperline.host.fpga has no "
-                         "FpgaBackend)")
-    if not args.port:
-        raise UsageError("--backend fpga needs --port URL (e.g. /dev/ttyUSB1 or socket://HOST:PORT)")
-    try:
-        return factory(port=args.port, board=args.board)
-    except TypeError:
-        return factory(args.port)
+    from copperline.host.fpga import FpgaBackend
+    # Without --port the backend finds the board by its USB id (clear error when none).
+    return FpgaBackend(port=args.port, board=args.board, fallback=args.fallback)
 
 
 def _caps(args):

@@ -27,6 +27,7 @@ import sys
 import time
 
 from copperline.firmware import isa
+from copperline.host.backend import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,11 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=("soft", "sim", "fpga"), default="soft")
     p.add_argument("--clock", choices=("virtual", "monotonic"), default="virtual",
                    help="soft backend: virtual time (fast, deterministic) or real time")
-    p.add_argument("--clock-hz", type=int, default=DEFAULT_CLOCK_HZ,
-                   help=f"core clock, whole MHz (default {DEFAULT_CLOCK_HZ}: iCEBreaker)")
-    p.add_argument("--vsync-hz", type=float, default=isa.DEFAULT_VSYNC_HZ)
+    p.add_argument("--clock-hz", type=int, default=None,
+                   help=f"core clock, whole MHz (default {DEFAULT_CLOCK_HZ}: iCEBreaker; "
+                        "fpga: the board's, as it reports it)")
+    p.add_argument("--vsync-hz", type=float, default=None,
+                   help=f"vsync rate (default {isa.DEFAULT_VSYNC_HZ:g}; fpga: the board's)")
     span = p.add_mutually_exclusive_group()
     span.add_argument("--frames", type=int, help="run until global cycle N * vsync period")
     span.add_argument("--until-us", type=float, help="run until T microseconds")
@@ -132,23 +135,9 @@ def make_realtime_backend(args):
         from copperline.host.soft import SoftBackend
         return SoftBackend("monotonic", clock_hz=args.clock_hz, vsync_hz=args.vsync_hz,
                            watchdog_ops=args.watchdog_ops, vsync_events=args.vsync_events)
-    try:
-        import copperline.host.fpga as fpga
-    except ModuleNotFoundError as exc:
-        if exc.name != "copperline.host.fpga":
-            raise
-        raise RunError("--backend fpga: not implemented yet (copperline.host.fpga does not "
-                       "exist in this build); use --backend soft", 2) from None
-    factory = getattr(fpga, "FpgaBackend", None)
-    if factory is None:
-        raise RunError("--backend fpga: not implemented yet (copperline.host.fpga has no "
-                       "FpgaBackend)", 2)
-    if not args.port:
-        raise RunError("--backend fpga needs --port URL (e.g. /dev/ttyUSB1 or socket://HOST:PORT)")
-    try:
-        return factory(port=args.port, board=args.board)
-    except TypeError:
-        return factory(args.port)
+    from copperline.host.fpga import FpgaBackend
+    # Without --port the backend finds the board by its USB id (clear error when none).
+    return FpgaBackend(port=args.port, board=args.board)
 
 
 # -- drivers ------------------------------------------------------------------------------
@@ -230,9 +219,46 @@ def main(args) -> int:
     except RunError as exc:
         print(f"copper run: {exc}", file=sys.stderr)
         return exc.code
+    except BackendError as exc:
+        print(f"copper run: {args.backend} backend: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+
+
+def _resolve_clock(args):
+    """Fill in --clock-hz/--vsync-hz. A board runs at its own clock: the fpga backend is
+    opened here to ask it, and a --clock-hz that disagrees is an error. Returns the opened
+    fpga backend, or None."""
+    backend = None
+    if args.backend == "fpga":
+        backend = make_realtime_backend(args)
+        try:
+            backend.open()
+        except BackendError as exc:
+            raise RunError(f"--backend fpga: {exc.message}") from None
+        for name, value in (("clock_hz", backend.clock_hz), ("vsync_hz", backend.vsync_hz)):
+            given = getattr(args, name)
+            if given is not None and given != value:
+                backend.close()
+                raise RunError(f"--{name.replace('_', '-')} {given:g}: the board runs at "
+                               f"{value:g} (leave the option out to use the board's)")
+            setattr(args, name, value)
+    if args.clock_hz is None:
+        args.clock_hz = DEFAULT_CLOCK_HZ
+    if args.vsync_hz is None:
+        args.vsync_hz = isa.DEFAULT_VSYNC_HZ
+    return backend
 
 
 def _main(args) -> int:
+    opened = _resolve_clock(args)
+    try:
+        return _run(args, opened)
+    finally:
+        if opened is not None:
+            opened.close()
+
+
+def _run(args, opened) -> int:
     from copperline.host.trace import TraceWriter
     try:
         cpu = isa.cycles_per_us(args.clock_hz)
@@ -256,7 +282,7 @@ def _main(args) -> int:
     clock = "monotonic" if realtime else "virtual"
     t_wall = time.perf_counter()
     if realtime:
-        backend = make_realtime_backend(args)
+        backend = opened or make_realtime_backend(args)
         events, status = run_realtime(backend, image, until_cycle=until_cycle, fences=fences,
                                       max_cycle=DEFAULT_MAX_US * cpu)
         end_cycle = until_cycle if until_cycle is not None else max(

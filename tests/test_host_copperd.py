@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -93,12 +92,13 @@ def test_abstract_socket_daemon():
     assert d.returncode == 0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("copperline.host.fpga") is not None,
-                    reason="the fpga backend exists now")
-def test_fpga_backend_not_implemented_yet(tmp_path):
-    r = subprocess.run([*COPPERD, "--backend", "fpga", "--socket", str(tmp_path / "x.sock")],
+def test_fpga_backend_without_a_board_is_a_clear_error(tmp_path):
+    # Port 1 on loopback: nothing listens there, so the link cannot open.
+    r = subprocess.run([*COPPERD, "--backend", "fpga", "--port", "socket://127.0.0.1:1",
+                        "--socket", str(tmp_path / "x.sock")],
                        capture_output=True, text=True, timeout=30)
-    assert r.returncode == 2 and "not implemented yet" in r.stderr
+    assert r.returncode == 1 and "cannot open the fpga backend" in r.stderr
+    assert "socket://127.0.0.1:1" in r.stderr
     assert not os.path.exists(tmp_path / "x.sock")
 
 
