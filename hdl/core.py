@@ -67,7 +67,7 @@ STATE_PC_BITS = isa.ADDR_BITS
 
 def phases_for(contexts: int) -> int:
     """Clocks per core cycle for ``contexts`` contexts."""
-    return max(contexts, 3)
+    return max(contexts, 4)
 
 
 def command_layout(contexts: int) -> data.StructLayout:
@@ -186,6 +186,10 @@ class Core(wiring.Component):
         # The executor's record stream into the FIFO (before any drop): simulation
         # engines observe it to get events with no FIFO latency.
         self.tap = stream.Signature(self.event_layout, always_ready=True).create(path=("tap",))
+        # E's result (state, reported pc) of this clock, for engines that read the status of the
+        # context in E (the last one, in phase 0) before the clock that stores it
+        self.sim_next_state = Signal(3, name="sim_next_state")
+        self.sim_next_pc = Signal(self.pc_bits, name="sim_next_pc")
 
     def elaborate(self, platform):
         m = Module()
@@ -205,40 +209,50 @@ class Core(wiring.Component):
         m.submodules.loop_mem = loop_mem
         m.submodules.fence_mem = fence_mem
 
-        # -- phases: E = context executing, R = next, F = the one after -----------------
-        ph_e = Signal(range(P))
-        ph_r = Signal(range(P), init=1 % P)
+        # -- phases ----------------------------------------------------------------------
+        # In phase p of a core cycle: X holds context p, R context p+1, F context p+2 and
+        # E context p-1 (E of the last context runs in phase 0 of the next core cycle).
+        # One counter per stage (no adders on the stage slot numbers).
+        ph = Signal(range(P))
         ph_f = Signal(range(P), init=2 % P)
-        for s in (ph_e, ph_r, ph_f):
+        ph_r = Signal(range(P), init=1 % P)
+        ph_e = Signal(range(P), init=P - 1)
+        for s in (ph, ph_f, ph_r, ph_e):
             m.d.sync += s.eq(Mux(s == P - 1, 0, s + 1))
         first = Signal()
         last = Signal()
-        m.d.comb += [first.eq(ph_e == 0), last.eq(ph_e == P - 1)]
-        m.d.comb += self.phase.eq(ph_e)
+        m.d.comb += [first.eq(ph == 0), last.eq(ph == P - 1)]
+        m.d.comb += self.phase.eq(ph)
 
-        # -- host commands: accepted in the first clock of a cycle -------------------
-        cmd_now = Signal(self.command_layout)
-        cmd_held = Signal(self.command_layout)
-        # The first core cycle after reset has no fetch for contexts 0 and 1 (their
-        # fetch would have been in the cycle before): accept commands from cycle 1 on.
-        primed = Signal()
+        # -- host commands: accepted in phase 0, applied by E in that core cycle -----------
+        # The first core cycle after reset has no fetch for contexts 0 and 1 (their fetch
+        # would have been in the cycle before): accept commands from cycle 1 on.
         # spram: a program write took the fetch of context 0 or 1 (fetched in the previous
         # cycle); a start in this cycle would issue a stale word, so hold commands a cycle.
         stale = Signal()
-        with m.If(last):
-            m.d.sync += primed.eq(1)
+        # ``cmd_ok`` is a register, decided in the last clock of the previous cycle (0 after
+        # reset: that is the first cycle's hold)
         cmd_ok = Signal()
-        m.d.comb += cmd_ok.eq(first & primed & ~stale)
         accept = cmd_ok & self.cmd.valid
         m.d.comb += self.cmd.ready.eq(cmd_ok)
+        acc_cmd = Signal(self.command_layout)
+        m.d.comb += acc_cmd.eq(Mux(accept, self.cmd.payload.as_value(), 0))
+        # The command's slot masks as shift registers: bit 0 is always E's context, so E
+        # reads registers only. Loaded at the end of phase 0 (E of the last context of the
+        # previous cycle still reads its bits then), shifted after every other phase.
+        cmd_start, cmd_stop, cmd_reset = (Signal(C, name=f"cmd_{n}") for n in ("start", "stop", "reset"))
         with m.If(first):
-            m.d.comb += cmd_now.eq(Mux(accept, self.cmd.payload.as_value(), 0))
-            m.d.sync += cmd_held.eq(cmd_now)
+            m.d.sync += [cmd_start.eq(acc_cmd.start), cmd_stop.eq(acc_cmd.stop),
+                         cmd_reset.eq(acc_cmd.reset)]
         with m.Else():
-            m.d.comb += cmd_now.eq(cmd_held)
+            m.d.sync += [r.eq(r >> 1) for r in (cmd_start, cmd_stop, cmd_reset)]
+        # this cycle's start mask (for the SPRAM write arbitration)
+        cmd_start_held = Signal(C)
+        with m.If(first):
+            m.d.sync += cmd_start_held.eq(acc_cmd.start)
         tb_reset = accept & self.cmd.payload.timebase
 
-        # -- time base ---------------------------------------------------------------
+        # -- time base ---------------------------------------------------------------------
         g = Signal(TIMESTAMP_BITS)
         now = Signal(TIMESTAMP_BITS)
         m.d.comb += now.eq(Mux(tb_reset, 0, g))
@@ -246,15 +260,35 @@ class Core(wiring.Component):
             m.d.sync += g.eq(0)
         with m.Elif(last):
             m.d.sync += g.eq(g + 1)
+        # the core cycle of E's context: ``now`` taken at the end of phase 0
+        g_e = Signal(TIMESTAMP_BITS)
+        with m.If(first):
+            m.d.sync += g_e.eq(now)
         m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_reset),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
                      self.vsync_edge.eq(vs.edge)]
 
-        # -- per-context state ---------------------------------------------------------
-        # state and pc in flip-flops (the status port reads them); the wide counters in
-        # a small RAM read in F and written in E (the R stage precomputes on them).
-        st_a = Array(Signal(3, name=f"state{i}") for i in range(C))
-        pc_a = Array(Signal(pb, name=f"pc{i}") for i in range(C))
+        def active(st):
+            return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
+
+        # -- per-context state/pc: a ring of P registers that moves with the pipeline ---
+        # ring[0] is F's context, ring[1] R's, ring[2] X's, ring[3] E's; E's result enters
+        # the ring where the context's next fetch picks it up. No per-context muxes.
+        ring_st = [Signal(3, name=f"ring_st{i}") for i in range(P)]
+        ring_pc = [Signal(pb, name=f"ring_pc{i}") for i in range(P)]
+        # ring_rep: the pc the status port reports (the op after a blocked FENCE, as the
+        # VM does), so that no adder sits between the ring and the port
+        ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
+        n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
+        back = 4 % P
+        for i in range(P):
+            if i == back:
+                m.d.sync += [ring_st[i].eq(n_st), ring_pc[i].eq(n_pc), ring_rep[i].eq(n_rep)]
+            else:
+                m.d.sync += [ring_st[i].eq(ring_st[i - 1]), ring_pc[i].eq(ring_pc[i - 1]),
+                             ring_rep[i].eq(ring_rep[i - 1])]
+
+        # per-context counters in a P-deep block RAM: read in F, written in E
         dlay = delay_layout(chz)
         wdshape = unsigned(self.watchdog_ops.bit_length())
         ctx_layout = data.StructLayout({"hi": dlay.members["hi"], "lo": dlay.members["lo"],
@@ -266,17 +300,17 @@ class Core(wiring.Component):
         ctx_wp = ctx_mem.write_port()
         m.d.comb += [ctx_rp.addr.eq(ph_f), ctx_wp.addr.eq(ph_e)]
 
-        def active(st):
-            return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
-
         # -- F: program memory address (or a pending program write) ----------------------
-        f_st = st_a[ph_f]
-        fetch_addr = Cat(Mux(active(f_st), pc_a[ph_f], 0), ph_f[:sb])
+        f_st, f_pc = ring_st[0], ring_pc[0]
+        fetch_addr = Cat(Mux(active(f_st), f_pc, 0), ph_f[:sb])
         wr = self.prog_wr
         if prog.single_port:
             # One access per clock: a write waits in a buffer for the F stage of its own
-            # slot (which is not running, so it needs no fetch) and takes that access;
-            # never while that slot is being started in this cycle.
+            # slot (which is not running, so it needs no fetch) and takes that access. The
+            # decision is made one clock ahead (``commit`` is a register). A fetch of slot
+            # 0 or 1 serves the next core cycle: its commands are held a cycle (``stale``);
+            # a fetch in phase 0 serves this cycle: its commands wait a cycle; a later one
+            # is taken only if this cycle's command does not start that slot.
             wb_valid = Signal()
             wb_addr = Signal.like(wr.payload.addr)
             wb_data = Signal(isa.WORD_BITS)
@@ -285,22 +319,30 @@ class Core(wiring.Component):
                 m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
             wb_slot = wb_addr[pb:]
             commit = Signal()
-            m.d.comb += commit.eq(wb_valid & (wb_slot == ph_f[:sb]) & (ph_f < C)
-                                  & ~cmd_now.start.bit_select(ph_f, 1))
+            f_next = Signal(range(P))          # F's context in the next clock
+            m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
+            start_mask = Mux(first, acc_cmd.start, cmd_start_held)
+            commit_d = Signal()
+            m.d.comb += commit_d.eq(wb_valid & ~commit & (wb_slot == f_next[:sb]) & (f_next < C)
+                                    & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
+            m.d.sync += commit.eq(commit_d)
             with m.If(commit):
                 m.d.sync += wb_valid.eq(0)
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
                          prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
-            # contexts whose F is in the previous core cycle: k - 2 < 0
-            with m.If(commit & (ph_f < 2)):
+            stale_set = commit & (ph_f < 2)
+            with m.If(stale_set):
                 m.d.sync += stale.eq(1)
             with m.Elif(first):
                 m.d.sync += stale.eq(0)
+            # phase 0 of the next cycle: not stale, and no write commits in it
+            m.d.sync += cmd_ok.eq(last & ~stale & ~stale_set & ~commit_d)
         else:
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
+            m.d.sync += cmd_ok.eq(last)
 
-        # -- R: decode, operand addresses, precompute on the context's counters --------
+        # -- R: decode, operand RAM addresses, tests on the context's counters ------------
         word = prog.rd_data
         m.d.comb += dec.word.eq(word)
 
@@ -308,21 +350,22 @@ class Core(wiring.Component):
             b = isa.OP_BY_NAME[op_name].bit(field_name)
             return word[b.lsb:b.lsb + b.width]
 
-        word_e = Signal(isa.WORD_BITS)
-        flags = {op.name: Signal(name=f"e_is_{op.name.lower()}") for op in isa.OPS}
-        valid_e = Signal()
-        m.d.sync += [word_e.eq(word), valid_e.eq(dec.valid)]
+        word_x = Signal(isa.WORD_BITS)
+        flags = {op.name: Signal(name=f"x_is_{op.name.lower()}") for op in isa.OPS}
+        valid_x = Signal()
+        m.d.sync += [word_x.eq(word), valid_x.eq(dec.valid)]
         m.d.sync += [flags[n].eq(dec.flag(n)) for n in flags]
 
-        def fld(op_name, field_name):
+        def fld(op_name, field_name, w=None):
+            w = word_x if w is None else w
             b = isa.OP_BY_NAME[op_name].bit(field_name)
-            v = word_e[b.lsb:b.lsb + b.width]
+            v = w[b.lsb:b.lsb + b.width]
             return v.as_signed() if b.signed else v
 
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
         fence_wp = fence_mem.write_port()
-        fence_rp = fence_mem.read_port(transparent_for=(fence_wp,))
+        fence_rp = fence_mem.read_port()
         m.d.comb += [
             rf.rd_addr.eq(raw("MOVE", "reg")),
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
@@ -333,157 +376,233 @@ class Core(wiring.Component):
                      fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
 
         cx = ctx_rp.data
-        st_r, pc_r = Signal(3), Signal(pb)
-        hi_r, lo_r = Signal.like(cx.hi), Signal.like(cx.lo)
-        wd_r, lv_r = Signal(wdshape), Signal(isa.LOOP_SLOTS)
-        dz_r, wdhit_r = Signal(), Signal()
-        m.d.sync += [st_r.eq(st_a[ph_r]), pc_r.eq(pc_a[ph_r]), hi_r.eq(cx.hi), lo_r.eq(cx.lo),
-                     wd_r.eq(cx.idle), lv_r.eq(cx.armed), dz_r.eq(delay_zero(cx.hi, cx.lo)),
-                     wdhit_r.eq(cx.idle == self.watchdog_ops)]
+        hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
+        wd_x, lv_x = Signal(wdshape), Signal(isa.LOOP_SLOTS)
+        dz_x, wdhit_x = Signal(), Signal()
+        m.d.sync += [hi_x.eq(cx.hi), lo_x.eq(cx.lo), wd_x.eq(cx.idle), lv_x.eq(cx.armed),
+                     dz_x.eq(delay_zero(cx.hi, cx.lo)), wdhit_x.eq(cx.idle == self.watchdog_ops)]
 
-        # -- E: execute (every input is a register or a RAM output) --------------------
-        k = ph_e
-        valid_ctx = k < C
-        start_now = cmd_now.start.bit_select(k, 1) & valid_ctx
-        stop_now = cmd_now.stop.bit_select(k, 1) & valid_ctx
-        reset_now = cmd_now.reset.bit_select(k, 1) & valid_ctx
-        start_ok = Signal()
-        m.d.comb += start_ok.eq(start_now & ~active(st_r))
-
-        # the state after a start (a start clears the counters: delay 0, idle 0, no loop
-        # armed); the watchdog limit is >= 1, so a start never trips it
+        # -- X: every decision, from registers and the operand RAMs; results registered ---
+        st_x, pc_x = ring_st[2], ring_pc[2]
+        act_x = Signal()
+        m.d.comb += act_x.eq(active(st_x))
+        # An inactive context proceeds in E only if it is started there: X computes the
+        # outcome of issuing word 0 from a clean state for it (the start outcome), and the
+        # outcome of the current state for an active one. E only selects.
         eff_st = Signal(3)
         eff_pc = Signal(pb)
         eff_lv = Signal(isa.LOOP_SLOTS)
         can_issue = Signal()
-        m.d.comb += [eff_st.eq(Mux(start_ok, CtxState.RUNNING, st_r)),
-                     eff_pc.eq(Mux(start_ok, 0, pc_r)), eff_lv.eq(Mux(start_ok, 0, lv_r)),
-                     can_issue.eq(start_ok | (dz_r & ~wdhit_r))]
+        m.d.comb += [eff_st.eq(Mux(act_x, st_x, CtxState.RUNNING)),
+                     eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0)),
+                     can_issue.eq(~act_x | (dz_x & ~wdhit_x))]
         pc_inc = (eff_pc + 1)[:pb]
-        wd_inc = Mux(start_ok, 1, (wd_r + 1)[:len(wd_r)])
-        dec_hi, dec_lo = delay_dec(hi_r, lo_r, chz)
+        wd_inc = Mux(act_x, (wd_x + 1)[:len(wd_x)], 1)
+        dec_hi, dec_lo = delay_dec(hi_x, lo_x, chz)
 
-        n_st, n_pc = Signal(3), Signal(pb)
-        n_hi, n_lo = Signal.like(hi_r), Signal.like(lo_r)
-        n_wd, n_lv = Signal.like(wd_r), Signal.like(lv_r)
-        m.d.comb += [n_st.eq(eff_st), n_pc.eq(eff_pc), n_hi.eq(Mux(start_ok, 0, hi_r)),
-                     n_lo.eq(Mux(start_ok, 0, lo_r)), n_wd.eq(Mux(start_ok, 0, wd_r)),
-                     n_lv.eq(eff_lv)]
+        o_st, o_pc = Signal(3), Signal(pb)
+        o_hi, o_lo = Signal.like(hi_x), Signal.like(lo_x)
+        o_wd, o_lv = Signal.like(wd_x), Signal.like(lv_x)
+        o_kind = Signal(3)
+        o_payload = Signal(PAYLOAD_BITS)
+        o_rf_we, o_loop_we, o_fdep, o_ldep, o_vdep = (Signal() for _ in range(5))
+        m.d.comb += [o_st.eq(eff_st), o_pc.eq(eff_pc), o_hi.eq(hi_x), o_lo.eq(lo_x),
+                     o_wd.eq(Mux(act_x, wd_x, 0)), o_lv.eq(eff_lv)]
 
         def load_delay(cycles):
             hi, lo = delay_const(chz, cycles)
-            return [n_hi.eq(hi), n_lo.eq(lo)]
-
-        ev_kind = Signal(3)
-        ev_started = Signal()
-        ev_payload = Signal(PAYLOAD_BITS)
-        m.d.comb += ev_started.eq(start_ok)
+            return [o_hi.eq(hi), o_lo.eq(lo)]
 
         def state_event(state, reason, pc):
-            return [ev_kind.eq(EventKind.STATE),
-                    ev_payload.eq(Cat(Const(state, 3), Const(reason, 3), pc.as_unsigned()[:STATE_PC_BITS]))]
+            return [o_kind.eq(EventKind.STATE),
+                    o_payload.eq(Cat(Const(state, 3), Const(reason, 3), pc.as_unsigned()[:STATE_PC_BITS]))]
 
-        # fence value of this context's timeline: a write in this very clock wins
-        fence_val = Signal(isa.FENCE_VALUE_BITS)
-        fwd = (self.fence_wr.valid & (fw.slot == k[:sb]) & (fw.timeline == fld("FENCE", "timeline")))
-        m.d.comb += fence_val.eq(Mux(fwd, fw.value, fence_rp.data))
-        fence_ok = Signal()
-        m.d.comb += fence_ok.eq(fence_val >= fld("FENCE", "value"))
-
-        issue = Signal()
-        with m.If(reset_now):
-            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_hi.eq(0), n_lo.eq(0), n_wd.eq(0),
-                         n_lv.eq(0), ev_started.eq(0)]
-        with m.Elif(stop_now & active(st_r)):
-            m.d.comb += n_st.eq(CtxState.STOPPED)
-            m.d.comb += state_event(CtxState.STOPPED, Reason.HOST,
-                                    Mux(st_r == CtxState.FENCE, pc_r + 1, pc_r))
-        with m.Else():
-            with m.Switch(eff_st):
-                with m.Case(CtxState.RUNNING):
-                    with m.If(can_issue):
-                        m.d.comb += issue.eq(1)
-                    with m.Elif(~dz_r):
-                        m.d.comb += [n_hi.eq(dec_hi), n_lo.eq(dec_lo)]
-                    with m.Else():
-                        m.d.comb += n_st.eq(CtxState.FAULTED)
-                        m.d.comb += state_event(CtxState.FAULTED, Reason.WATCHDOG, eff_pc)
-                with m.Case(CtxState.VSYNC):
-                    with m.If(vs.edge):
-                        m.d.comb += [n_st.eq(CtxState.RUNNING)] + load_delay(isa.VSYNC_LATENCY - 1)
-                with m.Case(CtxState.FENCE):
-                    with m.If(fence_ok):
-                        m.d.comb += [n_st.eq(CtxState.RUNNING), n_pc.eq(pc_inc)]
-                        m.d.comb += load_delay(isa.FENCE_RESUME_LATENCY - 1)
-
-        # register writes
-        reg_idx = fld("MOVE", "reg")
-        mask = field_mask(reg_idx[:(isa.REG_STRIDE - 1).bit_length()])
-        move_val = fld("MOVE", "value") & mask
-        add_val = (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS] & mask
-        reg_new = Signal(REG_WORD_BITS)
-        m.d.comb += [reg_new.eq(Mux(flags["MOVE"], move_val, add_val)),
-                     rf.wr_addr.eq(reg_idx), rf.wr_data.eq(reg_new)]
+        # fence test of this context's timeline; a write in this very clock (the host
+        # writes slot s in phase s, X's phase) counts too. Values only grow, so "the new
+        # value is >= V" is (RAM value >= V) | (this write's value >= V): two comparisons
+        # side by side instead of a forwarding mux in front of one. The result is
+        # registered and E applies it (``o_fdep``): the outcome below assumes it is met.
+        fwd = Signal()
+        m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
+                           & (fw.timeline == fld("FENCE", "timeline")))
+        fence_ok = (fence_rp.data >= fld("FENCE", "value")) | (fwd & (fw.value >= fld("FENCE", "value")))
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
-        # in the decision path.
+        # in the decision path. (A counter that fell through reads 0 though its armed bit
+        # is set: idle too.)
         loop_slot = fld("LOOP", "slot")
         loop_count = fld("LOOP", "count")
-        # (a counter that fell through reads 0 though its armed bit is set: idle too)
         counting = Signal()
         m.d.comb += counting.eq(eff_lv.bit_select(loop_slot, 1) & (loop_rp.data != 0))
         loop_exit = Mux(counting, loop_rp.data == 1, loop_count == 1)
-        m.d.comb += [loop_wp.addr.eq(Cat(loop_slot, k[:sb])),
-                     loop_wp.data.eq(Mux(counting, loop_rp.data - 1, loop_count - 1))]
+        o_loop_data = Mux(counting, loop_rp.data - 1, loop_count - 1)
+
+        issue = Signal()
+        with m.Switch(eff_st):
+            with m.Case(CtxState.RUNNING):
+                with m.If(can_issue):
+                    m.d.comb += issue.eq(1)
+                with m.Elif(~dz_x):
+                    m.d.comb += [o_hi.eq(dec_hi), o_lo.eq(dec_lo)]
+                with m.Else():
+                    m.d.comb += o_st.eq(CtxState.FAULTED)
+                    m.d.comb += state_event(CtxState.FAULTED, Reason.WATCHDOG, eff_pc)
+            with m.Case(CtxState.VSYNC):
+                # the edge register without this clock's time-base reset (a reset in phase
+                # 0 cancels the edge: E undoes the resume of context 0, o_vdep)
+                with m.If(vs.edge_reg):
+                    m.d.comb += [o_vdep.eq(1), o_st.eq(CtxState.RUNNING)]
+                    m.d.comb += load_delay(isa.VSYNC_LATENCY - 1)
+            with m.Case(CtxState.FENCE):
+                m.d.comb += [o_fdep.eq(1), o_st.eq(CtxState.RUNNING), o_pc.eq(pc_inc)]
+                m.d.comb += load_delay(isa.FENCE_RESUME_LATENCY - 1)
 
         with m.If(issue):
-            m.d.comb += [n_wd.eq(wd_inc), n_pc.eq(pc_inc)] + load_delay(isa.CYCLES_SIMPLE - 1)
-            with m.If(~valid_e):
-                m.d.comb += [n_st.eq(CtxState.FAULTED), n_pc.eq(eff_pc)]
+            m.d.comb += [o_wd.eq(wd_inc), o_pc.eq(pc_inc)] + load_delay(isa.CYCLES_SIMPLE - 1)
+            with m.If(~valid_x):
+                m.d.comb += [o_st.eq(CtxState.FAULTED), o_pc.eq(eff_pc)]
                 m.d.comb += state_event(CtxState.FAULTED, Reason.ILLEGAL, eff_pc)
             with m.Elif(flags["HALT"]):
-                m.d.comb += [n_st.eq(CtxState.DONE), n_pc.eq(eff_pc)]
+                m.d.comb += [o_st.eq(CtxState.DONE), o_pc.eq(eff_pc)]
                 m.d.comb += state_event(CtxState.DONE, Reason.HALT, eff_pc)
             with m.Elif(flags["WAIT"]):
-                m.d.comb += n_wd.eq(0)
+                m.d.comb += o_wd.eq(0)
                 with m.If(fld("WAIT", "vsync")):
-                    m.d.comb += n_st.eq(CtxState.VSYNC)
+                    m.d.comb += o_st.eq(CtxState.VSYNC)
                 with m.Else():
                     hi, lo = delay_wait(fld("WAIT", "us"), chz)
-                    m.d.comb += [n_hi.eq(hi), n_lo.eq(lo)]
+                    m.d.comb += [o_hi.eq(hi), o_lo.eq(lo)]
             with m.Elif(flags["MOVE"] | flags["ADD"]):
-                m.d.comb += [rf.wr_en.eq(1), ev_kind.eq(EventKind.REG),
-                             ev_payload.eq(Cat(reg_new, reg_idx))]
+                m.d.comb += [o_rf_we.eq(1), o_kind.eq(EventKind.REG)]
             with m.Elif(flags["IRQ"]):
-                m.d.comb += [ev_kind.eq(EventKind.IRQ), ev_payload.eq(fld("IRQ", "tag"))]
+                m.d.comb += [o_kind.eq(EventKind.IRQ), o_payload.eq(fld("IRQ", "tag"))]
             with m.Elif(flags["BIND_LAYER"]):
-                m.d.comb += [ev_kind.eq(EventKind.BIND),
-                             ev_payload.eq(Cat(fld("BIND_LAYER", "surface"),
-                                               fld("BIND_LAYER", "layer")))]
+                m.d.comb += [o_kind.eq(EventKind.BIND),
+                             o_payload.eq(Cat(fld("BIND_LAYER", "surface"),
+                                              fld("BIND_LAYER", "layer")))]
             with m.Elif(flags["JUMP"]):
-                m.d.comb += n_pc.eq(fld("JUMP", "target"))
+                m.d.comb += o_pc.eq(fld("JUMP", "target"))
                 m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
             with m.Elif(flags["LOOP"]):
                 with m.If(loop_count == 0):
-                    m.d.comb += n_pc.eq(fld("LOOP", "target"))
+                    m.d.comb += o_pc.eq(fld("LOOP", "target"))
                     m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
                 with m.Else():
-                    m.d.comb += [loop_wp.en.eq(1), n_lv.eq(eff_lv | (1 << loop_slot))]
-                    with m.If(~loop_exit):
-                        m.d.comb += n_pc.eq(fld("LOOP", "target"))
-                        m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
-                    with m.Else():
-                        m.d.comb += load_delay(isa.CYCLES_LOOP_EXIT - 1)
+                    # assumes the jump back; E applies the registered exit test (o_ldep)
+                    m.d.comb += [o_loop_we.eq(1), o_lv.eq(eff_lv | (1 << loop_slot)), o_ldep.eq(1),
+                                 o_pc.eq(fld("LOOP", "target"))]
+                    m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
             with m.Elif(flags["FENCE"]):
-                with m.If(~fence_ok):
-                    m.d.comb += [n_st.eq(CtxState.FENCE), n_pc.eq(eff_pc), n_wd.eq(0)]
+                m.d.comb += o_fdep.eq(1)
             # NOP: the defaults
 
-        with m.If(valid_ctx):
-            m.d.sync += [st_a[k].eq(n_st), pc_a[k].eq(n_pc)]
-        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(n_hi), ctx_wp.data.lo.eq(n_lo),
-                     ctx_wp.data.idle.eq(n_wd), ctx_wp.data.armed.eq(n_lv)]
+        # register values: MOVE's masked value, and ADD's sum twice -- on the register
+        # file's value and on the value E writes in this clock (the previous context's
+        # write, which the RAM read missed); E picks.
+        reg_idx_x = fld("MOVE", "reg")
+        mask = field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()])
+        e_reg_new = Signal(REG_WORD_BITS)
+        e_reg_idx = Signal(8)
+
+        # -- X -> E registers ------------------------------------------------------------------
+        e = {}
+
+        def reg_e(name, value, shape=None):
+            s = Signal(shape if shape is not None else len(value), name=f"e_{name}")
+            m.d.sync += s.eq(value)
+            e[name] = s
+            return s
+
+        reg_e("act", act_x, 1)
+        reg_e("st", st_x)
+        reg_e("pc", pc_x)
+        reg_e("rep", ring_rep[2])
+        reg_e("pc_inc", pc_inc)
+        reg_e("stop_pc", Mux(st_x == CtxState.FENCE, pc_x + 1, pc_x)[:pb], pb)
+        reg_e("o_st", o_st)
+        reg_e("o_pc", o_pc)
+        reg_e("o_hi", o_hi)
+        reg_e("o_lo", o_lo)
+        reg_e("o_wd", o_wd)
+        reg_e("o_lv", o_lv)
+        reg_e("o_kind", o_kind)
+        reg_e("o_payload", o_payload)
+        reg_e("rf_we", o_rf_we, 1)
+        reg_e("loop_we", o_loop_we, 1)
+        reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
+        reg_e("loop_data", o_loop_data[:isa.LOOP_COUNT_BITS], isa.LOOP_COUNT_BITS)
+        reg_e("fdep", o_fdep, 1)
+        reg_e("fok", fence_ok, 1)
+        reg_e("ldep", o_ldep, 1)
+        reg_e("lexit", loop_exit, 1)
+        reg_e("vdep", o_vdep, 1)
+        reg_e("pc_alt", Mux(o_fdep | o_vdep, eff_pc, pc_inc), pb)
+        reg_e("st_alt", Mux(o_fdep, CtxState.FENCE, CtxState.VSYNC), 3)
+        tb_e0 = Signal()        # a time-base reset in phase 0: read by E of context 0
+        m.d.sync += tb_e0.eq(first & tb_reset)
+        reg_e("is_move", flags["MOVE"], 1)
+        reg_e("reg_idx", reg_idx_x, 8)
+        reg_e("move_val", fld("MOVE", "value") & mask, REG_WORD_BITS)
+        reg_e("sum_ram", (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS] & mask, REG_WORD_BITS)
+        reg_e("sum_fwd", (e_reg_new + fld("ADD", "delta"))[:REG_WORD_BITS] & mask, REG_WORD_BITS)
+        reg_e("hit", reg_idx_x == e_reg_idx, 1)
+
+        # -- E: select between the precomputed outcomes (registers only) ----------------------
+        valid_ctx = ph_e < C
+        start_b = cmd_start[0] & valid_ctx
+        stop_b = cmd_stop[0] & valid_ctx
+        reset_b = cmd_reset[0] & valid_ctx
+        stop_act = Signal()
+        go = Signal()
+        nok = Signal()      # a FENCE not met (or a cancelled edge): no change (pc held)
+        lx = Signal()       # a LOOP that falls through: next op, CYCLES_LOOP_EXIT
+        alt = Signal()
+        m.d.comb += [stop_act.eq(stop_b & e["act"]),
+                     go.eq((e["act"] | start_b) & ~reset_b & ~stop_act),
+                     nok.eq((e["fdep"] & ~e["fok"]) | (e["vdep"] & tb_e0)),
+                     lx.eq(e["ldep"] & e["lexit"]), alt.eq(nok | lx)]
+        last_we = Signal()
+        rf_we = Signal()
+        m.d.comb += rf_we.eq(e["rf_we"] & go & valid_ctx)
+        m.d.sync += last_we.eq(rf_we)
+        m.d.comb += [e_reg_idx.eq(e["reg_idx"]),
+                     e_reg_new.eq(Mux(e["is_move"], e["move_val"],
+                                      Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])))]
+        m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
+        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
+                     loop_wp.en.eq(e["loop_we"] & go & valid_ctx)]
+
+        ev_kind = Signal(3)
+        ev_payload = Signal(PAYLOAD_BITS)
+        ev_started = Signal()
+        m.d.comb += ev_started.eq(start_b & ~e["act"] & ~reset_b)
+        # reported pc: the next op, except after a FENCE that blocks now (its successor)
+        # and in every clock the state does not change (what it was)
+        m.d.comb += n_rep.eq(n_pc)
+        with m.If(go & e["fdep"] & ~e["fok"]):
+            m.d.comb += n_rep.eq(e["pc_inc"])
+        with m.Elif(~reset_b & ~stop_act & ~go):
+            m.d.comb += n_rep.eq(e["rep"])
+        with m.If(reset_b):
+            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0)]
+        with m.Elif(stop_act):
+            m.d.comb += [n_st.eq(CtxState.STOPPED), n_pc.eq(e["pc"]), ev_kind.eq(EventKind.STATE),
+                         ev_payload.eq(Cat(Const(CtxState.STOPPED, 3), Const(Reason.HOST, 3),
+                                           e["stop_pc"]))]
+        with m.Elif(go):
+            m.d.comb += [n_st.eq(Mux(nok, e["st_alt"], e["o_st"])),
+                         n_pc.eq(Mux(alt, e["pc_alt"], e["o_pc"])), ev_kind.eq(e["o_kind"]),
+                         ev_payload.eq(Mux(e["o_kind"] == EventKind.REG, Cat(e_reg_new, e["reg_idx"]),
+                                           e["o_payload"]))]
+        with m.Else():
+            m.d.comb += [n_st.eq(e["st"]), n_pc.eq(e["pc"])]
+        # counters: only a running context reads them (a start ignores them), so E writes
+        # the outcome's values whatever it decided; a FENCE that has to wait resets idle
+        exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
+        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
+                     ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
+                     ctx_wp.data.idle.eq(Mux(nok, 0, e["o_wd"])), ctx_wp.data.armed.eq(e["o_lv"])]
 
         # -- events ---------------------------------------------------------------------
         # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
@@ -493,8 +612,8 @@ class Core(wiring.Component):
         m.d.comb += [
             tap.valid.eq(valid_ctx & ((ev_kind != EventKind.NONE) | ev_started)),
             tap.payload.kind.eq(ev_kind), tap.payload.started.eq(ev_started),
-            tap.payload.slot.eq(k[:sb]), tap.payload.payload.eq(ev_payload),
-            tap.payload.timestamp.eq(now),
+            tap.payload.slot.eq(ph_e[:sb]), tap.payload.payload.eq(ev_payload),
+            tap.payload.timestamp.eq(g_e),
         ]
         rec_valid = Signal()
         rec = Signal(self.event_layout)
@@ -505,8 +624,20 @@ class Core(wiring.Component):
 
         # -- host read-back -------------------------------------------------------------
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
-        s_st = st_a[self.status_slot]
-        m.d.comb += [self.status_state.eq(s_st),
-                     self.status_pc.eq(Mux(s_st == CtxState.FENCE, pc_a[self.status_slot] + 1,
-                                           pc_a[self.status_slot]))]
+        # slot s sits at ring position (phase + 2 - s) mod P (registers only: for the
+        # context in E this is its state before E; engines read ``sim_next`` for it)
+        pos_st = [ring_st[i] for i in range(P)]
+        pos_pc = [ring_rep[i] for i in range(P)]
+        m.d.comb += [self.sim_next_state.eq(n_st), self.sim_next_pc.eq(n_rep)]
+        d = Signal(range(3 * P))
+        m.d.comb += d.eq(ph + 2 + P - self.status_slot)
+        pos = Signal(range(P))
+        if P & (P - 1) == 0:
+            m.d.comb += pos.eq(d[:(P - 1).bit_length()])
+        else:
+            m.d.comb += pos.eq(Mux(d >= 2 * P, d - 2 * P, Mux(d >= P, d - P, d)))
+        s_st = Signal(3)
+        s_pc = Signal(pb)
+        m.d.comb += [s_st.eq(Array(pos_st)[pos]), s_pc.eq(Array(pos_pc)[pos])]
+        m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
         return m

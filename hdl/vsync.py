@@ -37,6 +37,9 @@ class Vsync(wiring.Component):
         External vsync (asynchronous; a 2-flop synchroniser is inside).
     edge : Out(1)
         1 during every clock of a core cycle that is a vsync edge.
+    edge_reg : Out(1)
+        ``edge`` without the same-clock ``reset`` term (a register): differs from
+        ``edge`` only in a clock with ``reset``.
     """
 
     advance: In(1)
@@ -44,6 +47,7 @@ class Vsync(wiring.Component):
     external: In(1)
     vsync_in: In(1)
     edge: Out(1)
+    edge_reg: Out(1)
 
     def __init__(self, period: int):
         if period < 2:
@@ -59,7 +63,7 @@ class Vsync(wiring.Component):
         sync_in = Signal()
         prev_in = Signal()
         m.submodules.sync = FFSynchronizer(self.vsync_in, sync_in)
-        m.d.comb += self.edge.eq(edge_r & ~self.reset)
+        m.d.comb += [self.edge.eq(edge_r & ~self.reset), self.edge_reg.eq(edge_r)]
         with m.If(self.reset):
             # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
             m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0)]

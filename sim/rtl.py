@@ -27,7 +27,7 @@ from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RtlMachine", "RtlError"]
+__all__ = ["RtlMachine", "RtlEngineBase", "RtlError"]
 
 _REASONS = {Reason.HALT: "halt", Reason.HOST: "host", Reason.WATCHDOG: "watchdog",
             Reason.ILLEGAL: "illegal"}
@@ -49,30 +49,28 @@ class _Slot:
         self.ops = None
 
 
-class RtlMachine:
-    """Cycle-exact RTL simulation of the Copper core with the VM's Machine API.
+class RtlEngineBase:
+    """The host side shared by the RTL engines: slots, fences, commands at core-cycle
+    boundaries, and the conversion of the core's event records to the VM's events.
 
-    Parameters
-    ----------
-    clock_hz, vsync_hz, watchdog_ops, layers, contexts, program_words, vsync_events :
-        As :class:`copperline.host.vm.Machine`.
-    waves : str or None
-        Write a VCD of the whole run to this file (closed by :meth:`close`).
+    A subclass runs the core (``amaranth.sim`` here, CXXRTL in :mod:`copperline.sim.cxxrtl`)
+    and provides ``_hw_clear_regs``, ``_hw_clear_fences``, ``_hw_load``, ``_hw_regs``,
+    ``_hw_status``, ``_hw_run`` and ``close``.
+
+    Pipeline note: E of the last context of core cycle ``c`` runs in phase 0 of ``c + 1``
+    from registers only, so ``_hw_run`` reads that record (without clocking) at the end of
+    a run and the next run does not read it again; its register write lands on the next
+    clock, so :attr:`regs` applies it (``_pending_reg``).
     """
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
-                 waves: str | None = None):
-        self.core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
-                         contexts=contexts, program_words=program_words)
+    def __init__(self, core: Core, clock_hz: int, vsync_hz: float, watchdog_ops: int,
+                 layers: int, contexts: int, program_words: int, vsync_events: bool):
+        self.core = core
         self.clock_hz, self.vsync_hz = clock_hz, vsync_hz
-        self.vsync_period = self.core.vsync_period
+        self.vsync_period = core.vsync_period
         self.watchdog_ops, self.layers, self.contexts = watchdog_ops, layers, contexts
         self.program_words = program_words
         self.vsync_events = vsync_events
-        self.waves = waves
         self.cycle = 0
         self._slots: list[_Slot | None] = [None] * contexts
         self._fences: dict[str, int] = {}
@@ -82,56 +80,12 @@ class RtlMachine:
         self._stopping: dict[int, _Slot] = {}
         self._reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
                            else None for i in range(layers * isa.REG_STRIDE)]
-        self._requests: queue.Queue = queue.Queue()
-        self._replies: queue.Queue = queue.Queue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._sim_main, name="copper-rtl", daemon=True)
-        self._thread.start()
+        self._pending_reg: tuple[int, int] | None = None
+        self._clear_regs = False
         # Before the first cycle that counts, one hidden core cycle primes the pipeline
         # (and resets every slot), so that programs loaded at cycle 0 are fetched.
         self._prelude = True
         self._loaded_now: set[int] = set()
-
-    # -- the simulation thread ---------------------------------------------------------
-    def _sim_main(self) -> None:
-        sim = Simulator(self.core)
-        sim.add_clock(1e-6)
-        sim.add_testbench(self._bench)
-        try:
-            if self.waves:
-                with sim.write_vcd(self.waves):
-                    sim.run()
-            else:
-                sim.run()
-        except BaseException as exc:   # report to the caller instead of dying silently
-            self._replies.put(("error", exc))
-
-    async def _bench(self, ctx) -> None:
-        ctx.set(self.core.events.ready, 1)
-        while True:
-            fn = self._requests.get()
-            if fn is None:
-                return
-            try:
-                self._replies.put(("ok", await fn(ctx)))
-            except Exception as exc:
-                self._replies.put(("error", exc))
-
-    def _call(self, fn):
-        if self._closed:
-            raise RtlError("the RTL engine is closed")
-        self._requests.put(fn)
-        kind, value = self._replies.get()
-        if kind == "error":
-            raise value
-        return value
-
-    def close(self) -> None:
-        """End the simulation (flushes the VCD file)."""
-        if not self._closed:
-            self._closed = True
-            self._requests.put(None)
-            self._thread.join(timeout=30)
 
     def __enter__(self):
         return self
@@ -139,20 +93,20 @@ class RtlMachine:
     def __exit__(self, *exc):
         self.close()
 
+    def close(self) -> None:
+        raise NotImplementedError
+
     # -- programs ---------------------------------------------------------------------
     def time_us(self, cycle: int) -> float:
         return round(cycle * 1_000_000 / self.clock_hz, 3)
 
     def reset(self) -> None:
         """Machine reset: registers and fences 0, every slot freed, cycle 0."""
-        async def clear(ctx):
-            for mem in (self.core.regfile.exec_mem, self.core.regfile.host_mem):
-                for i in range(mem.depth):
-                    ctx.set(mem.data[i], 0)
-            fm = self._fence_mem()
-            for i in range(fm.depth):
-                ctx.set(fm.data[i], 0)
-        self._call(clear)
+        self._hw_clear_fences()
+        # the register file is cleared after the prelude cycle: a write still in flight
+        # (E of the last context, see the class docstring) lands in its first clock
+        self._clear_regs = True
+        self._pending_reg = None
         self._fences = {}
         self._slots = [None] * self.contexts
         self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
@@ -160,9 +114,6 @@ class RtlMachine:
         self._prelude = True
         self._loaded_now = set()
         self.cycle = 0
-
-    def _fence_mem(self):
-        return self.core.fence_mem
 
     def load(self, image: Image) -> int:
         """Load ``image`` into the lowest free slot and return the slot."""
@@ -189,12 +140,7 @@ class RtlMachine:
         fences = [self._fences.get(name, 0) for name in image.timelines]
         fences += [0] * (isa.FENCE_TIMELINES - len(fences))
 
-        async def write(ctx):
-            for i, word in enumerate(code):
-                ctx.set(self.core.prog_mem.data[base + i], word)
-            for i, value in enumerate(fences):
-                ctx.set(self.core.fence_mem.data[slot * isa.FENCE_TIMELINES + i], value)
-        self._call(write)
+        self._hw_load(base, code, slot * isa.FENCE_TIMELINES, fences)
         self._slots[slot] = _Slot(image)
         self._loaded_now.add(slot)
         return slot
@@ -256,11 +202,10 @@ class RtlMachine:
     @property
     def regs(self) -> dict[str, int]:
         """Every register by name, read from the host read-back copy of the register file."""
-        mem = self.core.regfile.host_mem
-
-        async def read(ctx):
-            return [ctx.get(mem.data[i]) for i in range(len(self._reg_names))]
-        raw = self._call(read)
+        raw = list(self._hw_regs())
+        if self._pending_reg is not None:          # E's write of the last cycle run
+            idx, value = self._pending_reg
+            raw[idx] = value
         return {name: isa.register_field(i).wrap(raw[i])
                 for i, name in enumerate(self._reg_names) if name}
 
@@ -269,10 +214,11 @@ class RtlMachine:
         core's status port)."""
         s = self._slot(slot)
 
-        async def read(ctx):
-            ctx.set(self.core.status_slot, slot)
-            return ctx.get(self.core.status_state), ctx.get(self.core.status_pc)
-        hw_state, pc = self._call(read)
+        hw_state, pc = self._hw_status(slot)
+        if slot == self.core.phases - 1 and not self._prelude:
+            # E of the last context runs in phase 0 of the next core cycle: its result
+            # (what the VM shows after the cycle) is not in the status registers yet
+            hw_state, pc = self._hw_next()
         state = s.state if s.state == "loaded" and not s.started else CtxState(hw_state).host_name
         if self._cmd["start"] >> slot & 1:
             state, pc = "running", 0
@@ -297,21 +243,20 @@ class RtlMachine:
             pending = self._cmd
             self._cmd = {"start": 0, "stop": 0, "reset": (1 << self.contexts) - 1, "timebase": 0}
             saved, self._fence_writes = self._fence_writes, []
-            self._call(lambda ctx: self._run_cycles(ctx, 1, collect=False))
+            self._run(1, collect=False)
+            if self._clear_regs:
+                self._hw_clear_regs()
+                self._clear_regs = False
             self._cmd, self._fence_writes = pending, saved
             self._cmd["timebase"] = 1
             self._prelude = False
         self._loaded_now = set()
-        records = self._call(lambda ctx: self._run_cycles(ctx, cycle - self.cycle))
-        out = self._convert(records)
+        out = self._convert(self._run(cycle - self.cycle))
         self.cycle = cycle
         return out
 
-    async def _run_cycles(self, ctx, n: int, collect: bool = True):
-        """Clock ``n`` core cycles; host actions go out in the first one."""
-        core = self.core
-        P = core.phases
-        tap_valid, tap_payload = core.tap.valid, core.tap.payload.as_value()
+    def _run(self, n: int, collect: bool = True):
+        """Run ``n`` core cycles with the pending host actions in the first one."""
         cmd = self._cmd
         cmd_val = (cmd["start"] | cmd["stop"] << self.contexts | cmd["reset"] << 2 * self.contexts
                    | cmd["timebase"] << 3 * self.contexts)
@@ -325,35 +270,23 @@ class RtlMachine:
         if late:
             log.warning("more than one fence write for a slot in one cycle: %s applied a cycle late",
                         late)
-        records = []
-        vsync_cycles = []
-        for i in range(n):
-            for ph in range(P):
-                if i == 0 and ph == 0 and cmd_val:
-                    ctx.set(core.cmd.valid, 1)
-                    ctx.set(core.cmd.payload.as_value(), cmd_val)
-                w = writes.get(ph) if i == 0 else None
-                if w is not None:
-                    ctx.set(core.fence_wr.valid, 1)
-                    ctx.set(core.fence_wr.payload.as_value(),
-                            ph | w[0] << core.slot_bits | w[1] << (core.slot_bits + 2))
-                if ph == 0 and self.vsync_events and ctx.get(core.vsync_edge):
-                    vsync_cycles.append(ctx.get(core.cycle))
-                if collect and ctx.get(tap_valid):
-                    records.append(ctx.get(tap_payload))
-                await ctx.tick()
-                if w is not None:
-                    ctx.set(core.fence_wr.valid, 0)
-                if i == 0 and ph == 0 and cmd_val:
-                    ctx.set(core.cmd.valid, 0)
-            if i == 0:
-                self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
-                self._fence_writes = late
-                late = []
+        if late and n > 1:      # the late writes go out in the next cycle
+            first = self._hw_run(1, cmd_val, writes, collect)
+            self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
+            self._fence_writes = late
+            rest = self._run(n - 1, collect)
+            return first[0] + rest[0], first[1] + rest[1]
+        records, vsync_cycles, tail = self._hw_run(n, cmd_val, writes, collect)
+        self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
+        self._fence_writes = late
+        self._pending_reg = None
+        if tail is not None and tail & 7 == EventKind.REG:
+            payload = tail >> (4 + self.core.slot_bits) & 0xFFFFFF
+            self._pending_reg = (payload >> 16, payload & 0xFFFF)
         return records, vsync_cycles
 
     def _convert(self, result) -> list[dict]:
-        records, vsync_cycles = result
+        records, vsync_cycles = result[:2]
         sb = self.core.slot_bits
         first = self.cycle
         actions, self._actions = self._actions, []
@@ -417,3 +350,151 @@ class RtlMachine:
         front.sort(key=lambda p: p[0])
         rest.sort(key=lambda p: (p[0], p[1]))     # stable: slot order within a cycle
         return [e for _, e in front] + [e for _, _, e in rest]
+
+
+class RtlMachine(RtlEngineBase):
+    """Cycle-exact RTL simulation of the Copper core in ``amaranth.sim``, with the VM's
+    Machine API.
+
+    Parameters
+    ----------
+    clock_hz, vsync_hz, watchdog_ops, layers, contexts, program_words, vsync_events :
+        As :class:`copperline.host.vm.Machine`.
+    waves : str or None
+        Write a VCD of the whole run to this file (closed by :meth:`close`).
+    """
+
+    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
+                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
+                 *, contexts: int = isa.DEFAULT_CONTEXTS,
+                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
+                 waves: str | None = None):
+        core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
+                    contexts=contexts, program_words=program_words)
+        super().__init__(core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
+                         program_words, vsync_events)
+        self.waves = waves
+        self._requests: queue.Queue = queue.Queue()
+        self._replies: queue.Queue = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._sim_main, name="copper-rtl", daemon=True)
+        self._thread.start()
+
+    # -- the simulation thread ---------------------------------------------------------
+    def _sim_main(self) -> None:
+        sim = Simulator(self.core)
+        sim.add_clock(1e-6)
+        sim.add_testbench(self._bench)
+        try:
+            if self.waves:
+                with sim.write_vcd(self.waves):
+                    sim.run()
+            else:
+                sim.run()
+        except BaseException as exc:   # report to the caller instead of dying silently
+            self._replies.put(("error", exc))
+
+    async def _bench(self, ctx) -> None:
+        ctx.set(self.core.events.ready, 1)
+        while True:
+            fn = self._requests.get()
+            if fn is None:
+                return
+            try:
+                self._replies.put(("ok", await fn(ctx)))
+            except Exception as exc:
+                self._replies.put(("error", exc))
+
+    def _call(self, fn):
+        if self._closed:
+            raise RtlError("the RTL engine is closed")
+        self._requests.put(fn)
+        kind, value = self._replies.get()
+        if kind == "error":
+            raise value
+        return value
+
+    def close(self) -> None:
+        """End the simulation (flushes the VCD file)."""
+        if not self._closed:
+            self._closed = True
+            self._requests.put(None)
+            self._thread.join(timeout=30)
+
+    # -- the engine primitives -----------------------------------------------------------
+    def _hw_clear_regs(self) -> None:
+        async def clear(ctx):
+            for mem in (self.core.regfile.exec_mem, self.core.regfile.host_mem):
+                for i in range(mem.depth):
+                    ctx.set(mem.data[i], 0)
+        self._call(clear)
+
+    def _hw_clear_fences(self) -> None:
+        async def clear(ctx):
+            fm = self.core.fence_mem
+            for i in range(fm.depth):
+                ctx.set(fm.data[i], 0)
+        self._call(clear)
+
+    def _hw_load(self, base: int, code: list[int], fence_base: int, fences: list[int]) -> None:
+        async def write(ctx):
+            for i, word in enumerate(code):
+                ctx.set(self.core.prog_mem.data[base + i], word)
+            for i, value in enumerate(fences):
+                ctx.set(self.core.fence_mem.data[fence_base + i], value)
+        self._call(write)
+
+    def _hw_regs(self) -> list[int]:
+        mem = self.core.regfile.host_mem
+
+        async def read(ctx):
+            return [ctx.get(mem.data[i]) for i in range(len(self._reg_names))]
+        return self._call(read)
+
+    def _hw_status(self, slot: int) -> tuple[int, int]:
+        async def read(ctx):
+            ctx.set(self.core.status_slot, slot)
+            return ctx.get(self.core.status_state), ctx.get(self.core.status_pc)
+        return self._call(read)
+
+    def _hw_next(self) -> tuple[int, int]:
+        async def read(ctx):
+            return ctx.get(self.core.sim_next_state), ctx.get(self.core.sim_next_pc)
+        return self._call(read)
+
+    def _hw_run(self, n: int, cmd_val: int, writes: dict, collect: bool):
+        return self._call(lambda ctx: self._run_cycles(ctx, n, cmd_val, writes, collect))
+
+    async def _run_cycles(self, ctx, n: int, cmd_val: int, writes: dict, collect: bool):
+        """Clock ``n`` core cycles; host actions go out in the first one."""
+        core = self.core
+        P = core.phases
+        tap_valid, tap_payload = core.tap.valid, core.tap.payload.as_value()
+        records = []
+        vsync_cycles = []
+        for i in range(n):
+            for ph in range(P):
+                if i == 0 and ph == 0 and cmd_val:
+                    ctx.set(core.cmd.valid, 1)
+                    ctx.set(core.cmd.payload.as_value(), cmd_val)
+                w = writes.get(ph) if i == 0 else None
+                if w is not None:
+                    ctx.set(core.fence_wr.valid, 1)
+                    ctx.set(core.fence_wr.payload.as_value(),
+                            ph | w[0] << core.slot_bits | w[1] << (core.slot_bits + 2))
+                if ph == 0 and self.vsync_events and ctx.get(core.vsync_edge):
+                    vsync_cycles.append(ctx.get(core.cycle))
+                # phase 0 of the first cycle: E of the previous cycle's last context, read
+                # at the end of the previous run
+                if collect and (i or ph) and ctx.get(tap_valid):
+                    records.append(ctx.get(tap_payload))
+                await ctx.tick()
+                if w is not None:
+                    ctx.set(core.fence_wr.valid, 0)
+                if i == 0 and ph == 0 and cmd_val:
+                    ctx.set(core.cmd.valid, 0)
+        tail = ctx.get(tap_payload) if ctx.get(tap_valid) else None
+        if collect and tail is not None:
+            records.append(tail)
+        return records, vsync_cycles, tail
+
