@@ -67,7 +67,8 @@ def register(subparsers) -> None:
     p.add_argument("--watchdog-ops", type=int, default=isa.DEFAULT_WATCHDOG_OPS)
     p.add_argument("--vsync-events", action="store_true", help="also record vsync events")
     p.add_argument("--port", help="fpga: the board's port URL (/dev/ttyUSB1, socket://H:P)")
-    p.add_argument("--board", help="fpga: board name")
+    p.add_argument("--board", help="fpga: board name (found by its USB id); soft/sim: "
+                                    "use that board's core clock")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=main)
 
@@ -242,6 +243,19 @@ def _resolve_clock(args):
                 raise RunError(f"--{name.replace('_', '-')} {given:g}: the board runs at "
                                f"{value:g} (leave the option out to use the board's)")
             setattr(args, name, value)
+    elif args.board and args.clock_hz is None:
+        # Model the named board's core clock, so a soft or sim trace lines up with a
+        # trace recorded on that board.
+        from copperline.boards.common import BoardError
+        from copperline.boards.registry import get_board
+        try:
+            board = get_board(args.board)
+        except BoardError as exc:
+            raise RunError(f"--board: {exc}") from None
+        config = board.core_config()
+        if config is not None:
+            args.clock_hz = config.core_hz(board.clock_hz)
+            args.vsync_hz = args.vsync_hz or config.vsync_hz
     if args.clock_hz is None:
         args.clock_hz = DEFAULT_CLOCK_HZ
     if args.vsync_hz is None:

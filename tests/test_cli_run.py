@@ -128,3 +128,15 @@ def test_realtime_run_starts_at_cycle_zero_like_a_virtual_run(tmp_path):
     real, raw = run("monotonic")
     assert real == virtual
     assert all("wall_us" in e for e in raw if e["event"] == "irq")
+
+
+def test_board_option_models_that_boards_core_clock(tmp_path, capsys):
+    from copperline.boards.registry import get_board
+    board = get_board("icebreaker")
+    hz = board.core_config().core_hz(board.clock_hz)
+    out = tmp_path / "t.jsonl"
+    assert main(["run", SPRITE, "--board", "icebreaker", "--frames", "1", "--trace", str(out)]) == 0
+    header, _ = read_trace(str(out))
+    assert header["clock_hz"] == hz
+    assert main(["run", SPRITE, "--board", "no-such-board", "--frames", "1"]) == 1
+    assert "unknown board 'no-such-board'" in capsys.readouterr().err
