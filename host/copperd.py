@@ -128,6 +128,11 @@ async def _run(args, backend, listener, config) -> int:
     try:
         await server.serve_forever()
     finally:
+        # Already stopping: a second SIGINT/SIGTERM (e.g. from a supervisor that forwards
+        # signals) must not hit the closed loop's wakeup fd during the cleanup.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, signal.SIG_IGN)
         sockets.sd_notify("STOPPING=1")
         log.info("shutting down: stopping programs, closing clients")
         server.shutdown()
