@@ -379,43 +379,79 @@ class Core(wiring.Component):
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         wd_x, lv_x = Signal(wdshape), Signal(isa.LOOP_SLOTS)
         dz_x, wdhit_x = Signal(), Signal()
+        # the decremented delay, precomputed here (a 27-bit subtractor out of X)
+        dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
+        r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
+        m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
+        armed_x = Signal()      # the armed bit of the LOOP's counter
+        m.d.sync += armed_x.eq(cx.armed.bit_select(raw("LOOP", "slot"), 1))
+        wd1_x = Signal(wdshape)
+        onehot_x = Signal(isa.LOOP_SLOTS)
+        lvor_x = Signal(isa.LOOP_SLOTS)
+        onehot = Signal(isa.LOOP_SLOTS)
+        m.d.comb += onehot.eq(Const(1, isa.LOOP_SLOTS) << raw("LOOP", "slot"))
+        m.d.sync += [wd1_x.eq(cx.idle + 1), onehot_x.eq(onehot), lvor_x.eq(cx.armed | onehot)]
+        # op classes, registered; validity (no reserved bit set) is finished in X from
+        # registered per-segment zero tests (the SPRAM's output is late in the clock)
+        segs = {}           # bits with the same set of ops reserving them -> one zero test
+        for bit in range(isa.OPCODE_SHIFT):
+            key = tuple(op.name for op in isa.OPS if op.reserved_mask >> bit & 1)
+            if key:
+                segs.setdefault(key, []).append(bit)
+        seg_z = []
+        for key, bits in segs.items():
+            z = Signal(name=f"x_zero_{bits[0]}")
+            m.d.sync += z.eq(Cat(*(word[b] for b in bits)) == 0)
+            seg_z.append((key, z))
+        ok_op = {}
+        for op_ in isa.OPS:
+            zs = [z for key, z in seg_z if op_.name in key]
+            v = Const(1, 1)
+            for z in zs:
+                v = v & z
+            ok_op[op_.name] = v
+        ok = Const(1, 1)
+        cls_r = {
+            "illegal": ~ok, "halt": ok & dec.flag("HALT"), "nop": ok & dec.flag("NOP"),
+            "wait_us": ok & dec.flag("WAIT") & ~raw("WAIT", "vsync"),
+            "wait_vs": ok & dec.flag("WAIT") & raw("WAIT", "vsync"),
+            "reg": ok & (dec.flag("MOVE") | dec.flag("ADD")), "irq": ok & dec.flag("IRQ"),
+            "bind": ok & dec.flag("BIND_LAYER"), "jump": ok & dec.flag("JUMP"),
+            "loop_inf": ok & dec.flag("LOOP") & (raw("LOOP", "count") == 0),
+            "loop": ok & dec.flag("LOOP") & (raw("LOOP", "count") != 0),
+            "fence": ok & dec.flag("FENCE"),
+        }
+        del cls_r["illegal"]
+        cls_x = {k: Signal(name=f"x_op_{k}") for k in cls_r}
+        m.d.sync += [cls_x[k].eq(v) for k, v in cls_r.items()]
+        # X: the word is valid (known opcode, no reserved bit set); the outcome below
+        # assumes it is, and E applies ``e_ill``
+        valid_xx = Signal()
+        vv = Const(0, 1)
+        for op_ in isa.OPS:
+            vv = vv | (flags[op_.name] & ok_op[op_.name])
+        m.d.comb += valid_xx.eq(vv)
         m.d.sync += [hi_x.eq(cx.hi), lo_x.eq(cx.lo), wd_x.eq(cx.idle), lv_x.eq(cx.armed),
                      dz_x.eq(delay_zero(cx.hi, cx.lo)), wdhit_x.eq(cx.idle == self.watchdog_ops)]
 
         # -- X: every decision, from registers and the operand RAMs; results registered ---
         st_x, pc_x = ring_st[2], ring_pc[2]
+        # precomputed in R: active, pc + 1, the state tests
         act_x = Signal()
-        m.d.comb += act_x.eq(active(st_x))
+        pc1_x = Signal(pb)
+        st_run_x, st_vs_x, st_fe_x = Signal(), Signal(), Signal()
+        m.d.sync += [act_x.eq(active(ring_st[1])), pc1_x.eq(ring_pc[1] + 1),
+                     st_run_x.eq(ring_st[1] == CtxState.RUNNING),
+                     st_vs_x.eq(ring_st[1] == CtxState.VSYNC),
+                     st_fe_x.eq(ring_st[1] == CtxState.FENCE)]
         # An inactive context proceeds in E only if it is started there: X computes the
         # outcome of issuing word 0 from a clean state for it (the start outcome), and the
         # outcome of the current state for an active one. E only selects.
-        eff_st = Signal(3)
         eff_pc = Signal(pb)
         eff_lv = Signal(isa.LOOP_SLOTS)
-        can_issue = Signal()
-        m.d.comb += [eff_st.eq(Mux(act_x, st_x, CtxState.RUNNING)),
-                     eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0)),
-                     can_issue.eq(~act_x | (dz_x & ~wdhit_x))]
-        pc_inc = (eff_pc + 1)[:pb]
-        wd_inc = Mux(act_x, (wd_x + 1)[:len(wd_x)], 1)
-        dec_hi, dec_lo = delay_dec(hi_x, lo_x, chz)
-
-        o_st, o_pc = Signal(3), Signal(pb)
-        o_hi, o_lo = Signal.like(hi_x), Signal.like(lo_x)
-        o_wd, o_lv = Signal.like(wd_x), Signal.like(lv_x)
-        o_kind = Signal(3)
-        o_payload = Signal(PAYLOAD_BITS)
-        o_rf_we, o_loop_we, o_fdep, o_ldep, o_vdep = (Signal() for _ in range(5))
-        m.d.comb += [o_st.eq(eff_st), o_pc.eq(eff_pc), o_hi.eq(hi_x), o_lo.eq(lo_x),
-                     o_wd.eq(Mux(act_x, wd_x, 0)), o_lv.eq(eff_lv)]
-
-        def load_delay(cycles):
-            hi, lo = delay_const(chz, cycles)
-            return [o_hi.eq(hi), o_lo.eq(lo)]
-
-        def state_event(state, reason, pc):
-            return [o_kind.eq(EventKind.STATE),
-                    o_payload.eq(Cat(Const(state, 3), Const(reason, 3), pc.as_unsigned()[:STATE_PC_BITS]))]
+        m.d.comb += [eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0))]
+        pc_inc = Mux(act_x, pc1_x, 1)[:pb]
+        wd_inc = Mux(act_x, wd1_x, 1)
 
         # fence test of this context's timeline; a write in this very clock (the host
         # writes slot s in phase s, X's phase) counts too. Values only grow, so "the new
@@ -434,68 +470,84 @@ class Core(wiring.Component):
         loop_slot = fld("LOOP", "slot")
         loop_count = fld("LOOP", "count")
         counting = Signal()
-        m.d.comb += counting.eq(eff_lv.bit_select(loop_slot, 1) & (loop_rp.data != 0))
+        m.d.comb += counting.eq(act_x & armed_x & (loop_rp.data != 0))
         loop_exit = Mux(counting, loop_rp.data == 1, loop_count == 1)
         o_loop_data = Mux(counting, loop_rp.data - 1, loop_count - 1)
 
-        issue = Signal()
-        with m.Switch(eff_st):
-            with m.Case(CtxState.RUNNING):
-                with m.If(can_issue):
-                    m.d.comb += issue.eq(1)
-                with m.Elif(~dz_x):
-                    m.d.comb += [o_hi.eq(dec_hi), o_lo.eq(dec_lo)]
-                with m.Else():
-                    m.d.comb += o_st.eq(CtxState.FAULTED)
-                    m.d.comb += state_event(CtxState.FAULTED, Reason.WATCHDOG, eff_pc)
-            with m.Case(CtxState.VSYNC):
-                # the edge register without this clock's time-base reset (a reset in phase
-                # 0 cancels the edge: E undoes the resume of context 0, o_vdep)
-                with m.If(vs.edge_reg):
-                    m.d.comb += [o_vdep.eq(1), o_st.eq(CtxState.RUNNING)]
-                    m.d.comb += load_delay(isa.VSYNC_LATENCY - 1)
-            with m.Case(CtxState.FENCE):
-                m.d.comb += [o_fdep.eq(1), o_st.eq(CtxState.RUNNING), o_pc.eq(pc_inc)]
-                m.d.comb += load_delay(isa.FENCE_RESUME_LATENCY - 1)
+        # What happens, as one-hot conditions (flat AND-OR logic, no priority chains):
+        # the context issues its op, counts its delay down, trips the watchdog, resumes
+        # after a vsync edge or a FENCE (assumed met, see above), or nothing changes.
+        issue, cnt_dn, wdog, vres, fres = (Signal(name=n) for n in ("x_issue", "x_dec", "x_wdog",
+                                                                      "x_vres", "x_fres"))
+        m.d.comb += [issue.eq(~act_x | (st_run_x & dz_x & ~wdhit_x)),
+                     cnt_dn.eq(act_x & st_run_x & ~dz_x),
+                     wdog.eq(act_x & st_run_x & dz_x & wdhit_x),
+                     # the edge register without this clock's time-base reset (a reset in
+                     # phase 0 cancels the edge: E undoes the resume of context 0, o_vdep)
+                     vres.eq(act_x & st_vs_x & vs.edge_reg),
+                     fres.eq(act_x & st_fe_x)]
+        op = {k: issue & v for k, v in cls_x.items()}     # op classes of the issued op
 
-        with m.If(issue):
-            m.d.comb += [o_wd.eq(wd_inc), o_pc.eq(pc_inc)] + load_delay(isa.CYCLES_SIMPLE - 1)
-            with m.If(~valid_x):
-                m.d.comb += [o_st.eq(CtxState.FAULTED), o_pc.eq(eff_pc)]
-                m.d.comb += state_event(CtxState.FAULTED, Reason.ILLEGAL, eff_pc)
-            with m.Elif(flags["HALT"]):
-                m.d.comb += [o_st.eq(CtxState.DONE), o_pc.eq(eff_pc)]
-                m.d.comb += state_event(CtxState.DONE, Reason.HALT, eff_pc)
-            with m.Elif(flags["WAIT"]):
-                m.d.comb += o_wd.eq(0)
-                with m.If(fld("WAIT", "vsync")):
-                    m.d.comb += o_st.eq(CtxState.VSYNC)
-                with m.Else():
-                    hi, lo = delay_wait(fld("WAIT", "us"), chz)
-                    m.d.comb += [o_hi.eq(hi), o_lo.eq(lo)]
-            with m.Elif(flags["MOVE"] | flags["ADD"]):
-                m.d.comb += [o_rf_we.eq(1), o_kind.eq(EventKind.REG)]
-            with m.Elif(flags["IRQ"]):
-                m.d.comb += [o_kind.eq(EventKind.IRQ), o_payload.eq(fld("IRQ", "tag"))]
-            with m.Elif(flags["BIND_LAYER"]):
-                m.d.comb += [o_kind.eq(EventKind.BIND),
-                             o_payload.eq(Cat(fld("BIND_LAYER", "surface"),
-                                              fld("BIND_LAYER", "layer")))]
-            with m.Elif(flags["JUMP"]):
-                m.d.comb += o_pc.eq(fld("JUMP", "target"))
-                m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
-            with m.Elif(flags["LOOP"]):
-                with m.If(loop_count == 0):
-                    m.d.comb += o_pc.eq(fld("LOOP", "target"))
-                    m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
-                with m.Else():
-                    # assumes the jump back; E applies the registered exit test (o_ldep)
-                    m.d.comb += [o_loop_we.eq(1), o_lv.eq(eff_lv | (1 << loop_slot)), o_ldep.eq(1),
-                                 o_pc.eq(fld("LOOP", "target"))]
-                    m.d.comb += load_delay(isa.CYCLES_BRANCH - 1)
-            with m.Elif(flags["FENCE"]):
-                m.d.comb += o_fdep.eq(1)
-            # NOP: the defaults
+        o_st, o_pc = Signal(3), Signal(pb)
+        o_hi, o_lo = Signal.like(hi_x), Signal.like(lo_x)
+        o_wd, o_lv = Signal.like(wd_x), Signal.like(lv_x)
+        o_kind = Signal(3)
+        o_payload = Signal(PAYLOAD_BITS)
+        o_rf_we, o_loop_we, o_fdep, o_ldep, o_vdep = (Signal() for _ in range(5))
+
+        def any_of(*names):
+            v = Const(0, 1)
+            for n in names:
+                v = v | op[n]
+            return v
+
+        def pick(default, *pairs):
+            """AND-OR of one-hot (condition, value) pairs; ``default`` when none holds."""
+            none = Const(1, 1)
+            v = Const(0, 1)
+            for cond, val in pairs:
+                v = v | Mux(cond, val, 0)
+                none = none & ~cond
+            return v | Mux(none, default, 0)
+
+        branch = any_of("jump", "loop_inf", "loop")
+        to_fault = wdog
+
+        # delay: only a RUNNING context counts it; every other case loads a constant
+        k_simple = delay_const(chz, isa.CYCLES_SIMPLE - 1)
+        k_branch = delay_const(chz, isa.CYCLES_BRANCH - 1)
+        k_vs = delay_const(chz, isa.VSYNC_LATENCY - 1)
+        k_fr = delay_const(chz, isa.FENCE_RESUME_LATENCY - 1)
+        w_hi, w_lo = delay_wait(fld("WAIT", "us"), chz)
+        for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
+            k = Mux(branch, k_branch[i], Mux(vres, k_vs[i], Mux(fres, k_fr[i], k_simple[i])))
+            m.d.comb += o.eq(pick(k, (cnt_dn, dv), (op["wait_us"], wv)))
+        m.d.comb += [
+            o_pc.eq(pick(eff_pc, (fres | any_of("reg", "irq", "bind", "wait_us", "wait_vs", "nop",
+                                                 "fence"), pc_inc),
+                         (op["jump"], fld("JUMP", "target")),
+                         (op["loop_inf"] | op["loop"], fld("LOOP", "target")))),
+            o_st.eq(pick(Mux(issue | vres | fres, CtxState.RUNNING, st_x),
+                         (to_fault, CtxState.FAULTED), (op["halt"], CtxState.DONE),
+                         (op["wait_vs"], CtxState.VSYNC))),
+            o_wd.eq(pick(Mux(act_x, wd_x, 0), (op["wait_us"] | op["wait_vs"], 0),
+                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"], wd_inc))),
+            o_lv.eq(Mux(op["loop"], Mux(act_x, lvor_x, onehot_x), eff_lv)),
+            o_kind.eq(pick(EventKind.NONE, (to_fault | op["halt"], EventKind.STATE),
+                           (op["reg"], EventKind.REG), (op["irq"], EventKind.IRQ),
+                           (op["bind"], EventKind.BIND))),
+            o_payload.eq(pick(0,
+                              (to_fault | op["halt"],
+                               Cat(Mux(op["halt"], CtxState.DONE, CtxState.FAULTED)[:3],
+                                   Mux(op["halt"], Reason.HALT, Reason.WATCHDOG)[:3],
+                                   eff_pc.as_unsigned()[:STATE_PC_BITS])),
+                              (op["irq"], fld("IRQ", "tag")),
+                              (op["bind"], Cat(fld("BIND_LAYER", "surface"), fld("BIND_LAYER", "layer"))))),
+            o_rf_we.eq(op["reg"]),
+            o_loop_we.eq(op["loop"]), o_ldep.eq(op["loop"]),
+            o_fdep.eq(fres | op["fence"]),
+            o_vdep.eq(vres),
+        ]
 
         # register values: MOVE's masked value, and ADD's sum twice -- on the register
         # file's value and on the value E writes in this clock (the previous context's
@@ -519,7 +571,7 @@ class Core(wiring.Component):
         reg_e("pc", pc_x)
         reg_e("rep", ring_rep[2])
         reg_e("pc_inc", pc_inc)
-        reg_e("stop_pc", Mux(st_x == CtxState.FENCE, pc_x + 1, pc_x)[:pb], pb)
+        reg_e("stop_pc", Mux(st_fe_x, pc1_x, pc_x), pb)
         reg_e("o_st", o_st)
         reg_e("o_pc", o_pc)
         reg_e("o_hi", o_hi)
@@ -532,15 +584,23 @@ class Core(wiring.Component):
         reg_e("loop_we", o_loop_we, 1)
         reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
         reg_e("loop_data", o_loop_data[:isa.LOOP_COUNT_BITS], isa.LOOP_COUNT_BITS)
-        reg_e("fdep", o_fdep, 1)
-        reg_e("fok", fence_ok, 1)
         reg_e("ldep", o_ldep, 1)
         reg_e("lexit", loop_exit, 1)
-        reg_e("vdep", o_vdep, 1)
-        reg_e("pc_alt", Mux(o_fdep | o_vdep, eff_pc, pc_inc), pb)
+        # an illegal word faults; E applies it (the validity test is deep, E is shallow)
+        reg_e("issue", issue, 1)
+        reg_e("valid", valid_xx, 1)
+        # E's overrides, decided here: a FENCE not met blocks (state FENCE, pc held, idle
+        # 0); a LOOP that falls through goes on at pc + 1; an illegal word faults; a vsync
+        # resume of context 0 in a cycle whose phase 0 reset the time base is undone
+        # (that cycle is not an edge)
+        fblk_x = o_fdep & ~fence_ok
+        vcancel = o_vdep & first & tb_reset
+        reg_e("fblk", fblk_x, 1)
+        reg_e("alt_st", fblk_x | vcancel, 1)
+        reg_e("alt", fblk_x | vcancel | (o_ldep & loop_exit), 1)
+        reg_e("pc_alt", Mux(o_ldep, pc_inc, eff_pc), pb)
         reg_e("st_alt", Mux(o_fdep, CtxState.FENCE, CtxState.VSYNC), 3)
-        tb_e0 = Signal()        # a time-base reset in phase 0: read by E of context 0
-        m.d.sync += tb_e0.eq(first & tb_reset)
+
         reg_e("is_move", flags["MOVE"], 1)
         reg_e("reg_idx", reg_idx_x, 8)
         reg_e("move_val", fld("MOVE", "value") & mask, REG_WORD_BITS)
@@ -555,54 +615,60 @@ class Core(wiring.Component):
         reset_b = cmd_reset[0] & valid_ctx
         stop_act = Signal()
         go = Signal()
-        nok = Signal()      # a FENCE not met (or a cancelled edge): no change (pc held)
         lx = Signal()       # a LOOP that falls through: next op, CYCLES_LOOP_EXIT
-        alt = Signal()
         m.d.comb += [stop_act.eq(stop_b & e["act"]),
                      go.eq((e["act"] | start_b) & ~reset_b & ~stop_act),
-                     nok.eq((e["fdep"] & ~e["fok"]) | (e["vdep"] & tb_e0)),
-                     lx.eq(e["ldep"] & e["lexit"]), alt.eq(nok | lx)]
+                     lx.eq(e["ldep"] & e["lexit"])]
+        ill, alt, alt_st = Signal(), Signal(), Signal()
+        m.d.comb += [ill.eq(e["issue"] & ~e["valid"]), alt.eq(e["alt"] | ill),
+                     alt_st.eq(e["alt_st"] | ill)]
+        fblk = e["fblk"]
+        # (every LOOP word is valid, so a falling-through LOOP never faults: lx, pc_alt)
+        assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         last_we = Signal()
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["rf_we"] & go & valid_ctx)
+        m.d.comb += rf_we.eq(e["rf_we"] & go & ~ill & valid_ctx)
         m.d.sync += last_we.eq(rf_we)
         m.d.comb += [e_reg_idx.eq(e["reg_idx"]),
                      e_reg_new.eq(Mux(e["is_move"], e["move_val"],
                                       Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])))]
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
-                     loop_wp.en.eq(e["loop_we"] & go & valid_ctx)]
+                     loop_wp.en.eq(e["loop_we"] & go & ~ill & valid_ctx)]
 
         ev_kind = Signal(3)
         ev_payload = Signal(PAYLOAD_BITS)
         ev_started = Signal()
         m.d.comb += ev_started.eq(start_b & ~e["act"] & ~reset_b)
-        # reported pc: the next op, except after a FENCE that blocks now (its successor)
-        # and in every clock the state does not change (what it was)
-        m.d.comb += n_rep.eq(n_pc)
-        with m.If(go & e["fdep"] & ~e["fok"]):
-            m.d.comb += n_rep.eq(e["pc_inc"])
-        with m.Elif(~reset_b & ~stop_act & ~go):
-            m.d.comb += n_rep.eq(e["rep"])
+        # reported pc (n_rep): the next op, except after a FENCE that blocks now (its
+        # successor) and in every clock the state does not change (what it was)
         with m.If(reset_b):
-            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0)]
+            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_rep.eq(0)]
         with m.Elif(stop_act):
-            m.d.comb += [n_st.eq(CtxState.STOPPED), n_pc.eq(e["pc"]), ev_kind.eq(EventKind.STATE),
+            m.d.comb += [n_st.eq(CtxState.STOPPED), n_pc.eq(e["pc"]), n_rep.eq(e["pc"]),
+                         ev_kind.eq(EventKind.STATE),
                          ev_payload.eq(Cat(Const(CtxState.STOPPED, 3), Const(Reason.HOST, 3),
                                            e["stop_pc"]))]
         with m.Elif(go):
-            m.d.comb += [n_st.eq(Mux(nok, e["st_alt"], e["o_st"])),
-                         n_pc.eq(Mux(alt, e["pc_alt"], e["o_pc"])), ev_kind.eq(e["o_kind"]),
-                         ev_payload.eq(Mux(e["o_kind"] == EventKind.REG, Cat(e_reg_new, e["reg_idx"]),
-                                           e["o_payload"]))]
+            m.d.comb += [n_st.eq(Mux(alt_st, Mux(ill, CtxState.FAULTED, e["st_alt"]), e["o_st"])),
+                         n_pc.eq(Mux(alt, e["pc_alt"], e["o_pc"])),
+                         n_rep.eq(Mux(fblk & ~ill, e["pc_inc"], Mux(alt, e["pc_alt"], e["o_pc"])))]
+            with m.If(ill):
+                m.d.comb += [ev_kind.eq(EventKind.STATE),
+                             ev_payload.eq(Cat(Const(CtxState.FAULTED, 3), Const(Reason.ILLEGAL, 3),
+                                               e["pc_alt"]))]
+            with m.Else():
+                m.d.comb += [ev_kind.eq(e["o_kind"]),
+                             ev_payload.eq(Mux(e["o_kind"] == EventKind.REG,
+                                               Cat(e_reg_new, e["reg_idx"]), e["o_payload"]))]
         with m.Else():
-            m.d.comb += [n_st.eq(e["st"]), n_pc.eq(e["pc"])]
+            m.d.comb += [n_st.eq(e["st"]), n_pc.eq(e["pc"]), n_rep.eq(e["rep"])]
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
         exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
         m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
                      ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
-                     ctx_wp.data.idle.eq(Mux(nok, 0, e["o_wd"])), ctx_wp.data.armed.eq(e["o_lv"])]
+                     ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])), ctx_wp.data.armed.eq(e["o_lv"])]
 
         # -- events ---------------------------------------------------------------------
         # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
