@@ -322,8 +322,14 @@ class Core(wiring.Component):
             f_next = Signal(range(P))          # F's context in the next clock
             m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
             start_mask = Mux(first, acc_cmd.start, cmd_start_held)
+            # the buffer's content in the next clock: what it holds (unless it commits now)
+            # or the write entering now (so a word can commit in the clock after it came)
+            nb_valid = Signal()
+            nb_slot = Signal(sb)
+            m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
+                         nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
             commit_d = Signal()
-            m.d.comb += commit_d.eq(wb_valid & ~commit & (wb_slot == f_next[:sb]) & (f_next < C)
+            m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
                                     & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
             m.d.sync += commit.eq(commit_d)
             with m.If(commit):
