@@ -603,7 +603,7 @@ class Core(wiring.Component):
         vcancel = o_vdep & first & tb_reset
         reg_e("fblk", fblk_x, 1)
         reg_e("alt_st", fblk_x | vcancel, 1)
-        reg_e("alt", fblk_x | vcancel | (o_ldep & loop_exit), 1)
+        reg_e("alt", fblk_x | vcancel, 1)
         reg_e("pc_alt", Mux(o_ldep, pc_inc, eff_pc), pb)
         reg_e("st_alt", Mux(o_fdep, CtxState.FENCE, CtxState.VSYNC), 3)
 
@@ -626,7 +626,7 @@ class Core(wiring.Component):
                      go.eq((e["act"] | start_b) & ~reset_b & ~stop_act),
                      lx.eq(e["ldep"] & e["lexit"])]
         ill, alt, alt_st = Signal(), Signal(), Signal()
-        m.d.comb += [ill.eq(e["issue"] & ~e["valid"]), alt.eq(e["alt"] | ill),
+        m.d.comb += [ill.eq(e["issue"] & ~e["valid"]), alt.eq(e["alt"] | ill | lx),
                      alt_st.eq(e["alt_st"] | ill)]
         fblk = e["fblk"]
         # (every LOOP word is valid, so a falling-through LOOP never faults: lx, pc_alt)
