@@ -162,3 +162,56 @@ def test_spram_write_waits_for_its_slot_and_holds_a_start():
     sim.run()
     assert 1 <= seen["waited"] <= core.phases
     assert seen["held"] == 1
+
+
+def test_illegal_word_faults_where_it_issues():
+    """A word with reserved bits set faults (reason illegal) in the cycle it would issue,
+    with the pc of that word; nothing after it runs."""
+    core = Core(1_000_000, 1000.0, watchdog_ops=1000, program_words=8)
+    bad = E("IRQ", tag=1) | 1 << 20                 # IRQ with a reserved bit
+    prog = [E("MOVE", reg=X0, value=7), E("NOP"), bad, E("IRQ", tag=2), E("HALT")]
+    recs, regs = run_core(core, {0: prog}, cycles=10)
+    assert [(r[0], r[3]) for r in recs] == [(0, EventKind.REG), (2, EventKind.STATE)]
+    st = recs[-1][4]
+    assert (st & 7, st >> 3 & 7, st >> 6) == (CtxState.FAULTED, Reason.ILLEGAL, 2)
+    assert regs[("status", 0)] == (CtxState.FAULTED, 2)
+
+
+def test_spram_writes_at_link_rate_ignoring_ready():
+    """A client that writes one word every phases + 1 clocks and ignores ``ready`` (like the
+    link) loses no word: the program then runs as written."""
+    core = Core(1_000_000, 1000.0, watchdog_ops=1000, contexts=4, program_words=16,
+                program_memory="spram")
+    words = {s: [E("ADD", reg=X0, delta=s + 1)] * 3 + [E("IRQ", tag=s), E("HALT")] for s in range(4)}
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        for _ in range(2 * core.phases):
+            await ctx.tick()
+        for slot, ws in words.items():
+            for i, w in enumerate(ws):
+                ctx.set(core.prog_wr.valid, 1)
+                ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
+                ctx.set(core.prog_wr.payload.data, w)
+                await ctx.tick()
+                ctx.set(core.prog_wr.valid, 0)
+                for _ in range(core.phases):
+                    await ctx.tick()
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload.start, 0b1111)
+        while not ctx.get(core.cmd.ready):
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(core.cmd.valid, 0)
+        for _ in range(12 * core.phases):
+            if ctx.get(core.events.valid):
+                seen.append((ctx.get(core.events.payload.slot), EventKind(ctx.get(core.events.payload.kind))))
+            await ctx.tick()
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for s in range(4):
+        assert [k for slot, k in seen if slot == s] == [EventKind.REG] * 3 + [EventKind.IRQ, EventKind.STATE]
