@@ -2,16 +2,18 @@
 
 See ``docs/core.md`` for the ports, the memory budget and the timing. In short:
 
-* The core clock ``clk`` runs ``phases = max(contexts, 3)`` clocks per **core cycle**
+* The core clock ``clk`` runs ``phases = max(contexts, 4)`` clocks per **core cycle**
   (the unit of ``isa`` timing; ``clock_hz`` is the core-cycle rate, so
-  ``f_clk = clock_hz * phases``). In phase ``k`` context ``k`` executes the op it
-  issues in this core cycle, so every program issues up to one op per core cycle and
-  the ops of one cycle take effect in ascending slot order (rule 8) for free.
-* Each context goes through a three-stage pipeline: fetch (program memory address),
-  read (register file / loop counter / fence value addresses from the fetched word),
-  execute (one clock; all state updates and the event). Stages of different contexts
-  overlap, so there is no hazard: the next op of a context is fetched after its
-  previous execute.
+  ``f_clk = clock_hz * phases``). Context ``k`` executes the op it issues in a core
+  cycle in phase ``k + 1`` of it (the last context in phase 0 of the next), so every
+  program issues up to one op per core cycle and the ops of one cycle take effect in
+  ascending slot order (rule 8) for free.
+* Each context goes through a four-stage pipeline: fetch (program memory address),
+  read (decode, operand RAM addresses, tests on the context's counters), decide (every
+  decision from registers and the operand RAMs, registered) and execute (a select
+  between registered outcomes with the command bits; all state updates and the event).
+  Stages of different contexts overlap, so there is no hazard: the next op of a context
+  is fetched in the clock after its execute.
 * Every cost in ``isa`` (WAIT, JUMP, LOOP, FENCE resume, vsync latency) is a
   per-context down-counter, so the RTL follows ``isa.EXECUTION_RULES`` exactly.
 """
