@@ -595,8 +595,20 @@ class Core(wiring.Component):
         reg_e("ldep", o_ldep, 1)
         reg_e("lexit", loop_exit, 1)
         # an illegal word faults; E applies it (the validity test is deep, E is shallow)
-        reg_e("issue", issue, 1)
-        reg_e("valid", valid_xx, 1)
+        # the command bits of this context, and E's whole decision, registered here: the
+        # command of this cycle is in the shift registers (bit 1 is X's context) except in
+        # phase 0, where it is being accepted (context 0)
+        def cmd_x(sh, acc):
+            return Mux(first, acc[0], sh[1] if C > 1 else 0) & (ph < C)
+        x_start, x_stop, x_reset = (cmd_x(cmd_start, acc_cmd.start), cmd_x(cmd_stop, acc_cmd.stop),
+                                    cmd_x(cmd_reset, acc_cmd.reset))
+        x_stop_act = x_stop & act_x & ~x_reset
+        x_go = (act_x | x_start) & ~x_reset & ~x_stop_act
+        reg_e("reset", x_reset, 1)
+        reg_e("stop_act", x_stop_act, 1)
+        reg_e("go", x_go, 1)
+        reg_e("started", x_start & ~act_x & ~x_reset, 1)
+        reg_e("ill", issue & ~valid_xx, 1)
         # E's overrides, decided here: a FENCE not met blocks (state FENCE, pc held, idle
         # 0); a LOOP that falls through goes on at pc + 1; an illegal word faults; a vsync
         # resume of context 0 in a cycle whose phase 0 reset the time base is undone
@@ -618,17 +630,11 @@ class Core(wiring.Component):
 
         # -- E: select between the precomputed outcomes (registers only) ----------------------
         valid_ctx = ph_e < C
-        start_b = cmd_start[0] & valid_ctx
-        stop_b = cmd_stop[0] & valid_ctx
-        reset_b = cmd_reset[0] & valid_ctx
-        stop_act = Signal()
-        go = Signal()
+        reset_b, stop_act, go, ill = e["reset"], e["stop_act"], e["go"], e["ill"]
         lx = Signal()       # a LOOP that falls through: next op, CYCLES_LOOP_EXIT
-        m.d.comb += [stop_act.eq(stop_b & e["act"]),
-                     go.eq((e["act"] | start_b) & ~reset_b & ~stop_act),
-                     lx.eq(e["ldep"] & e["lexit"])]
-        ill, alt, alt_st = Signal(), Signal(), Signal()
-        m.d.comb += [ill.eq(e["issue"] & ~e["valid"]), alt.eq(e["alt"] | ill | lx),
+        m.d.comb += lx.eq(e["ldep"] & e["lexit"])
+        alt, alt_st = Signal(), Signal()
+        m.d.comb += [alt.eq(e["alt"] | ill | lx),
                      alt_st.eq(e["alt_st"] | ill)]
         fblk = e["fblk"]
         # (every LOOP word is valid, so a falling-through LOOP never faults: lx, pc_alt)
@@ -647,7 +653,7 @@ class Core(wiring.Component):
         ev_kind = Signal(3)
         ev_payload = Signal(PAYLOAD_BITS)
         ev_started = Signal()
-        m.d.comb += ev_started.eq(start_b & ~e["act"] & ~reset_b)
+        m.d.comb += ev_started.eq(e["started"])
         # reported pc (n_rep): the next op, except after a FENCE that blocks now (its
         # successor) and in every clock the state does not change (what it was)
         with m.If(reset_b):
