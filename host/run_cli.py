@@ -67,6 +67,10 @@ def register(subparsers) -> None:
     p.add_argument("--watchdog-ops", type=int, default=isa.DEFAULT_WATCHDOG_OPS)
     p.add_argument("--vsync-events", action="store_true", help="also record vsync events")
     p.add_argument("--port", help="fpga: the board's port URL (/dev/ttyUSB1, socket://H:P)")
+    p.add_argument("--engine", choices=("cxxrtl", "amaranth"),
+                   help="sim: the RTL simulator (default cxxrtl, compiled once and cached; "
+                        "amaranth.sim is ~250x slower)")
+    p.add_argument("--waves", metavar="FILE.vcd", help="sim: write the core's waveforms (VCD)")
     p.add_argument("--board", help="fpga: board name (found by its USB id); soft/sim: "
                                     "use that board's core clock")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -105,29 +109,16 @@ def _prog_event(e: dict, prog: int) -> dict:
 
 # -- engines ------------------------------------------------------------------------------
 def make_virtual_engine(backend: str, clock_hz: int, vsync_hz: float, watchdog_ops: int,
-                        vsync_events: bool = False):
-    """An engine with the Machine API for a virtual-time backend."""
-    kw = dict(clock_hz=clock_hz, vsync_hz=vsync_hz, watchdog_ops=watchdog_ops)
+                        vsync_events: bool = False, *, engine: str | None = None,
+                        waves: str | None = None):
+    """An engine with the Machine API for a virtual-time backend (the VM, or the RTL)."""
+    kw = dict(clock_hz=clock_hz, vsync_hz=vsync_hz, watchdog_ops=watchdog_ops,
+              vsync_events=vsync_events)
     if backend == "soft":
         from copperline.host.vm import Machine
-        return Machine(**kw, vsync_events=vsync_events)
-    try:
-        import copperline.sim.backend as simb
-    except ModuleNotFoundError as exc:
-        if exc.name != "copperline.sim.backend":
-            raise
-        raise RunError("--backend sim: not implemented yet (copperline.sim.backend does not "
-                       "exist in this build); use --backend soft", 2) from None
-    if hasattr(simb, "create_engine"):
-        factory = simb.create_engine
-    elif hasattr(simb, "Machine"):
-        factory = simb.Machine
-    else:
-        raise RunError("--backend sim: not implemented yet (copperline.sim.backend provides "
-                       "neither create_engine() nor Machine)", 2)
-    if vsync_events:
-        kw["vsync_events"] = True
-    return factory(**kw)
+        return Machine(**kw)
+    from copperline.sim.backend import create_engine
+    return create_engine(**kw, engine=engine, waves=waves)
 
 
 def make_realtime_backend(args):
@@ -303,13 +294,19 @@ def _run(args, opened) -> int:
             [e.get("cycle", 0) for e in events] + [0]) + 1
         ops = status.get("ops")
     else:
+        if args.backend == "soft" and (args.engine or args.waves):
+            raise RunError("--engine and --waves apply to --backend sim")
         engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
-                                     args.watchdog_ops, args.vsync_events)
+                                     args.watchdog_ops, args.vsync_events,
+                                     engine=args.engine, waves=args.waves)
         try:
             events, status = run_virtual(engine, image, until_cycle=until_cycle, fences=fences,
                                          max_cycle=DEFAULT_MAX_US * cpu)
         except (ValueError, RuntimeError) as exc:
             raise RunError(f"{args.program}: {exc}") from None
+        finally:
+            if callable(getattr(engine, "close", None)):
+                engine.close()            # the RTL engines flush --waves here
         end_cycle = engine.cycle
         ops = status.get("ops")
     elapsed = time.perf_counter() - t_wall

@@ -140,3 +140,19 @@ def test_board_option_models_that_boards_core_clock(tmp_path, capsys):
     assert header["clock_hz"] == hz
     assert main(["run", SPRITE, "--board", "no-such-board", "--frames", "1"]) == 1
     assert "unknown board 'no-such-board'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["cxxrtl", "amaranth"])
+def test_sim_backend_engines_and_waves_match_the_vm(engine, tmp_path):
+    common = ["--clock-hz", "1000000", "--vsync-hz", "2000", "--until-us", "1500"]
+    soft, sim, waves = tmp_path / "soft.jsonl", tmp_path / "sim.jsonl", tmp_path / "w.vcd"
+    assert main(["run", SPRITE, *common, "--trace", str(soft)]) == 0
+    assert main(["run", SPRITE, "--backend", "sim", "--engine", engine, "--waves", str(waves),
+                 *common, "--trace", str(sim)]) == 0
+    assert read_trace(str(sim))[1] == read_trace(str(soft))[1]
+    assert waves.read_text()[:200].lstrip().startswith(("$date", "$version", "$timescale", "$comment"))
+
+
+def test_engine_option_is_for_the_sim_backend(capsys):
+    assert main(["run", SPRITE, "--engine", "amaranth", "--frames", "1"]) == 1
+    assert "--backend sim" in capsys.readouterr().err
