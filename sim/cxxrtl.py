@@ -19,8 +19,6 @@ not reused because it compiles one fixed harness (the UART board harness).
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import subprocess
@@ -28,7 +26,7 @@ from pathlib import Path
 
 from amaranth import Module, Signal, Elaboratable
 
-from copperline.boards.cxxrtl_board import CxxrtlError, _cxx, _cxxrtl_include, _run, _yosys
+from copperline.sim.cxxrtl_build import CxxrtlError, build_native
 from copperline.firmware import isa
 from copperline.hdl.core import Core
 from copperline.sim.rtl import RtlEngineBase, RtlError
@@ -38,9 +36,6 @@ log = logging.getLogger(__name__)
 __all__ = ["CxxrtlMachine", "SimTop", "build_core_simulator", "CxxrtlError"]
 
 DRIVER = Path(__file__).with_name("cxxrtl_core.cc")
-YOSYS_SCRIPT = ("read_rtlil design.il; hierarchy -top top; proc; flatten; opt -full; "
-                "write_cxxrtl -header design.cc")
-CXXFLAGS = ("-O2", "-std=c++17")
 
 
 class SimTop(Elaboratable):
@@ -94,27 +89,8 @@ def build_core_simulator(core: Core, *, build_dir: str | os.PathLike | None = No
     from amaranth.back import rtlil
     top = SimTop(core)
     il = rtlil.convert(top, name="top", ports=top.ports())
-    h = hashlib.sha256()
-    for part in (il, DRIVER.read_text(), YOSYS_SCRIPT, " ".join(CXXFLAGS)):
-        h.update(part.encode())
-        h.update(b"\0")
-    out = (Path(build_dir or _build_dir()) / "cxxrtl-core" / h.hexdigest()[:16]).resolve()
-    exe = out / "core-sim"
-    if exe.exists():
-        return exe
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if exe.exists():
-            return exe
-        log.info("compiling the core simulator with CXXRTL into %s (once per design)", out)
-        (out / "design.il").write_text(il)
-        _run([_yosys(), "-q", "-p", YOSYS_SCRIPT], out, "yosys write_cxxrtl")
-        tmp = out / "core-sim.tmp"
-        _run([_cxx(), *CXXFLAGS, "-I", str(_cxxrtl_include()), "-I", str(out), "-o", str(tmp),
-              str(out / "design.cc"), str(DRIVER)], out, "g++ compile")
-        tmp.rename(exe)
-    return exe
+    return build_native(il, DRIVER, build_dir=build_dir or _build_dir(), kind="cxxrtl-core",
+                        exe_name="core-sim", what="core")
 
 
 class CxxrtlMachine(RtlEngineBase):

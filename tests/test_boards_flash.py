@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from copperline.boards import common
 from copperline.boards.common import BoardError, find_programmer, flash
 from copperline.boards.registry import get_board
 

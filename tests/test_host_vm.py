@@ -270,6 +270,7 @@ def test_watchdog_reset_by_wait_and_by_waiting_fence_only():
     m.run_until(10)
     m.set_fence("vk", 1)
     events = m.run_until(100)
+    assert not any(e["event"] == "irq" for e in events)
     assert m.status(0)["state"] == "faulted" and m.status(0)["pc"] == 6
     # ... and HALT is an op too: 3 NOPs + IRQ + HALT needs watchdog_ops 5
     m2 = Machine(MHZ, 1000.0, 5)
