@@ -184,8 +184,14 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
         end_cycle = until_cycle if until_cycle is not None else max_cycle
         t0 = time.monotonic()
         todo = sorted(fences, key=lambda f: f[0])
+        # A board counts its own cycles, and the virtual board runs slower than real time:
+        # its program's cycle, not the wall clock, says how far the run has got.
+        board_time = backend.name == "fpga"
         while True:
-            elapsed_cycle = (time.monotonic() - t0) * hz
+            if board_time:
+                elapsed_cycle = backend.status(prog).cycle
+            else:
+                elapsed_cycle = (time.monotonic() - t0) * hz
             while todo and todo[0][0] <= elapsed_cycle:
                 _, name, value = todo.pop(0)
                 backend.fence(name, value)
@@ -195,7 +201,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
                                            and e.get("state") in _ENDED for e in got[-8:]):
                 break
             next_at = min([end_cycle] + [f[0] for f in todo[:1]])
-            time.sleep(max(0.0, min(0.01, (next_at - elapsed_cycle) / hz)))
+            time.sleep(max(0.001, min(0.01, (next_at - elapsed_cycle) / hz)))
         status = backend.status(prog).to_json()
         if callable(getattr(backend, "program_ops", None)):
             status["ops"] = backend.program_ops(prog)
