@@ -35,9 +35,11 @@ from copperline.host.vm import Machine
 
 log = logging.getLogger(__name__)
 
-#: deliver(events, wall_ns): wall_ns is the measured time since t0 right after the
-#: machine produced ``events``.
+#: deliver(prepared, wall_ns): wall_ns is the measured time since t0 at the hand-over.
 Deliver = Callable[[list, int], None]
+#: prepare(events) -> prepared: whatever can be done to a batch of machine events before
+#: its deadline (mapping, building the dicts), so the hand-over itself is short.
+Prepare = Callable[[list], list]
 
 
 def _reduce_timer_slack() -> None:
@@ -80,20 +82,26 @@ class RealTimeExecutor:
     machine:
         The machine; from :meth:`start` on, only the timing thread touches it.
     deliver:
-        Called on the timing thread with each batch of events; must not block.
+        Called on the timing thread at each hand-over with a prepared batch of events and
+        the measured time; must not block.
     spin_us:
         How long before a deadline the thread stops sleeping and starts spinning.
     slice_cycles:
         Most cycles run in one go before the thread yields (bounds op-dense stretches).
+    prepare:
+        Called on the timing thread ahead of each deadline with the machine's events; its
+        result is what ``deliver`` gets (default: the events as they are).
     rt_priority:
         SCHED_FIFO priority for the timing thread where permitted; 0 keeps SCHED_OTHER.
         The environment variable ``COPPER_RT_PRIORITY`` overrides the default.
     """
 
     def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
-                 slice_cycles: int | None = None, rt_priority: int | None = None):
+                 slice_cycles: int | None = None, rt_priority: int | None = None,
+                 prepare: Prepare | None = None):
         self.machine = machine
         self._deliver = deliver
+        self._prepare = prepare or (lambda events: events)
         self.spin_ns = spin_us * 1000
         # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
         self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
@@ -165,7 +173,7 @@ class RealTimeExecutor:
         target = max(m.cycle, self.now_cycle())
         events = m.run_until(target)
         if events:
-            self._deliver(events, time.perf_counter_ns() - self.t0_ns)
+            self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
 
     def _drain(self) -> None:
         while self._commands:
@@ -230,7 +238,8 @@ class RealTimeExecutor:
                     due = t0 + -(-cyc * 1_000_000_000 // hz)
                     if due > horizon:
                         break
-                    batches.append((due, m.run_until(cyc + 1)))
+                    events = m.run_until(cyc + 1)
+                    batches.append((due, self._prepare(events) if events else None))
                     cyc = m.next_event_cycle()
                 for due, events in batches:
                     while now < due:
@@ -246,6 +255,7 @@ class RealTimeExecutor:
             target = min(now_cycle + 1, nc + self.slice_cycles)
             events = m.run_until(target)
             if events:
-                self._deliver(events, clock() - t0)
+                prepared = self._prepare(events)
+                self._deliver(prepared, clock() - t0)
             if target <= now_cycle:
                 time.sleep(0)                 # behind real time: yield the GIL between slices

@@ -67,7 +67,8 @@ class SoftBackend(Backend):
                                vsync_events=vsync_events)
         self._timeout = command_timeout
         self._lock = threading.RLock()           # virtual clock: serialises callers
-        self._rt = (RealTimeExecutor(self.machine, self._deliver, spin_us=spin_us)
+        self._rt = (RealTimeExecutor(self.machine, self._emit_prepared, spin_us=spin_us,
+                                     prepare=self._prepare)
                     if clock == "monotonic" else None)
         self._next_id = 1
         self._slot_of: dict[int, int] = {}       # prog id -> slot
@@ -87,27 +88,36 @@ class SoftBackend(Backend):
         with self._lock:
             return fn(self.machine)
 
-    def _deliver(self, events: list[dict], wall_ns: int | None = None) -> list[dict]:
-        """Map machine events (slot) to backend events (prog), add wall_us, emit them."""
+    def _prepare(self, events: list[dict]) -> list[tuple[dict, float]]:
+        """Map machine events (slot) to backend events (prog), each with the model time
+        (us) its ``wall_us`` is measured from. Done ahead of the deadline in real time."""
         out = []
         m = self.machine
         hz = self.clock_hz
         for e in events:
             slot = e.get("slot")
             if slot is None:                     # vsync: counted from the time-base reset
-                ev = dict(e)
-                if wall_ns is not None:
-                    ev["wall_us"] = round(wall_ns / 1000, 3)
+                out.append((dict(e), 0.0))
             else:
                 prog = self._prog_of.get(slot)
                 ev = {("prog" if k == "slot" else k): (prog if k == "slot" else v)
                       for k, v in e.items()}
-                if wall_ns is not None:
-                    start_us = m.slot_start(slot) * 1_000_000 / hz
-                    ev["wall_us"] = round(wall_ns / 1000 - start_us, 3)
+                out.append((ev, m.slot_start(slot) * 1_000_000 / hz))
+        return out
+
+    def _emit_prepared(self, prepared: list[tuple[dict, float]],
+                       wall_ns: int | None = None) -> list[dict]:
+        """Stamp ``wall_us`` (when measured) and hand the events to the sink."""
+        out = []
+        for ev, start_us in prepared:
+            if wall_ns is not None:
+                ev["wall_us"] = round(wall_ns / 1000 - start_us, 3)
             out.append(ev)
             self.emit(ev)
         return out
+
+    def _deliver(self, events: list[dict], wall_ns: int | None = None) -> list[dict]:
+        return self._emit_prepared(self._prepare(events), wall_ns)
 
     def _flush(self, m: Machine) -> None:
         """Deliver the events of host actions just taken (they are at the current cycle)."""
