@@ -221,9 +221,10 @@ class Core(wiring.Component):
         ph_e = Signal(range(P), init=P - 1)
         for s in (ph, ph_f, ph_r, ph_e):
             m.d.sync += s.eq(Mux(s == P - 1, 0, s + 1))
-        first = Signal()
-        last = Signal()
-        m.d.comb += [first.eq(ph == 0), last.eq(ph == P - 1)]
+        # phase 0 / phase P-1 flags as registers (one LUT level less on the command paths)
+        first = Signal(init=1)
+        last = Signal(init=P == 1)
+        m.d.sync += [first.eq(ph == P - 1), last.eq(ph == P - 2 if P > 1 else 1)]
         m.d.comb += self.phase.eq(ph)
 
         # -- host commands: accepted in phase 0, applied by E in that core cycle -----------
@@ -469,16 +470,26 @@ class Core(wiring.Component):
         fwd = Signal()
         m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
                            & (fw.timeline == fld("FENCE", "timeline")))
-        fence_ok = (fence_rp.data >= fld("FENCE", "value")) | (fwd & (fw.value >= fld("FENCE", "value")))
+        # The RAM comparison is split into 12-bit halves (a 24-bit carry chain after the
+        # RAM was the slowest path): X registers "high half >" (ORed with the write's
+        # test, which starts from registers and is short) and the high-half equality and
+        # low-half ">=" separately; E finishes "not met" in one LUT (``fblk``).
+        fv = fld("FENCE", "value")
+        fh = isa.FENCE_VALUE_BITS // 2
+        f_gt_hi = fence_rp.data[fh:] > fv[fh:]
+        f_eq_hi = fence_rp.data[fh:] == fv[fh:]
+        f_ge_lo = fence_rp.data[:fh] >= fv[:fh]
+        w_ok = fwd & (fw.value >= fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
-        # in the decision path. (A counter that fell through reads 0 though its armed bit
-        # is set: idle too.)
+        # in the decision path.
         loop_slot = fld("LOOP", "slot")
         loop_count = fld("LOOP", "count")
+        # (a counter that falls through has its armed bit cleared by E, so "counting" is
+        # the armed bit alone: no zero test on the RAM value)
         counting = Signal()
-        m.d.comb += counting.eq(act_x & armed_x & (loop_rp.data != 0))
+        m.d.comb += counting.eq(act_x & armed_x)
         loop_exit = Mux(counting, loop_rp.data == 1, loop_count == 1)
         o_loop_data = Mux(counting, loop_rp.data - 1, loop_count - 1)
 
@@ -574,52 +585,50 @@ class Core(wiring.Component):
             e[name] = s
             return s
 
+        x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
+        # an illegal word faults (the outcome assumes a valid word). The validity test is
+        # deep, so it only enters E's ``kill`` (the command's "keep", or an illegal word)
+        x_ill = Signal()
+        m.d.comb += x_ill.eq(issue & ~valid_xx)
+        g_run = x_valid
+        # a vsync resume of context 0 in a cycle whose phase 0 reset the time base is
+        # undone (that cycle is not an edge)
+        vcancel = o_vdep & first & tb_reset
+
+        # E's result without the command, the illegal word and the two late overrides (a
+        # FENCE that is not met, a LOOP that falls through)
+        g_st, g_pc = Signal(3), Signal(pb)
+        m.d.comb += [g_st.eq(Mux(vcancel, CtxState.VSYNC, o_st)), g_pc.eq(Mux(vcancel, eff_pc, o_pc))]
         reg_e("act", act_x, 1)
+        reg_e("ill", x_ill, 1)
         reg_e("st", st_x)
         reg_e("pc", pc_x)
         reg_e("rep", ring_rep[2])
-        reg_e("pc_inc", pc_inc)
+        reg_e("eff_pc", eff_pc)
+        reg_e("g_st", g_st)
+        reg_e("g_pc", g_pc)
+        reg_e("pc_inc", pc_inc, pb)
         reg_e("stop_pc", Mux(st_fe_x, pc1_x, pc_x), pb)
-        reg_e("o_st", o_st)
-        reg_e("o_pc", o_pc)
+        # the event (none depends on the late overrides); a REG event's value comes in E
+        reg_e("kind", o_kind, 3)
+        reg_e("payload", o_payload, PAYLOAD_BITS)
+        reg_e("is_reg", g_run & o_rf_we, 1)
+        reg_e("valid", x_valid, 1)
         reg_e("o_hi", o_hi)
         reg_e("o_lo", o_lo)
         reg_e("o_wd", o_wd)
         reg_e("o_lv", o_lv)
-        reg_e("o_kind", o_kind)
-        reg_e("o_payload", o_payload)
-        reg_e("rf_we", o_rf_we, 1)
-        reg_e("loop_we", o_loop_we, 1)
+        # the armed bits after a LOOP that falls through (its own bit cleared)
+        reg_e("lv_exit", eff_lv & ~onehot_x, isa.LOOP_SLOTS)
+        reg_e("loop_we", g_run & o_loop_we, 1)
         reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
         reg_e("loop_data", o_loop_data[:isa.LOOP_COUNT_BITS], isa.LOOP_COUNT_BITS)
-        reg_e("ldep", o_ldep, 1)
-        reg_e("lexit", loop_exit, 1)
-        # an illegal word faults; E applies it (the validity test is deep, E is shallow)
-        # the command bits of this context, and E's whole decision, registered here: the
-        # command of this cycle is in the shift registers (bit 1 is X's context) except in
-        # phase 0, where it is being accepted (context 0)
-        def cmd_x(sh, acc):
-            return Mux(first, acc[0], sh[1] if C > 1 else 0) & (ph < C)
-        x_start, x_stop, x_reset = (cmd_x(cmd_start, acc_cmd.start), cmd_x(cmd_stop, acc_cmd.stop),
-                                    cmd_x(cmd_reset, acc_cmd.reset))
-        x_stop_act = x_stop & act_x & ~x_reset
-        x_go = (act_x | x_start) & ~x_reset & ~x_stop_act
-        reg_e("reset", x_reset, 1)
-        reg_e("stop_act", x_stop_act, 1)
-        reg_e("go", x_go, 1)
-        reg_e("started", x_start & ~act_x & ~x_reset, 1)
-        reg_e("ill", issue & ~valid_xx, 1)
-        # E's overrides, decided here: a FENCE not met blocks (state FENCE, pc held, idle
-        # 0); a LOOP that falls through goes on at pc + 1; an illegal word faults; a vsync
-        # resume of context 0 in a cycle whose phase 0 reset the time base is undone
-        # (that cycle is not an edge)
-        fblk_x = o_fdep & ~fence_ok
-        vcancel = o_vdep & first & tb_reset
-        reg_e("fblk", fblk_x, 1)
-        reg_e("alt_st", fblk_x | vcancel, 1)
-        reg_e("alt", fblk_x | vcancel, 1)
-        reg_e("pc_alt", Mux(o_ldep, pc_inc, eff_pc), pb)
-        reg_e("st_alt", Mux(o_fdep, CtxState.FENCE, CtxState.VSYNC), 3)
+        # the late overrides: a LOOP that falls through (next op, CYCLES_LOOP_EXIT); a
+        # FENCE that is not met (state FENCE, pc held, idle 0), finished in E
+        reg_e("lx", g_run & o_ldep & loop_exit, 1)
+        reg_e("fpre", g_run & o_fdep & ~f_gt_hi & ~w_ok, 1)
+        reg_e("feq_hi", f_eq_hi, 1)
+        reg_e("fge_lo", f_ge_lo, 1)
 
         reg_e("is_move", flags["MOVE"], 1)
         reg_e("reg_idx", reg_idx_x, 8)
@@ -629,60 +638,66 @@ class Core(wiring.Component):
         reg_e("hit", reg_idx_x == e_reg_idx, 1)
 
         # -- E: select between the precomputed outcomes (registers only) ----------------------
-        valid_ctx = ph_e < C
-        reset_b, stop_act, go, ill = e["reset"], e["stop_act"], e["go"], e["ill"]
-        lx = Signal()       # a LOOP that falls through: next op, CYCLES_LOOP_EXIT
-        m.d.comb += lx.eq(e["ldep"] & e["lexit"])
-        alt, alt_st = Signal(), Signal()
-        m.d.comb += [alt.eq(e["alt"] | ill | lx),
-                     alt_st.eq(e["alt_st"] | ill)]
-        fblk = e["fblk"]
-        # (every LOOP word is valid, so a falling-through LOOP never faults: lx, pc_alt)
+        # the command (shift registers: bit 0 is E's context) is applied here: X never
+        # sees a command bit (the command input of phase 0 would reach X's deep logic)
+        valid_ctx = e["valid"]
+        e_reset, e_stop, e_start, e_act = cmd_reset[0], cmd_stop[0], cmd_start[0], e["act"]
+        stop_act, keep, kill = Signal(), Signal(), Signal()
+        m.d.comb += [stop_act.eq(e_stop & e_act & ~e_reset),
+                     # reset, host stop, or a context that neither runs nor starts
+                     keep.eq(e_reset | stop_act | ~(e_act | e_start)),
+                     # ... or an illegal word (faults)
+                     kill.eq(keep | e["ill"])]
+        k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
+        with m.If(e_reset):
+            m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
+        with m.Elif(stop_act):
+            m.d.comb += [k_st.eq(CtxState.STOPPED), alt_pc.eq(e["pc"]), alt_rep.eq(e["pc"])]
+        with m.Elif(keep):
+            m.d.comb += [k_st.eq(e["st"]), alt_pc.eq(e["pc"]), alt_rep.eq(e["rep"])]
+        with m.Else():
+            m.d.comb += [k_st.eq(CtxState.FAULTED), alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
+        lx = e["lx"]
+        fblk = Signal()     # a FENCE that is not met blocks
+        m.d.comb += fblk.eq(e["fpre"] & ~(e["feq_hi"] & e["fge_lo"]))
+        # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         last_we = Signal()
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["rf_we"] & go & ~ill & valid_ctx)
+        m.d.comb += rf_we.eq(e["is_reg"] & ~kill)
         m.d.sync += last_we.eq(rf_we)
         m.d.comb += [e_reg_idx.eq(e["reg_idx"]),
                      e_reg_new.eq(Mux(e["is_move"], e["move_val"],
                                       Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])))]
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
-                     loop_wp.en.eq(e["loop_we"] & go & ~ill & valid_ctx)]
+                     loop_wp.en.eq(e["loop_we"] & ~kill)]
 
         ev_kind = Signal(3)
         ev_payload = Signal(PAYLOAD_BITS)
         ev_started = Signal()
-        m.d.comb += ev_started.eq(e["started"])
-        # reported pc (n_rep): the next op, except after a FENCE that blocks now (its
-        # successor) and in every clock the state does not change (what it was)
-        with m.If(reset_b):
-            m.d.comb += [n_st.eq(CtxState.LOADED), n_pc.eq(0), n_rep.eq(0)]
-        with m.Elif(stop_act):
-            m.d.comb += [n_st.eq(CtxState.STOPPED), n_pc.eq(e["pc"]), n_rep.eq(e["pc"]),
-                         ev_kind.eq(EventKind.STATE),
-                         ev_payload.eq(Cat(Const(CtxState.STOPPED, 3), Const(Reason.HOST, 3),
-                                           e["stop_pc"]))]
-        with m.Elif(go):
-            m.d.comb += [n_st.eq(Mux(alt_st, Mux(ill, CtxState.FAULTED, e["st_alt"]), e["o_st"])),
-                         n_pc.eq(Mux(alt, e["pc_alt"], e["o_pc"])),
-                         n_rep.eq(Mux(fblk & ~ill, e["pc_inc"], Mux(alt, e["pc_alt"], e["o_pc"])))]
-            with m.If(ill):
-                m.d.comb += [ev_kind.eq(EventKind.STATE),
-                             ev_payload.eq(Cat(Const(CtxState.FAULTED, 3), Const(Reason.ILLEGAL, 3),
-                                               e["pc_alt"]))]
-            with m.Else():
-                m.d.comb += [ev_kind.eq(e["o_kind"]),
-                             ev_payload.eq(Mux(e["o_kind"] == EventKind.REG,
-                                               Cat(e_reg_new, e["reg_idx"]), e["o_payload"]))]
-        with m.Else():
-            m.d.comb += [n_st.eq(e["st"]), n_pc.eq(e["pc"]), n_rep.eq(e["rep"])]
+        keep_e = kill
+        m.d.comb += [
+            ev_started.eq(e_start & ~e_act & ~e_reset),
+            ev_kind.eq(Mux(kill, Mux(~keep | stop_act, EventKind.STATE, EventKind.NONE), e["kind"])),
+            ev_payload.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
+                                        Mux(keep, Reason.HOST, Reason.ILLEGAL)[:3],
+                                        Mux(keep, e["stop_pc"], e["eff_pc"])),
+                              Mux(rf_we, Cat(e_reg_new, e["reg_idx"]), e["payload"])))]
+        # the ring's next entry: the base result, or a late override; the reported pc
+        # (n_rep) is the next op, except after a FENCE that blocks now (its successor)
+        # (each two LUT levels: ``fblk`` and the inner mux, then the outer one)
+        m.d.comb += [n_st.eq(Mux(keep_e, k_st, Mux(fblk, CtxState.FENCE, e["g_st"]))),
+                     n_pc.eq(Mux(keep_e | fblk, alt_pc, Mux(lx, e["pc_inc"], e["g_pc"]))),
+                     n_rep.eq(Mux(fblk & ~keep_e, e["pc_inc"],
+                                  Mux(lx | keep_e, Mux(keep_e, alt_rep, e["pc_inc"]), e["g_pc"])))]
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
         exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
         m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
                      ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
-                     ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])), ctx_wp.data.armed.eq(e["o_lv"])]
+                     ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])),
+                     ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
 
         # -- events ---------------------------------------------------------------------
         # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
