@@ -295,7 +295,11 @@ class Core(wiring.Component):
         dlay = delay_layout(chz)
         wdshape = unsigned(self.watchdog_ops.bit_length())
         ctx_layout = data.StructLayout({"hi": dlay.members["hi"], "lo": dlay.members["lo"],
-                                        "idle": wdshape, "armed": unsigned(isa.LOOP_SLOTS)})
+                                        "idle": wdshape, "armed": unsigned(isa.LOOP_SLOTS),
+                                        # "the delay is 0" and "idle == watchdog_ops" of the
+                                        # values stored, precomputed (R's issue decision
+                                        # reads two bits instead of two wide tests)
+                                        "dz": unsigned(1), "wh": unsigned(1)})
         # ram_style: a block RAM, not P x 57 flip-flops plus a 57-bit read mux
         ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[], attrs={"ram_style": "block"})
         m.submodules.ctx_mem = ctx_mem
@@ -400,6 +404,16 @@ class Core(wiring.Component):
         onehot = Signal(isa.LOOP_SLOTS)
         m.d.comb += onehot.eq(Const(1, isa.LOOP_SLOTS) << raw("LOOP", "slot"))
         m.d.sync += [wd1_x.eq(cx.idle + 1), onehot_x.eq(onehot), lvor_x.eq(cx.armed | onehot)]
+        # the tests of the next values: the delay after one count down is 0 (it is 1 now),
+        # the idle count after one more op hits the watchdog
+        d1_x, wh1_x = Signal(), Signal()
+        if self.cycles_per_us == 1:
+            r_d1 = cx.hi == 1
+        else:
+            r_d1 = (cx.hi == 0) & (cx.lo == 1)
+        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(cx.idle == self.watchdog_ops - 1)]
+        cx_wh_x = Signal()
+        m.d.sync += cx_wh_x.eq(cx.wh)
         # op classes, registered; validity (no reserved bit set) is finished in X from
         # registered per-segment zero tests (the SPRAM's output is late in the clock)
         segs = {}           # bits with the same set of ops reserving them -> one zero test
@@ -498,9 +512,14 @@ class Core(wiring.Component):
         # after a vsync edge or a FENCE (assumed met, see above), or nothing changes.
         issue, cnt_dn, wdog, vres, fres = (Signal(name=n) for n in ("x_issue", "x_dec", "x_wdog",
                                                                       "x_vres", "x_fres"))
-        m.d.comb += [issue.eq(~act_x | (st_run_x & dz_x & ~wdhit_x)),
-                     cnt_dn.eq(act_x & st_run_x & ~dz_x),
-                     wdog.eq(act_x & st_run_x & dz_x & wdhit_x),
+        # issue / count down / watchdog are decided in R (from the counter RAM and the
+        # ring) and registered: X's outcome logic starts two LUT levels later otherwise
+        r_act, r_run = active(ring_st[1]), ring_st[1] == CtxState.RUNNING
+        r_dz, r_wh = cx.dz, cx.wh
+        m.d.sync += [issue.eq(~r_act | (r_run & r_dz & ~r_wh)),
+                     cnt_dn.eq(r_act & r_run & ~r_dz),
+                     wdog.eq(r_act & r_run & r_dz & r_wh)]
+        m.d.comb += [
                      # the edge register without this clock's time-base reset (a reset in
                      # phase 0 cancels the edge: E undoes the resume of context 0, o_vdep)
                      vres.eq(act_x & st_vs_x & vs.edge_reg),
@@ -538,6 +557,20 @@ class Core(wiring.Component):
         k_vs = delay_const(chz, isa.VSYNC_LATENCY - 1)
         k_fr = delay_const(chz, isa.FENCE_RESUME_LATENCY - 1)
         w_hi, w_lo = delay_wait(fld("WAIT", "us"), chz)
+        def kzero(k):
+            return int(k[0].value == 0 and k[1].value == 0)
+        o_dz, o_wh = Signal(), Signal()
+        cpu1 = self.cycles_per_us == 1
+        m.d.comb += [
+            o_dz.eq(pick(Mux(branch, kzero(k_branch), Mux(vres, kzero(k_vs), Mux(fres, kzero(k_fr),
+                                                                              kzero(k_simple)))),
+                         (cnt_dn, d1_x),
+                         (op["wait_us"], (fld("WAIT", "us") == 1) if cpu1 else 0))),
+            o_wh.eq(pick(Mux(act_x, cx_wh_x, 0),
+                         (op["wait_us"] | op["wait_vs"], 0),
+                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"],
+                          Mux(act_x, wh1_x, int(self.watchdog_ops == 1))))),
+        ]
         for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
             k = Mux(branch, k_branch[i], Mux(vres, k_vs[i], Mux(fres, k_fr[i], k_simple[i])))
             m.d.comb += o.eq(pick(k, (cnt_dn, dv), (op["wait_us"], wv)))
@@ -617,6 +650,8 @@ class Core(wiring.Component):
         reg_e("o_hi", o_hi)
         reg_e("o_lo", o_lo)
         reg_e("o_wd", o_wd)
+        reg_e("o_dz", o_dz, 1)
+        reg_e("o_wh", o_wh, 1)
         reg_e("o_lv", o_lv)
         # the armed bits after a LOOP that falls through (its own bit cleared)
         reg_e("lv_exit", eff_lv & ~onehot_x, isa.LOOP_SLOTS)
@@ -626,7 +661,8 @@ class Core(wiring.Component):
         # the late overrides: a LOOP that falls through (next op, CYCLES_LOOP_EXIT); a
         # FENCE that is not met (state FENCE, pc held, idle 0), finished in E
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
-        reg_e("fpre", g_run & o_fdep & ~f_gt_hi & ~w_ok, 1)
+        reg_e("fdep", g_run & o_fdep, 1)
+        reg_e("fgt", f_gt_hi | w_ok, 1)
         reg_e("feq_hi", f_eq_hi, 1)
         reg_e("fge_lo", f_ge_lo, 1)
 
@@ -659,7 +695,7 @@ class Core(wiring.Component):
             m.d.comb += [k_st.eq(CtxState.FAULTED), alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fpre"] & ~(e["feq_hi"] & e["fge_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["feq_hi"] & e["fge_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         last_we = Signal()
@@ -697,6 +733,9 @@ class Core(wiring.Component):
         m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
                      ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
                      ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])),
+                     ctx_wp.data.dz.eq(Mux(lx, kzero(delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)),
+                                           e["o_dz"])),
+                     ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
                      ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
 
         # -- events ---------------------------------------------------------------------
