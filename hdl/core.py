@@ -97,6 +97,9 @@ class Core(wiring.Component):
         Program memory words per context (a power of two).
     fifo_depth : int
         Event FIFO depth (records).
+    lut_ram : bool
+        Keep the executor's register-file copy in LUT RAM (``ram_style = "distributed"``;
+        for the ECP5, whose block RAM clock-to-out leaves no time for the ADD after it).
 
     Attributes
     ----------
@@ -124,7 +127,8 @@ class Core(wiring.Component):
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
                  contexts: int = isa.DEFAULT_CONTEXTS,
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
-                 program_memory: str = "auto", spram_primitive: bool = False):
+                 program_memory: str = "auto", spram_primitive: bool = False,
+                 lut_ram: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         if watchdog_ops < 1:
@@ -149,7 +153,8 @@ class Core(wiring.Component):
         self.pc_bits = (program_words - 1).bit_length()
         self.event_layout = event_layout(self.slot_bits)
         self.command_layout = command_layout(contexts)
-        self.regfile = RegFile(layers)
+        self.lut_ram = lut_ram
+        self.regfile = RegFile(layers, exec_ram_style="distributed" if lut_ram else None)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive

@@ -38,6 +38,8 @@ class RegFile(wiring.Component):
     ----------
     layers : int
         Layers implemented (``isa.DEFAULT_LAYERS``); depth is ``layers * REG_STRIDE``.
+    exec_ram_style : str or None
+        Yosys ``ram_style`` of the executor's copy (None: the tool's choice).
 
     Attributes
     ----------
@@ -46,7 +48,7 @@ class RegFile(wiring.Component):
     host_addr, host_data : host read-back, data one clock after the address
     """
 
-    def __init__(self, layers: int = isa.DEFAULT_LAYERS):
+    def __init__(self, layers: int = isa.DEFAULT_LAYERS, exec_ram_style: str | None = None):
         if not 1 <= layers <= 1 << isa.LAYER_BITS:
             raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
         self.layers = layers
@@ -57,7 +59,11 @@ class RegFile(wiring.Component):
             "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
             "host_addr": In(abits), "host_data": Out(REG_WORD_BITS),
         })
-        self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[])
+        # ``exec_ram_style`` (a Yosys ``ram_style``, e.g. "distributed" on the ECP5: the
+        # executor adds to the value it reads, and a block RAM's clock-to-out is most of
+        # a fast clock) applies to the executor's copy only
+        self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[],
+                                      attrs={"ram_style": exec_ram_style} if exec_ram_style else None)
         self.host_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[])
 
     def elaborate(self, platform):

@@ -171,7 +171,8 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
     r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
-                                program_memory=mem, spram_primitive=mem == "spram"),
+                                program_memory=mem, spram_primitive=mem == "spram",
+                                lut_ram=a.family == "ecp5"),
                    a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq)
     out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
     out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)
