@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.host import link as proto
-from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
+from copperline.host.backend import (Backend, BackendError, ProgramState, ProgramStatus,
+                                     fence_update_problem)
 from copperline.host.core_events import (STATE_NAMES, CoreEventError, RecordConverter,
                                          TimestampUnwrapper, decode_record, record_bytes,
                                          slot_bits_for)
@@ -677,17 +678,10 @@ class FpgaBackend(Backend):
                                                               key=lambda p: p.id)]
 
     def fence(self, timeline: str, value: int) -> None:
-        if not isinstance(timeline, str) or not timeline:
-            raise BackendError("BAD_ARG", f"fence: timeline must be a non-empty name, got {timeline!r}")
-        if isinstance(value, bool) or not isinstance(value, int) or \
-                not 0 <= value <= isa.FENCE_VALUE_MAX:
-            raise BackendError("BAD_ARG", f"fence {timeline!r}: value {value!r} is not an "
-                               f"integer in 0..{isa.FENCE_VALUE_MAX}")
         with self._lock:
-            old = self._fences.get(timeline, 0)
-            if value < old:
-                raise BackendError("BAD_ARG", f"fence {timeline!r}: values are monotonic; "
-                                   f"{value} < current {old}")
+            problem = fence_update_problem(timeline, value, self._fences.get(timeline, 0))
+            if problem:
+                raise BackendError("BAD_ARG", problem)
             self._fences[timeline] = value
             writes = [(p.slot * isa.FENCE_TIMELINES + p.image.timelines.index(timeline))
                       for p in self._progs.values()

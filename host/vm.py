@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
+from copperline.host.backend import fence_update_problem
 
 #: "never": the next issue cycle of a program that is blocked or not running.
 NEVER = 1 << 62
@@ -160,12 +161,9 @@ class Machine:
 
     def set_fence(self, name: str, value: int) -> None:
         """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
-        if not isinstance(value, int) or not 0 <= value <= isa.FENCE_VALUE_MAX:
-            raise ValueError(f"fence {name!r}: value {value!r} is not an integer in "
-                             f"0..{isa.FENCE_VALUE_MAX}")
-        old = self._fences.get(name, 0)
-        if value < old:
-            raise ValueError(f"fence {name!r}: values are monotonic; {value} < current {old}")
+        problem = fence_update_problem(name, value, self._fences.get(name, 0))
+        if problem:
+            raise ValueError(problem)
         self._fences[name] = value
         for ctx in self._slots:
             if ctx is not None and ctx.blocked is not None and ctx.blocked[0] == name \

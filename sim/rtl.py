@@ -24,6 +24,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.hdl.core import Core, CtxState, Reason
 from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
+from copperline.host.backend import fence_update_problem
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +180,9 @@ class RtlEngineBase:
 
     def set_fence(self, name: str, value: int) -> None:
         """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
-        if not isinstance(value, int) or not 0 <= value <= isa.FENCE_VALUE_MAX:
-            raise ValueError(f"fence {name!r}: value {value!r} is not an integer in "
-                             f"0..{isa.FENCE_VALUE_MAX}")
-        old = self._fences.get(name, 0)
-        if value < old:
-            raise ValueError(f"fence {name!r}: values are monotonic; {value} < current {old}")
+        problem = fence_update_problem(name, value, self._fences.get(name, 0))
+        if problem:
+            raise ValueError(problem)
         self._fences[name] = value
         for slot, s in enumerate(self._slots):
             if s is not None and name in s.image.timelines:
