@@ -268,10 +268,15 @@ class Core(wiring.Component):
             m.d.sync += g.eq(0)
         with m.Elif(last):
             m.d.sync += g.eq(g + 1)
-        # the core cycle of E's context: ``now`` taken at the end of phase 0
+        # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
+        # at the end of phase 1, so it is the previous cycle in phase 1 (E of the last
+        # context ran in phase 0) and this cycle in the others. ``tap`` (E's clock) takes
+        # ``g`` itself in phase 1 (E of context 0).
+        second = Signal()
+        m.d.sync += second.eq(first)
         g_e = Signal(TIMESTAMP_BITS)
-        with m.If(first):
-            m.d.sync += g_e.eq(now)
+        with m.If(second):
+            m.d.sync += g_e.eq(g)
         m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_reset),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
                      self.vsync_edge.eq(vs.edge)]
@@ -638,15 +643,28 @@ class Core(wiring.Component):
         g_st, g_pc = Signal(3), Signal(pb)
         m.d.comb += [g_st.eq(Mux(vcancel, CtxState.VSYNC, o_st)), g_pc.eq(Mux(vcancel, eff_pc, o_pc))]
         reg_e("act", act_x, 1)
+        # the command bits of this context, registered for E: the command of this cycle
+        # is in the shift registers (bit 1 is X's context) except in phase 0, where it is
+        # being accepted (context 0). ``accept`` is only ever set in phase 0, and in phase
+        # 0 the shift registers hold ``mask >> (P - 1)``, whose bit 1 is 0: an OR.
+        def cmd_x(sh, acc):
+            return acc[0] | (sh[1] if C > 1 else 0)
+        x_start, x_stop, x_reset = (cmd_x(cmd_start, acc_cmd.start), cmd_x(cmd_stop, acc_cmd.stop),
+                                    cmd_x(cmd_reset, acc_cmd.reset))
+        x_stop_act = x_stop & act_x & ~x_reset
+        reg_e("reset", x_reset, 1)
+        reg_e("stop_act", x_stop_act, 1)
+        # reset, host stop, or a context that neither runs nor starts
+        reg_e("keep", x_reset | x_stop_act | ~(act_x | x_start), 1)
+        reg_e("started", x_start & ~act_x & ~x_reset, 1)
         reg_e("ill", x_ill, 1)
         reg_e("st", st_x)
         reg_e("pc", pc_x)
-        reg_e("rep", ring_rep[2])
+        reg_e("rep", ring_rep[2])       # (also a host stop's pc: pc + 1 while blocked)
         reg_e("eff_pc", eff_pc)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         reg_e("pc_inc", pc_inc, pb)
-        reg_e("stop_pc", Mux(st_fe_x, pc1_x, pc_x), pb)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
         reg_e("payload", o_payload, PAYLOAD_BITS)
@@ -674,21 +692,19 @@ class Core(wiring.Component):
         reg_e("is_move", flags["MOVE"], 1)
         reg_e("reg_idx", reg_idx_x, 8)
         reg_e("move_val", fld("MOVE", "value") & mask, REG_WORD_BITS)
-        reg_e("sum_ram", (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS] & mask, REG_WORD_BITS)
-        reg_e("sum_fwd", (e_reg_new + fld("ADD", "delta"))[:REG_WORD_BITS] & mask, REG_WORD_BITS)
+        # (the sums are masked in E, where the mask merges into the select: no LUT after
+        # the carry chains)
+        reg_e("sum_ram", (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS], REG_WORD_BITS)
+        reg_e("sum_fwd", (e_reg_new + fld("ADD", "delta"))[:REG_WORD_BITS], REG_WORD_BITS)
         reg_e("hit", reg_idx_x == e_reg_idx, 1)
 
         # -- E: select between the precomputed outcomes (registers only) ----------------------
-        # the command (shift registers: bit 0 is E's context) is applied here: X never
-        # sees a command bit (the command input of phase 0 would reach X's deep logic)
+        # the command is applied here (X only registers its bits: the command input of
+        # phase 0 never reaches X's outcome logic)
         valid_ctx = e["valid"]
-        e_reset, e_stop, e_start, e_act = cmd_reset[0], cmd_stop[0], cmd_start[0], e["act"]
-        stop_act, keep, kill = Signal(), Signal(), Signal()
-        m.d.comb += [stop_act.eq(e_stop & e_act & ~e_reset),
-                     # reset, host stop, or a context that neither runs nor starts
-                     keep.eq(e_reset | stop_act | ~(e_act | e_start)),
-                     # ... or an illegal word (faults)
-                     kill.eq(keep | e["ill"])]
+        e_reset, stop_act, keep = e["reset"], e["stop_act"], e["keep"]
+        kill = Signal()     # keep, or an illegal word (faults)
+        m.d.comb += kill.eq(keep | e["ill"])
         k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
         with m.If(e_reset):
             m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
@@ -709,7 +725,8 @@ class Core(wiring.Component):
         m.d.sync += last_we.eq(rf_we)
         m.d.comb += [e_reg_idx.eq(e["reg_idx"]),
                      e_reg_new.eq(Mux(e["is_move"], e["move_val"],
-                                      Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])))]
+                                      Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])
+                                      & field_mask(e["reg_idx"][:(isa.REG_STRIDE - 1).bit_length()])))]
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
@@ -719,12 +736,12 @@ class Core(wiring.Component):
         ev_started = Signal()
         keep_e = kill
         m.d.comb += [
-            ev_started.eq(e_start & ~e_act & ~e_reset),
+            ev_started.eq(e["started"]),
             ev_kind.eq(Mux(kill, Mux(~keep | stop_act, EventKind.STATE, EventKind.NONE), e["kind"])),
             ev_payload.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
                                         Mux(keep, Reason.HOST, Reason.ILLEGAL)[:3],
-                                        Mux(keep, e["stop_pc"], e["eff_pc"])),
-                              Mux(rf_we, Cat(e_reg_new, e["reg_idx"]), e["payload"])))]
+                                        Mux(keep, e["rep"], e["eff_pc"])),
+                              Mux(e["is_reg"], Cat(e_reg_new, e["reg_idx"]), e["payload"])))]
         # the ring's next entry: the base result, or a late override; the reported pc
         # (n_rep) is the next op, except after a FENCE that blocks now (its successor)
         # (each two LUT levels: ``fblk`` and the inner mux, then the outer one)
@@ -752,11 +769,14 @@ class Core(wiring.Component):
             tap.valid.eq(valid_ctx & ((ev_kind != EventKind.NONE) | ev_started)),
             tap.payload.kind.eq(ev_kind), tap.payload.started.eq(ev_started),
             tap.payload.slot.eq(ph_e[:sb]), tap.payload.payload.eq(ev_payload),
-            tap.payload.timestamp.eq(g_e),
+            tap.payload.timestamp.eq(Mux(second, g, g_e)),
         ]
         rec_valid = Signal()
         rec = Signal(self.event_layout)
-        m.d.sync += [rec_valid.eq(tap.valid), rec.eq(tap.payload)]
+        m.d.sync += [rec_valid.eq(tap.valid),
+                     rec.kind.eq(tap.payload.kind), rec.started.eq(tap.payload.started),
+                     rec.slot.eq(tap.payload.slot), rec.payload.eq(tap.payload.payload)]
+        m.d.comb += rec.timestamp.eq(g_e)       # (no register: g_e is already the right one)
         m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(rec)]
         wiring.connect(m, evq.source, wiring.flipped(self.events))
         m.d.comb += self.dropped.eq(evq.dropped)
