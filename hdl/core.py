@@ -31,7 +31,8 @@ from copperline.hdl.decoder import Decoder
 from copperline.hdl.event_fifo import EventFIFO, EventKind, event_layout, PAYLOAD_BITS, TIMESTAMP_BITS
 from copperline.hdl.regfile import RegFile, REG_WORD_BITS, field_mask
 from copperline.hdl.progmem import ProgramMemory, resolve_kind
-from copperline.hdl.timer import delay_layout, delay_const, delay_wait, delay_dec, delay_zero
+from copperline.hdl.timer import (delay_layout, delay_const, delay_wait, delay_dec, delay_one,
+                                  delay_is_zero_const)
 from copperline.hdl.vsync import Vsync
 
 __all__ = ["Core", "CtxState", "Reason", "phases_for"]
@@ -401,7 +402,6 @@ class Core(wiring.Component):
         cx = ctx_rp.data
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         wd_x, lv_x = Signal(wdshape), Signal(isa.LOOP_SLOTS)
-        dz_x, wdhit_x = Signal(), Signal()
         # the decremented delay, precomputed here (a 27-bit subtractor out of X)
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
@@ -417,10 +417,7 @@ class Core(wiring.Component):
         # the tests of the next values: the delay after one count down is 0 (it is 1 now),
         # the idle count after one more op hits the watchdog
         d1_x, wh1_x = Signal(), Signal()
-        if self.cycles_per_us == 1:
-            r_d1 = cx.hi == 1
-        else:
-            r_d1 = (cx.hi == 0) & (cx.lo == 1)
+        r_d1 = delay_one(cx.hi, cx.lo, chz)
         m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(cx.idle == self.watchdog_ops - 1)]
         cx_wh_x = Signal()
         m.d.sync += cx_wh_x.eq(cx.wh)
@@ -464,8 +461,7 @@ class Core(wiring.Component):
         for op_ in isa.OPS:
             vv = vv | (flags[op_.name] & ok_op[op_.name])
         m.d.comb += valid_xx.eq(vv)
-        m.d.sync += [hi_x.eq(cx.hi), lo_x.eq(cx.lo), wd_x.eq(cx.idle), lv_x.eq(cx.armed),
-                     dz_x.eq(delay_zero(cx.hi, cx.lo)), wdhit_x.eq(cx.idle == self.watchdog_ops)]
+        m.d.sync += [wd_x.eq(cx.idle), lv_x.eq(cx.armed)]
 
         # -- X: every decision, from registers and the operand RAMs; results registered ---
         st_x, pc_x = ring_st[2], ring_pc[2]
@@ -500,10 +496,14 @@ class Core(wiring.Component):
         # low-half ">=" separately; E finishes "not met" in one LUT (``fblk``).
         fv = fld("FENCE", "value")
         fh = isa.FENCE_VALUE_BITS // 2
-        f_gt_hi = fence_rp.data[fh:] > fv[fh:]
+        # (">" and ">=" written as the borrow of a subtraction: a carry chain, which the
+        # mapper does not build for a comparison operator)
+        def borrow(a, b):       # a < b
+            return (a.as_unsigned() - b.as_unsigned())[len(a)]
+        f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
         f_eq_hi = fence_rp.data[fh:] == fv[fh:]
-        f_ge_lo = fence_rp.data[:fh] >= fv[:fh]
-        w_ok = fwd & (fw.value >= fv)
+        f_ge_lo = ~borrow(fence_rp.data[:fh], fv[:fh])
+        w_ok = fwd & ~borrow(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
@@ -568,7 +568,7 @@ class Core(wiring.Component):
         k_fr = delay_const(chz, isa.FENCE_RESUME_LATENCY - 1)
         w_hi, w_lo = delay_wait(fld("WAIT", "us"), chz)
         def kzero(k):
-            return int(k[0].value == 0 and k[1].value == 0)
+            return int(delay_is_zero_const(k))
         o_dz, o_wh = Signal(), Signal()
         cpu1 = self.cycles_per_us == 1
         m.d.comb += [
