@@ -124,6 +124,13 @@ class Core(wiring.Component):
     vsync_in, vsync_external, vsync_edge : vsync input, its select, and the edge flag
     """
 
+    #: Memories whose read and write ports never address the same row in one clock:
+    #: ``ctx_mem`` is read for F's context and written for E's, ``loop_mem`` read for R's
+    #: and written for E's (two and three phases apart, ``phases >= 4``). The synthesis
+    #: flow (:func:`copperline.hdl.synth.collision_dont_care`) drops the read-old-data
+    #: bypass Yosys would add for them.
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem")
+
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
                  contexts: int = isa.DEFAULT_CONTEXTS,
@@ -265,10 +272,11 @@ class Core(wiring.Component):
         g = Signal(TIMESTAMP_BITS)
         now = Signal(TIMESTAMP_BITS)
         m.d.comb += now.eq(Mux(tb_reset, 0, g))
+        # (``g + last``, not an enable: the reset would otherwise join the enable of 32
+        # flip-flops, a high-fanout net from the command input)
+        m.d.sync += g.eq(g + last)
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
-        with m.Elif(last):
-            m.d.sync += g.eq(g + 1)
         # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
         # at the end of phase 1, so it is the previous cycle in phase 1 (E of the last
         # context ran in phase 0) and this cycle in the others. ``tap`` (E's clock) takes
@@ -635,13 +643,15 @@ class Core(wiring.Component):
         m.d.comb += x_ill.eq(issue & ~valid_xx)
         g_run = x_valid
         # a vsync resume of context 0 in a cycle whose phase 0 reset the time base is
-        # undone (that cycle is not an edge)
-        vcancel = o_vdep & first & tb_reset
+        # undone (that cycle is not an edge): E decides it, from the time-base reset
+        # registered (the command input stays out of X's outcome logic)
+        reg_e("vdep0", o_vdep & first, 1)
+        tb_r = Signal()
+        m.d.sync += tb_r.eq(tb_reset)
 
         # E's result without the command, the illegal word and the two late overrides (a
         # FENCE that is not met, a LOOP that falls through)
-        g_st, g_pc = Signal(3), Signal(pb)
-        m.d.comb += [g_st.eq(Mux(vcancel, CtxState.VSYNC, o_st)), g_pc.eq(Mux(vcancel, eff_pc, o_pc))]
+        g_st, g_pc = o_st, o_pc
         reg_e("act", act_x, 1)
         # the command bits of this context, registered for E: the command of this cycle
         # is in the shift registers (bit 1 is X's context) except in phase 0, where it is
@@ -704,7 +714,9 @@ class Core(wiring.Component):
         valid_ctx = e["valid"]
         e_reset, stop_act, keep = e["reset"], e["stop_act"], e["keep"]
         kill = Signal()     # keep, or an illegal word (faults)
-        m.d.comb += kill.eq(keep | e["ill"])
+        vcancel = Signal()
+        m.d.comb += [vcancel.eq(e["vdep0"] & tb_r),
+                     kill.eq(keep | e["ill"] | vcancel)]
         k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
         with m.If(e_reset):
             m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
@@ -713,7 +725,8 @@ class Core(wiring.Component):
         with m.Elif(keep):
             m.d.comb += [k_st.eq(e["st"]), alt_pc.eq(e["pc"]), alt_rep.eq(e["rep"])]
         with m.Else():
-            m.d.comb += [k_st.eq(CtxState.FAULTED), alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
+            m.d.comb += [k_st.eq(Mux(e["ill"], CtxState.FAULTED, CtxState.VSYNC)),
+                         alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
         m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["feq_hi"] & e["fge_lo"]))
@@ -737,7 +750,8 @@ class Core(wiring.Component):
         keep_e = kill
         m.d.comb += [
             ev_started.eq(e["started"]),
-            ev_kind.eq(Mux(kill, Mux(~keep | stop_act, EventKind.STATE, EventKind.NONE), e["kind"])),
+            ev_kind.eq(Mux(kill, Mux((~keep & e["ill"]) | stop_act, EventKind.STATE, EventKind.NONE),
+                           e["kind"])),
             ev_payload.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
                                         Mux(keep, Reason.HOST, Reason.ILLEGAL)[:3],
                                         Mux(keep, e["rep"], e["eff_pc"])),

