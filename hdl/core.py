@@ -149,6 +149,10 @@ class Core(wiring.Component):
         if isa.OP_BY_NAME["MOVE"].bit("reg") != isa.OP_BY_NAME["ADD"].bit("reg"):
             raise ValueError("the core reads the register file from one field: MOVE.reg and "
                              "ADD.reg must sit at the same bits")
+        mv, dl = isa.OP_BY_NAME["MOVE"].bit("value"), isa.OP_BY_NAME["ADD"].bit("delta")
+        if (mv.lsb, mv.width) != (dl.lsb, dl.width) or mv.width != REG_WORD_BITS:
+            raise ValueError("the core keeps one immediate: MOVE.value and ADD.delta must sit "
+                             "at the same bits, as wide as a register")
         self.clock_hz = clock_hz
         self.vsync_hz = vsync_hz
         self.watchdog_ops = watchdog_ops
@@ -399,7 +403,6 @@ class Core(wiring.Component):
         fence_wp = fence_mem.write_port()
         fence_rp = fence_mem.read_port()
         m.d.comb += [
-            rf.rd_addr.eq(raw("MOVE", "reg")),
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
         ]
@@ -509,7 +512,8 @@ class Core(wiring.Component):
         def borrow(a, b):       # a < b
             return (a.as_unsigned() - b.as_unsigned())[len(a)]
         f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
-        f_eq_hi = fence_rp.data[fh:] == fv[fh:]
+        # (met = high > | high >= & low >=: every test a carry chain)
+        f_ge_hi = ~borrow(fence_rp.data[fh:], fv[fh:])
         f_ge_lo = ~borrow(fence_rp.data[:fh], fv[:fh])
         w_ok = fwd & ~borrow(fw.value, fv)
 
@@ -619,13 +623,12 @@ class Core(wiring.Component):
             o_vdep.eq(vres),
         ]
 
-        # register values: MOVE's masked value, and ADD's sum twice -- on the register
-        # file's value and on the value E writes in this clock (the previous context's
-        # write, which the RAM read missed); E picks.
+        # register values: the register file is read in X (its read port is transparent
+        # for E's write of the same clock: the previous context's write is seen) and E
+        # adds ADD's delta to the value
         reg_idx_x = fld("MOVE", "reg")
-        mask = field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()])
+        m.d.comb += rf.rd_addr.eq(reg_idx_x)
         e_reg_new = Signal(REG_WORD_BITS)
-        e_reg_idx = Signal(8)
 
         # -- X -> E registers ------------------------------------------------------------------
         e = {}
@@ -696,17 +699,15 @@ class Core(wiring.Component):
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
         reg_e("fdep", g_run & o_fdep, 1)
         reg_e("fgt", f_gt_hi | w_ok, 1)
-        reg_e("feq_hi", f_eq_hi, 1)
+        reg_e("fge_hi", f_ge_hi, 1)
         reg_e("fge_lo", f_ge_lo, 1)
 
         reg_e("is_move", flags["MOVE"], 1)
         reg_e("reg_idx", reg_idx_x, 8)
-        reg_e("move_val", fld("MOVE", "value") & mask, REG_WORD_BITS)
-        # (the sums are masked in E, where the mask merges into the select: no LUT after
-        # the carry chains)
-        reg_e("sum_ram", (rf.rd_data + fld("ADD", "delta"))[:REG_WORD_BITS], REG_WORD_BITS)
-        reg_e("sum_fwd", (e_reg_new + fld("ADD", "delta"))[:REG_WORD_BITS], REG_WORD_BITS)
-        reg_e("hit", reg_idx_x == e_reg_idx, 1)
+        # MOVE's value and ADD's delta share their bits (checked in __init__)
+        reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
+        # the register's mask, registered (E's value is then one LUT after the adder)
+        reg_e("mask", field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()]), REG_WORD_BITS)
 
         # -- E: select between the precomputed outcomes (registers only) ----------------------
         # the command is applied here (X only registers its bits: the command input of
@@ -729,17 +730,13 @@ class Core(wiring.Component):
                          alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["feq_hi"] & e["fge_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["fge_hi"] & e["fge_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
-        last_we = Signal()
         rf_we = Signal()
         m.d.comb += rf_we.eq(e["is_reg"] & ~kill)
-        m.d.sync += last_we.eq(rf_we)
-        m.d.comb += [e_reg_idx.eq(e["reg_idx"]),
-                     e_reg_new.eq(Mux(e["is_move"], e["move_val"],
-                                      Mux(e["hit"] & last_we, e["sum_fwd"], e["sum_ram"])
-                                      & field_mask(e["reg_idx"][:(isa.REG_STRIDE - 1).bit_length()])))]
+        m.d.comb += e_reg_new.eq(Mux(e["is_move"], e["imm"], (rf.rd_data + e["imm"])[:REG_WORD_BITS])
+                                 & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]

@@ -64,13 +64,18 @@ class Vsync(wiring.Component):
         prev_in = Signal()
         m.submodules.sync = FFSynchronizer(self.vsync_in, sync_in)
         m.d.comb += [self.edge.eq(edge_r & ~self.reset), self.edge_reg.eq(edge_r)]
+        # ``one``: left == 1, kept as a register (the wide test only feeds it, one step
+        # ahead: left == 2 before a count down)
+        one = Signal()
         # ``left`` has no enable (a subtraction of ``advance``): the reset would otherwise
         # join the enable of all its flip-flops
-        m.d.sync += left.eq(Mux(self.advance & (left == 1), self.period, left - self.advance))
+        m.d.sync += left.eq(Mux(self.advance & one, self.period, left - self.advance))
         with m.If(self.reset):
             # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
-            m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0)]
+            m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0),
+                         one.eq(Mux(self.advance, self.period == 2, 0))]
         with m.Elif(self.advance):
             m.d.sync += prev_in.eq(sync_in)
-            m.d.sync += edge_r.eq(Mux(self.external, sync_in & ~prev_in, left == 1))
+            m.d.sync += [edge_r.eq(Mux(self.external, sync_in & ~prev_in, one)),
+                         one.eq(~one & (left == 2))]
         return m
