@@ -417,14 +417,8 @@ class Core(wiring.Component):
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
         m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
-        armed_x = Signal()      # the armed bit of the LOOP's counter
-        m.d.sync += armed_x.eq(cx.armed.bit_select(raw("LOOP", "slot"), 1))
         wd1_x = Signal(wdshape)
-        onehot_x = Signal(isa.LOOP_SLOTS)
-        lvor_x = Signal(isa.LOOP_SLOTS)
-        onehot = Signal(isa.LOOP_SLOTS)
-        m.d.comb += onehot.eq(Const(1, isa.LOOP_SLOTS) << raw("LOOP", "slot"))
-        m.d.sync += [wd1_x.eq(cx.idle + 1), onehot_x.eq(onehot), lvor_x.eq(cx.armed | onehot)]
+        m.d.sync += wd1_x.eq(cx.idle + 1)
         # the tests of the next values: the delay after one count down is 0 (it is 1 now),
         # the idle count after one more op hits the watchdog
         d1_x, wh1_x = Signal(), Signal()
@@ -458,13 +452,19 @@ class Core(wiring.Component):
             "wait_vs": ok & dec.flag("WAIT") & raw("WAIT", "vsync"),
             "reg": ok & (dec.flag("MOVE") | dec.flag("ADD")), "irq": ok & dec.flag("IRQ"),
             "bind": ok & dec.flag("BIND_LAYER"), "jump": ok & dec.flag("JUMP"),
-            "loop_inf": ok & dec.flag("LOOP") & (raw("LOOP", "count") == 0),
-            "loop": ok & dec.flag("LOOP") & (raw("LOOP", "count") != 0),
+            "loop_any": ok & dec.flag("LOOP"),
             "fence": ok & dec.flag("FENCE"),
         }
         del cls_r["illegal"]
         cls_x = {k: Signal(name=f"x_op_{k}") for k in cls_r}
         m.d.sync += [cls_x[k].eq(v) for k, v in cls_r.items()]
+        # a LOOP's count == 0 (forever) registered on its own: the wide zero test and the
+        # opcode decode side by side after the (late) program memory output
+        cnt0_x = Signal()
+        m.d.sync += cnt0_x.eq(raw("LOOP", "count") == 0)
+        cls_x["loop_inf"] = cls_x["loop_any"] & cnt0_x
+        cls_x["loop"] = cls_x["loop_any"] & ~cnt0_x
+        del cls_x["loop_any"]
         # X: the word is valid (known opcode, no reserved bit set); the outcome below
         # assumes it is, and E applies ``e_ill``
         valid_xx = Signal()
@@ -521,6 +521,13 @@ class Core(wiring.Component):
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
         # in the decision path.
         loop_slot = fld("LOOP", "slot")
+        # the LOOP's counter as a one-hot mask and its armed bit (from registers: the
+        # program memory's output is late in R)
+        onehot_x = Signal(isa.LOOP_SLOTS)
+        armed_x = Signal()
+        m.d.comb += [onehot_x.eq(Const(1, isa.LOOP_SLOTS) << loop_slot),
+                     armed_x.eq(lv_x.bit_select(loop_slot, 1))]
+        lvor_x = lv_x | onehot_x
         loop_count = fld("LOOP", "count")
         # (a counter that falls through has its armed bit cleared by E, so "counting" is
         # the armed bit alone: no zero test on the RAM value)
