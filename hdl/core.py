@@ -750,16 +750,21 @@ class Core(wiring.Component):
 
         ev_kind = Signal(3)
         ev_payload = Signal(PAYLOAD_BITS)
+        ev_pl_base = Signal(PAYLOAD_BITS)
         ev_started = Signal()
         keep_e = kill
         m.d.comb += [
             ev_started.eq(e["started"]),
             ev_kind.eq(Mux(kill, Mux((~keep & e["ill"]) | stop_act, EventKind.STATE, EventKind.NONE),
                            e["kind"])),
-            ev_payload.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
+            # (the payload without a REG event's value, which the FIFO path adds after
+            # its register)
+            ev_pl_base.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
                                         Mux(keep, Reason.HOST, Reason.ILLEGAL)[:3],
                                         Mux(keep, e["rep"], e["eff_pc"])),
-                              Mux(e["is_reg"], Cat(e_reg_new, e["reg_idx"]), e["payload"])))]
+                              Mux(e["is_reg"], Cat(Const(0, REG_WORD_BITS), e["reg_idx"]),
+                                  e["payload"]))),
+            ev_payload.eq(ev_pl_base | Mux(rf_we, e_reg_new, 0))]
         # the ring's next entry: the base result, or a late override; the reported pc
         # (n_rep) is the next op, except after a FENCE that blocks now (its successor)
         # (each two LUT levels: ``fblk`` and the inner mux, then the outer one)
@@ -791,11 +796,20 @@ class Core(wiring.Component):
         ]
         rec_valid = Signal()
         rec = Signal(self.event_layout)
+        # a REG event's value (after the register file read and the adder) is registered
+        # apart and joins the payload after the register (one LUT before the FIFO's RAM)
+        rec_isreg = Signal()
+        rec_val = Signal(REG_WORD_BITS)
         m.d.sync += [rec_valid.eq(tap.valid),
                      rec.kind.eq(tap.payload.kind), rec.started.eq(tap.payload.started),
-                     rec.slot.eq(tap.payload.slot), rec.payload.eq(tap.payload.payload)]
+                     rec.slot.eq(tap.payload.slot),
+                     rec.payload.eq(ev_pl_base),
+                     rec_isreg.eq(rf_we), rec_val.eq(e_reg_new)]
         m.d.comb += rec.timestamp.eq(g_e)       # (no register: g_e is already the right one)
-        m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(rec)]
+        sink = Signal(self.event_layout)
+        m.d.comb += [sink.eq(rec), sink.payload[:REG_WORD_BITS].eq(
+            Mux(rec_isreg, rec_val, rec.payload[:REG_WORD_BITS]))]
+        m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(sink)]
         wiring.connect(m, evq.source, wiring.flipped(self.events))
         m.d.comb += self.dropped.eq(evq.dropped)
 
