@@ -17,3 +17,22 @@ def test_core_synthesizes_for_up5k(capsys):
               f"(harness adds {r.harness_ffs} FFs)")
     # 4 x 1024 program words live in the two SPRAMs, not in block RAM
     assert r.sprams == 2 and r.brams <= 16 and r.lcs > 0 and r.fmax_mhz > 0
+
+
+def test_collision_dont_care_marks_only_the_listed_memories():
+    from amaranth.back import rtlil
+    from copperline.hdl.synth import collision_dont_care
+    core = Core(1_000_000, 20_000.0, program_words=16)
+    il = collision_dont_care(rtlil.convert(core, name="copper_core"), core.COLLISION_FREE_MEMORIES)
+    masks = {}
+    cur = None
+    for line in il.split("\n"):
+        st = line.strip()
+        if st.startswith("parameter \\MEMID"):
+            cur = st.split('"')[1].lstrip("\\")
+        elif st.startswith("parameter \\COLLISION_X_MASK") and cur:
+            masks[cur] = st.split()[-1]
+            cur = None
+    assert masks["ctx_mem"] == "1'1" and masks["loop_mem"] == "1'1"
+    # the host writes fences at any time; the register file read is transparent
+    assert masks["fence_mem"] == "1'0" and masks["exec_mem"] == "1'0"
