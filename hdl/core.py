@@ -257,9 +257,9 @@ class Core(wiring.Component):
         m.d.comb += self.cmd.ready.eq(cmd_ok)
         acc_cmd = Signal(self.command_layout)
         m.d.comb += acc_cmd.eq(Mux(accept, self.cmd.payload.as_value(), 0))
-        # The command's slot masks as shift registers: bit 0 is always E's context, so E
-        # reads registers only. Loaded at the end of phase 0 (E of the last context of the
-        # previous cycle still reads its bits then), shifted after every other phase.
+        # The command's slot masks as shift registers: bit 1 is always X's context (X
+        # registers the bits of its context for E; context 0's come from the input in
+        # phase 0). Loaded at the end of phase 0, shifted after every other phase.
         cmd_start, cmd_stop, cmd_reset = (Signal(C, name=f"cmd_{n}") for n in ("start", "stop", "reset"))
         with m.If(first):
             m.d.sync += [cmd_start.eq(acc_cmd.start), cmd_stop.eq(acc_cmd.stop),
@@ -372,7 +372,10 @@ class Core(wiring.Component):
             with m.Elif(first):
                 m.d.sync += stale.eq(0)
             # phase 0 of the next cycle: not stale, and no write commits in it
-            m.d.sync += cmd_ok.eq(last & ~stale & ~stale_set & ~commit_d)
+            # (in the last clock F's next context is 2, which is never held by a start:
+            # ``commit_d`` reduces to a slot test, off the command input)
+            commit_last = nb_valid & (nb_slot == 2) & (2 < C)
+            m.d.sync += cmd_ok.eq(last & ~stale & ~stale_set & ~commit_last)
         else:
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
