@@ -745,7 +745,9 @@ class Core(wiring.Component):
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
         m.d.comb += rf_we.eq(e["is_reg"] & ~kill)
-        m.d.comb += e_reg_new.eq(Mux(e["is_move"], e["imm"], (rf.rd_data + e["imm"])[:REG_WORD_BITS])
+        # (MOVE = 0 + value: the select is on the adder's operand, so the only LUT after
+        # the carry chain is the sum bit with the mask)
+        m.d.comb += e_reg_new.eq((Mux(e["is_move"], 0, rf.rd_data) + e["imm"])[:REG_WORD_BITS]
                                  & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
