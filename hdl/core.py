@@ -744,7 +744,7 @@ class Core(wiring.Component):
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["is_reg"] & ~kill)
+        m.d.comb += rf_we.eq(e["is_reg"] & ~keep & ~e["ill"])     # (a vsync resume is no REG op)
         # (MOVE = 0 + value: the select is on the adder's operand, so the only LUT after
         # the carry chain is the sum bit with the mask)
         m.d.comb += e_reg_new.eq((Mux(e["is_move"], 0, rf.rd_data) + e["imm"])[:REG_WORD_BITS]
@@ -760,7 +760,10 @@ class Core(wiring.Component):
         keep_e = kill
         m.d.comb += [
             ev_started.eq(e["started"]),
-            ev_kind.eq(Mux(kill, Mux((~keep & e["ill"]) | stop_act, EventKind.STATE, EventKind.NONE),
+            # (a cancelled vsync resume has no event either way: ``keep | ill``, not
+            # ``kill``, a LUT level less before the record's valid bit)
+            ev_kind.eq(Mux(keep | e["ill"], Mux((~keep & e["ill"]) | stop_act, EventKind.STATE,
+                                                 EventKind.NONE),
                            e["kind"])),
             # (the payload without a REG event's value, which the FIFO path adds after
             # its register)
