@@ -6,7 +6,7 @@ are built by iterating over ``isa.OPS``. Change the ISA and the decoder follows.
 
 from __future__ import annotations
 
-from amaranth import Module, Cat, Const, signed, unsigned
+from amaranth import Module, Const, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, unsigned
 from amaranth.lib import wiring, data, stream, fifo
 from amaranth.lib.wiring import In, Out
 

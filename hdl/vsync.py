@@ -7,7 +7,6 @@ from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-from copperline.firmware import isa
 
 __all__ = ["Vsync"]
 
