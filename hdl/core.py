@@ -219,6 +219,9 @@ class Core(wiring.Component):
         m.submodules.regfile = rf = self.regfile
         prog = self.prog
         if platform is not None and resolve_kind(self.program_memory, platform) == "spram":
+            # The platform-less memory stays unused on this platform: say so, so that
+            # Amaranth does not warn about it.
+            self.prog._MustUse__silence = True
             prog = ProgramMemory(prog.depth, "spram", primitive=True)
         m.submodules.prog_mem = prog
         m.submodules.vsync = vs = Vsync(self.vsync_period)
