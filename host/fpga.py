@@ -459,13 +459,15 @@ class FpgaBackend(Backend):
             self._lost("board-reset", "running programs found in state loaded")
 
     def _reconnect(self) -> None:
-        try:
-            self._connect()
-        except BackendError as exc:
-            log.debug("fpga backend: board not back yet: %s", exc.message)
-            return
-        log.info("fpga backend: board back on %s", self.url)
+        # Under the lock from connect to the last re-upload: a command (say start) must
+        # not reach the freshly reset board before its programs are back on it.
         with self._lock:
+            try:
+                self._connect()
+            except BackendError as exc:
+                log.debug("fpga backend: board not back yet: %s", exc.message)
+                return
+            log.info("fpga backend: board back on %s", self.url)
             for p in sorted(self._progs.values(), key=lambda p: p.id):
                 if p.soft_id is not None:
                     continue                    # stays on the fallback until unloaded
