@@ -102,6 +102,16 @@ def vsync_period_cycles(clock_hz: int, vsync_hz: float) -> int:
     return period
 
 
+def check_machine(*, watchdog_ops: int, layers: int, contexts: int) -> None:
+    """Raise ValueError for machine parameters no engine (VM or RTL) can have."""
+    if watchdog_ops < 1:
+        raise ValueError(f"watchdog_ops must be >= 1 (got {watchdog_ops})")
+    if not 1 <= layers <= 1 << LAYER_BITS:
+        raise ValueError(f"layers must be 1..{1 << LAYER_BITS} (got {layers})")
+    if contexts < 1:
+        raise ValueError(f"contexts must be >= 1 (got {contexts})")
+
+
 # ---------------------------------------------------------------------------------
 # Registers: layer[N].x|y|alpha|z|visible
 # ---------------------------------------------------------------------------------

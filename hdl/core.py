@@ -139,10 +139,7 @@ class Core(wiring.Component):
                  lut_ram: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
-        if watchdog_ops < 1:
-            raise ValueError(f"watchdog_ops must be >= 1 (got {watchdog_ops})")
-        if contexts < 1:
-            raise ValueError(f"contexts must be >= 1 (got {contexts})")
+        isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
         if program_words < 2 or program_words & (program_words - 1) or program_words > 1 << isa.ADDR_BITS:
             raise ValueError(f"program_words must be a power of two in 2..{1 << isa.ADDR_BITS} "
                              f"(got {program_words})")

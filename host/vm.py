@@ -87,12 +87,7 @@ class Machine:
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
-        if watchdog_ops < 1:
-            raise ValueError(f"watchdog_ops must be >= 1 (got {watchdog_ops})")
-        if not 1 <= layers <= 1 << isa.LAYER_BITS:
-            raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
-        if contexts < 1:
-            raise ValueError(f"contexts must be >= 1 (got {contexts})")
+        isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
         self.clock_hz = clock_hz
         self.vsync_hz = vsync_hz
         self.watchdog_ops = watchdog_ops
