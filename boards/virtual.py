@@ -1,11 +1,13 @@
 """The virtual board: the board top's RTL, simulated, its link on a TCP socket.
 
-Two engines:
+Engines:
 
-* ``cxxrtl`` (default): the top *with its UART pins* compiled to a native simulator
-  (:mod:`copperline.boards.cxxrtl_board`); host bytes are shifted onto ``uart_rx`` at the
-  board's bit period and ``uart_tx`` is decoded, so the line rate is the real one. Paced
-  to never run ahead of the wall clock; idle time (no frame, nothing running) is skipped.
+* ``verilator`` (default) and ``cxxrtl``: the top *with its UART pins* compiled to a
+  native simulator (:mod:`copperline.boards.native_board`); host bytes are shifted onto
+  ``uart_rx`` at the board's bit period and ``uart_tx`` is decoded, so the line rate is
+  the real one. Paced to never run ahead of the wall clock; idle time (no frame, nothing
+  running) is skipped. Verilator is ~6x faster; when it cannot be used the board falls
+  back to CXXRTL with a warning.
 * ``amaranth``: the fallback in ``amaranth.sim`` at the byte level (the link's byte
   streams; the UART is proven by its own tests), about 20k fabric cycles per second. When
   the host is silent and the link idle the simulation pauses, so simulated time only
@@ -106,13 +108,13 @@ class SimulatedLink:
             raise
 
 
-ENGINES = ("cxxrtl", "amaranth")
+ENGINES = ("verilator", "cxxrtl", "amaranth")
 
 
 def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     """The board-independent top as the virtual board runs it (``core``: a
     ``CoreConfig``, or None for the link-only top). ``byte_io=False`` keeps the UART pins
-    (the cxxrtl engine)."""
+    (the native engines)."""
     from copperline.hdl.top import LinkTop
     if core is not None:
         core = core.simulation()         # e.g. the SPRAM model instead of SB_SPRAM256KA
@@ -122,23 +124,37 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
                 build_dir: str = "build", pace: bool = True, progress=None):
     """The simulated link of a virtual board: a :class:`SimulatedLink` (amaranth) or a
-    :class:`~copperline.boards.cxxrtl_board.CxxrtlLink` (cxxrtl, compiled and cached)."""
+    :class:`~copperline.boards.native_board.NativeBoardLink` (verilator, cxxrtl: compiled
+    and cached; a Verilator that cannot build falls back to CXXRTL with a warning)."""
     if engine == "amaranth":
         top = top if top is not None else make_top(clock_hz, baud, core)
         return SimulatedLink(top, on_output, clock_hz=clock_hz)
-    if engine == "cxxrtl":
-        from copperline.boards.cxxrtl_board import CxxrtlLink, build_simulator
-        top = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
-        exe = build_simulator(top, build_dir=build_dir, name="virtual board", progress=progress)
-        return CxxrtlLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace)
+    if engine in ("verilator", "cxxrtl"):
+        from copperline.boards.native_board import NativeBoardLink, build_simulator
+        from copperline.sim.cxxrtl_build import NativeBuildError
+
+        def build(engine):
+            # a fresh top per build: an elaboratable is elaborated once
+            design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
+            return build_simulator(design, engine=engine, build_dir=build_dir,
+                                   name="virtual board", progress=progress)
+        try:
+            exe = build(engine)
+        except NativeBuildError as exc:
+            if engine != "verilator" or top is not None:
+                raise
+            log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
+            exe = build("cxxrtl")
+        return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace)
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
 class VirtualBoardServer:
     """Serves one simulated board link to TCP clients, one client at a time.
 
-    ``engine``: ``"cxxrtl"`` (fast, UART pins; what ``copper board sim`` uses) or
-    ``"amaranth"`` (the default here; a given ``top`` must then have ``byte_io=True``).
+    ``engine``: ``"verilator"``/``"cxxrtl"`` (fast, UART pins; what ``copper board sim``
+    uses) or ``"amaranth"`` (the default here; a given ``top`` must then have
+    ``byte_io=True``).
     ``core``: a ``CoreConfig`` or None (link only), used when no ``top`` is given.
     """
 

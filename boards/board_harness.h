@@ -1,0 +1,183 @@
+// The virtual board's native harness, shared by the simulators (see
+// boards/native_board.py): a compiled board top with its UART pins bridged to
+// stdin/stdout at the bit level. `cxxrtl_harness.cc` and `verilator_harness.cc` wrap
+// their simulator's model in the small interface `run_board` uses:
+//
+//   void init();          uart_rx high, clock low, everything settled
+//   void set_rx(bool);    the uart_rx pin, sampled at the next rising edge
+//   void tick();          one clock cycle (rising edge; outputs settled afterwards)
+//   bool tx(), busy();    the uart_tx and busy pins
+//
+// The top is the board top in a reset-less clock domain (a virtual board never asserts
+// reset; without a reset input the simulators drop the reset logic).
+//
+// stdin  : bytes the host sends; they are shifted into `uart_rx` as 8N1 frames at the
+//          board's exact bit period (back to back, like an FTDI chip at full rate).
+// stdout : bytes decoded from `uart_tx` (sampled mid-bit, like the host's UART).
+// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N" about once a second,
+//          on SIGUSR1, and at exit.
+//
+// Time: with pacing on (the default) simulated time never runs ahead of the wall clock,
+// so the board behaves like hardware towards the host (timeouts, line rate). While the
+// top is not busy (no frame on the line, nothing running, no events) and the host is
+// silent, the clock is stopped instead of spun (--idle-skip, default on): nothing in the
+// design observes idle time except the cycle counter, which only matters relative to a
+// program's start.
+
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <errno.h>
+#include <fcntl.h>
+
+#include <deque>
+#include <vector>
+
+static volatile sig_atomic_t stats_wanted = 0;
+static void on_usr1(int) { stats_wanted = 1; }
+
+static uint64_t now_ns() {
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+template <class Model>
+int run_board(Model &top, int argc, char **argv) {
+	uint64_t fabric_hz = 12000000;
+	uint32_t div = 12;
+	bool pace = true, idle_skip = true;
+	for (int i = 1; i < argc; i++) {
+		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
+		else if (!strncmp(argv[i], "--div=", 6)) div = strtoul(argv[i] + 6, 0, 10);
+		else if (!strcmp(argv[i], "--no-pace")) pace = false;
+		else if (!strcmp(argv[i], "--no-idle-skip")) idle_skip = false;
+		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
+	}
+	if (div < 4 || fabric_hz == 0) { fprintf(stderr, "error bad --div/--hz\n"); return 2; }
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_usr1;        // SIGUSR1: print the stats line now (benchmarks)
+	sigaction(SIGUSR1, &sa, 0);
+	fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+
+	top.init();        // uart_rx high (line idle), clock low, settled
+
+	std::deque<uint8_t> inq;
+	std::vector<uint8_t> out;
+	// host -> board serialiser
+	uint32_t rx_frame = 0, rx_bits = 0, rx_timer = 0;   // rx_bits left in the frame
+	// board -> host deserialiser
+	int tx_state = -1;          // -1 idle; 0 start bit; 1..8 data; 9 stop
+	uint32_t tx_timer = 0, tx_shreg = 0;
+	bool tx_prev = true;
+
+	const uint64_t chunk = fabric_hz / 4000 > 64 ? fabric_hz / 4000 : 64;   // 0.25 ms
+	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0;
+	uint64_t t_ref = now_ns(), c_ref = 0, t_stats = t_ref, t_start = t_ref;
+	bool eof = false;
+	uint8_t buf[65536];
+
+	for (;;) {
+		if (stats_wanted) {
+			stats_wanted = 0;
+			fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
+			        (unsigned long long)cycles, (unsigned long long)(now_ns() - t_start), (unsigned long long)sim_ns,
+			        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+		}
+		// --- input from the host
+		bool idle = !eof && inq.empty() && rx_bits == 0 && tx_state < 0 && !top.busy();
+		int timeout = 0;
+		if (idle && idle_skip) timeout = 200;
+		struct pollfd pfd = {0, POLLIN, 0};
+		int pr = eof ? 0 : poll(&pfd, 1, timeout);
+		if (pr > 0) {
+			ssize_t n = read(0, buf, sizeof buf);
+			if (n > 0) inq.insert(inq.end(), buf, buf + n);
+			else if (n == 0) eof = true;
+		}
+		if (eof && inq.empty() && rx_bits == 0) break;      // host gone: the last byte is on the line
+		if (idle && idle_skip) {
+			if (inq.empty()) { skipped++; t_ref = now_ns(); c_ref = cycles; continue; }
+			t_ref = now_ns(); c_ref = cycles;     // wake up: time resumes now
+		}
+
+		// --- simulate one chunk
+		uint64_t t_chunk = now_ns();
+		for (uint64_t i = 0; i < chunk; i++) {
+			if (rx_bits == 0 && !inq.empty()) {
+				rx_frame = (uint32_t)inq.front() << 1 | 0x200;   // start 0, data LSB first, stop 1
+				inq.pop_front();
+				rx_bits = 10;
+				rx_timer = div;
+			}
+			if (rx_bits) {
+				top.set_rx(rx_frame & 1);
+				if (--rx_timer == 0) { rx_frame >>= 1; rx_bits--; rx_timer = div; }
+			} else {
+				top.set_rx(true);
+			}
+			top.tick();        // one clock: rising edge, outputs settled
+			bool tx = top.tx();
+			if (top.busy()) busy_cycles++;
+			if (tx_state < 0) {
+				if (tx_prev && !tx) { tx_state = 0; tx_timer = div / 2; }
+			} else if (--tx_timer == 0) {
+				tx_timer = div;
+				if (tx_state == 0) {
+					if (tx) tx_state = -1;               // glitch, not a start bit
+					else { tx_state = 1; tx_shreg = 0; }
+				} else if (tx_state <= 8) {
+					tx_shreg |= (uint32_t)tx << (tx_state - 1);
+					tx_state++;
+				} else {
+					if (tx) out.push_back((uint8_t)tx_shreg);   // a framing error drops the byte
+					tx_state = -1;
+				}
+			}
+			tx_prev = tx;
+		}
+		cycles += chunk;
+		sim_ns += now_ns() - t_chunk;
+
+		// --- output to the host
+		size_t off = 0;
+		while (off < out.size()) {
+			ssize_t n = write(1, out.data() + off, out.size() - off);
+			if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; return 0; }
+			off += n;
+		}
+		out.clear();
+
+		// --- pacing: never run ahead of the wall clock
+		uint64_t t = now_ns();
+		if (pace) {
+			uint64_t target = t_ref + (cycles - c_ref) * 1000000000ull / fabric_hz;
+			if (target > t) {
+				uint64_t d = target - t;
+				struct timespec ts = {(time_t)(d / 1000000000ull), (long)(d % 1000000000ull)};
+				nanosleep(&ts, 0);
+			} else if (t - target > 100000000ull) {
+				t_ref = t; c_ref = cycles;   // behind by > 100 ms: do not try to catch up
+			}
+		}
+		if (t - t_stats > 1000000000ull) {
+			t_stats = t;
+			fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
+			        (unsigned long long)cycles, (unsigned long long)(t - t_start), (unsigned long long)sim_ns,
+			        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+		}
+	}
+	fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
+	        (unsigned long long)cycles, (unsigned long long)(now_ns() - t_start), (unsigned long long)sim_ns,
+	        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+	return 0;
+}
