@@ -275,6 +275,12 @@ class Core(wiring.Component):
         # -- time base ---------------------------------------------------------------------
         g = Signal(TIMESTAMP_BITS)
         now = Signal(TIMESTAMP_BITS)
+        # The time-base reset (accepted in phase 0) reaches the vsync generator one clock
+        # later, from a register (``tb_r``, phase 1): it does not count in phases 0 and 1
+        # (it advances in the last phase, P >= 4), so only its edge output needs the reset
+        # ORed in, in phase 0 (the command input then reaches none of its reset nets).
+        tb_r = Signal()
+        m.d.sync += tb_r.eq(tb_reset)
         m.d.comb += now.eq(Mux(tb_reset, 0, g))
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
@@ -290,9 +296,10 @@ class Core(wiring.Component):
         g_e = Signal(TIMESTAMP_BITS)
         with m.If(second):
             m.d.sync += g_e.eq(g)
-        m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_reset),
+        # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
+        m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_r),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
-                     self.vsync_edge.eq(vs.edge)]
+                     self.vsync_edge.eq(vs.edge & ~tb_reset)]
 
         def active(st):
             return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
@@ -554,7 +561,9 @@ class Core(wiring.Component):
         m.d.comb += [
                      # the edge register without this clock's time-base reset (a reset in
                      # phase 0 cancels the edge: E undoes the resume of context 0, o_vdep)
-                     vres.eq(act_x & st_vs_x & vs.edge_reg),
+                     # (``vs.edge`` masks the edge in phase 1 after a time-base reset,
+                     # which reaches the generator then)
+                     vres.eq(act_x & st_vs_x & vs.edge),
                      fres.eq(act_x & st_fe_x)]
         op = {k: issue & v for k, v in cls_x.items()}     # op classes of the issued op
 
@@ -655,12 +664,10 @@ class Core(wiring.Component):
         x_ill = Signal()
         m.d.comb += x_ill.eq(issue & ~valid_xx)
         g_run = x_valid
-        # a vsync resume of context 0 in a cycle whose phase 0 reset the time base is
-        # undone (that cycle is not an edge): E decides it, from the time-base reset
-        # registered (the command input stays out of X's outcome logic)
-        reg_e("vdep0", o_vdep & first, 1)
-        tb_r = Signal()
-        m.d.sync += tb_r.eq(tb_reset)
+        # a vsync resume of context 0 in a cycle whose phase 0 resets the time base is
+        # undone (that cycle is not an edge): one AND with the time-base reset (only ever
+        # set in phase 0, X's phase of context 0) into ``kill``, registered for E
+        x_vcancel = o_vdep & tb_reset
 
         # E's result without the command, the illegal word and the two late overrides (a
         # FENCE that is not met, a LOOP that falls through)
@@ -675,22 +682,45 @@ class Core(wiring.Component):
         x_start, x_stop, x_reset = (cmd_x(cmd_start, acc_cmd.start), cmd_x(cmd_stop, acc_cmd.stop),
                                     cmd_x(cmd_reset, acc_cmd.reset))
         x_stop_act = x_stop & act_x & ~x_reset
-        reg_e("reset", x_reset, 1)
-        reg_e("stop_act", x_stop_act, 1)
         # reset, host stop, or a context that neither runs nor starts
-        reg_e("keep", x_reset | x_stop_act | ~(act_x | x_start), 1)
+        x_keep = x_reset | x_stop_act | ~(act_x | x_start)
+        reg_e("stop_act", x_stop_act, 1)
+        reg_e("keep", x_keep, 1)
         reg_e("started", x_start & ~act_x & ~x_reset, 1)
         reg_e("ill", x_ill, 1)
-        reg_e("st", st_x)
-        reg_e("pc", pc_x)
-        reg_e("rep", ring_rep[2])       # (also a host stop's pc: pc + 1 while blocked)
-        reg_e("eff_pc", eff_pc)
+        # ``kill``: E takes the command's (or the fault's) values below instead of the
+        # outcome: keep, an illegal word, or a cancelled vsync resume
+        reg_e("kill", x_keep | x_ill | x_vcancel, 1)
+        # the values E takes on ``kill`` (state, pc, reported pc), decided here
+        k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
+        with m.If(x_reset):
+            m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
+        with m.Elif(x_stop_act):
+            m.d.comb += [k_st.eq(CtxState.STOPPED), alt_pc.eq(pc_x), alt_rep.eq(pc_x)]
+        with m.Elif(x_keep):
+            # (also a host stop's pc: pc + 1 while blocked)
+            m.d.comb += [k_st.eq(st_x), alt_pc.eq(pc_x), alt_rep.eq(ring_rep[2])]
+        with m.Else():
+            # an illegal word, or a cancelled vsync resume; also the pc a FENCE that is
+            # not met holds (``fblk``, which never meets ``kill``'s other cases)
+            m.d.comb += [k_st.eq(Mux(x_ill, CtxState.FAULTED, CtxState.VSYNC)),
+                         alt_pc.eq(eff_pc), alt_rep.eq(eff_pc)]
+        reg_e("k_st", k_st)
+        reg_e("alt_pc", alt_pc)
+        reg_e("alt_rep", alt_rep)
+        # the event payload of ``kill`` (a host stop's, or an illegal word's state event;
+        # none for the other cases)
+        reg_e("kill_pl", Cat(Mux(x_keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
+                             Mux(x_keep, Reason.HOST, Reason.ILLEGAL)[:3],
+                             Mux(x_keep, ring_rep[2], eff_pc)), 6 + pb)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         reg_e("pc_inc", pc_inc, pb)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
-        reg_e("payload", o_payload, PAYLOAD_BITS)
+        # (a REG event's payload: the register index here, its value joins after E)
+        reg_e("payload", Mux(g_run & o_rf_we, Cat(Const(0, REG_WORD_BITS), reg_idx_x), o_payload),
+              PAYLOAD_BITS)
         reg_e("is_reg", g_run & o_rf_we, 1)
         reg_e("valid", x_valid, 1)
         reg_e("o_hi", o_hi)
@@ -723,28 +753,14 @@ class Core(wiring.Component):
         # the command is applied here (X only registers its bits: the command input of
         # phase 0 never reaches X's outcome logic)
         valid_ctx = e["valid"]
-        e_reset, stop_act, keep = e["reset"], e["stop_act"], e["keep"]
-        kill = Signal()     # keep, or an illegal word (faults)
-        vcancel = Signal()
-        m.d.comb += [vcancel.eq(e["vdep0"] & tb_r),
-                     kill.eq(keep | e["ill"] | vcancel)]
-        k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
-        with m.If(e_reset):
-            m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
-        with m.Elif(stop_act):
-            m.d.comb += [k_st.eq(CtxState.STOPPED), alt_pc.eq(e["pc"]), alt_rep.eq(e["pc"])]
-        with m.Elif(keep):
-            m.d.comb += [k_st.eq(e["st"]), alt_pc.eq(e["pc"]), alt_rep.eq(e["rep"])]
-        with m.Else():
-            m.d.comb += [k_st.eq(Mux(e["ill"], CtxState.FAULTED, CtxState.VSYNC)),
-                         alt_pc.eq(e["eff_pc"]), alt_rep.eq(e["eff_pc"])]
+        stop_act, keep, kill = e["stop_act"], e["keep"], e["kill"]
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
         m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["fge_hi"] & e["fge_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["is_reg"] & ~keep & ~e["ill"])     # (a vsync resume is no REG op)
+        m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
         # (MOVE = 0 + value: the select is on the adder's operand, so the only LUT after
         # the carry chain is the sum bit with the mask)
         m.d.comb += e_reg_new.eq((Mux(e["is_move"], 0, rf.rd_data) + e["imm"])[:REG_WORD_BITS]
@@ -757,29 +773,24 @@ class Core(wiring.Component):
         ev_payload = Signal(PAYLOAD_BITS)
         ev_pl_base = Signal(PAYLOAD_BITS)
         ev_started = Signal()
-        keep_e = kill
         m.d.comb += [
             ev_started.eq(e["started"]),
             # (a cancelled vsync resume has no event either way: ``keep | ill``, not
-            # ``kill``, a LUT level less before the record's valid bit)
+            # ``kill``)
             ev_kind.eq(Mux(keep | e["ill"], Mux((~keep & e["ill"]) | stop_act, EventKind.STATE,
                                                  EventKind.NONE),
                            e["kind"])),
             # (the payload without a REG event's value, which the FIFO path adds after
             # its register)
-            ev_pl_base.eq(Mux(kill, Cat(Mux(keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
-                                        Mux(keep, Reason.HOST, Reason.ILLEGAL)[:3],
-                                        Mux(keep, e["rep"], e["eff_pc"])),
-                              Mux(e["is_reg"], Cat(Const(0, REG_WORD_BITS), e["reg_idx"]),
-                                  e["payload"]))),
+            ev_pl_base.eq(Mux(kill, e["kill_pl"], e["payload"])),
             ev_payload.eq(ev_pl_base | Mux(rf_we, e_reg_new, 0))]
         # the ring's next entry: the base result, or a late override; the reported pc
-        # (n_rep) is the next op, except after a FENCE that blocks now (its successor)
-        # (each two LUT levels: ``fblk`` and the inner mux, then the outer one)
-        m.d.comb += [n_st.eq(Mux(keep_e, k_st, Mux(fblk, CtxState.FENCE, e["g_st"]))),
-                     n_pc.eq(Mux(keep_e | fblk, alt_pc, Mux(lx, e["pc_inc"], e["g_pc"]))),
-                     n_rep.eq(Mux(fblk & ~keep_e, e["pc_inc"],
-                                  Mux(lx | keep_e, Mux(keep_e, alt_rep, e["pc_inc"]), e["g_pc"])))]
+        # (n_rep) is the next op. Two LUT levels each: ``fblk`` (or ``lx``'s mux), then
+        # a 4-input select. A FENCE (issued or resuming) has ``g_pc = pc + 1``, so a
+        # FENCE that blocks reports ``g_pc`` (its successor) with no term for ``fblk``.
+        m.d.comb += [n_st.eq(Mux(kill, e["k_st"], Mux(fblk, CtxState.FENCE, e["g_st"]))),
+                     n_pc.eq(Mux(kill | fblk, e["alt_pc"], Mux(lx, e["pc_inc"], e["g_pc"]))),
+                     n_rep.eq(Mux(kill, e["alt_rep"], Mux(lx, e["pc_inc"], e["g_pc"])))]
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
         exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
@@ -823,20 +834,22 @@ class Core(wiring.Component):
 
         # -- host read-back -------------------------------------------------------------
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
-        # slot s sits at ring position (phase + 2 - s) mod P (registers only: for the
-        # context in E this is its state before E; engines read ``sim_next`` for it)
-        pos_st = [ring_st[i] for i in range(P)]
-        pos_pc = [ring_rep[i] for i in range(P)]
+        # the status port: per slot a copy of its ring entry (state, reported pc), written
+        # when E writes the ring, so the port is a slot-indexed mux of registers (no
+        # phase arithmetic before it). For the context in E this is its state before E;
+        # engines read ``sim_next`` for it.
         m.d.comb += [self.sim_next_state.eq(n_st), self.sim_next_pc.eq(n_rep)]
-        d = Signal(range(3 * P))
-        m.d.comb += d.eq(ph + 2 + P - self.status_slot)
-        pos = Signal(range(P))
-        if P & (P - 1) == 0:
-            m.d.comb += pos.eq(d[:(P - 1).bit_length()])
-        else:
-            m.d.comb += pos.eq(Mux(d >= 2 * P, d - 2 * P, Mux(d >= P, d - P, d)))
+        slot_st = [Signal(3, name=f"status_st{k}") for k in range(C)]
+        slot_pc = [Signal(pb, name=f"status_pc{k}") for k in range(C)]
+        for k in range(C):
+            with m.If(ph_e == k):
+                m.d.sync += [slot_st[k].eq(n_st), slot_pc[k].eq(n_rep)]
         s_st = Signal(3)
         s_pc = Signal(pb)
-        m.d.comb += [s_st.eq(Array(pos_st)[pos]), s_pc.eq(Array(pos_pc)[pos])]
+        if C == 1:
+            m.d.comb += [s_st.eq(slot_st[0]), s_pc.eq(slot_pc[0])]
+        else:
+            m.d.comb += [s_st.eq(Array(slot_st)[self.status_slot]),
+                         s_pc.eq(Array(slot_pc)[self.status_slot])]
         m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
         return m

