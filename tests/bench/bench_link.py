@@ -5,7 +5,7 @@
    the request's last byte to the response's first) is measured; with the bytes both ways
    on a 1 Mbaud line this gives the time per request, and the payload share of it. Shown
    without and with 1 ms per round trip for the FTDI latency timer.
-2. Against the fast virtual board (CXXRTL, the UART pins simulated at 1 Mbaud): upload
+2. Against the fast virtual board (Verilator, the UART pins simulated at 1 Mbaud): upload
    throughput as % of the line rate, in the board's simulated time and on the wall clock,
    and the median STATUS-read round trip, against the baseline of a bare TCP echo of the
    same bytes in the same run.
@@ -100,7 +100,7 @@ def _fast_board(core, pace: bool = True):
 
 
 def _virtual_board_figures(core, n: int) -> None:
-    """Upload throughput and round trips against the CXXRTL board (UART pins simulated at
+    """Upload throughput and round trips against the Verilator board (UART pins simulated at
     1 Mbaud), in the board's simulated time and on the wall clock."""
     srv = _fast_board(core)
     sim = srv.link
@@ -116,7 +116,7 @@ def _virtual_board_figures(core, n: int) -> None:
         sim_s = (s1.cycles - s0.cycles) / CLOCK
         wall_s = t1 - t0
         ideal = reps * payload * BYTE_S
-        print(f"upload {reps} x {payload} bytes to the CXXRTL virtual board ({BAUD} baud):")
+        print(f"upload {reps} x {payload} bytes to the Verilator virtual board ({BAUD} baud):")
         print(f"  board time {sim_s * 1e3:.1f} ms -> {100 * ideal / sim_s:.1f} % of the line rate "
               f"({reps * payload / sim_s / 1024:.1f} KiB/s; host think time is idle time the "
               "board skips)")
