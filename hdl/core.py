@@ -37,6 +37,11 @@ from copperline.hdl.vsync import Vsync
 
 __all__ = ["Core", "CtxState", "Reason", "phases_for"]
 
+#: A register index no field uses (its mask is 0: it always holds 0). MOVE reads it, so
+#: that E computes MOVE as ``0 + value`` with no select before its adder.
+ZERO_REG = next(i for i in range(isa.REG_STRIDE)
+                if i not in {f.index for f in isa.REGISTER_FIELDS})
+
 
 class CtxState(enum.IntEnum):
     """Context state as ``status_state`` and ``state`` events report it."""
@@ -543,8 +548,12 @@ class Core(wiring.Component):
         # the armed bit alone: no zero test on the RAM value)
         counting = Signal()
         m.d.comb += counting.eq(act_x & armed_x)
-        loop_exit = Mux(counting, loop_rp.data == 1, loop_count == 1)
-        o_loop_data = Mux(counting, loop_rp.data - 1, loop_count - 1)
+        # (both tests side by side, the select after them; E subtracts 1 from the
+        # selected value: no select in front of a carry chain here)
+        eq_ram, eq_cnt = Signal(), Signal()
+        m.d.comb += [eq_ram.eq(loop_rp.data == 1), eq_cnt.eq(loop_count == 1)]
+        loop_exit = Mux(counting, eq_ram, eq_cnt)
+        o_loop_data = Mux(counting, loop_rp.data, loop_count)      # minus 1 in E
 
         # What happens, as one-hot conditions (flat AND-OR logic, no priority chains):
         # the context issues its op, counts its delay down, trips the watchdog, resumes
@@ -646,7 +655,9 @@ class Core(wiring.Component):
         # for E's write of the same clock: the previous context's write is seen) and E
         # adds ADD's delta to the value
         reg_idx_x = fld("MOVE", "reg")
-        m.d.comb += rf.rd_addr.eq(reg_idx_x)
+        # MOVE reads a register that is always 0 (an unused index of layer 0: its mask
+        # is 0, so every write stores 0), so E's adder needs no select in front of it
+        m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"], ZERO_REG, reg_idx_x))
         e_reg_new = Signal(REG_WORD_BITS)
 
         # -- X -> E registers ------------------------------------------------------------------
@@ -742,7 +753,6 @@ class Core(wiring.Component):
         reg_e("fge_hi", f_ge_hi, 1)
         reg_e("fge_lo", f_ge_lo, 1)
 
-        reg_e("is_move", flags["MOVE"], 1)
         reg_e("reg_idx", reg_idx_x, 8)
         # MOVE's value and ADD's delta share their bits (checked in __init__)
         reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
@@ -761,12 +771,11 @@ class Core(wiring.Component):
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
         m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
-        # (MOVE = 0 + value: the select is on the adder's operand, so the only LUT after
-        # the carry chain is the sum bit with the mask)
-        m.d.comb += e_reg_new.eq((Mux(e["is_move"], 0, rf.rd_data) + e["imm"])[:REG_WORD_BITS]
-                                 & e["mask"])
+        # (MOVE = 0 + value, its read is of ``ZERO_REG``: the RAM output goes straight
+        # into the carry chain, and the only LUT after it is the sum bit with the mask)
+        m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
-        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"]),
+        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"] - 1),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
         ev_kind = Signal(3)
