@@ -141,7 +141,7 @@ class Core(wiring.Component):
                  contexts: int = isa.DEFAULT_CONTEXTS,
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
                  program_memory: str = "auto", spram_primitive: bool = False,
-                 lut_ram: bool = False):
+                 lut_ram: bool = False, prog_outreg: bool = False, bram_primitive: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
@@ -173,16 +173,24 @@ class Core(wiring.Component):
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
         #: The program memory as elaborated without a platform (``auto`` = ``bram``).
-        self.prog = ProgramMemory((1 << self.slot_bits) * program_words,
-                                  resolve_kind(program_memory, None), primitive=spram_primitive)
+        kind = resolve_kind(program_memory, None)
+        if prog_outreg and (kind != "bram" or self.phases != 4):
+            raise ValueError("prog_outreg needs program_memory 'bram' and at most 4 contexts")
+        self.prog_outreg = prog_outreg
+        self.prog = ProgramMemory((1 << self.slot_bits) * program_words, kind,
+                                  primitive=spram_primitive if kind == "spram" else bram_primitive,
+                                  outreg=prog_outreg)
         #: Its storage (None for the SPRAM primitive): engines write programs into it.
         self.prog_mem = self.prog.mem
         #: LOOP counters, ``slot * LOOP_SLOTS + loop slot``.
+        small = {"ram_style": "distributed"} if lut_ram else None
         self.loop_mem = memory.Memory(shape=isa.LOOP_COUNT_BITS,
-                                      depth=(1 << self.slot_bits) * isa.LOOP_SLOTS, init=[])
+                                      depth=(1 << self.slot_bits) * isa.LOOP_SLOTS, init=[],
+                                      attrs=small)
         #: Fence values, ``slot * FENCE_TIMELINES + local timeline``.
         self.fence_mem = memory.Memory(shape=isa.FENCE_VALUE_BITS,
-                                       depth=(1 << self.slot_bits) * isa.FENCE_TIMELINES, init=[])
+                                       depth=(1 << self.slot_bits) * isa.FENCE_TIMELINES, init=[],
+                                       attrs=small)
         super().__init__({
             "prog_wr": In(stream.Signature(data.StructLayout({
                 "addr": unsigned(self.slot_bits + self.pc_bits), "data": unsigned(isa.WORD_BITS)}))),
@@ -336,7 +344,10 @@ class Core(wiring.Component):
                                         # reads two bits instead of two wide tests)
                                         "dz": unsigned(1), "wh": unsigned(1)})
         # ram_style: a block RAM, not P x 57 flip-flops plus a 57-bit read mux
-        ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[], attrs={"ram_style": "block"})
+        # (with ``lut_ram``, LUT RAM like the other small memories: a block RAM's
+        # clock-to-out is most of a fast clock)
+        ctx_mem = memory.Memory(shape=ctx_layout, depth=P, init=[],
+                                attrs={"ram_style": "distributed" if self.lut_ram else "block"})
         m.submodules.ctx_mem = ctx_mem
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
@@ -388,6 +399,14 @@ class Core(wiring.Component):
             # ``commit_d`` reduces to a slot test, off the command input)
             commit_last = nb_valid & (nb_slot == 2) & (2 < C)
             m.d.sync += cmd_ok.eq(last & ~stale & ~stale_set & ~commit_last)
+        elif prog.outreg:
+            # The word passes the RAM's output register: the address goes in one clock
+            # before F, in E of the same context (P == 4), straight from E's result (the
+            # ring entry F takes in the next clock).
+            m.d.comb += [prog.rd_addr.eq(Cat(Mux(active(n_st), n_pc, 0), ph_e[:sb])),
+                         prog.wr_addr.eq(wr.payload.addr),
+                         prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
+            m.d.sync += cmd_ok.eq(last)
         else:
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]

@@ -7,7 +7,7 @@ word into a number with ``isa.register_field(index).wrap(raw)``.
 
 from __future__ import annotations
 
-from amaranth import Module, Array, Const
+from amaranth import Module, Array, Const, Signal
 from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
@@ -52,6 +52,7 @@ class RegFile(wiring.Component):
         if not 1 <= layers <= 1 << isa.LAYER_BITS:
             raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
         self.layers = layers
+        self.exec_ram_style = exec_ram_style
         self.depth = layers * isa.REG_STRIDE
         abits = (self.depth - 1).bit_length()
         super().__init__({
@@ -73,7 +74,17 @@ class RegFile(wiring.Component):
         for mem, raddr, rdata, transparent in ((self.exec_mem, self.rd_addr, self.rd_data, True),
                                                (self.host_mem, self.host_addr, self.host_data, False)):
             wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
+            if transparent and self.exec_ram_style == "distributed":
+                # LUT RAM: the address registered, then an asynchronous read. The same
+                # timing as the transparent synchronous read (a write in the clock that
+                # registers the address is in the RAM when the read happens), with no
+                # bypass register and no select after the RAM.
+                rp = mem.read_port(domain="comb")
+                addr_r = Signal.like(raddr, name="exec_addr_r")
+                m.d.sync += addr_r.eq(raddr)
+                m.d.comb += [rp.addr.eq(addr_r), rdata.eq(rp.data)]
+                continue
             rp = mem.read_port(transparent_for=(wp,) if transparent else ())
-            m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en),
-                         rp.addr.eq(raddr), rdata.eq(rp.data)]
+            m.d.comb += [rp.addr.eq(raddr), rdata.eq(rp.data)]
         return m

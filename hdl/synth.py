@@ -133,6 +133,9 @@ def collision_dont_care(il: str, memids) -> str:
 SYNTH_CMD = {"ice40": "synth_ice40 -device u", "ecp5": "synth_ecp5"}
 #: Extra nextpnr options per family (the board build passes the same).
 PNR_OPTS = {"ice40": [], "ecp5": []}
+#: Core options of the ECP5 build: the small memories and the executor's register-file
+#: copy in LUT RAM, the program memory as ``DP16KD`` read through its output register.
+ECP5_CORE_OPTIONS = {"lut_ram": True, "prog_outreg": True, "bram_primitive": True}
 
 
 def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
@@ -231,7 +234,8 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
     r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
                                 program_memory=mem, spram_primitive=mem == "spram",
-                                lut_ram=a.family == "ecp5"),
+                                **(ECP5_CORE_OPTIONS if a.family == "ecp5" and mem == "bram"
+                                   else {})),
                    a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq, seeds=a.seed)
     out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
     out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)

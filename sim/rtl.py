@@ -360,15 +360,18 @@ class RtlMachine(RtlEngineBase):
         As :class:`copperline.host.vm.Machine`.
     waves : str or None
         Write a VCD of the whole run to this file (closed by :meth:`close`).
+    core_options : dict or None
+        More :class:`~copperline.hdl.core.Core` arguments (e.g. the ECP5 build's
+        ``lut_ram``/``prog_outreg``, so that its configuration is simulated too).
     """
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
                  *, contexts: int = isa.DEFAULT_CONTEXTS,
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
-                 waves: str | None = None):
+                 waves: str | None = None, core_options: dict | None = None):
         core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
-                    contexts=contexts, program_words=program_words)
+                    contexts=contexts, program_words=program_words, **(core_options or {}))
         super().__init__(core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
                          program_words, vsync_events)
         self.waves = waves

@@ -6,6 +6,7 @@ the first generated batches also run on amaranth.sim, so both simulators stay co
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import random
@@ -87,7 +88,11 @@ def gen_program(rng: random.Random) -> dict:
     return {"version": 1, "program": ops}
 
 
-ENGINES = {"cxxrtl": CxxrtlMachine, "amaranth": RtlMachine}
+#: The ECP5 build's core options (LUT RAM, program memory through the block RAM's output
+#: register with its fetch one clock earlier), simulated on amaranth.sim.
+ECP5_CORE = {"lut_ram": True, "prog_outreg": True}
+ENGINES = {"cxxrtl": CxxrtlMachine, "amaranth": RtlMachine,
+           "amaranth-ecp5": functools.partial(RtlMachine, core_options=ECP5_CORE)}
 
 
 def _both(engine: str = "cxxrtl"):
@@ -126,9 +131,11 @@ def test_example_equivalence(path, engine):
     assert (sa, pa) == (sb, pb)
 
 
-@pytest.mark.parametrize("engine,count", [("cxxrtl", 200), ("amaranth", 24)])
+@pytest.mark.parametrize("engine,count", [("cxxrtl", 200), ("amaranth", 24),
+                                          ("amaranth-ecp5", 16)])
 def test_generated_programs_equivalence(engine, count):
-    """200 generated programs (the first 24 on amaranth.sim), four at a time on one machine
+    """200 generated programs (the first 24 on amaranth.sim, 16 in the ECP5 build's
+    configuration), four at a time on one machine
     (shared registers, staggered starts, fences set while they run), compared batch by
     batch."""
     rng = random.Random(20240605)
