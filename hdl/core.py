@@ -105,7 +105,15 @@ class Core(wiring.Component):
         Event FIFO depth (records).
     lut_ram : bool
         Keep the executor's register-file copy in LUT RAM (``ram_style = "distributed"``;
-        for the ECP5, whose block RAM clock-to-out leaves no time for the ADD after it).
+        for the ECP5, whose block RAM clock-to-out leaves no time for the ADD after it),
+        and the small memories (counters, loop counters, fence values) too.
+    prog_outreg : bool
+        ``bram`` program memory read through an output register (data two clocks after
+        the address); the fetch address then comes from E, one clock before F. Needs
+        ``phases == 4``.
+    bram_primitive : bool
+        With ``prog_outreg``: the program memory as ``DP16KD`` instances (ECP5,
+        ``REGMODE_A = "OUTREG"``) instead of the Amaranth model.
 
     Attributes
     ----------

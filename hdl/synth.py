@@ -215,7 +215,7 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
 
 
 def main(argv=None) -> int:  # pragma: no cover - manual use
-    """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C]``."""
+    """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C] [--seed N ...]``."""
     import argparse
     from copperline.firmware import isa
     from copperline.hdl.core import Core
