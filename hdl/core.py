@@ -114,6 +114,11 @@ class Core(wiring.Component):
     bram_primitive : bool
         With ``prog_outreg``: the program memory as ``DP16KD`` instances (ECP5,
         ``REGMODE_A = "OUTREG"``) instead of the Amaranth model.
+    warp_us : int
+        Simulation only (0, the default, builds nothing): adds the ports ``warp`` and
+        ``warped``. While ``warp`` is high and nothing but counting can happen in the next
+        two core cycles so warped, each core cycle counts as ``warp_us * cycles_per_us + 1``
+        cycles (see "Warp" in docs/core.md): the virtual board skips idle core time.
 
     Attributes
     ----------
@@ -149,7 +154,8 @@ class Core(wiring.Component):
                  contexts: int = isa.DEFAULT_CONTEXTS,
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
                  program_memory: str = "auto", spram_primitive: bool = False,
-                 lut_ram: bool = False, prog_outreg: bool = False, bram_primitive: bool = False):
+                 lut_ram: bool = False, prog_outreg: bool = False, bram_primitive: bool = False,
+                 warp_us: int = 0):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
@@ -176,6 +182,12 @@ class Core(wiring.Component):
         self.event_layout = event_layout(self.slot_bits)
         self.command_layout = command_layout(contexts)
         self.lut_ram = lut_ram
+        if warp_us < 0 or warp_us >= 1 << (isa.WAIT_US_BITS - 1):
+            raise ValueError(f"warp_us must be 0 (off) or 1..{(1 << (isa.WAIT_US_BITS - 1)) - 1} "
+                             f"(got {warp_us})")
+        self.warp_us = warp_us
+        #: Core cycles a warped core cycle skips (it counts as ``warp_cycles + 1``).
+        self.warp_cycles = warp_us * self.cycles_per_us
         self.regfile = RegFile(layers, exec_ram_style="distributed" if lut_ram else None)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
@@ -199,7 +211,8 @@ class Core(wiring.Component):
         self.fence_mem = memory.Memory(shape=isa.FENCE_VALUE_BITS,
                                        depth=(1 << self.slot_bits) * isa.FENCE_TIMELINES, init=[],
                                        attrs=small)
-        super().__init__({
+        warp_ports = {"warp": In(1), "warped": Out(1)} if warp_us else {}
+        super().__init__(warp_ports | {
             "prog_wr": In(stream.Signature(data.StructLayout({
                 "addr": unsigned(self.slot_bits + self.pc_bits), "data": unsigned(isa.WORD_BITS)}))),
             "cmd": In(stream.Signature(self.command_layout)),
@@ -242,7 +255,7 @@ class Core(wiring.Component):
             self.prog._MustUse__silence = True
             prog = ProgramMemory(prog.depth, "spram", primitive=True)
         m.submodules.prog_mem = prog
-        m.submodules.vsync = vs = Vsync(self.vsync_period)
+        m.submodules.vsync = vs = Vsync(self.vsync_period, warp_cycles=self.warp_cycles)
         m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth)
         m.submodules.dec = dec = Decoder()
         loop_mem, fence_mem = self.loop_mem, self.fence_mem
@@ -274,8 +287,11 @@ class Core(wiring.Component):
         # ``cmd_ok`` is a register, decided in the last clock of the previous cycle (0 after
         # reset: that is the first cycle's hold)
         cmd_ok = Signal()
-        accept = cmd_ok & self.cmd.valid
-        m.d.comb += self.cmd.ready.eq(cmd_ok)
+        # (a warped core cycle takes no command: its start would lose the skipped cycles)
+        warp_c = Signal()       # this core cycle is warped (phases 0 .. P-1)
+        warp_r = Signal()       # R works for a warped core cycle (phase P-1 before .. P-2)
+        accept = cmd_ok & ~warp_c & self.cmd.valid
+        m.d.comb += self.cmd.ready.eq(cmd_ok & ~warp_c)
         acc_cmd = Signal(self.command_layout)
         m.d.comb += acc_cmd.eq(Mux(accept, self.cmd.payload.as_value(), 0))
         # The command's slot masks as shift registers: bit 1 is always X's context (X
@@ -305,7 +321,7 @@ class Core(wiring.Component):
         m.d.comb += now.eq(Mux(tb_reset, 0, g))
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
-        m.d.sync += g.eq(g + last)
+        m.d.sync += g.eq(g + last + Mux(last & warp_c, self.warp_cycles, 0))
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
         # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
@@ -317,6 +333,8 @@ class Core(wiring.Component):
         g_e = Signal(TIMESTAMP_BITS)
         with m.If(second):
             m.d.sync += g_e.eq(g)
+        if self.warp_cycles:
+            m.d.comb += [vs.skip.eq(last & warp_c), self.warped.eq(last & warp_c)]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
         m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_r),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
@@ -458,6 +476,8 @@ class Core(wiring.Component):
         # the decremented delay, precomputed here (a 27-bit subtractor out of X)
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
+        if self.warp_cycles:      # a warped cycle counts warp_us microseconds more
+            r_dhi = (r_dhi - Mux(warp_r, self.warp_us, 0))[:len(cx.hi)]
         m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
         wd1_x = Signal(wdshape)
         m.d.sync += wd1_x.eq(cx.idle + 1)
@@ -838,6 +858,11 @@ class Core(wiring.Component):
                      ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
                      ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
 
+        if self.warp_cycles:
+            self._elaborate_warp(m, ph=ph, last=last, warp_r=warp_r, warp_c=warp_c, vs=vs,
+                                 valid_ctx=valid_ctx, ph_e=ph_e, n_st=n_st,
+                                 n_hi=ctx_wp.data.hi)
+
         # -- events ---------------------------------------------------------------------
         # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
         # gets it one clock later from a register, so nothing of E reaches the FIFO's
@@ -889,3 +914,33 @@ class Core(wiring.Component):
                          s_pc.eq(Array(slot_pc)[self.status_slot])]
         m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
         return m
+
+    def _elaborate_warp(self, m, *, ph, last, warp_r, warp_c, vs, valid_ctx, ph_e, n_st, n_hi):
+        """Decide warped core cycles (simulation only; docs/core.md, "Warp").
+
+        A cycle ``c`` may be warped when, seen in phase P-2 of cycle ``c - 1`` (from E's
+        results of cycle ``c - 2`` at the oldest, and ``c - 1`` may be warped too): every
+        context either counts down a delay of at least ``2 * warp_us + 3`` microseconds,
+        or waits (vsync, fence) or does not run; the next vsync edge is more than
+        ``2 * warp_cycles + 6`` cycles away and internal; and the host inputs were idle for
+        three core cycles. Then nothing but counting happens from ``c`` to
+        ``c + warp_cycles``: the counting contexts' R subtracts ``warp_us`` more
+        (``warp_r``), and the cycle counter and the vsync generator add ``warp_cycles`` at
+        the end of ``c`` (``warp_c``).
+        """
+        C, P = self.contexts, self.phases
+        # per context, from E's result: nothing happens in the next two warped cycles
+        # (hi is microseconds + 1)
+        safe = Signal(C, init=(1 << C) - 1)
+        safe_now = (n_st != CtxState.RUNNING) | (n_hi >= 2 * self.warp_us + 4)
+        with m.If(valid_ctx):
+            m.d.sync += safe.bit_select(ph_e[:self.slot_bits], 1).eq(safe_now)
+        quiet = Signal(range(3 * P + 1))
+        host_in = self.cmd.valid | self.fence_wr.valid | self.prog_wr.valid
+        m.d.sync += quiet.eq(Mux(host_in, 0, Mux(quiet == 3 * P, quiet, quiet + 1)))
+        # decided in phase P-2, when E has written every context's bit for the cycle
+        # before (context 0's for this one): R of the warped cycle starts in phase P-1
+        with m.If(ph == P - 2):
+            m.d.sync += warp_r.eq(self.warp & safe.all() & vs.far & (quiet == 3 * P))
+        with m.If(last):
+            m.d.sync += warp_c.eq(warp_r)

@@ -23,6 +23,11 @@ class Vsync(wiring.Component):
     ----------
     period : int
         Core cycles between internal edges (``isa.vsync_period_cycles``).
+    warp_cycles : int
+        Simulation only (the core's warp, 0 = off): adds ``skip`` (with ``advance``: this
+        core cycle counts as ``warp_cycles + 1``) and ``far`` (this cycle is no edge, and the
+        internal generator's next edge is more than ``2 * warp_cycles + 6`` cycles away:
+        this cycle and the next may both be skipped).
 
     Attributes
     ----------
@@ -41,18 +46,14 @@ class Vsync(wiring.Component):
         ``edge`` only in a clock with ``reset``.
     """
 
-    advance: In(1)
-    reset: In(1)
-    external: In(1)
-    vsync_in: In(1)
-    edge: Out(1)
-    edge_reg: Out(1)
-
-    def __init__(self, period: int):
+    def __init__(self, period: int, warp_cycles: int = 0):
         if period < 2:
             raise ValueError(f"vsync period must be >= 2 cycles (got {period})")
         self.period = period
-        super().__init__()
+        self.warp_cycles = warp_cycles
+        warp = {"skip": In(1), "far": Out(1)} if warp_cycles else {}
+        super().__init__(warp | {"advance": In(1), "reset": In(1), "external": In(1),
+                                 "vsync_in": In(1), "edge": Out(1), "edge_reg": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -68,7 +69,11 @@ class Vsync(wiring.Component):
         one = Signal()
         # ``left`` has no enable (a subtraction of ``advance``): the reset would otherwise
         # join the enable of all its flip-flops
-        m.d.sync += left.eq(Mux(self.advance & one, self.period, left - self.advance))
+        step = self.advance
+        if self.warp_cycles:
+            step = step + Mux(self.skip, self.warp_cycles, 0)
+            m.d.comb += self.far.eq(~self.external & ~edge_r & (left > 2 * self.warp_cycles + 6))
+        m.d.sync += left.eq(Mux(self.advance & one, self.period, left - step))
         with m.If(self.reset):
             # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
             m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0),

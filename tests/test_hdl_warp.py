@@ -1,0 +1,130 @@
+"""The core's simulation-only warp (``Core(warp_us=...)``, docs/core.md "Warp"): with
+``warp`` held high the core skips idle core cycles, and every event still comes at the
+cycle it comes at without warp (which the equivalence tests tie to the VM)."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from copperline.firmware import isa
+from copperline.firmware.compiler import compile_program
+from copperline.hdl.core import Core
+from copperline.hdl.event_fifo import EventKind
+
+E = isa.encode
+X0 = isa.register_index(0, "x")
+CLOCK_HZ = 2_000_000          # 2 cycles per microsecond: the hi/lo delay split matters
+WARP_US = 4                   # a warped core cycle counts 4 us = 8 cycles more
+WORDS = 64
+
+
+def run(programs, *, until, warp: bool, fences=()):
+    """Start ``programs`` (slot -> words) at cycle 0, run until core cycle ``until`` with
+    ``warp`` held high or low; (event records before ``until``, warped core cycles)."""
+    core = Core(CLOCK_HZ, 10_000.0, watchdog_ops=100, program_words=WORDS,  # vsync every 200
+                warp_us=WARP_US)
+    records, warped = [], [0]
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        for slot, words in programs.items():
+            for i, w in enumerate(words):
+                ctx.set(core.prog_wr.valid, 1)
+                ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
+                ctx.set(core.prog_wr.payload.data, w)
+                await ctx.tick()
+        ctx.set(core.prog_wr.valid, 0)
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload.start, sum(1 << s for s in programs))
+        ctx.set(core.cmd.payload.timebase, 1)
+        while not ctx.get(core.cmd.ready):
+            await ctx.tick()
+        await ctx.tick()
+        ctx.set(core.cmd.valid, 0)
+        ctx.set(core.warp, warp)
+        pending = sorted(fences)
+        while ctx.get(core.cycle) < until:
+            if pending and ctx.get(core.cycle) >= pending[0][0] - 40:
+                # the host drops warp before it writes (as the virtual board's top does):
+                # the write lands in the same cycle with and without warp
+                ctx.set(core.warp, 0)
+                if ctx.get(core.cycle) == pending[0][0] and ctx.get(core.phase) == 0:
+                    while pending and pending[0][0] == ctx.get(core.cycle):
+                        _, slot, timeline, value = pending.pop(0)
+                        ctx.set(core.fence_wr.valid, 1)
+                        ctx.set(core.fence_wr.payload.slot, slot)
+                        ctx.set(core.fence_wr.payload.timeline, timeline)
+                        ctx.set(core.fence_wr.payload.value, value)
+                        await ctx.tick()
+                    ctx.set(core.fence_wr.valid, 0)
+                    ctx.set(core.warp, warp)
+            if ctx.get(core.events.valid):
+                p = core.events.payload
+                records.append((ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
+                                EventKind(ctx.get(p.kind)), ctx.get(p.payload)))
+            warped[0] += ctx.get(core.warped)
+            await ctx.tick()
+
+    sim = Simulator(core)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return [r for r in records if r[0] < until], warped[0]
+
+
+def same_with_and_without_warp(programs, until, fences=()):
+    plain, none = run(programs, until=until, warp=False, fences=fences)
+    warped, n = run(programs, until=until, warp=True, fences=fences)
+    assert none == 0
+    assert warped == plain
+    return plain, n
+
+
+def test_long_waits_are_skipped_and_events_keep_their_cycles():
+    prog = [E("MOVE", reg=X0, value=1),
+            E("WAIT", us=37),                        # 1: 74 cycles
+            E("ADD", reg=X0, delta=1),
+            E("IRQ", tag=1),
+            E("LOOP", slot=0, target=1, count=4),
+            E("WAIT", us=5),                         # too short to warp: counted
+            E("HALT")]
+    recs, n = same_with_and_without_warp({0: prog}, until=600)
+    assert [r[3] for r in recs].count(EventKind.IRQ) == 4
+    assert recs[-1][3] == EventKind.STATE           # HALT reached
+    assert n > 20
+
+
+def test_vsync_fence_and_idle_contexts_together():
+    progs = {
+        0: [E("WAIT", vsync=1), E("IRQ", tag=1), E("JUMP", target=0)],
+        1: [E("WAIT", us=23), E("ADD", reg=X0, delta=1), E("JUMP", target=0)],
+        2: [E("IRQ", tag=2), E("FENCE", timeline=0, value=1), E("IRQ", tag=3), E("HALT")],
+        3: [E("HALT")],
+    }
+    recs, n = same_with_and_without_warp(progs, until=1000, fences=[(517, 2, 0, 1)])
+    assert [r[0] for r in recs if r[1] == 0 and r[3] == EventKind.IRQ] == \
+        [200 * k + isa.VSYNC_LATENCY for k in range(1, 5)]
+    assert any(r[1] == 2 and r[4] == 3 for r in recs if r[3] == EventKind.IRQ)
+    assert n > 20
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_generated_programs_four_at_a_time(seed):
+    from tests.test_sim_equivalence import gen_program
+    rng = random.Random(seed)
+    progs = {}
+    while len(progs) < 4:
+        code = compile_program(gen_program(rng)).code
+        if len(code) <= WORDS:
+            progs[len(progs)] = list(code)
+    fences = [(t, slot, tl, v) for v, t in enumerate((300, 700, 1100), 1)
+              for slot in range(4) for tl in range(2)]
+    _, n = same_with_and_without_warp(progs, until=1500, fences=fences)
+    print(f"seed {seed}: {n} warped core cycles")
+
+
+def test_no_warp_port_by_default():
+    assert "warp" not in Core(CLOCK_HZ).signature.members
+    with pytest.raises(ValueError, match="warp_us"):
+        Core(CLOCK_HZ, warp_us=-1)
