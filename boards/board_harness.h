@@ -7,6 +7,8 @@
 //   void set_rx(bool);    the uart_rx pin, sampled at the next rising edge
 //   void tick();          one clock cycle (rising edge; outputs settled afterwards)
 //   bool tx(), busy();    the uart_tx and busy pins
+//   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
+//   bool warped();        this clock ended a warped core cycle (--warp=N more cycles)
 //
 // The top is the board top in a reset-less clock domain (a virtual board never asserts
 // reset; without a reset input the simulators drop the reset logic).
@@ -14,15 +16,18 @@
 // stdin  : bytes the host sends; they are shifted into `uart_rx` as 8N1 frames at the
 //          board's exact bit period (back to back, like an FTDI chip at full rate).
 // stdout : bytes decoded from `uart_tx` (sampled mid-bit, like the host's UART).
-// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N" about once a second,
-//          on SIGUSR1, and at exit.
+// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N"
+//          about once a second, on SIGUSR1, and at exit (cycles: simulated fabric cycles;
+//          ticks: clocks evaluated; warped: warped core cycles).
 //
 // Time: with pacing on (the default) simulated time never runs ahead of the wall clock,
 // so the board behaves like hardware towards the host (timeouts, line rate). While the
 // top is not busy (no frame on the line, nothing running, no events) and the host is
 // silent, the clock is stopped instead of spun (--idle-skip, default on): nothing in the
 // design observes idle time except the cycle counter, which only matters relative to a
-// program's start.
+// program's start. While the line is quiet both ways the harness also asks the core to
+// warp (--warp=N: fabric cycles a warped core cycle skips; 0 = never): a core cycle in
+// which nothing but counting can happen then stands for N + phases fabric cycles.
 
 #pragma once
 
@@ -53,12 +58,14 @@ template <class Model>
 int run_board(Model &top, int argc, char **argv) {
 	uint64_t fabric_hz = 12000000;
 	uint32_t div = 12;
+	uint64_t warp_n = 0;
 	bool pace = true, idle_skip = true;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
 		else if (!strncmp(argv[i], "--div=", 6)) div = strtoul(argv[i] + 6, 0, 10);
 		else if (!strcmp(argv[i], "--no-pace")) pace = false;
 		else if (!strcmp(argv[i], "--no-idle-skip")) idle_skip = false;
+		else if (!strncmp(argv[i], "--warp=", 7)) warp_n = strtoull(argv[i] + 7, 0, 10);
 		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
 	}
 	if (div < 4 || fabric_hz == 0) { fprintf(stderr, "error bad --div/--hz\n"); return 2; }
@@ -81,17 +88,21 @@ int run_board(Model &top, int argc, char **argv) {
 	bool tx_prev = true;
 
 	const uint64_t chunk = fabric_hz / 4000 > 64 ? fabric_hz / 4000 : 64;   // 0.25 ms
-	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0;
+	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0, ticks = 0, warped = 0;
 	uint64_t t_ref = now_ns(), c_ref = 0, t_stats = t_ref, t_start = t_ref;
 	bool eof = false;
+	auto print_stats = [&](uint64_t wall_ns) {
+		fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu "
+		        "ticks=%llu warped=%llu\n", (unsigned long long)cycles, (unsigned long long)wall_ns,
+		        (unsigned long long)sim_ns, (unsigned long long)busy_cycles,
+		        (unsigned long long)skipped, (unsigned long long)ticks, (unsigned long long)warped);
+	};
 	uint8_t buf[65536];
 
 	for (;;) {
 		if (stats_wanted) {
 			stats_wanted = 0;
-			fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
-			        (unsigned long long)cycles, (unsigned long long)(now_ns() - t_start), (unsigned long long)sim_ns,
-			        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+			print_stats(now_ns() - t_start);
 		}
 		// --- input from the host
 		bool idle = !eof && inq.empty() && rx_bits == 0 && tx_state < 0 && !top.busy();
@@ -112,7 +123,9 @@ int run_board(Model &top, int argc, char **argv) {
 
 		// --- simulate one chunk
 		uint64_t t_chunk = now_ns();
-		for (uint64_t i = 0; i < chunk; i++) {
+		uint64_t done = 0;          // fabric cycles simulated in this chunk, warps included
+		while (done < chunk) {
+			done++;
 			if (rx_bits == 0 && !inq.empty()) {
 				rx_frame = (uint32_t)inq.front() << 1 | 0x200;   // start 0, data LSB first, stop 1
 				inq.pop_front();
@@ -125,7 +138,11 @@ int run_board(Model &top, int argc, char **argv) {
 			} else {
 				top.set_rx(true);
 			}
+			// warp only while the line is quiet both ways (the top also waits for its link)
+			top.set_warp(warp_n && rx_bits == 0 && inq.empty() && tx_state < 0);
 			top.tick();        // one clock: rising edge, outputs settled
+			ticks++;
+			if (warp_n && top.warped()) { done += warp_n; warped++; }
 			bool tx = top.tx();
 			if (top.busy()) busy_cycles++;
 			if (tx_state < 0) {
@@ -145,7 +162,7 @@ int run_board(Model &top, int argc, char **argv) {
 			}
 			tx_prev = tx;
 		}
-		cycles += chunk;
+		cycles += done;
 		sim_ns += now_ns() - t_chunk;
 
 		// --- output to the host
@@ -171,13 +188,9 @@ int run_board(Model &top, int argc, char **argv) {
 		}
 		if (t - t_stats > 1000000000ull) {
 			t_stats = t;
-			fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
-			        (unsigned long long)cycles, (unsigned long long)(t - t_start), (unsigned long long)sim_ns,
-			        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+			print_stats(t - t_start);
 		}
 	}
-	fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu\n",
-	        (unsigned long long)cycles, (unsigned long long)(now_ns() - t_start), (unsigned long long)sim_ns,
-	        (unsigned long long)busy_cycles, (unsigned long long)skipped);
+	print_stats(now_ns() - t_start);
 	return 0;
 }

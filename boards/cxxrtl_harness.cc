@@ -1,7 +1,7 @@
 // The virtual board's CXXRTL model in the harness of board_harness.h.
 //
-// The design's module is `p_top` with input p_uart__rx, p_clk and outputs p_uart__tx,
-// p_busy (Amaranth port names escaped by write_cxxrtl).
+// The design's module is `p_top` with inputs p_clk, p_uart__rx, p_warp and outputs
+// p_uart__tx, p_busy, p_warped (Amaranth port names escaped by write_cxxrtl).
 
 #include "design.h"
 #include "board_harness.h"
@@ -25,6 +25,8 @@ struct CxxrtlModel {
 	}
 	bool tx() { return top.p_uart__tx.get<bool>(); }
 	bool busy() { return top.p_busy.get<bool>(); }
+	void set_warp(bool v) { top.p_warp.set<bool>(v); }
+	bool warped() { return top.p_warped.get<bool>(); }
 };
 
 int main(int argc, char **argv) {

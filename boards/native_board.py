@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, Signal
 
 from copperline.sim.cxxrtl_build import NativeBuildError, build_native
 
@@ -42,7 +42,8 @@ HARNESSES = {"verilator": Path(__file__).with_name("verilator_harness.cc"),
 
 class FreeRunning(Elaboratable):
     """``top`` in a reset-less ``sync`` domain, with ports ``clk``, ``uart_rx``,
-    ``uart_tx`` and ``busy``.
+    ``uart_tx``, ``busy`` and the core's simulation-only ``warp``/``warped`` (unused
+    stand-ins when the top has no warp).
 
     A virtual board never asserts reset (registers start from their initial values, as
     after configuration), so the reset input would only cost: without it Verilator drops
@@ -51,15 +52,21 @@ class FreeRunning(Elaboratable):
 
     def __init__(self, top):
         self.top = top
+        self.has_warp = hasattr(top, "warp")
+        self.warp = top.warp if self.has_warp else Signal(name="warp")
+        self.warped = top.warped if self.has_warp else Signal(name="warped")
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync", reset_less=True)
         m.submodules.top = self.top
+        if not self.has_warp:
+            m.d.comb += self.warped.eq(0)
         return m
 
     def ports(self) -> list:
-        return [ClockSignal("sync"), self.top.uart_rx, self.top.uart_tx, self.top.busy]
+        return [ClockSignal("sync"), self.top.uart_rx, self.top.uart_tx, self.top.busy,
+                self.warp, self.warped]
 
 
 def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike = "build",
@@ -85,17 +92,26 @@ def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathL
 
 @dataclass
 class SimStats:
-    """The harness's counters: simulated fabric cycles, wall time, time spent simulating."""
+    """The harness's counters: simulated fabric cycles (warps included), wall time, time
+    spent simulating, clocks evaluated (``ticks``) and warped core cycles."""
     cycles: int = 0
     wall_ns: int = 0
     sim_ns: int = 0
     busy_cycles: int = 0
     skipped: int = 0
+    ticks: int = 0
+    warped: int = 0
 
     @property
     def speed_hz(self) -> float:
-        """Simulated cycles per second of simulating (pacing sleeps excluded)."""
+        """Simulated cycles per second of simulating (pacing sleeps excluded; a warped
+        core cycle counts the cycles it stands for)."""
         return self.cycles * 1e9 / self.sim_ns if self.sim_ns else 0.0
+
+    @property
+    def tick_hz(self) -> float:
+        """Clocks evaluated per second of simulating (the simulator's raw speed)."""
+        return self.ticks * 1e9 / self.sim_ns if self.sim_ns else 0.0
 
 
 _STATS = re.compile(r"stats (.*)")
@@ -106,16 +122,18 @@ class NativeBoardLink:
     ``on_output(bytes)`` (called from a reader thread).
 
     ``pace=True`` keeps simulated time from running ahead of the wall clock;
-    ``idle_skip=True`` stops the clock while the top is idle and the host silent.
+    ``idle_skip=True`` stops the clock while the top is idle and the host silent;
+    ``warp_cycles``: the fabric cycles a warped core cycle skips (0: the top has no warp).
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
-                 pace: bool = True, idle_skip: bool = True):
+                 pace: bool = True, idle_skip: bool = True, warp_cycles: int = 0):
         from copperline.hdl.uart import divisor
         self.exe = str(exe)
         self.on_output = on_output
         self.clock_hz = clock_hz
-        self.args = [self.exe, f"--hz={clock_hz}", f"--div={divisor(clock_hz, baud)}"]
+        self.args = [self.exe, f"--hz={clock_hz}", f"--div={divisor(clock_hz, baud)}",
+                     f"--warp={warp_cycles}"]
         if not pace:
             self.args.append("--no-pace")
         if not idle_skip:

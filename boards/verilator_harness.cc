@@ -1,7 +1,7 @@
 // The virtual board's Verilator model in the harness of board_harness.h.
 //
-// The model class is `Vtop` (verilator --prefix Vtop) with ports clk, uart_rx, uart_tx
-// and busy.
+// The model class is `Vtop` (verilator --prefix Vtop) with ports clk, uart_rx, warp,
+// uart_tx, busy and warped.
 
 #include "Vtop.h"
 #include "verilated.h"
@@ -26,6 +26,8 @@ struct VerilatorModel {
 	}
 	bool tx() { return top.uart_tx; }
 	bool busy() { return top.busy; }
+	void set_warp(bool v) { top.warp = v; }
+	bool warped() { return top.warped; }
 };
 
 int main(int argc, char **argv) {

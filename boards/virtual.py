@@ -110,6 +110,11 @@ class SimulatedLink:
 
 ENGINES = ("verilator", "cxxrtl", "amaranth")
 
+#: The warp of the native engines' core (docs/core.md, "Warp"): a core cycle in which
+#: nothing but counting can happen stands for 16 us more. Delays of 35 us and more, vsync
+#: waits and blocked fences are skipped in such steps while the line is quiet.
+WARP_US = 16
+
 
 def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     """The board-independent top as the virtual board runs it (``core``: a
@@ -117,8 +122,19 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     (the native engines)."""
     from copperline.hdl.top import LinkTop
     if core is not None:
-        core = core.simulation()         # e.g. the SPRAM model instead of SB_SPRAM256KA
+        # the SPRAM model instead of SB_SPRAM256KA; the native engines' harness warps
+        core = core.simulation(warp_us=0 if byte_io else WARP_US)
     return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core)
+
+
+def warp_cycles(top) -> int:
+    """Fabric cycles a warped core cycle of ``top`` skips (0 when it has no warp)."""
+    c = getattr(top, "core_config", None)
+    if c is None or not c.warp_us:
+        return 0
+    from copperline.firmware import isa
+    from copperline.hdl.core import phases_for
+    return c.warp_us * isa.cycles_per_us(top.core_hz) * phases_for(c.contexts)
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
@@ -137,15 +153,16 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             # a fresh top per build: an elaboratable is elaborated once
             design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
             return build_simulator(design, engine=engine, build_dir=build_dir,
-                                   name="virtual board", progress=progress)
+                                   name="virtual board", progress=progress), warp_cycles(design)
         try:
-            exe = build(engine)
+            exe, warp = build(engine)
         except NativeBuildError as exc:
             if engine != "verilator" or top is not None:
                 raise
             log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
-            exe = build("cxxrtl")
-        return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace)
+            exe, warp = build("cxxrtl")
+        return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace,
+                               warp_cycles=warp)
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 

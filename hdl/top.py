@@ -36,7 +36,7 @@ class CoreConfig:
 
     def __init__(self, *, contexts: int = 4, program_words: int = 256, layers: int = 16,
                  vsync_hz: float = 60.0, fifo_depth: int = 256, program_memory: str = "bram",
-                 spram_primitive: bool = False):
+                 spram_primitive: bool = False, warp_us: int = 0):
         self.contexts = contexts
         self.program_words = program_words
         self.layers = layers
@@ -46,12 +46,16 @@ class CoreConfig:
         #: Amaranth model stands in (simulation: the virtual board).
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
+        #: Simulation only: the core's warp (``Core(warp_us=...)``), 0 = none.
+        self.warp_us = warp_us
 
-    def simulation(self) -> "CoreConfig":
-        """The same core with simulation models instead of FPGA primitives."""
+    def simulation(self, warp_us: int = 0) -> "CoreConfig":
+        """The same core with simulation models instead of FPGA primitives (and the
+        simulation-only warp of ``warp_us`` microseconds, 0 = none)."""
         return CoreConfig(contexts=self.contexts, program_words=self.program_words,
                           layers=self.layers, vsync_hz=self.vsync_hz,
-                          fifo_depth=self.fifo_depth, program_memory=self.program_memory)
+                          fifo_depth=self.fifo_depth, program_memory=self.program_memory,
+                          warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
         from copperline.hdl.core import phases_for
@@ -263,6 +267,10 @@ class LinkTop(wiring.Component):
             members |= {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         else:
             members |= {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
+        if core is not None and core.warp_us:
+            # simulation only: the core's warp, allowed while the link is idle (a frame
+            # being received, executed or answered holds it off)
+            members |= {"warp": In(1), "warped": Out(1)}
         super().__init__(members)
 
     def info(self) -> list[int]:
@@ -281,7 +289,8 @@ class LinkTop(wiring.Component):
         c = self.core_config
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
                     program_words=c.program_words, fifo_depth=c.fifo_depth,
-                    program_memory=c.program_memory, spram_primitive=c.spram_primitive)
+                    program_memory=c.program_memory, spram_primitive=c.spram_primitive,
+                    warp_us=c.warp_us)
 
     def event_bytes(self) -> int:
         from copperline.hdl.event_fifo import event_layout
@@ -303,6 +312,9 @@ class LinkTop(wiring.Component):
             m.submodules.corebus = corebus = CoreBus(core)
             wiring.connect(m, link.bus, corebus.bus)
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
+            if self.core_config.warp_us:
+                m.d.comb += [core.warp.eq(self.warp & ~link.busy),
+                             self.warped.eq(core.warped)]
             ev = core.events
             m.d.comb += [link.events.valid.eq(ev.valid & corebus.push),
                          ev.ready.eq(Mux(corebus.push, link.events.ready, corebus.ev_pop)),
