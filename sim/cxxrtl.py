@@ -12,9 +12,8 @@ writes/reads by debug name (programs, fences, registers go straight into the mem
 like the amaranth engine), status, and "run N core cycles with these host actions in
 the first one", which returns the event records.
 
-The toolchain helpers (Yosys and g++ lookup, CXXRTL headers, logged tool runs) are those
-of the virtual board (:mod:`copperline.boards.cxxrtl_board`); its ``build_simulator`` is
-not reused because it compiles one fixed harness (the UART board harness).
+The toolchain helpers (Yosys and g++ lookup, CXXRTL headers, logged tool runs, the
+cached build) are :mod:`copperline.sim.cxxrtl_build`, shared with the virtual board.
 """
 
 from __future__ import annotations
