@@ -163,6 +163,23 @@ class Image:
         image.check(source)
         return image
 
+    def check_fits(self, program_words: int, layers: int) -> None:
+        """Check the image (:meth:`check`) and that it fits a machine with
+        ``program_words`` words per context and ``layers`` layers; raises
+        :class:`ImageError`."""
+        self.check()
+        if len(self.code) > program_words:
+            raise ImageError(f"the image holds {len(self.code)} words; a context holds "
+                             f"{program_words}")
+        names = isa.register_names(layers)
+        for addr, word in enumerate(self.code):
+            ins = isa.decode(word)
+            if ins.name in ("MOVE", "ADD"):
+                r = ins.fields["reg"]
+                if r >= len(names) or names[r] is None:
+                    raise ImageError(f"word {addr}: {ins.name} register index {r} does not "
+                                     f"exist on a machine with {layers} layers")
+
     def check(self, source: str = "<image>") -> None:
         """Check the code against the ISA and the tables; raises :class:`ImageError`."""
         if not self.code:

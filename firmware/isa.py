@@ -172,6 +172,13 @@ def register_name(index: int) -> str:
     raise ValueError(f"no register has index {index}")
 
 
+def register_names(layers: int) -> list[str | None]:
+    """Names of the register indices of a machine with ``layers`` layers (None for the
+    indices between a layer's fields and the next layer)."""
+    return [register_name(i) if i % REG_STRIDE < len(REGISTER_FIELDS) else None
+            for i in range(layers * REG_STRIDE)]
+
+
 def register_field(index: int) -> RegisterField:
     """The :class:`RegisterField` (width, signedness) of register ``index``."""
     sub = index % REG_STRIDE

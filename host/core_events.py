@@ -99,8 +99,7 @@ class RecordConverter:
     def __init__(self, clock_hz: int, layers: int = isa.DEFAULT_LAYERS, key: str = "prog"):
         self.clock_hz = clock_hz
         self.key = key
-        self.reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
-                          else None for i in range(layers * isa.REG_STRIDE)]
+        self.reg_names = isa.register_names(layers)
         self._slots: dict[int, tuple[int, object]] = {}
         self.start: dict[int, int] = {}          # slot -> global cycle of its start
         self.bindings: dict[int, dict[int, str]] = {}

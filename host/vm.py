@@ -96,8 +96,7 @@ class Machine:
         self.program_words = program_words
         self.vsync_events = vsync_events
         self._slots: list[_Context | None] = [None] * contexts
-        self._reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
-                           else None for i in range(layers * isa.REG_STRIDE)]
+        self._reg_names = isa.register_names(layers)
         self._fences: dict[str, int] = {}
         self.reset()
 
@@ -270,10 +269,7 @@ class Machine:
         """Check the image against this machine and turn it into op tuples."""
         if not isinstance(image, Image):
             raise TypeError(f"load() needs an Image, got {type(image).__name__}")
-        image.check()
-        if len(image.code) > self.program_words:
-            raise ImageError(f"the image holds {len(image.code)} words; a context holds "
-                             f"{self.program_words}")
+        image.check_fits(self.program_words, self.layers)
         cpu = self.cycles_per_us
         code: list[tuple] = []
         for addr, word in enumerate(image.code):
@@ -282,9 +278,6 @@ class Machine:
             op = ins.op.opcode
             if op in (isa.Opcode.MOVE, isa.Opcode.ADD):
                 r = f["reg"]
-                if r >= len(self._reg_names) or self._reg_names[r] is None:
-                    raise ImageError(f"word {addr}: {ins.name} register index {r} does not exist "
-                                     f"on a machine with {self.layers} layers")
                 rf = isa.register_field(r)
                 full = 1 << rf.width
                 half = full >> 1 if rf.signed else full

@@ -21,7 +21,7 @@ import threading
 from amaranth.sim import Simulator
 
 from copperline.firmware import isa
-from copperline.firmware.image import Image, ImageError
+from copperline.firmware.image import Image
 from copperline.hdl.core import Core, CtxState, Reason
 from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
 from copperline.host.backend import fence_update_problem
@@ -79,8 +79,7 @@ class RtlEngineBase:
         self._fence_writes: list[tuple[int, int, int]] = []
         self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
         self._stopping: dict[int, _Slot] = {}
-        self._reg_names = [isa.register_name(i) if i % isa.REG_STRIDE < len(isa.REGISTER_FIELDS)
-                           else None for i in range(layers * isa.REG_STRIDE)]
+        self._reg_names = isa.register_names(layers)
         self._pending_reg: tuple[int, int] | None = None
         self._clear_regs = False
         # Before the first cycle that counts, one hidden core cycle primes the pipeline
@@ -120,16 +119,7 @@ class RtlEngineBase:
         """Load ``image`` into the lowest free slot and return the slot."""
         if not isinstance(image, Image):
             raise TypeError(f"load() needs an Image, got {type(image).__name__}")
-        image.check()
-        if len(image.code) > self.program_words:
-            raise ImageError(f"the image holds {len(image.code)} words; a context holds "
-                             f"{self.program_words}")
-        for addr, word in enumerate(image.code):
-            ins = isa.decode(word)
-            if ins.name in ("MOVE", "ADD") and (ins.fields["reg"] >= len(self._reg_names)
-                                                or self._reg_names[ins.fields["reg"]] is None):
-                raise ImageError(f"word {addr}: {ins.name} register index {ins.fields['reg']} does "
-                                 f"not exist on a machine with {self.layers} layers")
+        image.check_fits(self.program_words, self.layers)
         for slot, cur in enumerate(self._slots):
             if cur is None:
                 break
