@@ -18,6 +18,8 @@ after a bad frame or an idle timeout.
 
 from __future__ import annotations
 
+import dataclasses
+
 from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -30,32 +32,27 @@ from copperline.host import link as proto
 __all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
 
 
+@dataclasses.dataclass
 class CoreConfig:
     """Core parameters for a board: ``contexts`` decides the phases per core cycle, and
     ``fabric_hz / phases`` must be a whole number of MHz."""
 
-    def __init__(self, *, contexts: int = 4, program_words: int = 256, layers: int = 16,
-                 vsync_hz: float = 60.0, fifo_depth: int = 256, program_memory: str = "bram",
-                 spram_primitive: bool = False, warp_us: int = 0):
-        self.contexts = contexts
-        self.program_words = program_words
-        self.layers = layers
-        self.vsync_hz = vsync_hz
-        self.fifo_depth = fifo_depth
-        #: ``bram`` or ``spram`` (iCE40UP); with ``spram_primitive`` False the SPRAM's
-        #: Amaranth model stands in (simulation: the virtual board).
-        self.program_memory = program_memory
-        self.spram_primitive = spram_primitive
-        #: Simulation only: the core's warp (``Core(warp_us=...)``), 0 = none.
-        self.warp_us = warp_us
+    contexts: int = 4
+    program_words: int = 256
+    layers: int = 16
+    vsync_hz: float = 60.0
+    fifo_depth: int = 256
+    #: ``bram`` or ``spram`` (iCE40UP); with ``spram_primitive`` False the SPRAM's
+    #: Amaranth model stands in (simulation: the virtual board).
+    program_memory: str = "bram"
+    spram_primitive: bool = False
+    #: Simulation only: the core's warp (``Core(warp_us=...)``), 0 = none.
+    warp_us: int = 0
 
     def simulation(self, warp_us: int = 0) -> "CoreConfig":
         """The same core with simulation models instead of FPGA primitives (and the
         simulation-only warp of ``warp_us`` microseconds, 0 = none)."""
-        return CoreConfig(contexts=self.contexts, program_words=self.program_words,
-                          layers=self.layers, vsync_hz=self.vsync_hz,
-                          fifo_depth=self.fifo_depth, program_memory=self.program_memory,
-                          warp_us=warp_us)
+        return dataclasses.replace(self, spram_primitive=False, warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
         from copperline.hdl.core import phases_for
