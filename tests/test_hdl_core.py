@@ -12,6 +12,26 @@ E = isa.encode
 X0 = isa.register_index(0, "x")
 
 
+async def write_programs(ctx, core, programs):
+    """Write ``programs`` (slot -> words) through prog_wr, waiting for ``ready``."""
+    for slot, words in programs.items():
+        for i, w in enumerate(words):
+            ctx.set(core.prog_wr.valid, 1)
+            ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
+            ctx.set(core.prog_wr.payload.data, w)
+            while not ctx.get(core.prog_wr.ready):     # single-port program memory
+                await ctx.tick()
+            await ctx.tick()
+    ctx.set(core.prog_wr.valid, 0)
+
+
+def event_record(ctx, core):
+    """The record at the FIFO's output: (timestamp, slot, started, kind, payload)."""
+    p = core.events.payload
+    return (ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
+            EventKind(ctx.get(p.kind)), ctx.get(p.payload))
+
+
 def run_core(core, programs, *, cycles, fences=(), starts=None):
     """Write ``programs`` (slot -> words) through prog_wr, start them all at global cycle 0,
     write ``fences`` (cycle, slot, timeline, value) and collect event records."""
@@ -20,15 +40,7 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
 
     async def bench(ctx):
         ctx.set(core.events.ready, 1)
-        for slot, words in programs.items():
-            for i, w in enumerate(words):
-                ctx.set(core.prog_wr.valid, 1)
-                ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
-                ctx.set(core.prog_wr.payload.data, w)
-                while not ctx.get(core.prog_wr.ready):     # single-port program memory
-                    await ctx.tick()
-                await ctx.tick()
-        ctx.set(core.prog_wr.valid, 0)
+        await write_programs(ctx, core, programs)
         mask = sum(1 << s for s in (starts or programs))
         ctx.set(core.cmd.valid, 1)
         ctx.set(core.cmd.payload.start, mask)
@@ -44,9 +56,7 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
                 ctx.set(core.fence_wr.payload.timeline, tl)
                 ctx.set(core.fence_wr.payload.value, value)
             if ctx.get(core.events.valid):
-                p = core.events.payload
-                records.append((ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
-                                EventKind(ctx.get(p.kind)), ctx.get(p.payload)))
+                records.append(event_record(ctx, core))
             await ctx.tick()
             ctx.set(core.cmd.valid, 0)
             ctx.set(core.fence_wr.valid, 0)

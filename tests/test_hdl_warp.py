@@ -11,6 +11,7 @@ from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
 from copperline.hdl.core import Core
 from copperline.hdl.event_fifo import EventKind
+from tests.test_hdl_core import event_record, write_programs
 
 E = isa.encode
 X0 = isa.register_index(0, "x")
@@ -28,13 +29,7 @@ def run(programs, *, until, warp: bool, fences=()):
 
     async def bench(ctx):
         ctx.set(core.events.ready, 1)
-        for slot, words in programs.items():
-            for i, w in enumerate(words):
-                ctx.set(core.prog_wr.valid, 1)
-                ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
-                ctx.set(core.prog_wr.payload.data, w)
-                await ctx.tick()
-        ctx.set(core.prog_wr.valid, 0)
+        await write_programs(ctx, core, programs)
         ctx.set(core.cmd.valid, 1)
         ctx.set(core.cmd.payload.start, sum(1 << s for s in programs))
         ctx.set(core.cmd.payload.timebase, 1)
@@ -60,9 +55,7 @@ def run(programs, *, until, warp: bool, fences=()):
                     ctx.set(core.fence_wr.valid, 0)
                     ctx.set(core.warp, warp)
             if ctx.get(core.events.valid):
-                p = core.events.payload
-                records.append((ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
-                                EventKind(ctx.get(p.kind)), ctx.get(p.payload)))
+                records.append(event_record(ctx, core))
             warped[0] += ctx.get(core.warped)
             await ctx.tick()
 
@@ -124,6 +117,7 @@ def test_generated_programs_four_at_a_time(seed):
     print(f"seed {seed}: {n} warped core cycles")
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")    # cores only inspected
 def test_no_warp_port_by_default():
     assert "warp" not in Core(CLOCK_HZ).signature.members
     with pytest.raises(ValueError, match="warp_us"):
