@@ -11,6 +11,7 @@ The simulator is compiled once (cached under build/verilator-board/); the board 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -76,6 +77,19 @@ def board():
     server.close()
 
 
+@contextlib.contextmanager
+def _opened(url: str, **options):
+    """An open FpgaBackend on ``url`` and the list its events go to; closed afterwards."""
+    got: list[dict] = []
+    be = FpgaBackend(port=url, **options)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        yield be, got
+    finally:
+        be.close()
+
+
 def _wait_for(pred, timeout=20.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -94,11 +108,7 @@ def _vm_trace(image):
 # ------------------------------------------------------------------- the backend ----------
 
 def test_identify_load_start_events_status_regs(board):
-    got = []
-    be = FpgaBackend(port=board.url)
-    be.set_event_sink(got.append)
-    be.open()
-    try:
+    with _opened(board.url) as (be, got):
         assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
             (CORE_HZ, VSYNC_HZ, 4, WORDS)
         pid = be.load(compile_program(PROGRAM))
@@ -113,16 +123,10 @@ def test_identify_load_start_events_status_regs(board):
         irqs = [e for e in got if e["event"] == "irq"]
         assert [e["tag"] for e in irqs] == ["t"] * 5 + ["v"]
         assert all(e["prog"] == pid for e in got)
-    finally:
-        be.close()
 
 
 def test_fence_by_timeline_name_reaches_the_program(board):
-    got = []
-    be = FpgaBackend(port=board.url)
-    be.set_event_sink(got.append)
-    be.open()
-    try:
+    with _opened(board.url) as (be, got):
         pid = be.load(compile_program(FENCED))
         be.start(pid)
         assert _wait_for(lambda: any(e.get("tag") == "before" for e in got))
@@ -134,16 +138,10 @@ def test_fence_by_timeline_name_reaches_the_program(board):
         with pytest.raises(BackendError) as err:
             be.fence("vk", 0)
         assert err.value.code == "BAD_ARG"
-    finally:
-        be.close()
 
 
 def test_stop_emits_stopped_and_unload_frees_the_slot(board):
-    got = []
-    be = FpgaBackend(port=board.url)
-    be.set_event_sink(got.append)
-    be.open()
-    try:
+    with _opened(board.url) as (be, got):
         ids = [be.load(compile_program(TICKER)) for _ in range(4)]
         with pytest.raises(BackendError) as err:
             be.load(compile_program(TICKER))
@@ -158,21 +156,15 @@ def test_stop_emits_stopped_and_unload_frees_the_slot(board):
         with pytest.raises(BackendError) as err:
             be.status(ids[0])
         assert err.value.code == "NOT_FOUND"
-    finally:
-        be.close()
 
 
 def test_program_too_big_for_the_board_is_bad_arg(board):
     big = {"version": 1, "program": [{"op": "NOP"}] * WORDS + [{"op": "HALT"}]}
-    be = FpgaBackend(port=board.url)
-    be.open()
-    try:
+    with _opened(board.url) as (be, _):
         with pytest.raises(BackendError) as err:
             be.load(compile_program(big, program_words=2 * WORDS))
         assert err.value.code == "BAD_ARG"
         assert f"{WORDS + 1} words" in err.value.message and str(WORDS) in err.value.message
-    finally:
-        be.close()
 
 
 # ------------------------------------------------------------------- traces ---------------
