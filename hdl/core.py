@@ -288,10 +288,12 @@ class Core(wiring.Component):
         # reset: that is the first cycle's hold)
         cmd_ok = Signal()
         # (a warped core cycle takes no command: its start would lose the skipped cycles)
+        # (without a warp none of its terms is built: the hardware netlist stays as it was)
         warp_c = Signal()       # this core cycle is warped (phases 0 .. P-1)
         warp_r = Signal()       # R works for a warped core cycle (phase P-1 before .. P-2)
-        accept = cmd_ok & ~warp_c & self.cmd.valid
-        m.d.comb += self.cmd.ready.eq(cmd_ok & ~warp_c)
+        cmd_open = cmd_ok & ~warp_c if self.warp_cycles else cmd_ok
+        accept = cmd_open & self.cmd.valid
+        m.d.comb += self.cmd.ready.eq(cmd_open)
         acc_cmd = Signal(self.command_layout)
         m.d.comb += acc_cmd.eq(Mux(accept, self.cmd.payload.as_value(), 0))
         # The command's slot masks as shift registers: bit 1 is always X's context (X
@@ -321,7 +323,10 @@ class Core(wiring.Component):
         m.d.comb += now.eq(Mux(tb_reset, 0, g))
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
-        m.d.sync += g.eq(g + last + Mux(last & warp_c, self.warp_cycles, 0))
+        if self.warp_cycles:
+            m.d.sync += g.eq(g + last + Mux(last & warp_c, self.warp_cycles, 0))
+        else:
+            m.d.sync += g.eq(g + last)
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
         # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
