@@ -25,9 +25,10 @@
 // top is not busy (no frame on the line, nothing running, no events) and the host is
 // silent, the clock is stopped instead of spun (--idle-skip, default on): nothing in the
 // design observes idle time except the cycle counter, which only matters relative to a
-// program's start. While the line is quiet both ways the harness also asks the core to
-// warp (--warp=N: fabric cycles a warped core cycle skips; 0 = never): a core cycle in
-// which nothing but counting can happen then stands for N + phases fabric cycles.
+// program's start. While the top is busy and the line quiet both ways the harness asks
+// the core to warp (--warp=N: fabric cycles a warped core cycle skips; 0 = never): a
+// core cycle in which nothing but counting can happen then stands for N + phases fabric
+// cycles.
 
 #pragma once
 
@@ -138,8 +139,10 @@ int run_board(Model &top, int argc, char **argv) {
 			} else {
 				top.set_rx(true);
 			}
-			// warp only while the line is quiet both ways (the top also waits for its link)
-			top.set_warp(warp_n && rx_bits == 0 && inq.empty() && tx_state < 0);
+			// warp only while a program may run (busy; without one the idle skip stops the
+			// clock instead, and board time stays the line's own) and the line is quiet
+			// both ways (the top also waits for its link)
+			top.set_warp(warp_n && top.busy() && rx_bits == 0 && inq.empty() && tx_state < 0);
 			top.tick();        // one clock: rising edge, outputs settled
 			ticks++;
 			if (warp_n && top.warped()) { done += warp_n; warped++; }
