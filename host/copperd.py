@@ -139,8 +139,12 @@ async def _run(args, backend, listener, config) -> int:
     return EXIT_OK
 
 
-class _StopBeforeServing(Exception):
-    """SIGINT/SIGTERM arrived before the event loop took over the signals."""
+class _StopBeforeServing(BaseException):
+    """SIGINT/SIGTERM arrived before the event loop took over the signals.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    (e.g. the one reporting a backend that cannot open) turns a stop into an error exit.
+    """
 
 
 def _stop_before_serving(signum, frame):
@@ -151,13 +155,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # The socket exists before the event loop installs its signal handlers: a SIGTERM in
     # between must still mean "clean up and exit 0", not death by signal.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _stop_before_serving)
+    previous = {sig: signal.signal(sig, _stop_before_serving)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _main(args)
     except _StopBeforeServing:
         log.info("stopped before serving")
         return EXIT_OK
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(args) -> int:

@@ -82,7 +82,26 @@ def test_socket_from_environment(tmp_path):
         _wait_for(path, proc)
     finally:
         proc.terminate()
-        assert proc.wait(10) == 0
+        assert proc.wait(10) == 0, proc.stderr.read()
+
+
+def test_a_stop_while_the_backend_opens_is_a_clean_exit(tmp_path, monkeypatch):
+    # The socket is bound before the backend opens, so a supervisor (or a test) that sees
+    # the socket may stop the daemon while open() still runs: that is exit 0, not an error.
+    from copperline.host import copperd
+
+    class OpensSlowly:
+        name = "slow"
+
+        def open(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(copperd, "make_backend", lambda args: OpensSlowly())
+    path = tmp_path / "slow.sock"
+    assert copperd.main(["-q", "--socket", str(path)]) == copperd.EXIT_OK
+    assert not path.exists()
+    assert signal.getsignal(signal.SIGTERM) is before      # main() leaves no handler behind
 
 
 def test_abstract_socket_daemon():
