@@ -5,8 +5,10 @@
 //
 //   void init();          uart_rx high, clock low, everything settled
 //   void set_rx(bool);    the uart_rx pin, sampled at the next rising edge
-//   void tick();          one clock cycle (rising edge; outputs settled afterwards)
+//   void tick(bool link); one clock cycle (rising edge; outputs settled afterwards), with
+//                         or without the edge of the top's gated `link` domain
 //   bool tx(), busy();    the uart_tx and busy pins
+//   bool link_quiet();    no register of the `link` domain would change at the next edge
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
 //   bool warped();        this clock ended a warped core cycle (--warp=N more cycles)
 //
@@ -16,9 +18,16 @@
 // stdin  : bytes the host sends; they are shifted into `uart_rx` as 8N1 frames at the
 //          board's exact bit period (back to back, like an FTDI chip at full rate).
 // stdout : bytes decoded from `uart_tx` (sampled mid-bit, like the host's UART).
-// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N"
-//          about once a second, on SIGUSR1, and at exit (cycles: simulated fabric cycles;
-//          ticks: clocks evaluated; warped: warped core cycles).
+// --replay: stdin is read to its end first and holds records "u32 idle clocks, u32
+//          length, bytes" (little-endian): the line stays idle for that many clocks, then
+//          the bytes follow back to back. With --no-pace and --no-idle-skip a run is then
+//          a pure function of the input (tests compare runs byte for byte).
+// --stamp : each byte on stdout is preceded by the fabric cycle (u64, little-endian) in
+//          which its stop bit was sampled.
+// stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N
+//          link_ticks=N" about once a second, on SIGUSR1, and at exit (cycles: simulated
+//          fabric cycles; ticks: clocks evaluated; warped: warped core cycles; link_ticks:
+//          clocks that clocked the link domain too).
 //
 // Time: with pacing on (the default) simulated time never runs ahead of the wall clock,
 // so the board behaves like hardware towards the host (timeouts, line rate). While the
@@ -29,6 +38,13 @@
 // the core to warp (--warp=N: fabric cycles a warped core cycle skips; 0 = never): a
 // core cycle in which nothing but counting can happen then stands for N + phases fabric
 // cycles.
+//
+// Gated link clock (--no-gate turns it off): the UART, link and bus decode run in their
+// own clock domain, which gets its edge with every clock except while the top says the
+// link side is quiet and the line is idle (high since the last stop bit, so the UART's
+// synchroniser holds ones too). Such an edge would change no link register, so leaving it
+// out changes nothing but the simulator's work: a busy core with an idle link costs about
+// half as much per clock.
 
 #pragma once
 
@@ -60,12 +76,15 @@ int run_board(Model &top, int argc, char **argv) {
 	uint64_t fabric_hz = 12000000;
 	uint32_t div = 12;
 	uint64_t warp_n = 0;
-	bool pace = true, idle_skip = true;
+	bool pace = true, idle_skip = true, gate = true, replay = false, stamp = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
 		else if (!strncmp(argv[i], "--div=", 6)) div = strtoul(argv[i] + 6, 0, 10);
 		else if (!strcmp(argv[i], "--no-pace")) pace = false;
 		else if (!strcmp(argv[i], "--no-idle-skip")) idle_skip = false;
+		else if (!strcmp(argv[i], "--no-gate")) gate = false;
+		else if (!strcmp(argv[i], "--replay")) replay = true;
+		else if (!strcmp(argv[i], "--stamp")) stamp = true;
 		else if (!strncmp(argv[i], "--warp=", 7)) warp_n = strtoull(argv[i] + 7, 0, 10);
 		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
 	}
@@ -90,13 +109,36 @@ int run_board(Model &top, int argc, char **argv) {
 
 	const uint64_t chunk = fabric_hz / 4000 > 64 ? fabric_hz / 4000 : 64;   // 0.25 ms
 	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0, ticks = 0, warped = 0;
+	uint64_t link_ticks = 0;
 	uint64_t t_ref = now_ns(), c_ref = 0, t_stats = t_ref, t_start = t_ref;
 	bool eof = false;
+	struct Burst { uint64_t idle; std::vector<uint8_t> bytes; };
+	std::deque<Burst> script;          // --replay: what is still to come
+	if (replay) {
+		std::vector<uint8_t> all;
+		uint8_t b[4096];
+		for (ssize_t n; (n = read(0, b, sizeof b)) != 0;) {
+			if (n < 0) { if (errno == EINTR || errno == EAGAIN) { poll(0, 0, 1); continue; } break; }
+			all.insert(all.end(), b, b + n);
+		}
+		for (size_t at = 0; at + 8 <= all.size();) {
+			uint32_t idle, len;
+			memcpy(&idle, &all[at], 4);
+			memcpy(&len, &all[at + 4], 4);
+			at += 8;
+			if (len > all.size() - at) { fprintf(stderr, "error truncated --replay record\n"); return 2; }
+			script.push_back({idle, std::vector<uint8_t>(all.begin() + at, all.begin() + at + len)});
+			at += len;
+		}
+		eof = true;
+	}
 	auto print_stats = [&](uint64_t wall_ns) {
 		fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu "
-		        "ticks=%llu warped=%llu\n", (unsigned long long)cycles, (unsigned long long)wall_ns,
-		        (unsigned long long)sim_ns, (unsigned long long)busy_cycles,
-		        (unsigned long long)skipped, (unsigned long long)ticks, (unsigned long long)warped);
+		        "ticks=%llu warped=%llu link_ticks=%llu\n", (unsigned long long)cycles,
+		        (unsigned long long)wall_ns, (unsigned long long)sim_ns,
+		        (unsigned long long)busy_cycles, (unsigned long long)skipped,
+		        (unsigned long long)ticks, (unsigned long long)warped,
+		        (unsigned long long)link_ticks);
 	};
 	uint8_t buf[65536];
 
@@ -116,7 +158,8 @@ int run_board(Model &top, int argc, char **argv) {
 			if (n > 0) inq.insert(inq.end(), buf, buf + n);
 			else if (n == 0) eof = true;
 		}
-		if (eof && inq.empty() && rx_bits == 0) break;      // host gone: the last byte is on the line
+		if (eof && inq.empty() && rx_bits == 0 && script.empty())
+			break;                  // host gone: the last byte is on the line
 		if (idle && idle_skip) {
 			if (inq.empty()) { skipped++; t_ref = now_ns(); c_ref = cycles; continue; }
 			t_ref = now_ns(); c_ref = cycles;     // wake up: time resumes now
@@ -127,6 +170,13 @@ int run_board(Model &top, int argc, char **argv) {
 		uint64_t done = 0;          // fabric cycles simulated in this chunk, warps included
 		while (done < chunk) {
 			done++;
+			if (rx_bits == 0 && inq.empty() && !script.empty()) {
+				if (script.front().idle) script.front().idle--;    // the line idles this clock
+				else {
+					inq.insert(inq.end(), script.front().bytes.begin(), script.front().bytes.end());
+					script.pop_front();
+				}
+			}
 			if (rx_bits == 0 && !inq.empty()) {
 				rx_frame = (uint32_t)inq.front() << 1 | 0x200;   // start 0, data LSB first, stop 1
 				inq.pop_front();
@@ -143,8 +193,10 @@ int run_board(Model &top, int argc, char **argv) {
 			// clock instead, and board time stays the line's own) and the line is quiet
 			// both ways (the top also waits for its link)
 			top.set_warp(warp_n && top.busy() && rx_bits == 0 && inq.empty() && tx_state < 0);
-			top.tick();        // one clock: rising edge, outputs settled
+			bool link_clock = !(gate && rx_bits == 0 && top.link_quiet());
+			top.tick(link_clock);        // one clock: rising edge, outputs settled
 			ticks++;
+			link_ticks += link_clock;
 			if (warp_n && top.warped()) { done += warp_n; warped++; }
 			bool tx = top.tx();
 			if (top.busy()) busy_cycles++;
@@ -159,7 +211,13 @@ int run_board(Model &top, int argc, char **argv) {
 					tx_shreg |= (uint32_t)tx << (tx_state - 1);
 					tx_state++;
 				} else {
-					if (tx) out.push_back((uint8_t)tx_shreg);   // a framing error drops the byte
+					if (tx) {                            // a framing error drops the byte
+						if (stamp) {
+							uint64_t at = cycles + done;
+							out.insert(out.end(), (uint8_t *)&at, (uint8_t *)&at + 8);
+						}
+						out.push_back((uint8_t)tx_shreg);
+					}
 					tx_state = -1;
 				}
 			}

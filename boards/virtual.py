@@ -124,7 +124,8 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
     if core is not None:
         # the SPRAM model instead of SB_SPRAM256KA; the native engines' harness warps
         core = core.simulation(warp_us=0 if byte_io else WARP_US)
-    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core)
+    return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core,
+                   gated_link=not byte_io)
 
 
 def warp_cycles(top) -> int:

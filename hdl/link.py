@@ -91,6 +91,9 @@ class Link(wiring.Component):
             "activity": Out(1),     # one-cycle pulse per good request (LEDs)
             "error": Out(1),        # one-cycle pulse per dropped frame or timeout (LEDs)
             "busy": Out(1),         # a frame is being received, executed or sent
+            # no state change at a clock edge that anyone can observe (the virtual
+            # board's gated link clock, docs/boards.md); unused on hardware
+            "quiet": Out(1),
         }
         if event_bytes:
             members["events"] = In(stream.Signature(8 * event_bytes))
@@ -223,7 +226,7 @@ class Link(wiring.Component):
                 m.d.sync += tx_len.eq(3)
             m.next = "FINISH"
 
-        with m.FSM(name="dispatch"):
+        with m.FSM(name="dispatch") as dispatch_fsm:
             with m.State("IDLE"):
                 with m.If(frame_ready & ~resp_pending & ~resp_sending):
                     m.d.sync += rp.eq(0)
@@ -422,4 +425,12 @@ class Link(wiring.Component):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | (rx_len != 0) |
                                  rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending)
+        # Quiet: not busy, nothing arriving, and the registers that settle in idle (the
+        # timeout counter, the transmit index, both CRCs) settled. The memories' read
+        # data may still change but is unobservable: PRIME and FETCH read afresh first.
+        crc_init = crc_params.compute(b"")       # what .crc shows after start
+        ev_idle = ~self.events.valid if self.event_bytes else C(1)
+        m.d.comb += self.quiet.eq(~self.busy & ~rx_bad & ~self.rx.valid & ev_idle &
+                                  (idle == 0) & (ti == 0) & dispatch_fsm.ongoing("IDLE") &
+                                  (rx_crc.crc == crc_init) & (tx_crc.crc == crc_init))
         return m

@@ -111,7 +111,8 @@ class CoreBus(wiring.Component):
         super().__init__({"bus": In(BusSignature),
                           "active": Out(1),    # a start since the last reset-all
                           "push": Out(1, init=1),   # event mode: frames (1) or pulled (0)
-                          "ev_pop": Out(1)})   # pull mode: the head record was read
+                          "ev_pop": Out(1),    # pull mode: the head record was read
+                          "quiet": Out(1)})    # no bus cycle, no command waiting
 
     def elaborate(self, platform):
         from copperline.firmware import isa
@@ -197,6 +198,7 @@ class CoreBus(wiring.Component):
         m.d.comb += [cmd.valid.eq(p_start.any() | p_stop.any() | p_reset.any() | p_tb),
                      cmd.payload.start.eq(p_start), cmd.payload.stop.eq(p_stop),
                      cmd.payload.reset.eq(p_reset), cmd.payload.timebase.eq(p_tb)]
+        m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [p_start.eq(n_start), p_stop.eq(n_stop), p_reset.eq(n_reset),
                          p_tb.eq(n_tb)]
@@ -252,18 +254,24 @@ class LinkTop(wiring.Component):
     instead of the UART pins (fast simulation: the virtual board, benchmarks)."""
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
-                 byte_io: bool = False, core: CoreConfig | None = None):
+                 byte_io: bool = False, core: CoreConfig | None = None,
+                 gated_link: bool = False):
         self.clock_hz = clock_hz
         self.core_config = core
         self.core_hz = core.core_hz(clock_hz) if core else clock_hz
         self.baud = baud
         self.byte_io = byte_io
+        self.gated_link = gated_link
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
         members = {"led_link": Out(1), "led_error": Out(1), "busy": Out(1)}
         if byte_io:
             members |= {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         else:
             members |= {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
+        if gated_link:
+            # simulation only: UART, link and bus decode run in the ``link`` domain, whose
+            # clock a simulator may hold while ``link_quiet`` (docs/boards.md)
+            members |= {"link_quiet": Out(1)}
         if core is not None and core.warp_us:
             # simulation only: the core's warp, allowed while the link is idle (a frame
             # being received, executed or answered holds it off)
@@ -296,18 +304,26 @@ class LinkTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        # The link side (UART, link, bus decode): in the gated ``link`` domain in simulation.
+        link_side = (lambda e: DomainRenamer("link")(e)) if self.gated_link else (lambda e: e)
+        quiet = []
         if self.core_config is None:
-            m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout)
-            m.submodules.scratch = scratch = Scratch()
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout)
+            scratch = Scratch()
+            m.submodules.link = link_side(link)
+            m.submodules.scratch = link_side(scratch)
             wiring.connect(m, link.bus, scratch.bus)
             m.d.comb += self.busy.eq(link.busy)
+            quiet.append(~link.bus.we)      # the scratch RAM writes only then
         else:
             nbytes = self.event_bytes()
-            m.submodules.link = link = Link(info=self.info(), idle_timeout=self.idle_timeout,
-                                            event_bytes=nbytes)
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout, event_bytes=nbytes)
+            m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()
-            m.submodules.corebus = corebus = CoreBus(core)
+            corebus = CoreBus(core)
+            m.submodules.corebus = link_side(corebus)
             wiring.connect(m, link.bus, corebus.bus)
+            quiet.append(corebus.quiet)
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             if self.core_config.warp_us:
                 m.d.comb += [core.warp.eq(self.warp & ~link.busy),
@@ -322,11 +338,16 @@ class LinkTop(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
             wiring.connect(m, link.tx, wiring.flipped(self.tx))
         else:
-            m.submodules.uart_rx = urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
-            m.submodules.uart_tx = utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
+            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            m.submodules.uart_rx = link_side(urx)
+            m.submodules.uart_tx = link_side(utx)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
+            quiet += [urx.quiet, utx.quiet]
+        if self.gated_link:
+            m.d.comb += self.link_quiet.eq(link.quiet & Cat(*quiet).all())
 
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))

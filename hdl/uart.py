@@ -50,6 +50,9 @@ class UARTRx(wiring.Component):
             "source": Out(stream.Signature(8)),
             "frame_error": Out(1),
             "overruns": Out(16),
+            # No state changes at a clock edge while the line stays high (docs/boards.md,
+            # "Gated link clock"); unused (and removed by synthesis) on hardware.
+            "quiet": Out(1),
         })
 
     def elaborate(self, platform):
@@ -65,7 +68,7 @@ class UARTRx(wiring.Component):
             m.d.sync += self.source.valid.eq(0)
         m.d.sync += self.frame_error.eq(0)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(~rx):
                     m.d.sync += timer.eq(self.div // 2 - 1)
@@ -100,6 +103,8 @@ class UARTRx(wiring.Component):
             with m.State("BREAK"):
                 with m.If(rx):
                     m.next = "IDLE"
+        m.d.comb += self.quiet.eq(fsm.ongoing("IDLE") & rx & ~self.source.valid &
+                                  ~self.frame_error)
         return m
 
 
@@ -114,6 +119,7 @@ class UARTTx(wiring.Component):
             "tx": Out(1, init=1),
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
+            "quiet": Out(1),    # no state changes at a clock edge (see UARTRx.quiet)
         })
 
     def elaborate(self, platform):
@@ -123,7 +129,7 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)
 
         m.d.comb += self.tx.eq(shreg[0])
-        m.d.comb += self.busy.eq(bits != 0)
+        m.d.comb += [self.busy.eq(bits != 0), self.quiet.eq((bits == 0) & ~self.sink.valid)]
         with m.If(bits == 0):
             m.d.comb += self.sink.ready.eq(1)
             with m.If(self.sink.valid):

@@ -278,8 +278,14 @@ class FpgaBackend(Backend):
 
     # -- events -------------------------------------------------------------------------
     def _events_loop(self, link: proto.Link) -> None:
-        """Pull mode: read records while this link is the board's."""
-        batch = proto.MAX_READ_WORDS // 2
+        """Pull mode: read records while this link is the board's.
+
+        The batch adapts: a read answers every word asked for, records or not, so an
+        empty poll of the largest batch would hold the line for 2.7 ms at 1 Mbaud. A full
+        batch doubles the next one (read again at once); a partial one asks for twice what
+        it found next time (at least one record) after the poll pause."""
+        most = proto.MAX_READ_WORDS // 2
+        batch = 1
         while not self._stop.is_set() and self.link is link:
             try:
                 records = link.read_events(batch)
@@ -289,7 +295,10 @@ class FpgaBackend(Backend):
                 return
             for raw in records:
                 self._record(raw)
-            if len(records) < batch:
+            if len(records) == batch:
+                batch = min(2 * batch, most)
+            else:
+                batch = min(max(1, 2 * len(records)), most)
                 busy = any(p.state == "running" or p.waiter is not None
                            for p in list(self._progs.values()))
                 time.sleep(self.event_poll_s * (1 if busy else 10))

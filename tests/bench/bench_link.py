@@ -171,7 +171,9 @@ def _speed(core, seconds: float = 2.0) -> None:
         print(f"virtual board speed, {name} (events pulled every 2 ms): "
               f"{hz / 1e6:.2f} M fabric cycles/s = {hz / CLOCK:.2f}x real time at "
               f"{CLOCK / 1e6:g} MHz (target 1x); {raw / 1e6:.2f} M clocks evaluated/s, "
-              f"{b.warped - a.warped} warped core cycles")
+              f"{b.warped - a.warped} warped core cycles, link clocked in "
+              f"{100 * (b.link_ticks - a.link_ticks) / max(1, b.ticks - a.ticks):.0f} % "
+              "of the clocks")
     print("  (amaranth.sim engine ~0.02 M/s; CXXRTL engine ~1 M clocks/s)")
 
 
