@@ -14,11 +14,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import struct
 import threading
 import time
+from pathlib import Path
 
 from copperline.host import link as proto
 
@@ -141,6 +143,8 @@ SPEED_PROGRAMS = {
     # mostly waiting, like a raster program: the core's warp skips the waits
     "WAIT 1000 us / IRQ loop": [{"label": "l"}, {"op": "WAIT", "us": 1000},
                                 {"op": "IRQ", "tag": "t"}, {"op": "JUMP", "label": "l"}],
+    # examples/sprite.json: a vsync-paced loop, the shape of a raster program
+    "examples/sprite.json (vsync loop)": Path(__file__).parents[2] / "examples" / "sprite.json",
     # never idle for long: every clock is simulated (the simulator's raw speed)
     "WAIT 2 us / NOP loop": [{"label": "l"}, {"op": "WAIT", "us": 2}, {"op": "NOP"},
                              {"op": "JUMP", "label": "l"}],
@@ -157,7 +161,9 @@ def _speed(core, seconds: float = 2.0) -> None:
         be = FpgaBackend(port=srv.url)
         be.open()
         try:
-            pid = be.load(compile_program({"version": 1, "program": prog}))
+            doc = (json.loads(prog.read_text()) if isinstance(prog, Path)
+                   else {"version": 1, "program": prog})
+            pid = be.load(compile_program(doc))
             be.start(pid)
             a = srv.link.request_stats()
             time.sleep(seconds)
