@@ -351,7 +351,9 @@ def _run(args, opened) -> int:
               f"in {summary['until_us'] / 1e6:.6f} s model time")
         print(f"program 1: {summary['state']}"
               + (f" ({summary['reason']})" if summary["reason"] else "")
-              + f" at pc {summary['pc']}; {ops if ops is not None else '?'} ops issued")
+              + f" at pc {summary['pc']}"
+              # the board keeps no op count (its status has state, pc, cycle, dropped)
+              + (f"; {ops} ops issued" if ops is not None else ""))
         if "lateness_us" in summary:
             print(f"lateness (wall_us - time_us): p50 {summary['lateness_us']['p50']} us, "
                   f"max {summary['lateness_us']['max']} us")

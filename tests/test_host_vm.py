@@ -114,7 +114,9 @@ def test_long_wait_is_skipped_in_constant_time():
     m.start(m.load(img(("WAIT", {"us": isa.WAIT_US_MAX}), ("IRQ", {"tag": 0}))))
     t0 = time.perf_counter()
     events = m.run_until(isa.WAIT_US_MAX * 12 + 10)
-    assert time.perf_counter() - t0 < 0.05
+    # cycle by cycle this would be ~2e8 steps (minutes); skipped, it is microseconds. The
+    # bound is loose on purpose: a loaded CI machine must not turn it into a flake.
+    assert time.perf_counter() - t0 < 1.0
     assert ev(events, "irq")[0]["cycle"] == isa.WAIT_US_MAX * 12
 
 
