@@ -68,10 +68,13 @@ class Link(wiring.Component):
         Size of one event record on ``events`` (0: no event stream).
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
+    quiet : bool
+        Simulation only: add the ``quiet`` output (no observable state change at the next
+        clock edge), for a simulator that gates the link's clock.
     """
 
     def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
-                 buf_bytes: int = proto.DEFAULT_BUF_BYTES):
+                 buf_bytes: int = proto.DEFAULT_BUF_BYTES, quiet: bool = False):
         if len(info) != proto.INFO_CONST_WORDS:
             raise ValueError(f"info must hold {proto.INFO_CONST_WORDS} words, got {len(info)}")
         if buf_bytes < 3 + 4 * proto.MAX_READ_WORDS:
@@ -91,10 +94,11 @@ class Link(wiring.Component):
             "activity": Out(1),     # one-cycle pulse per good request (LEDs)
             "error": Out(1),        # one-cycle pulse per dropped frame or timeout (LEDs)
             "busy": Out(1),         # a frame is being received, executed or sent
-            # no state change at a clock edge that anyone can observe (the virtual
-            # board's gated link clock, docs/boards.md); unused on hardware
-            "quiet": Out(1),
         }
+        if quiet:
+            # simulation only: no state change at the next clock edge that anyone can
+            # observe (the virtual board's gated link clock, docs/boards.md)
+            members["quiet"] = Out(1)
         if event_bytes:
             members["events"] = In(stream.Signature(8 * event_bytes))
             members["dropped"] = In(32)
@@ -428,9 +432,10 @@ class Link(wiring.Component):
         # Quiet: not busy, nothing arriving, and the registers that settle in idle (the
         # timeout counter, the transmit index, both CRCs) settled. The memories' read
         # data may still change but is unobservable: PRIME and FETCH read afresh first.
-        crc_init = crc_params.compute(b"")       # what .crc shows after start
-        ev_idle = ~self.events.valid if self.event_bytes else C(1)
-        m.d.comb += self.quiet.eq(~self.busy & ~rx_bad & ~self.rx.valid & ev_idle &
-                                  (idle == 0) & (ti == 0) & dispatch_fsm.ongoing("IDLE") &
-                                  (rx_crc.crc == crc_init) & (tx_crc.crc == crc_init))
+        if hasattr(self, "quiet"):
+            crc_init = crc_params.compute(b"")       # what .crc shows after start
+            ev_idle = ~self.events.valid if self.event_bytes else C(1)
+            m.d.comb += self.quiet.eq(~self.busy & ~rx_bad & ~self.rx.valid & ev_idle &
+                                      (idle == 0) & (ti == 0) & dispatch_fsm.ongoing("IDLE") &
+                                      (rx_crc.crc == crc_init) & (tx_crc.crc == crc_init))
         return m

@@ -106,13 +106,15 @@ class CoreBus(wiring.Component):
     (both words ``0xFFFFFFFF``: empty); SCRATCH 16 words of RAM.
     """
 
-    def __init__(self, core):
+    def __init__(self, core, *, quiet: bool = False):
         self.core = core
-        super().__init__({"bus": In(BusSignature),
-                          "active": Out(1),    # a start since the last reset-all
-                          "push": Out(1, init=1),   # event mode: frames (1) or pulled (0)
-                          "ev_pop": Out(1),    # pull mode: the head record was read
-                          "quiet": Out(1)})    # no bus cycle, no command waiting
+        members = {"bus": In(BusSignature),
+                   "active": Out(1),            # a start since the last reset-all
+                   "push": Out(1, init=1),      # event mode: frames (1) or pulled (0)
+                   "ev_pop": Out(1)}            # pull mode: the head record was read
+        if quiet:
+            members["quiet"] = Out(1)    # simulation only: no bus cycle, no command waiting
+        super().__init__(members)
 
     def elaborate(self, platform):
         from copperline.firmware import isa
@@ -198,7 +200,8 @@ class CoreBus(wiring.Component):
         m.d.comb += [cmd.valid.eq(p_start.any() | p_stop.any() | p_reset.any() | p_tb),
                      cmd.payload.start.eq(p_start), cmd.payload.stop.eq(p_stop),
                      cmd.payload.reset.eq(p_reset), cmd.payload.timebase.eq(p_tb)]
-        m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re)
+        if hasattr(self, "quiet"):
+            m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [p_start.eq(n_start), p_stop.eq(n_stop), p_reset.eq(n_reset),
                          p_tb.eq(n_tb)]
@@ -306,24 +309,27 @@ class LinkTop(wiring.Component):
         m = Module()
         # The link side (UART, link, bus decode): in the gated ``link`` domain in simulation.
         link_side = (lambda e: DomainRenamer("link")(e)) if self.gated_link else (lambda e: e)
-        quiet = []
+        quiet = []          # with gated_link: the link side's quiet terms
         if self.core_config is None:
-            link = Link(info=self.info(), idle_timeout=self.idle_timeout)
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link)
             scratch = Scratch()
             m.submodules.link = link_side(link)
             m.submodules.scratch = link_side(scratch)
             wiring.connect(m, link.bus, scratch.bus)
             m.d.comb += self.busy.eq(link.busy)
-            quiet.append(~link.bus.we)      # the scratch RAM writes only then
+            if self.gated_link:
+                quiet += [link.quiet, ~link.bus.we]     # the scratch RAM writes only then
         else:
             nbytes = self.event_bytes()
-            link = Link(info=self.info(), idle_timeout=self.idle_timeout, event_bytes=nbytes)
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout, event_bytes=nbytes,
+                        quiet=self.gated_link)
             m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()
-            corebus = CoreBus(core)
+            corebus = CoreBus(core, quiet=self.gated_link)
             m.submodules.corebus = link_side(corebus)
             wiring.connect(m, link.bus, corebus.bus)
-            quiet.append(corebus.quiet)
+            if self.gated_link:
+                quiet += [link.quiet, corebus.quiet]
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             if self.core_config.warp_us:
                 m.d.comb += [core.warp.eq(self.warp & ~link.busy),
@@ -338,16 +344,17 @@ class LinkTop(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
             wiring.connect(m, link.tx, wiring.flipped(self.tx))
         else:
-            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
-            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud, quiet=self.gated_link)
+            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, quiet=self.gated_link)
             m.submodules.uart_rx = link_side(urx)
             m.submodules.uart_tx = link_side(utx)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
-            quiet += [urx.quiet, utx.quiet]
+            if self.gated_link:
+                quiet += [urx.quiet, utx.quiet]
         if self.gated_link:
-            m.d.comb += self.link_quiet.eq(link.quiet & Cat(*quiet).all())
+            m.d.comb += self.link_quiet.eq(Cat(*quiet).all())
 
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))

@@ -41,19 +41,21 @@ class UARTRx(wiring.Component):
     A missing stop bit pulses ``frame_error`` and waits for the line to go idle (high).
     """
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, quiet: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
-        super().__init__({
+        members = {
             "rx": In(1, init=1),
             "source": Out(stream.Signature(8)),
             "frame_error": Out(1),
             "overruns": Out(16),
-            # No state changes at a clock edge while the line stays high (docs/boards.md,
-            # "Gated link clock"); unused (and removed by synthesis) on hardware.
-            "quiet": Out(1),
-        })
+        }
+        if quiet:
+            # simulation only (a gated clock, docs/boards.md): no register changes at the
+            # next edge while the line stays high
+            members["quiet"] = Out(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -103,24 +105,27 @@ class UARTRx(wiring.Component):
             with m.State("BREAK"):
                 with m.If(rx):
                     m.next = "IDLE"
-        m.d.comb += self.quiet.eq(fsm.ongoing("IDLE") & rx & ~self.source.valid &
-                                  ~self.frame_error)
+        if hasattr(self, "quiet"):
+            m.d.comb += self.quiet.eq(fsm.ongoing("IDLE") & rx & ~self.source.valid &
+                                      ~self.frame_error)
         return m
 
 
 class UARTTx(wiring.Component):
     """Sends the bytes offered on ``sink`` as 8N1 on ``tx`` (idle high)."""
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, quiet: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
-        super().__init__({
+        members = {
             "tx": Out(1, init=1),
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
-            "quiet": Out(1),    # no state changes at a clock edge (see UARTRx.quiet)
-        })
+        }
+        if quiet:
+            members["quiet"] = Out(1)     # simulation only, like UARTRx's
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -129,7 +134,9 @@ class UARTTx(wiring.Component):
         shreg = Signal(10, init=0x3FF)
 
         m.d.comb += self.tx.eq(shreg[0])
-        m.d.comb += [self.busy.eq(bits != 0), self.quiet.eq((bits == 0) & ~self.sink.valid)]
+        m.d.comb += self.busy.eq(bits != 0)
+        if hasattr(self, "quiet"):
+            m.d.comb += self.quiet.eq((bits == 0) & ~self.sink.valid)
         with m.If(bits == 0):
             m.d.comb += self.sink.ready.eq(1)
             with m.If(self.sink.valid):
