@@ -43,8 +43,8 @@
 // own clock domain, which gets its edge with every clock except while the top says the
 // link side is quiet and the line is idle (high since the last stop bit, so the UART's
 // synchroniser holds ones too). Such an edge would change no link register, so leaving it
-// out changes nothing but the simulator's work: a busy core with an idle link costs about
-// half as much per clock.
+// out changes nothing but the simulator's work: while a program runs and the link idles,
+// a clock costs the core's logic only.
 
 #pragma once
 
