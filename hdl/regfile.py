@@ -7,7 +7,7 @@ word into a number with ``isa.register_field(index).wrap(raw)``.
 
 from __future__ import annotations
 
-from amaranth import Module, Array, Const, Signal
+from amaranth import Module, Array, Const, Mux, Signal
 from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
@@ -85,6 +85,22 @@ class RegFile(wiring.Component):
                 m.d.sync += addr_r.eq(raddr)
                 m.d.comb += [rp.addr.eq(addr_r), rdata.eq(rp.data)]
                 continue
-            rp = mem.read_port(transparent_for=(wp,) if transparent else ())
-            m.d.comb += [rp.addr.eq(raddr), rdata.eq(rp.data)]
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(raddr)
+            if not transparent:
+                m.d.comb += rdata.eq(rp.data)
+                continue
+            # Block RAM: a plain synchronous read and the write of the same clock
+            # forwarded from a register (what the RAM reads from a row being written is
+            # never used: the core lists ``exec_mem`` in ``COLLISION_FREE_MEMORIES``, so
+            # Yosys adds no read-old-data logic). ``fwd_data`` is the write data
+            # registered every clock, like the core's own copy of E's result, so Yosys
+            # merges the two and the forwarding loop (register -> select -> adder ->
+            # the same register) has no route to a second flip-flop; Yosys' own
+            # transparency bypass registered the data apart.
+            fwd_hit = Signal(name="exec_fwd_hit")
+            fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data")
+            m.d.sync += [fwd_hit.eq(self.wr_en & (self.wr_addr == raddr)),
+                         fwd_data.eq(self.wr_data)]
+            m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
         return m

@@ -34,5 +34,8 @@ def test_collision_dont_care_marks_only_the_listed_memories():
             masks[cur] = st.split()[-1]
             cur = None
     assert masks["ctx_mem"] == "1'1" and masks["loop_mem"] == "1'1"
-    # the host writes fences at any time; the register file read is transparent
-    assert masks["fence_mem"] == "1'0" and masks["exec_mem"] == "1'0"
+    # the register file's executor copy forwards its writes itself; the FIFO never reads
+    # the row it writes
+    assert masks["exec_mem"] == "1'1" and masks["event_mem"] == "1'1"
+    # the host writes fences at any time and reads the register file back at any time
+    assert masks["fence_mem"] == "1'0" and masks["host_mem"] == "1'0"
