@@ -192,7 +192,7 @@ class Core(wiring.Component):
         self.warp_us = warp_us
         #: Core cycles a warped core cycle skips (it counts as ``warp_cycles + 1``).
         self.warp_cycles = warp_us * self.cycles_per_us
-        self.regfile = RegFile(layers, exec_ram_style="distributed" if lut_ram else None)
+        self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
