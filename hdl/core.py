@@ -374,6 +374,8 @@ class Core(wiring.Component):
         # VM does), so that no adder sits between the ring and the port
         ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
         n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
+        # (``prog_outreg``: E's fetch address, ``active(n_st) ? n_pc : 0``)
+        n_fetch = Signal(pb)
         back = 4 % P
         for i in range(P):
             if i == back:
@@ -451,7 +453,7 @@ class Core(wiring.Component):
             # The word passes the RAM's output register: the address goes in one clock
             # before F, in E of the same context (P == 4), straight from E's result (the
             # ring entry F takes in the next clock).
-            m.d.comb += [prog.rd_addr.eq(Cat(Mux(active(n_st), n_pc, 0), ph_e[:sb])),
+            m.d.comb += [prog.rd_addr.eq(Cat(n_fetch, ph_e[:sb])),
                          prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
             m.d.comb += cmd_ok_d.eq(last)
@@ -817,6 +819,10 @@ class Core(wiring.Component):
                              Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
+        if prog.outreg:
+            # the outcome's fetch address (0 for a context that stops running), so that
+            # E's fetch address is one select like its pc, not a test of its state
+            reg_e("g_fetch", Mux(active(g_st), g_pc, 0), pb)
         reg_e("pc_inc", pc_inc, pb)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
@@ -901,6 +907,12 @@ class Core(wiring.Component):
         m.d.comb += [n_st.eq(Mux(kill, k_st_e, Mux(fblk, CtxState.FENCE, e["g_st"]))),
                      n_pc.eq(Mux(kill | fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"]))),
                      n_rep.eq(Mux(kill, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"])))]
+        if prog.outreg:
+            # ``active(n_st) ? n_pc : 0`` without the state test: after ``kill`` only a
+            # cancelled vsync resume runs on (neither ``keep`` nor an illegal word); a
+            # FENCE that blocks and a LOOP that falls through run on
+            m.d.comb += n_fetch.eq(Mux(kill, Mux(~keep & ~e["ill"], alt_pc_e, 0),
+                                       Mux(fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_fetch"]))))
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
         exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
