@@ -727,9 +727,9 @@ class Core(wiring.Component):
             o_vdep.eq(vres),
         ]
 
-        # register values: the register file is read in X (its read port is transparent
-        # for E's write of the same clock: the previous context's write is seen) and E
-        # adds ADD's delta to the value
+        # register values: the register file is read in X (it forwards E's write of the
+        # same clock: the previous context's write is seen) and E adds ADD's delta to the
+        # value
         reg_idx_x = fld("MOVE", "reg")
         # MOVE reads a register that is always 0 (an unused index of layer 0: its mask
         # is 0, so every write stores 0), so E's adder needs no select in front of it
