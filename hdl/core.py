@@ -293,9 +293,8 @@ class Core(wiring.Component):
         cmd_ok = Signal()
         cmd_ok_d = Signal()
         # X's own copy (not merged with ``cmd_ok``: it has no reset, and needs none, as
-        # its input is 0 in reset): the command input reaches X's decisions for context
-        # 0 through it alone, in one LUT per command bit, not through the shared
-        # ``accept`` with its fanout
+        # its input is 0 in reset): X's decisions for context 0 take the command input
+        # through it, not through ``accept`` and its fanout
         cmd_ok_x = Signal(reset_less=True)
         m.d.sync += [cmd_ok.eq(cmd_ok_d), cmd_ok_x.eq(cmd_ok_d)]
         # (a warped core cycle takes no command: its start would lose the skipped cycles)
@@ -341,7 +340,8 @@ class Core(wiring.Component):
             gh = TIMESTAMP_BITS // 2
             lo_ones = Signal()
             m.d.sync += [lo_ones.eq(g[:gh] == (1 << gh) - 1),
-                         g.eq(Cat((g[:gh] + last)[:gh], (g[gh:] + (last & lo_ones))[:TIMESTAMP_BITS - gh]))]
+                         g.eq(Cat((g[:gh] + last)[:gh],
+                                  (g[gh:] + (last & lo_ones))[:TIMESTAMP_BITS - gh]))]
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
         # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
@@ -591,8 +591,8 @@ class Core(wiring.Component):
         m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
                            & (fw.timeline == fld("FENCE", "timeline")))
         # The RAM comparison is split into 12-bit halves (a 24-bit carry chain after the
-        # RAM was the slowest path): X registers "high half >", "high half >=" and "low
-        # half >=" separately, each straight from its carry chain (no LUT and no route
+        # RAM was the slowest path): X registers "high half >", "high half <" and "low
+        # half <" separately, each straight from its carry chain (no LUT and no route
         # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
         # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
         fv = fld("FENCE", "value")
@@ -602,9 +602,9 @@ class Core(wiring.Component):
         def borrow(a, b):       # a < b
             return (a.as_unsigned() - b.as_unsigned())[len(a)]
         f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
-        # (met = high > | high >= & low >=: every test a carry chain, registered as the
-        # chain's own carry out, with no inverter that would keep the flip-flop out of
-        # the chain's last logic cell)
+        # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
+        # the chain's own carry out, with no inverter that would keep the flip-flop out
+        # of the chain's last logic cell)
         f_lt_hi = borrow(fence_rp.data[fh:], fv[fh:])
         f_lt_lo = borrow(fence_rp.data[:fh], fv[:fh])
         w_ok = fwd & ~borrow(fw.value, fv)
@@ -811,9 +811,10 @@ class Core(wiring.Component):
         reg_e("alt_pc", pc_x, reset_less=True)
         reg_e("alt_zero", x_reset | (x_start & ~act_x), 1, reset_less=True)
         # the event payload of ``kill``: a host stop's or an illegal word's state event
-        # (none for the other cases). Its pc is the reported one of a running context (a
-        # stopped one's, pc + 1 while blocked; a running one's is its pc) and 0 for a
-        # start, so only the state and reason depend on the command.
+        # (none for the other cases). Its pc is the reported pc of a running context (for
+        # a stop: pc + 1 while blocked on a FENCE; a context that issues an illegal word
+        # is RUNNING, whose reported pc is its pc) and 0 for a start, so only the state
+        # and reason depend on the command.
         reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
                              Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
                              Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
@@ -879,7 +880,8 @@ class Core(wiring.Component):
         # into the carry chain, and the only LUT after it is the sum bit with the mask)
         m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
-        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(Mux(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
+        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
+                     loop_wp.data.eq(Mux(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
         ev_kind = Signal(3)

@@ -133,7 +133,8 @@ def collision_dont_care(il: str, memids) -> str:
             for i, l in enumerate(cell):
                 if l.strip().startswith("parameter \\COLLISION_X_MASK"):
                     width = int(l.split()[-1].split("'")[0])
-                    cell[i] = l[:l.index("\\COLLISION_X_MASK")] + f"\\COLLISION_X_MASK {width}'{'1' * width}"
+                    cell[i] = (l[:l.index("\\COLLISION_X_MASK")]
+                               + f"\\COLLISION_X_MASK {width}'{'1' * width}")
         out.extend(cell)
         cell = None
     return "\n".join(out)
