@@ -147,7 +147,11 @@ class Core(wiring.Component):
     #: and written for E's (two and three phases apart, ``phases >= 4``). The synthesis
     #: flow (:func:`copperline.hdl.synth.collision_dont_care`) drops the read-old-data
     #: bypass Yosys would add for them.
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem")
+    #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
+    #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
+    #: ``event_mem`` reads a row only while it holds records, never the row being
+    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`).
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "exec_mem", "event_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -188,7 +192,7 @@ class Core(wiring.Component):
         self.warp_us = warp_us
         #: Core cycles a warped core cycle skips (it counts as ``warp_cycles + 1``).
         self.warp_cycles = warp_us * self.cycles_per_us
-        self.regfile = RegFile(layers, exec_ram_style="distributed" if lut_ram else None)
+        self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
@@ -287,6 +291,12 @@ class Core(wiring.Component):
         # ``cmd_ok`` is a register, decided in the last clock of the previous cycle (0 after
         # reset: that is the first cycle's hold)
         cmd_ok = Signal()
+        cmd_ok_d = Signal()
+        # X's own copy (not merged with ``cmd_ok``: it has no reset, and needs none, as
+        # its input is 0 in reset): X's decisions for context 0 take the command input
+        # through it, not through ``accept`` and its fanout
+        cmd_ok_x = Signal(reset_less=True)
+        m.d.sync += [cmd_ok.eq(cmd_ok_d), cmd_ok_x.eq(cmd_ok_d)]
         # (a warped core cycle takes no command: its start would lose the skipped cycles)
         # (without a warp none of its terms is built: the hardware netlist stays as it was)
         warp_c = Signal()       # this core cycle is warped (phases 0 .. P-1)
@@ -313,20 +323,25 @@ class Core(wiring.Component):
 
         # -- time base ---------------------------------------------------------------------
         g = Signal(TIMESTAMP_BITS)
-        now = Signal(TIMESTAMP_BITS)
         # The time-base reset (accepted in phase 0) reaches the vsync generator one clock
         # later, from a register (``tb_r``, phase 1): it does not count in phases 0 and 1
         # (it advances in the last phase, P >= 4), so only its edge output needs the reset
         # ORed in, in phase 0 (the command input then reaches none of its reset nets).
         tb_r = Signal()
         m.d.sync += tb_r.eq(tb_reset)
-        m.d.comb += now.eq(Mux(tb_reset, 0, g))
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
         if self.warp_cycles:
             m.d.sync += g.eq(g + last + Mux(last & warp_c, self.warp_cycles, 0))
         else:
-            m.d.sync += g.eq(g + last)
+            # two 16-bit carry chains (one of 32 was a slowest path): the high half adds
+            # the carry of the low half, which is all ones; that test is a register (the
+            # counter changes only in the last phase, P >= 4, so it has settled by then)
+            gh = TIMESTAMP_BITS // 2
+            lo_ones = Signal()
+            m.d.sync += [lo_ones.eq(g[:gh] == (1 << gh) - 1),
+                         g.eq(Cat((g[:gh] + last)[:gh],
+                                  (g[gh:] + (last & lo_ones))[:TIMESTAMP_BITS - gh]))]
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
         # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
@@ -341,7 +356,9 @@ class Core(wiring.Component):
         if self.warp_cycles:
             m.d.comb += [vs.skip.eq(last & warp_c), self.warped.eq(last & warp_c)]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
-        m.d.comb += [self.cycle.eq(now), vs.advance.eq(last), vs.reset.eq(tb_r),
+        # (the ``cycle`` port is ``g``: in the clock that accepts a time-base reset it
+        # still shows the cycle before it, so no path leads from the command input to it)
+        m.d.comb += [self.cycle.eq(g), vs.advance.eq(last), vs.reset.eq(tb_r),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
                      self.vsync_edge.eq(vs.edge & ~tb_reset)]
 
@@ -357,6 +374,8 @@ class Core(wiring.Component):
         # VM does), so that no adder sits between the ring and the port
         ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
         n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
+        # (``prog_outreg``: E's fetch address, ``active(n_st) ? n_pc : 0``)
+        n_fetch = Signal(pb)
         back = 4 % P
         for i in range(P):
             if i == back:
@@ -429,19 +448,19 @@ class Core(wiring.Component):
             # (in the last clock F's next context is 2, which is never held by a start:
             # ``commit_d`` reduces to a slot test, off the command input)
             commit_last = nb_valid & (nb_slot == 2) & (2 < C)
-            m.d.sync += cmd_ok.eq(last & ~stale & ~stale_set & ~commit_last)
+            m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
         elif prog.outreg:
             # The word passes the RAM's output register: the address goes in one clock
             # before F, in E of the same context (P == 4), straight from E's result (the
             # ring entry F takes in the next clock).
-            m.d.comb += [prog.rd_addr.eq(Cat(Mux(active(n_st), n_pc, 0), ph_e[:sb])),
+            m.d.comb += [prog.rd_addr.eq(Cat(n_fetch, ph_e[:sb])),
                          prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
-            m.d.sync += cmd_ok.eq(last)
+            m.d.comb += cmd_ok_d.eq(last)
         else:
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
-            m.d.sync += cmd_ok.eq(last)
+            m.d.comb += cmd_ok_d.eq(last)
 
         # -- R: decode, operand RAM addresses, tests on the context's counters ------------
         word = prog.rd_data
@@ -453,8 +472,7 @@ class Core(wiring.Component):
 
         word_x = Signal(isa.WORD_BITS)
         flags = {op.name: Signal(name=f"x_is_{op.name.lower()}") for op in isa.OPS}
-        valid_x = Signal()
-        m.d.sync += [word_x.eq(word), valid_x.eq(dec.valid)]
+        m.d.sync += word_x.eq(word)
         m.d.sync += [flags[n].eq(dec.flag(n)) for n in flags]
 
         def fld(op_name, field_name, w=None):
@@ -494,24 +512,28 @@ class Core(wiring.Component):
         cx_wh_x = Signal()
         m.d.sync += cx_wh_x.eq(cx.wh)
         # op classes, registered; validity (no reserved bit set) is finished in X from
-        # registered per-segment zero tests (the SPRAM's output is late in the clock)
-        segs = {}           # bits with the same set of ops reserving them -> one zero test
+        # registered per-segment tests (the SPRAM's output is late in the clock): per
+        # group of bits that the same ops reserve, "zero, or the op does not reserve
+        # them" (the op set is a function of the opcode's bits: one LUT beside the zero
+        # test), and "a known opcode". X ANDs them: two LUT levels to ``x_ill``.
+        segs = {}           # bits with the same set of ops reserving them -> one test
         for bit in range(isa.OPCODE_SHIFT):
             key = tuple(op.name for op in isa.OPS if op.reserved_mask >> bit & 1)
             if key:
                 segs.setdefault(key, []).append(bit)
-        seg_z = []
+        seg_ok = []
         for key, bits in segs.items():
-            z = Signal(name=f"x_zero_{bits[0]}")
-            m.d.sync += z.eq(Cat(*(word[b] for b in bits)) == 0)
-            seg_z.append((key, z))
-        ok_op = {}
+            z = Signal(name=f"x_segok_{bits[0]}")
+            need = Const(0, 1)
+            for n in key:
+                need = need | dec.flag(n)
+            m.d.sync += z.eq((Cat(*(word[b] for b in bits)) == 0) | ~need)
+            seg_ok.append(z)
+        known_x = Signal()
+        known = Const(0, 1)
         for op_ in isa.OPS:
-            zs = [z for key, z in seg_z if op_.name in key]
-            v = Const(1, 1)
-            for z in zs:
-                v = v & z
-            ok_op[op_.name] = v
+            known = known | dec.flag(op_.name)
+        m.d.sync += known_x.eq(known)
         ok = Const(1, 1)
         cls_r = {
             "illegal": ~ok, "halt": ok & dec.flag("HALT"), "nop": ok & dec.flag("NOP"),
@@ -535,9 +557,9 @@ class Core(wiring.Component):
         # X: the word is valid (known opcode, no reserved bit set); the outcome below
         # assumes it is, and E applies ``e_ill``
         valid_xx = Signal()
-        vv = Const(0, 1)
-        for op_ in isa.OPS:
-            vv = vv | (flags[op_.name] & ok_op[op_.name])
+        vv = known_x
+        for z in seg_ok:
+            vv = vv & z
         m.d.comb += valid_xx.eq(vv)
         m.d.sync += [wd_x.eq(cx.idle), lv_x.eq(cx.armed)]
 
@@ -569,9 +591,10 @@ class Core(wiring.Component):
         m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
                            & (fw.timeline == fld("FENCE", "timeline")))
         # The RAM comparison is split into 12-bit halves (a 24-bit carry chain after the
-        # RAM was the slowest path): X registers "high half >" (ORed with the write's
-        # test, which starts from registers and is short) and the high-half equality and
-        # low-half ">=" separately; E finishes "not met" in one LUT (``fblk``).
+        # RAM was the slowest path): X registers "high half >", "high half <" and "low
+        # half <" separately, each straight from its carry chain (no LUT and no route
+        # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
+        # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
         fv = fld("FENCE", "value")
         fh = isa.FENCE_VALUE_BITS // 2
         # (">" and ">=" written as the borrow of a subtraction: a carry chain, which the
@@ -579,9 +602,11 @@ class Core(wiring.Component):
         def borrow(a, b):       # a < b
             return (a.as_unsigned() - b.as_unsigned())[len(a)]
         f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
-        # (met = high > | high >= & low >=: every test a carry chain)
-        f_ge_hi = ~borrow(fence_rp.data[fh:], fv[fh:])
-        f_ge_lo = ~borrow(fence_rp.data[:fh], fv[:fh])
+        # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
+        # the chain's own carry out, with no inverter that would keep the flip-flop out
+        # of the chain's last logic cell)
+        f_lt_hi = borrow(fence_rp.data[fh:], fv[fh:])
+        f_lt_lo = borrow(fence_rp.data[:fh], fv[:fh])
         w_ok = fwd & ~borrow(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
@@ -605,7 +630,6 @@ class Core(wiring.Component):
         eq_ram, eq_cnt = Signal(), Signal()
         m.d.comb += [eq_ram.eq(loop_rp.data == 1), eq_cnt.eq(loop_count == 1)]
         loop_exit = Mux(counting, eq_ram, eq_cnt)
-        o_loop_data = Mux(counting, loop_rp.data, loop_count)      # minus 1 in E
 
         # What happens, as one-hot conditions (flat AND-OR logic, no priority chains):
         # the context issues its op, counts its delay down, trips the watchdog, resumes
@@ -703,9 +727,9 @@ class Core(wiring.Component):
             o_vdep.eq(vres),
         ]
 
-        # register values: the register file is read in X (its read port is transparent
-        # for E's write of the same clock: the previous context's write is seen) and E
-        # adds ADD's delta to the value
+        # register values: the register file is read in X (it forwards E's write of the
+        # same clock: the previous context's write is seen) and E adds ADD's delta to the
+        # value
         reg_idx_x = fld("MOVE", "reg")
         # MOVE reads a register that is always 0 (an unused index of layer 0: its mask
         # is 0, so every write stores 0), so E's adder needs no select in front of it
@@ -715,8 +739,9 @@ class Core(wiring.Component):
         # -- X -> E registers ------------------------------------------------------------------
         e = {}
 
-        def reg_e(name, value, shape=None):
-            s = Signal(shape if shape is not None else len(value), name=f"e_{name}")
+        def reg_e(name, value, shape=None, reset_less=False):
+            s = Signal(shape if shape is not None else len(value), name=f"e_{name}",
+                       reset_less=reset_less)
             m.d.sync += s.eq(value)
             e[name] = s
             return s
@@ -740,10 +765,13 @@ class Core(wiring.Component):
         # is in the shift registers (bit 1 is X's context) except in phase 0, where it is
         # being accepted (context 0). ``accept`` is only ever set in phase 0, and in phase
         # 0 the shift registers hold ``mask >> (P - 1)``, whose bit 1 is 0: an OR.
-        def cmd_x(sh, acc):
-            return acc[0] | (sh[1] if C > 1 else 0)
-        x_start, x_stop, x_reset = (cmd_x(cmd_start, acc_cmd.start), cmd_x(cmd_stop, acc_cmd.stop),
-                                    cmd_x(cmd_reset, acc_cmd.reset))
+        open_x = cmd_ok_x & ~warp_c if self.warp_cycles else cmd_ok_x
+
+        def cmd_x(sh, bits):
+            return (open_x & self.cmd.valid & bits[0]) | (sh[1] if C > 1 else 0)
+        cp = self.cmd.payload
+        x_start, x_stop, x_reset = (cmd_x(cmd_start, cp.start), cmd_x(cmd_stop, cp.stop),
+                                    cmd_x(cmd_reset, cp.reset))
         x_stop_act = x_stop & act_x & ~x_reset
         # reset, host stop, or a context that neither runs nor starts
         x_keep = x_reset | x_stop_act | ~(act_x | x_start)
@@ -752,32 +780,50 @@ class Core(wiring.Component):
         reg_e("started", x_start & ~act_x & ~x_reset, 1)
         reg_e("ill", x_ill, 1)
         # ``kill``: E takes the command's (or the fault's) values below instead of the
-        # outcome: keep, an illegal word, or a cancelled vsync resume
-        reg_e("kill", x_keep | x_ill | x_vcancel, 1)
-        # the values E takes on ``kill`` (state, pc, reported pc), decided here
-        k_st, alt_pc, alt_rep = Signal(3), Signal(pb), Signal(pb)
-        with m.If(x_reset):
-            m.d.comb += [k_st.eq(CtxState.LOADED), alt_pc.eq(0), alt_rep.eq(0)]
-        with m.Elif(x_stop_act):
-            m.d.comb += [k_st.eq(CtxState.STOPPED), alt_pc.eq(pc_x), alt_rep.eq(pc_x)]
-        with m.Elif(x_keep):
-            # (also a host stop's pc: pc + 1 while blocked)
-            m.d.comb += [k_st.eq(st_x), alt_pc.eq(pc_x), alt_rep.eq(ring_rep[2])]
-        with m.Else():
-            # an illegal word, or a cancelled vsync resume; also the pc a FENCE that is
-            # not met holds (``fblk``, which never meets ``kill``'s other cases)
-            m.d.comb += [k_st.eq(Mux(x_ill, CtxState.FAULTED, CtxState.VSYNC)),
-                         alt_pc.eq(eff_pc), alt_rep.eq(eff_pc)]
-        reg_e("k_st", k_st)
-        reg_e("alt_pc", alt_pc)
-        reg_e("alt_rep", alt_rep)
-        # the event payload of ``kill`` (a host stop's, or an illegal word's state event;
-        # none for the other cases)
-        reg_e("kill_pl", Cat(Mux(x_keep, CtxState.STOPPED, CtxState.FAULTED)[:3],
-                             Mux(x_keep, Reason.HOST, Reason.ILLEGAL)[:3],
-                             Mux(x_keep, ring_rep[2], eff_pc)), 6 + pb)
+        # outcome: keep, an illegal word, or a cancelled vsync resume. The illegal word
+        # joins in E (one OR there): the command bits and the validity test, each two or
+        # three LUT levels deep, do not meet here.
+        reg_e("kill_cmd", x_keep | x_vcancel, 1)
+        # the values E takes on ``kill`` (state, pc, reported pc), decided here, each
+        # written so that the command bits enter as late and as few as possible (context
+        # 0's come from the command input, accepted in this clock):
+        # * pc and reported pc are equal on ``kill``: 0 after a reset or for a context
+        #   being started (an illegal word 0), else ``pc`` (a context that does not run
+        #   reports its pc; a running one that is stopped reports the op it was at; one
+        #   that issues an illegal word or has its vsync resume cancelled is RUNNING or
+        #   VSYNC, whose reported pc is its pc). The same value is the pc a FENCE that is
+        #   not met holds (``fblk``, never with ``kill``): ``pc``, 0 for a start.
+        # * state: LOADED after a reset, STOPPED after a stop, FAULTED for an illegal
+        #   word, VSYNC for a cancelled resume, else (a context that neither runs nor
+        #   starts) its state. FAULTED differs from VSYNC in bit 2 alone, which E sets
+        #   for an illegal word (the validity test is three LUT levels deep: it stays
+        #   out of the command's logic here).
+        k_st = Signal(3)
+        m.d.comb += [
+            k_st.eq(Mux(x_reset, CtxState.LOADED,
+                        Mux(x_stop & act_x, CtxState.STOPPED,
+                            Mux(act_x | x_start, CtxState.VSYNC, st_x)))),
+        ]
+        # (E reads these only on ``kill`` or ``fblk``, both 0 in its first clock after a
+        # reset: they need no reset, so none joins the command's terms; the pc's zero
+        # test is a bit of its own, which E applies, not a reset of ten flip-flops)
+        reg_e("k_st", k_st, reset_less=True)
+        reg_e("alt_pc", pc_x, reset_less=True)
+        reg_e("alt_zero", x_reset | (x_start & ~act_x), 1, reset_less=True)
+        # the event payload of ``kill``: a host stop's or an illegal word's state event
+        # (none for the other cases). Its pc is the reported pc of a running context (for
+        # a stop: pc + 1 while blocked on a FENCE; a context that issues an illegal word
+        # is RUNNING, whose reported pc is its pc) and 0 for a start, so only the state
+        # and reason depend on the command.
+        reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
+                             Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
+                             Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
+        if prog.outreg:
+            # the outcome's fetch address (0 for a context that stops running), so that
+            # E's fetch address is one select like its pc, not a test of its state
+            reg_e("g_fetch", Mux(active(g_st), g_pc, 0), pb)
         reg_e("pc_inc", pc_inc, pb)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
@@ -796,14 +842,19 @@ class Core(wiring.Component):
         reg_e("lv_exit", eff_lv & ~onehot_x, isa.LOOP_SLOTS)
         reg_e("loop_we", g_run & o_loop_we, 1)
         reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
-        reg_e("loop_data", o_loop_data[:isa.LOOP_COUNT_BITS], isa.LOOP_COUNT_BITS)
+        # the counter's next value: both candidates minus 1 (from the RAM, from the
+        # word), E selects (``counting`` is three LUT levels deep: no select and no carry
+        # chain after it here)
+        reg_e("counting", counting, 1)
+        reg_e("loop_ram1", loop_rp.data - 1, isa.LOOP_COUNT_BITS)
+        reg_e("loop_cnt1", loop_count - 1, isa.LOOP_COUNT_BITS)
         # the late overrides: a LOOP that falls through (next op, CYCLES_LOOP_EXIT); a
         # FENCE that is not met (state FENCE, pc held, idle 0), finished in E
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
-        reg_e("fdep", g_run & o_fdep, 1)
-        reg_e("fgt", f_gt_hi | w_ok, 1)
-        reg_e("fge_hi", f_ge_hi, 1)
-        reg_e("fge_lo", f_ge_lo, 1)
+        reg_e("fdep", g_run & o_fdep & ~w_ok, 1)
+        reg_e("fgt", f_gt_hi, 1)
+        reg_e("flt_hi", f_lt_hi, 1)
+        reg_e("flt_lo", f_lt_lo, 1)
 
         reg_e("reg_idx", reg_idx_x, 8)
         # MOVE's value and ADD's delta share their bits (checked in __init__)
@@ -815,10 +866,12 @@ class Core(wiring.Component):
         # the command is applied here (X only registers its bits: the command input of
         # phase 0 never reaches X's outcome logic)
         valid_ctx = e["valid"]
-        stop_act, keep, kill = e["stop_act"], e["keep"], e["kill"]
+        stop_act, keep = e["stop_act"], e["keep"]
+        kill = Signal()
+        m.d.comb += kill.eq(e["kill_cmd"] | e["ill"])
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & ~(e["fge_hi"] & e["fge_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & (e["flt_hi"] | e["flt_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
@@ -827,7 +880,8 @@ class Core(wiring.Component):
         # into the carry chain, and the only LUT after it is the sum bit with the mask)
         m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
-        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]), loop_wp.data.eq(e["loop_data"] - 1),
+        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
+                     loop_wp.data.eq(Mux(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
         ev_kind = Signal(3)
@@ -849,9 +903,18 @@ class Core(wiring.Component):
         # (n_rep) is the next op. Two LUT levels each: ``fblk`` (or ``lx``'s mux), then
         # a 4-input select. A FENCE (issued or resuming) has ``g_pc = pc + 1``, so a
         # FENCE that blocks reports ``g_pc`` (its successor) with no term for ``fblk``.
-        m.d.comb += [n_st.eq(Mux(kill, e["k_st"], Mux(fblk, CtxState.FENCE, e["g_st"]))),
-                     n_pc.eq(Mux(kill | fblk, e["alt_pc"], Mux(lx, e["pc_inc"], e["g_pc"]))),
-                     n_rep.eq(Mux(kill, e["alt_rep"], Mux(lx, e["pc_inc"], e["g_pc"])))]
+        alt_pc_e = Mux(e["alt_zero"], 0, e["alt_pc"])
+        assert CtxState.FAULTED == CtxState.VSYNC | 4
+        k_st_e = e["k_st"] | Cat(Const(0, 2), e["ill"] & ~keep)
+        m.d.comb += [n_st.eq(Mux(kill, k_st_e, Mux(fblk, CtxState.FENCE, e["g_st"]))),
+                     n_pc.eq(Mux(kill | fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"]))),
+                     n_rep.eq(Mux(kill, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"])))]
+        if prog.outreg:
+            # ``active(n_st) ? n_pc : 0`` without the state test: after ``kill`` only a
+            # cancelled vsync resume runs on (neither ``keep`` nor an illegal word); a
+            # FENCE that blocks and a LOOP that falls through run on
+            m.d.comb += n_fetch.eq(Mux(kill, Mux(~keep & ~e["ill"], alt_pc_e, 0),
+                                       Mux(fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_fetch"]))))
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
         exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)

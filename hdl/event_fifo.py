@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Module, unsigned
-from amaranth.lib import wiring, data, stream, fifo
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["EventKind", "event_layout", "EventFIFO", "PAYLOAD_BITS", "TIMESTAMP_BITS"]
@@ -45,12 +45,21 @@ class EventFIFO(wiring.Component):
     The executor offers at most one record per clock and never waits: a record that
     finds the FIFO full is dropped and ``dropped`` (wrapping 16-bit) counts it.
 
+    It behaves as ``amaranth.lib.fifo.SyncFIFOBuffered(depth)`` clock for clock (a RAM
+    of ``depth - 1`` records and an output register), but its flags ("full", "holds a
+    record") are registers, so the writer's ``valid`` meets one LUT before the RAM's
+    write enable and the counters' enables (the library FIFO compares its level there,
+    in the same clock). The RAM has a power-of-two number of rows (the pointers wrap
+    without a comparison) and holds at most ``depth - 1`` records: it only ever reads a
+    row while it holds records, never the row being written (``Core`` lists it in
+    ``COLLISION_FREE_MEMORIES`` as ``event_mem``).
+
     Parameters
     ----------
     layout : data.StructLayout
         The record layout (:func:`event_layout`).
     depth : int
-        Records the FIFO holds.
+        Records the FIFO holds (at least 2).
 
     Attributes
     ----------
@@ -60,9 +69,13 @@ class EventFIFO(wiring.Component):
         Records to the host.
     dropped : Out(16)
         Records dropped since reset, modulo 2**16.
+    full : Signal
+        A record offered now is dropped (a register).
     """
 
     def __init__(self, layout: data.StructLayout, depth: int = 256):
+        if depth < 2:
+            raise ValueError(f"depth must be at least 2 (got {depth})")
         self.layout = layout
         self.depth = depth
         super().__init__({
@@ -70,17 +83,43 @@ class EventFIFO(wiring.Component):
             "source": Out(stream.Signature(layout)),
             "dropped": Out(16),
         })
+        self.full = Signal()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = q = fifo.SyncFIFOBuffered(width=self.layout.size, depth=self.depth)
-        m.d.comb += [
-            q.w_data.eq(self.sink.payload.as_value()),
-            q.w_en.eq(self.sink.valid),
-            self.source.payload.eq(q.r_data),
-            self.source.valid.eq(q.r_rdy),
-            q.r_en.eq(self.source.ready),
-        ]
-        with m.If(self.sink.valid & ~q.w_rdy):
+        inner = self.depth - 1                   # records in the RAM at most
+        abits = max(1, (inner - 1).bit_length())
+        m.submodules.event_mem = mem = memory.Memory(shape=self.layout.size, depth=1 << abits,
+                                                     init=[])
+        wp = mem.write_port()
+        rp = mem.read_port()
+        produce, consume = Signal(abits), Signal(abits)
+        level = Signal(range(inner + 1))         # records in the RAM
+        full, held = self.full, Signal()         # level == inner, level != 0
+        out_valid = Signal()                     # the output register holds a record
+
+        do_write = Signal()
+        do_read = Signal()
+        m.d.comb += [do_write.eq(self.sink.valid & ~full),
+                     do_read.eq(held & (~out_valid | self.source.ready))]
+        m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.sink.payload.as_value()),
+                     wp.en.eq(do_write),
+                     rp.addr.eq(consume), rp.en.eq(do_read)]
+        with m.If(do_write):
+            m.d.sync += produce.eq(produce + 1)
+        with m.If(do_read):
+            m.d.sync += consume.eq(consume + 1)
+        # the level and its two flags, the flags from tests of the current level
+        with m.If(do_write & ~do_read):
+            m.d.sync += [level.eq(level + 1), full.eq(level == inner - 1), held.eq(1)]
+        with m.If(do_read & ~do_write):
+            m.d.sync += [level.eq(level - 1), full.eq(0), held.eq(level != 1)]
+        with m.If(do_read):
+            m.d.sync += out_valid.eq(1)
+        with m.Elif(self.source.ready):
+            m.d.sync += out_valid.eq(0)
+        m.d.comb += [self.source.valid.eq(out_valid),
+                     self.source.payload.eq(rp.data)]
+        with m.If(self.sink.valid & full):
             m.d.sync += self.dropped.eq(self.dropped + 1)
         return m

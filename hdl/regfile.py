@@ -7,7 +7,7 @@ word into a number with ``isa.register_field(index).wrap(raw)``.
 
 from __future__ import annotations
 
-from amaranth import Module, Array, Const, Signal
+from amaranth import Module, Array, Const, Mux, Signal
 from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
@@ -38,8 +38,8 @@ class RegFile(wiring.Component):
     ----------
     layers : int
         Layers implemented (``isa.DEFAULT_LAYERS``); depth is ``layers * REG_STRIDE``.
-    exec_ram_style : str or None
-        Yosys ``ram_style`` of the executor's copy (None: the tool's choice).
+    ram_style : str or None
+        Yosys ``ram_style`` of both copies (None: the tool's choice).
 
     Attributes
     ----------
@@ -48,11 +48,11 @@ class RegFile(wiring.Component):
     host_addr, host_data : host read-back, data one clock after the address
     """
 
-    def __init__(self, layers: int = isa.DEFAULT_LAYERS, exec_ram_style: str | None = None):
+    def __init__(self, layers: int = isa.DEFAULT_LAYERS, ram_style: str | None = None):
         if not 1 <= layers <= 1 << isa.LAYER_BITS:
             raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
         self.layers = layers
-        self.exec_ram_style = exec_ram_style
+        self.ram_style = ram_style
         self.depth = layers * isa.REG_STRIDE
         abits = (self.depth - 1).bit_length()
         super().__init__({
@@ -60,12 +60,11 @@ class RegFile(wiring.Component):
             "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
             "host_addr": In(abits), "host_data": Out(REG_WORD_BITS),
         })
-        # ``exec_ram_style`` (a Yosys ``ram_style``, e.g. "distributed" on the ECP5: the
-        # executor adds to the value it reads, and a block RAM's clock-to-out is most of
-        # a fast clock) applies to the executor's copy only
-        self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[],
-                                      attrs={"ram_style": exec_ram_style} if exec_ram_style else None)
-        self.host_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[])
+        # ``ram_style`` (a Yosys ``ram_style``, e.g. "distributed" on the ECP5, whose
+        # block RAM clock-to-out without the output register is most of a fast clock)
+        attrs = {"ram_style": ram_style} if ram_style else None
+        self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[], attrs=attrs)
+        self.host_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[], attrs=attrs)
 
     def elaborate(self, platform):
         m = Module()
@@ -75,16 +74,23 @@ class RegFile(wiring.Component):
                                                (self.host_mem, self.host_addr, self.host_data, False)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
-            if transparent and self.exec_ram_style == "distributed":
-                # LUT RAM: the address registered, then an asynchronous read. The same
-                # timing as the transparent synchronous read (a write in the clock that
-                # registers the address is in the RAM when the read happens), with no
-                # bypass register and no select after the RAM.
-                rp = mem.read_port(domain="comb")
-                addr_r = Signal.like(raddr, name="exec_addr_r")
-                m.d.sync += addr_r.eq(raddr)
-                m.d.comb += [rp.addr.eq(addr_r), rdata.eq(rp.data)]
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(raddr)
+            if not transparent:
+                m.d.comb += rdata.eq(rp.data)
                 continue
-            rp = mem.read_port(transparent_for=(wp,) if transparent else ())
-            m.d.comb += [rp.addr.eq(raddr), rdata.eq(rp.data)]
+            # A plain synchronous read (block RAM; or LUT RAM read in the clock of the
+            # address, into flip-flops, so that E's adder starts from registers) and the
+            # write of the same clock forwarded from a register. What the RAM reads from
+            # a row being written is never used: the core lists ``exec_mem`` in
+            # ``COLLISION_FREE_MEMORIES``, so Yosys adds no read-old-data logic.
+            # ``fwd_data`` is the write data registered every clock, like the core's own
+            # copy of E's result: Yosys merges the two, and the forwarding loop (this
+            # register -> select -> adder -> this register) has no route to a second
+            # flip-flop (Yosys' own transparency bypass registered the data apart).
+            fwd_hit = Signal(name="exec_fwd_hit")
+            fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data")
+            m.d.sync += [fwd_hit.eq(self.wr_en & (self.wr_addr == raddr)),
+                         fwd_data.eq(self.wr_data)]
+            m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
         return m

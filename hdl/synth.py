@@ -109,23 +109,34 @@ def collision_dont_care(il: str, memids) -> str:
 
     Amaranth asks for the old value when a read meets a write of the same address in the
     same clock, which the iCE40/ECP5 RAMs do not promise: Yosys then adds bypass flip-flops
-    and a mux after the RAM. For a memory whose read and write addresses never meet (by
-    construction; the core lists them in ``Core.COLLISION_FREE_MEMORIES``) that logic is
-    dead weight on the read path.
+    and a mux after the RAM. For a memory whose read and write addresses never meet, or
+    whose read data on such a meeting is never used (by construction; the core lists them
+    in ``Core.COLLISION_FREE_MEMORIES``), that logic is dead weight on the read path.
+    Asynchronous read ports (LUT RAM) are left as they are.
     """
-    out, cur = [], None
+    out, cell = [], None      # cell: the lines of the $memrd_v2 cell being read
     for line in il.split("\n"):
         st = line.strip()
-        if st.startswith("cell $memrd_v2"):
-            cur = None
-        elif st.startswith("parameter \\MEMID"):
-            cur = st.split('"')[1].lstrip("\\")
-        elif st.startswith("parameter \\COLLISION_X_MASK") and cur in memids:
-            width = int(st.split()[-1].split("'")[0])
-            line = line[:line.index("\\COLLISION_X_MASK")] + f"\\COLLISION_X_MASK {width}'{'1' * width}"
-        elif st == "end":
-            cur = None
-        out.append(line)
+        if cell is None and st.startswith("cell $memrd_v2"):
+            cell = [line]
+            continue
+        if cell is None:
+            out.append(line)
+            continue
+        cell.append(line)
+        if st != "end":
+            continue
+        params = dict(l.strip().split()[1:3] for l in cell if l.strip().startswith("parameter "))
+        memid = params.get("\\MEMID", '""').split('"')[1].lstrip("\\")
+        # (an asynchronous read port, ``CLK_ENABLE 0``, has no collision to speak of)
+        if memid in memids and params.get("\\CLK_ENABLE") == "1":
+            for i, l in enumerate(cell):
+                if l.strip().startswith("parameter \\COLLISION_X_MASK"):
+                    width = int(l.split()[-1].split("'")[0])
+                    cell[i] = (l[:l.index("\\COLLISION_X_MASK")]
+                               + f"\\COLLISION_X_MASK {width}'{'1' * width}")
+        out.extend(cell)
+        cell = None
     return "\n".join(out)
 
 

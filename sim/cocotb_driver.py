@@ -90,7 +90,8 @@ class CoreDriver:
             if ready:
                 break
         d.cmd__valid.value = 0
-        return cyc
+        # (``cycle`` shows the time-base reset from the next clock on)
+        return 0 if timebase else cyc
 
     async def until(self, cycle: int, phase: int = 0):
         d = self.dut

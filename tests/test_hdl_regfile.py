@@ -1,5 +1,6 @@
 """Register file: transparent executor read, host read-back copy, field masks."""
 
+import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
@@ -7,8 +8,9 @@ from copperline.firmware import isa
 from copperline.hdl.regfile import RegFile, field_mask
 
 
-def test_regfile_write_read_transparent_and_host():
-    dut = RegFile(layers=4)
+@pytest.mark.parametrize("style", [None, "distributed"])
+def test_regfile_write_read_transparent_and_host(style):
+    dut = RegFile(layers=4, ram_style=style)
 
     async def bench(ctx):
         ctx.set(dut.wr_addr, 9)

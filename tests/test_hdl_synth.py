@@ -34,5 +34,37 @@ def test_collision_dont_care_marks_only_the_listed_memories():
             masks[cur] = st.split()[-1]
             cur = None
     assert masks["ctx_mem"] == "1'1" and masks["loop_mem"] == "1'1"
-    # the host writes fences at any time; the register file read is transparent
-    assert masks["fence_mem"] == "1'0" and masks["exec_mem"] == "1'0"
+    # the register file's executor copy forwards its writes itself; the FIFO never reads
+    # the row it writes
+    assert masks["exec_mem"] == "1'1" and masks["event_mem"] == "1'1"
+    # the host writes fences at any time and reads the register file back at any time
+    assert masks["fence_mem"] == "1'0" and masks["host_mem"] == "1'0"
+
+
+def test_collision_dont_care_leaves_asynchronous_reads():
+    # (Yosys rejects "collision gives X" on a read port without a clock, as LUT RAM has)
+    from amaranth import Module, Elaboratable, Signal
+    from amaranth.back import rtlil
+    from amaranth.lib import memory
+    from copperline.hdl.synth import collision_dont_care
+
+    class Two(Elaboratable):
+        def __init__(self):
+            self.o_sync, self.o_comb = Signal(8), Signal(8)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.lut_mem = mem = memory.Memory(shape=8, depth=16, init=[])
+            wp, rs, ra = mem.write_port(), mem.read_port(), mem.read_port(domain="comb")
+            m.d.comb += [wp.addr.eq(1), wp.data.eq(2), wp.en.eq(1), rs.addr.eq(1), ra.addr.eq(1),
+                         self.o_sync.eq(rs.data), self.o_comb.eq(ra.data)]
+            return m
+
+    two = Two()
+    il = collision_dont_care(rtlil.convert(two, name="two", ports=[two.o_sync, two.o_comb]),
+                             ("lut_mem",))
+    ports = [c[:c.index("\n  end")] for c in il.split("cell $memrd_v2")[1:]]
+    sync = [p for p in ports if "CLK_ENABLE 1" in p]
+    comb = [p for p in ports if "CLK_ENABLE 0" in p]
+    assert len(sync) == len(comb) == 1
+    assert "COLLISION_X_MASK 1'1" in sync[0] and "COLLISION_X_MASK 1'1" not in comb[0]
