@@ -39,12 +39,12 @@
 // core cycle in which nothing but counting can happen then stands for N + phases fabric
 // cycles.
 //
-// Gated link clock (--no-gate turns it off): the UART, link and bus decode run in their
-// own clock domain, which gets its edge with every clock except while the top says the
-// link side is quiet and the line is idle (high since the last stop bit, so the UART's
-// synchroniser holds ones too). Such an edge would change no link register, so leaving it
-// out changes nothing but the simulator's work: while a program runs and the link idles,
-// a clock costs the core's logic only.
+// Gated link clock (--no-gate turns it off): the link and the bus decode run in their own
+// clock domain, which gets its edge with every clock except while the top says none of
+// their registers would change (`link_quiet`: idle, or a byte waiting for the busy UART,
+// which stays on the main clock). Leaving such an edge out changes nothing but the
+// simulator's work: while a program runs, a clock costs little more than the core's
+// logic, whether the link idles or streams events.
 
 #pragma once
 
@@ -193,7 +193,7 @@ int run_board(Model &top, int argc, char **argv) {
 			// clock instead, and board time stays the line's own) and the line is quiet
 			// both ways (the top also waits for its link)
 			top.set_warp(warp_n && top.busy() && rx_bits == 0 && inq.empty() && tx_state < 0);
-			bool link_clock = !(gate && rx_bits == 0 && top.link_quiet());
+			bool link_clock = !(gate && top.link_quiet());
 			top.tick(link_clock);        // one clock: rising edge, outputs settled
 			ticks++;
 			link_ticks += link_clock;

@@ -70,7 +70,8 @@ class Link(wiring.Component):
         Size of the receive and response buffers (largest frame without its CRC + 2).
     quiet : bool
         Simulation only: add the ``quiet`` output (no observable state change at the next
-        clock edge), for a simulator that gates the link's clock.
+        clock edge, e.g. while the UART is busy sending a byte), for a simulator that
+        gates the link's clock.
     """
 
     def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
@@ -429,13 +430,23 @@ class Link(wiring.Component):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | (rx_len != 0) |
                                  rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending)
-        # Quiet: not busy, nothing arriving, and the registers that settle in idle (the
-        # timeout counter, the transmit index, both CRCs) settled. The memories' read
-        # data may still change but is unobservable: PRIME and FETCH read afresh first.
         if hasattr(self, "quiet"):
-            crc_init = crc_params.compute(b"")       # what .crc shows after start
-            ev_idle = ~self.events.valid if self.event_bytes else C(1)
-            m.d.comb += self.quiet.eq(~self.busy & ~rx_bad & ~self.rx.valid & ev_idle &
-                                      (idle == 0) & (ti == 0) & dispatch_fsm.ongoing("IDLE") &
-                                      (rx_crc.crc == crc_init) & (tx_crc.crc == crc_init))
+            # Quiet: no register changes at the next edge, for each part of the link:
+            crc_init = crc_params.compute(b"")       # what .crc shows after a start
+            ev_valid = self.events.valid if self.event_bytes else C(0)
+            # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
+            rx_still = (~self.rx.valid & (rx_len == 0) & ~rx_bad & ~rx_esc & (idle == 0) &
+                        (rx_crc.crc == crc_init))
+            # dispatch: idle and staying so (no frame, or its answer must wait)
+            dispatch_still = (dispatch_fsm.ongoing("IDLE") &
+                              ~(frame_ready & ~resp_pending & ~resp_sending))
+            # transmit: a byte offered to a busy UART (most clocks of a frame going out),
+            # or idle with nothing to send; the CRC holds in both (ti == 0: at its start)
+            tx_still = ((self.tx.valid & ~self.tx.ready) |
+                        (tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) &
+                         ~resp_pending & ~ev_valid))
+            tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
+            # The memories' read data may still change but nobody looks at it before a
+            # fresh read (PRIME, FETCH).
+            m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still)
         return m

@@ -272,8 +272,8 @@ class LinkTop(wiring.Component):
         else:
             members |= {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
         if gated_link:
-            # simulation only: UART, link and bus decode run in the ``link`` domain, whose
-            # clock a simulator may hold while ``link_quiet`` (docs/boards.md)
+            # simulation only: the link and the bus decode run in the ``link`` domain,
+            # whose clock a simulator may hold while ``link_quiet`` (docs/boards.md)
             members |= {"link_quiet": Out(1)}
         if core is not None and core.warp_us:
             # simulation only: the core's warp, allowed while the link is idle (a frame
@@ -307,7 +307,7 @@ class LinkTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # The link side (UART, link, bus decode): in the gated ``link`` domain in simulation.
+        # The link and the bus decode: in the gated ``link`` domain in simulation.
         link_side = (lambda e: DomainRenamer("link")(e)) if self.gated_link else (lambda e: e)
         quiet = []          # with gated_link: the link side's quiet terms
         if self.core_config is None:
@@ -344,15 +344,12 @@ class LinkTop(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
             wiring.connect(m, link.tx, wiring.flipped(self.tx))
         else:
-            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud, quiet=self.gated_link)
-            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, quiet=self.gated_link)
-            m.submodules.uart_rx = link_side(urx)
-            m.submodules.uart_tx = link_side(utx)
+            # the UARTs stay in ``sync``: they count bit times on every clock
+            m.submodules.uart_rx = urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
+            m.submodules.uart_tx = utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
-            if self.gated_link:
-                quiet += [urx.quiet, utx.quiet]
         if self.gated_link:
             m.d.comb += self.link_quiet.eq(Cat(*quiet).all())
 

@@ -41,21 +41,16 @@ class UARTRx(wiring.Component):
     A missing stop bit pulses ``frame_error`` and waits for the line to go idle (high).
     """
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, quiet: bool = False):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
-        members = {
+        super().__init__({
             "rx": In(1, init=1),
             "source": Out(stream.Signature(8)),
             "frame_error": Out(1),
             "overruns": Out(16),
-        }
-        if quiet:
-            # simulation only (a gated clock, docs/boards.md): no register changes at the
-            # next edge while the line stays high
-            members["quiet"] = Out(1)
-        super().__init__(members)
+        })
 
     def elaborate(self, platform):
         m = Module()
@@ -70,7 +65,7 @@ class UARTRx(wiring.Component):
             m.d.sync += self.source.valid.eq(0)
         m.d.sync += self.frame_error.eq(0)
 
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
                     m.d.sync += timer.eq(self.div // 2 - 1)
@@ -105,27 +100,21 @@ class UARTRx(wiring.Component):
             with m.State("BREAK"):
                 with m.If(rx):
                     m.next = "IDLE"
-        if hasattr(self, "quiet"):
-            m.d.comb += self.quiet.eq(fsm.ongoing("IDLE") & rx & ~self.source.valid &
-                                      ~self.frame_error)
         return m
 
 
 class UARTTx(wiring.Component):
     """Sends the bytes offered on ``sink`` as 8N1 on ``tx`` (idle high)."""
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, quiet: bool = False):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
-        members = {
+        super().__init__({
             "tx": Out(1, init=1),
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
-        }
-        if quiet:
-            members["quiet"] = Out(1)     # simulation only, like UARTRx's
-        super().__init__(members)
+        })
 
     def elaborate(self, platform):
         m = Module()
@@ -135,8 +124,6 @@ class UARTTx(wiring.Component):
 
         m.d.comb += self.tx.eq(shreg[0])
         m.d.comb += self.busy.eq(bits != 0)
-        if hasattr(self, "quiet"):
-            m.d.comb += self.quiet.eq((bits == 0) & ~self.sink.valid)
         with m.If(bits == 0):
             m.d.comb += self.sink.ready.eq(1)
             with m.If(self.sink.valid):
