@@ -145,6 +145,11 @@ SPEED_PROGRAMS = {
                                 {"op": "IRQ", "tag": "t"}, {"op": "JUMP", "label": "l"}],
     # examples/sprite.json: a vsync-paced loop, the shape of a raster program
     "examples/sprite.json (vsync loop)": Path(__file__).parents[2] / "examples" / "sprite.json",
+    # raster rate: a register change every 30 us, each one an event record to pull
+    "WAIT 30 us / MOVE / ADD loop": [{"label": "l"}, {"op": "WAIT", "us": 30},
+                                     {"op": "MOVE", "reg": "layer[1].x", "value": 5},
+                                     {"op": "ADD", "reg": "layer[1].y", "delta": 1},
+                                     {"op": "JUMP", "label": "l"}],
     # never idle for long: every clock is simulated (the simulator's raw speed)
     "WAIT 2 us / NOP loop": [{"label": "l"}, {"op": "WAIT", "us": 2}, {"op": "NOP"},
                              {"op": "JUMP", "label": "l"}],
