@@ -891,7 +891,14 @@ class Core(wiring.Component):
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
+        if self.lut_ram:
+            # (the LUT RAM's write enables, decoded per 16 rows, are E's slowest path on
+            # the ECP5: a REG op with a valid word registered in X (an illegal word is no
+            # REG op then), so only the command's ``kill_cmd`` joins here)
+            reg_e("is_reg_ok", g_run & o_rf_we & valid_xx, 1)
+            m.d.comb += rf_we.eq(e["is_reg_ok"] & ~e["kill_cmd"])
+        else:
+            m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
         # (MOVE = 0 + value, its read is of ``ZERO_REG``: the RAM output goes straight
         # into the carry chain, and the only LUT after it is the sum bit with the mask.
         # With ``lut_ram`` (the ECP5) the forwarded value has a carry chain of its own
