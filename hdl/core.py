@@ -113,7 +113,11 @@ class Core(wiring.Component):
         ``phases == 4``.
     bram_primitive : bool
         With ``prog_outreg``: the program memory as ``DP16KD`` instances (ECP5,
-        ``REGMODE_A = "OUTREG"``) instead of the Amaranth model.
+        ``REGMODE_A = "OUTREG"``) instead of the Amaranth model; with ``fifo_outreg``
+        the event FIFO's RAM too.
+    fifo_outreg : bool
+        The event FIFO reads its RAM through the block RAM's output register, with a
+        prefetch stage that keeps the ``events`` stream's timing (``EventFIFO(outreg=True)``).
     warp_us : int
         Simulation only (0, the default, builds nothing): adds the ports ``warp`` and
         ``warped``. While ``warp`` is high and nothing but counting can happen in the next
@@ -159,7 +163,7 @@ class Core(wiring.Component):
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
                  program_memory: str = "auto", spram_primitive: bool = False,
                  lut_ram: bool = False, prog_outreg: bool = False, bram_primitive: bool = False,
-                 warp_us: int = 0):
+                 fifo_outreg: bool = False, warp_us: int = 0):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
@@ -192,7 +196,8 @@ class Core(wiring.Component):
         self.warp_us = warp_us
         #: Core cycles a warped core cycle skips (it counts as ``warp_cycles + 1``).
         self.warp_cycles = warp_us * self.cycles_per_us
-        self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None)
+        self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None,
+                               sum_port=lut_ram)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
@@ -201,6 +206,8 @@ class Core(wiring.Component):
         if prog_outreg and (kind != "bram" or self.phases != 4):
             raise ValueError("prog_outreg needs program_memory 'bram' and at most 4 contexts")
         self.prog_outreg = prog_outreg
+        self.fifo_outreg = fifo_outreg
+        self.fifo_primitive = fifo_outreg and bram_primitive
         self.prog = ProgramMemory((1 << self.slot_bits) * program_words, kind,
                                   primitive=spram_primitive if kind == "spram" else bram_primitive,
                                   outreg=prog_outreg)
@@ -260,7 +267,9 @@ class Core(wiring.Component):
             prog = ProgramMemory(prog.depth, "spram", primitive=True)
         m.submodules.prog_mem = prog
         m.submodules.vsync = vs = Vsync(self.vsync_period, warp_cycles=self.warp_cycles)
-        m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth)
+        m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth,
+                                            outreg=self.fifo_outreg,
+                                            primitive=self.fifo_primitive)
         m.submodules.dec = dec = Decoder()
         loop_mem, fence_mem = self.loop_mem, self.fence_mem
         m.submodules.loop_mem = loop_mem
@@ -733,7 +742,14 @@ class Core(wiring.Component):
         reg_idx_x = fld("MOVE", "reg")
         # MOVE reads a register that is always 0 (an unused index of layer 0: its mask
         # is 0, so every write stores 0), so E's adder needs no select in front of it
-        m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"], ZERO_REG, reg_idx_x))
+        if self.lut_ram:
+            # (the address from a register, decided in R: the LUT RAM's read, its read
+            # mux and the register after them fill X's clock)
+            rf_addr_x = Signal(len(rf.rd_addr))
+            m.d.sync += rf_addr_x.eq(Mux(dec.flag("MOVE"), ZERO_REG, raw("MOVE", "reg")))
+            m.d.comb += rf.rd_addr.eq(rf_addr_x)
+        else:
+            m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"], ZERO_REG, reg_idx_x))
         e_reg_new = Signal(REG_WORD_BITS)
 
         # -- X -> E registers ------------------------------------------------------------------
@@ -875,10 +891,23 @@ class Core(wiring.Component):
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
-        m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
+        if self.lut_ram:
+            # (the LUT RAM's write enables, decoded per 16 rows, are E's slowest path on
+            # the ECP5: a REG op with a valid word registered in X (an illegal word is no
+            # REG op then), so only the command's ``kill_cmd`` joins here)
+            reg_e("is_reg_ok", g_run & o_rf_we & valid_xx, 1)
+            m.d.comb += rf_we.eq(e["is_reg_ok"] & ~e["kill_cmd"])
+        else:
+            m.d.comb += rf_we.eq(e["is_reg"] & ~kill)     # (a vsync resume is no REG op)
         # (MOVE = 0 + value, its read is of ``ZERO_REG``: the RAM output goes straight
-        # into the carry chain, and the only LUT after it is the sum bit with the mask)
-        m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
+        # into the carry chain, and the only LUT after it is the sum bit with the mask.
+        # With ``lut_ram`` (the ECP5) the forwarded value has a carry chain of its own
+        # too (``RegFile.rd_sum``), and the forwarding select joins that LUT: 16 more
+        # adder cells, which the UP5K's budget and timing do not gain from)
+        if self.lut_ram:
+            m.d.comb += [rf.rd_add.eq(e["imm"]), e_reg_new.eq(rf.rd_sum & e["mask"])]
+        else:
+            m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
                      loop_wp.data.eq(Mux(e["counting"], e["loop_ram1"], e["loop_cnt1"])),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Signal, Cat, Const, Mux, ClockSignal, Instance, unsigned
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
@@ -54,12 +54,22 @@ class EventFIFO(wiring.Component):
     row while it holds records, never the row being written (``Core`` lists it in
     ``COLLISION_FREE_MEMORIES`` as ``event_mem``).
 
+    With ``outreg`` (the ECP5 build) the RAM is read through the block RAM's output
+    register (data two clocks after the address: the ``DP16KD``'s clock-to-out without
+    it is most of a 150 MHz clock), with the same behaviour towards writer and reader:
+    see :meth:`_elaborate_outreg`.
+
     Parameters
     ----------
     layout : data.StructLayout
         The record layout (:func:`event_layout`).
     depth : int
-        Records the FIFO holds (at least 2).
+        Records the FIFO holds (at least 2; at least 3 with ``outreg``).
+    outreg : bool
+        Read the RAM through its output register, with a prefetch stage.
+    primitive : bool
+        With ``outreg``: the RAM as ``DP16KD`` instances (ECP5, 512 x 36 each,
+        ``REGMODE = "OUTREG"``) instead of an Amaranth model with the same latency.
 
     Attributes
     ----------
@@ -73,11 +83,20 @@ class EventFIFO(wiring.Component):
         A record offered now is dropped (a register).
     """
 
-    def __init__(self, layout: data.StructLayout, depth: int = 256):
-        if depth < 2:
-            raise ValueError(f"depth must be at least 2 (got {depth})")
+    #: Records the ``outreg`` FIFO's prefetch stage holds ahead of the output register:
+    #: a record requested from the RAM reaches it three clocks later, so four keep a
+    #: reader that takes one record per clock supplied (see :meth:`_elaborate_outreg`).
+    PREFETCH = 4
+
+    def __init__(self, layout: data.StructLayout, depth: int = 256, *, outreg: bool = False,
+                 primitive: bool = False):
+        if depth < (3 if outreg else 2):
+            raise ValueError(f"depth must be at least {3 if outreg else 2} (got {depth})")
+        if primitive and not outreg:
+            raise ValueError("primitive needs outreg")
         self.layout = layout
         self.depth = depth
+        self.outreg, self.primitive = outreg, primitive
         super().__init__({
             "sink": In(stream.Signature(layout, always_ready=True)),
             "source": Out(stream.Signature(layout)),
@@ -87,6 +106,9 @@ class EventFIFO(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if self.outreg:
+            self._elaborate_outreg(m)
+            return m
         inner = self.depth - 1                   # records in the RAM at most
         abits = max(1, (inner - 1).bit_length())
         m.submodules.event_mem = mem = memory.Memory(shape=self.layout.size, depth=1 << abits,
@@ -123,3 +145,170 @@ class EventFIFO(wiring.Component):
         with m.If(self.sink.valid & full):
             m.d.sync += self.dropped.eq(self.dropped + 1)
         return m
+
+    def _elaborate_outreg(self, m):
+        """The FIFO with a two-clock RAM read, as the one-clock FIFO seen from outside.
+
+        Seen from outside, the FIFO above (``depth >= 3``) holds up to ``depth`` records
+        ("full" is a register: the count after the previous clock is ``depth``), and a
+        record is in the output register from the second clock after the one that wrote
+        it, if every older record has been taken by then (one record per clock). Here a
+        record requested from the RAM reaches the output register only three clocks
+        later, so the records next in line are prefetched into a small cache of
+        ``PREFETCH`` registers ahead of it:
+
+        * every record is written into the RAM; one that has no older record waiting in
+          the RAM only (not yet requested) and finds room in the cache is also written
+          into the cache in the same clock (so it can enter the output register in the
+          next clock, as above);
+        * any other record waits in the RAM only, and is requested as soon as the cache
+          (with the requests under way) has room: the cache then holds, or is fetching,
+          the next ``PREFETCH`` records after the output register, which a reader taking
+          one per clock empties no sooner than a request refills it (three clocks);
+        * the output register loads the cache entry of the next record once it is there.
+
+        Cache entries are indexed by a record's sequence number modulo ``PREFETCH`` (as
+        one-hot rings), so the RAM's answers and the writes that skip it never need
+        reordering.
+        ``tests/test_hdl_event_fifo.py`` compares this clock for clock with the library
+        FIFO.
+        """
+        K = self.PREFETCH
+        width = self.layout.size
+        rows = 1 << max(2, (self.depth - 1).bit_length())       # >= depth
+        abits = rows.bit_length() - 1
+        produce = Signal(abits)          # RAM row of the next record written
+        fetch = Signal(abits)            # RAM row of the next record to request
+        pending = Signal(range(self.depth + 1))   # records in the RAM only (not requested)
+        has_pending = Signal()           # pending != 0, a register
+        count = Signal(range(self.depth + 1))     # records held
+        full = self.full
+        out_valid = Signal()
+        out = Signal(width)
+        cache = [Signal(width, name=f"cache{i}") for i in range(K)]
+        # the entries as bit masks (one-hot rings: no decoders, no wide muxes of indices):
+        # the next record to request or to write past the RAM (``fetch mod K``), the next
+        # record for the output register, the entries holding their record, and the ones
+        # whose record is one and two clocks into its RAM read
+        f_oh = Signal(K, init=1)
+        c_oh = Signal(K, init=1)
+        cached = Signal(K)
+        req1, req2 = Signal(K), Signal(K)
+
+        do_write = Signal()
+        free = Signal(K)                 # entries neither holding nor fetching a record
+        room = Signal()                  # the entry ``f_oh`` is free (cache not full)
+        bypass = Signal()                # the record written also enters the cache
+        request = Signal()               # the RAM row ``fetch`` is read for the cache
+        take = Signal()                  # the output register may load
+        load = Signal()                  # ... and the next record is there
+        pop = Signal()                   # the reader takes the output register
+        # (the cache holds fewer than K records when it has room and none is pending,
+        # so with depth > K the FIFO is not full then: no term for ``full`` in a bypass)
+        writer = (do_write if self.depth <= K else self.sink.valid) & ~has_pending
+        m.d.comb += [
+            do_write.eq(self.sink.valid & ~full),
+            free.eq(~(cached | req1 | req2)),
+            room.eq((f_oh & free) != 0),
+            bypass.eq(writer & room),
+            request.eq(has_pending & room),
+            take.eq(~out_valid | self.source.ready),
+            load.eq(take & ((c_oh & cached) != 0)),
+            pop.eq(out_valid & self.source.ready),
+        ]
+
+        # the RAM: written at ``produce`` always; read at ``fetch`` for a request, the
+        # data two clocks later (address register, output register). A request never
+        # reads the row being written (that record is not pending yet).
+        rd_data = Signal(width)
+        self._ram(m, rows, rd_addr=fetch, rd_data=rd_data, wr_addr=produce,
+                  wr_data=self.sink.payload.as_value(), wr_en=do_write)
+        m.d.sync += [req1.eq(Mux(request, f_oh, 0)), req2.eq(req1)]
+
+        def rotate(v):
+            return Cat(v[-1], v[:-1])
+        with m.If(do_write):
+            m.d.sync += produce.eq(produce + 1)
+        # (``bypass`` and ``request`` exclude each other: no pending record, or some)
+        with m.If(bypass | request):
+            m.d.sync += [fetch.eq(fetch + 1), f_oh.eq(rotate(f_oh))]
+        # the pending count and its "not zero" register
+        up, down = do_write & ~bypass, request
+        with m.If(up & ~down):
+            m.d.sync += [pending.eq(pending + 1), has_pending.eq(1)]
+        with m.If(down & ~up):
+            m.d.sync += [pending.eq(pending - 1), has_pending.eq(pending != 1)]
+
+        # the cache: the RAM's answer (its request's entry), or the record being written
+        # into the free entry ``f_oh`` (whether it is a bypass or not: a free entry's data
+        # is not used, so its enable needs no more than its own bits). Per entry, the
+        # bits are written from the entry's own terms too: ``bypass & f_oh[i]`` is
+        # ``writer & f_oh[i] & free[i]`` (``room`` is ``free`` at ``f_oh``).
+        for i in range(K):
+            with m.If(req2[i]):
+                m.d.sync += cache[i].eq(rd_data)
+            with m.Elif(f_oh[i] & free[i]):
+                m.d.sync += cache[i].eq(self.sink.payload.as_value())
+            m.d.sync += cached[i].eq((cached[i] & ~(take & c_oh[i])) | req2[i]
+                                     | (writer & f_oh[i] & free[i]))
+
+        head = Const(0, width)          # the next record's entry (an AND-OR)
+        for i in range(K):
+            head = head | Mux(c_oh[i], cache[i], 0)
+        with m.If(load):
+            m.d.sync += [out.eq(head), c_oh.eq(rotate(c_oh)), out_valid.eq(1)]
+        with m.Elif(self.source.ready):
+            m.d.sync += out_valid.eq(0)
+
+        # the count and "full" (a register, as above)
+        with m.If(do_write & ~pop):
+            m.d.sync += [count.eq(count + 1), full.eq(count == self.depth - 1)]
+        with m.If(pop & ~do_write):
+            m.d.sync += [count.eq(count - 1), full.eq(0)]
+        m.d.comb += [self.source.valid.eq(out_valid), self.source.payload.eq(out)]
+        with m.If(self.sink.valid & full):
+            m.d.sync += self.dropped.eq(self.dropped + 1)
+
+    def _ram(self, m, rows, *, rd_addr, rd_data, wr_addr, wr_data, wr_en):
+        """``rows`` records; ``rd_data`` is the row at ``rd_addr`` of two clocks before."""
+        width = self.layout.size
+        if not self.primitive:
+            m.submodules.event_mem = mem = memory.Memory(shape=width, depth=rows, init=[])
+            wp, rp = mem.write_port(), mem.read_port()
+            m.d.comb += [wp.addr.eq(wr_addr), wp.data.eq(wr_data), wp.en.eq(wr_en),
+                         rp.addr.eq(rd_addr)]
+            m.d.sync += rd_data.eq(rp.data)       # the model of the output register
+            return
+        # ECP5: DP16KD in its 512 x 36 mode (as Yosys maps a 36-bit memory: port A
+        # writes, its address bits 0-3 the byte enables; port B reads; data bits 0-17 on
+        # the A pins, 18-35 on the B pins), both outputs through the output register
+        if rows > 512:
+            raise ValueError("the DP16KD event FIFO holds at most 512 rows")
+        abits = rows.bit_length() - 1
+        for blk in range((width + 35) // 36):
+            ports = {}
+            for b in range(14):
+                a = b - 5
+                ports[f"i_ADA{b}"] = (wr_en if b < 4 else
+                                      wr_addr[a] if 0 <= a < abits else Const(0, 1))
+                ports[f"i_ADB{b}"] = rd_addr[a] if 0 <= a < abits else Const(0, 1)
+            for b in range(36):
+                i = 36 * blk + b
+                pin = f"A{b}" if b < 18 else f"B{b - 18}"
+                ports[f"i_DI{pin}"] = wr_data[i] if i < width else Const(0, 1)
+                if i < width:
+                    ports[f"o_DO{pin}"] = rd_data[i]
+            for pn in ("A", "B"):
+                for c in range(3):
+                    ports[f"i_CS{pn}{c}"] = Const(0, 1)
+                ports[f"i_CLK{pn}"] = ClockSignal()
+                ports[f"i_CE{pn}"] = Const(1, 1)
+                ports[f"i_OCE{pn}"] = Const(1, 1)
+                ports[f"i_RST{pn}"] = Const(0, 1)
+            ports["i_WEA"] = Const(1, 1)
+            ports["i_WEB"] = Const(0, 1)
+            m.submodules[f"event_mem{blk}"] = Instance(
+                "DP16KD", p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36, p_REGMODE_A="OUTREG",
+                p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL",
+                p_WRITEMODE_B="NORMAL", p_GSR="AUTO", **ports)

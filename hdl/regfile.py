@@ -40,22 +40,30 @@ class RegFile(wiring.Component):
         Layers implemented (``isa.DEFAULT_LAYERS``); depth is ``layers * REG_STRIDE``.
     ram_style : str or None
         Yosys ``ram_style`` of both copies (None: the tool's choice).
+    sum_port : bool
+        Add ``rd_add`` / ``rd_sum`` (the ECP5 build: E's slowest path was the select in
+        front of its adder).
 
     Attributes
     ----------
     rd_addr, rd_data : executor read, data one clock after the address
+    rd_add, rd_sum : with ``sum_port``: ``rd_sum = rd_data + rd_add`` (16 bits), the
+        forwarding select after two adders instead of before one (the executor's ADD)
     wr_addr, wr_data, wr_en : executor write
     host_addr, host_data : host read-back, data one clock after the address
     """
 
-    def __init__(self, layers: int = isa.DEFAULT_LAYERS, ram_style: str | None = None):
+    def __init__(self, layers: int = isa.DEFAULT_LAYERS, ram_style: str | None = None,
+                 sum_port: bool = False):
         if not 1 <= layers <= 1 << isa.LAYER_BITS:
             raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
         self.layers = layers
         self.ram_style = ram_style
         self.depth = layers * isa.REG_STRIDE
         abits = (self.depth - 1).bit_length()
-        super().__init__({
+        self.sum_port = sum_port
+        sums = {"rd_add": In(REG_WORD_BITS), "rd_sum": Out(REG_WORD_BITS)} if sum_port else {}
+        super().__init__(sums | {
             "rd_addr": In(abits), "rd_data": Out(REG_WORD_BITS),
             "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
             "host_addr": In(abits), "host_data": Out(REG_WORD_BITS),
@@ -93,4 +101,10 @@ class RegFile(wiring.Component):
             m.d.sync += [fwd_hit.eq(self.wr_en & (self.wr_addr == raddr)),
                          fwd_data.eq(self.wr_data)]
             m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
+            # the sum: both candidates added, then selected (the select joins the LUT
+            # that follows the adder anyway: the RAM output and the forwarded value go
+            # straight into their carry chains)
+            if self.sum_port:
+                m.d.comb += self.rd_sum.eq(Mux(fwd_hit, (fwd_data + self.rd_add)[:REG_WORD_BITS],
+                                               (rp.data + self.rd_add)[:REG_WORD_BITS]))
         return m

@@ -145,8 +145,10 @@ SYNTH_CMD = {"ice40": "synth_ice40 -device u", "ecp5": "synth_ecp5"}
 #: Extra nextpnr options per family (the board build passes the same).
 PNR_OPTS = {"ice40": [], "ecp5": []}
 #: Core options of the ECP5 build: the small memories and the executor's register-file
-#: copy in LUT RAM, the program memory as ``DP16KD`` read through its output register.
-ECP5_CORE_OPTIONS = {"lut_ram": True, "prog_outreg": True, "bram_primitive": True}
+#: copy in LUT RAM, the program memory and the event FIFO as ``DP16KD`` read through their
+#: output registers.
+ECP5_CORE_OPTIONS = {"lut_ram": True, "prog_outreg": True, "bram_primitive": True,
+                     "fifo_outreg": True}
 
 
 def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,

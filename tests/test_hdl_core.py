@@ -225,3 +225,43 @@ def test_spram_writes_at_link_rate_ignoring_ready():
     sim.run()
     for s in range(4):
         assert [k for slot, k in seen if slot == s] == [EventKind.REG] * 3 + [EventKind.IRQ, EventKind.STATE]
+
+
+@pytest.mark.parametrize("options", [{"fifo_outreg": True},
+                                     {"lut_ram": True, "prog_outreg": True, "fifo_outreg": True}],
+                         ids=["fifo_outreg", "ecp5"])
+def test_events_port_clock_for_clock_with_the_ecp5_options(options):
+    # the ECP5 build's options (the event FIFO read through the RAM's output register,
+    # the program memory too) leave the ``events`` stream and ``dropped`` as they were,
+    # clock for clock, under a reader that stalls at random and a FIFO that overflows
+    import random
+
+    def trace(core):
+        out = []
+
+        async def bench(ctx):
+            rng = random.Random(5)
+            progs = {s: [E("MOVE", reg=X0, value=s), E("ADD", reg=X0, delta=1),
+                         E("IRQ", tag=s), E("JUMP", target=1 + s % 2)] for s in range(4)}
+            await write_programs(ctx, core, progs)
+            ctx.set(core.cmd.valid, 1)
+            ctx.set(core.cmd.payload.start, 0b1111)
+            while not ctx.get(core.cmd.ready):
+                await ctx.tick()
+            for i in range(1500):
+                ctx.set(core.events.ready, rng.random() < [0.9, 0.2, 1.0][i // 200 % 3])
+                out.append((ctx.get(core.events.valid), ctx.get(core.dropped),
+                            event_record(ctx, core) if ctx.get(core.events.valid) else None))
+                await ctx.tick()
+                ctx.set(core.cmd.valid, 0)
+
+        sim = Simulator(core)
+        sim.add_clock(1e-6)
+        sim.add_testbench(bench)
+        sim.run()
+        return out
+
+    kw = dict(watchdog_ops=1000, contexts=4, program_words=8, fifo_depth=12)
+    plain = trace(Core(1_000_000, 1000.0, **kw))
+    assert plain[-1][1] > 0 and sum(v for v, _, _ in plain) > 300   # drops and records
+    assert trace(Core(1_000_000, 1000.0, **kw, **options)) == plain

@@ -1,12 +1,14 @@
 """Event FIFO: order preserved, full means drop-and-count, the writer never waits."""
 
+import pytest
 from amaranth.sim import Simulator
 
 from copperline.hdl.event_fifo import EventFIFO, event_layout
 
 
-def test_fifo_drops_and_counts_when_full():
-    dut = EventFIFO(event_layout(2), depth=4)
+@pytest.mark.parametrize("outreg", [False, True], ids=["plain", "outreg"])
+def test_fifo_drops_and_counts_when_full(outreg):
+    dut = EventFIFO(event_layout(2), depth=4, outreg=outreg)
     got = []
 
     async def bench(ctx):
@@ -32,23 +34,27 @@ def test_fifo_drops_and_counts_when_full():
     sim.run()
 
 
-def test_fifo_matches_the_library_fifo_clock_for_clock():
+@pytest.mark.parametrize("outreg", [False, True], ids=["plain", "outreg"])
+def test_fifo_matches_the_library_fifo_clock_for_clock(outreg):
     # the same capacity and output timing as amaranth.lib.fifo.SyncFIFOBuffered (the
-    # FIFO the core used before), under random writes and reads
+    # FIFO the core used before), under random writes and reads; with ``outreg`` (the
+    # RAM read through its output register) too
     import random
     from amaranth import Module
     from amaranth.lib.fifo import SyncFIFOBuffered
-    for depth in (2, 4, 5, 9):
+    for depth in ((3, 4, 5, 9, 16) if outreg else (2, 4, 5, 9)):
         m = Module()
-        m.submodules.dut = dut = EventFIFO(event_layout(2), depth=depth)
+        m.submodules.dut = dut = EventFIFO(event_layout(2), depth=depth, outreg=outreg)
         m.submodules.ref = ref = SyncFIFOBuffered(width=dut.layout.size, depth=depth)
         m.d.comb += [ref.w_data.eq(dut.sink.payload.as_value()), ref.w_en.eq(dut.sink.valid),
                      ref.r_en.eq(dut.source.ready)]
         rng = random.Random(depth)
 
         async def bench(ctx):
-            for i in range(3000):
-                p_w, p_r = (0.8, 0.3) if (i // 300) % 2 else (0.3, 0.8)
+            for i in range(6000):
+                # (phases of mostly writing, mostly reading, and both at full rate)
+                p_w, p_r = [(0.8, 0.3), (0.3, 0.8), (1.0, 1.0), (0.9, 0.95),
+                            (1.0, 0.0), (0.0, 1.0)][(i // (50 + 7 * depth)) % 6]
                 ctx.set(dut.sink.valid, rng.random() < p_w)
                 ctx.set(dut.sink.payload.timestamp, i)
                 ctx.set(dut.source.ready, rng.random() < p_r)

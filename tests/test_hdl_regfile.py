@@ -10,7 +10,7 @@ from copperline.hdl.regfile import RegFile, field_mask
 
 @pytest.mark.parametrize("style", [None, "distributed"])
 def test_regfile_write_read_transparent_and_host(style):
-    dut = RegFile(layers=4, ram_style=style)
+    dut = RegFile(layers=4, ram_style=style, sum_port=True)
 
     async def bench(ctx):
         ctx.set(dut.wr_addr, 9)
@@ -21,11 +21,15 @@ def test_regfile_write_read_transparent_and_host(style):
         await ctx.tick()
         ctx.set(dut.wr_en, 0)
         assert ctx.get(dut.rd_data) == 0xBEEF, "executor read must see the same-clock write"
+        ctx.set(dut.rd_add, 0x4112)
+        assert ctx.get(dut.rd_sum) == 0x0001, "rd_sum adds to the forwarded value (mod 2**16)"
         await ctx.tick()
         assert ctx.get(dut.host_data) == 0xBEEF
+        assert ctx.get(dut.rd_sum) == 0x0001, "rd_sum adds to the RAM's value"
         ctx.set(dut.rd_addr, 10)
         await ctx.tick()
         assert ctx.get(dut.rd_data) == 0
+        assert ctx.get(dut.rd_sum) == 0x4112
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
