@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Module, Signal, Cat, Const, Mux, ClockSignal, Instance, unsigned
+from amaranth import Module, Signal, Cat, Const, Mux, Instance, unsigned
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
+
+from copperline.hdl.progmem import DP16KD_FIXED_PARAMS, dp16kd_tied_ports
 
 __all__ = ["EventKind", "event_layout", "EventFIFO", "PAYLOAD_BITS", "TIMESTAMP_BITS"]
 
@@ -298,17 +300,9 @@ class EventFIFO(wiring.Component):
                 ports[f"i_DI{pin}"] = wr_data[i] if i < width else Const(0, 1)
                 if i < width:
                     ports[f"o_DO{pin}"] = rd_data[i]
-            for pn in ("A", "B"):
-                for c in range(3):
-                    ports[f"i_CS{pn}{c}"] = Const(0, 1)
-                ports[f"i_CLK{pn}"] = ClockSignal()
-                ports[f"i_CE{pn}"] = Const(1, 1)
-                ports[f"i_OCE{pn}"] = Const(1, 1)
-                ports[f"i_RST{pn}"] = Const(0, 1)
+            ports.update(dp16kd_tied_ports())
             ports["i_WEA"] = Const(1, 1)
             ports["i_WEB"] = Const(0, 1)
             m.submodules[f"event_mem{blk}"] = Instance(
                 "DP16KD", p_DATA_WIDTH_A=36, p_DATA_WIDTH_B=36, p_REGMODE_A="OUTREG",
-                p_REGMODE_B="OUTREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL",
-                p_WRITEMODE_B="NORMAL", p_GSR="AUTO", **ports)
+                p_REGMODE_B="OUTREG", **DP16KD_FIXED_PARAMS, **ports)

@@ -27,6 +27,26 @@ __all__ = ["ProgramMemory", "SPRAM_WORDS", "resolve_kind"]
 SPRAM_WORDS = 16384
 
 
+#: The ECP5 DP16KD parameters every hand-instantiated one here shares.
+DP16KD_FIXED_PARAMS = dict(p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
+                           p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                           p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="AUTO")
+
+
+def dp16kd_tied_ports() -> dict:
+    """The DP16KD pins tied off the same way on both ports: chip selects 0, the domain's
+    clock, clock and output-register enables 1, no reset."""
+    ports = {}
+    for pn in ("A", "B"):
+        for c in range(3):
+            ports[f"i_CS{pn}{c}"] = Const(0, 1)
+        ports[f"i_CLK{pn}"] = ClockSignal()
+        ports[f"i_CE{pn}"] = Const(1, 1)
+        ports[f"i_OCE{pn}"] = Const(1, 1)
+        ports[f"i_RST{pn}"] = Const(0, 1)
+    return ports
+
+
 def resolve_kind(kind: str, platform) -> str:
     """``auto`` -> ``spram`` on an iCE40UP platform, else ``bram``."""
     if kind not in ("auto", "bram", "spram"):
@@ -107,20 +127,12 @@ class ProgramMemory(wiring.Component):
                     ports[f"i_DIB{b}"] = self.wr_data[4 * i + b] if b < 4 else Const(0, 1)
                 for b in range(4):
                     ports[f"o_DOA{b}"] = self.rd_data[4 * i + b]
-                for pn in ("A", "B"):
-                    for c in range(3):
-                        ports[f"i_CS{pn}{c}"] = Const(0, 1)
-                    ports[f"i_CLK{pn}"] = ClockSignal()
-                    ports[f"i_CE{pn}"] = Const(1, 1)
-                    ports[f"i_OCE{pn}"] = Const(1, 1)
-                    ports[f"i_RST{pn}"] = Const(0, 1)
+                ports.update(dp16kd_tied_ports())
                 ports["i_WEA"] = Const(0, 1)
                 ports["i_WEB"] = self.wr_en
                 m.submodules[f"dp16kd{i}"] = Instance(
                     "DP16KD", p_DATA_WIDTH_A=4, p_DATA_WIDTH_B=4, p_REGMODE_A="OUTREG",
-                    p_REGMODE_B="NOREG", p_RESETMODE="SYNC", p_ASYNC_RESET_RELEASE="SYNC",
-                    p_CSDECODE_A="0b000", p_CSDECODE_B="0b000", p_WRITEMODE_A="NORMAL",
-                    p_WRITEMODE_B="NORMAL", p_GSR="AUTO", **ports)
+                    p_REGMODE_B="NOREG", **DP16KD_FIXED_PARAMS, **ports)
             return m
         if self.kind == "bram":
             m.submodules.mem = self.mem
