@@ -128,6 +128,15 @@ class SimStats:
 _STATS = re.compile(r"stats (.*)")
 
 
+def parse_stats(line: str) -> SimStats | None:
+    """The counters of one harness ``stats ...`` line (None for any other line)."""
+    m = _STATS.match(line)
+    if not m:
+        return None
+    kv = dict(p.split("=", 1) for p in m.group(1).split())
+    return SimStats(**{k: int(v) for k, v in kv.items() if k in SimStats.__dataclass_fields__})
+
+
 class NativeBoardLink:
     """Runs a :func:`build_simulator` binary; bytes in with :meth:`write`, bytes out to
     ``on_output(bytes)`` (called from a reader thread).
@@ -185,12 +194,10 @@ class NativeBoardLink:
     def _read_err(self) -> None:
         for raw in self._proc.stderr:
             line = raw.decode(errors="replace").strip()
-            m = _STATS.match(line)
-            if m:
-                kv = dict(p.split("=", 1) for p in m.group(1).split())
+            stats = parse_stats(line)
+            if stats is not None:
                 with self._stats_seen:
-                    self.stats = SimStats(**{k: int(v) for k, v in kv.items()
-                                             if k in SimStats.__dataclass_fields__})
+                    self.stats = stats
                     self._stats_count += 1
                     self._stats_seen.notify_all()
             elif line:

@@ -309,7 +309,7 @@ class LinkTop(wiring.Component):
         m = Module()
         # The link and the bus decode: in the gated ``link`` domain in simulation.
         link_side = (lambda e: DomainRenamer("link")(e)) if self.gated_link else (lambda e: e)
-        quiet = []          # with gated_link: the link side's quiet terms
+        bus_quiet = None    # with gated_link: the bus decode holds still
         if self.core_config is None:
             link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link)
             scratch = Scratch()
@@ -317,8 +317,7 @@ class LinkTop(wiring.Component):
             m.submodules.scratch = link_side(scratch)
             wiring.connect(m, link.bus, scratch.bus)
             m.d.comb += self.busy.eq(link.busy)
-            if self.gated_link:
-                quiet += [link.quiet, ~link.bus.we]     # the scratch RAM writes only then
+            bus_quiet = ~link.bus.we        # the scratch RAM writes only then
         else:
             nbytes = self.event_bytes()
             link = Link(info=self.info(), idle_timeout=self.idle_timeout, event_bytes=nbytes,
@@ -329,7 +328,7 @@ class LinkTop(wiring.Component):
             m.submodules.corebus = link_side(corebus)
             wiring.connect(m, link.bus, corebus.bus)
             if self.gated_link:
-                quiet += [link.quiet, corebus.quiet]
+                bus_quiet = corebus.quiet
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             if self.core_config.warp_us:
                 m.d.comb += [core.warp.eq(self.warp & ~link.busy),
@@ -351,7 +350,7 @@ class LinkTop(wiring.Component):
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
         if self.gated_link:
-            m.d.comb += self.link_quiet.eq(Cat(*quiet).all())
+            m.d.comb += self.link_quiet.eq(link.quiet & bus_quiet)
 
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))

@@ -118,6 +118,16 @@ def slip_escape(data: bytes) -> bytes:
     return data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
 
 
+def write_body(addr: int, words) -> bytes:
+    """The body of a WRITE request: u16 address, then the u32 words (little-endian)."""
+    return struct.pack(f"<H{len(words)}I", addr, *(w & 0xFFFFFFFF for w in words))
+
+
+def read_body(addr: int, count: int) -> bytes:
+    """The body of a READ request: u16 address, u8 word count."""
+    return struct.pack("<HB", addr, count)
+
+
 def encode_frame(ftype: int, seq: int, body: bytes = b"") -> bytes:
     """The bytes on the wire for one frame, delimiters included."""
     if not (0 <= ftype <= 255 and 0 <= seq <= 255):
@@ -417,14 +427,14 @@ class Link:
             raise ValueError("write: no words")
         if not 0 <= addr <= 0xFFFF:
             raise ValueError(f"write: address {addr} outside 0..65535")
-        body = struct.pack(f"<H{len(words)}I", addr, *(w & 0xFFFFFFFF for w in words))
-        self.request(T_WRITE | space, body, f"write {SPACE_NAMES.get(space, space)}[{addr}]")
+        self.request(T_WRITE | space, write_body(addr, words),
+                     f"write {SPACE_NAMES.get(space, space)}[{addr}]")
 
     def read(self, space: int, addr: int, count: int = 1) -> list[int]:
         """Read ``count`` u32 words from ``addr`` of ``space``."""
         if not 1 <= count <= MAX_READ_WORDS:
             raise ValueError(f"read: count {count} outside 1..{MAX_READ_WORDS}")
-        data = self.request(T_READ | space, struct.pack("<HB", addr, count),
+        data = self.request(T_READ | space, read_body(addr, count),
                             f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]")
         if len(data) != 4 * count:
             raise LinkError(f"read: asked for {count} words, got {len(data)} bytes")

@@ -52,10 +52,10 @@ def _session() -> bytes:
         return proto.encode_frame(ftype, next(seq), body)
 
     def write(space, addr, words):
-        return frame(proto.T_WRITE | space, struct.pack(f"<H{len(words)}I", addr, *words))
+        return frame(proto.T_WRITE | space, proto.write_body(addr, words))
 
     def read(space, addr, count):
-        return frame(proto.T_READ | space, struct.pack("<HB", addr, count))
+        return frame(proto.T_READ | space, proto.read_body(addr, count))
 
     code = list(compile_program(PROGRAM).code)
     bad = bytearray(read(proto.SPACE_STATUS, 0, 4))
@@ -81,12 +81,14 @@ def _session() -> bytes:
 
 
 def _run(exe, warp: int, *extra: str) -> tuple[bytes, dict]:
-    r = subprocess.run([str(exe), f"--hz={FABRIC_HZ}", f"--div={FABRIC_HZ // BAUD}",
-                        f"--warp={warp}", "--no-pace", "--no-idle-skip", "--replay", "--stamp", *extra],
-                       input=_session(), capture_output=True, timeout=120)
+    from copperline.boards.native_board import NativeBoardLink, parse_stats
+    args = NativeBoardLink(exe, None, clock_hz=FABRIC_HZ, baud=BAUD, pace=False,
+                           idle_skip=False, warp_cycles=warp).args
+    r = subprocess.run([*args, "--replay", "--stamp", *extra], input=_session(),
+                       capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
-    last = [line for line in r.stderr.decode().splitlines() if line.startswith("stats ")][-1]
-    return r.stdout, {k: int(v) for k, v in (kv.split("=") for kv in last.split()[1:])}
+    stats = [parse_stats(line) for line in r.stderr.decode().splitlines()]
+    return r.stdout, [s for s in stats if s is not None][-1]
 
 
 def test_gated_link_clock_gives_the_same_bytes(board_exe):
@@ -94,11 +96,11 @@ def test_gated_link_clock_gives_the_same_bytes(board_exe):
     gated, g = _run(exe, warp)
     plain, p = _run(exe, warp, "--no-gate")
     assert gated == plain
-    assert g["cycles"] == p["cycles"]
+    assert g.cycles == p.cycles
     # the session was real: frames and event records came back ...
     data = gated[8::9]
     assert data.count(bytes([proto.SLIP_END])) > 2 * 60
     assert bytes([proto.T_EVENT]) in data
     # ... and the gate did its job: the link was clocked only part of the time
-    assert p["link_ticks"] == p["ticks"]
-    assert g["link_ticks"] < p["ticks"]
+    assert p.link_ticks == p.ticks
+    assert g.link_ticks < p.ticks

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import socket
 import statistics
-import struct
 import threading
 import time
 from pathlib import Path
@@ -193,8 +192,8 @@ def main(argv: list[str]) -> int:
 
     core = get_board("icebreaker").core_config().simulation()   # SPRAM model, 4 x 1024
     write = proto.encode_frame(proto.T_WRITE | proto.SPACE_PROG, 1,
-                               struct.pack("<H64I", 0, *range(0xC0, 0xC0 + 64)))
-    status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, struct.pack("<HB", 0, 4))
+                               proto.write_body(0, range(0xC0, 0xC0 + 64)))
+    status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, proto.read_body(0, 4))
     print(f"line level (gateware sim, {CLOCK / 1e6:g} MHz, {BAUD} baud):")
     for fig in (_line_figures("upload 64 words", write, 256, core),
                 _line_figures("status read", status, 0, core)):
@@ -206,7 +205,7 @@ def main(argv: list[str]) -> int:
     s = socket.create_connection(echo.getsockname())
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     base = []
-    msg = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 1, struct.pack("<HB", 0, 4))
+    msg = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 1, proto.read_body(0, 4))
     for _ in range(n):
         t0 = time.perf_counter()
         s.sendall(msg)
