@@ -10,7 +10,7 @@
 //   bool tx(), busy();    the uart_tx and busy pins
 //   bool link_quiet();    no register of the `link` domain would change at the next edge
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
-//   bool warped();        this clock ended a warped core cycle (--warp=N more cycles)
+//   uint32_t warped();    core cycles a warp skipped at the end of this clock (0: none)
 //
 // The top is the board top in a reset-less clock domain (a virtual board never asserts
 // reset; without a reset input the simulators drop the reset logic).
@@ -35,9 +35,9 @@
 // silent, the clock is stopped instead of spun (--idle-skip, default on): nothing in the
 // design observes idle time except the cycle counter, which only matters relative to a
 // program's start. While the top is busy and the line quiet both ways the harness asks
-// the core to warp (--warp=N: fabric cycles a warped core cycle skips; 0 = never): a
-// core cycle in which nothing but counting can happen then stands for N + phases fabric
-// cycles.
+// the core to warp (--warp=P: the fabric cycles of a core cycle, its phases; 0 = never):
+// a core cycle in which nothing but counting can happen then also stands for the core
+// cycles `warped()` reports, P fabric cycles each.
 //
 // Gated link clock (--no-gate turns it off): the link and the bus decode run in their own
 // clock domain, which gets its edge with every clock except while the top says none of
@@ -197,7 +197,10 @@ int run_board(Model &top, int argc, char **argv) {
 			top.tick(link_clock);        // one clock: rising edge, outputs settled
 			ticks++;
 			link_ticks += link_clock;
-			if (warp_n && top.warped()) { done += warp_n; warped++; }
+			if (warp_n) {
+				uint32_t skip = top.warped();
+				if (skip) { done += (uint64_t)skip * warp_n; warped++; }
+			}
 			bool tx = top.tx();
 			if (top.busy()) busy_cycles++;
 			if (tx_state < 0) {

@@ -31,7 +31,7 @@ struct CxxrtlModel {
 	bool tx() { return top.p_uart__tx.get<bool>(); }
 	bool busy() { return top.p_busy.get<bool>(); }
 	void set_warp(bool v) { top.p_warp.set<bool>(v); }
-	bool warped() { return top.p_warped.get<bool>(); }
+	uint32_t warped() { return top.p_warped.get<uint32_t>(); }
 };
 
 int main(int argc, char **argv) {

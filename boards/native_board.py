@@ -143,17 +143,17 @@ class NativeBoardLink:
 
     ``pace=True`` keeps simulated time from running ahead of the wall clock;
     ``idle_skip=True`` stops the clock while the top is idle and the host silent;
-    ``warp_cycles``: the fabric cycles a warped core cycle skips (0: the top has no warp).
+    ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp).
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
-                 pace: bool = True, idle_skip: bool = True, warp_cycles: int = 0):
+                 pace: bool = True, idle_skip: bool = True, warp_phases: int = 0):
         from copperline.hdl.uart import divisor
         self.exe = str(exe)
         self.on_output = on_output
         self.clock_hz = clock_hz
         self.args = [self.exe, f"--hz={clock_hz}", f"--div={divisor(clock_hz, baud)}",
-                     f"--warp={warp_cycles}"]
+                     f"--warp={warp_phases}"]
         if not pace:
             self.args.append("--no-pace")
         if not idle_skip:

@@ -37,7 +37,7 @@ struct VerilatorModel {
 	bool tx() { return top.uart_tx; }
 	bool busy() { return top.busy; }
 	void set_warp(bool v) { top.warp = v; }
-	bool warped() { return top.warped; }
+	uint32_t warped() { return top.warped; }
 };
 
 int main(int argc, char **argv) {

@@ -110,10 +110,11 @@ class SimulatedLink:
 
 ENGINES = ("verilator", "cxxrtl", "amaranth")
 
-#: The warp of the native engines' core (docs/core.md, "Warp"): a core cycle in which
-#: nothing but counting can happen stands for 16 us more. Delays of 35 us and more, vsync
-#: waits and blocked fences are skipped in such steps while the line is quiet.
-WARP_US = 16
+#: The largest warp of the native engines' core (docs/core.md, "Warp"): a core cycle in
+#: which nothing but counting can happen stands for up to 1024 us more (halving down to
+#: 1 us as the next event nears). Delays of 6 us and more, vsync waits and blocked fences
+#: are skipped in such steps while the line is quiet.
+WARP_US = 1024
 
 
 def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
@@ -128,14 +129,14 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
                    gated_link=not byte_io)
 
 
-def warp_cycles(top) -> int:
-    """Fabric cycles a warped core cycle of ``top`` skips (0 when it has no warp)."""
+def warp_phases(top) -> int:
+    """Fabric cycles per core cycle a warp of ``top``'s core skips (its phases; 0 when it
+    has no warp)."""
     c = getattr(top, "core_config", None)
     if c is None or not c.warp_us:
         return 0
-    from copperline.firmware import isa
     from copperline.hdl.core import phases_for
-    return c.warp_us * isa.cycles_per_us(top.core_hz) * phases_for(c.contexts)
+    return phases_for(c.contexts)
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
@@ -154,7 +155,7 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             # a fresh top per build: an elaboratable is elaborated once
             design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
             return build_simulator(design, engine=engine, build_dir=build_dir,
-                                   name="virtual board", progress=progress), warp_cycles(design)
+                                   name="virtual board", progress=progress), warp_phases(design)
         try:
             exe, warp = build(engine)
         except NativeBuildError as exc:
@@ -163,7 +164,7 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
             exe, warp = build("cxxrtl")
         return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace,
-                               warp_cycles=warp)
+                               warp_phases=warp)
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 

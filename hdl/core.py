@@ -120,9 +120,10 @@ class Core(wiring.Component):
         prefetch stage that keeps the ``events`` stream's timing (``EventFIFO(outreg=True)``).
     warp_us : int
         Simulation only (0, the default, builds nothing): adds the ports ``warp`` and
-        ``warped``. While ``warp`` is high and nothing but counting can happen in the next
-        two core cycles so warped, each core cycle counts as ``warp_us * cycles_per_us + 1``
-        cycles (see "Warp" in docs/core.md): the virtual board skips idle core time.
+        ``warped``. While ``warp`` is high, a core cycle in which nothing but counting can
+        happen counts as ``n * cycles_per_us + 1`` cycles, ``n`` the largest of
+        ``warp_us``, ``warp_us // 2``, ... 1 that is safe (see "Warp" in docs/core.md):
+        the virtual board skips idle core time.
 
     Attributes
     ----------
@@ -194,7 +195,9 @@ class Core(wiring.Component):
             raise ValueError(f"warp_us must be 0 (off) or 1..{(1 << (isa.WAIT_US_BITS - 1)) - 1} "
                              f"(got {warp_us})")
         self.warp_us = warp_us
-        #: Core cycles a warped core cycle skips (it counts as ``warp_cycles + 1``).
+        #: The warp sizes in microseconds, ascending (``warp_us`` halved down to 1).
+        self.warp_levels_us = tuple(sorted({warp_us >> k for k in range(warp_us.bit_length())}))
+        #: Core cycles the largest warp skips (a warped core cycle counts as its skip + 1).
         self.warp_cycles = warp_us * self.cycles_per_us
         self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None,
                                sum_port=lut_ram)
@@ -222,7 +225,8 @@ class Core(wiring.Component):
         self.fence_mem = memory.Memory(shape=isa.FENCE_VALUE_BITS,
                                        depth=(1 << self.slot_bits) * isa.FENCE_TIMELINES, init=[],
                                        attrs=small)
-        warp_ports = {"warp": In(1), "warped": Out(1)} if warp_us else {}
+        # ``warped``: core cycles skipped at the end of this clock (0: none)
+        warp_ports = {"warp": In(1), "warped": Out(range(self.warp_cycles + 1))} if warp_us else {}
         super().__init__(warp_ports | {
             "prog_wr": In(stream.Signature(data.StructLayout({
                 "addr": unsigned(self.slot_bits + self.pc_bits), "data": unsigned(isa.WORD_BITS)}))),
@@ -266,7 +270,8 @@ class Core(wiring.Component):
             self.prog._MustUse__silence = True
             prog = ProgramMemory(prog.depth, "spram", primitive=True)
         m.submodules.prog_mem = prog
-        m.submodules.vsync = vs = Vsync(self.vsync_period, warp_cycles=self.warp_cycles)
+        m.submodules.vsync = vs = Vsync(self.vsync_period, warp_levels=tuple(
+            n * self.cycles_per_us for n in self.warp_levels_us))
         m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth,
                                             outreg=self.fifo_outreg,
                                             primitive=self.fifo_primitive)
@@ -308,9 +313,11 @@ class Core(wiring.Component):
         m.d.sync += [cmd_ok.eq(cmd_ok_d), cmd_ok_x.eq(cmd_ok_d)]
         # (a warped core cycle takes no command: its start would lose the skipped cycles)
         # (without a warp none of its terms is built: the hardware netlist stays as it was)
-        warp_c = Signal()       # this core cycle is warped (phases 0 .. P-1)
-        warp_r = Signal()       # R works for a warped core cycle (phase P-1 before .. P-2)
-        cmd_open = cmd_ok & ~warp_c if self.warp_cycles else cmd_ok
+        # (both hold the warp in microseconds, 0 = none)
+        warp_c = Signal(range(self.warp_us + 1))   # this core cycle's (phases 0 .. P-1)
+        warp_r = Signal(range(self.warp_us + 1))   # R's for it (phase P-1 before .. P-2)
+        warp_skip = warp_c * self.cycles_per_us     # core cycles it skips
+        cmd_open = cmd_ok & ~warp_c.any() if self.warp_cycles else cmd_ok
         accept = cmd_open & self.cmd.valid
         m.d.comb += self.cmd.ready.eq(cmd_open)
         acc_cmd = Signal(self.command_layout)
@@ -341,7 +348,7 @@ class Core(wiring.Component):
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
         if self.warp_cycles:
-            m.d.sync += g.eq(g + last + Mux(last & warp_c, self.warp_cycles, 0))
+            m.d.sync += g.eq(g + last + Mux(last, warp_skip, 0))
         else:
             # two 16-bit carry chains (one of 32 was a slowest path): the high half adds
             # the carry of the low half, which is all ones; that test is a register (the
@@ -363,7 +370,8 @@ class Core(wiring.Component):
         with m.If(second):
             m.d.sync += g_e.eq(g)
         if self.warp_cycles:
-            m.d.comb += [vs.skip.eq(last & warp_c), self.warped.eq(last & warp_c)]
+            m.d.comb += [vs.skip.eq(Mux(last, warp_skip, 0)),
+                         self.warped.eq(Mux(last, warp_skip, 0))]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
         # (the ``cycle`` port is ``g``: in the clock that accepts a time-base reset it
         # still shows the cycle before it, so no path leads from the command input to it)
@@ -508,8 +516,8 @@ class Core(wiring.Component):
         # the decremented delay, precomputed here (a 27-bit subtractor out of X)
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
-        if self.warp_cycles:      # a warped cycle counts warp_us microseconds more
-            r_dhi = (r_dhi - Mux(warp_r, self.warp_us, 0))[:len(cx.hi)]
+        if self.warp_cycles:      # a warped cycle counts its warp's microseconds more
+            r_dhi = (r_dhi - warp_r)[:len(cx.hi)]
         m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
         wd1_x = Signal(wdshape)
         m.d.sync += wd1_x.eq(cx.idle + 1)
@@ -781,7 +789,7 @@ class Core(wiring.Component):
         # is in the shift registers (bit 1 is X's context) except in phase 0, where it is
         # being accepted (context 0). ``accept`` is only ever set in phase 0, and in phase
         # 0 the shift registers hold ``mask >> (P - 1)``, whose bit 1 is 0: an OR.
-        open_x = cmd_ok_x & ~warp_c if self.warp_cycles else cmd_ok_x
+        open_x = cmd_ok_x & ~warp_c.any() if self.warp_cycles else cmd_ok_x
 
         def cmd_x(sh, bits):
             return (open_x & self.cmd.valid & bits[0]) | (sh[1] if C > 1 else 0)
@@ -1015,29 +1023,41 @@ class Core(wiring.Component):
     def _elaborate_warp(self, m, *, ph, last, warp_r, warp_c, vs, valid_ctx, ph_e, n_st, n_hi):
         """Decide warped core cycles (simulation only; docs/core.md, "Warp").
 
-        A cycle ``c`` may be warped when, seen in phase P-2 of cycle ``c - 1`` (from E's
-        results of cycle ``c - 2`` at the oldest, and ``c - 1`` may be warped too): every
-        context either counts down a delay of at least ``2 * warp_us + 3`` microseconds,
-        or waits (vsync, fence) or does not run; the next vsync edge is more than
-        ``2 * warp_cycles + 6`` cycles away and internal; and the host inputs were idle for
-        three core cycles. Then nothing but counting happens from ``c`` to
-        ``c + warp_cycles``: the counting contexts' R subtracts ``warp_us`` more
-        (``warp_r``), and the cycle counter and the vsync generator add ``warp_cycles`` at
-        the end of ``c`` (``warp_c``).
+        A cycle ``c`` may be warped by ``n`` microseconds (``n`` one of
+        ``warp_levels_us``) when, seen in phase P-2 of cycle ``c - 1`` (from E's results
+        of cycle ``c - 2`` at the oldest, and ``c - 1`` may be warped too): every context
+        either counts down a delay of at least ``2 * n + 3`` microseconds, or waits (vsync,
+        fence) or does not run; the next vsync edge is more than ``2 * n * cycles_per_us
+        + 6`` cycles away and internal; the host inputs were idle for three core cycles;
+        and ``c - 1`` was warped by ``n`` or less (a warp that shrinks passes through one
+        plain cycle). Then nothing but counting happens from ``c`` to ``c + n`` us: the
+        counting contexts' R subtracts ``n`` more (``warp_r``), and the cycle counter and
+        the vsync generator add ``n * cycles_per_us`` at the end of ``c`` (``warp_c``).
+        The largest such ``n`` is taken.
         """
         C, P = self.contexts, self.phases
-        # per context, from E's result: nothing happens in the next two warped cycles
-        # (hi is microseconds + 1)
-        safe = Signal(C, init=(1 << C) - 1)
-        safe_now = (n_st != CtxState.RUNNING) | (n_hi >= 2 * self.warp_us + 4)
+        levels = self.warp_levels_us
+        K = len(levels)
+        # per context, from E's result, one bit per warp size: nothing happens in the next
+        # two cycles warped by that much (hi is microseconds + 1)
+        safe = Signal(C * K, init=(1 << (C * K)) - 1)
+        idle = n_st != CtxState.RUNNING
+        safe_now = Cat(idle | (n_hi >= 2 * n + 4) for n in levels)
         with m.If(valid_ctx):
-            m.d.sync += safe.bit_select(ph_e[:self.slot_bits], 1).eq(safe_now)
+            m.d.sync += safe.word_select(ph_e[:self.slot_bits], K).eq(safe_now)
         quiet = Signal(range(3 * P + 1))
         host_in = self.cmd.valid | self.fence_wr.valid | self.prog_wr.valid
         m.d.sync += quiet.eq(Mux(host_in, 0, Mux(quiet == 3 * P, quiet, quiet + 1)))
-        # decided in phase P-2, when E has written every context's bit for the cycle
+        allowed = vs.far
+        for c in range(C):
+            allowed = allowed & safe.word_select(c, K)
+        # the largest allowed size (the bits are monotone: a size is safe if a larger one is)
+        size = Const(0, range(self.warp_us + 1))
+        for k, n in enumerate(levels):
+            size = Mux(allowed[k], n, size)
+        # decided in phase P-2, when E has written every context's bits for the cycle
         # before (context 0's for this one): R of the warped cycle starts in phase P-1
         with m.If(ph == P - 2):
-            m.d.sync += warp_r.eq(self.warp & safe.all() & vs.far & (quiet == 3 * P))
+            m.d.sync += warp_r.eq(Mux(self.warp & (quiet == 3 * P) & (size >= warp_c), size, 0))
         with m.If(last):
             m.d.sync += warp_c.eq(warp_r)

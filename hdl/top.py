@@ -277,8 +277,11 @@ class LinkTop(wiring.Component):
             members |= {"link_quiet": Out(1)}
         if core is not None and core.warp_us:
             # simulation only: the core's warp, allowed while the link is idle (a frame
-            # being received, executed or answered holds it off)
-            members |= {"warp": In(1), "warped": Out(1)}
+            # being received, executed or answered holds it off); ``warped``: the core
+            # cycles skipped at the end of this clock
+            from copperline.firmware import isa
+            most = core.warp_us * isa.cycles_per_us(self.core_hz)
+            members |= {"warp": In(1), "warped": Out(range(most + 1))}
         super().__init__(members)
 
     def info(self) -> list[int]:

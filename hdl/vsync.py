@@ -2,7 +2,7 @@
 external input, both reduced to one ``edge`` flag per core cycle."""
 
 
-from amaranth import Module, Signal, Mux
+from amaranth import Cat, Module, Signal, Mux
 from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -23,11 +23,12 @@ class Vsync(wiring.Component):
     ----------
     period : int
         Core cycles between internal edges (``isa.vsync_period_cycles``).
-    warp_cycles : int
-        Simulation only (the core's warp, 0 = off): adds ``skip`` (with ``advance``: this
-        core cycle counts as ``warp_cycles + 1``) and ``far`` (this cycle is no edge, and the
-        internal generator's next edge is more than ``2 * warp_cycles + 6`` cycles away:
-        this cycle and the next may both be skipped).
+    warp_levels : tuple of int
+        Simulation only (the core's warp sizes in cycles, ascending; empty = off): adds
+        ``skip`` (with ``advance``: this core cycle counts as ``skip + 1``) and ``far``
+        (bit ``k``: this cycle is no edge, and the internal generator's next edge is more
+        than ``2 * warp_levels[k] + 6`` cycles away, so this cycle and the next may both
+        be skipped by up to ``warp_levels[k]``).
 
     Attributes
     ----------
@@ -46,12 +47,13 @@ class Vsync(wiring.Component):
         ``edge`` only in a clock with ``reset``.
     """
 
-    def __init__(self, period: int, warp_cycles: int = 0):
+    def __init__(self, period: int, warp_levels: tuple[int, ...] = ()):
         if period < 2:
             raise ValueError(f"vsync period must be >= 2 cycles (got {period})")
         self.period = period
-        self.warp_cycles = warp_cycles
-        warp = {"skip": In(1), "far": Out(1)} if warp_cycles else {}
+        self.warp_levels = tuple(warp_levels)
+        warp = ({"skip": In(range(max(warp_levels) + 1)), "far": Out(len(warp_levels))}
+                if warp_levels else {})
         super().__init__(warp | {"advance": In(1), "reset": In(1), "external": In(1),
                                  "vsync_in": In(1), "edge": Out(1), "edge_reg": Out(1)})
 
@@ -70,9 +72,10 @@ class Vsync(wiring.Component):
         # ``left`` has no enable (a subtraction of ``advance``): the reset would otherwise
         # join the enable of all its flip-flops
         step = self.advance
-        if self.warp_cycles:
-            step = step + Mux(self.skip, self.warp_cycles, 0)
-            m.d.comb += self.far.eq(~self.external & ~edge_r & (left > 2 * self.warp_cycles + 6))
+        if self.warp_levels:
+            step = step + self.skip
+            calm = ~self.external & ~edge_r
+            m.d.comb += self.far.eq(Cat(calm & (left > 2 * n + 6) for n in self.warp_levels))
         m.d.sync += left.eq(Mux(self.advance & one, self.period, left - step))
         with m.If(self.reset):
             # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows

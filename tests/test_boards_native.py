@@ -35,9 +35,9 @@ PROGRAM = {"version": 1, "program": [
 def board_exe(request):
     from copperline.boards.native_board import build_simulator
     from copperline.boards.registry import get_board
-    from copperline.boards.virtual import make_top, warp_cycles
+    from copperline.boards.virtual import make_top, warp_phases
     top = make_top(FABRIC_HZ, BAUD, get_board("icebreaker").core_config(), byte_io=False)
-    return build_simulator(top, engine=request.param), warp_cycles(top)
+    return build_simulator(top, engine=request.param), warp_phases(top)
 
 
 def _session() -> bytes:
@@ -83,7 +83,7 @@ def _session() -> bytes:
 def _run(exe, warp: int, *extra: str) -> tuple[bytes, dict]:
     from copperline.boards.native_board import NativeBoardLink, parse_stats
     args = NativeBoardLink(exe, None, clock_hz=FABRIC_HZ, baud=BAUD, pace=False,
-                           idle_skip=False, warp_cycles=warp).args
+                           idle_skip=False, warp_phases=warp).args
     r = subprocess.run([*args, "--replay", "--stamp", *extra], input=_session(),
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()

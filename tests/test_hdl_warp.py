@@ -18,16 +18,17 @@ from tests.test_hdl_core import event_record, write_programs
 E = isa.encode
 X0 = isa.register_index(0, "x")
 CLOCK_HZ = 2_000_000          # 2 cycles per microsecond: the hi/lo delay split matters
-WARP_US = 4                   # a warped core cycle counts 4 us = 8 cycles more
+WARP_US = 16                  # a warped core cycle counts up to 16 us = 32 cycles more
 WORDS = 64
 
 
 def run(programs, *, until, warp: bool, fences=()):
     """Start ``programs`` (slot -> words) at cycle 0, run until core cycle ``until`` with
-    ``warp`` held high or low; (event records before ``until``, warped core cycles)."""
+    ``warp`` held high or low; (event records before ``until``, the warps' sizes in core
+    cycles, in order)."""
     core = Core(CLOCK_HZ, 10_000.0, watchdog_ops=100, program_words=WORDS,  # vsync every 200
                 warp_us=WARP_US)
-    records, warped = [], [0]
+    records, warps = [], []
 
     async def bench(ctx):
         ctx.set(core.events.ready, 1)
@@ -58,36 +59,51 @@ def run(programs, *, until, warp: bool, fences=()):
                     ctx.set(core.warp, warp)
             if ctx.get(core.events.valid):
                 records.append(event_record(ctx, core))
-            warped[0] += ctx.get(core.warped)
+            if ctx.get(core.warped):
+                warps.append(ctx.get(core.warped))
             await ctx.tick()
 
     sim = Simulator(core)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    return [r for r in records if r[0] < until], warped[0]
+    return [r for r in records if r[0] < until], warps
 
 
 def same_with_and_without_warp(programs, until, fences=()):
     plain, none = run(programs, until=until, warp=False, fences=fences)
-    warped, n = run(programs, until=until, warp=True, fences=fences)
-    assert none == 0
+    warped, warps = run(programs, until=until, warp=True, fences=fences)
+    assert none == []
     assert warped == plain
-    return plain, n
+    return plain, warps
 
 
 def test_long_waits_are_skipped_and_events_keep_their_cycles():
     prog = [E("MOVE", reg=X0, value=1),
-            E("WAIT", us=37),                        # 1: 74 cycles
+            E("WAIT", us=77),                        # 1: 154 cycles
             E("ADD", reg=X0, delta=1),
             E("IRQ", tag=1),
             E("LOOP", slot=0, target=1, count=4),
-            E("WAIT", us=5),                         # too short to warp: counted
+            E("WAIT", us=4),                         # too short to warp: counted
             E("HALT")]
-    recs, n = same_with_and_without_warp({0: prog}, until=600)
+    recs, warps = same_with_and_without_warp({0: prog}, until=1000)
     assert [r[3] for r in recs].count(EventKind.IRQ) == 4
     assert recs[-1][3] == EventKind.STATE           # HALT reached
-    assert n > 20
+    # every size, from 16 us down to 1 us, skips part of each wait: most of the time
+    # (4 x 154 cycles of waiting) is skipped
+    assert sorted(set(warps)) == [2, 4, 8, 16, 32]
+    assert sum(warps) > 4 * 154 * 3 // 4
+
+
+def test_a_shrinking_warp_passes_through_a_plain_cycle():
+    # a context that waits long next to one that wakes often: the warp must shrink as the
+    # short waits end, each time seen late (E's results of two cycles before)
+    progs = {0: [E("WAIT", us=300), E("IRQ", tag=1), E("HALT")],
+             1: [E("WAIT", us=9), E("IRQ", tag=2), E("WAIT", us=41), E("IRQ", tag=3),
+                 E("JUMP", target=0)]}
+    recs, warps = same_with_and_without_warp(progs, until=900)
+    assert [r[4] for r in recs if r[3] == EventKind.IRQ].count(2) >= 8
+    assert any(a > b for a, b in zip(warps, warps[1:]))     # sizes went down, too
 
 
 def test_vsync_fence_and_idle_contexts_together():
@@ -97,11 +113,11 @@ def test_vsync_fence_and_idle_contexts_together():
         2: [E("IRQ", tag=2), E("FENCE", timeline=0, value=1), E("IRQ", tag=3), E("HALT")],
         3: [E("HALT")],
     }
-    recs, n = same_with_and_without_warp(progs, until=1000, fences=[(517, 2, 0, 1)])
+    recs, warps = same_with_and_without_warp(progs, until=1000, fences=[(517, 2, 0, 1)])
     assert [r[0] for r in recs if r[1] == 0 and r[3] == EventKind.IRQ] == \
         [200 * k + isa.VSYNC_LATENCY for k in range(1, 5)]
     assert any(r[1] == 2 and r[4] == 3 for r in recs if r[3] == EventKind.IRQ)
-    assert n > 20
+    assert sum(warps) > 300
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -115,8 +131,25 @@ def test_generated_programs_four_at_a_time(seed):
             progs[len(progs)] = list(code)
     fences = [(t, slot, tl, v) for v, t in enumerate((300, 700, 1100), 1)
               for slot in range(4) for tl in range(2)]
-    _, n = same_with_and_without_warp(progs, until=1500, fences=fences)
-    print(f"seed {seed}: {n} warped core cycles")
+    _, warps = same_with_and_without_warp(progs, until=1500, fences=fences)
+    print(f"seed {seed}: {len(warps)} warps, {sum(warps)} core cycles skipped")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_waits_in_four_contexts(seed):
+    # waits of every length around the sizes' thresholds, in all four contexts at once,
+    # with vsync waits between: the sizes rise and fall all the time
+    rng = random.Random(1000 + seed)
+    progs = {}
+    for slot in range(4):
+        ops = []
+        for _ in range(6):
+            ops.append(E("WAIT", vsync=1) if rng.random() < 0.15 else
+                       E("WAIT", us=rng.choice((1, 2, 3, 5, 6, 7, 9, 11, 13, 19, 35, 37, 70))))
+            ops.append(E("IRQ", tag=slot * 16 + len(ops) // 2))
+        progs[slot] = ops + [E("JUMP", target=0)]
+    recs, warps = same_with_and_without_warp(progs, until=2500)
+    assert len(recs) > 100 and len(set(warps)) >= 3
 
 
 def test_no_warp_port_by_default():
