@@ -117,6 +117,9 @@ class FpgaBackend(Backend):
         self.events_mode = events
         self.event_poll_s = event_poll_s
         self._poller: threading.Thread | None = None
+        #: Pull mode: polls that found the board's event FIFO empty (fewer records than
+        #: asked for); a record queued before one such poll began has been read by its end.
+        self._drained = 0
         from copperline.hdl.uart import DEFAULT_BAUD
         self.port = port
         self.board = board
@@ -298,6 +301,7 @@ class FpgaBackend(Backend):
             if len(records) == batch:
                 batch = min(2 * batch, most)
             else:
+                self._drained += 1
                 batch = min(max(1, 2 * len(records)), most)
                 busy = any(p.state == "running" or p.waiter is not None
                            for p in list(self._progs.values()))
@@ -554,14 +558,30 @@ class FpgaBackend(Backend):
         self._conv.set_slot(slot, p.id, image)
         p.start_g = None
 
-    def _wait(self, p: _Prog, what: str) -> bool:
+    def _wait(self, p: _Prog, what: str, drained: int | None = None) -> bool:
+        """Wait for ``p``'s ``what`` ("start", "stop") record. ``drained``: the count of
+        drained polls when the command had taken effect (pull mode); the wait then also
+        ends once two more polls found the FIFO empty, as the record cannot come later:
+        it was lost to a full FIFO."""
         ev = p.waiter
-        ok = ev is None or ev.wait(self.command_timeout)
-        if not ok:
+        if ev is None:
+            return True
+        deadline = time.monotonic() + self.command_timeout
+        lost = False
+        while not ev.wait(0.01 if drained is not None else self.command_timeout):
+            lost = drained is not None and self._drained >= drained + 2
+            if lost or time.monotonic() >= deadline:
+                break
+        p.waiter = None
+        if ev.is_set():
+            return True
+        if lost:
+            log.warning("fpga backend: program %d: its %s record was dropped by the board's "
+                        "full event FIFO", p.id, what)
+        else:
             log.warning("fpga backend: program %d: no %s event from the board within %.1f s "
                         "(dropped in a full event FIFO?)", p.id, what, self.command_timeout)
-        p.waiter = None
-        return ok
+        return False
 
     # -- Backend ------------------------------------------------------------------------
     def load(self, image: Image) -> int:
@@ -623,7 +643,8 @@ class FpgaBackend(Backend):
             return link.status(slot)[0]
         code = self._board(do)
         if code == _STOPPED_CODE or code in _RUNNING_CODES:
-            if not self._wait(p, "stop") and p.state == "running":
+            drained = self._drained if self._poller is not None else None
+            if not self._wait(p, "stop", drained) and p.state == "running":
                 # The record was lost (FIFO overflow, reported as dropped): say it anyway,
                 # from the board's status (its cycle is the time of this read, not exact).
                 words = self._board(lambda link: link.status(slot))

@@ -158,6 +158,26 @@ def test_stop_emits_stopped_and_unload_frees_the_slot(board):
         assert err.value.code == "NOT_FOUND"
 
 
+def test_stop_of_a_program_that_overflows_the_fifo_is_prompt(board):
+    # a register change every 4 us: far more records than the line carries, so the FIFO
+    # overflows and the stop's own record is dropped; the stop is then reported from the
+    # board's status as soon as the FIFO has drained, not after the command timeout
+    flood = {"version": 1, "program": [{"label": "l"}, {"op": "WAIT", "us": 4},
+                                       {"op": "ADD", "reg": "layer[1].x", "delta": 1},
+                                       {"op": "JUMP", "label": "l"}]}
+    with _opened(board.url, command_timeout=30.0) as (be, got):
+        pid = be.load(compile_program(flood))
+        be.start(pid)
+        assert _wait_for(lambda: any(e.get("event") == "dropped" for e in got))
+        t0 = time.monotonic()
+        be.stop(pid)
+        took = time.monotonic() - t0
+        stopped = [e for e in got if e.get("state") == "stopped" and e.get("prog") == pid]
+        assert stopped and stopped[0]["reason"] == "host"
+        assert be.status(pid).state == "stopped"
+        assert took < 10.0, f"stop took {took:.1f} s"
+
+
 def test_program_too_big_for_the_board_is_bad_arg(board):
     big = {"version": 1, "program": [{"op": "NOP"}] * WORDS + [{"op": "HALT"}]}
     with _opened(board.url) as (be, _):
