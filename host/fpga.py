@@ -19,7 +19,7 @@ is discovered by its USB id (``copperline.boards.discover``).
 * **fences**: a timeline *name* maps to each loaded program's local index; every slot that
   uses it is written.
 * **events**: pulled by default (``events="pull"``): a reader thread READs the EVENTS
-  space in batches of up to 32 records, so every record is carried by an acknowledged,
+  space in batches of up to 63 records, so every record is carried by an acknowledged,
   retransmitted request and none is lost to line noise. ``events="push"`` takes the
   board's unsolicited event frames instead (lower latency, lost when the line corrupts
   them: reported as ``{"event": "dropped", "reason": "link"}``). The board's own FIFO
@@ -192,7 +192,7 @@ class FpgaBackend(Backend):
             link.reset()                                     # stop everything, time base 0
             link.event_mode(push=self.events_mode == "push")
             if self.events_mode == "pull":                   # stale records of a past session
-                while len(link.read_events()) == proto.MAX_READ_WORDS // 2:
+                while len(link.read_events()) == link.max_read_words // 2:
                     pass
             dropped = link.status(0)[3] if contexts else 0
         except (proto.LinkError, BackendError) as exc:
@@ -284,10 +284,10 @@ class FpgaBackend(Backend):
         """Pull mode: read records while this link is the board's.
 
         The batch adapts: a read answers every word asked for, records or not, so an
-        empty poll of the largest batch would hold the line for 2.7 ms at 1 Mbaud. A full
+        empty poll of the largest batch would hold the line for 5.1 ms at 1 Mbaud. A full
         batch doubles the next one (read again at once); a partial one asks for twice what
         it found next time (at least one record) after the poll pause."""
-        most = proto.MAX_READ_WORDS // 2
+        most = link.max_read_words // 2
         batch = 1
         while not self._stop.is_set() and self.link is link:
             try:

@@ -70,10 +70,13 @@ INFO_FIELDS = ("magic", "link_version", "clock_hz", "baud", "buf_bytes", "max_re
 INFO_CONST_WORDS = 16
 
 DEFAULT_BUF_BYTES = 512
-#: Largest READ count; fits a response in the board's 512-byte buffer.
-MAX_READ_WORDS = 64
-#: Words per WRITE frame the driver sends (frame = 2+2+4*64+2 = 262 bytes).
-DEFAULT_CHUNK_WORDS = 64
+#: Largest READ count: a response (type, seq, status, 4 x 126 bytes) fits the board's
+#: 512-byte buffer. A board says its own in INFO ``max_read_words``; :meth:`Link.hello`
+#: takes the smaller.
+MAX_READ_WORDS = 126
+#: Words per WRITE frame the driver sends (frame = 2+2+4*126+2 = 510 bytes; a board whose
+#: INFO ``buf_bytes`` is smaller gets smaller frames after :meth:`Link.hello`).
+DEFAULT_CHUNK_WORDS = 126
 
 
 class LinkError(Exception):
@@ -272,6 +275,8 @@ class Link:
             self._port.timeout = 0          # only the reader reads: it waits with select
         self._decoder = FrameDecoder()
         self._seq = random.randrange(256)   # a fresh start never matches a stale request
+        #: The largest READ and WRITE counts this board takes (set by :meth:`hello`).
+        self.max_read_words, self.chunk_words = MAX_READ_WORDS, DEFAULT_CHUNK_WORDS
         self._lock = threading.Lock()         # one request at a time
         self._responses: queue.Queue[Frame] = queue.Queue()
         self._waiting: int | None = None      # seq of the outstanding request
@@ -432,8 +437,8 @@ class Link:
 
     def read(self, space: int, addr: int, count: int = 1) -> list[int]:
         """Read ``count`` u32 words from ``addr`` of ``space``."""
-        if not 1 <= count <= MAX_READ_WORDS:
-            raise ValueError(f"read: count {count} outside 1..{MAX_READ_WORDS}")
+        if not 1 <= count <= self.max_read_words:
+            raise ValueError(f"read: count {count} outside 1..{self.max_read_words}")
         data = self.request(T_READ | space, read_body(addr, count),
                             f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]")
         if len(data) != 4 * count:
@@ -443,14 +448,16 @@ class Link:
     def read_many(self, space: int, addr: int, count: int) -> list[int]:
         out: list[int] = []
         while len(out) < count:
-            n = min(MAX_READ_WORDS, count - len(out))
+            n = min(self.max_read_words, count - len(out))
             out += self.read(space, addr + len(out), n)
         return out
 
-    def upload(self, words, base: int = 0, chunk: int = DEFAULT_CHUNK_WORDS,
+    def upload(self, words, base: int = 0, chunk: int | None = None,
                space: int = SPACE_PROG) -> None:
-        """Write a program (or any word array) in chunks of ``chunk`` words."""
+        """Write a program (or any word array) in chunks of ``chunk`` words (default: as
+        many as a frame to this board holds)."""
         words = list(words)
+        chunk = chunk or self.chunk_words
         for off in range(0, len(words), chunk):
             self.write(space, base + off, words[off:off + chunk])
 
@@ -459,7 +466,11 @@ class Link:
         words = self.read(SPACE_INFO, 0, len(INFO_FIELDS))
         if words[0] != INFO_MAGIC:
             raise LinkError(f"{self.url}: not a copperline board (magic {words[0]:#010x})")
-        return BoardInfo(dict(zip(INFO_FIELDS, words)))
+        info = BoardInfo(dict(zip(INFO_FIELDS, words)))
+        # a board built with other sizes (an older bitstream: 64-word reads) sets the limits
+        self.max_read_words = max(2, min(MAX_READ_WORDS, info.max_read_words))
+        self.chunk_words = max(1, min(DEFAULT_CHUNK_WORDS, (info.buf_bytes - 6) // 4))
+        return info
 
     # Core commands. Their meaning is carried out by the board top (hdl/top.py), which maps
     # the CTL/FENCE/REGS/STATUS spaces onto the Copper core's host interface.
@@ -488,12 +499,14 @@ class Link:
         them); ``False``: records stay in the board's FIFO until :meth:`read_events`."""
         self.write(SPACE_CTL, CTL_EVENT_MODE_ADDR, [1 if push else 0])
 
-    def read_events(self, max_records: int = MAX_READ_WORDS // 2) -> list[int]:
-        """Pull up to ``max_records`` event records (pull mode). Reliable: a lost response
-        is retransmitted by the board from its stored copy, never popped twice."""
-        if not 1 <= max_records <= MAX_READ_WORDS // 2:
-            raise ValueError(f"read_events: max_records {max_records} outside "
-                             f"1..{MAX_READ_WORDS // 2}")
+    def read_events(self, max_records: int | None = None) -> list[int]:
+        """Pull up to ``max_records`` event records (pull mode; default: as many as one
+        read carries). Reliable: a lost response is retransmitted by the board from its
+        stored copy, never popped twice."""
+        most = self.max_read_words // 2
+        max_records = most if max_records is None else max_records
+        if not 1 <= max_records <= most:
+            raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
         words = self.read(SPACE_EVENTS, 0, 2 * max_records)
         out = []
         for lo, hi in zip(words[::2], words[1::2]):

@@ -73,6 +73,8 @@ class ModelBoard:
         self.lose_requests = 0
         self.lose_responses = 0
         self.silent = False
+        self.info = None          # INFO words (name -> value) to answer with, or none
+        self.counts = []          # words carried by each READ and WRITE
         self.seqs = []
         self.conn = None
         self._last = None
@@ -117,11 +119,16 @@ class ModelBoard:
             addr, = struct.unpack_from("<H", f.body)
             for i, w in enumerate(struct.unpack_from(f"<{(len(f.body) - 2) // 4}I", f.body, 2)):
                 self.mem[addr + i] = w
+            self.counts.append((len(f.body) - 2) // 4)
             return b"\x00"
         if f.type & 0xF0 == proto.T_READ:
             addr, n = struct.unpack("<HB", f.body)
             if f.type & 0xF == proto.SPACE_INFO:
-                return bytes([proto.ST_BAD_ADDR])
+                if self.info is None:
+                    return bytes([proto.ST_BAD_ADDR])
+                words = [self.info.get(k, 0) for k in proto.INFO_FIELDS][addr:addr + n]
+                return b"\x00" + struct.pack(f"<{n}I", *words)
+            self.counts.append(n)
             return b"\x00" + struct.pack(f"<{n}I", *(self.mem.get(addr + i, 0) for i in range(n)))
         return bytes([proto.ST_BAD_TYPE])
 
@@ -200,6 +207,23 @@ def test_events_and_loss_detection(model):
         assert [g[0] for g in got] == [0, 1, 3, 4]
         assert got[0] == (0, 9, b"ev0")
         assert link.stats.events_lost == 1 and link.stats.dropped_by_board == 9
+
+
+def test_hello_takes_the_sizes_of_an_older_board(model):
+    # a bitstream with 64-word reads and a 262-byte buffer: the driver's reads, event
+    # pulls and upload frames shrink to fit it
+    model.info = {"magic": proto.INFO_MAGIC, "buf_bytes": 262, "max_read_words": 64}
+    with Link(model.url, timeout=0.5) as link:
+        assert (link.max_read_words, link.chunk_words) == (126, 126)
+        link.hello()
+        assert (link.max_read_words, link.chunk_words) == (64, 64)
+        model.counts.clear()
+        link.upload(range(300), space=proto.SPACE_SCRATCH)
+        assert link.read_many(proto.SPACE_SCRATCH, 0, 300) == list(range(300))
+        assert len(link.read_events()) == 32     # (the model has one memory for all spaces)
+        assert max(model.counts) == 64 and model.counts[-1] == 64
+        with pytest.raises(ValueError, match="1..64"):
+            link.read(proto.SPACE_SCRATCH, 0, 65)
 
 
 def test_bad_url_is_a_clear_error():

@@ -227,7 +227,8 @@ def _event_stream(core, seconds: float = 3.0) -> None:
     line = BAUD / 10 / 8                  # records/s if the line carried nothing else
     print(f"event stream, pull mode ({BAUD} baud, paced board, 10k records/s made): "
           f"{regs / board_s:.0f} records/s delivered = {100 * regs / board_s / line:.0f} % of "
-          f"the line's {line:.0f}/s (stop-and-wait reads of up to 32 records; "
+          f"the line's {line:.0f}/s (stop-and-wait reads of up to "
+          f"{proto.MAX_READ_WORDS // 2} records; "
           f"{dropped / board_s:.0f}/s dropped by the full FIFO, reported)")
 
 
@@ -236,10 +237,11 @@ def main(argv: list[str]) -> int:
 
     core = get_board("icebreaker").core_config().simulation()   # SPRAM model, 4 x 1024
     write = proto.encode_frame(proto.T_WRITE | proto.SPACE_PROG, 1,
-                               proto.write_body(0, range(0xC0, 0xC0 + 64)))
+                               proto.write_body(0, range(0xC0, 0xC0 + proto.DEFAULT_CHUNK_WORDS)))
     status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, proto.read_body(0, 4))
     print(f"line level (gateware sim, {CLOCK / 1e6:g} MHz, {BAUD} baud):")
-    for fig in (_line_figures("upload 64 words", write, 256, core),
+    for fig in (_line_figures(f"upload {proto.DEFAULT_CHUNK_WORDS} words", write,
+                              4 * proto.DEFAULT_CHUNK_WORDS, core),
                 _line_figures("status read", status, 0, core)):
         print("  " + ", ".join(f"{k}={v}" for k, v in fig.items()))
 
