@@ -316,7 +316,8 @@ class Core(wiring.Component):
         # (both hold the warp in microseconds, 0 = none)
         warp_c = Signal(range(self.warp_us + 1))   # this core cycle's (phases 0 .. P-1)
         warp_r = Signal(range(self.warp_us + 1))   # R's for it (phase P-1 before .. P-2)
-        warp_skip = warp_c * self.cycles_per_us     # core cycles it skips
+        # core cycles it skips, at its end (in its last clock)
+        warp_skip = Mux(last, warp_c * self.cycles_per_us, 0)
         cmd_open = cmd_ok & ~warp_c.any() if self.warp_cycles else cmd_ok
         accept = cmd_open & self.cmd.valid
         m.d.comb += self.cmd.ready.eq(cmd_open)
@@ -348,7 +349,7 @@ class Core(wiring.Component):
         # (``g + last``, not an enable: the reset would otherwise join the enable of 32
         # flip-flops, a high-fanout net from the command input)
         if self.warp_cycles:
-            m.d.sync += g.eq(g + last + Mux(last, warp_skip, 0))
+            m.d.sync += g.eq(g + last + warp_skip)
         else:
             # two 16-bit carry chains (one of 32 was a slowest path): the high half adds
             # the carry of the low half, which is all ones; that test is a register (the
@@ -370,8 +371,7 @@ class Core(wiring.Component):
         with m.If(second):
             m.d.sync += g_e.eq(g)
         if self.warp_cycles:
-            m.d.comb += [vs.skip.eq(Mux(last, warp_skip, 0)),
-                         self.warped.eq(Mux(last, warp_skip, 0))]
+            m.d.comb += [vs.skip.eq(warp_skip), self.warped.eq(warp_skip)]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
         # (the ``cycle`` port is ``g``: in the clock that accepts a time-base reset it
         # still shows the cycle before it, so no path leads from the command input to it)
