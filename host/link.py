@@ -469,6 +469,7 @@ class Link:
         info = BoardInfo(dict(zip(INFO_FIELDS, words)))
         # a board built with other sizes (an older bitstream: 64-word reads) sets the limits
         self.max_read_words = max(2, min(MAX_READ_WORDS, info.max_read_words))
+        # (a WRITE frame's 6 other bytes: type, seq, addr u16, CRC u16)
         self.chunk_words = max(1, min(DEFAULT_CHUNK_WORDS, (info.buf_bytes - 6) // 4))
         return info
 

@@ -1,7 +1,7 @@
 """Link benchmark: upload throughput as % of the line rate and command round-trip time.
 
 1. Line level, from the gateware (amaranth.sim, byte level, iCEBreaker top with the core):
-   for a 64-word PROG write and a 4-word STATUS read, the board's turnaround (cycles from
+   for a full PROG write frame and a 4-word STATUS read, the board's turnaround (cycles from
    the request's last byte to the response's first) is measured; with the bytes both ways
    on a 1 Mbaud line this gives the time per request, and the payload share of it. Shown
    without and with 1 ms per round trip for the FTDI latency timer.
@@ -9,11 +9,15 @@
    throughput as % of the line rate, in the board's simulated time and on the wall clock,
    and the median STATUS-read round trip, against the baseline of a bare TCP echo of the
    same bytes in the same run.
-3. The virtual board's speed (fabric cycles per second) while a program runs.
+3. Pull-mode event throughput (records/s delivered) from a program making more than the
+   line carries.
+4. The virtual board's speed (fabric cycles per second) while programs of several shapes
+   run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -138,53 +142,62 @@ def _virtual_board_figures(core, n: int) -> None:
     return med
 
 
+def _every(us: int, *ops: dict) -> list[dict]:
+    """A loop: wait ``us`` microseconds, then ``ops``."""
+    return [{"label": "l"}, {"op": "WAIT", "us": us}, *ops, {"op": "JUMP", "label": "l"}]
+
+
+MOVE = {"op": "MOVE", "reg": "layer[1].x", "value": 5}
+
 SPEED_PROGRAMS = {
     # mostly waiting, like a raster program: the core's warp skips the waits
-    "WAIT 1000 us / IRQ loop": [{"label": "l"}, {"op": "WAIT", "us": 1000},
-                                {"op": "IRQ", "tag": "t"}, {"op": "JUMP", "label": "l"}],
+    "WAIT 1000 us / IRQ loop": _every(1000, {"op": "IRQ", "tag": "t"}),
     # examples/sprite.json: a vsync-paced loop, the shape of a raster program
     "examples/sprite.json (vsync loop)": Path(__file__).parents[2] / "examples" / "sprite.json",
     # a register change every 250 us: its event records fill about a third of the line
     # (8 bytes each, pulled in batches); the line's busy time is simulated clock by clock
-    "WAIT 250 us / MOVE loop": [{"label": "l"}, {"op": "WAIT", "us": 250},
-                                {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-                                {"op": "JUMP", "label": "l"}],
+    "WAIT 250 us / MOVE loop": _every(250, MOVE),
     # scanline rate (15.6 kHz): more records than the line carries (the FIFO overflows
     # and counts what it drops, as on hardware), so the line never rests
-    "WAIT 64 us / MOVE loop": [{"label": "l"}, {"op": "WAIT", "us": 64},
-                               {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-                               {"op": "JUMP", "label": "l"}],
+    "WAIT 64 us / MOVE loop": _every(64, MOVE),
     # raster rate: a register change every 30 us, each one an event record to pull
-    "WAIT 30 us / MOVE / ADD loop": [{"label": "l"}, {"op": "WAIT", "us": 30},
-                                     {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-                                     {"op": "ADD", "reg": "layer[1].y", "delta": 1},
-                                     {"op": "JUMP", "label": "l"}],
+    "WAIT 30 us / MOVE / ADD loop": _every(30, MOVE,
+                                           {"op": "ADD", "reg": "layer[1].y", "delta": 1}),
     # never idle for long: every clock is simulated (the simulator's raw speed)
-    "WAIT 2 us / NOP loop": [{"label": "l"}, {"op": "WAIT", "us": 2}, {"op": "NOP"},
-                             {"op": "JUMP", "label": "l"}],
+    "WAIT 2 us / NOP loop": _every(2, {"op": "NOP"}),
 }
+
+
+@contextlib.contextmanager
+def _running(core, prog, *, pace: bool, sink=None):
+    """A fast virtual board running ``prog`` (ops, or a program file) under the fpga
+    backend; yields (server, backend, program id); everything closed afterwards."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.host.fpga import FpgaBackend
+    srv = _fast_board(core, pace=pace)
+    be = FpgaBackend(port=srv.url)
+    if sink is not None:
+        be.set_event_sink(sink)
+    be.open()
+    try:
+        doc = (json.loads(prog.read_text()) if isinstance(prog, Path)
+               else {"version": 1, "program": prog})
+        pid = be.load(compile_program(doc))
+        be.start(pid)
+        yield srv, be, pid
+    finally:
+        be.close()
+        srv.close()
 
 
 def _speed(core, seconds: float = 2.0) -> None:
     """Simulator speed while a program runs (unpaced): simulated fabric cycles per second
     (warped core cycles count what they stand for) and clocks evaluated per second."""
-    from copperline.firmware.compiler import compile_program
-    from copperline.host.fpga import FpgaBackend
     for name, prog in SPEED_PROGRAMS.items():
-        srv = _fast_board(core, pace=False)
-        be = FpgaBackend(port=srv.url)
-        be.open()
-        try:
-            doc = (json.loads(prog.read_text()) if isinstance(prog, Path)
-                   else {"version": 1, "program": prog})
-            pid = be.load(compile_program(doc))
-            be.start(pid)
+        with _running(core, prog, pace=False) as (srv, _, _):
             a = srv.link.request_stats()
             time.sleep(seconds)
             b = srv.link.request_stats()
-        finally:
-            be.close()
-            srv.close()
         ns = b.sim_ns - a.sim_ns
         hz = (b.cycles - a.cycles) * 1e9 / ns
         raw = (b.ticks - a.ticks) * 1e9 / ns
@@ -201,26 +214,13 @@ def _event_stream(core, seconds: float = 3.0) -> None:
     """Pull-mode event throughput: a paced board runs a program making 10k records per
     second of board time (more than a 1 Mbaud line carries); the fpga backend delivers
     what the stop-and-wait reads carry and reports the rest as dropped by the FIFO."""
-    from copperline.firmware.compiler import compile_program
-    from copperline.host.fpga import FpgaBackend
-    prog = [{"label": "l"}, {"op": "WAIT", "us": 100},
-            {"op": "MOVE", "reg": "layer[1].x", "value": 5}, {"op": "JUMP", "label": "l"}]
-    srv = _fast_board(core, pace=True)
-    be = FpgaBackend(port=srv.url)
     got: list[dict] = []
-    be.set_event_sink(got.append)
-    be.open()
-    try:
-        pid = be.load(compile_program({"version": 1, "program": prog}))
-        be.start(pid)
+    with _running(core, _every(100, MOVE), pace=True, sink=got.append) as (srv, be, pid):
         time.sleep(0.5)                              # the FIFO's first overflow passes
         a, n0 = srv.link.request_stats(), len(got)
         time.sleep(seconds)
         b, window = srv.link.request_stats(), got[n0:]
         be.stop(pid)
-    finally:
-        be.close()
-        srv.close()
     board_s = (b.cycles - a.cycles) / CLOCK
     regs = sum(1 for e in window if e.get("event") == "reg")
     dropped = sum(e["count"] for e in window if e.get("event") == "dropped")
