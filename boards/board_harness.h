@@ -7,8 +7,11 @@
 //   void set_rx(bool);    the uart_rx pin, sampled at the next rising edge
 //   void tick(bool link); one clock cycle (rising edge; outputs settled afterwards), with
 //                         or without the edge of the top's gated `link` domain
+//   void tick_line(bool link); the same for the `line` domain (the UARTs) and, if `link`,
+//                         the `link` domain alone: the core's clock stays still
 //   bool tx(), busy();    the uart_tx and busy pins
 //   bool link_quiet();    no register of the `link` domain would change at the next edge
+//   bool line_quiet();    nor of the `line` domain, nor later while uart_rx stays high
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
 //   uint32_t warped();    core cycles a warp skipped at the end of this clock (0: none)
 //
@@ -25,19 +28,28 @@
 // --stamp : each byte on stdout is preceded by the fabric cycle (u64, little-endian) in
 //          which its stop bit was sampled.
 // stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N
-//          link_ticks=N" about once a second, on SIGUSR1, and at exit (cycles: simulated
-//          fabric cycles; ticks: clocks evaluated; warped: warped core cycles; link_ticks:
-//          clocks that clocked the link domain too).
+//          link_ticks=N line_ticks=N" about once a second, on SIGUSR1, and at exit
+//          (cycles: simulated fabric cycles; ticks: clocks evaluated; warped: warped core
+//          cycles; link_ticks: clocks that clocked the link domain too; line_ticks: clocks
+//          of the line (and link) alone, catching up with a warp).
 //
 // Time: with pacing on (the default) simulated time never runs ahead of the wall clock,
 // so the board behaves like hardware towards the host (timeouts, line rate). While the
 // top is not busy (no frame on the line, nothing running, no events) and the host is
 // silent, the clock is stopped instead of spun (--idle-skip, default on): nothing in the
 // design observes idle time except the cycle counter, which only matters relative to a
-// program's start. While the top is busy and the line quiet both ways the harness asks
-// the core to warp (--warp=P: the fabric cycles of a core cycle, its phases; 0 = never):
-// a core cycle in which nothing but counting can happen then also stands for the core
-// cycles `warped()` reports, P fabric cycles each.
+// program's start. While the top is busy and no byte comes in, the harness asks the core
+// to warp (--warp=P: the fabric cycles of a core cycle, its phases; 0 = never); the top
+// passes the request on only while its link is detached from the core (no frame begun
+// or executing, no command waiting; a response may be going out). A core cycle in which
+// nothing but counting can happen then also stands for the core cycles `warped()`
+// reports, P fabric cycles each, and the line catches up: its domain (and the link's,
+// gated as below) is clocked alone, with the core's clock still, while anything on it
+// moves -- the rest of a response goes out, a byte begun comes in, at their exact fabric
+// cycles -- and once `line_quiet` the remaining cycles pass at once. No byte starts on
+// uart_rx meanwhile. (--warp-max=N: the most fabric cycles one warp skips; with
+// --replay, warps are then only asked for while the next burst is further off, so a
+// replay gives the same bytes at the same cycles warped or not.)
 //
 // Gated link clock (--no-gate turns it off): the link and the bus decode run in their own
 // clock domain, which gets its edge with every clock except while the top says none of
@@ -75,7 +87,7 @@ template <class Model>
 int run_board(Model &top, int argc, char **argv) {
 	uint64_t fabric_hz = 12000000;
 	uint32_t div = 12;
-	uint64_t warp_n = 0;
+	uint64_t warp_n = 0, warp_max = 0;
 	bool pace = true, idle_skip = true, gate = true, replay = false, stamp = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
@@ -86,6 +98,7 @@ int run_board(Model &top, int argc, char **argv) {
 		else if (!strcmp(argv[i], "--replay")) replay = true;
 		else if (!strcmp(argv[i], "--stamp")) stamp = true;
 		else if (!strncmp(argv[i], "--warp=", 7)) warp_n = strtoull(argv[i] + 7, 0, 10);
+		else if (!strncmp(argv[i], "--warp-max=", 11)) warp_max = strtoull(argv[i] + 11, 0, 10);
 		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
 	}
 	if (div < 4 || fabric_hz == 0) { fprintf(stderr, "error bad --div/--hz\n"); return 2; }
@@ -109,10 +122,14 @@ int run_board(Model &top, int argc, char **argv) {
 
 	const uint64_t chunk = fabric_hz / 4000 > 64 ? fabric_hz / 4000 : 64;   // 0.25 ms
 	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0, ticks = 0, warped = 0;
-	uint64_t link_ticks = 0;
+	uint64_t link_ticks = 0, line_ticks = 0;
 	uint64_t t_ref = now_ns(), c_ref = 0, t_stats = t_ref, t_start = t_ref;
 	bool eof = false;
 	struct Burst { uint64_t idle; std::vector<uint8_t> bytes; };
+	// --warp-max: the most fabric cycles one warp skips; with it, a warp is only asked
+	// for while the next replayed burst is further off (the request is sampled up to two
+	// core cycles before the warp)
+	const uint64_t warp_guard = warp_max + 2 * warp_n + 1;
 	std::deque<Burst> script;          // --replay: what is still to come
 	if (replay) {
 		std::vector<uint8_t> all;
@@ -134,11 +151,11 @@ int run_board(Model &top, int argc, char **argv) {
 	}
 	auto print_stats = [&](uint64_t wall_ns) {
 		fprintf(stderr, "stats cycles=%llu wall_ns=%llu sim_ns=%llu busy_cycles=%llu skipped=%llu "
-		        "ticks=%llu warped=%llu link_ticks=%llu\n", (unsigned long long)cycles,
+		        "ticks=%llu warped=%llu link_ticks=%llu line_ticks=%llu\n", (unsigned long long)cycles,
 		        (unsigned long long)wall_ns, (unsigned long long)sim_ns,
 		        (unsigned long long)busy_cycles, (unsigned long long)skipped,
 		        (unsigned long long)ticks, (unsigned long long)warped,
-		        (unsigned long long)link_ticks);
+		        (unsigned long long)link_ticks, (unsigned long long)line_ticks);
 	};
 	uint8_t buf[65536];
 
@@ -168,16 +185,17 @@ int run_board(Model &top, int argc, char **argv) {
 		// --- simulate one chunk
 		uint64_t t_chunk = now_ns();
 		uint64_t done = 0;          // fabric cycles simulated in this chunk, warps included
-		while (done < chunk) {
-			done++;
+		// host -> board, once per clock: the line idles, or the next bit of a byte;
+		// new_bytes: a byte may start (not while the line catches up with a warp)
+		auto drive_rx = [&](bool new_bytes) {
 			if (rx_bits == 0 && inq.empty() && !script.empty()) {
 				if (script.front().idle) script.front().idle--;    // the line idles this clock
-				else {
+				else if (new_bytes) {
 					inq.insert(inq.end(), script.front().bytes.begin(), script.front().bytes.end());
 					script.pop_front();
 				}
 			}
-			if (rx_bits == 0 && !inq.empty()) {
+			if (new_bytes && rx_bits == 0 && !inq.empty()) {
 				rx_frame = (uint32_t)inq.front() << 1 | 0x200;   // start 0, data LSB first, stop 1
 				inq.pop_front();
 				rx_bits = 10;
@@ -189,20 +207,10 @@ int run_board(Model &top, int argc, char **argv) {
 			} else {
 				top.set_rx(true);
 			}
-			// warp only while a program may run (busy; without one the idle skip stops the
-			// clock instead, and board time stays the line's own) and the line is quiet
-			// both ways (the top also waits for its link)
-			top.set_warp(warp_n && top.busy() && rx_bits == 0 && inq.empty() && tx_state < 0);
-			bool link_clock = !(gate && top.link_quiet());
-			top.tick(link_clock);        // one clock: rising edge, outputs settled
-			ticks++;
-			link_ticks += link_clock;
-			if (warp_n) {
-				uint32_t skip = top.warped();
-				if (skip) { done += (uint64_t)skip * warp_n; warped++; }
-			}
+		};
+		// board -> host, after each clock: decode uart_tx, sampled mid-bit
+		auto decode_tx = [&]() {
 			bool tx = top.tx();
-			if (top.busy()) busy_cycles++;
 			if (tx_state < 0) {
 				if (tx_prev && !tx) { tx_state = 0; tx_timer = div / 2; }
 			} else if (--tx_timer == 0) {
@@ -225,6 +233,44 @@ int run_board(Model &top, int argc, char **argv) {
 				}
 			}
 			tx_prev = tx;
+		};
+		while (done < chunk) {
+			drive_rx(true);
+			// warp only while a program may run (busy; without one the idle skip stops the
+			// clock instead, and board time stays the line's own) and no byte comes in
+			// (the top also waits for its link to be detached from the core); replayed
+			// input is not overtaken: its next burst is further off than any warp
+			top.set_warp(warp_n && top.busy() && rx_bits == 0 && inq.empty() &&
+			             (!warp_max || script.empty() || script.front().idle > warp_guard));
+			bool link_clock = !(gate && top.link_quiet());
+			top.tick(link_clock);        // one clock: rising edge, outputs settled
+			ticks++;
+			link_ticks += link_clock;
+			done++;
+			if (top.busy()) busy_cycles++;
+			decode_tx();
+			uint32_t skip = warp_n ? top.warped() : 0;
+			if (!skip) continue;
+			warped++;
+			// The core is `owed` fabric cycles ahead. The line and the link (detached
+			// from the core) catch up alone: clock by clock while anything on them moves
+			// (a response going out, a byte coming in), the rest at once.
+			uint64_t owed = (uint64_t)skip * warp_n;
+			while (owed && !(rx_bits == 0 && top.line_quiet())) {
+				drive_rx(false);
+				bool lc = !(gate && top.link_quiet());
+				top.tick_line(lc);
+				line_ticks++;
+				link_ticks += lc;
+				done++;
+				owed--;
+				decode_tx();
+			}
+			done += owed;
+			if (rx_bits == 0 && inq.empty() && !script.empty()) {
+				uint64_t &idle = script.front().idle;
+				idle -= idle < owed ? idle : owed;
+			}
 		}
 		cycles += done;
 		sim_ns += now_ns() - t_chunk;

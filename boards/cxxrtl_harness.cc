@@ -1,8 +1,8 @@
 // The virtual board's CXXRTL model in the harness of board_harness.h.
 //
-// The design's module is `p_top` with inputs p_clk, p_link__clk, p_uart__rx, p_warp and
-// outputs p_uart__tx, p_busy, p_link__quiet, p_warped (Amaranth port names escaped by
-// write_cxxrtl).
+// The design's module is `p_top` with inputs p_clk, p_link__clk, p_line__clk, p_uart__rx,
+// p_warp and outputs p_uart__tx, p_busy, p_link__quiet, p_line__quiet, p_warped (Amaranth
+// port names escaped by write_cxxrtl).
 
 #include "design.h"
 #include "board_harness.h"
@@ -13,21 +13,27 @@ struct CxxrtlModel {
 		top.p_uart__rx.set<bool>(true);
 		top.p_clk.set<bool>(false);
 		top.p_link__clk.set<bool>(false);
+		top.p_line__clk.set<bool>(false);
 		top.step();
 	}
 	void set_rx(bool v) { top.p_uart__rx.set<bool>(v); }
-	void tick(bool link_clock) {
+	void edge(bool core, bool link_clock) {
 		// One settled evaluation per rising edge. The falling edge only has to be
 		// recorded (commit), not evaluated: nothing in the design uses it, and the
 		// outputs read afterwards were settled by the rising edge's step().
-		top.p_clk.set<bool>(true);
+		top.p_clk.set<bool>(core);
 		top.p_link__clk.set<bool>(link_clock);
+		top.p_line__clk.set<bool>(true);
 		top.step();
 		top.p_clk.set<bool>(false);
 		top.p_link__clk.set<bool>(false);
+		top.p_line__clk.set<bool>(false);
 		top.commit();
 	}
+	void tick(bool link_clock) { edge(true, link_clock); }
+	void tick_line(bool link_clock) { edge(false, link_clock); }
 	bool link_quiet() { return top.p_link__quiet.get<bool>(); }
+	bool line_quiet() { return top.p_line__quiet.get<bool>(); }
 	bool tx() { return top.p_uart__tx.get<bool>(); }
 	bool busy() { return top.p_busy.get<bool>(); }
 	void set_warp(bool v) { top.p_warp.set<bool>(v); }

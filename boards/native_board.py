@@ -41,9 +41,10 @@ HARNESSES = {"verilator": Path(__file__).with_name("verilator_harness.cc"),
 
 
 class FreeRunning(Elaboratable):
-    """``top`` in reset-less clock domains, with ports ``clk``, ``link_clk``, ``uart_rx``,
-    ``uart_tx``, ``busy``, ``link_quiet`` and the core's simulation-only
-    ``warp``/``warped`` (unused stand-ins when the top has no gated link or no warp).
+    """``top`` in reset-less clock domains, with ports ``clk``, ``link_clk``, ``line_clk``,
+    ``uart_rx``, ``uart_tx``, ``busy``, ``link_quiet``, ``line_quiet`` and the core's
+    simulation-only ``warp``/``warped`` (unused stand-ins when the top has no gated link
+    or no warp).
 
     A virtual board never asserts reset (registers start from their initial values, as
     after configuration), so the reset input would only cost: without it Verilator drops
@@ -51,7 +52,9 @@ class FreeRunning(Elaboratable):
 
     ``link_clk`` clocks the top's ``link`` domain (``LinkTop(gated_link=True)``): the
     harness pulses it with ``clk`` except while ``link_quiet`` says no link register would
-    change (docs/boards.md, "Gated link clock").
+    change (docs/boards.md, "Gated link clock"). ``line_clk`` clocks its ``line`` domain
+    (the UARTs): with every clock, and alone (with ``link_clk`` as before) for the fabric
+    cycles a warp of the core skipped, until ``line_quiet`` (docs/boards.md, "Warp").
     """
 
     def __init__(self, top):
@@ -61,21 +64,24 @@ class FreeRunning(Elaboratable):
         self.warped = top.warped if self.has_warp else Signal(name="warped")
         self.gated = hasattr(top, "link_quiet")
         self.link_quiet = top.link_quiet if self.gated else Signal(name="link_quiet")
+        self.line_quiet = top.line_quiet if self.gated else Signal(name="line_quiet")
 
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = ClockDomain("sync", reset_less=True)
         m.domains.link = ClockDomain("link", reset_less=True)
+        m.domains.line = ClockDomain("line", reset_less=True)
         m.submodules.top = self.top
         if not self.has_warp:
             m.d.comb += self.warped.eq(0)
         if not self.gated:
-            m.d.comb += self.link_quiet.eq(0)
+            m.d.comb += [self.link_quiet.eq(0), self.line_quiet.eq(1)]
         return m
 
     def ports(self) -> list:
-        return [ClockSignal("sync"), ClockSignal("link"), self.top.uart_rx, self.top.uart_tx,
-                self.top.busy, self.link_quiet, self.warp, self.warped]
+        return [ClockSignal("sync"), ClockSignal("link"), ClockSignal("line"),
+                self.top.uart_rx, self.top.uart_tx, self.top.busy, self.link_quiet,
+                self.line_quiet, self.warp, self.warped]
 
 
 def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike = "build",
@@ -102,8 +108,9 @@ def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathL
 @dataclass
 class SimStats:
     """The harness's counters: simulated fabric cycles (warps included), wall time, time
-    spent simulating, clocks evaluated (``ticks``), warped core cycles and the clocks that
-    also clocked the gated link domain (``link_ticks``)."""
+    spent simulating, clocks evaluated (``ticks``), warped core cycles, the clocks that
+    also clocked the gated link domain (``link_ticks``) and the clocks of the line alone
+    that caught up with a warp (``line_ticks``)."""
     cycles: int = 0
     wall_ns: int = 0
     sim_ns: int = 0
@@ -112,6 +119,7 @@ class SimStats:
     ticks: int = 0
     warped: int = 0
     link_ticks: int = 0
+    line_ticks: int = 0
 
     @property
     def speed_hz(self) -> float:
@@ -143,17 +151,20 @@ class NativeBoardLink:
 
     ``pace=True`` keeps simulated time from running ahead of the wall clock;
     ``idle_skip=True`` stops the clock while the top is idle and the host silent;
-    ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp).
+    ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp);
+    ``warp_max``: the most fabric cycles one warp skips (0: unknown), which keeps warps
+    from overtaking ``--replay`` input.
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
-                 pace: bool = True, idle_skip: bool = True, warp_phases: int = 0):
+                 pace: bool = True, idle_skip: bool = True, warp_phases: int = 0,
+                 warp_max: int = 0):
         from copperline.hdl.uart import divisor
         self.exe = str(exe)
         self.on_output = on_output
         self.clock_hz = clock_hz
         self.args = [self.exe, f"--hz={clock_hz}", f"--div={divisor(clock_hz, baud)}",
-                     f"--warp={warp_phases}"]
+                     f"--warp={warp_phases}", f"--warp-max={warp_max}"]
         if not pace:
             self.args.append("--no-pace")
         if not idle_skip:

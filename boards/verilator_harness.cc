@@ -1,7 +1,7 @@
 // The virtual board's Verilator model in the harness of board_harness.h.
 //
-// The model class is `Vtop` (verilator --prefix Vtop) with ports clk, link_clk, uart_rx,
-// warp, uart_tx, busy, link_quiet and warped.
+// The model class is `Vtop` (verilator --prefix Vtop) with ports clk, link_clk, line_clk,
+// uart_rx, warp, uart_tx, busy, link_quiet, line_quiet and warped.
 
 #include "Vtop.h"
 #include "Vtop___024root.h"
@@ -20,20 +20,26 @@ struct VerilatorModel {
 		top.uart_rx = 1;
 		top.clk = 0;
 		top.link_clk = 0;
+		top.line_clk = 0;
 		top.eval();           // the first evaluation also initialises the model
 	}
 	void set_rx(bool v) { top.uart_rx = v; }
-	void tick(bool link_clock) {
+	void edge(bool core, bool link_clock) {
 		// Verilator finds edges by comparing with the last evaluated clock value, so the
 		// falling edge needs its (cheap: nothing is triggered) evaluation too.
-		top.clk = 1;
+		top.clk = core;
 		top.link_clk = link_clock;
+		top.line_clk = 1;
 		Vtop___024root___eval(top.rootp);
 		top.clk = 0;
 		top.link_clk = 0;
+		top.line_clk = 0;
 		Vtop___024root___eval(top.rootp);
 	}
+	void tick(bool link_clock) { edge(true, link_clock); }
+	void tick_line(bool link_clock) { edge(false, link_clock); }
 	bool link_quiet() { return top.link_quiet; }
+	bool line_quiet() { return top.line_quiet; }
 	bool tx() { return top.uart_tx; }
 	bool busy() { return top.busy; }
 	void set_warp(bool v) { top.warp = v; }

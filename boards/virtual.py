@@ -113,7 +113,8 @@ ENGINES = ("verilator", "cxxrtl", "amaranth")
 #: The largest warp of the native engines' core (docs/core.md, "Warp"): a core cycle in
 #: which nothing but counting can happen stands for up to 1024 us more (halving down to
 #: 1 us as the next event nears). Delays of 6 us and more, vsync waits and blocked fences
-#: are skipped in such steps while the line is quiet.
+#: are skipped in such steps while no frame comes in (the line catches up with a response
+#: going out, docs/boards.md).
 WARP_US = 1024
 
 
@@ -137,6 +138,14 @@ def warp_phases(top) -> int:
         return 0
     from copperline.hdl.core import phases_for
     return phases_for(c.contexts)
+
+
+def warp_max_cycles(top) -> int:
+    """The most fabric cycles one warp of ``top``'s core skips (0 when it has no warp)."""
+    c = getattr(top, "core_config", None)
+    if c is None or not c.warp_us:
+        return 0
+    return c.warp_us * top.clock_hz // 1_000_000
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,

@@ -98,8 +98,11 @@ class Link(wiring.Component):
         }
         if quiet:
             # simulation only: no state change at the next clock edge that anyone can
-            # observe (the virtual board's gated link clock, docs/boards.md)
+            # observe (the virtual board's gated link clock, docs/boards.md); and
+            # ``detached``: the link touches neither the bus nor the event stream before
+            # another frame arrives (at most it finishes sending a response)
             members["quiet"] = Out(1)
+            members["detached"] = Out(1)
         if event_bytes:
             members["events"] = In(stream.Signature(8 * event_bytes))
             members["dropped"] = In(32)
@@ -449,4 +452,9 @@ class Link(wiring.Component):
             # The memories' read data may still change but nobody looks at it before a
             # fresh read (PRIME, FETCH).
             m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still)
+            # Detached: no frame begun or waiting (the bus is only driven by the dispatch
+            # of a complete frame, which takes five more bytes at least), and no event
+            # record offered (the transmitter takes one whenever it is back in IDLE).
+            m.d.comb += self.detached.eq((rx_len == 0) & ~rx_bad & ~rx_esc & ~frame_ready &
+                                         dispatch_fsm.ongoing("IDLE") & ~ev_valid)
         return m

@@ -271,14 +271,23 @@ class LinkTop(wiring.Component):
             members |= {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         else:
             members |= {"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1)}
+        if gated_link and byte_io:
+            raise ValueError("gated_link needs the UART pins (byte_io=False)")
         if gated_link:
             # simulation only: the link and the bus decode run in the ``link`` domain,
-            # whose clock a simulator may hold while ``link_quiet`` (docs/boards.md)
-            members |= {"link_quiet": Out(1)}
+            # whose clock a simulator may hold while ``link_quiet``; the UARTs in the
+            # ``line`` domain, which may be clocked without ``sync`` to catch up with a
+            # warp, and need not be once ``line_quiet`` (docs/boards.md)
+            members |= {"link_quiet": Out(1), "line_quiet": Out(1)}
         if core is not None and core.warp_us:
-            # simulation only: the core's warp, allowed while the link is idle (a frame
-            # being received, executed or answered holds it off); ``warped``: the core
-            # cycles skipped at the end of this clock
+            if not gated_link or byte_io:
+                raise ValueError("the core's warp needs gated_link=True and the UART pins "
+                                 "(the simulator catches the line up after a warp)")
+            # simulation only: the core's warp, allowed while the link is detached from
+            # the core (a frame being received or executed, a command waiting, an event
+            # record offered in push mode hold it off; a response going out does not);
+            # ``warped``: the core cycles skipped at the end of this clock, which the
+            # simulator then clocks the ``line`` and ``link`` domains alone for
             from copperline.firmware import isa
             most = core.warp_us * isa.cycles_per_us(self.core_hz)
             members |= {"warp": In(1), "warped": Out(range(most + 1))}
@@ -334,7 +343,7 @@ class LinkTop(wiring.Component):
                 bus_quiet = corebus.quiet
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             if self.core_config.warp_us:
-                m.d.comb += [core.warp.eq(self.warp & ~link.busy),
+                m.d.comb += [core.warp.eq(self.warp & link.detached & corebus.quiet),
                              self.warped.eq(core.warped)]
             ev = core.events
             m.d.comb += [link.events.valid.eq(ev.valid & corebus.push),
@@ -346,14 +355,20 @@ class LinkTop(wiring.Component):
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
             wiring.connect(m, link.tx, wiring.flipped(self.tx))
         else:
-            # the UARTs stay in ``sync``: they count bit times on every clock
-            m.submodules.uart_rx = urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
-            m.submodules.uart_tx = utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            # the UARTs count bit times on every clock (``line``: the same clock, held
+            # apart in simulation so that the line can catch up with a warped core)
+            line_side = (lambda e: DomainRenamer("line")(e)) if self.gated_link else (lambda e: e)
+            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
+            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            m.submodules.uart_rx = line_side(urx)
+            m.submodules.uart_tx = line_side(utx)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
         if self.gated_link:
-            m.d.comb += self.link_quiet.eq(link.quiet & bus_quiet)
+            m.d.comb += [self.link_quiet.eq(link.quiet & bus_quiet),
+                         self.line_quiet.eq(link.quiet & bus_quiet & ~link.busy & urx.idle &
+                                            ~utx.busy)]
 
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))

@@ -50,6 +50,10 @@ class UARTRx(wiring.Component):
             "source": Out(stream.Signature(8)),
             "frame_error": Out(1),
             "overruns": Out(16),
+            # nothing in progress: no byte being received or waiting on ``source``, no
+            # error pulse, the line high (and high through the synchroniser when it has
+            # been for two clocks): nothing changes at the next edge while it stays high
+            "idle": Out(1),
         })
 
     def elaborate(self, platform):
@@ -65,7 +69,7 @@ class UARTRx(wiring.Component):
             m.d.sync += self.source.valid.eq(0)
         m.d.sync += self.frame_error.eq(0)
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(~rx):
                     m.d.sync += timer.eq(self.div // 2 - 1)
@@ -100,6 +104,8 @@ class UARTRx(wiring.Component):
             with m.State("BREAK"):
                 with m.If(rx):
                     m.next = "IDLE"
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & rx & self.rx & ~self.source.valid &
+                                 ~self.frame_error)
         return m
 
 

@@ -1,9 +1,10 @@
-"""The compiled virtual boards' harness (both engines): the gated link clock changes
-nothing but speed.
+"""The compiled virtual boards' harness (both engines): the gated link clock and the
+core's warp (with the line catching up) change nothing but speed.
 
 Unpaced and without the idle skip, the board is a deterministic function of the bytes it
 is fed (they go onto the line back to back), so the same input must give byte-identical
-output with the link clock gated (the default) and with ``--no-gate``. The output carries
+output with the link clock gated (the default) and with ``--no-gate``, and warped or not.
+The output carries
 cycle stamps (status reads, event frames), so a single clock of difference shows; and each output byte comes with the cycle it
 left the board in (``--stamp``).
 """
@@ -35,17 +36,13 @@ PROGRAM = {"version": 1, "program": [
 def board_exe(request):
     from copperline.boards.native_board import build_simulator
     from copperline.boards.registry import get_board
-    from copperline.boards.virtual import make_top, warp_phases
+    from copperline.boards.virtual import make_top, warp_max_cycles, warp_phases
     top = make_top(FABRIC_HZ, BAUD, get_board("icebreaker").core_config(), byte_io=False)
-    return build_simulator(top, engine=request.param), warp_phases(top)
+    return build_simulator(top, engine=request.param), (warp_phases(top), warp_max_cycles(top))
 
 
-def _session() -> bytes:
-    """A ``--replay`` script touching every link path, with idle gaps of varied length
-    between the requests: identify, upload, start (push-mode event frames), noise, a bad
-    CRC, a retransmission, a frame cut off and a bad escape both ended by the idle timeout, status reads while the
-    program runs, then pull mode with event and register reads."""
-    rng = random.Random(5)
+def _frames():
+    """A frame builder with its own sequence numbers: ``(write, read)``."""
     seq = iter(range(1, 256))
 
     def frame(ftype, body=b""):
@@ -56,7 +53,22 @@ def _session() -> bytes:
 
     def read(space, addr, count):
         return frame(proto.T_READ | space, proto.read_body(addr, count))
+    return write, read
 
+
+def _script(gaps, bursts, tail: int) -> bytes:
+    out = [struct.pack("<II", gap, len(b)) + b for gap, b in zip(gaps, bursts)]
+    out.append(struct.pack("<II", tail, 0))              # let the last answers out
+    return b"".join(out)
+
+
+def _session() -> bytes:
+    """A ``--replay`` script touching every link path, with idle gaps of varied length
+    between the requests: identify, upload, start (push-mode event frames), noise, a bad
+    CRC, a retransmission, a frame cut off and a bad escape both ended by the idle timeout, status reads while the
+    program runs, then pull mode with event and register reads."""
+    rng = random.Random(5)
+    write, read = _frames()
     code = list(compile_program(PROGRAM).code)
     bad = bytearray(read(proto.SPACE_STATUS, 0, 4))
     bad[3] ^= 0x40                                          # a CRC error
@@ -75,16 +87,16 @@ def _session() -> bytes:
     gaps = [rng.choice((0, 1, 7, 500, 3000, 6000, 20000)) for _ in bursts]
     gaps[cut + 1] = gaps[cut + 2] = 130_000                 # > the 10 ms idle timeout
     gaps[-1] = 20_000                                       # the counters, answered
-    out = [struct.pack("<II", gap, len(b)) + b for gap, b in zip(gaps, bursts)]
-    out.append(struct.pack("<II", 50_000, 0))              # let the last answers out
-    return b"".join(out)
+    return _script(gaps, bursts, 50_000)
 
 
-def _run(exe, warp: int, *extra: str) -> tuple[bytes, dict]:
+def _run(exe, warp: tuple[int, int], *extra: str, session: bytes | None = None
+         ) -> tuple[bytes, dict]:
     from copperline.boards.native_board import NativeBoardLink, parse_stats
     args = NativeBoardLink(exe, None, clock_hz=FABRIC_HZ, baud=BAUD, pace=False,
-                           idle_skip=False, warp_phases=warp).args
-    r = subprocess.run([*args, "--replay", "--stamp", *extra], input=_session(),
+                           idle_skip=False, warp_phases=warp[0], warp_max=warp[1]).args
+    r = subprocess.run([*args, "--replay", "--stamp", *extra],
+                       input=_session() if session is None else session,
                        capture_output=True, timeout=120)
     assert r.returncode == 0, r.stderr.decode()
     stats = [parse_stats(line) for line in r.stderr.decode().splitlines()]
@@ -102,5 +114,41 @@ def test_gated_link_clock_gives_the_same_bytes(board_exe):
     assert data.count(bytes([proto.SLIP_END])) > 2 * 60
     assert bytes([proto.T_EVENT]) in data
     # ... and the gate did its job: the link was clocked only part of the time
-    assert p.link_ticks == p.ticks
+    assert p.link_ticks == p.ticks + p.line_ticks
     assert g.link_ticks < p.ticks
+
+
+def _busy_line_session() -> bytes:
+    """The program waiting while long responses and event frames go out: push-mode
+    frames, 126-word register reads (5 ms on the line each), status reads, then pull-mode
+    event reads; the gaps leave the line busy sending for much of the time."""
+    write, read = _frames()
+    code = list(compile_program(PROGRAM).code)
+    bursts = [write(proto.SPACE_PROG, 0, code), write(proto.SPACE_CTL, 0, [CTL_START_TB])]
+    gaps = [0, 0]
+    for i in range(6):
+        bursts += [read(proto.SPACE_REGS, 0, proto.MAX_READ_WORDS), read(proto.SPACE_STATUS, 0, 4)]
+        gaps += [20_000 + 9_000 * i, 70_000]
+    bursts.append(write(proto.SPACE_CTL, CTL_EVENT_MODE, [0]))
+    gaps.append(5_000)
+    for i in range(8):
+        bursts += [read(proto.SPACE_EVENTS, 0, 8), read(proto.SPACE_REGS, 0, proto.MAX_READ_WORDS)]
+        gaps += [3_000 + 17_000 * i, 40_000]
+    return _script(gaps, bursts, 200_000)
+
+
+def test_warp_with_the_line_catching_up_gives_the_same_bytes(board_exe):
+    """Warped while responses and event frames go out (the line and the link clocked
+    alone to catch up), the board sends the same bytes at the same cycles as unwarped."""
+    exe, warp = board_exe
+    session = _busy_line_session()
+    warped, w = _run(exe, warp, session=session)
+    plain, p = _run(exe, (0, 0), session=session)
+    assert warped == plain         # each byte with its cycle stamp
+    data = warped[8::9]
+    assert data.count(bytes([proto.T_EVENT])) >= 10          # push-mode event frames
+    assert data.count(bytes([proto.SLIP_END])) >= 2 * 30      # every request answered
+    # the warp did its work, also while bytes went out: the line caught up alone
+    assert p.warped == 0 and w.warped > 0
+    assert w.line_ticks > 0
+    assert w.ticks < 0.75 * p.ticks
