@@ -283,9 +283,10 @@ class LinkTop(wiring.Component):
             if not gated_link or byte_io:
                 raise ValueError("the core's warp needs gated_link=True and the UART pins "
                                  "(the simulator catches the line up after a warp)")
-            # simulation only: the core's warp, allowed while the link is detached from
-            # the core (a frame being received or executed, a command waiting, an event
-            # record offered in push mode hold it off; a response going out does not);
+            # simulation only: the core's warp, allowed after a start while the link is
+            # detached from the core (a frame being received or executed, a command
+            # waiting, an event record offered in push mode hold it off; a response going
+            # out does not);
             # ``warped``: the core cycles skipped at the end of this clock, which the
             # simulator then clocks the ``line`` and ``link`` domains alone for
             from copperline.firmware import isa
@@ -343,7 +344,10 @@ class LinkTop(wiring.Component):
                 bus_quiet = corebus.quiet
             m.d.comb += self.busy.eq(link.busy | corebus.active | core.events.valid)
             if self.core_config.warp_us:
-                m.d.comb += [core.warp.eq(self.warp & link.detached & corebus.quiet),
+                # (and only once a program was started: before, nothing would use the
+                # time, and a host's requests would see the board's time jump after each)
+                m.d.comb += [core.warp.eq(self.warp & link.detached & corebus.quiet &
+                                          corebus.active),
                              self.warped.eq(core.warped)]
             ev = core.events
             m.d.comb += [link.events.valid.eq(ev.valid & corebus.push),
