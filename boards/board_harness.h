@@ -12,6 +12,10 @@
 //   bool tx(), busy();    the uart_tx and busy pins
 //   bool link_quiet();    no register of the `link` domain would change at the next edge
 //   bool line_quiet();    nor of the `line` domain, nor later while uart_rx stays high
+//   uint32_t line_calm(); edges of `line` alone in which only the transmitter's bit timer
+//                         counts (while uart_rx stays high; 0: none)
+//   void set_line_skip(uint32_t k); the next tick_line also stands for k more edges
+//                         (k < line_calm(); 0 otherwise)
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
 //   uint32_t warped();    core cycles a warp skipped at the end of this clock (0: none)
 //
@@ -46,7 +50,8 @@
 // reports, P fabric cycles each, and the line catches up: its domain (and the link's,
 // gated as below) is clocked alone, with the core's clock still, while anything on it
 // moves -- the rest of a response goes out, a byte begun comes in, at their exact fabric
-// cycles -- and once `line_quiet` the remaining cycles pass at once. No byte starts on
+// cycles; inside a bit, the transmitter's calm edges are one tick (`line_calm`) -- and
+// once `line_quiet` the remaining cycles pass at once. No byte starts on
 // uart_rx meanwhile. (--warp-max=N: the most fabric cycles one warp skips; with
 // --replay, warps are then only asked for while the next burst is further off, so a
 // replay gives the same bytes at the same cycles warped or not.)
@@ -257,14 +262,23 @@ int run_board(Model &top, int argc, char **argv) {
 			// (a response going out, a byte coming in), the rest at once.
 			uint64_t owed = (uint64_t)skip * warp_n;
 			while (owed && !(rx_bits == 0 && top.line_quiet())) {
-				drive_rx(false);
+				// edges in which only the bit timer counts: one tick stands for them all
+				// (uart_tx holds still, so the decoder runs over them without the model)
+				uint32_t calm = rx_bits == 0 ? top.line_calm() : 0;
+				uint64_t k = calm > 1 ? calm - 1 : 0;
+				if (k > owed - 1) k = owed - 1;
+				top.set_line_skip((uint32_t)k);
 				bool lc = !(gate && top.link_quiet());
+				for (uint64_t i = 0; i <= k; i++) drive_rx(false);
 				top.tick_line(lc);
+				top.set_line_skip(0);
 				line_ticks++;
 				link_ticks += lc;
-				done++;
-				owed--;
-				decode_tx();
+				for (uint64_t i = 0; i <= k; i++) {
+					done++;
+					owed--;
+					decode_tx();
+				}
 			}
 			done += owed;
 			if (rx_bits == 0 && inq.empty() && !script.empty()) {

@@ -1,8 +1,8 @@
 // The virtual board's CXXRTL model in the harness of board_harness.h.
 //
 // The design's module is `p_top` with inputs p_clk, p_link__clk, p_line__clk, p_uart__rx,
-// p_warp and outputs p_uart__tx, p_busy, p_link__quiet, p_line__quiet, p_warped (Amaranth
-// port names escaped by write_cxxrtl).
+// p_warp, p_line__skip and outputs p_uart__tx, p_busy, p_link__quiet, p_line__quiet,
+// p_line__calm, p_warped (Amaranth port names escaped by write_cxxrtl).
 
 #include "design.h"
 #include "board_harness.h"
@@ -34,6 +34,8 @@ struct CxxrtlModel {
 	void tick_line(bool link_clock) { edge(false, link_clock); }
 	bool link_quiet() { return top.p_link__quiet.get<bool>(); }
 	bool line_quiet() { return top.p_line__quiet.get<bool>(); }
+	uint32_t line_calm() { return top.p_line__calm.get<uint32_t>(); }
+	void set_line_skip(uint32_t k) { top.p_line__skip.set<uint32_t>(k); }
 	bool tx() { return top.p_uart__tx.get<bool>(); }
 	bool busy() { return top.p_busy.get<bool>(); }
 	void set_warp(bool v) { top.p_warp.set<bool>(v); }

@@ -42,9 +42,9 @@ HARNESSES = {"verilator": Path(__file__).with_name("verilator_harness.cc"),
 
 class FreeRunning(Elaboratable):
     """``top`` in reset-less clock domains, with ports ``clk``, ``link_clk``, ``line_clk``,
-    ``uart_rx``, ``uart_tx``, ``busy``, ``link_quiet``, ``line_quiet`` and the core's
-    simulation-only ``warp``/``warped`` (unused stand-ins when the top has no gated link
-    or no warp).
+    ``uart_rx``, ``uart_tx``, ``busy``, ``link_quiet``, ``line_quiet``,
+    ``line_calm``/``line_skip`` and the core's simulation-only ``warp``/``warped`` (unused
+    stand-ins when the top has no gated link or no warp).
 
     A virtual board never asserts reset (registers start from their initial values, as
     after configuration), so the reset input would only cost: without it Verilator drops
@@ -54,7 +54,8 @@ class FreeRunning(Elaboratable):
     harness pulses it with ``clk`` except while ``link_quiet`` says no link register would
     change (docs/boards.md, "Gated link clock"). ``line_clk`` clocks its ``line`` domain
     (the UARTs): with every clock, and alone (with ``link_clk`` as before) for the fabric
-    cycles a warp of the core skipped, until ``line_quiet`` (docs/boards.md, "Warp").
+    cycles a warp of the core skipped, until ``line_quiet``; an edge of it alone with
+    ``line_skip = k`` (``k < line_calm``) stands for ``k`` more (docs/boards.md, "Warp").
     """
 
     def __init__(self, top):
@@ -65,6 +66,8 @@ class FreeRunning(Elaboratable):
         self.gated = hasattr(top, "link_quiet")
         self.link_quiet = top.link_quiet if self.gated else Signal(name="link_quiet")
         self.line_quiet = top.line_quiet if self.gated else Signal(name="line_quiet")
+        self.line_calm = top.line_calm if self.gated else Signal(name="line_calm")
+        self.line_skip = top.line_skip if self.gated else Signal(name="line_skip")
 
     def elaborate(self, platform):
         m = Module()
@@ -75,13 +78,13 @@ class FreeRunning(Elaboratable):
         if not self.has_warp:
             m.d.comb += self.warped.eq(0)
         if not self.gated:
-            m.d.comb += [self.link_quiet.eq(0), self.line_quiet.eq(1)]
+            m.d.comb += [self.link_quiet.eq(0), self.line_quiet.eq(1), self.line_calm.eq(0)]
         return m
 
     def ports(self) -> list:
         return [ClockSignal("sync"), ClockSignal("link"), ClockSignal("line"),
                 self.top.uart_rx, self.top.uart_tx, self.top.busy, self.link_quiet,
-                self.line_quiet, self.warp, self.warped]
+                self.line_quiet, self.line_calm, self.line_skip, self.warp, self.warped]
 
 
 def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike = "build",

@@ -1,7 +1,7 @@
 // The virtual board's Verilator model in the harness of board_harness.h.
 //
 // The model class is `Vtop` (verilator --prefix Vtop) with ports clk, link_clk, line_clk,
-// uart_rx, warp, uart_tx, busy, link_quiet, line_quiet and warped.
+// uart_rx, warp, line_skip, uart_tx, busy, link_quiet, line_quiet, line_calm and warped.
 
 #include "Vtop.h"
 #include "Vtop___024root.h"
@@ -40,6 +40,8 @@ struct VerilatorModel {
 	void tick_line(bool link_clock) { edge(false, link_clock); }
 	bool link_quiet() { return top.link_quiet; }
 	bool line_quiet() { return top.line_quiet; }
+	uint32_t line_calm() { return top.line_calm; }
+	void set_line_skip(uint32_t k) { top.line_skip = k; }
 	bool tx() { return top.uart_tx; }
 	bool busy() { return top.busy; }
 	void set_warp(bool v) { top.warp = v; }

@@ -278,7 +278,12 @@ class LinkTop(wiring.Component):
             # whose clock a simulator may hold while ``link_quiet``; the UARTs in the
             # ``line`` domain, which may be clocked without ``sync`` to catch up with a
             # warp, and need not be once ``line_quiet`` (docs/boards.md)
-            members |= {"link_quiet": Out(1), "line_quiet": Out(1)}
+            # (``line_calm``/``line_skip``: the transmitter's, while nothing else on the
+            # line or the link moves, so a catch-up skips the clocks inside a bit)
+            from copperline.hdl.uart import divisor
+            div = divisor(clock_hz, baud)
+            members |= {"link_quiet": Out(1), "line_quiet": Out(1),
+                        "line_calm": Out(range(div)), "line_skip": In(range(div))}
         if core is not None and core.warp_us:
             if not gated_link or byte_io:
                 raise ValueError("the core's warp needs gated_link=True and the UART pins "
@@ -363,16 +368,18 @@ class LinkTop(wiring.Component):
             # apart in simulation so that the line can catch up with a warped core)
             line_side = (lambda e: DomainRenamer("line")(e)) if self.gated_link else (lambda e: e)
             urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
-            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud)
+            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, skippable=self.gated_link)
             m.submodules.uart_rx = line_side(urx)
             m.submodules.uart_tx = line_side(utx)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]
             wiring.connect(m, urx.source, link.rx)
             wiring.connect(m, link.tx, utx.sink)
         if self.gated_link:
+            still = link.quiet & bus_quiet & urx.idle     # given uart_rx stays high
             m.d.comb += [self.link_quiet.eq(link.quiet & bus_quiet),
-                         self.line_quiet.eq(link.quiet & bus_quiet & ~link.busy & urx.idle &
-                                            ~utx.busy)]
+                         self.line_quiet.eq(still & ~link.busy & ~utx.busy),
+                         self.line_calm.eq(Mux(still, utx.calm, 0)),
+                         utx.skip.eq(self.line_skip)]
 
         # LED pulse stretchers (visible on a board; harmless in simulation).
         link_t = Signal(range(self.clock_hz // 20 + 1))

@@ -110,17 +110,25 @@ class UARTRx(wiring.Component):
 
 
 class UARTTx(wiring.Component):
-    """Sends the bytes offered on ``sink`` as 8N1 on ``tx`` (idle high)."""
+    """Sends the bytes offered on ``sink`` as 8N1 on ``tx`` (idle high).
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
+    ``skippable=True`` (simulation only) adds ``calm``, the clock edges from now on in
+    which nothing but the bit timer counts (0: none), and ``skip``: an edge with
+    ``skip = k`` (``k < calm``) also stands for the ``k`` edges after it.
+    """
+
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, skippable: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
-        super().__init__({
+        members = {
             "tx": Out(1, init=1),
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
-        })
+        }
+        if skippable:
+            members |= {"calm": Out(range(self.div)), "skip": In(range(self.div))}
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -137,8 +145,10 @@ class UARTTx(wiring.Component):
                 m.d.sync += [shreg.eq(Cat(C(0, 1), self.sink.payload, C(1, 1))),
                              bits.eq(10), timer.eq(self.div - 1)]
         with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
+            m.d.sync += timer.eq(timer - 1 - (self.skip if hasattr(self, "skip") else 0))
         with m.Else():
             m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits.eq(bits - 1),
                          timer.eq(self.div - 1)]
+        if hasattr(self, "calm"):
+            m.d.comb += self.calm.eq(Mux(bits != 0, timer, 0))
         return m
