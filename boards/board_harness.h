@@ -59,7 +59,7 @@
 // Gated link clock (--no-gate turns it off): the link and the bus decode run in their own
 // clock domain, which gets its edge with every clock except while the top says none of
 // their registers would change (`link_quiet`: idle, or a byte waiting for the busy UART,
-// which stays on the main clock). Leaving such an edge out changes nothing but the
+// which is in the `line` domain). Leaving such an edge out changes nothing but the
 // simulator's work: while a program runs, a clock costs little more than the core's
 // logic, whether the link idles or streams events.
 
