@@ -51,8 +51,8 @@
 // gated as below) is clocked alone, with the core's clock still, while anything on it
 // moves -- the rest of a response goes out, a byte begun comes in, at their exact fabric
 // cycles; inside a bit, the transmitter's calm edges are one tick (`line_calm`) -- and
-// once `line_quiet` the remaining cycles pass at once. No byte starts on
-// uart_rx meanwhile. (--warp-max=N: the most fabric cycles one warp skips; with
+// once `line_quiet` the remaining cycles pass at once. No byte starts on uart_rx
+// meanwhile. (--warp-max=N: the most fabric cycles one warp skips; with
 // --replay, warps are then only asked for while the next burst is further off, so a
 // replay gives the same bytes at the same cycles warped or not.)
 //

@@ -277,9 +277,8 @@ class LinkTop(wiring.Component):
             # simulation only: the link and the bus decode run in the ``link`` domain,
             # whose clock a simulator may hold while ``link_quiet``; the UARTs in the
             # ``line`` domain, which may be clocked without ``sync`` to catch up with a
-            # warp, and need not be once ``line_quiet`` (docs/boards.md)
-            # (``line_calm``/``line_skip``: the transmitter's, while nothing else on the
-            # line or the link moves, so a catch-up skips the clocks inside a bit)
+            # warp, and need not be once ``line_quiet``; ``line_calm``/``line_skip``: the
+            # transmitter's (UARTTx) while nothing else there moves (docs/boards.md)
             from copperline.hdl.uart import divisor
             div = divisor(clock_hz, baud)
             members |= {"link_quiet": Out(1), "line_quiet": Out(1),
@@ -325,8 +324,12 @@ class LinkTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        def side(domain):
+            """Puts a part in its own ``domain`` in simulation (gated_link), else ``sync``."""
+            return (lambda e: DomainRenamer(domain)(e)) if self.gated_link else (lambda e: e)
+
         # The link and the bus decode: in the gated ``link`` domain in simulation.
-        link_side = (lambda e: DomainRenamer("link")(e)) if self.gated_link else (lambda e: e)
+        link_side = side("link")
         bus_quiet = None    # with gated_link: the bus decode holds still
         if self.core_config is None:
             link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link)
@@ -366,7 +369,7 @@ class LinkTop(wiring.Component):
         else:
             # the UARTs count bit times on every clock (``line``: the same clock, held
             # apart in simulation so that the line can catch up with a warped core)
-            line_side = (lambda e: DomainRenamer("line")(e)) if self.gated_link else (lambda e: e)
+            line_side = side("line")
             urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
             utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, skippable=self.gated_link)
             m.submodules.uart_rx = line_side(urx)
