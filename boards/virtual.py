@@ -130,22 +130,15 @@ def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
                    gated_link=not byte_io)
 
 
-def warp_phases(top) -> int:
-    """Fabric cycles per core cycle a warp of ``top``'s core skips (its phases; 0 when it
-    has no warp)."""
+def warp_params(top) -> tuple[int, int]:
+    """The harness's warp settings for ``top``: (fabric cycles per core cycle a warp
+    skips, i.e. the core's phases; the most fabric cycles one warp skips), or (0, 0) when
+    its core has no warp."""
     c = getattr(top, "core_config", None)
     if c is None or not c.warp_us:
-        return 0
+        return 0, 0
     from copperline.hdl.core import phases_for
-    return phases_for(c.contexts)
-
-
-def warp_max_cycles(top) -> int:
-    """The most fabric cycles one warp of ``top``'s core skips (0 when it has no warp)."""
-    c = getattr(top, "core_config", None)
-    if c is None or not c.warp_us:
-        return 0
-    return c.warp_us * top.clock_hz // 1_000_000
+    return phases_for(c.contexts), c.warp_us * top.clock_hz // 1_000_000
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
@@ -164,7 +157,7 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             # a fresh top per build: an elaboratable is elaborated once
             design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
             return build_simulator(design, engine=engine, build_dir=build_dir,
-                                   name="virtual board", progress=progress), warp_phases(design)
+                                   name="virtual board", progress=progress), warp_params(design)
         try:
             exe, warp = build(engine)
         except NativeBuildError as exc:
@@ -173,7 +166,7 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
             exe, warp = build("cxxrtl")
         return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace,
-                               warp_phases=warp)
+                               warp_phases=warp[0], warp_max=warp[1])
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 

@@ -36,9 +36,9 @@ PROGRAM = {"version": 1, "program": [
 def board_exe(request):
     from copperline.boards.native_board import build_simulator
     from copperline.boards.registry import get_board
-    from copperline.boards.virtual import make_top, warp_max_cycles, warp_phases
+    from copperline.boards.virtual import make_top, warp_params
     top = make_top(FABRIC_HZ, BAUD, get_board("icebreaker").core_config(), byte_io=False)
-    return build_simulator(top, engine=request.param), (warp_phases(top), warp_max_cycles(top))
+    return build_simulator(top, engine=request.param), warp_params(top)
 
 
 def _frames():

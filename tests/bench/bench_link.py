@@ -155,7 +155,8 @@ SPEED_PROGRAMS = {
     # examples/sprite.json: a vsync-paced loop, the shape of a raster program
     "examples/sprite.json (vsync loop)": Path(__file__).parents[2] / "examples" / "sprite.json",
     # a register change every 250 us: its event records fill about a third of the line
-    # (8 bytes each, pulled in batches); the line's busy time is simulated clock by clock
+    # (8 bytes each, pulled in batches); the warp goes on while they go out, the line
+    # catching up alone
     "WAIT 250 us / MOVE loop": _every(250, MOVE),
     # scanline rate (15.6 kHz): more records than the line carries (the FIFO overflows
     # and counts what it drops, as on hardware), so the line never rests
