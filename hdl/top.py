@@ -370,8 +370,8 @@ class LinkTop(wiring.Component):
             # the UARTs count bit times on every clock (``line``: the same clock, held
             # apart in simulation so that the line can catch up with a warped core)
             line_side = side("line")
-            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud)
-            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, skippable=self.gated_link)
+            urx = UARTRx(clock_hz=self.clock_hz, baud=self.baud, sim_ports=self.gated_link)
+            utx = UARTTx(clock_hz=self.clock_hz, baud=self.baud, sim_ports=self.gated_link)
             m.submodules.uart_rx = line_side(urx)
             m.submodules.uart_tx = line_side(utx)
             m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx)]

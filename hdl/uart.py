@@ -39,9 +39,14 @@ class UARTRx(wiring.Component):
     The line is sampled in the middle of each bit. There is no flow control: a byte the
     consumer does not take before the next one completes is lost and counted in ``overruns``.
     A missing stop bit pulses ``frame_error`` and waits for the line to go idle (high).
+
+    ``sim_ports=True`` (simulation only) adds ``idle``: nothing in progress (no byte being
+    received or waiting on ``source``, no error pulse, the line high, and high through
+    the synchroniser when it has been for two clocks), so nothing changes at the next
+    edge while the line stays high.
     """
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, sim_ports: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
@@ -50,11 +55,7 @@ class UARTRx(wiring.Component):
             "source": Out(stream.Signature(8)),
             "frame_error": Out(1),
             "overruns": Out(16),
-            # nothing in progress: no byte being received or waiting on ``source``, no
-            # error pulse, the line high (and high through the synchroniser when it has
-            # been for two clocks): nothing changes at the next edge while it stays high
-            "idle": Out(1),
-        })
+        } | ({"idle": Out(1)} if sim_ports else {}))
 
     def elaborate(self, platform):
         m = Module()
@@ -104,20 +105,21 @@ class UARTRx(wiring.Component):
             with m.State("BREAK"):
                 with m.If(rx):
                     m.next = "IDLE"
-        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & rx & self.rx & ~self.source.valid &
-                                 ~self.frame_error)
+        if hasattr(self, "idle"):
+            m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & rx & self.rx & ~self.source.valid &
+                                     ~self.frame_error)
         return m
 
 
 class UARTTx(wiring.Component):
     """Sends the bytes offered on ``sink`` as 8N1 on ``tx`` (idle high).
 
-    ``skippable=True`` (simulation only) adds ``calm``, the clock edges from now on in
+    ``sim_ports=True`` (simulation only) adds ``calm``, the clock edges from now on in
     which nothing but the bit timer counts (0: none), and ``skip``: an edge with
     ``skip = k`` (``k < calm``) also stands for the ``k`` edges after it.
     """
 
-    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, skippable: bool = False):
+    def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, sim_ports: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
         self.div = divisor(clock_hz, baud)
@@ -126,7 +128,7 @@ class UARTTx(wiring.Component):
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
         }
-        if skippable:
+        if sim_ports:
             members |= {"calm": Out(range(self.div)), "skip": In(range(self.div))}
         super().__init__(members)
 
@@ -145,7 +147,10 @@ class UARTTx(wiring.Component):
                 m.d.sync += [shreg.eq(Cat(C(0, 1), self.sink.payload, C(1, 1))),
                              bits.eq(10), timer.eq(self.div - 1)]
         with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1 - (self.skip if hasattr(self, "skip") else 0))
+            if hasattr(self, "skip"):
+                m.d.sync += timer.eq(timer - 1 - self.skip)
+            else:       # (the hardware's netlist, untouched by the simulation's ports)
+                m.d.sync += timer.eq(timer - 1)
         with m.Else():
             m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits.eq(bits - 1),
                          timer.eq(self.div - 1)]
