@@ -503,18 +503,19 @@ class Link:
     def read_events(self, max_records: int | None = None) -> list[int]:
         """Pull up to ``max_records`` event records (pull mode; default: as many as one
         read carries). Reliable: a lost response is retransmitted by the board from its
-        stored copy, never popped twice."""
+        stored copy, never popped twice.
+
+        The board answers every pair asked for: a pair is the FIFO's head record (popped)
+        or, when the FIFO was empty at that moment, two ``EVENT_NONE_WORD``. A record that
+        arrives while the response is being built fills a *later* pair, so every pair is
+        looked at: an empty one does not end the records."""
         most = self.max_read_words // 2
         max_records = most if max_records is None else max_records
         if not 1 <= max_records <= most:
             raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
         words = self.read(SPACE_EVENTS, 0, 2 * max_records)
-        out = []
-        for lo, hi in zip(words[::2], words[1::2]):
-            if lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD:
-                break
-            out.append(hi << 32 | lo)
-        return out
+        return [hi << 32 | lo for lo, hi in zip(words[::2], words[1::2])
+                if not (lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD)]
 
 
 #: CTL space: write ``CTL_START``/``CTL_STOP`` at address = slot; 1 at CTL_RESET_ADDR resets.
