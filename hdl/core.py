@@ -102,7 +102,7 @@ class Core(wiring.Component):
     program_words : int
         Program memory words per context (a power of two).
     fifo_depth : int
-        Event FIFO depth (records).
+        Event FIFO depth (records); ``2 * contexts`` of them are kept for state records.
     lut_ram : bool
         Keep the executor's register-file copy in LUT RAM (``ram_style = "distributed"``;
         for the ECP5, whose block RAM clock-to-out leaves no time for the ADD after it),
@@ -185,6 +185,9 @@ class Core(wiring.Component):
         self.contexts = contexts
         self.program_words = program_words
         self.fifo_depth = fifo_depth
+        #: FIFO places only state records may take: two per context (its end and its
+        #: next start), which a host that waits for each command's record never exceeds
+        self.fifo_reserve = min(2 * contexts, fifo_depth - 1)
         self.phases = phases_for(contexts)
         self.slot_bits = max(1, (contexts - 1).bit_length())
         self.pc_bits = (program_words - 1).bit_length()
@@ -273,6 +276,7 @@ class Core(wiring.Component):
         m.submodules.vsync = vs = Vsync(self.vsync_period, warp_levels=tuple(
             n * self.cycles_per_us for n in self.warp_levels_us))
         m.submodules.fifo = evq = EventFIFO(self.event_layout, self.fifo_depth,
+                                            reserve=self.fifo_reserve,
                                             outreg=self.fifo_outreg,
                                             primitive=self.fifo_primitive)
         m.submodules.dec = dec = Decoder()
@@ -985,7 +989,10 @@ class Core(wiring.Component):
         # apart and joins the payload after the register (one LUT before the FIFO's RAM)
         rec_isreg = Signal()
         rec_val = Signal(REG_WORD_BITS)
+        # state records (a start, or a STATE event) may take the FIFO's reserved places
+        rec_urgent = Signal()
         m.d.sync += [rec_valid.eq(tap.valid),
+                     rec_urgent.eq(ev_started | (ev_kind == EventKind.STATE)),
                      rec.kind.eq(tap.payload.kind), rec.started.eq(tap.payload.started),
                      rec.slot.eq(tap.payload.slot),
                      rec.payload.eq(ev_pl_base),
@@ -994,7 +1001,8 @@ class Core(wiring.Component):
         sink = Signal(self.event_layout)
         m.d.comb += [sink.eq(rec), sink.payload[:REG_WORD_BITS].eq(
             Mux(rec_isreg, rec_val, rec.payload[:REG_WORD_BITS]))]
-        m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(sink)]
+        m.d.comb += [evq.sink.valid.eq(rec_valid), evq.sink.payload.eq(sink),
+                     evq.urgent.eq(rec_urgent)]
         wiring.connect(m, evq.source, wiring.flipped(self.events))
         m.d.comb += self.dropped.eq(evq.dropped)
 

@@ -47,6 +47,13 @@ class EventFIFO(wiring.Component):
     The executor offers at most one record per clock and never waits: a record that
     finds the FIFO full is dropped and ``dropped`` (wrapping 16-bit) counts it.
 
+    The last ``reserve`` places are kept for *urgent* records (the core marks its state
+    records urgent: a start, a stop, a halt, a watchdog or a fault): an ordinary record
+    (irq, reg, bind) that finds ``depth - reserve`` records held is dropped and counted,
+    so a flood of ordinary records can never crowd a state change out. The core reserves
+    two places per context, which no host that waits for each command's state record
+    can fill (docs/core.md, "Event records").
+
     It behaves as ``amaranth.lib.fifo.SyncFIFOBuffered(depth)`` clock for clock (a RAM
     of ``depth - 1`` records and an output register), but its flags ("full", "holds a
     record") are registers, so the writer's ``valid`` meets one LUT before the RAM's
@@ -67,6 +74,8 @@ class EventFIFO(wiring.Component):
         The record layout (:func:`event_layout`).
     depth : int
         Records the FIFO holds (at least 2; at least 3 with ``outreg``).
+    reserve : int
+        Places only urgent records may take (``0 <= reserve < depth``).
     outreg : bool
         Read the RAM through its output register, with a prefetch stage.
     primitive : bool
@@ -77,6 +86,8 @@ class EventFIFO(wiring.Component):
     ----------
     sink : In(stream.Signature(layout, always_ready=True))
         Records from the executor (``ready`` is always 1: full means dropped).
+    urgent : In(1)
+        The record offered on ``sink`` may take the reserved places.
     source : Out(stream.Signature(layout))
         Records to the host.
     dropped : Out(16)
@@ -90,10 +101,13 @@ class EventFIFO(wiring.Component):
     #: reader that takes one record per clock supplied (see :meth:`_elaborate_outreg`).
     PREFETCH = 4
 
-    def __init__(self, layout: data.StructLayout, depth: int = 256, *, outreg: bool = False,
-                 primitive: bool = False):
+    def __init__(self, layout: data.StructLayout, depth: int = 256, *, reserve: int = 0,
+                 outreg: bool = False, primitive: bool = False):
         if depth < (3 if outreg else 2):
             raise ValueError(f"depth must be at least {3 if outreg else 2} (got {depth})")
+        if not 0 <= reserve < depth:
+            raise ValueError(f"reserve must be 0..{depth - 1} (got {reserve})")
+        self.reserve = reserve
         if primitive and not outreg:
             raise ValueError("primitive needs outreg")
         self.layout = layout
@@ -101,6 +115,7 @@ class EventFIFO(wiring.Component):
         self.outreg, self.primitive = outreg, primitive
         super().__init__({
             "sink": In(stream.Signature(layout, always_ready=True)),
+            "urgent": In(1),
             "source": Out(stream.Signature(layout)),
             "dropped": Out(16),
         })
@@ -120,11 +135,14 @@ class EventFIFO(wiring.Component):
         produce, consume = Signal(abits), Signal(abits)
         level = Signal(range(inner + 1))         # records in the RAM
         full, held = self.full, Signal()         # level == inner, level != 0
+        # ordinary records fit: level < inner - reserve (a register, like ``full``)
+        roomy = Signal(init=1)
         out_valid = Signal()                     # the output register holds a record
 
         do_write = Signal()
         do_read = Signal()
-        m.d.comb += [do_write.eq(self.sink.valid & ~full),
+        accept = Mux(self.urgent, ~full, roomy) if self.reserve else ~full
+        m.d.comb += [do_write.eq(self.sink.valid & accept),
                      do_read.eq(held & (~out_valid | self.source.ready))]
         m.d.comb += [wp.addr.eq(produce), wp.data.eq(self.sink.payload.as_value()),
                      wp.en.eq(do_write),
@@ -135,16 +153,18 @@ class EventFIFO(wiring.Component):
             m.d.sync += consume.eq(consume + 1)
         # the level and its two flags, the flags from tests of the current level
         with m.If(do_write & ~do_read):
-            m.d.sync += [level.eq(level + 1), full.eq(level == inner - 1), held.eq(1)]
+            m.d.sync += [level.eq(level + 1), full.eq(level == inner - 1), held.eq(1),
+                         roomy.eq(level + 1 < inner - self.reserve)]
         with m.If(do_read & ~do_write):
-            m.d.sync += [level.eq(level - 1), full.eq(0), held.eq(level != 1)]
+            m.d.sync += [level.eq(level - 1), full.eq(0), held.eq(level != 1),
+                         roomy.eq(level - 1 < inner - self.reserve)]
         with m.If(do_read):
             m.d.sync += out_valid.eq(1)
         with m.Elif(self.source.ready):
             m.d.sync += out_valid.eq(0)
         m.d.comb += [self.source.valid.eq(out_valid),
                      self.source.payload.eq(rp.data)]
-        with m.If(self.sink.valid & full):
+        with m.If(self.sink.valid & ~accept):
             m.d.sync += self.dropped.eq(self.dropped + 1)
         return m
 
@@ -206,10 +226,13 @@ class EventFIFO(wiring.Component):
         load = Signal()                  # ... and the next record is there
         pop = Signal()                   # the reader takes the output register
         # (the cache holds fewer than K records when it has room and none is pending,
-        # so with depth > K the FIFO is not full then: no term for ``full`` in a bypass)
-        writer = (do_write if self.depth <= K else self.sink.valid) & ~has_pending
+        # so with depth - reserve > K the FIFO takes any record then: no term for
+        # ``full`` in a bypass)
+        roomy = Signal(init=1)           # count < depth - reserve (a register)
+        accept = Mux(self.urgent, ~full, roomy) if self.reserve else ~full
+        writer = (do_write if self.depth - self.reserve <= K else self.sink.valid) & ~has_pending
         m.d.comb += [
-            do_write.eq(self.sink.valid & ~full),
+            do_write.eq(self.sink.valid & accept),
             free.eq(~(cached | req1 | req2)),
             room.eq((f_oh & free) != 0),
             bypass.eq(writer & room),
@@ -264,11 +287,13 @@ class EventFIFO(wiring.Component):
 
         # the count and "full" (a register, as above)
         with m.If(do_write & ~pop):
-            m.d.sync += [count.eq(count + 1), full.eq(count == self.depth - 1)]
+            m.d.sync += [count.eq(count + 1), full.eq(count == self.depth - 1),
+                         roomy.eq(count + 1 < self.depth - self.reserve)]
         with m.If(pop & ~do_write):
-            m.d.sync += [count.eq(count - 1), full.eq(0)]
+            m.d.sync += [count.eq(count - 1), full.eq(0),
+                         roomy.eq(count - 1 < self.depth - self.reserve)]
         m.d.comb += [self.source.valid.eq(out_valid), self.source.payload.eq(out)]
-        with m.If(self.sink.valid & full):
+        with m.If(self.sink.valid & ~accept):
             m.d.sync += self.dropped.eq(self.dropped + 1)
 
     def _ram(self, m, rows, *, rd_addr, rd_data, wr_addr, wr_data, wr_en):

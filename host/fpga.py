@@ -78,6 +78,36 @@ class _Prog:
     wait_for: str = ""                 # "start" or "stop": what the waiter waits for
 
 
+def _clear_registers(link: proto.Link, info: proto.BoardInfo, timeout: float = 2.0) -> None:
+    """Zero every register of the board's core, as a VM's machine reset does.
+
+    The gateware's reset-all stops the slots and resets the time base but keeps the
+    register file (rule 7 of isa.EXECUTION_RULES: registers start at 0 on machine
+    reset), so the host runs a program of ``MOVE reg, 0`` ops in slot 0, waits for its
+    HALT, resets the board again and drops the records it made (pull mode)."""
+    from copperline.firmware.compiler import compile_program
+    names = [n for n in isa.register_names(info.layers) if n]
+    per_run = max(1, info.program_words - 1)
+    for first in range(0, len(names), per_run):
+        image = compile_program({"version": 1, "program": [
+            *({"op": "MOVE", "reg": n, "value": 0} for n in names[first:first + per_run]),
+            {"op": "HALT"}]}, "<register clear>", layers=info.layers,
+            program_words=info.program_words)
+        link.upload(image.code, base=0)
+        link.write(proto.SPACE_CTL, 0, [proto.CTL_RESET_SLOT])
+        link.start(0)
+        deadline = time.monotonic() + timeout
+        while STATE_NAMES.get(link.status(0)[0]) != "done":
+            if time.monotonic() > deadline:
+                raise proto.LinkError("the board did not finish clearing its registers "
+                                      f"within {timeout:g} s")
+        link.reset()
+    while True:                                        # its records, and stale ones
+        n = link.frame_words // 2
+        if len(link.read_events(n)) < n:
+            break
+
+
 class FpgaBackend(Backend):
     """Programs on a board's Copper core over the link.
 
@@ -117,9 +147,6 @@ class FpgaBackend(Backend):
         self.events_mode = events
         self.event_poll_s = event_poll_s
         self._poller: threading.Thread | None = None
-        #: Pull mode: polls that found the board's event FIFO empty (fewer records than
-        #: asked for); a record queued before one such poll began has been read by its end.
-        self._drained = 0
         from copperline.hdl.uart import DEFAULT_BAUD
         self.port = port
         self.board = board
@@ -190,10 +217,9 @@ class FpgaBackend(Backend):
             self._check_info(url, info)
             contexts = info.contexts
             link.reset()                                     # stop everything, time base 0
+            link.event_mode(push=False)
+            _clear_registers(link, info)                     # the VM's machine reset
             link.event_mode(push=self.events_mode == "push")
-            if self.events_mode == "pull":                   # stale records of a past session
-                while len(link.read_events()) == link.max_read_words // 2:
-                    pass
             dropped = link.status(0)[3] if contexts else 0
         except (proto.LinkError, BackendError) as exc:
             link.close()
@@ -269,6 +295,13 @@ class FpgaBackend(Backend):
         link = self.link
         if link is not None:
             try:
+                # the last drops: a run's trace ends with its exact dropped count
+                words = link.status(0)
+                out: list[dict] = []
+                with self._lock:
+                    self._dropped(words[3], out)
+                for ev in out:
+                    self.emit(ev)
                 link.reset()
             except proto.LinkError:
                 pass
@@ -287,9 +320,10 @@ class FpgaBackend(Backend):
         empty poll of the largest batch would hold the line for 5.1 ms at 1 Mbaud. A full
         batch doubles the next one (read again at once); a partial one asks for twice what
         it found next time (at least one record) after the poll pause."""
-        most = link.max_read_words // 2
         batch = 1
         while not self._stop.is_set() and self.link is link:
+            most = link.frame_words // 2          # (smaller while the line loses frames)
+            batch = min(batch, most)
             try:
                 records = link.read_events(batch)
             except proto.LinkError as exc:
@@ -301,7 +335,6 @@ class FpgaBackend(Backend):
             if len(records) == batch:
                 batch = min(2 * batch, most)
             else:
-                self._drained += 1
                 batch = min(max(1, 2 * len(records)), most)
                 busy = any(p.state == "running" or p.waiter is not None
                            for p in list(self._progs.values()))
@@ -558,29 +591,19 @@ class FpgaBackend(Backend):
         self._conv.set_slot(slot, p.id, image)
         p.start_g = None
 
-    def _wait(self, p: _Prog, what: str, drained: int | None = None) -> bool:
-        """Wait for ``p``'s ``what`` ("start", "stop") record. ``drained``: the count of
-        drained polls when the command had taken effect (pull mode); the wait then also
-        ends once two more polls found the FIFO empty, as the record cannot come later:
-        it was lost to a full FIFO."""
+    def _wait(self, p: _Prog, what: str) -> bool:
+        """Wait for ``p``'s ``what`` ("start", "stop") record. The board keeps room in
+        its event FIFO for state records, so one comes once the records ahead of it are
+        read; False after ``command_timeout`` (a push-mode frame lost on the line)."""
         ev = p.waiter
         if ev is None:
             return True
-        deadline = time.monotonic() + self.command_timeout
-        lost = False
-        while not ev.wait(0.01 if drained is not None else self.command_timeout):
-            lost = drained is not None and self._drained >= drained + 2
-            if lost or time.monotonic() >= deadline:
-                break
+        ev.wait(self.command_timeout)
         p.waiter = None
         if ev.is_set():
             return True
-        if lost:
-            log.warning("fpga backend: program %d: its %s record was dropped by the board's "
-                        "full event FIFO", p.id, what)
-        else:
-            log.warning("fpga backend: program %d: no %s event from the board within %.1f s "
-                        "(dropped in a full event FIFO?)", p.id, what, self.command_timeout)
+        log.warning("fpga backend: program %d: no %s event from the board within %.1f s",
+                    p.id, what, self.command_timeout)
         return False
 
     # -- Backend ------------------------------------------------------------------------
@@ -643,10 +666,9 @@ class FpgaBackend(Backend):
             return link.status(slot)[0]
         code = self._board(do)
         if code == _STOPPED_CODE or code in _RUNNING_CODES:
-            drained = self._drained if self._poller is not None else None
-            if not self._wait(p, "stop", drained) and p.state == "running":
-                # The record was lost (FIFO overflow, reported as dropped): say it anyway,
-                # from the board's status (its cycle is the time of this read, not exact).
+            if not self._wait(p, "stop") and p.state == "running":
+                # The record was lost (a push-mode frame corrupted on the line): say it
+                # anyway, from the board's status (its cycle is the time of this read).
                 words = self._board(lambda link: link.status(slot))
                 with self._lock:
                     c = (words[2] - p.start_g) & _MASK32 if p.start_g is not None else 0
@@ -739,4 +761,4 @@ class FpgaBackend(Backend):
     def link_stats(self) -> dict:
         """The link's counters (requests, retransmits, events, losses)."""
         link = self.link
-        return link.stats.to_json() if link is not None else {}
+        return {**link.stats.to_json(), **link.policy.to_json()} if link is not None else {}

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from copperline.host.retransmit import RetransmitPolicy
+
 log = logging.getLogger(__name__)
 
 # --- wire constants (the gateware imports these) ------------------------------------------
@@ -252,8 +254,11 @@ def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
 class Link:
     """A synchronous request/response API over one serial port, with a reader thread.
 
-    Requests are stop-and-wait: one outstanding request, retransmitted after ``timeout``
-    seconds up to ``retries`` times. Events are handed to ``on_event(seq, dropped, body)``
+    Requests are stop-and-wait: one outstanding request, retransmitted when its answer
+    is late, with a timeout and a frame size adapted to the line
+    (:class:`~copperline.host.retransmit.RetransmitPolicy`: at most ``timeout`` per
+    attempt, backing off); a request fails (:class:`LinkTimeout`) once
+    ``(retries + 1) * timeout`` seconds passed without a valid answer. Events are handed to ``on_event(seq, dropped, body)``
     from the reader thread (or queued for :meth:`next_event` when no callback is set).
     ``on_lost(reason)`` is called (from the reader thread) when the port fails.
     """
@@ -266,6 +271,7 @@ class Link:
         self.timeout = timeout
         self.retries = retries
         self.stats = LinkStats()
+        self.policy = RetransmitPolicy(baud, max_s=timeout, max_words=MAX_READ_WORDS)
         self._port = port if port is not None else open_port(url, baud)
         try:
             self._fd = self._port.fileno()
@@ -379,8 +385,11 @@ class Link:
         except queue.Empty:
             return None
 
-    def request(self, ftype: int, body: bytes = b"", what: str = "") -> bytes:
-        """Send one request and return the response body after the status byte."""
+    def request(self, ftype: int, body: bytes = b"", what: str = "",
+                answer_bytes: int = 0) -> bytes:
+        """Send one request and return the response body after the status byte.
+        ``answer_bytes``: the response's data bytes expected (its time on the line
+        counts into the timeout)."""
         what = what or f"request {ftype:#04x}"
         with self._lock:
             if self._closed.is_set():
@@ -388,18 +397,24 @@ class Link:
             self._seq = (self._seq + 1) & 0xFF
             seq = self._seq
             wire = encode_frame(ftype, seq, body)
+            # (type, seq, status, CRC, delimiters: 7 bytes besides the data)
+            line_s = self.policy.line_s(len(wire) + 7 + answer_bytes)
             while not self._responses.empty():   # stale answers to an abandoned request
                 self._responses.get_nowait()
             self._waiting = seq
             self.stats.requests += 1
+            give_up = time.monotonic() + (self.retries + 1) * self.timeout
+            attempt = 0
             try:
-                for attempt in range(self.retries + 1):
+                while True:
                     if attempt:
                         self.stats.retransmits += 1
                         log.info("link %s: %s seq %d: no answer, retransmit %d",
                                  self.url, what, seq, attempt)
+                    sent = time.monotonic()
+                    damaged = self._decoder.crc_errors + self._decoder.framing_errors
                     self._port.write(wire)
-                    deadline = time.monotonic() + self.timeout
+                    deadline = min(give_up, sent + self.policy.timeout(line_s))
                     while True:
                         left = deadline - time.monotonic()
                         if left <= 0 or self._closed.is_set():
@@ -411,20 +426,33 @@ class Link:
                         if frame.type != (ftype | RESP) or not frame.body:
                             raise LinkError(f"{what}: board answered type {frame.type:#04x} "
                                             f"to seq {seq} (expected {ftype | RESP:#04x})")
+                        self.policy.answered(time.monotonic() - sent, line_s, attempt)
                         if frame.body[0] != ST_OK:
                             raise LinkStatusError(frame.body[0], what)
                         return frame.body[1:]
                     if self._closed.is_set():
                         raise LinkError(f"{what}: link {self.url} closed")
+                    self.policy.timed_out(line_s, corrupted=damaged != (
+                        self._decoder.crc_errors + self._decoder.framing_errors))
+                    attempt += 1
+                    if time.monotonic() >= give_up:
+                        break
             finally:
                 self._waiting = None
-            raise LinkTimeout(f"{what}: no answer from {self.url} after {self.retries + 1} "
-                              f"attempts of {self.timeout * 1000:.0f} ms (is the board "
-                              "connected, flashed with copperline, and at the same baud?)")
+            raise LinkTimeout(f"{what}: no answer from {self.url} after {attempt} "
+                              f"attempt(s) in {(self.retries + 1) * self.timeout * 1000:.0f} ms "
+                              "(is the board connected, flashed with copperline, and at the "
+                              "same baud?)")
+
+    @property
+    def frame_words(self) -> int:
+        """Words per READ/WRITE frame now: the board's limit, smaller while the line
+        loses frames (see :class:`~copperline.host.retransmit.RetransmitPolicy`)."""
+        return max(2, min(self.max_read_words, self.chunk_words, self.policy.words))
 
     # -- the API ---------------------------------------------------------------------------
     def echo(self, data: bytes) -> bytes:
-        return self.request(T_ECHO, data, "echo")
+        return self.request(T_ECHO, data, "echo", answer_bytes=len(data))
 
     def write(self, space: int, addr: int, words: list[int] | tuple[int, ...]) -> None:
         """Write u32 ``words`` at ``addr`` of ``space`` (one frame; see :meth:`upload`)."""
@@ -440,7 +468,8 @@ class Link:
         if not 1 <= count <= self.max_read_words:
             raise ValueError(f"read: count {count} outside 1..{self.max_read_words}")
         data = self.request(T_READ | space, read_body(addr, count),
-                            f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]")
+                            f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]",
+                            answer_bytes=4 * count)
         if len(data) != 4 * count:
             raise LinkError(f"read: asked for {count} words, got {len(data)} bytes")
         return list(struct.unpack(f"<{count}I", data))
@@ -448,7 +477,7 @@ class Link:
     def read_many(self, space: int, addr: int, count: int) -> list[int]:
         out: list[int] = []
         while len(out) < count:
-            n = min(self.max_read_words, count - len(out))
+            n = min(self.frame_words, count - len(out))
             out += self.read(space, addr + len(out), n)
         return out
 
@@ -457,9 +486,11 @@ class Link:
         """Write a program (or any word array) in chunks of ``chunk`` words (default: as
         many as a frame to this board holds)."""
         words = list(words)
-        chunk = chunk or self.chunk_words
-        for off in range(0, len(words), chunk):
-            self.write(space, base + off, words[off:off + chunk])
+        off = 0
+        while off < len(words):
+            n = chunk or self.frame_words
+            self.write(space, base + off, words[off:off + n])
+            off += n
 
     def hello(self) -> BoardInfo:
         """Identify the board: core version, clock, baud, sizes (the INFO space)."""
@@ -501,8 +532,8 @@ class Link:
         self.write(SPACE_CTL, CTL_EVENT_MODE_ADDR, [1 if push else 0])
 
     def read_events(self, max_records: int | None = None) -> list[int]:
-        """Pull up to ``max_records`` event records (pull mode; default: as many as one
-        read carries). Reliable: a lost response is retransmitted by the board from its
+        """Pull up to ``max_records`` event records (pull mode; default: as many as a
+        frame carries now, see :attr:`frame_words`). Reliable: a lost response is retransmitted by the board from its
         stored copy, never popped twice.
 
         The board answers every pair asked for: a pair is the FIFO's head record (popped)
@@ -510,7 +541,7 @@ class Link:
         arrives while the response is being built fills a *later* pair, so every pair is
         looked at: an empty one does not end the records."""
         most = self.max_read_words // 2
-        max_records = most if max_records is None else max_records
+        max_records = self.frame_words // 2 if max_records is None else max_records
         if not 1 <= max_records <= most:
             raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
         words = self.read(SPACE_EVENTS, 0, 2 * max_records)

@@ -4,7 +4,16 @@ Events are aligned by ``(prog, kind, key, occurrence)``: the n-th ``irq`` with t
 ``tick`` of program 1 in trace A is paired with the n-th one in trace B. The key is the
 tag for ``irq``, the register for ``reg``, the state for ``state`` and the layer for
 ``bind``. ``vsync`` (a backend time-base marker, not a program event) and ``dropped``
-are not aligned; dropped counts are reported.
+are not aligned.
+
+A trace with ``dropped`` events (a board's full event FIFO refused records) lacks some
+``irq``/``reg``/``bind`` events, so counting occurrences would pair the wrong ones:
+there, those kinds are aligned by ``cycle`` instead, and the events the other trace has
+and this one lacks are *accounted for* by its dropped count. They must match it exactly
+when every program of that trace ended inside it (nothing was dropped after its last
+event); a run cut off by a window may have dropped records past its end, so there the
+missing events may only be fewer. State events are never dropped (the board reserves
+room for them), so a missing one is always a failure.
 
 The deviation of a pair is ``t_B - t_A`` in microseconds, where each side's time is its
 ``wall_us`` (measured, soft real-time) when the trace has it and ``time_us`` (the cycle
@@ -31,6 +40,10 @@ log = logging.getLogger(__name__)
 ALIGNED_KINDS = {"irq": "tag", "reg": "reg", "state": "state", "bind": "layer"}
 #: Every event kind the trace format defines.
 KNOWN_KINDS = ("irq", "reg", "bind", "state", "vsync", "dropped")
+#: Kinds a board may drop (and count) when its event FIFO is full.
+DROPPABLE_KINDS = ("irq", "reg", "bind")
+#: Program states after which a program makes no more events.
+ENDED_STATES = ("done", "stopped", "faulted")
 #: Kinds that carry a time (``cycle`` and/or ``time_us``).
 TIMED_KINDS = ("irq", "reg", "bind", "state", "vsync")
 #: How many individual missing/extra/mismatch/over-tolerance items a report lists.
@@ -237,6 +250,10 @@ class Comparison:
     dropped: tuple[int, int]
     warnings: list[str]
     ignored: tuple[str, ...] = ()
+    #: events missing from A and from B that A's and B's dropped counts account for
+    accounted: tuple[int, int] = (0, 0)
+    #: A and B ended all their programs: their dropped counts must be accounted exactly
+    exact_drops: tuple[bool, bool] = (False, False)
 
     @property
     def failures(self) -> list[str]:
@@ -247,10 +264,19 @@ class Comparison:
         out = []
         if o.over_tolerance:
             out.append(f"{o.over_tolerance} event(s) deviate by more than {self.tolerance_us:g} us")
-        if o.missing:
-            out.append(f"{o.missing} event(s) of A missing from B")
-        if o.extra:
-            out.append(f"{o.extra} extra event(s) in B")
+        acc_a, acc_b = self.accounted
+        if o.missing > acc_b:
+            out.append(f"{o.missing - acc_b} event(s) of A missing from B"
+                       + (f" (besides {acc_b} that B's dropped count accounts for)"
+                          if acc_b else ""))
+        if o.extra > acc_a:
+            out.append(f"{o.extra - acc_a} extra event(s) in B"
+                       + (f" (besides {acc_a} that A's dropped count accounts for)"
+                          if acc_a else ""))
+        for side, n, acc, exact in zip("AB", self.dropped, self.accounted, self.exact_drops):
+            if exact and acc < n:
+                out.append(f"{side} reports {n} dropped event(s) but lacks only {acc} "
+                           "that the other trace has")
         if o.value_mismatches:
             out.append(f"{o.value_mismatches} register value mismatch(es)")
         return out
@@ -285,7 +311,8 @@ class Comparison:
             "ignored_kinds": list(self.ignored),
             "groups": [{**_group_json(g), **s.to_json()} for g, s in self.groups.items()],
             "overall": self.overall.to_json(),
-            "dropped": {"a": self.dropped[0], "b": self.dropped[1]},
+            "dropped": {"a": self.dropped[0], "b": self.dropped[1],
+                        "accounted_a": self.accounted[0], "accounted_b": self.accounted[1]},
             "missing": [{**_group_json(g), "a_line": ln} for g, ln in self.missing[:REPORT_LIMIT]],
             "extra": [{**_group_json(g), "b_line": ln} for g, ln in self.extra[:REPORT_LIMIT]],
             "value_mismatches": [pair_json(p) for p in self.mismatches[:REPORT_LIMIT]],
@@ -380,10 +407,22 @@ def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str 
     keys = sorted(set(occ_a) | set(occ_b),
                   key=lambda g: (g[0], _kind_order(g[1]),
                                  _key_sort(g[2]) if g[1] in ("reg", "bind") else (2, first[g], "")))
+    dropped = tuple(sum(e["count"] for e in t.events if e.get("event") == "dropped")
+                    for t in (a, b))
+    droppable_missing = [0, 0]          # events of droppable kinds missing from A, from B
     for g in keys:
         s = groups[g] = Stats()
         ea, eb = occ_a.get(g, []), occ_b.get(g, [])
-        for i, ((x, xl), (y, yl)) in enumerate(zip(ea, eb)):
+        if any(dropped) and g[1] in DROPPABLE_KINDS:
+            matched, only_a, only_b = _align_by_cycle(ea, eb)
+        else:
+            matched = list(zip(ea, eb))
+            only_a = list(enumerate(ea))[len(eb):]
+            only_b = list(enumerate(eb))[len(ea):]
+        if g[1] in DROPPABLE_KINDS:
+            droppable_missing[0] += len(only_b)
+            droppable_missing[1] += len(only_a)
+        for i, ((x, xl), (y, yl)) in enumerate(matched):
             p = Pair(g + (i,), x, y, xl, yl, t_of(x, time_a, "A"), t_of(y, time_b, "B"))
             pairs.append(p)
             for st in (s, overall):
@@ -397,23 +436,55 @@ def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str 
             if tolerance_us is not None and abs(p.deviation) > tolerance_us:
                 s.over_tolerance += 1
                 overall.over_tolerance += 1
-        for i, (_, ln) in enumerate(ea[len(eb):], start=len(eb)):
+        for i, (_, ln) in only_a:
             missing.append((g + (i,), ln))
-        for i, (_, ln) in enumerate(eb[len(ea):], start=len(ea)):
+        for i, (_, ln) in only_b:
             extra.append((g + (i,), ln))
-        s.missing = max(0, len(ea) - len(eb))
-        s.extra = max(0, len(eb) - len(ea))
+        s.missing = len(only_a)
+        s.extra = len(only_b)
         overall.missing += s.missing
         overall.extra += s.extra
     for side, n in sorted(fallbacks.items()):
         warnings.append(f"{n} event(s) of {side} have no wall_us; their time_us was used")
-    dropped = tuple(sum(e["count"] for e in t.events if e.get("event") == "dropped")
-                    for t in (a, b))
-    for side, n in zip("AB", dropped):
+    accounted = tuple(min(n, m) for n, m in zip(dropped, droppable_missing))
+    exact = tuple(_all_ended(t) for t in (a, b))
+    for side, n, acc, ex in zip("AB", dropped, accounted, exact):
         if n:
-            warnings.append(f"{side} reports {n} dropped event(s): expect missing events")
+            warnings.append(f"{side} reports {n} dropped event(s) (a full event FIFO); "
+                            f"{acc} event(s) the other trace has are missing from {side}"
+                            + ("" if ex or acc == n else
+                               "; the rest may have been dropped after the end of the run"))
     return Comparison(a, b, time_a, time_b, tolerance_us, pairs, groups, overall, missing,
-                      extra, mismatches, dropped, warnings, ignore)
+                      extra, mismatches, dropped, warnings, ignore, accounted, exact)
+
+
+def _align_by_cycle(ea: list, eb: list) -> tuple[list, list, list]:
+    """Pair the events of one group that have the same ``cycle`` (each side in cycle
+    order): (pairs, A's unpaired with their index, B's unpaired with their index)."""
+    matched, only_a, only_b = [], [], []
+    i = j = 0
+    while i < len(ea) and j < len(eb):
+        ca, cb = ea[i][0].get("cycle"), eb[j][0].get("cycle")
+        if ca == cb:
+            matched.append((ea[i], eb[j]))
+            i, j = i + 1, j + 1
+        elif cb is None or (ca is not None and ca < cb):
+            only_a.append((i, ea[i]))
+            i += 1
+        else:
+            only_b.append((j, eb[j]))
+            j += 1
+    only_a += [(k, ea[k]) for k in range(i, len(ea))]
+    only_b += [(k, eb[k]) for k in range(j, len(eb))]
+    return matched, only_a, only_b
+
+
+def _all_ended(t: Trace) -> bool:
+    """Every program of the trace ended in it (so it has no events after its last)."""
+    progs = {e["prog"] for e in t.events if e.get("event") in ALIGNED_KINDS}
+    ended = {e["prog"] for e in t.events
+             if e.get("event") == "state" and e.get("state") in ENDED_STATES}
+    return bool(progs) and progs <= ended
 
 
 # ---------------------------------------------------------------------------------
@@ -465,12 +536,16 @@ def format_table(c: Comparison) -> str:
         out.append(f"ignored kinds: {', '.join(c.ignored)}")
     if c.missing:
         out.append("")
-        out.append(f"missing from B ({len(c.missing)}):")
+        out.append(f"missing from B ({len(c.missing)}"
+                   + (f"; {c.accounted[1]} accounted for by B's dropped count"
+                      if c.accounted[1] else "") + "):")
         for g, ln in c.missing[:REPORT_LIMIT]:
             out.append(f"  {c.a.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
     if c.extra:
         out.append("")
-        out.append(f"extra in B ({len(c.extra)}):")
+        out.append(f"extra in B ({len(c.extra)}"
+                   + (f"; {c.accounted[0]} accounted for by A's dropped count"
+                      if c.accounted[0] else "") + "):")
         for g, ln in c.extra[:REPORT_LIMIT]:
             out.append(f"  {c.b.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
     if c.mismatches:

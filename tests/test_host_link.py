@@ -184,7 +184,7 @@ def test_sequence_wraps(model):
 def test_timeout_names_the_port_and_attempts(model):
     model.silent = True
     with Link(model.url, timeout=0.05, retries=2) as link:
-        with pytest.raises(LinkTimeout, match=r"no answer from socket://.* after 3 attempts"):
+        with pytest.raises(LinkTimeout, match=r"no answer from socket://.* after 3 attempt"):
             link.echo(b"x")
         assert link.stats.retransmits == 2
 

@@ -292,3 +292,76 @@ def test_real_soft_runs_compare_identical(tmp_path, examples_dir, capsys):
     j = json.loads(capsys.readouterr().out)
     assert j["overall"]["matched"] > 5 and j["overall"]["max_us"] == 0.0
     assert {g["kind"] for g in j["groups"]} >= {"irq", "reg", "state"}
+
+
+# ------------------------------------------------------------- dropped records --------------
+
+def _run_events(n=20, ended=True):
+    """A VM-like run: per step an ADD (reg) and an IRQ at cycles 100*i, 100*i+1."""
+    ev = [{"event": "state", "prog": 1, "state": "running", "reason": "start", "pc": 0,
+           "cycle": 0}]
+    for i in range(1, n + 1):
+        ev.append({"event": "reg", "prog": 1, "reg": "layer[1].x", "value": i, "cycle": 100 * i})
+        ev.append({"event": "irq", "prog": 1, "tag": "t", "cycle": 100 * i + 1})
+    if ended:
+        ev.append({"event": "state", "prog": 1, "state": "done", "reason": "halt", "pc": 4,
+                   "cycle": 100 * n + 2})
+    return ev
+
+
+def _with_drops(events, drop_cycles, count=None, ended=True):
+    kept = [e for e in events if e.get("cycle") not in drop_cycles or e["event"] == "state"]
+    n = len(events) - len(kept) if count is None else count
+    return kept + [{"event": "dropped", "count": n, "reason": "fifo"}]
+
+
+def _cmp(tmp_path, a_events, b_events):
+    a = load_trace(write_trace(tmp_path / "a.jsonl", a_events))
+    b = load_trace(write_trace(tmp_path / "b.jsonl", b_events))
+    return compare(a, b, tolerance_us=0)
+
+
+def test_dropped_events_are_aligned_by_cycle_and_accounted_for_exactly(tmp_path):
+    vm = _run_events()
+    # the board dropped an early reg+irq pair and a later irq: by occurrence every later
+    # event would pair with its successor (and deviate); by cycle they all match
+    hw = _with_drops(vm, {300, 301, 1501})
+    c = _cmp(tmp_path, vm, hw)
+    assert c.ok, c.failures
+    assert c.accounted == (0, 3) and c.overall.missing == 3
+    assert c.overall.over_tolerance == 0 and c.overall.value_mismatches == 0
+    assert "3 accounted for by B's dropped count" in format_table(c)
+    j = c.to_json()
+    assert j["dropped"] == {"a": 0, "b": 3, "accounted_a": 0, "accounted_b": 3}
+    # the same traces the other way round: B's extras are A's drops
+    c = _cmp(tmp_path, hw, vm)
+    assert c.ok and c.accounted == (3, 0)
+
+
+def test_more_missing_than_dropped_fails(tmp_path):
+    vm = _run_events()
+    c = _cmp(tmp_path, vm, _with_drops(vm, {300, 301, 1501}, count=2))
+    assert not c.ok
+    assert c.failures == ["1 event(s) of A missing from B (besides 2 that B's dropped "
+                          "count accounts for)"]
+
+
+def test_a_dropped_count_larger_than_what_is_missing_fails_when_the_run_ended(tmp_path):
+    vm = _run_events()
+    c = _cmp(tmp_path, vm, _with_drops(vm, {300, 301}, count=3))
+    assert c.failures == ["B reports 3 dropped event(s) but lacks only 2 that the other "
+                          "trace has"]
+    # a run cut off by a window may have dropped records after its end: fewer is fine
+    vm = _run_events(ended=False)
+    c = _cmp(tmp_path, vm, _with_drops(vm, {300, 301}, count=3))
+    assert c.ok, c.failures
+    assert any("after the end of the run" in w for w in c.warnings)
+
+
+def test_a_missing_state_event_is_never_accounted_for_by_drops(tmp_path):
+    vm = _run_events()
+    hw = [e for e in vm if e.get("state") != "done"] + [
+        {"event": "dropped", "count": 1, "reason": "fifo"}]
+    c = _cmp(tmp_path, vm, hw)
+    assert not c.ok
+    assert "1 event(s) of A missing from B" in c.failures[0]
