@@ -440,7 +440,11 @@ EXECUTION_RULES = """\
    Counters are cleared when a program starts.
 7. **Registers** are shared by all programs, start at 0 on machine reset, and wrap
    modulo `2^width` (two's complement for signed registers). MOVE and ADD emit a `reg`
-   event with the new value.
+   event with the new value. Machine reset is when a backend opens: every `copper run`
+   on every backend, and copperd's start; loading or starting a program keeps the
+   registers (other programs may own them). On a board the fpga backend clears them
+   at open (the gateware's reset-all keeps them), so a run starts from the same
+   registers, fences (0) and time base on every backend.
 8. **Several programs.** Each running program has a context `slot` (0, 1, ...). When
    several programs issue ops in the same cycle, the ops take effect in ascending slot
    order: each sees the registers as left by the lower slots (two ADDs to one register
