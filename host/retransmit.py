@@ -61,7 +61,7 @@ class RetransmitPolicy:
     """
     baud: int
     max_s: float
-    min_slack_s: float = 0.003
+    min_slack_s: float = 0.005
     max_words: int = 126
     min_words: int = 2
     memory: float = 0.9

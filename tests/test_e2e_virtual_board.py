@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
 from copperline.host.run_cli import run_realtime, run_virtual
 from copperline.host.vm import Machine
+from tests.support import FaultyProxy, stepper as _stepper
 
 FABRIC_HZ = 12_000_000          # iCEBreaker
 CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
@@ -209,67 +207,6 @@ def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
     assert hw_events == vm_events and len(hw_events) == 16
 
 
-class FaultyProxy:
-    """A TCP proxy that corrupts (flips a bit of) or drops each byte with probability
-    ``rate``, in both directions, from one seeded generator per direction."""
-
-    def __init__(self, target: tuple[str, int], rate: float, seed: int):
-        self.target, self.rate = target, rate
-        self.rngs = {"up": random.Random(seed), "down": random.Random(seed + 1)}
-        self.faults = {"up": 0, "down": 0}
-        self.bytes = {"up": 0, "down": 0}
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = "socket://127.0.0.1:%d" % self._sock.getsockname()[1]
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self._stop:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            for s in (client, upstream):       # a byte goes on at once, like on a UART
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for a, b, d in ((client, upstream, "up"), (upstream, client, "down")):
-                threading.Thread(target=self._pump, args=(a, b, d), daemon=True).start()
-
-    def _mangle(self, data: bytes, d: str) -> bytes:
-        rng, out = self.rngs[d], bytearray()
-        for b in data:
-            x = rng.random()
-            if x < self.rate / 2:
-                self.faults[d] += 1                               # dropped
-            elif x < self.rate:
-                self.faults[d] += 1
-                out.append(b ^ (1 << rng.randrange(8)))           # corrupted
-            else:
-                out.append(b)
-        self.bytes[d] += len(data)
-        return bytes(out)
-
-    def _pump(self, src, dst, d):
-        try:
-            while True:
-                data = src.recv(4096)
-                if not data:
-                    break
-                dst.sendall(self._mangle(data, d))
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self._stop = True
-        self._sock.close()
-
-
 def test_trace_is_identical_through_a_noisy_line(board):
     """1e-3 of the bytes corrupted or dropped, both ways: requests and event reads are
     retransmitted, nothing is lost or doubled, the trace still equals the VM's."""
@@ -298,18 +235,6 @@ def test_trace_is_identical_through_a_noisy_line(board):
 # 1 Mbaud through the paced virtual board) and beyond it (the board's FIFO then drops and
 # counts): the trace equals the VM's at 0 us, every event present or accounted for by
 # an exact dropped count.
-
-def _stepper(wait_us: int, steps: int) -> dict:
-    """A reg and an irq record every ``wait_us`` microseconds, ``steps`` times, then HALT."""
-    return {"version": 1, "program": [
-        {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-        {"label": "l"},
-        {"op": "WAIT", "us": wait_us},
-        {"op": "ADD", "reg": "layer[1].x", "delta": 3},
-        {"op": "IRQ", "tag": "t"},
-        {"op": "LOOP", "count": steps, "label": "l"},
-        {"op": "HALT"}]}
-
 
 def _compare_with_vm(tmp_path, image, hw_events):
     from copperline.host.trace import TraceWriter

@@ -1,8 +1,10 @@
-"""Run the benchmarks: ``python -m tests.bench [NAME ...]`` (or ``make bench``).
+"""Run the benchmarks: ``python -m tests.bench [NAME ...] [--OPTION ...]`` (or
+``make bench BENCH="NAME --OPTION ..."``).
 
 Every ``tests/bench/bench_<name>.py`` module has ``main(argv) -> int`` that prints its
 figures (medians, and ratios against a baseline measured in the same run). With no
-names, all benchmarks run in turn.
+names, all benchmarks run in turn. Options (from the first argument starting with
+``-``) go to every benchmark named, e.g. ``python -m tests.bench events --seconds 10``.
 """
 
 import importlib
@@ -16,6 +18,8 @@ import tests.bench as pkg
 def main(argv: list[str]) -> int:
     names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(pkg.__path__)
                    if m.name.startswith("bench_"))
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    argv, options = argv[:split], argv[split:]
     wanted = argv or names
     unknown = [n for n in wanted if n not in names]
     if unknown:
@@ -27,7 +31,7 @@ def main(argv: list[str]) -> int:
         print(f"== bench {name} ==", flush=True)
         t0 = time.perf_counter()
         module = importlib.import_module(f"tests.bench.bench_{name}")
-        rc |= module.main([])
+        rc |= module.main(options)
         print(f"== bench {name}: {time.perf_counter() - t0:.1f} s ==\n", flush=True)
     return rc
 
