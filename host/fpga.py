@@ -8,6 +8,10 @@ is discovered by its USB id (``copperline.boards.discover``).
 
 * **identify**: ``hello`` gives the core clock (the rate event stamps count), sizes and the
   ISA version; a bitstream without the core, or another ISA version, is refused.
+* **reset**: opening the backend resets the board as a VM's machine reset: every slot
+  stopped, the time base at 0, every register 0 (the gateware's reset-all keeps the
+  register file, so a short program of ``MOVE reg, 0`` clears it) and stale event
+  records dropped; a run on the board starts from what a run on the VM starts from.
 * **programs**: one per core context (slot). ``load`` checks the image fits
   ``program_words`` (BAD_ARG otherwise), uploads it, resets the slot and writes the slot's
   fence entries with the current values of the image's timelines.
