@@ -249,9 +249,9 @@ def _compare_with_vm(tmp_path, image, hw_events):
     return compare(load_trace(paths[0]), load_trace(paths[1]), tolerance_us=0)
 
 
-@pytest.mark.parametrize("wait_us, steps", [(500, 2000), (250, 2000)],
-                         ids=["4k-per-s", "8k-per-s"])
-def test_every_event_arrives_up_to_the_line_capacity(board, tmp_path, wait_us, steps):
+@pytest.mark.parametrize("wait_us, steps", [(1000, 1000), (500, 2000)],
+                         ids=["2k-per-s", "4k-per-s"])
+def test_every_event_arrives_well_within_the_line_capacity(board, tmp_path, wait_us, steps):
     image = compile_program(_stepper(wait_us, steps))
     be = FpgaBackend(port=board.url, command_timeout=30.0)
     events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
@@ -262,10 +262,14 @@ def test_every_event_arrives_up_to_the_line_capacity(board, tmp_path, wait_us, s
     assert c.overall.matched == len(events) == 2 * steps + 3
 
 
-def test_at_the_line_capacity_every_event_arrives_or_is_counted(board, tmp_path):
-    # 10k records/s is what the host pulls at best: on a busy machine its turnaround may
-    # let the FIFO overflow now and then; what is dropped is counted exactly
-    image = compile_program(_stepper(200, 2500))
+@pytest.mark.parametrize("wait_us, steps", [(250, 2000), (200, 2500)],
+                         ids=["8k-per-s", "10k-per-s"])
+def test_near_the_line_capacity_every_event_arrives_or_is_counted(board, tmp_path, wait_us,
+                                                                  steps):
+    # ~10k records/s is what the host pulls at best (stop-and-wait reads): on a busy
+    # machine its turnaround may let the FIFO overflow now and then; what is dropped is
+    # counted exactly
+    image = compile_program(_stepper(wait_us, steps))
     be = FpgaBackend(port=board.url, command_timeout=30.0)
     events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
     assert status["state"] == "done"
@@ -273,7 +277,7 @@ def test_at_the_line_capacity_every_event_arrives_or_is_counted(board, tmp_path)
     c = _compare_with_vm(tmp_path, image, events)
     assert c.ok, c.failures
     assert c.accounted == (dropped, 0)
-    assert c.overall.matched + dropped == 2 * 2500 + 3
+    assert c.overall.matched + dropped == 2 * steps + 3
 
 
 def test_beyond_the_line_capacity_drops_are_counted_exactly(board, tmp_path):
