@@ -24,7 +24,7 @@ def write_core(out_dir: str, **params) -> str:
     with open(path, "w") as f:
         f.write(wake_comb_blocks(verilog.convert(core, name=TOP)))
     meta = dict(params, phases=core.phases, slot_bits=core.slot_bits, pc_bits=core.pc_bits,
-                vsync_period=core.vsync_period)
+                vsync_period=core.vsync_period, fifo_reserve=core.fifo_reserve)
     with open(os.path.join(out_dir, f"{TOP}.json"), "w") as f:
         json.dump(meta, f)
     return path
