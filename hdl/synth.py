@@ -230,6 +230,7 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
 def main(argv=None) -> int:  # pragma: no cover - manual use
     """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C] [--seed N ...]``."""
     import argparse
+    from copperline.cache import cache_dir
     from copperline.firmware import isa
     from copperline.hdl.core import Core
     ap = argparse.ArgumentParser(prog="copperline.hdl.synth", description=main.__doc__)
@@ -249,7 +250,8 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
                                 program_memory=mem, spram_primitive=mem == "spram",
                                 **(ECP5_CORE_OPTIONS if a.family == "ecp5" and mem == "bram"
                                    else {})),
-                   a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq, seeds=a.seed)
+                   a.family, workdir=str(cache_dir() / f"synth-{a.family}"), freq_mhz=freq,
+                   seeds=a.seed)
     out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
     out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)
     print(json.dumps(out, indent=1))
