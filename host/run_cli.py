@@ -185,10 +185,12 @@ def _prog_event(e: dict, prog: int) -> dict:
 
 def _as_program_1(e: dict, prog: int) -> dict:
     """A backend event of program ``prog`` as ``copper run`` records it: program 1 (the
-    daemon's own ids differ; its state events also carry the seed's ``id``)."""
+    daemon's own ids differ; its state events also carry the seed's ``id``, and every
+    event its subscription id ``sub``)."""
     if e.get("prog") != prog:
         return e
-    return {k: (1 if k == "prog" else v) for k, v in e.items() if not (k == "id" and v == prog)}
+    return {k: (1 if k == "prog" else v) for k, v in e.items()
+            if k != "sub" and not (k == "id" and v == prog)}
 
 
 # -- engines ------------------------------------------------------------------------------
