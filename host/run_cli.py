@@ -452,9 +452,9 @@ def _run(args, opened) -> int:
     if horizon / args.clock_hz > PROGRESS_AFTER_S and until_cycle is None and not args.json:
         progress.say(f"{what}: until the program ends, at most {DEFAULT_MAX_US / 1e6:g} s of "
                      "model time (--frames N or --until-us T to choose)")
-    meter = RunProgress(horizon, args.clock_hz, what)
     t_wall = time.perf_counter()
     if realtime:
+        meter = RunProgress(horizon, args.clock_hz, what)
         backend = opened or make_realtime_backend(args)
         result = run_realtime(backend, image, until_cycle=until_cycle, fences=fences,
                               max_cycle=max_cycle, on_progress=meter.update)
@@ -471,6 +471,7 @@ def _run(args, opened) -> int:
         engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
                                      args.watchdog_ops, args.vsync_events,
                                      engine=args.engine, waves=args.waves)
+        meter = RunProgress(horizon, args.clock_hz, what)     # (after the simulator build)
         try:
             result = run_virtual(engine, image, until_cycle=until_cycle, fences=fences,
                                  max_cycle=max_cycle, on_progress=meter.update)
@@ -550,7 +551,7 @@ def _print_summary(args, summary: dict, counts, clock: str, ops, elapsed: float)
           f"({kinds}) in {span}{summary['until_us'] / 1e6:.6f} s model time")
     print(f"program 1: {summary['state']}"
           + (f" ({summary['reason']})" if summary["reason"] else "")
-          + f" at pc {summary['pc']}"
+          + (f" at pc {summary['pc']}" if summary["pc"] is not None else "")
           # the board keeps no op count (its status has state, pc, cycle, dropped)
           + (f"; {ops} ops issued" if ops is not None else ""))
     if "lateness_us" in summary:
