@@ -5,7 +5,7 @@ The traces of `copper run --backend fpga` must equal the VM's (`--backend soft -
 virtual` at the board's core clock) event for event and cycle for cycle, also when a
 seeded proxy corrupts and drops bytes on the line at a 1e-3 rate.
 
-The simulator is compiled once (cached under build/verilator-board/); the board is built with a
+The simulator is compiled once (cached in the build cache, verilator-board/); the board is built with a
 1 kHz vsync so that programs that wait for vsync finish quickly.
 """
 
