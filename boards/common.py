@@ -151,7 +151,8 @@ def _estimate(board: Board, stage: str, last: dict, program: str | None = None) 
     if program is not None and first_use(program):
         return FIRST_USE_ESTIMATE
     if stage in last:
-        return f"the last build here took {last[stage]:.0f} s"
+        took = f"{last[stage]:.0f} s" if last[stage] >= 2 else "under 2 s"
+        return f"the last build here took {took}"
     typical = TYPICAL_STAGE_S.get(board.family, {}).get(stage)
     return f"typically ~{typical} s" if typical else None
 
@@ -180,8 +181,8 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     t_all = time.monotonic()
     stages = []
 
-    label = (f"elaborating the top for {board.title} ({board.clock_hz / 1e6:g} MHz, "
-             f"{baud} baud) into {out}")
+    prog.say(f"building for {board.title} in {out}")
+    label = f"elaborating the top ({board.clock_hz / 1e6:g} MHz, {baud} baud)"
     t0 = time.monotonic()
     with prog.step(label, _estimate(board, "elaborate", last)):
         platform = board.platform()

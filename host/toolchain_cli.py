@@ -138,9 +138,10 @@ def cmd_compile(args) -> int:
     info = _summary(image)
     log.info("wrote %s", out)
     if args.json:
-        print(json.dumps({"ok": True, "source": args.program, "output": out, **info}, indent=2))
+        print(json.dumps({"ok": True, "source": args.program, "output": out,
+                          "files": [written(out, "image")], **info}, indent=2))
     else:
-        print(f"wrote {out}: {_plural(info['words'], 'word')}, {len(data)} bytes, "
+        print(f"wrote {out} ({len(data)} bytes): {_plural(info['words'], 'word')}, "
               f"sha256 {info['sha256']}")
     return 0
 

@@ -48,7 +48,7 @@ def test_compile_then_disasm_json_recompiles_to_same_bytes(tmp_path):
     cop = tmp_path / "sprite.cop"
     r = copper("compile", SPRITE, "-o", cop)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"wrote {cop}: 9 words, ")
+    assert r.stdout.startswith(f"wrote {cop} ({cop.stat().st_size} bytes): 9 words, ")
     assert cop.read_bytes() == compile_file(SPRITE).to_bytes()
 
     r = copper("disasm", cop, "--program")
