@@ -172,6 +172,22 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
+def robust_line(xs: list[float], ys: list[float], max_points: int = 400):
+    """Theil-Sen line ``(slope, intercept)`` of ys over xs (median of the pairwise slopes;
+    intercept the median of ``y - slope * x``): a few outliers do not tilt it. At most
+    ``max_points`` evenly spaced points are used. None with fewer than two distinct xs."""
+    if len(xs) > max_points:
+        step = len(xs) / max_points
+        idx = [int(i * step) for i in range(max_points)]
+        xs, ys = [xs[i] for i in idx], [ys[i] for i in idx]
+    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
+                    for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i])
+    if not slopes:
+        return None
+    m = percentile(slopes, 50)
+    return m, percentile(sorted(y - m * x for x, y in zip(xs, ys)), 50)
+
+
 def _r(v: float | None, nd: int = 3) -> float | None:
     return None if v is None else round(v, nd) + 0.0   # + 0.0: no "-0.0" in reports
 
@@ -549,17 +565,16 @@ def plot(c: Comparison, out: str) -> None:
                      s=4 if dense else 16, c=colours[kind], marker=markers[kind],
                      label=f"{kind} ({len(ps)})", alpha=0.3 if dense else 0.8,
                      linewidths=1 if kind == "reg" else 0)
-        # the kind's own drift fit over the points shown (a clipped outlier would pull
-        # the line off them), drawn over the time they span
-        xs, ys = [p.ta for p in inside], [p.deviation for p in inside]
-        sl = slope(xs, ys)
-        if sl is not None:
-            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        # the kind's own drift line, robust (a least-squares line is tilted off the
+        # points by a few stragglers), drawn over the time its events span
+        xs, ys = [p.ta for p in ps], [p.deviation for p in ps]
+        line = robust_line(xs, ys)
+        if line is not None:
+            sl, b0 = line
             ends = [min(xs), max(xs)]
-            ax_t.plot([x / scale for x in ends], [my + sl * (x - mx) for x in ends],
+            ax_t.plot([x / scale for x in ends], [b0 + sl * x for x in ends],
                       color=colours[kind], linewidth=1.2, linestyle="-",
-                      label=f"{kind} fit {round(sl * 1e6, 1) + 0.0:+.1f} ppm"
-                            + (" (w/o clipped)" if len(inside) < len(ps) else ""))
+                      label=f"{kind} drift {round(sl * 1e6, 1) + 0.0:+.1f} ppm (Theil-Sen)")
     high = [p for p in c.pairs if p.deviation > hi]
     low = [p for p in c.pairs if p.deviation < lo]
     inset = 0.04 * (hi - lo)
