@@ -462,9 +462,10 @@ def _run(args, opened) -> int:
             backend_name = backend.name
             hz = backend.clock_from_events(result.events)
             if hz is not None and hz != args.clock_hz:
-                log.info("the daemon's events say %d Hz (not %d)", hz, args.clock_hz)
-                result.end_cycle = result.end_cycle * hz // args.clock_hz
-                args.clock_hz = hz
+                # (the ports protocol does not report the clock: the run's end was
+                # computed for the wrong one)
+                raise RunError(f"--via {args.via}: the daemon's backend runs at {hz} Hz, "
+                               f"not {args.clock_hz}: give --clock-hz {hz} (or --board NAME)")
     else:
         if args.backend == "soft" and (args.engine or args.waves):
             raise RunError("--engine and --waves apply to --backend sim")

@@ -101,9 +101,10 @@ def test_a_program_that_ends_ends_both_runs_at_the_next_vsync_edge(board, tmp_pa
 # -- --via: through a running copperd ----------------------------------------------------
 
 @pytest.fixture
-def copperd(tmp_path):
+def copperd(tmp_path, request):
     sock = str(tmp_path / "copperd.sock")
-    proc = subprocess.Popen([COPPERD, "--backend", "soft", "--socket", sock, "--quiet"],
+    extra = getattr(request, "param", [])
+    proc = subprocess.Popen([COPPERD, "--backend", "soft", "--socket", sock, "--quiet", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     from copperline.host.client import PortsClient
     deadline = time.monotonic() + 30
@@ -134,6 +135,19 @@ def test_via_a_daemon_writes_the_same_trace(copperd, tmp_path, capsys):
     strip = lambda evs: [{k: v for k, v in e.items() if k != "wall_us"} for e in evs]
     assert strip(vev) == dev and len(dev) == 30       # state running + 29 ticks
     assert all("wall_us" in e for e in vev)            # measured by the daemon
+
+
+@pytest.mark.parametrize("copperd", [["--clock-hz", "3000000"]], indirect=True)
+def test_via_a_daemon_at_another_clock_needs_clock_hz(copperd, tmp_path, capsys):
+    assert main(["run", str(TICK), "--via", copperd, "--until-us", "20000"]) == 1
+    assert ("the daemon's backend runs at 3000000 Hz, not 12000000: give --clock-hz 3000000"
+            in capsys.readouterr().err)
+    trace = tmp_path / "t.jsonl"
+    assert main(["run", str(TICK), "--via", copperd, "--until-us", "20000", "--clock-hz",
+                 "3000000", "--trace", str(trace)]) == 0
+    header, events = read_trace(str(trace))
+    assert header["clock_hz"] == 3_000_000 and header["until_cycle"] == 60_000
+    assert [e["cycle"] for e in events if e["event"] == "irq"][:2] == [3000, 6003]
 
 
 def test_via_without_a_daemon_says_so(tmp_path, capsys):
