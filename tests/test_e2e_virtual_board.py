@@ -293,7 +293,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
 
 # ------------------------------------------------------------------- board loss -----------
 
-def test_board_loss_ends_programs_then_reconnects():
+def test_board_loss_ends_programs_then_reconnects(caplog):
+    caplog.set_level("WARNING", logger="copperline.host.fpga")
     server = _server()
     port = server.address[1]
     got = []
@@ -314,6 +315,10 @@ def test_board_loss_ends_programs_then_reconnects():
         assert err.value.code == "NO_BOARD" and "gone" in err.value.message
         server = _server(port)                           # plugged back in
         assert _wait_for(lambda: be.online, 15)
+        # the operator who saw the loss (a warning) sees the board come back
+        assert _wait_for(lambda: any(
+            r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} uploaded "
+            "again, ready to start" in r.getMessage() for r in caplog.records))
         got.clear()
         be.start(pid)                                    # uploaded again on reconnect
         assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
