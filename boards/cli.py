@@ -206,15 +206,15 @@ def cmd_sim(args) -> int:
         raise CliError(f"virtual board: {exc.strerror or exc}") from None
     except (BoardError, NativeBuildError, ValueError) as exc:
         raise CliError(f"virtual board: {exc}", "BUILD_FAILED") from None
-    server.start()
-    if args.json:
-        print(json.dumps({"ok": True, "board": board.name, "engine": args.engine,
-                          "clock_hz": board.clock_hz, "baud": baud, "url": server.url}),
-              flush=True)
-    else:
-        print(f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine}) "
-              f"listening on {server.url}", flush=True)
-    try:
+    try:            # (Ctrl-C is how a server stops: exit 0 from here on)
+        server.start()
+        if args.json:
+            print(json.dumps({"ok": True, "board": board.name, "engine": args.engine,
+                              "clock_hz": board.clock_hz, "baud": baud, "url": server.url}),
+                  flush=True)
+        else:
+            print(f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine}) "
+                  f"listening on {server.url}", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

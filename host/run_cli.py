@@ -284,9 +284,11 @@ def run_virtual(engine, image, *, until_cycle: int | None, fences=(),
     return RunResult([e for e in events if e.get("cycle", 0) < end], status, end, interrupted)
 
 
-#: After the end is reached, how long a real-time run waits for events still on their
-#: way (a board's events come over the line after its status says the cycle passed).
+#: After the end is reached, how long a real-time run waits at most for events still on
+#: their way (a board's events come over the line after its status says the cycle passed;
+#: a busy daemon hands them over late): until one at or after the end arrives.
 DRAIN_S = 0.25
+DRAIN_REMOTE_S = 2.0
 
 
 def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
@@ -354,7 +356,8 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
 def _drain(got: list[dict], end_cycle: int, backend, prog) -> None:
     """Wait (at most DRAIN_S) for the events before ``end_cycle`` still on their way:
     until one at or after it arrives."""
-    deadline = time.monotonic() + DRAIN_S
+    remote = getattr(backend, "counts_own_cycles", backend.name == "fpga")
+    deadline = time.monotonic() + (DRAIN_REMOTE_S if remote else DRAIN_S)
     while time.monotonic() < deadline:
         if any(e.get("cycle", 0) >= end_cycle for e in got[-8:] if e.get("prog") == prog):
             return
