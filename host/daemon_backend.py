@@ -46,9 +46,9 @@ class DaemonBackend(Backend):
         try:
             return self._client.request(cmd, **args)
         except PortsError as exc:
-            raise BackendError(exc.code, f"copperd on {self.socket}: {cmd}: {exc.message}") from None
+            raise BackendError(exc.code, f"{cmd}: {exc.message}") from None
         except (PortsConnectionError, TimeoutError, OSError) as exc:
-            raise BackendError("INTERNAL", f"copperd on {self.socket}: {exc}") from None
+            raise BackendError("INTERNAL", f"{cmd}: {exc}") from None
         finally:
             self._deliver(0)
 
@@ -73,8 +73,7 @@ class DaemonBackend(Backend):
         try:
             self._client = PortsClient(self.socket, timeout=10.0)
         except (PortsConnectionError, OSError) as exc:
-            raise BackendError("NOT_FOUND", f"no copperd on {self.socket}: {exc} (start one "
-                               "with `copperd --socket PATH`)") from None
+            raise BackendError("NOT_FOUND", f"none is listening: {exc}") from None
         self.daemon = self._call("ping")
         self.name = self.daemon.get("backend", "soft")
 

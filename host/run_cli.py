@@ -414,6 +414,9 @@ def _resolve_clock(args):
 
 
 def _main(args) -> int:
+    if args.via and (args.backend != "soft" or args.port or args.engine or args.waves):
+        raise RunError("--via runs on the daemon's backend: leave out --backend, --port, "
+                       "--engine and --waves")
     opened = _resolve_clock(args)
     try:
         return _run(args, opened)
@@ -435,9 +438,6 @@ def _run(args, opened) -> int:
         raise RunError(f"--frames must be >= 1 (got {args.frames})")
     if args.until_us is not None and args.until_us <= 0:
         raise RunError(f"--until-us must be > 0 (got {args.until_us})")
-    if args.via and (args.backend != "soft" or args.port or args.engine or args.waves):
-        raise RunError("--via runs on the daemon's backend: leave out --backend, --port, "
-                       "--engine and --waves")
     if args.backend != "soft" and args.clock == "monotonic":
         log.info("--clock applies to the soft backend only; ignored for %s", args.backend)
     fences = [parse_fence(s, cpu) for s in args.fence]

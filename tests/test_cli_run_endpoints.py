@@ -154,7 +154,7 @@ def test_via_without_a_daemon_says_so(tmp_path, capsys):
     sock = tmp_path / "none.sock"
     assert main(["run", str(TICK), "--via", str(sock), "--until-us", "1000"]) == 1
     err = capsys.readouterr().err
-    assert f"no copperd on {sock}" in err
+    assert f"copper run: copperd on {sock}: none is listening: {sock}: cannot connect" in err
 
 
 # -- Ctrl-C ----------------------------------------------------------------------------
