@@ -134,25 +134,61 @@ def _resolve(tool: str, env: dict[str, str]) -> str:
     return path
 
 
-def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = None,
-          with_core: bool = True, progress: Callable[[str], None] = lambda msg: None) -> dict:
-    """Synthesise, place and route, pack; write and return ``report.json``."""
+#: Stage times of a board build with the core on this project's reference machine (2
+#: cores), the estimate shown before a first build; later builds show the last one's.
+TYPICAL_STAGE_S = {"ice40": {"elaborate": 3, "yosys": 20, "nextpnr-ice40": 25, "icepack": 1},
+                   "ecp5": {"elaborate": 3, "yosys": 20, "nextpnr-ecp5": 35, "ecppack": 3}}
+
+
+def build_dir_for(board: Board, build_dir: str | Path | None = None) -> Path:
+    """Where ``board``'s build lands: ``<cache>/<board>/`` (copperline.cache)."""
+    from copperline.cache import cache_dir
+    return cache_dir(build_dir) / board.name
+
+
+def _estimate(board: Board, stage: str, last: dict, program: str | None = None) -> str:
+    from copperline.yowasp import FIRST_USE_ESTIMATE, first_use
+    if program is not None and first_use(program):
+        return FIRST_USE_ESTIMATE
+    if stage in last:
+        took = f"{last[stage]:.0f} s" if last[stage] >= 2 else "under 2 s"
+        return f"the last build here took {took}"
+    typical = TYPICAL_STAGE_S.get(board.family, {}).get(stage)
+    return f"typically ~{typical} s" if typical else None
+
+
+def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None = None,
+          with_core: bool = True) -> dict:
+    """Synthesise, place and route, pack; write and return ``report.json``.
+
+    The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
+    each stage reports through :mod:`copperline.progress`."""
+    from copperline import progress as prog
     from copperline.hdl.uart import DEFAULT_BAUD, divisor
 
     baud = baud or DEFAULT_BAUD
     divisor(board.clock_hz, baud)   # refuses a baud the clock cannot make, before any work
-    out = Path(build_dir) / board.name
+    out = build_dir_for(board, build_dir)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        # the last build of the same top here is the most honest estimate
+        previous = json.loads((out / "report.json").read_text())
+        same = previous.get("core") == (board.core if with_core else None)
+        last = {s["stage"]: s["seconds"] for s in previous.get("stages", [])} if same else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        last = {}
     env = toolchain_env()
     t_all = time.monotonic()
     stages = []
 
-    progress(f"elaborating the top for {board.title} ({board.clock_hz / 1e6:g} MHz, {baud} baud)")
+    prog.say(f"building for {board.title} in {out}")
+    label = f"elaborating the top ({board.clock_hz / 1e6:g} MHz, {baud} baud)"
     t0 = time.monotonic()
-    platform = board.platform()
-    plan = platform.prepare(board_top(board, baud=baud, with_core=with_core), name="copper",
-                            nextpnr_opts="--report copper_report.json")
-    plan.extract(str(out))
+    with prog.step(label, _estimate(board, "elaborate", last)):
+        platform = board.platform()
+        plan = platform.prepare(board_top(board, baud=baud, with_core=with_core), name="copper",
+                                nextpnr_opts="--report copper_report.json")
+        plan.extract(str(out))
     stages.append({"stage": "elaborate", "seconds": round(time.monotonic() - t0, 2)})
     with open(out / "build_copper.json") as f:
         commands = json.load(f)["commands"]
@@ -160,11 +196,11 @@ def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = N
     for cmd in commands:
         tool = cmd[0]
         label = STAGE_NAMES.get(tool, tool)
-        progress(f"{label} ...")
         t0 = time.monotonic()
         argv = [_resolve(tool, env)] + cmd[1:]
         log.debug("running %s in %s", argv, out)
-        proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
+        with prog.step(label, _estimate(board, tool, last, argv[0]), done=False):
+            proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
         secs = round(time.monotonic() - t0, 2)
         (out / f"{tool}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -172,7 +208,7 @@ def build(board: Board, *, build_dir: str | Path = "build", baud: int | None = N
             raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
                              f"log: {out / (tool + '.log')}\n{tail}")
         stages.append({"stage": tool, "seconds": secs})
-        progress(f"{label} done in {secs:.1f} s")
+        prog.say(f"{label} done in {secs:.1f} s")
 
     report = make_report(board, out, baud=baud, stages=stages, with_core=with_core,
                          seconds=round(time.monotonic() - t_all, 2))
@@ -252,10 +288,12 @@ def find_programmer(board: Board) -> tuple[str, str]:
 
 
 def flash(board: Board, *, bitstream: str | Path, sram: bool = False, check_board: bool = True,
-          progress: Callable[[str], None] = lambda msg: None) -> None:
+          progress: Callable[[str], None] | None = None) -> None:
     """Program ``bitstream`` into ``board`` (its SPI flash, or SRAM with ``sram``)."""
+    from copperline import progress as prog
     from copperline.boards.discover import find_devices
 
+    progress = progress or prog.say
     bitstream = Path(bitstream)
     if not bitstream.is_file():
         raise BoardError(f"no bitstream at {bitstream}: run `copper build --board {board.name}` first")

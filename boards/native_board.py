@@ -4,7 +4,7 @@
 ``board_harness.h``, through Verilator (``verilator_harness.cc``,
 :func:`copperline.sim.verilator_build.build_verilated`; the default, ~6x faster) or CXXRTL
 (``cxxrtl_harness.cc``, :func:`copperline.sim.cxxrtl_build.build_native`). Builds are
-cached under ``build/<engine>-board/<sha256>/``, so another test or another
+cached under ``<cache>/<engine>-board/<sha256>/`` (:mod:`copperline.cache`), so another test or another
 ``copper board sim`` costs only the elaboration.
 
 :class:`NativeBoardLink` runs the binary and speaks bytes with it over pipes: the harness
@@ -87,11 +87,11 @@ class FreeRunning(Elaboratable):
                 self.line_quiet, self.line_calm, self.line_skip, self.warp, self.warped]
 
 
-def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike = "build",
+def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike | None = None,
                     name: str = "top", progress=None) -> Path:
     """Compile the board ``top`` (an elaboratable with UART pins and ``busy``) to a native
     board simulator with ``engine`` (``verilator`` or ``cxxrtl``); returns the executable.
-    Cached under ``build_dir/<engine>-board/<hash>/``."""
+    Cached under ``<cache>/<engine>-board/<hash>/``."""
     design = FreeRunning(top)
     if engine == "verilator":
         from amaranth.back import verilog

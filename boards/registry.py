@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from copperline.boards.common import Board, BoardError
 
 
@@ -20,4 +22,6 @@ def get_board(name: str) -> Board:
     for b in all_boards():
         if key == b.name or key in b.aliases:
             return b
-    raise BoardError(f"unknown board {name!r}; known boards: {', '.join(board_names())}")
+    close = difflib.get_close_matches(key, board_names(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise BoardError(f"unknown board {name!r}; {hint}known boards: {', '.join(board_names())}")

@@ -142,7 +142,7 @@ def warp_params(top) -> tuple[int, int]:
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
-                build_dir: str = "build", pace: bool = True, progress=None):
+                build_dir: str | None = None, pace: bool = True, progress=None):
     """The simulated link of a virtual board: a :class:`SimulatedLink` (amaranth) or a
     :class:`~copperline.boards.native_board.NativeBoardLink` (verilator, cxxrtl: compiled
     and cached; a Verilator that cannot build falls back to CXXRTL with a warning)."""
@@ -180,7 +180,7 @@ class VirtualBoardServer:
     """
 
     def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None,
-                 core=None, engine: str = "amaranth", build_dir: str = "build",
+                 core=None, engine: str = "amaranth", build_dir: str | None = None,
                  pace: bool = True, progress=None):
         self.clock_hz = clock_hz
         self.engine = engine

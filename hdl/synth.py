@@ -86,9 +86,13 @@ def _tool(name: str) -> str:
 
 
 def _run(cmd, cwd):
-    cmd = [_tool(cmd[0])] + list(cmd[1:])
+    from copperline import progress
+    from copperline.yowasp import FIRST_USE_ESTIMATE, first_use
+    name = cmd[0]
+    cmd = [_tool(name)] + list(cmd[1:])
     log.info("running %s", " ".join(cmd[:2]))
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    with progress.step(name, FIRST_USE_ESTIMATE if first_use(name) else None):
+        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if p.returncode:
         raise RuntimeError(f"{cmd[0]} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
     return p.stdout + p.stderr
@@ -230,6 +234,7 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
 def main(argv=None) -> int:  # pragma: no cover - manual use
     """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C] [--seed N ...]``."""
     import argparse
+    from copperline.cache import cache_dir
     from copperline.firmware import isa
     from copperline.hdl.core import Core
     ap = argparse.ArgumentParser(prog="copperline.hdl.synth", description=main.__doc__)
@@ -243,13 +248,16 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     ap.add_argument("--seed", type=int, nargs="+", default=[1],
                     help="nextpnr seed(s); Fmax is reported per seed and as the median")
     a = ap.parse_args(argv)
+    from copperline import progress
+    progress.enable("synth")
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
     r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
                                 program_memory=mem, spram_primitive=mem == "spram",
                                 **(ECP5_CORE_OPTIONS if a.family == "ecp5" and mem == "bram"
                                    else {})),
-                   a.family, workdir=f"build/synth-{a.family}", freq_mhz=freq, seeds=a.seed)
+                   a.family, workdir=str(cache_dir() / f"synth-{a.family}"), freq_mhz=freq,
+                   seeds=a.seed)
     out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
     out.update(contexts=a.contexts, program_words=a.words, program_memory=mem)
     print(json.dumps(out, indent=1))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import signal
+import stat
 import sys
 
 from copperline import __version__
@@ -100,9 +102,21 @@ def _caps(args):
     return table
 
 
+def socket_mode(path: str) -> str:
+    """What the banner says about access: the socket file's actual mode (under socket
+    activation systemd made it, not --private), or that it is abstract."""
+    if path.startswith("@"):
+        return "abstract socket"
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "mode unknown"
+    return f"mode {stat.S_IMODE(st.st_mode):04o} {stat.filemode(st.st_mode)}"
+
+
 def _banner(path: str, args, backend) -> str:
     target = shlex.quote(path)
-    mode = "abstract socket" if path.startswith("@") else ("mode 0600" if args.private else "mode 0660")
+    mode = socket_mode(path)
     hz = getattr(backend, "clock_hz", None)
     clock = f", {hz / 1e6:g} MHz clock" if hz else ""
     return (f"copperd {__version__}: {backend.name} backend{clock}, listening on {path} ({mode})\n"

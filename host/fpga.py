@@ -517,7 +517,11 @@ class FpgaBackend(Backend):
             except BackendError as exc:
                 log.debug("fpga backend: board not back yet: %s", exc.message)
                 return
-            log.info("fpga backend: board back on %s", self.url)
+            # (warning, like the loss: whoever saw the board go must see it come back)
+            back = [p.id for p in self._progs.values() if p.soft_id is None]
+            log.warning("fpga backend: board back on %s; %s", self.url,
+                        f"programs {', '.join(map(str, sorted(back)))} uploaded again, "
+                        "ready to start" if back else "no programs to upload again")
             for p in sorted(self._progs.values(), key=lambda p: p.id):
                 if p.soft_id is not None:
                     continue                    # stays on the fallback until unloaded

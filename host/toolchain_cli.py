@@ -2,7 +2,8 @@
 
 Thin layer over :mod:`copperline.firmware.program`, :mod:`~copperline.firmware.compiler`
 and :mod:`~copperline.firmware.disasm`. Human-readable output by default, ``--json`` for
-scripts; errors go to stderr, one per line, and the exit code is 1.
+scripts (one object with ``ok``, docs/cli.md); errors go to stderr, one per line, and the
+exit code is 1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import logging
 import os
 import sys
+
+from copperline.cli_output import emit_json, error_object, wrote, written
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +45,37 @@ def register(subparsers) -> None:
     limits(p)
     p.set_defaults(func=cmd_compile)
 
-    p = subparsers.add_parser("disasm", help="list a .cop image (or print it as program JSON)",
+    p = subparsers.add_parser("disasm", help="list a .cop image (or turn it into program JSON)",
                               description="Disassemble a Copper image (a .json program is "
-                                          "compiled first). --json prints program JSON that "
-                                          "recompiles to the same bytes.")
+                                          "compiled first). --program prints (-o writes) "
+                                          "program JSON that recompiles to the same bytes.")
     p.add_argument("image", metavar="PROG.cop")
-    p.add_argument("--json", action="store_true", help="print the program JSON instead of a listing")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--program", action="store_true",
+                      help="print the program JSON instead of a listing")
+    form.add_argument("-o", "--output", metavar="PROG.json",
+                      help="write the program JSON to this file")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: the listing lines and the program")
     p.set_defaults(func=cmd_disasm)
 
 
 def _fail_problems(exc, as_json: bool) -> int:
-    """Report a ProgramError: one problem per line on stderr (and JSON on stdout)."""
+    """Report a ProgramError: one problem per line on stderr (and the error object, with
+    every problem under ``errors``, on stdout)."""
     if as_json:
-        print(json.dumps({"ok": False, "errors": [p.to_dict() for p in exc.problems]}, indent=2))
+        first = str(exc.problems[0]) if exc.problems else str(exc)
+        more = len(exc.problems) - 1
+        emit_json(error_object("BAD_PROGRAM", first + (f" (and {more} more)" if more > 0 else ""),
+                               errors=[p.to_dict() for p in exc.problems]))
     for p in exc.problems:
         print(f"error: {p}", file=sys.stderr)
     return 1
 
 
-def _fail(message: str, as_json: bool = False) -> int:
+def _fail(message: str, as_json: bool = False, code: str = "BAD_INPUT") -> int:
     if as_json:
-        print(json.dumps({"ok": False, "errors": [{"message": message, "text": message}]}, indent=2))
+        emit_json(error_object(code, message, errors=[{"message": message, "text": message}]))
     print(f"error: {message}", file=sys.stderr)
     return 1
 
@@ -90,7 +103,7 @@ def cmd_check(args) -> int:
     except ProgramError as exc:
         return _fail_problems(exc, args.json)
     except ValueError as exc:  # bad --program-words / --layers
-        return _fail(str(exc), args.json)
+        return _fail(str(exc), args.json, "BAD_ARG")
     ops = sum(1 for e in doc["program"] if not is_marker(e))
     info = _summary(image)
     if args.json:
@@ -112,7 +125,7 @@ def cmd_compile(args) -> int:
     except ProgramError as exc:
         return _fail_problems(exc, args.json)
     except ValueError as exc:
-        return _fail(str(exc), args.json)
+        return _fail(str(exc), args.json, "BAD_ARG")
     data = image.to_bytes()
     try:
         # Write then rename, so a failed write never leaves a half image behind.
@@ -121,13 +134,14 @@ def cmd_compile(args) -> int:
             f.write(data)
         os.replace(tmp, out)
     except OSError as exc:
-        return _fail(f"cannot write {out}: {exc.strerror or exc}", args.json)
+        return _fail(f"cannot write {out}: {exc.strerror or exc}", args.json, "CANNOT_WRITE")
     info = _summary(image)
     log.info("wrote %s", out)
     if args.json:
-        print(json.dumps({"ok": True, "source": args.program, "output": out, **info}, indent=2))
+        print(json.dumps({"ok": True, "source": args.program, "output": out,
+                          "files": [written(out, "image")], **info}, indent=2))
     else:
-        print(f"wrote {out}: {_plural(info['words'], 'word')}, {len(data)} bytes, "
+        print(f"wrote {out} ({len(data)} bytes): {_plural(info['words'], 'word')}, "
               f"sha256 {info['sha256']}")
     return 0
 
@@ -142,21 +156,40 @@ def cmd_disasm(args) -> int:
     try:
         image = load_any(args.image)
     except ProgramError as exc:
-        return _fail_problems(exc, False)
+        return _fail_problems(exc, args.json)
     except ImageError as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), args.json, "BAD_FORMAT")
     except OSError as exc:
-        return _fail(f"{args.image}: cannot read: {exc.strerror or exc}")
-    if not args.json:
-        sys.stdout.write(listing(image))
+        return _fail(f"{args.image}: cannot read: {exc.strerror or exc}", args.json, "NOT_FOUND")
+    text = listing(image)
+    if not (args.json or args.program or args.output):
+        sys.stdout.write(text)
         return 0
     try:
         program = to_program(image)
     except DisasmError as exc:
-        return _fail(f"{args.image}: {exc}")
-    if not recompiles_identically(image):
+        return _fail(f"{args.image}: {exc}", args.json, "BAD_FORMAT")
+    canonical = recompiles_identically(image)
+    if not canonical:
         # Hand-made images may order their tables differently from the compiler.
         print(f"warning: {args.image} is not in the compiler's canonical form: the JSON "
               "compiles to an equivalent image with different bytes", file=sys.stderr)
-    sys.stdout.write(format_program(program))
+    out = None
+    if args.output:
+        try:
+            with open(args.output, "w") as f:
+                f.write(format_program(program))
+        except OSError as exc:
+            return _fail(f"cannot write {args.output}: {exc.strerror or exc}", args.json,
+                         "CANNOT_WRITE")
+        out = written(args.output, "program JSON")
+    if args.json:
+        emit_json({"ok": True, "source": args.image, "sha256": image.sha256(),
+                   "words": len(image.code), "canonical": canonical,
+                   "listing": text.splitlines(), "program": program,
+                   **({"output": out} if out else {})})
+    elif args.output:
+        print(wrote(args.output, "program JSON"))
+    else:
+        sys.stdout.write(format_program(program))
     return 0

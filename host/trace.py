@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from typing import IO, Iterable
 
+from copperline.firmware.image import MAGIC as IMAGE_MAGIC
+
 TRACE_VERSION = 1
 
 
@@ -89,10 +91,14 @@ def read_numbered_trace(path: str) -> tuple[dict, list[tuple[int, dict]]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
+                    if header is None:
+                        _not_a_program(path)
                     raise TraceError(f"{path}:{n}: not JSON: {exc.msg} (column {exc.colno})") from None
                 if not isinstance(obj, dict):
                     raise TraceError(f"{path}:{n}: expected a JSON object")
                 if header is None:
+                    if obj.get("trace") != TRACE_VERSION:
+                        _not_a_program(path)
                     _check_header(path, n, obj)
                     header = obj
                 elif "event" not in obj:
@@ -100,10 +106,44 @@ def read_numbered_trace(path: str) -> tuple[dict, list[tuple[int, dict]]]:
                 else:
                     events.append((n, obj))
         except UnicodeDecodeError:
+            _not_a_program(path)
             raise TraceError(f"{path}: not UTF-8 text") from None
     if header is None:
         raise TraceError(f"{path}: empty file, expected a trace header line")
     return header, events
+
+
+def looks_like_trace(path: str) -> bool:
+    """True when the file's first non-blank line is a trace header (``"trace": 1``)."""
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.strip():
+                    obj = json.loads(raw)
+                    return isinstance(obj, dict) and obj.get("trace") == TRACE_VERSION
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def _not_a_program(path: str) -> None:
+    """Raise a TraceError that says what the file is when it is a Copper program or a
+    compiled image, not a trace (else return: the caller reports the line)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return
+    if data.startswith(IMAGE_MAGIC):
+        raise TraceError(f"{path}: a compiled Copper image (.cop), not a trace; record a "
+                         f"trace with `copper run {path} --trace OUT.jsonl`")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return
+    if isinstance(doc, dict) and "program" in doc:
+        raise TraceError(f"{path}: a Copper program, not a trace; record a trace with "
+                         f"`copper run {path} --trace OUT.jsonl`")
 
 
 def _check_header(path: str, n: int, header: dict) -> None:

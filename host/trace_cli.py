@@ -4,14 +4,15 @@ Thin layer: parsing and exit codes here, the work in :mod:`copperline.host.trace
 :mod:`copperline.host.trace_export` and :mod:`copperline.host.render`.
 
 Exit codes: 0 success; 1 ``trace compare`` failed its ``--tolerance-us``; 2 bad input
-(unreadable or invalid trace, bad option value) with the error on stderr.
+(unreadable or invalid trace, bad option value) with the error on stderr. ``--json``:
+one object with ``ok`` (docs/cli.md).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
+
+from copperline.cli_output import CliError, done, emit_json, error_object, wrote, written
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,13 @@ def register(subparsers) -> None:
     p = tsub.add_parser(
         "compare", help="align two traces and report timing deviations",
         description="Align the program events of two traces by (prog, kind, key, occurrence) "
-                    "and report deviations t_B - t_A in microseconds: p50/p99/max of |d|, "
-                    "mean signed d and drift (ppm). Exit 1 when --tolerance-us is given and "
+                    "and report deviations d = t_A - t_B in microseconds (A late is "
+                    "positive): p50/p99/max of |d|, mean signed d and drift (ppm). "
+                    "Exit 1 when --tolerance-us is given and "
                     "an event deviates by more, or events are missing/extra, or register "
                     "values differ.")
-    p.add_argument("a", metavar="A", help="reference trace (e.g. the hardware run)")
-    p.add_argument("b", metavar="B", help="trace compared against A (e.g. the soft run)")
+    p.add_argument("a", metavar="A", help="the trace under test (e.g. the hardware run)")
+    p.add_argument("b", metavar="B", help="the reference A is compared with (e.g. the soft run)")
     p.add_argument("--plot", metavar="OUT.png", help="write a PNG: deviation over time + histogram")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the table")
     p.add_argument("--tolerance-us", type=float, metavar="X",
@@ -65,6 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--gtkw", metavar="SAVEFILE",
                    help="vcd only: also write a GTKWave save file showing every signal "
                         "(signed registers as signed decimal)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
@@ -87,12 +90,12 @@ def register(subparsers) -> None:
                    help="PROG only: core clock of the soft VM (default 12000000)")
     p.add_argument("--vsync-hz", type=float, default=None, metavar="HZ",
                    help="PROG only: vsync rate (default 60)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=cmd_render)
 
 
-def _error(msg: str) -> int:
-    print(f"copper: error: {msg}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+def _error(msg: str, code: str = "BAD_INPUT") -> CliError:
+    return CliError(msg, code, EXIT_BAD_INPUT)
 
 
 def cmd_compare(args) -> int:
@@ -102,20 +105,31 @@ def cmd_compare(args) -> int:
         a, b = tc.load_trace(args.a), tc.load_trace(args.b)
         c = tc.compare(a, b, tolerance_us=args.tolerance_us, time=args.time, ignore=args.ignore)
     except (TraceError, ValueError) as exc:
-        return _error(str(exc))
+        raise _error(str(exc)) from None
+    files = []
     if args.plot:
         try:
             tc.plot(c, args.plot)
         except OSError as exc:
-            return _error(f"{args.plot}: cannot write plot: {exc.strerror or exc}")
-        log.info("wrote %s", args.plot)
-    if args.json:
-        print(json.dumps(c.to_json(), indent=2))
-    else:
-        sys.stdout.write(tc.format_table(c))
-        if args.plot:
-            print(f"plot: {args.plot}")
-    return EXIT_OK if c.ok else EXIT_TOLERANCE
+            raise _error(f"{args.plot}: cannot write plot: {exc.strerror or exc}",
+                         "CANNOT_WRITE") from None
+        files.append(written(args.plot, "plot"))
+    report = c.to_json()
+    report.pop("ok")
+    if not c.ok:
+        if args.json:
+            emit_json(error_object("TOLERANCE", "; ".join(c.failures), **report, files=files))
+        else:
+            print(tc.format_table(c), end="")
+            for f in files:
+                print(wrote(f["path"], "plot"))
+        return EXIT_TOLERANCE
+
+    def human() -> None:
+        print(tc.format_table(c), end="")
+        for f in files:
+            print(wrote(f["path"], "plot"))
+    return done(args, {**report, "files": files}, human)
 
 
 def cmd_export(args) -> int:
@@ -128,11 +142,15 @@ def cmd_export(args) -> int:
             raise ValueError("--gtkw goes with --format vcd")
         n = te.export(t, args.format, args.output, time=args.time, gtkw=args.gtkw)
     except (TraceError, ValueError) as exc:
-        return _error(str(exc))
+        raise _error(str(exc)) from None
     except OSError as exc:
-        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
-    print(f"wrote {args.output} ({args.format}, {n} events)")
-    return EXIT_OK
+        raise _error(f"{args.output}: cannot write: {exc.strerror or exc}", "CANNOT_WRITE") from None
+    files = [written(args.output, args.format)]
+    if args.gtkw:
+        files.append(written(args.gtkw, "GTKWave save file"))
+    return done(args, {"format": args.format, "events": n, "files": files},
+                [wrote(args.output, f"{args.format}, {n} events")]
+                + ([wrote(args.gtkw, "GTKWave save file")] if args.gtkw else []))
 
 
 def _size(text: str, what: str) -> tuple[int, int]:
@@ -146,6 +164,8 @@ def _size(text: str, what: str) -> tuple[int, int]:
 
 
 def cmd_render(args) -> int:
+    import os
+
     from copperline.host.trace import TraceError
     from copperline.host import render
     try:
@@ -155,11 +175,19 @@ def cmd_render(args) -> int:
             raise ValueError(f"--frames must be >= 1 (got {args.frames})")
         frames = render.frames_from_source(args.source, args.frames, clock_hz=args.clock_hz,
                                            vsync_hz=args.vsync_hz)
-        written = render.write_frames(frames, args.output, size=size, layer_size=layer_size,
-                                      reset_values=args.reset_values)
+        out = render.write_frames(frames, args.output, size=size, layer_size=layer_size,
+                                  reset_values=args.reset_values)
     except (TraceError, ValueError, render.RenderError) as exc:
-        return _error(str(exc))
+        raise _error(str(exc)) from None
     except OSError as exc:
-        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
-    print(f"wrote {written} ({len(frames)} frames, {size[0]}x{size[1]})")
-    return EXIT_OK
+        raise _error(f"{args.output}: cannot write: {exc.strerror or exc}", "CANNOT_WRITE") from None
+    what = f"{len(frames)} frames, {size[0]}x{size[1]}"
+    if os.path.isdir(out):
+        paths = [os.path.join(out, f"frame_{f.index:04d}.png") for f in frames]
+        files = [written(p, "frame") for p in paths]
+        human = f"wrote {len(paths)} PNGs to {out}/ ({what})"
+    else:
+        files = [written(out, "GIF" if out.lower().endswith(".gif") else "PNG")]
+        human = wrote(out, what)
+    return done(args, {"frames": len(frames), "size": list(size), "output": str(out),
+                       "files": files}, human)

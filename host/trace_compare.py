@@ -15,9 +15,11 @@ event); a run cut off by a window may have dropped records past its end, so ther
 missing events may only be fewer. State events are never dropped (the board reserves
 room for them), so a missing one is always a failure.
 
-The deviation of a pair is ``t_B - t_A`` in microseconds, where each side's time is its
-``wall_us`` (measured, soft real-time) when the trace has it and ``time_us`` (the cycle
-model) otherwise. Comparing in µs makes traces taken at different clock rates comparable.
+The deviation of a pair is ``d = t_A - t_B`` in microseconds: how late A's event is
+relative to B's, **late is positive** (``copper trace compare hw.jsonl soft.jsonl``: the
+hardware against the model). Each side's time is its ``wall_us`` (measured, soft
+real-time) when the trace has it and ``time_us`` (the cycle model) otherwise. Comparing
+in µs makes traces taken at different clock rates comparable.
 
 This module also holds :func:`load_trace`, the checked reader every trace tool uses: it
 keeps the line number of each event so that errors and reports can point at the file.
@@ -183,6 +185,22 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
+def robust_line(xs: list[float], ys: list[float], max_points: int = 400):
+    """Theil-Sen line ``(slope, intercept)`` of ys over xs (median of the pairwise slopes;
+    intercept the median of ``y - slope * x``): a few outliers do not tilt it. At most
+    ``max_points`` evenly spaced points are used. None with fewer than two distinct xs."""
+    if len(xs) > max_points:
+        step = len(xs) / max_points
+        idx = [int(i * step) for i in range(max_points)]
+        xs, ys = [xs[i] for i in idx], [ys[i] for i in idx]
+    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
+                    for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i])
+    if not slopes:
+        return None
+    m = percentile(slopes, 50)
+    return m, percentile(sorted(y - m * x for x, y in zip(xs, ys)), 50)
+
+
 def _r(v: float | None, nd: int = 3) -> float | None:
     return None if v is None else round(v, nd) + 0.0   # + 0.0: no "-0.0" in reports
 
@@ -195,7 +213,7 @@ class Stats:
     extra: int = 0            # in B, not in A
     value_mismatches: int = 0
     over_tolerance: int = 0
-    deviations: list[float] = field(default_factory=list)   # t_B - t_A, µs
+    deviations: list[float] = field(default_factory=list)   # t_A - t_B, µs (late > 0)
     times: list[float] = field(default_factory=list)        # t_A, µs
 
     def to_json(self) -> dict:
@@ -230,7 +248,8 @@ class Pair:
 
     @property
     def deviation(self) -> float:
-        return self.tb - self.ta
+        """``t_A - t_B``: how late A is, µs."""
+        return self.ta - self.tb
 
 
 @dataclass
@@ -306,7 +325,7 @@ class Comparison:
 
         return {
             "a": side(self.a, self.time_a), "b": side(self.b, self.time_b),
-            "deviation": "b - a, microseconds",
+            "deviation": "a - b, microseconds (A late is positive)",
             "tolerance_us": self.tolerance_us,
             "ignored_kinds": list(self.ignored),
             "groups": [{**_group_json(g), **s.to_json()} for g, s in self.groups.items()],
@@ -505,8 +524,8 @@ def format_table(c: Comparison) -> str:
         h = t.header
         out.append(f"{label}: {t.path}  backend={h.get('backend')} clock_hz={h.get('clock_hz')} "
                    f"events={len(t.events)}  time={_TIME_DOC[tf]}")
-    out.append("deviation d = t_B - t_A in us; p50/p99/max of |d|; mean d signed; "
-               "drift = slope of d over t_A")
+    out.append("deviation d = t_A - t_B in us (A late is positive); p50/p99/max of |d|; "
+               "mean d signed; drift = slope of d over t_A")
     out.append("")
     cols = ("prog", "kind", "key", "matched", "missing", "extra", "p50|d|", "p99|d|",
             "max|d|", "mean d", "drift ppm", "value!=")
@@ -572,56 +591,105 @@ def format_table(c: Comparison) -> str:
     return "\n".join(out) + "\n"
 
 
+#: The deviation axis of the plot spans these percentiles of d (padded); points outside
+#: are drawn clipped at its edge, so one outlier cannot flatten every other point.
+PLOT_PERCENTILES = (1.0, 99.0)
+
+
+def plot_limits(devs: list[float], tolerance_us: float | None = None) -> tuple[float, float]:
+    """The deviation axis: the 1st..99th percentile of ``devs`` with 15 % padding,
+    always including 0 (and ±tolerance when that is near the data)."""
+    if not devs:
+        return -1.0, 1.0
+    xs = sorted(devs)
+    lo, hi = (percentile(xs, q) for q in PLOT_PERCENTILES)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if tolerance_us is not None and tolerance_us <= 3 * max(hi - lo, 1e-9):
+        lo, hi = min(lo, -tolerance_us), max(hi, tolerance_us)
+    pad = max((hi - lo) * 0.15, 0.05)
+    return lo - pad, hi + pad
+
+
 def plot(c: Comparison, out: str) -> None:
-    """Write a PNG: deviation over time (per event kind) and the deviation histogram."""
+    """Write a PNG: the deviation of every pair over A's time (one colour per kind, each
+    kind's drift fit over its own time span, outliers clipped to the edge and counted)
+    and a histogram over the same range."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_h) = plt.subplots(
         1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [2.2, 1]}, constrained_layout=True)
-    fig.suptitle(f"{c.b.name} ({c.b.header.get('backend')}, {c.time_b}) minus "
-                 f"{c.a.name} ({c.a.header.get('backend')}, {c.time_a})")
+    fig.suptitle(f"{c.a.name} ({c.a.header.get('backend')}, {c.time_a}) relative to "
+                 f"{c.b.name} ({c.b.header.get('backend')}, {c.time_b}):  "
+                 "d = t_A - t_B, late is positive")
     colours = {"irq": "tab:red", "reg": "tab:blue", "state": "tab:green", "bind": "tab:purple"}
     markers = {"irq": "o", "reg": "x", "state": "s", "bind": "^"}
+    devs = c.overall.deviations
+    lo, hi = plot_limits(devs, c.tolerance_us)
     # Long traces: seconds instead of ms, and small translucent markers so density shows.
     span = max((p.ta for p in c.pairs), default=0.0)
     scale, unit = (1e6, "s") if span > 10e6 else (1e3, "ms")
     dense = len(c.pairs) > 2000
     for kind in ALIGNED_KINDS:
         ps = [p for p in c.pairs if p.group[1] == kind]
-        if ps:
-            ax_t.scatter([p.ta / scale for p in ps], [p.deviation for p in ps],
-                         s=4 if dense else 16, c=colours[kind], marker=markers[kind],
-                         label=f"{kind} ({len(ps)})", alpha=0.3 if dense else 0.8,
-                         linewidths=1 if kind == "reg" else 0)
+        if not ps:
+            continue
+        inside = [p for p in ps if lo <= p.deviation <= hi]
+        ax_t.scatter([p.ta / scale for p in inside], [p.deviation for p in inside],
+                     s=4 if dense else 16, c=colours[kind], marker=markers[kind],
+                     label=f"{kind} ({len(ps)})", alpha=0.3 if dense else 0.8,
+                     linewidths=1 if kind == "reg" else 0)
+        # the kind's own drift line, robust (a least-squares line is tilted off the
+        # points by a few stragglers), drawn over the time its events span
+        xs, ys = [p.ta for p in ps], [p.deviation for p in ps]
+        line = robust_line(xs, ys)
+        if line is not None:
+            sl, b0 = line
+            ends = [min(xs), max(xs)]
+            ax_t.plot([x / scale for x in ends], [b0 + sl * x for x in ends],
+                      color=colours[kind], linewidth=1.2, linestyle="-",
+                      label=f"{kind} drift {round(sl * 1e6, 1) + 0.0:+.1f} ppm (Theil-Sen)")
+    high = [p for p in c.pairs if p.deviation > hi]
+    low = [p for p in c.pairs if p.deviation < lo]
+    inset = 0.04 * (hi - lo)
+    for group, edge, mark in ((high, hi - inset, "^"), (low, lo + inset, "v")):
+        if group:
+            ax_t.scatter([p.ta / scale for p in group], [edge] * len(group), marker=mark,
+                         s=40, facecolors="none", edgecolors="black", linewidths=1,
+                         label=f"{len(group)} beyond the axis (clipped)")
+            worst = max(group, key=lambda p: abs(p.deviation))
+            ax_t.annotate(f"{worst.deviation:+.1f} us", (worst.ta / scale, edge),
+                          textcoords="offset points", xytext=(7, -4), fontsize="small")
     if c.tolerance_us is not None:
         for y in (c.tolerance_us, -c.tolerance_us):
-            ax_t.axhline(y, color="grey", linestyle="--", linewidth=1)
+            if lo <= y <= hi:
+                ax_t.axhline(y, color="grey", linestyle="--", linewidth=1)
     ax_t.axhline(0, color="black", linewidth=0.6)
-    sl = slope(c.overall.times, c.overall.deviations)
-    if sl is not None:
-        n = len(c.overall.times)
-        mx = sum(c.overall.times) / n
-        my = sum(c.overall.deviations) / n
-        xs = [min(c.overall.times), max(c.overall.times)]
-        ax_t.plot([x / scale for x in xs], [my + sl * (x - mx) for x in xs], color="black",
-                  linewidth=1, label=f"fit: {round(sl * 1e6, 1) + 0.0:+.1f} ppm")
+    ax_t.set_ylim(lo, hi)
     ax_t.set_xlabel(f"A time ({unit}, {c.time_a})")
-    ax_t.set_ylabel("deviation t_B - t_A (us)")
+    ax_t.set_ylabel("d = t_A - t_B (us), late > 0")
     ax_t.grid(True, alpha=0.3)
     if c.pairs:
-        leg = ax_t.legend(loc="best", fontsize="small", markerscale=3 if dense else 1)
+        # below the axes: never over the points
+        leg = ax_t.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4,
+                          fontsize="small", markerscale=3 if dense else 1, frameon=False)
         for h in leg.legend_handles:
             h.set_alpha(1)
-    devs = c.overall.deviations
     if devs:
-        ax_h.hist(devs, bins=min(50, max(5, len(devs) // 4)), color="tab:blue", alpha=0.8)
+        inside = [d for d in devs if lo <= d <= hi]
+        ax_h.hist(inside, bins=40, range=(lo, hi), orientation="horizontal",
+                  color="tab:blue", alpha=0.8)
+        ax_h.set_ylim(lo, hi)
+        if len(inside) < len(devs):
+            ax_h.text(0.98, 0.02, f"{len(devs) - len(inside)} outside the axis",
+                      transform=ax_h.transAxes, ha="right", va="bottom", fontsize="small")
     j = c.overall.to_json()
-    ax_h.set_title(f"|d| p50 {_fmt(j['p50_us'])} us\np99 {_fmt(j['p99_us'])}  "
-                   f"max {_fmt(j['max_us'])} us", fontsize="medium")
-    ax_h.set_xlabel("deviation (us)")
-    ax_h.set_ylabel("events")
+    ax_h.set_title(f"|d| p50 {_fmt(j['p50_us'])} us, p99 {_fmt(j['p99_us'])} us\n"
+                   f"max {_fmt(j['max_us'])} us, mean d {_fmt(j['mean_us'])} us",
+                   fontsize="medium")
+    ax_h.set_ylabel("d (us)")
+    ax_h.set_xlabel("events")
     ax_h.grid(True, alpha=0.3)
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -5,7 +5,7 @@ VM (:class:`copperline.host.vm.Machine`). Two simulators of the same core:
 
 * ``cxxrtl`` (the default): the core compiled with CXXRTL (:mod:`copperline.sim.cxxrtl`),
   ~10^5-10^6 core cycles per second; the first use of a design compiles it (cached
-  under ``build/``).
+  in the build cache, copperline.cache).
 * ``amaranth``: ``amaranth.sim`` (:mod:`copperline.sim.rtl`), ~10^3 core cycles per
   second, no compiler needed.
 

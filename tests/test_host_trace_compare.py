@@ -25,7 +25,7 @@ def irqs(times, tag="tick", prog=1, **extra):
 
 
 def test_known_deviations_exact(tmp_path):
-    # 101 events 1 ms apart; B is i us late at event i: |d| = 0..100 us.
+    # 101 events 1 ms apart; B is i us late at event i (A early): |d| = 0..100 us, d <= 0.
     ta = [i * 1000.0 for i in range(101)]
     tb = [t + i for i, t in enumerate(ta)]
     a = load_trace(write_trace(tmp_path / "a.jsonl", irqs(ta)))
@@ -37,8 +37,8 @@ def test_known_deviations_exact(tmp_path):
     assert g["p50_us"] == 50.0
     assert g["p99_us"] == 99.0
     assert g["max_us"] == 100.0
-    assert g["mean_us"] == 50.0
-    assert g["drift_ppm"] == 1000.0      # 1 us more per 1000 us
+    assert g["mean_us"] == -50.0         # d = t_A - t_B: A late is positive
+    assert g["drift_ppm"] == -1000.0     # 1 us less per 1000 us
     assert j["overall"]["p99_us"] == 99.0
 
 
@@ -47,7 +47,7 @@ def test_signed_mean_and_constant_offset(tmp_path):
     a = load_trace(write_trace(tmp_path / "a.jsonl", irqs(ta)))
     b = load_trace(write_trace(tmp_path / "b.jsonl", irqs([t - 2.5 for t in ta])))
     o = compare(a, b).to_json()["overall"]
-    assert o["mean_us"] == -2.5
+    assert o["mean_us"] == 2.5           # B early: A late, positive
     assert o["p50_us"] == 2.5 and o["max_us"] == 2.5
     assert o["drift_ppm"] == 0.0
 
@@ -58,7 +58,7 @@ def test_drift_slope_ppm(tmp_path):
     a = load_trace(write_trace(tmp_path / "a.jsonl", irqs(ta)))
     b = load_trace(write_trace(tmp_path / "b.jsonl", irqs([t * (1 + 50e-6) + 7 for t in ta])))
     o = compare(a, b).to_json()["overall"]
-    assert o["drift_ppm"] == pytest.approx(50.0, abs=0.01)
+    assert o["drift_ppm"] == pytest.approx(-50.0, abs=0.01)
 
 
 def test_percentile_matches_linear_interpolation():
@@ -85,13 +85,13 @@ def test_alignment_by_prog_kind_key_occurrence(tmp_path):
     b = load_trace(write_trace(tmp_path / "b.jsonl", ev_b))
     j = compare(a, b).to_json()
     by = {(g["prog"], g["kind"], str(g["key"])): g for g in j["groups"]}
-    assert by[(1, "irq", "tick")]["mean_us"] == 1.0
-    assert by[(1, "irq", "other")]["mean_us"] == 3.0
+    assert by[(1, "irq", "tick")]["mean_us"] == -1.0
+    assert by[(1, "irq", "other")]["mean_us"] == -3.0
     # prog 2: B lists the 31 first, but occurrence order is file order: (0,31), (30,1).
     assert by[(2, "irq", "tick")]["max_us"] == 31.0
-    assert by[(1, "reg", "layer[1].x")]["mean_us"] == 2.0
-    assert by[(1, "state", "done")]["mean_us"] == 4.0
-    assert by[(1, "bind", "3")]["mean_us"] == 3.0
+    assert by[(1, "reg", "layer[1].x")]["mean_us"] == -2.0
+    assert by[(1, "state", "done")]["mean_us"] == -4.0
+    assert by[(1, "bind", "3")]["mean_us"] == -3.0
     assert j["overall"]["matched"] == 9
 
 
@@ -150,7 +150,7 @@ def test_cli_json(tmp_path, capsys):
     j = json.loads(capsys.readouterr().out)
     assert j["ok"] is False and j["tolerance_us"] == 2.0
     assert j["overall"]["max_us"] == 4.0 and j["overall"]["over_tolerance"] == 1
-    assert j["over_tolerance"][0]["deviation_us"] == 4.0
+    assert j["over_tolerance"][0]["deviation_us"] == -4.0
     assert j["a"]["time"] == "time_us" and j["a"]["clock_hz"] == 12_000_000
 
 
@@ -162,7 +162,7 @@ def test_wall_us_is_used_when_present(tmp_path, capsys):
     b = write_trace(tmp_path / "soft.jsonl", ev_b)
     c = compare(load_trace(a), load_trace(b))
     assert (c.time_a, c.time_b) == ("time_us", "wall_us")
-    assert c.to_json()["overall"]["mean_us"] == 31.0
+    assert c.to_json()["overall"]["mean_us"] == -31.0     # B (soft) late: A early
     # --time model compares the cycle models: identical.
     assert compare(load_trace(a), load_trace(b), time="model").to_json()["overall"]["max_us"] == 0
     assert main(["trace", "compare", a, b]) == 0
@@ -189,7 +189,7 @@ def test_different_clocks_compare_in_us():
     # Same cycle offsets, half the cycle time: the largest is the MOVE in cycle 8,
     # 0.667 us at 12 MHz and 0.333 us at 24 MHz (time_us is rounded to the ns).
     assert j["overall"]["max_us"] == 0.334
-    assert j["overall"]["mean_us"] < 0
+    assert j["overall"]["mean_us"] > 0
     assert j["ok"]
 
 
@@ -200,7 +200,7 @@ def test_example_traces_soft_vs_fpga(capsys):
     assert j["b"]["time"] == "wall_us"
     # make_traces.py: wall_us = time_us * (1 + 150e-6) + U(10, 40) us.
     assert 10 <= j["overall"]["p50_us"] <= 120
-    assert 100 <= j["overall"]["drift_ppm"] <= 200
+    assert -200 <= j["overall"]["drift_ppm"] <= -100
     assert j["overall"]["missing"] == 0 and j["overall"]["extra"] == 0  # vsync not aligned
 
 
@@ -265,6 +265,23 @@ def test_cli_bad_input_exit_2(tmp_path, capsys):
     assert main(["trace", "compare", good, str(tmp_path / "nope.jsonl")]) == 2
     assert "cannot open trace" in capsys.readouterr().err
     assert main(["trace", "compare", good, good, "--tolerance-us", "-1"]) == 2
+
+
+def test_late_is_positive_in_the_readme_order(tmp_path):
+    """`copper trace compare hw.jsonl soft.jsonl`: hardware 5 us behind the model gives +5."""
+    soft = write_trace(tmp_path / "soft.jsonl", irqs([0.0, 1000.0, 2000.0]))
+    hw = write_trace(tmp_path / "hw.jsonl", irqs([5.0, 1005.0, 2005.0]), backend="fpga")
+    c = compare(load_trace(hw), load_trace(soft))
+    assert [p.deviation for p in c.pairs] == [5.0, 5.0, 5.0]
+    assert c.to_json()["overall"]["mean_us"] == 5.0
+    assert "A late is positive" in format_table(c)
+
+
+def test_plot_limits_ignore_an_outlier():
+    from copperline.host.trace_compare import plot_limits
+    devs = [float(i % 7) for i in range(200)] + [1500.0]
+    lo, hi = plot_limits(devs)
+    assert lo < 0 < 6 < hi < 20          # the 0..6 us cloud fills the axis; 1500 is clipped
 
 
 def test_plot_png(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """VM == RTL: every example and 200 generated programs give the same events, at the same
 cycles, and leave the same registers, on the reference VM and on the simulated core.
 
-The RTL runs on the CXXRTL engine (compiled once, cached under build/); the examples and
+The RTL runs on the CXXRTL engine (compiled once, in the build cache); the examples and
 the first generated batches also run on amaranth.sim, so both simulators stay covered."""
 
 from __future__ import annotations

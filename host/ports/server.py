@@ -706,7 +706,8 @@ class PortsServer:
                              "'image' (base64 .cop) or 'fd_index' (a file passed by SCM_RIGHTS)"
                              + (f"; got {', '.join(given)}" if given else ""),
                              field=given[1] if len(given) > 1 else "program")
-        source = P.arg_str(a, "source", required=False) or f"<load request {req.req_id}>"
+        source = P.arg_str(a, "source", required=False) or (
+            f"<load request {req.req_id}>" if req.req_id is not None else "<load request>")
         if "program" in a:
             if not isinstance(a["program"], dict):
                 raise PortsError("BAD_ARG", "'program' must be a program JSON object", field="program")
