@@ -6,7 +6,6 @@ non-zero exit; in human mode every written file is confirmed."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import stat
