@@ -176,7 +176,8 @@ def test_generated_programs_equivalence(engine, count):
                         fv[arg] = min(fv[arg] + 1, 3)
                         m.set_fence(arg, fv[arg])
                 out += m.run_until(base + 400)
-                evs.append((out, m.regs, [m.status(s)["state"] for s in slots]))
+                evs.append((out, m.regs, [(m.status(s)["state"], m.status(s)["pc"])
+                                          for s in slots]))
             fence_val = fv
             (ea, ra, sa), (eb, rb, sb) = evs
             if ea != eb and os.environ.get("COPPER_EQ_DUMP"):
@@ -187,7 +188,7 @@ def test_generated_programs_equivalence(engine, count):
                     print("OK " if x == y else "XX ", x, "|", y)
             assert ea == eb, f"batch {batch // 4}: " + _diff(ea, eb)
             assert ra == rb, f"batch {batch // 4}: registers differ"
-            assert sa == sb, f"batch {batch // 4}: states differ {sa} vs {sb}"
+            assert sa == sb, f"batch {batch // 4}: states or pcs differ {sa} vs {sb}"
             kinds.update((e["event"], e.get("reason")) for e in ea)
     finally:
         rtl.close()
@@ -197,3 +198,35 @@ def test_generated_programs_equivalence(engine, count):
     for k in (("reg", None), ("irq", None), ("bind", None), ("state", "halt"),
               ("state", "watchdog"), ("state", "host")):
         assert k in kinds, f"no {k} event in 200 generated programs"
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("where", ["fence", "wait", "loop"])
+def test_host_stop_reports_the_same_pc(engine, where):
+    # a program stopped by the host while blocked on a FENCE, inside a WAIT, or in the
+    # middle of a loop: the stopped event and the status say the same pc on every engine
+    body = {"fence": [{"op": "IRQ", "tag": "a"}, {"op": "FENCE", "timeline": "t", "value": 1},
+                      {"op": "IRQ", "tag": "x"}, {"op": "HALT"}],
+            "wait": [{"op": "IRQ", "tag": "a"}, {"op": "WAIT", "us": 1000},
+                     {"op": "IRQ", "tag": "x"}, {"op": "HALT"}],
+            "loop": [{"label": "l"}, {"op": "IRQ", "tag": "a"}, {"op": "WAIT", "us": 3},
+                     {"op": "LOOP", "count": 1000, "label": "l"}, {"op": "HALT"}]}[where]
+    image = compile_program({"version": 1, "program": body})
+    vm, rtl = _both(engine)
+    try:
+        results = []
+        for m in (vm, rtl):
+            slot = m.load(image)
+            m.run_until(1)
+            m.start(slot)
+            ev = m.run_until(40)
+            m.stop(slot)
+            ev += m.run_until(60)
+            st = m.status(slot)
+            stopped = [e for e in ev if e.get("state") == "stopped"]
+            results.append((ev, st["state"], st["pc"], stopped[-1]["pc"] if stopped else None))
+    finally:
+        rtl.close()
+    assert results[0] == results[1], (results[0][1:], results[1][1:])
+    _, state, pc, event_pc = results[0]
+    assert state == "stopped" and pc == event_pc
