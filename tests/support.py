@@ -7,6 +7,17 @@ import socket
 import threading
 
 
+def virtual_board_server(port: int = 0, *, vsync_hz: float = 1000.0):
+    """A started virtual iCEBreaker (Verilator, paced, 1 Mbaud) on 127.0.0.1:``port``,
+    its core with a fast vsync so that programs that wait for vsync finish quickly."""
+    from copperline.boards.registry import get_board
+    from copperline.boards.virtual import VirtualBoardServer
+    core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
+    core.vsync_hz = vsync_hz                           # ... with a fast vsync
+    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000, baud=1_000_000,
+                              core=core, engine="verilator").start()
+
+
 def stepper(wait_us: int, steps: int) -> dict:
     """A program making a reg and an irq record every ``wait_us`` microseconds, ``steps``
     times, then HALT (``2 * steps + 3`` events with its start and end). Over the largest

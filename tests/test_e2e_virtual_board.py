@@ -25,9 +25,8 @@ from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
 from copperline.host.run_cli import run_realtime, run_virtual
 from copperline.host.vm import Machine
-from tests.support import FaultyProxy, stepper as _stepper
+from tests.support import FaultyProxy, stepper as _stepper, virtual_board_server
 
-FABRIC_HZ = 12_000_000          # iCEBreaker
 CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
 VSYNC_HZ = 1000.0
 WORDS = 1024                    # program words per context (SPRAM)
@@ -60,12 +59,7 @@ TICKER = {"version": 1, "program": [
 
 
 def _server(port: int = 0):
-    from copperline.boards.registry import get_board
-    from copperline.boards.virtual import VirtualBoardServer
-    core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
-    core.vsync_hz = VSYNC_HZ                           # ... with a fast vsync
-    return VirtualBoardServer("127.0.0.1", port, clock_hz=FABRIC_HZ, baud=1_000_000,
-                              core=core, engine="verilator").start()
+    return virtual_board_server(port, vsync_hz=VSYNC_HZ)
 
 
 @pytest.fixture(scope="module")
