@@ -8,6 +8,7 @@ The build directory (``COPPER_TB_DIR``) holds ``copper_core.json`` with the para
 
 from __future__ import annotations
 
+import json
 import os
 
 import cocotb
@@ -18,6 +19,12 @@ from copperline.firmware.compiler import compile_program
 from copperline.host.vm import Machine
 from copperline.hdl.core import CtxState
 from copperline.sim.cocotb_driver import CoreDriver, vm_events
+
+
+def _meta() -> dict:
+    """The core's parameters (written next to its Verilog)."""
+    with open(os.path.join(os.environ["COPPER_TB_DIR"], "copper_core.json")) as f:
+        return json.load(f)
 
 
 def _prog(ops):
@@ -87,7 +94,9 @@ async def every_op_and_its_corners(dut):
         {"op": "ADD", "reg": "layer[1].y", "delta": -1},
         {"op": "LOOP", "count": -1, "label": "spin"},
     ])
-    drv, vm, hw, ref = await _run(dut, {0: a}, 1000, fences=[(760, "vk", 1), (800, "vk", 2)])
+    us = isa.cycles_per_us(_meta()["clock_hz"])      # the windows are in microseconds
+    drv, vm, hw, ref = await _run(dut, {0: a}, 1000 * us,
+                                  fences=[(760 * us, "vk", 1), (800 * us, "vk", 2)])
     assert hw == ref, f"\nrtl: {hw}\nvm : {ref}"
     assert len(ref) > 20 and ("irq", "fenced") in [(e[2], e[3]) for e in ref]
     assert ref[-1][2:] == ("state", ("faulted", "watchdog", ref[-1][3][2]))
@@ -97,7 +106,56 @@ async def every_op_and_its_corners(dut):
 
 
 @cocotb.test()
-async def four_contexts_share_registers_in_slot_order(dut):
+async def each_op_alone_takes_its_cost(dut):
+    """Every op between two IRQs, with nothing after it that could hide an extra cycle:
+    the IRQs' cycles differ by the IRQ's cost plus the op's, as isa.py's constants say
+    (WAIT us at the core's cycles per us, WAIT vsync to the next edge plus its latency,
+    a blocked FENCE to the host's write plus its resume latency)."""
+    simple, branch, exit_ = isa.CYCLES_SIMPLE, isa.CYCLES_BRANCH, isa.CYCLES_LOOP_EXIT
+    segments = [
+        ("nop", [{"op": "NOP"}], simple),
+        ("move", [{"op": "MOVE", "reg": "layer[4].x", "value": -5}], simple),
+        ("add", [{"op": "ADD", "reg": "layer[4].x", "delta": 9}], simple),
+        ("irq", [{"op": "IRQ", "tag": "mid"}], simple),
+        ("bind", [{"op": "BIND_LAYER", "id": 4, "surface": "s"}], simple),
+        ("jump", [{"op": "JUMP", "label": "j"}, {"op": "IRQ", "tag": "never"}, {"label": "j"}],
+         branch),
+        ("loop1", [{"label": "l1"}, {"op": "LOOP", "count": 1, "label": "l1"}], exit_),
+        ("loop2", [{"label": "l2"}, {"op": "LOOP", "count": 2, "label": "l2"}], branch + exit_),
+        ("loop3", [{"label": "l3"}, {"op": "LOOP", "count": 3, "label": "l3"}],
+         2 * branch + exit_),
+        ("wait1", [{"op": "WAIT", "us": 1}], "us1"),
+        ("wait7", [{"op": "WAIT", "us": 7}], "us7"),
+        ("fence_met", [{"op": "FENCE", "timeline": "a", "value": 0}], simple),
+        ("vsync", [{"op": "WAIT", "vsync": True}], "vsync"),
+        ("fence_blocked", [{"op": "FENCE", "timeline": "b", "value": 1}], "fence"),
+    ]
+    ops = []
+    for name, body, _ in segments:
+        # (the WAIT before each pair keeps the watchdog quiet; it is outside the pair)
+        ops += [{"op": "WAIT", "us": 1}, {"op": "IRQ", "tag": f"{name}<"}, *body,
+                {"op": "IRQ", "tag": f"{name}>"}]
+    fence_at = 600
+    drv, vm, hw, ref = await _run(dut, {0: _prog(ops + [{"op": "HALT"}])}, 700,
+                                  fences=[(fence_at, "b", 1)])
+    assert hw == ref, f"\nrtl: {hw}\nvm : {ref}"
+    cpu = isa.cycles_per_us(drv.meta["clock_hz"])
+    period = drv.meta["vsync_period"]
+    at = {e[3]: e[0] for e in hw if e[2] == "irq"}
+    for name, _, cost in segments:
+        t0 = at[f"{name}<"]
+        if cost == "vsync":        # WAIT issued at t0 + 1: the first edge after it
+            want = (((t0 + 1) // period) + 1) * period + isa.VSYNC_LATENCY
+        elif cost == "fence":
+            want = fence_at + isa.FENCE_RESUME_LATENCY
+        else:
+            want = t0 + simple + (cost if isinstance(cost, int) else int(cost[2:]) * cpu)
+        assert at[f"{name}>"] == want, f"{name}: next op at {at[f'{name}>']}, want {want}"
+    assert at["fence_blocked<"] + 1 < fence_at           # the FENCE really waited
+
+
+@cocotb.test()
+async def every_context_shares_registers_in_slot_order(dut):
     progs = {s: _prog([{"op": "WAIT", "us": 1 + s % 2},
                        {"label": "l"},
                        {"op": "ADD", "reg": "layer[2].z", "delta": 1000 * (s + 1)},
@@ -105,8 +163,8 @@ async def four_contexts_share_registers_in_slot_order(dut):
                        {"op": "LOOP", "count": 4, "label": "l"},
                        {"op": "WAIT", "vsync": True},
                        {"op": "MOVE", "reg": "layer[2].visible", "value": s % 2}])
-             for s in range(4)}
-    drv, vm, hw, ref = await _run(dut, progs, 200)
+             for s in range(_meta()["contexts"])}
+    drv, vm, hw, ref = await _run(dut, progs, 200 * isa.cycles_per_us(_meta()["clock_hz"]))
     assert hw == ref, f"\nrtl: {hw}\nvm : {ref}"
     assert await drv.read_reg(isa.register_index(2, "z")) == vm.regs["layer[2].z"]
 
@@ -122,14 +180,15 @@ async def fifo_overflow_drops_and_counts_without_shifting_time(dut):
                  {"op": "LOOP", "count": 40, "label": "l"}])
     await drv.write_program(0, img.code)
     dut.events__ready.value = 0                  # the host is not reading
+    step = isa.CYCLES_SIMPLE + isa.cycles_per_us(drv.meta["clock_hz"]) + isa.CYCLES_BRANCH
     await drv.command(start=1, timebase=1)
-    await drv.until(200)
+    await drv.until(50 * step)
     dropped = int(dut.dropped.value)
     assert dropped == 40 - ordinary, f"dropped {dropped}, expected {40 - ordinary}"
     dut.events__ready.value = 1
-    await drv.until(220)
+    await drv.until(55 * step)
     ts = [r[0] for r in drv.records if r[3].name == "IRQ"]
-    assert ts == [4 * i for i in range(len(ts))], ts     # kept records keep their cycles
+    assert ts == [step * i for i in range(len(ts))], ts  # kept records keep their cycles
     assert len(drv.records) == ordinary + 1
     assert drv.records[0][2] == 1                        # the start ...
     assert drv.records[-1][3].name == "STATE"            # ... and the end are never dropped
@@ -146,10 +205,13 @@ async def host_stop_and_restart(dut):
     await drv.command(start=2, timebase=1)
     stop_at = await drv.command(stop=2)
     restart = await drv.command(start=2)
-    await drv.until(restart + 20)
+    us = isa.cycles_per_us(drv.meta["clock_hz"])
+    await drv.until(restart + 20 * us)
     states = [(r[0], r[2], r[4] & 7) for r in drv.records if r[2] or r[3].name == "STATE"]
     assert states[0] == (0, 1, 0)
     assert (stop_at, 0, CtxState.STOPPED) in states
     assert (restart, 1, 0) in states
     irqs = [r[0] - restart for r in drv.records if r[3].name == "IRQ" and r[0] > restart]
-    assert irqs[:2] == [5, 13]      # WAIT 5, IRQ, JUMP (2), WAIT 5, IRQ
+    # WAIT 5 us, IRQ, JUMP, WAIT 5 us, IRQ
+    first = 5 * us
+    assert irqs[:2] == [first, first + isa.CYCLES_SIMPLE + isa.CYCLES_BRANCH + 5 * us]

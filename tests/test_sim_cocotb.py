@@ -1,5 +1,6 @@
-"""cocotb + Icarus on the generated Verilog of the core (sim/tb_core.py), with the
-single-port (SPRAM model) program memory so that its write arbitration runs in Verilog too."""
+"""cocotb + Icarus on the generated Verilog of the core (sim/tb_core.py): the iCEBreaker's
+4 contexts with the single-port (SPRAM model) program memory, so that its write arbitration
+runs in Verilog too, and the ULX3S's 5 contexts at 3 core cycles per microsecond."""
 
 from __future__ import annotations
 
@@ -11,15 +12,22 @@ import pytest
 from copperline.sim.verilog import TOP, write_core
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARAMS = dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=20, contexts=4,
-              program_words=32, fifo_depth=16, program_memory="spram")
+#: The iCEBreaker's configuration (4 contexts) at 1 MHz, and the ULX3S's (5 contexts) at
+#: 3 MHz, where a microsecond is three core cycles (the sub-microsecond delay counter).
+CONFIGS = {
+    "4ctx-1MHz": dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=20, contexts=4,
+                      program_words=64, fifo_depth=16, program_memory="spram"),
+    "5ctx-3MHz": dict(clock_hz=3_000_000, vsync_hz=20_000.0, watchdog_ops=20, contexts=5,
+                      program_words=64, fifo_depth=16, program_memory="bram"),
+}
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog (iverilog) not installed")
-def test_core_cocotb_icarus(tmp_path):
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_core_cocotb_icarus(tmp_path, config):
     from cocotb_tools.runner import get_runner
     build = tmp_path / "build"
-    src = write_core(str(build), **PARAMS)
+    src = write_core(str(build), **CONFIGS[config])
     runner = get_runner("icarus")
     runner.build(sources=[src], hdl_toplevel=TOP, build_dir=str(build), timescale=("1ns", "1ps"))
     results = runner.test(hdl_toplevel=TOP, test_module="copperline.sim.tb_core", build_dir=str(build),
@@ -29,5 +37,5 @@ def test_core_cocotb_icarus(tmp_path):
     tree = ET.parse(results)
     cases = tree.findall(".//testcase")
     failed = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
-    assert len(cases) == 4, f"expected 4 cocotb tests, found {len(cases)}"
+    assert len(cases) == 5, f"expected 5 cocotb tests, found {len(cases)}"
     assert not failed, f"cocotb tests failed: {failed}"
