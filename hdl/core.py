@@ -815,15 +815,13 @@ class Core(wiring.Component):
         # the values E takes on ``kill`` (state, pc, reported pc), decided here, each
         # written so that the command bits enter as late and as few as possible (context
         # 0's come from the command input, accepted in this clock):
-        # * pc on ``kill``: 0 after a reset or for a context being started (an illegal
-        #   word 0), else ``pc`` (a context that does not run keeps its pc; a running one
-        #   that is stopped stays at the op it was at). The same value is the pc a FENCE
-        #   that is not met holds (``fblk``, never with ``kill``): ``pc``, 0 for a start.
-        # * reported pc on ``kill``: 0 likewise, else the reported pc the context has (a
-        #   running one that is stopped: its stop event's pc, the op after a blocked
-        #   FENCE, as the VM says; an illegal word or a cancelled vsync resume leave a
-        #   RUNNING or VSYNC context, whose reported pc is its pc; one that does not run
-        #   keeps what it reported).
+        # * pc and reported pc are equal on ``kill``: 0 after a reset or for a context
+        #   being started (an illegal word 0), else ``pc`` (a context that does not run
+        #   reports its pc; a running one that is stopped reports the op it was at, or
+        #   the op after a FENCE it was blocked on, which its stop event reports too; one
+        #   that issues an illegal word or has its vsync resume cancelled is RUNNING or
+        #   VSYNC, whose reported pc is its pc). The same value is the pc a FENCE that is
+        #   not met holds (``fblk``, never with ``kill``): ``pc``, 0 for a start.
         # * state: LOADED after a reset, STOPPED after a stop, FAULTED for an illegal
         #   word, VSYNC for a cancelled resume, else (a context that neither runs nor
         #   starts) its state. FAULTED differs from VSYNC in bit 2 alone, which E sets
@@ -839,8 +837,9 @@ class Core(wiring.Component):
         # reset: they need no reset, so none joins the command's terms; the pc's zero
         # test is a bit of its own, which E applies, not a reset of ten flip-flops)
         reg_e("k_st", k_st, reset_less=True)
-        reg_e("alt_pc", pc_x, reset_less=True)
-        reg_e("alt_rep", ring_rep[2], pb, reset_less=True)
+        # (a host stop of a context blocked on a FENCE leaves it at the FENCE's successor,
+        # its reported pc: the stop event's pc and the status agree, as on the VM)
+        reg_e("alt_pc", Mux(x_stop & st_fe_x, pc1_x, pc_x), pb, reset_less=True)
         reg_e("alt_zero", x_reset | (x_start & ~act_x), 1, reset_less=True)
         # the event payload of ``kill``: a host stop's or an illegal word's state event
         # (none for the other cases). Its pc is the reported pc of a running context (for
@@ -953,8 +952,7 @@ class Core(wiring.Component):
         k_st_e = e["k_st"] | Cat(Const(0, 2), e["ill"] & ~keep)
         m.d.comb += [n_st.eq(Mux(kill, k_st_e, Mux(fblk, CtxState.FENCE, e["g_st"]))),
                      n_pc.eq(Mux(kill | fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"]))),
-                     n_rep.eq(Mux(kill, Mux(e["alt_zero"], 0, e["alt_rep"]),
-                                  Mux(lx, e["pc_inc"], e["g_pc"])))]
+                     n_rep.eq(Mux(kill, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"])))]
         if prog.outreg:
             # ``active(n_st) ? n_pc : 0`` without the state test: after ``kill`` only a
             # cancelled vsync resume runs on (neither ``keep`` nor an illegal word); a
