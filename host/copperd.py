@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -100,9 +101,20 @@ def _caps(args):
     return table
 
 
+def _socket_mode(path: str) -> str:
+    """The listening socket's real mode for the banner: a socket systemd made (socket
+    activation) has the mode its unit set, not the one ``--private`` asks for."""
+    if path.startswith("@"):
+        return "abstract socket"
+    try:
+        return f"mode {os.stat(path).st_mode & 0o7777:04o}"
+    except OSError:
+        return "mode unknown"
+
+
 def _banner(path: str, args, backend) -> str:
     target = shlex.quote(path)
-    mode = "abstract socket" if path.startswith("@") else ("mode 0600" if args.private else "mode 0660")
+    mode = _socket_mode(path)
     hz = getattr(backend, "clock_hz", None)
     clock = f", {hz / 1e6:g} MHz clock" if hz else ""
     return (f"copperd {__version__}: {backend.name} backend{clock}, listening on {path} ({mode})\n"
