@@ -1,0 +1,69 @@
+"""The virtual board has one owner: a second host is refused with a busy error that names
+the holder, the holder is not disturbed, and the refusal is logged."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from copperline.boards.virtual import VirtualBoardServer
+from copperline.host.cli import main
+from copperline.host.link import Link, LinkBusy
+
+
+@pytest.fixture
+def server():
+    # the link-only top in amaranth.sim: starts at once; the owner rule is the server's
+    s = VirtualBoardServer("127.0.0.1", 0, clock_hz=12_000_000, baud=1_000_000).start()
+    yield s
+    s.close()
+
+
+def _local_port(link: Link) -> int:
+    return link._port._socket.getsockname()[1]
+
+
+def test_second_host_is_refused_naming_the_holder_and_the_holder_carries_on(server, caplog):
+    caplog.set_level(logging.WARNING, logger="copperline.boards.virtual")
+    with Link(server.url, timeout=2.0) as holder:
+        assert holder.hello().magic
+        holder_at = f"127.0.0.1:{_local_port(holder)}"
+        t0 = time.monotonic()
+        with Link(server.url, timeout=2.0) as second:
+            with pytest.raises(LinkBusy) as err:
+                second.hello()
+        assert time.monotonic() - t0 < 2.0            # told at once, not after the retries
+        assert f"held by {holder_at} since " in str(err.value)
+        assert server.url in str(err.value) and "one host at a time" in str(err.value)
+        # the holder did not notice: same link, no retransmission, answers as before
+        assert holder.echo(b"still mine") == b"still mine"
+        assert not holder.closed and holder.stats.retransmits == 0
+        refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refused) == 1 and f"held by {holder_at}" in refused[0]
+    # once the holder has gone, the next host gets the board
+    with Link(server.url, timeout=2.0) as next_host:
+        assert next_host.hello().magic
+
+
+def test_copper_board_info_on_a_held_board_exits_non_zero(server, capsys):
+    with Link(server.url, timeout=2.0) as holder:
+        holder.hello()
+        rc = main(["board", "info", "--port", server.url])
+    assert rc != 0
+    assert "busy" in capsys.readouterr().err
+
+
+def test_a_serial_port_held_by_one_host_is_busy_for_another():
+    """Physical boards: the host locks its tty, so a second host gets the busy error."""
+    import os
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+    try:
+        with Link(path, timeout=0.05, retries=0):
+            with pytest.raises(LinkBusy, match="busy, another program has its port open"):
+                Link(path)
+    finally:
+        os.close(master)
+        os.close(slave)
