@@ -67,3 +67,14 @@ def test_a_serial_port_held_by_one_host_is_busy_for_another():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_copper_run_on_a_held_board_fails_naming_the_holder(server, capsys, examples_dir):
+    with Link(server.url, timeout=2.0) as holder:
+        holder.hello()
+        held = f"held by 127.0.0.1:{_local_port(holder)}"
+        rc = main(["run", str(examples_dir / "tick.json"), "--backend", "fpga",
+                   "--port", server.url, "--frames", "2"])
+        assert holder.echo(b"mine") == b"mine"
+    err = capsys.readouterr().err
+    assert rc != 0 and "busy" in err and held in err, err
