@@ -184,10 +184,12 @@ class Session:
         self.subst = {DEFAULT_SOCKET: self.sock, DEFAULT_BOARD: f"127.0.0.1:{_free_port()}"}
         env = {k: v for k, v in os.environ.items() if k != "COPPERD_SOCKET"}
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-        self.daemon = subprocess.Popen([str(BIN / "copperd"), "--backend", "soft", "--socket",
-                                        self.sock], stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, env=env,
-                                       start_new_session=True)
+        self.daemon_log = tmp / "copperd.log"       # a file: a pipe nobody reads would fill
+        with open(self.daemon_log, "w") as log:
+            self.daemon = subprocess.Popen([str(BIN / "copperd"), "--backend", "soft",
+                                            "--socket", self.sock], stdout=log,
+                                           stderr=subprocess.STDOUT, env=env,
+                                           start_new_session=True)
         self.banner = self._read_banner()
         self.bash = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=work, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -198,15 +200,14 @@ class Session:
         self._bg = 0
 
     def _read_banner(self) -> list[str]:
-        lines = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            line = self.daemon.stdout.readline()
-            assert line, f"copperd exited before its banner: {lines}"
-            lines.append(line.rstrip("\n"))
-            if "stop with Ctrl-C" in line:
+            lines = self.daemon_log.read_text().splitlines()
+            if any("stop with Ctrl-C" in line for line in lines):
                 return lines
-        raise AssertionError(f"no copperd banner within 60 s: {lines}")
+            assert self.daemon.poll() is None, f"copperd exited: {lines}"
+            time.sleep(0.05)
+        raise AssertionError(f"no copperd banner within 60 s: {self.daemon_log.read_text()}")
 
     def _read(self) -> None:
         while True:
