@@ -19,6 +19,7 @@ Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import socket
@@ -200,10 +201,22 @@ class VirtualBoardServer:
         self._holder = ""           # "HOST:PORT since HH:MM:SS UTC" of the client
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
-        self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud, core=core,
-                                top=top, build_dir=build_dir, pace=pace, progress=progress)
-        self._sock = socket.create_server((host, port))
+        # the port first: a busy one is known before a simulator is compiled
+        try:
+            self._sock = socket.create_server((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"tcp:{host}:{port} is already in use (another `copper board "
+                              "sim`?): pick another port with --listen") from None
+            raise OSError(f"cannot listen on tcp:{host}:{port}: {exc.strerror}") from None
         self.address = self._sock.getsockname()[:2]
+        try:
+            self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
+                                    core=core, top=top, build_dir=build_dir, pace=pace,
+                                    progress=progress)
+        except BaseException:
+            self._sock.close()
+            raise
         self._stop = threading.Event()
 
     @property

@@ -78,3 +78,11 @@ def test_copper_run_on_a_held_board_fails_naming_the_holder(server, capsys, exam
         assert holder.echo(b"mine") == b"mine"
     err = capsys.readouterr().err
     assert rc != 0 and "busy" in err and held in err, err
+
+
+def test_a_port_in_use_is_a_clear_error(server, capsys):
+    host, port = server.address
+    rc = main(["board", "sim", "--board", "icebreaker", "--engine", "amaranth", "--no-core",
+               "--listen", f"tcp:{host}:{port}"])
+    err = capsys.readouterr().err
+    assert rc != 0 and f"tcp:{host}:{port} is already in use" in err and "Errno" not in err, err
