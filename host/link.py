@@ -488,7 +488,9 @@ class Link:
         :class:`LinkBusy` when the board serves another host."""
         try:
             words = self.read(SPACE_INFO, 0, len(INFO_FIELDS))
-        except (LinkError, OSError):        # OSError: the port failing under the write
+        except (LinkError, OSError) as exc:  # OSError: the port failing under the write
+            if isinstance(exc, LinkError) and not self._closed.is_set():
+                raise                       # no answer, but no hang-up either
             self._reader.join(timeout=0.5)  # a notice is read before the port fails
             text = bytes(self._greeting)
             if not text.startswith(BUSY_NOTICE):
