@@ -1,5 +1,6 @@
-"""The virtual board has one owner: a second host is refused with a busy error that names
-the holder, the holder is not disturbed, and the refusal is logged."""
+"""One owner per board: a second host is refused with a busy error that names the holder
+(virtual board: its TCP client; a tty: locked), the holder is not disturbed, and the
+virtual board logs the refusal. Also: `copper board sim` on a port in use."""
 
 from __future__ import annotations
 
@@ -86,3 +87,35 @@ def test_a_port_in_use_is_a_clear_error(server, capsys):
                "--listen", f"tcp:{host}:{port}"])
     err = capsys.readouterr().err
     assert rc != 0 and f"tcp:{host}:{port} is already in use" in err and "Errno" not in err, err
+
+
+def test_the_fpga_backend_holding_a_board_keeps_running_while_another_is_refused():
+    """The issue's case: a copperd-like fpga backend runs a program on the (Verilator)
+    board; a second backend on the same port is refused and the program never notices."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.host.backend import BackendError
+    from copperline.host.fpga import FpgaBackend
+    from tests.test_e2e_virtual_board import TICKER, _server, _wait_for
+
+    server = _server()
+    got: list[dict] = []
+    holder = FpgaBackend(port=server.url)
+    holder.set_event_sink(got.append)
+    holder.open()
+    try:
+        pid = holder.load(compile_program(TICKER))
+        holder.start(pid)
+
+        def ticks():
+            return sum(e.get("tag") == "tick" for e in got)
+        assert _wait_for(lambda: ticks() >= 3)
+        with pytest.raises(BackendError) as err:
+            FpgaBackend(port=server.url, timeout=0.5, retries=1).open()
+        assert "the board is busy, held by 127.0.0.1:" in err.value.message
+        n = ticks()
+        assert _wait_for(lambda: ticks() >= n + 5)
+        assert holder.status(pid).state.value == "running"
+        assert not [e for e in got if e.get("event") == "state" and e["state"] != "running"]
+    finally:
+        holder.close()
+        server.close()
