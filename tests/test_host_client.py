@@ -59,7 +59,7 @@ def test_sync_events_timeout_is_a_total_deadline_and_count_ends_early(daemon):
         t0 = time.monotonic()
         evs = list(c.events(timeout=0.4))
         took = time.monotonic() - t0
-        assert 0.35 < took < 1.5 and len(evs) > 50, (took, len(evs))
+        assert 0.35 < took < 3.0 and len(evs) > 50, (took, len(evs))
         assert len(list(c.events(count=3))) == 3
         assert len(list(c.events(count=1000, timeout=0.1))) < 1000
         assert len(list(c.events(idle=0.5, count=2))) == 2
@@ -76,7 +76,7 @@ def test_async_events_count_and_timeout(daemon):
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             evs = [ev async for ev in c.events(timeout=0.3)]
-            assert 0.25 < loop.time() - t0 < 1.5 and evs
+            assert 0.25 < loop.time() - t0 < 3.0 and evs
             await c.request("unload", id=pid)
     asyncio.run(main())
 
