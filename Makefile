@@ -12,11 +12,16 @@ PYTEST_ARGS ?=
 setup: system-deps $(STAMP)
 
 # Reinstall when the dependency list changes; the package itself is editable.
+# The folders map onto `copperline.*` (package-dir), so setuptools serves the editable
+# install through an import finder and says so in a "!! Editable installation ... !!"
+# block (an InformationOnly warning pip re-shows at every install); it is informational
+# only, so that one message is filtered (PYTHONWARNINGS reaches the build backend).
+QUIET_EDITABLE = PYTHONWARNINGS='ignore:Editable installation'
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing copperline[test]"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[test]'
+	@$(QUIET_EDITABLE) $(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
 system-deps:

@@ -19,10 +19,12 @@ Hosts connect with ``socket://HOST:PORT`` (see ``copper board sim``).
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import socket
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,11 @@ class SimulatedLink:
 
 ENGINES = ("verilator", "cxxrtl", "amaranth")
 
+#: How long a new connection waits for a holder that is hanging up before it is refused.
+RELEASE_WAIT_S = 0.25
+#: How long a refused connection is kept open for its client to read the busy line.
+REFUSE_LINGER_S = 5.0
+
 #: The largest warp of the native engines' core (docs/core.md, "Warp"): a core cycle in
 #: which nothing but counting can happen stands for up to 1024 us more (halving down to
 #: 1 us as the next event nears). Delays of 6 us and more, vsync waits and blocked fences
@@ -173,6 +180,12 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
 class VirtualBoardServer:
     """Serves one simulated board link to TCP clients, one client at a time.
 
+    Like a board on its USB UART, it has one owner: while a client holds it, another
+    connection gets one line of text (``copperline board busy: held by HOST:PORT since
+    ...``, :data:`copperline.host.link.BUSY_NOTICE`; :meth:`Link.hello` turns it into
+    :class:`~copperline.host.link.LinkBusy`) and is closed; the holder never notices. The
+    refusal is logged.
+
     ``engine``: ``"verilator"``/``"cxxrtl"`` (fast, UART pins; what ``copper board sim``
     uses) or ``"amaranth"`` (the default here; a given ``top`` must then have
     ``byte_io=True``).
@@ -185,11 +198,25 @@ class VirtualBoardServer:
         self.clock_hz = clock_hz
         self.engine = engine
         self._client: socket.socket | None = None
+        self._holder = ""           # "HOST:PORT since HH:MM:SS UTC" of the client
         self._lock = threading.Lock()
-        self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud, core=core,
-                                top=top, build_dir=build_dir, pace=pace, progress=progress)
-        self._sock = socket.create_server((host, port))
+        self._released = threading.Condition(self._lock)
+        # the port first: a busy one is known before a simulator is compiled
+        try:
+            self._sock = socket.create_server((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(f"tcp:{host}:{port} is already in use (another `copper board "
+                              "sim`?): pick another port with --listen") from None
+            raise OSError(f"cannot listen on tcp:{host}:{port}: {exc.strerror}") from None
         self.address = self._sock.getsockname()[:2]
+        try:
+            self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
+                                    core=core, top=top, build_dir=build_dir, pace=pace,
+                                    progress=progress)
+        except BaseException:
+            self._sock.close()
+            raise
         self._stop = threading.Event()
 
     @property
@@ -218,13 +245,42 @@ class VirtualBoardServer:
                 client, peer = self._sock.accept()
             except OSError:
                 return
-            log.info("virtual board: client %s connected", peer)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            who = f"{peer[0]}:{peer[1]}"
             with self._lock:
-                old, self._client = self._client, client
-            if old is not None:
-                old.close()
+                # a holder that just hung up is still being let go: give it a moment
+                free = self._released.wait_for(lambda: self._client is None, RELEASE_WAIT_S)
+                if free:
+                    self._client = client
+                    self._holder = f"{who} since {time.strftime('%H:%M:%S UTC', time.gmtime())}"
+                holder = self._holder
+            if not free:
+                log.warning("virtual board: refused %s: busy, held by %s", who, holder)
+                threading.Thread(target=self._refuse, args=(client, holder), daemon=True,
+                                 name="virtual-board-refuse").start()
+                continue
+            log.info("virtual board: client %s connected", who)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             threading.Thread(target=self._pump, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _refuse(client: socket.socket, holder: str) -> None:
+        """Tell a second client who holds the board, then hang up once it has read that.
+
+        The board cannot answer in link frames (its link serves the holder), so the
+        refusal is one line of text. Closing at once could reset the connection before the
+        text is read, so the line goes out, then whatever the client sends is discarded
+        until it hangs up (or ``REFUSE_LINGER_S`` passes)."""
+        from copperline.host.link import BUSY_NOTICE
+        try:
+            client.sendall(BUSY_NOTICE + f"held by {holder}\n".encode())
+            client.settimeout(REFUSE_LINGER_S)
+            end = time.monotonic() + REFUSE_LINGER_S
+            while time.monotonic() < end and client.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            client.close()
 
     def _pump(self, client: socket.socket) -> None:
         while True:
@@ -242,6 +298,8 @@ class VirtualBoardServer:
         with self._lock:
             if self._client is client:
                 self._client = None
+                log.info("virtual board: client %s left", self._holder)
+                self._released.notify_all()
         client.close()
 
     def close(self) -> None:

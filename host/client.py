@@ -8,12 +8,12 @@
         prog = c.request("load", program={"version": 1, "program": [...]})["id"]
         c.request("start", id=prog)
         c.subscribe("irq", prog=prog)
-        for ev in c.events(timeout=2.0):
+        for ev in c.events(count=3, timeout=2.0):    # at most 3 events, at most 2 s
             print(ev)
 
     async with AsyncPortsClient(path) as c:
         print(await c.request("ping"))
-        async for ev in c.events(): ...
+        async for ev in c.events(count=3): ...
 
 Requests use the args form with auto-generated integer ids, so the request id and a
 program id never mix. ``request`` returns the response's ``result`` and raises
@@ -178,14 +178,24 @@ class PortsClient:
         """Subscribe (default: all events); returns the subscription id."""
         return self.request("subscribe", events=list(events) or ["all"], **filters)["sub"]
 
-    def events(self, timeout: float | None = None) -> Iterator[dict]:
-        """Events as they arrive; ends after ``timeout`` seconds without one (None = never)."""
-        while True:
-            while self._events:
+    def events(self, timeout: float | None = None, *, count: int | None = None,
+               idle: float | None = None) -> Iterator[dict]:
+        """Events as they arrive. Ends after ``count`` events, ``timeout`` seconds in total
+        (from this call) or ``idle`` seconds without an event, whichever comes first; each
+        None = no such limit. (A busy program is never idle: bound a stream with
+        ``timeout`` or ``count``.)"""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        n = 0
+        while count is None or n < count:
+            if self._events:
+                n += 1
                 yield self._events.popleft()
-            deadline = None if timeout is None else time.monotonic() + timeout
+                continue
+            wait = deadline
+            if idle is not None:
+                wait = min(time.monotonic() + idle, wait or float("inf"))
             try:
-                msg = json.loads(self._read_line(deadline))
+                msg = json.loads(self._read_line(wait))
             except TimeoutError:
                 return
             self._stash(msg)
@@ -294,13 +304,23 @@ class AsyncPortsClient:
             raise self._error or PortsConnectionError("closed")
         return ev
 
-    async def events(self) -> AsyncIterator[dict]:
-        """Events until the connection closes."""
-        while True:
-            try:
-                yield await self.next_event()
-            except PortsConnectionError:
+    async def events(self, timeout: float | None = None, *,
+                     count: int | None = None) -> AsyncIterator[dict]:
+        """Events until ``count`` events, ``timeout`` seconds in total (from this call) or
+        the connection closes, whichever comes first (None = no such limit)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        n = 0
+        while count is None or n < count:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 return
+            try:
+                ev = await self.next_event(left)
+            except (PortsConnectionError, asyncio.TimeoutError, TimeoutError):
+                return
+            n += 1
+            yield ev
 
     async def close(self) -> None:
         if self._writer is not None:

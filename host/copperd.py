@@ -121,7 +121,7 @@ def _banner(path: str, args, backend) -> str:
     clock = f", {hz / 1e6:g} MHz clock" if hz else ""
     return (f"copperd {__version__}: {backend.name} backend{clock}, listening on {path} ({mode})\n"
             f"  try:  portctl {target} '{{\"cmd\":\"ping\"}}'\n"
-            f"        portctl {target} '{{\"cmd\":\"subscribe\",\"events\":[\"irq\",\"state\"]}}' --stream\n"
+            f"        portctl {target} '{{\"cmd\":\"subscribe\",\"events\":[\"irq\",\"state\"]}}' --count 5\n"
             f"  stop with Ctrl-C (SIGINT) or SIGTERM")
 
 

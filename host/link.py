@@ -89,6 +89,16 @@ class LinkTimeout(LinkError):
     """No valid response after every retransmission."""
 
 
+class LinkBusy(LinkError):
+    """The board serves another host: one host at a time (the message names the holder)."""
+
+
+#: The one line of text (not a frame) a board that already serves a host sends to another
+#: one before it hangs up: ``copperline board busy: held by HOST:PORT since ...`` (the
+#: virtual board; a serial port is opened by one process only).
+BUSY_NOTICE = b"copperline board busy: "
+
+
 class LinkStatusError(LinkError):
     """The board answered with a non-OK status."""
 
@@ -246,8 +256,14 @@ def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
     """Open a serial port or pyserial URL (``socket://``, ``loop://``, ``/dev/tty...``)."""
     import serial
     try:
-        return serial.serial_for_url(url, baudrate=baud, timeout=timeout)
+        # exclusive: a serial port (a tty) is locked, so a second host cannot take over
+        # the board (URL transports ignore it; the virtual board refuses in words)
+        return serial.serial_for_url(url, baudrate=baud, timeout=timeout, exclusive=True)
     except (serial.SerialException, ValueError, OSError) as exc:
+        if "exclusively lock" in str(exc):
+            raise LinkBusy(f"{url}: the board is busy, another program has its port open "
+                           f"(`fuser -v {url}` names it): a board serves one host at a "
+                           "time") from None
         raise LinkError(f"cannot open {url!r}: {exc}") from None
 
 
@@ -291,6 +307,7 @@ class Link:
         self._events: queue.Queue[tuple[int, int, bytes]] = queue.Queue(maxsize=65536)
         self._event_seq: int | None = None
         self._closed = threading.Event()
+        self._greeting = bytearray()          # the first bytes received (a busy notice?)
         self._reader = threading.Thread(target=self._read_loop, name=f"link-reader {url}",
                                         daemon=True)
         self._reader.start()
@@ -342,6 +359,11 @@ class Link:
                 return
             if not data:
                 continue
+            if len(self._greeting) < 256:
+                self._greeting += data[:256 - len(self._greeting)]
+                if self._greeting.startswith(BUSY_NOTICE) and b"\n" in self._greeting:
+                    self._closed.set()          # refused in words: stop waiting for frames
+                    return
             for frame in self._decoder.feed(data):
                 self._dispatch(frame)
             self.stats.crc_errors = self._decoder.crc_errors
@@ -493,8 +515,21 @@ class Link:
             off += n
 
     def hello(self) -> BoardInfo:
-        """Identify the board: core version, clock, baud, sizes (the INFO space)."""
-        words = self.read(SPACE_INFO, 0, len(INFO_FIELDS))
+        """Identify the board: core version, clock, baud, sizes (the INFO space).
+        :class:`LinkBusy` when the board serves another host."""
+        try:
+            words = self.read(SPACE_INFO, 0, len(INFO_FIELDS))
+        except (LinkError, OSError) as exc:  # OSError: the port failing under the write
+            if isinstance(exc, LinkError) and not self._closed.is_set():
+                raise                       # no answer, but no hang-up either
+            self._reader.join(timeout=0.5)  # a notice is read before the port fails
+            text = bytes(self._greeting)
+            if not text.startswith(BUSY_NOTICE):
+                raise
+            held = text[len(BUSY_NOTICE):].split(b"\n")[0].decode("utf-8", "replace")
+            raise LinkBusy(f"{self.url}: the board is busy, {held}: a board serves one host "
+                           "at a time (stop that host, or send programs through the copperd "
+                           "that holds the board)") from None
         if words[0] != INFO_MAGIC:
             raise LinkError(f"{self.url}: not a copperline board (magic {words[0]:#010x})")
         info = BoardInfo(dict(zip(INFO_FIELDS, words)))

@@ -1,6 +1,7 @@
 """portctl: send one ports-protocol request (or a subscription) from the shell.
 
     portctl /run/copperline/copperd.sock '{"cmd":"ping"}'
+    portctl @copperline/copperd '{"cmd":"subscribe","events":["irq"]}' --count 3
     portctl @copperline/copperd '{"cmd":"subscribe","events":["irq"]}' --timeout 5
     portctl SOCK '{"cmd":"load","args":{"fd_index":0}}' --fd prog.json
 """
@@ -24,12 +25,14 @@ EXIT_CLOSED = 5
 EXIT_INTERRUPTED = 130
 
 EXIT_HELP = f"""exit status:
-  {EXIT_OK}    ok: the response had "ok":true (with --stream: also after the timeout, EOF or Ctrl-C)
+  {EXIT_OK}    ok: the response had "ok":true (with --stream: also after the timeout, EOF or Ctrl-C;
+       with --count N: after N events)
   {EXIT_ERROR_RESPONSE}    the response had "ok":false (it is printed on stdout)
   {EXIT_USAGE}    usage error: bad options, JSON that is not an object, unreadable --fd file
   {EXIT_NO_CONNECT}    cannot connect: no socket there, or connection refused
-  {EXIT_TIMEOUT}    no response within --timeout
-  {EXIT_CLOSED}    the daemon closed the connection before responding
+  {EXIT_TIMEOUT}    no response within --timeout (with --count N: not N events within it)
+  {EXIT_CLOSED}    the daemon closed the connection before responding (with --count N: before
+       the N-th event)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C) while waiting for the response"""
 
 
@@ -45,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true",
                    help="keep printing events until --timeout, EOF or Ctrl-C")
     p.add_argument("--no-stream", action="store_true", help="do not stream after subscribe")
+    p.add_argument("--count", type=int, default=None, metavar="N",
+                   help="stop after N events (implies --stream); exit 0")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds to wait for the response (default 10); with --stream, how long "
                         "to stream in total (default: until EOF or Ctrl-C)")
@@ -88,9 +93,15 @@ def main(argv=None) -> int:
     if args.timeout is not None and args.timeout <= 0:
         print("portctl: --timeout must be > 0", file=sys.stderr)
         return EXIT_USAGE
+    if args.count is not None and (args.count < 1 or args.no_stream):
+        print("portctl: --count needs N >= 1 and a stream (not --no-stream)", file=sys.stderr)
+        return EXIT_USAGE
     if args.caps:
         req["caps"] = args.caps
-    stream = args.stream or (req.get("cmd") == "subscribe" and not args.no_stream)
+    # --count is counted here, not sent as subscribe's "limit": a daemon that predates
+    # "limit" refuses unknown arguments, and counting here works with every daemon.
+    stream = args.stream or args.count is not None or \
+        (req.get("cmd") == "subscribe" and not args.no_stream)
     timeout = args.timeout if args.timeout is not None else (None if stream else 10.0)
 
     fds = []
@@ -116,6 +127,7 @@ def main(argv=None) -> int:
 
     deadline = None if timeout is None else time.monotonic() + timeout
     got_response = False
+    events = 0          # events printed (--count)
     buf = bytearray()
     # SIGTERM ends a stream like Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -144,6 +156,10 @@ def main(argv=None) -> int:
                 if is_event and not stream:
                     continue   # events of an earlier subscription on this connection: not asked for
                 _emit(line, args.pretty)
+                if is_event:
+                    events += 1
+                    if args.count is not None and events >= args.count:
+                        return EXIT_OK
                 if not is_event and not got_response:
                     got_response = True
                     if msg.get("ok") is not True:
@@ -160,12 +176,20 @@ def main(argv=None) -> int:
                 sock.settimeout(None)
             chunk = sock.recv(65536)
             if not chunk:
+                if got_response and args.count is not None:
+                    print(f"portctl: the daemon closed the connection after {events} of "
+                          f"{args.count} events", file=sys.stderr)
+                    return EXIT_CLOSED
                 if got_response:
                     return EXIT_OK
                 print("portctl: the daemon closed the connection without responding", file=sys.stderr)
                 return EXIT_CLOSED
             buf += chunk
     except socket.timeout:
+        if got_response and args.count is not None:
+            print(f"portctl: {events} of {args.count} events within {timeout:g} s",
+                  file=sys.stderr)
+            return EXIT_TIMEOUT
         if got_response:
             return EXIT_OK
         print(f"portctl: no response within {timeout:g} s", file=sys.stderr)

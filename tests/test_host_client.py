@@ -48,6 +48,39 @@ def test_sync_events_timeout_ends_iteration(daemon):
         assert list(c.events(timeout=0.2)) == []
 
 
+def test_sync_events_timeout_is_a_total_deadline_and_count_ends_early(daemon):
+    """A 1 kHz program never leaves the stream idle: ``timeout`` still ends it (the
+    docs' ``for ev in c.events(timeout=1.0)`` loop ends), and so does ``count``."""
+    import time
+    with PortsClient(daemon.path) as c:
+        pid = c.request("load", program=TICK)["id"]
+        c.subscribe("irq", prog=pid)
+        c.request("start", id=pid)
+        t0 = time.monotonic()
+        evs = list(c.events(timeout=0.4))
+        took = time.monotonic() - t0
+        assert 0.35 < took < 3.0 and len(evs) > 50, (took, len(evs))
+        assert len(list(c.events(count=3))) == 3
+        assert len(list(c.events(count=1000, timeout=0.1))) < 1000
+        assert len(list(c.events(idle=0.5, count=2))) == 2
+        c.request("unload", id=pid)
+
+
+def test_async_events_count_and_timeout(daemon):
+    async def main():
+        async with AsyncPortsClient(daemon.path) as c:
+            pid = (await c.request("load", program=TICK))["id"]
+            await c.subscribe("irq", prog=pid)
+            await c.request("start", id=pid)
+            assert len([ev async for ev in c.events(count=3)]) == 3
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            evs = [ev async for ev in c.events(timeout=0.3)]
+            assert 0.25 < loop.time() - t0 < 3.0 and evs
+            await c.request("unload", id=pid)
+    asyncio.run(main())
+
+
 def test_sync_load_file_passes_a_descriptor(daemon):
     with PortsClient(daemon.path) as c:
         pid = c.load_file(str(EXAMPLES / "tick.json"))

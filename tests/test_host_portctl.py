@@ -101,6 +101,49 @@ def test_stream_prints_events_until_timeout_exit_0(daemon):
     assert len(lines) > 20 and all(x["event"] == "irq" and x["sub"] == lines[0]["sub"] for x in lines[1:])
 
 
+@pytest.fixture
+def running_tick(daemon):
+    """A 1 kHz program running on the daemon (never idle: a stream never pauses)."""
+    pid = json.loads(portctl(daemon.path, json.dumps({"cmd": "load", "program": TICK})).stdout)["id"]
+    assert portctl(daemon.path, json.dumps({"cmd": "start", "id": pid})).returncode == 0
+    yield pid
+    portctl(daemon.path, json.dumps({"cmd": "unload", "id": pid}))
+
+
+def test_count_ends_the_stream_after_n_events_exit_0(daemon, running_tick):
+    r = portctl(daemon.path, json.dumps({"cmd": "subscribe", "events": ["irq"],
+                                         "prog": running_tick}), "--count", "3")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert lines[0]["ok"] is True and len(lines) == 4
+    assert [x["event"] for x in lines[1:]] == ["irq"] * 3
+
+
+def test_count_not_reached_within_the_timeout_exit_4(daemon, running_tick):
+    r = portctl(daemon.path, json.dumps({"cmd": "subscribe", "events": ["irq"], "tag": "never"}),
+                "--count", "1", "--timeout", "0.3")
+    assert r.returncode == 4 and "0 of 1 events within 0.3 s" in r.stderr
+    assert len(r.stdout.splitlines()) == 1          # the response only
+
+
+def test_stream_timeout_is_total_time_not_idle_time(daemon, running_tick):
+    """A 1 kHz program is never idle for 0.4 s; the stream still ends after 0.4 s."""
+    r = portctl(daemon.path, json.dumps({"cmd": "subscribe", "events": ["irq"],
+                                         "prog": running_tick}), "--timeout", "0.4", timeout=10)
+    assert r.returncode == 0, r.stderr
+    irqs = [json.loads(x) for x in r.stdout.splitlines()[1:]]
+    # about 400 events, and far from the thousands of a stream that does not end
+    assert 50 < len(irqs) < 1500
+    span_us = irqs[-1]["time_us"] - irqs[0]["time_us"]
+    assert span_us < 1.5e6, span_us
+
+
+@pytest.mark.parametrize("args", [("--count", "0"), ("--count", "2", "--no-stream")])
+def test_count_usage_errors_exit_2(daemon, args):
+    r = portctl(daemon.path, '{"cmd":"subscribe","events":["irq"]}', *args)
+    assert r.returncode == 2 and "--count" in r.stderr
+
+
 def test_pass_a_file_descriptor(daemon):
     r = portctl(daemon.path, '{"cmd":"load","args":{"fd_index":0}}', "--fd", str(EXAMPLES / "tick.json"))
     assert r.returncode == 0, r.stdout + r.stderr
