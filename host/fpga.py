@@ -214,6 +214,8 @@ class FpgaBackend(Backend):
         try:
             link = proto.Link(url, baud=self.baud, timeout=self.timeout, retries=self.retries,
                               on_event=self._on_event, on_lost=self._on_lost)
+        except proto.LinkBusy as exc:             # (a tty another process holds)
+            raise BackendError("BUSY", str(exc)) from None
         except proto.LinkError as exc:
             raise BackendError(NO_BOARD, str(exc)) from None
         try:
@@ -229,6 +231,8 @@ class FpgaBackend(Backend):
             link.close()
             if isinstance(exc, BackendError):
                 raise
+            if isinstance(exc, proto.LinkBusy):   # another host holds the board
+                raise BackendError("BUSY", str(exc)) from None
             raise BackendError(NO_BOARD, f"{url}: {exc}") from None
         with self._lock:
             self.info, self.url = info, url
