@@ -201,10 +201,15 @@ class VirtualBoardServer:
         self._holder = ""           # "HOST:PORT since HH:MM:SS UTC" of the client
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
-        # the port first: a busy one is known before a simulator is compiled
+        # the port first: a busy one is known before a simulator is compiled; it listens
+        # once the simulator is there (a host that connects earlier is refused, not
+        # left without an answer)
         try:
-            self._sock = socket.create_server((host, port))
+            self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
         except OSError as exc:
+            self._sock.close()
             if exc.errno == errno.EADDRINUSE:
                 raise OSError(f"tcp:{host}:{port} is already in use (another `copper board "
                               "sim`?): pick another port with --listen") from None
@@ -217,6 +222,7 @@ class VirtualBoardServer:
         except BaseException:
             self._sock.close()
             raise
+        self._sock.listen()
         self._stop = threading.Event()
 
     @property
