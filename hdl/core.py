@@ -138,7 +138,7 @@ class Core(wiring.Component):
     status_slot, status_state, status_pc : per-slot status (combinational)
     events : Out(stream.Signature(event_layout))
         The event stream (see :mod:`copperline.hdl.event_fifo`).
-    dropped : Out(16)
+    dropped : Out(32)
         Events dropped because the FIFO was full (wrapping).
     cycle : Out(32)
         Global core cycle (since the last time-base reset).
@@ -244,7 +244,7 @@ class Core(wiring.Component):
             "status_state": Out(3),
             "status_pc": Out(self.pc_bits),
             "events": Out(stream.Signature(self.event_layout)),
-            "dropped": Out(16),
+            "dropped": Out(32),
             "cycle": Out(TIMESTAMP_BITS),
             "phase": Out(range(self.phases)),
             "vsync_in": In(1),

@@ -45,7 +45,7 @@ class EventFIFO(wiring.Component):
     """Block-RAM FIFO between the executor and the host link.
 
     The executor offers at most one record per clock and never waits: a record that
-    finds the FIFO full is dropped and ``dropped`` (wrapping 16-bit) counts it.
+    finds the FIFO full is dropped and ``dropped`` (wrapping 32-bit) counts it.
 
     The last ``reserve`` places are kept for *urgent* records (the core marks its state
     records urgent: a start, a stop, a halt, a watchdog or a fault): an ordinary record
@@ -90,8 +90,10 @@ class EventFIFO(wiring.Component):
         The record offered on ``sink`` may take the reserved places.
     source : Out(stream.Signature(layout))
         Records to the host.
-    dropped : Out(16)
-        Records dropped since reset, modulo 2**16.
+    dropped : Out(32)
+        Records dropped since reset, modulo 2**32 (a host that reads it within 2**32
+        drops, over 20 minutes of a record refused every core cycle at 3 MHz, sees every
+        one: 16 bits wrapped within a second of a flood).
     full : Signal
         A record offered now is dropped (a register).
     """
@@ -117,7 +119,7 @@ class EventFIFO(wiring.Component):
             "sink": In(stream.Signature(layout, always_ready=True)),
             "urgent": In(1),
             "source": Out(stream.Signature(layout)),
-            "dropped": Out(16),
+            "dropped": Out(32),
         })
         self.full = Signal()
 

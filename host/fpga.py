@@ -350,7 +350,7 @@ class FpgaBackend(Backend):
 
     def _dropped(self, dropped: int, out: list) -> None:
         if self._board_dropped is not None and dropped != self._board_dropped:
-            out.append({"event": "dropped", "count": (dropped - self._board_dropped) & 0xFFFF,
+            out.append({"event": "dropped", "count": (dropped - self._board_dropped) & _MASK32,
                         "reason": "fifo"})
         self._board_dropped = dropped
 

@@ -169,3 +169,20 @@ def test_hil_fpga_backend_trace_equals_the_vm():
     vm = Machine(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz)
     want, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * be.clock_hz)
     assert status["state"] == "done" and events == want
+
+
+def test_dropped_counts_over_sixteen_bits_between_two_reads():
+    # a flood refuses a record every core cycle (3 M/s at 3 MHz): between two reads of
+    # the board's 32-bit counter far more than 65535 are dropped, and all are reported
+    be = FpgaBackend(port="loop://")
+    be._board_dropped = 0xFFFF_FFF0
+    out: list[dict] = []
+    be._dropped((0xFFFF_FFF0 + 200_000) & 0xFFFF_FFFF, out)
+    assert out == [{"event": "dropped", "count": 200_000, "reason": "fifo"}]
+
+
+def test_the_core_counts_drops_in_32_bits():
+    from copperline.hdl.core import Core
+    from copperline.hdl.event_fifo import EventFIFO, event_layout
+    assert len(EventFIFO(event_layout(2), depth=4).dropped) == 32
+    assert len(Core(1_000_000).dropped) == 32
