@@ -408,10 +408,12 @@ class Link:
             return None
 
     def request(self, ftype: int, body: bytes = b"", what: str = "",
-                answer_bytes: int = 0) -> bytes:
+                answer_bytes: int = 0, attempts: int | None = None) -> bytes:
         """Send one request and return the response body after the status byte.
         ``answer_bytes``: the response's data bytes expected (its time on the line
-        counts into the timeout)."""
+        counts into the timeout). ``attempts``: give up (:class:`LinkTimeout`) after that
+        many, before the time budget, so that a caller may try a smaller request (only
+        for requests that may be executed twice: reads of memory, writes of data)."""
         what = what or f"request {ftype:#04x}"
         with self._lock:
             if self._closed.is_set():
@@ -457,7 +459,7 @@ class Link:
                     self.policy.timed_out(line_s, corrupted=damaged != (
                         self._decoder.crc_errors + self._decoder.framing_errors))
                     attempt += 1
-                    if time.monotonic() >= give_up:
+                    if time.monotonic() >= give_up or attempt == attempts:
                         break
             finally:
                 self._waiting = None
@@ -476,43 +478,61 @@ class Link:
     def echo(self, data: bytes) -> bytes:
         return self.request(T_ECHO, data, "echo", answer_bytes=len(data))
 
-    def write(self, space: int, addr: int, words: list[int] | tuple[int, ...]) -> None:
+    def write(self, space: int, addr: int, words: list[int] | tuple[int, ...],
+              attempts: int | None = None) -> None:
         """Write u32 ``words`` at ``addr`` of ``space`` (one frame; see :meth:`upload`)."""
         if not words:
             raise ValueError("write: no words")
         if not 0 <= addr <= 0xFFFF:
             raise ValueError(f"write: address {addr} outside 0..65535")
         self.request(T_WRITE | space, write_body(addr, words),
-                     f"write {SPACE_NAMES.get(space, space)}[{addr}]")
+                     f"write {SPACE_NAMES.get(space, space)}[{addr}]", attempts=attempts)
 
-    def read(self, space: int, addr: int, count: int = 1) -> list[int]:
+    def read(self, space: int, addr: int, count: int = 1,
+             attempts: int | None = None) -> list[int]:
         """Read ``count`` u32 words from ``addr`` of ``space``."""
         if not 1 <= count <= self.max_read_words:
             raise ValueError(f"read: count {count} outside 1..{self.max_read_words}")
         data = self.request(T_READ | space, read_body(addr, count),
                             f"read {SPACE_NAMES.get(space, space)}[{addr}:+{count}]",
-                            answer_bytes=4 * count)
+                            answer_bytes=4 * count, attempts=attempts)
         if len(data) != 4 * count:
             raise LinkError(f"read: asked for {count} words, got {len(data)} bytes")
         return list(struct.unpack(f"<{count}I", data))
 
+    def _in_frames(self, count: int, step, chunk: int | None = None) -> None:
+        """Call ``step(offset, n)`` for frames covering ``count`` words. A frame that
+        gets no answer in a few attempts is sent again as two halves (the line is
+        noisier than the frame size was chosen for), down to a few words; the time
+        budget of one request still bounds the whole."""
+        give_up = time.monotonic() + (self.retries + 1) * self.timeout
+        off, cap = 0, chunk or self.max_read_words
+        while off < count:
+            n = min(cap, count - off, chunk or self.frame_words)
+            small = n <= self.policy.min_words * 2
+            try:
+                step(off, n, None if small else 3)
+            except LinkTimeout:
+                if small or time.monotonic() >= give_up:
+                    raise
+                cap = max(self.policy.min_words, n // 2)
+                continue
+            off += n
+
     def read_many(self, space: int, addr: int, count: int) -> list[int]:
+        """Read ``count`` words (any number), in frames (see :meth:`_in_frames`)."""
         out: list[int] = []
-        while len(out) < count:
-            n = min(self.frame_words, count - len(out))
-            out += self.read(space, addr + len(out), n)
+        self._in_frames(count, lambda off, n, attempts: out.extend(
+            self.read(space, addr + off, n, attempts=attempts)))
         return out
 
     def upload(self, words, base: int = 0, chunk: int | None = None,
                space: int = SPACE_PROG) -> None:
-        """Write a program (or any word array) in chunks of ``chunk`` words (default: as
-        many as a frame to this board holds)."""
+        """Write a program (or any word array) in frames of ``chunk`` words (default: as
+        many as a frame to this board holds now; see :meth:`_in_frames`)."""
         words = list(words)
-        off = 0
-        while off < len(words):
-            n = chunk or self.frame_words
-            self.write(space, base + off, words[off:off + n])
-            off += n
+        self._in_frames(len(words), lambda off, n, attempts: self.write(
+            space, base + off, words[off:off + n], attempts=attempts), chunk)
 
     def hello(self) -> BoardInfo:
         """Identify the board: core version, clock, baud, sizes (the INFO space).
