@@ -16,6 +16,7 @@ The driver opens its port with :func:`serial.serial_for_url`, so ``/dev/ttyUSB1`
 
 from __future__ import annotations
 
+import binascii
 import logging
 import queue
 import random
@@ -109,24 +110,10 @@ class LinkStatusError(LinkError):
 
 # --- CRC and SLIP -----------------------------------------------------------------------
 
-def _crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        table.append(crc & 0xFFFF)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor)."""
-    for b in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _CRC_TABLE[((crc >> 8) ^ b) & 0xFF]
-    return crc
+    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor): the
+    standard library's ``binascii.crc_hqx`` with that initial value."""
+    return binascii.crc_hqx(data, crc)
 
 
 def slip_escape(data: bytes) -> bytes:
