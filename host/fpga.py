@@ -688,6 +688,13 @@ class FpgaBackend(Backend):
         else:
             p.waiter = None                   # it had ended by itself; its event follows
 
+    def start_cycle(self, prog_id: int) -> int | None:
+        """The board cycle (this backend's unwrapped count) in which the program last
+        started, from its started record; None before that (``copper run`` takes the
+        offsets between programs' starts from it)."""
+        with self._lock:
+            return self._prog(prog_id).start_g
+
     def unload(self, prog_id: int) -> None:
         p = self._prog(prog_id)
         if self.link is not None or p.soft_id is not None:

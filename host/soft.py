@@ -190,6 +190,11 @@ class SoftBackend(Backend):
             self._flush(m)
         self._do(do)
 
+    def start_cycle(self, prog_id: int) -> int:
+        """The machine cycle in which the program last started (``copper run`` takes the
+        offsets between programs' starts from it)."""
+        return self._do(lambda m: m.slot_start(self._slot(prog_id)))
+
     def unload(self, prog_id: int) -> None:
         def do(m: Machine) -> None:
             slot = self._slot(prog_id)

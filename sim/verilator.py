@@ -1,0 +1,137 @@
+"""The fastest RTL engine: the Copper core verilated, with the VM's Machine API.
+
+:class:`VerilatorMachine` is :class:`copperline.sim.cxxrtl.CxxrtlMachine` with another
+simulator behind the same line protocol: the core in :class:`~copperline.sim.cxxrtl.SimTop`
+(in a reset-less clock domain: registers start from their initial values, and the
+engine's first hidden core cycle resets every context anyway) goes through Amaranth's
+Verilog back end and :func:`copperline.sim.verilator_build.build_verilated` with the
+driver ``verilator_core.cc``. The three memories the engine writes straight (program,
+fences, register file) are marked ``public_flat_rw`` in the Verilog so the driver can
+reach them; nothing else is public, so Verilator optimises the rest freely.
+
+Waveforms: ``waves="run.fst"`` (FST, GTKWave's compact format: ``--trace-fst``) or
+``waves="run.vcd"`` (``--trace``); each is a build of its own (tracing code slows the
+model, so the plain build has none), cached like the plain one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from amaranth import ClockDomain, ClockSignal, Elaboratable, Module
+
+from copperline.firmware import isa
+from copperline.hdl.core import Core
+from copperline.sim.cxxrtl import CxxrtlMachine, SimTop
+from copperline.sim.cxxrtl_build import NativeBuildError
+from copperline.sim.rtl import RtlEngineBase
+
+log = logging.getLogger(__name__)
+
+__all__ = ["VerilatorMachine", "build_core_verilator", "WAVE_FORMATS", "wave_format"]
+
+DRIVER = Path(__file__).with_name("verilator_core.cc")
+
+#: The memories the driver writes: its name -> (instance path below the top, the memory's
+#: name in its module). Verilator names a public variable of an inlined module by its
+#: hierarchy joined with ``__DOT__``.
+MEMORIES = {"prog": (("top", "core", "prog_mem"), "mem"),
+            "fence": (("top", "core"), "fence_mem"),
+            "rf": (("top", "core", "regfile"), "exec_mem")}
+#: Waveform file suffix -> Verilator option.
+WAVE_FORMATS = {".fst": "--trace-fst", ".vcd": "--trace"}
+
+
+def wave_format(path: str) -> str:
+    """``.fst`` or ``.vcd`` from the file name, else a ValueError naming both."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WAVE_FORMATS:
+        raise ValueError(f"waveform file {path!r}: the name must end in .fst (FST, GTKWave's "
+                         "compact format) or .vcd")
+    return suffix
+
+
+class _FreeRunning(Elaboratable):
+    """SimTop in a reset-less ``sync`` domain (no reset logic for Verilator to evaluate)."""
+
+    def __init__(self, top: SimTop):
+        self.top = top
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync", reset_less=True)
+        m.submodules.top = self.top
+        return m
+
+    def ports(self):
+        return [ClockSignal("sync"), *self.top.ports()]
+
+
+def core_verilog(core: Core) -> str:
+    """The core in SimTop as Verilog, its three memories marked public for the driver."""
+    from amaranth.back import verilog
+    design = _FreeRunning(SimTop(core))
+    text = verilog.convert(design, name="top", ports=design.ports())
+    for key, (_, name) in MEMORIES.items():
+        text, n = re.subn(rf"^(\s*reg \[\d+:0\] {name} \[\d+:0\]);",
+                          r"\1 /* verilator public_flat_rw */;", text, flags=re.M)
+        if n != 1:
+            raise NativeBuildError(f"the core's Verilog has {n} memories named {name!r} "
+                                   f"(expected 1; the {key} memory of sim/verilator.py MEMORIES)")
+    return text
+
+
+def build_core_verilator(core: Core, *, waves: str | None = None,
+                         build_dir: str | os.PathLike | None = None, progress=None) -> Path:
+    """Verilate ``core`` with its driver; returns the executable. ``waves``: a file name
+    whose suffix (.fst/.vcd) picks the traced build. Cached under
+    ``<cache>/verilator-core/<hash>/``."""
+    from copperline.sim.verilator_build import build_verilated
+    flags = []
+    for key, (path, name) in MEMORIES.items():
+        flags += ["-CFLAGS", f"-DMEM_{key.upper()}=" + "__DOT__".join(("top", *path, name))]
+    if waves:
+        flags.append(WAVE_FORMATS[wave_format(waves)])
+    return build_verilated(core_verilog(core), DRIVER, build_dir=build_dir,
+                           kind="verilator-core", exe_name="core-sim", what="core",
+                           progress=progress, extra_flags=tuple(flags))
+
+
+class VerilatorMachine(CxxrtlMachine):
+    """Cycle-exact RTL simulation of the Copper core, verilated, with the VM's Machine API.
+    Parameters as :class:`copperline.sim.rtl.RtlMachine`; ``waves``: an FST or VCD file
+    (by suffix) of the whole run, one time unit per clock edge, complete after
+    :meth:`close`."""
+
+    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
+                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
+                 *, contexts: int = isa.DEFAULT_CONTEXTS,
+                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
+                 waves: str | None = None, build_dir: str | None = None):
+        if waves:
+            wave_format(waves)
+        core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
+                    contexts=contexts, program_words=program_words, program_memory="bram")
+        RtlEngineBase.__init__(self, core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
+                               program_words, vsync_events)
+        self.waves = waves
+        self._closed = True          # (until the process runs: close() has nothing to end)
+        exe = build_core_verilator(core, waves=waves, build_dir=build_dir)
+        args = [str(exe), f"--phases={core.phases}"]
+        if waves:
+            args.append(f"--waves={os.path.abspath(waves)}")
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True, bufsize=1)
+        self._closed = False
+        names = {}
+        for line in self._cmd_lines("names"):
+            _, name, _, width, depth = line.split()
+            names[name] = (int(width), int(depth))
+        self._mem = {key: key for key in MEMORIES}
+        if names.get("rf", (0, 0))[1] < len(self._reg_names):
+            raise NativeBuildError(f"the verilated core's register file has {names.get('rf')} "
+                                   f"rows, fewer than its {len(self._reg_names)} registers")
