@@ -130,6 +130,10 @@ def register(subparsers) -> None:
                         "0 (repeatable)")
     p.add_argument("--stop", action="append", default=[], metavar="N@US",
                    help="the host stops program N at US microseconds (repeatable)")
+    p.add_argument("--actions-from", metavar="TRACE",
+                   help="take the host actions (starts, stops, fences) from TRACE's header, "
+                        "at the cycles they landed in there: replays a real-time run (e.g. "
+                        "on the board) on the VM or the RTL cycle for cycle")
     p.add_argument("--watchdog-ops", type=int, default=isa.DEFAULT_WATCHDOG_OPS)
     p.add_argument("--vsync-events", action="store_true", help="also record vsync events")
     p.add_argument("--port", help="fpga: the board's port URL (/dev/ttyUSB1, socket://H:P)")
@@ -275,6 +279,42 @@ def parse_prog_action(kind: str, spec: str, cpu: int, nprogs: int) -> Action:
         raise RunError(f"--{kind} {spec!r}: no program {prog} (programs are numbered 1.."
                        f"{nprogs} in the order given)")
     return Action(kind, _us_cycle(us, cpu), prog=prog)
+
+
+def actions_from_trace(path: str, images, clock_hz: int) -> list[Action]:
+    """The host actions of a recorded run (its header's ``actions``), each at the cycle
+    it landed in (a fence, whose landing a real-time backend cannot see, at its due
+    cycle, with a warning). The trace must be of the same programs, at the same clock."""
+    from copperline.host.trace import TraceError, read_trace
+    try:
+        header, _ = read_trace(path)
+    except FileNotFoundError:
+        raise RunError(f"--actions-from {path}: no such file", "NOT_FOUND") from None
+    except (TraceError, OSError, ValueError) as exc:
+        raise RunError(f"--actions-from {path}: {exc}", "BAD_FORMAT") from None
+    shas = [img.sha256() for img in images]
+    theirs = [p.get("sha256") for p in header.get("programs") or []] or [header.get("program")]
+    if theirs != shas:
+        raise RunError(f"--actions-from {path}: the trace is of other programs (its "
+                       f"{len(theirs)} program(s) do not have the sha256s of the "
+                       f"{len(shas)} given, in that order)")
+    if header.get("clock_hz") != clock_hz:
+        raise RunError(f"--actions-from {path}: the trace ran at {header.get('clock_hz')} Hz, "
+                       f"this run at {clock_hz} Hz: give --clock-hz {header.get('clock_hz')}")
+    acts = []
+    recorded = header.get("actions") or (        # (a one-program trace: start at 0)
+        [{"cycle": 0, "kind": "start", "prog": 1}]
+        + [dict(f, kind="fence") for f in header.get("fences") or []])
+    for a in recorded:
+        cycle = a.get("landed", a["cycle"])
+        if cycle is None:
+            log.warning("--actions-from %s: %s at cycle %d: the cycle it landed in is not "
+                        "known (a real-time backend does not report it); using it as due",
+                        path, a["kind"], a["cycle"])
+            cycle = a["cycle"]
+        acts.append(Action(a["kind"], cycle, prog=a.get("prog"), name=a.get("timeline"),
+                           value=a.get("value")))
+    return sorted(acts, key=Action.key)
 
 
 def _us_cycle(us: float, cpu: int) -> int:
@@ -471,6 +511,19 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
     got: list[dict] = []
     backend.set_event_sink(got.append)          # list.append: never blocks
     ids: list[int] = []
+    timed: list = []
+
+    def schedule_all() -> None:
+        """A backend that takes host actions at exact cycles (soft, monotonic clock)
+        gets them all now, ahead of time; the others get each when its time comes."""
+        nonlocal todo, timed
+        sched = getattr(backend, "schedule", None)
+        if callable(sched) and todo:
+            futs = [sched(a.cycle, a.kind, ids[a.prog - 1] if a.prog else None, a.name,
+                          a.value) for a in todo]
+            if all(f is not None for f in futs):
+                timed, todo = list(zip(todo, futs)), []
+
     # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its programs at global cycle 0,
     # so the vsync phase seen by them is the same as in a virtual run.
     if getattr(backend, "starts_before_open", False):
@@ -479,16 +532,20 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
             backend.fence(a.name, a.value)
         for a in at_zero:
             backend.start(ids[a.prog - 1])
+        schedule_all()
         backend.open()
     else:
         backend.open()
         ids = _load_all(backend, images)
         for a in zero_fences:
             backend.fence(a.name, a.value)
-        for a in at_zero:
-            # (the first resets the board's time base; the others land a few core
-            # cycles later: their `landed` cycles say which)
-            backend.start(ids[a.prog - 1])
+        # (the first resets the board's time base; the others land a few core cycles
+        # later, in one frame where the backend can: their `landed` cycles say which)
+        if callable(getattr(backend, "start_many", None)):
+            backend.start_many([ids[a.prog - 1] for a in at_zero])
+        else:
+            for a in at_zero:
+                backend.start(ids[a.prog - 1])
     run_id = {pid: i + 1 for i, pid in enumerate(ids)}
     start_at: dict[int, int] = {}                  # run id -> global start cycle
     base = None                                    # the backend's cycle of the run's 0
@@ -503,6 +560,20 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
     period = isa.vsync_period_cycles(hz, backend.vsync_hz)
     end_cycle = until_cycle if until_cycle is not None else max_cycle
     elapsed_cycle = 0
+    def collect_timed() -> None:
+        for a, f in list(timed):
+            if not f.done():
+                continue
+            timed.remove((a, f))
+            try:
+                c = f.result()
+            except Exception as exc:
+                raise BackendError("BAD_ARG", f"{a.kind} at cycle {a.cycle}: {exc}") from None
+            a.landed = c - (base or 0)
+            if a.kind == "start":
+                start_at[a.prog] = a.landed
+                started.add(a.prog)
+
     try:
         t0 = time.monotonic()
         # A board counts its own cycles, and the virtual board runs slower than real time:
@@ -549,6 +620,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
         try:
             while True:
                 elapsed_cycle = now_cycle()
+                collect_timed()
                 while todo and todo[0].cycle <= elapsed_cycle:
                     a = todo.pop(0)
                     if a.kind == "fence":
@@ -564,7 +636,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
                     else:
                         backend.stop(ids[a.prog - 1])
                         a.landed = None      # (set from the stopped event below)
-                if until_cycle is None and ended_by is None and not todo:
+                if until_cycle is None and ended_by is None and not todo and not timed:
                     ends = ended_map()
                     if started and all(p in ends for p in started):
                         last = max(ends[p] for p in started)
@@ -574,7 +646,8 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
                     break
                 if on_progress is not None:
                     on_progress(int(elapsed_cycle), end_cycle)
-                next_at = min([end_cycle] + [a.cycle for a in todo[:1]])
+                next_at = min([end_cycle] + [a.cycle for a in todo[:1]]
+                              + [a.cycle for a, _ in timed[:1]])
                 time.sleep(max(0.001, min(0.01, (next_at - elapsed_cycle) / hz)))
             if ended_by is None:
                 _drain(got, end_cycle, backend, ids, start_at, run_id)
@@ -701,7 +774,13 @@ def _run(args, opened) -> int:
     actions = plan_actions(len(images), fences,
                            [parse_prog_action("start", s, cpu, len(images)) for s in args.start],
                            [parse_prog_action("stop", s, cpu, len(images)) for s in args.stop])
-    multi = len(images) > 1 or bool(args.start or args.stop)
+    if args.actions_from:
+        if args.start or args.stop or args.fence:
+            raise RunError("--actions-from takes every host action from the trace: leave out "
+                           "--start, --stop and --fence")
+        actions = actions_from_trace(args.actions_from, images, args.clock_hz)
+        fences = [(a.cycle, a.name, a.value) for a in actions if a.kind == "fence"]
+    multi = len(images) > 1 or bool(args.start or args.stop or args.actions_from)
     image = images[0] if len(images) == 1 else images
 
     realtime = bool(args.via) or args.backend == "fpga" or (
