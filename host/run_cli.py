@@ -809,9 +809,12 @@ def _run(args, opened) -> int:
     else:
         if args.backend == "soft" and (args.engine or args.waves):
             raise RunError("--engine and --waves apply to --backend sim")
-        engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
-                                     args.watchdog_ops, args.vsync_events,
-                                     engine=args.engine, waves=args.waves)
+        try:
+            engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
+                                         args.watchdog_ops, args.vsync_events,
+                                         engine=args.engine, waves=args.waves)
+        except ValueError as exc:          # (an engine or waveform file it cannot do)
+            raise RunError(f"--engine/--waves: {exc}") from None
         meter = RunProgress(horizon, args.clock_hz, what)     # (after the simulator build)
         try:
             result = run_virtual(engine, image, until_cycle=until_cycle, actions=actions,

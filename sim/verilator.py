@@ -85,6 +85,49 @@ def core_verilog(core: Core) -> str:
     return text
 
 
+_LZ4_H = """/* copperline: the two LZ4 functions Verilator's FST writer uses (liblz4's API),
+   for a machine with the liblz4 library but not its development files. */
+#pragma once
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char *src, char *dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+"""
+
+
+def _lz4_flags() -> list[str]:
+    """Verilator's FST writer includes ``lz4.h`` and links ``-llz4``. Without the
+    development package (liblz4-dev) but with the library (liblz4.so.1, which systemd
+    needs, so nearly everywhere), a header with its two declarations and a link name
+    next to it do."""
+    import glob
+    if any(os.path.exists(f"{d}/lz4.h") for d in ("/usr/include", "/usr/local/include")):
+        return []
+    libs = sorted(glob.glob("/lib/*/liblz4.so.1") + glob.glob("/usr/lib/*/liblz4.so.1")
+                  + glob.glob("/usr/lib/liblz4.so.1") + glob.glob("/usr/lib64/liblz4.so.1"))
+    if not libs:
+        raise NativeBuildError("FST waveforms need LZ4 (Verilator's FST writer): install "
+                               "liblz4-dev (apt-get install liblz4-dev), or write VCD "
+                               "(--waves FILE.vcd)")
+    from copperline.cache import cache_dir
+    shim = Path(cache_dir()) / "lz4-shim"
+    shim.mkdir(parents=True, exist_ok=True)
+    header = shim / "lz4.h"
+    if not header.exists() or header.read_text() != _LZ4_H:
+        header.write_text(_LZ4_H)
+    link = shim / "liblz4.so"
+    if not link.exists():
+        try:
+            link.symlink_to(libs[0])
+        except FileExistsError:
+            pass
+    return ["-CFLAGS", f"-I{shim}", "-LDFLAGS", f"-L{shim}"]
+
+
 def build_core_verilator(core: Core, *, waves: str | None = None,
                          build_dir: str | os.PathLike | None = None, progress=None) -> Path:
     """Verilate ``core`` with its driver; returns the executable. ``waves``: a file name
@@ -96,6 +139,8 @@ def build_core_verilator(core: Core, *, waves: str | None = None,
         flags += ["-CFLAGS", f"-DMEM_{key.upper()}=" + "__DOT__".join(("top", *path, name))]
     if waves:
         flags.append(WAVE_FORMATS[wave_format(waves)])
+        if wave_format(waves) == ".fst":
+            flags += _lz4_flags()
     return build_verilated(core_verilog(core), DRIVER, build_dir=build_dir,
                            kind="verilator-core", exe_name="core-sim", what="core",
                            progress=progress, extra_flags=tuple(flags))
