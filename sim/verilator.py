@@ -180,3 +180,21 @@ class VerilatorMachine(CxxrtlMachine):
         if names.get("rf", (0, 0))[1] < len(self._reg_names):
             raise NativeBuildError(f"the verilated core's register file has {names.get('rf')} "
                                    f"rows, fewer than its {len(self._reg_names)} registers")
+
+    def _hw_run(self, n: int, cmd_val: int, writes: dict, collect: bool):
+        # (the driver replies with one line of records and one of vsync edges)
+        core = self.core
+        fw = []
+        for ph in range(core.phases):
+            w = writes.get(ph)
+            fw.append("-" if w is None else
+                      f"{ph | w[0] << core.slot_bits | w[1] << (core.slot_bits + 2):x}")
+        rec_line, edge_line, tail_line = self._cmd_lines(
+            f"run {n} {cmd_val:x} {' '.join(fw)} {int(self.vsync_events)}")
+        records = [int(v, 16) for v in rec_line.split()[1:]] if collect else []
+        vsync_cycles = [int(v, 16) for v in edge_line.split()[1:]]
+        val = tail_line.split()[1]
+        tail = None if val == "-" else int(val, 16)
+        if collect and tail is not None:
+            records.append(tail)
+        return records, vsync_cycles, tail

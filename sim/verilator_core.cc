@@ -8,6 +8,10 @@
 //                    writes; the build marks them public_flat_rw and passes their
 //                    Verilator names as MEM_PROG, MEM_FENCE, MEM_RF)
 //   names            -> "n prog|fence|rf 2 WIDTH DEPTH"
+//   run ...          the same arguments; replies one line "r REC REC ..." (every tap
+//                    record, possibly none), one line "e CYCLE ..." (vsync edges), then
+//                    "t RECORD" or "t -" (fewer lines: the pipe and Python's reading of
+//                    it cost more than the simulation when every cycle has events)
 //   --waves=FILE     waveforms, FST or VCD as the build chose (--trace-fst / --trace;
 //                    VM_TRACE_FST / VM_TRACE_VCD), one time unit per clock edge
 // No reset input: registers and memories start from their initial values (the engine's
@@ -171,6 +175,8 @@ int main(int argc, char **argv) {
 				if (strcmp(tok[3 + k], "-")) fw[k] = strtoll(tok[3 + k], nullptr, 16);
 			bool vs = atoi(tok[3 + phases]);
 			char buf[64];
+			std::string edges = "e";
+			out = "r";
 			for (uint64_t i = 0; i < n; i++) {
 				for (int ph = 0; ph < phases; ph++) {
 					if (i == 0) {
@@ -185,11 +191,11 @@ int main(int argc, char **argv) {
 					top->clk = 0;
 					eval();
 					if (ph == 0 && vs && top->vedge) {
-						snprintf(buf, sizeof buf, "e %x\n", (unsigned)top->cyc);
-						out += buf;
+						snprintf(buf, sizeof buf, " %x", (unsigned)top->cyc);
+						edges += buf;
 					}
 					if ((i || ph) && top->tapv) {
-						snprintf(buf, sizeof buf, "r %llx\n", (unsigned long long)top->tapp);
+						snprintf(buf, sizeof buf, " %llx", (unsigned long long)top->tapp);
 						out += buf;
 					}
 					top->clk = 1;
@@ -202,6 +208,9 @@ int main(int argc, char **argv) {
 			}
 			top->clk = 0;
 			eval();
+			out += "\n";
+			out += edges;
+			out += "\n";
 			if (top->tapv)
 				snprintf(buf, sizeof buf, "t %llx\nok\n", (unsigned long long)top->tapp);
 			else
