@@ -72,10 +72,36 @@ class _FreeRunning(Elaboratable):
 
 
 def core_verilog(core: Core) -> str:
-    """The core in SimTop as Verilog, its three memories marked public for the driver."""
-    from amaranth.back import verilog
+    """The core in SimTop as Verilog, its three memories marked public for the driver.
+    Amaranth's Verilog goes through Yosys (~0.5 s more than the RTLIL): it is cached in
+    the build cache keyed by the design's RTLIL."""
+    import hashlib
+
+    from amaranth.back import rtlil, verilog
+
+    from copperline.cache import cache_dir
     design = _FreeRunning(SimTop(core))
-    text = verilog.convert(design, name="top", ports=design.ports())
+    il = rtlil.convert(design, name="top", ports=design.ports())
+    key = hashlib.sha256(il.encode()).hexdigest()[:32]
+    cached = Path(cache_dir()) / "verilator-core" / "verilog" / f"{key}.v"
+    try:
+        text = cached.read_text()
+    except OSError:
+        text = None
+    if text is None:
+        # (what verilog.convert does after the RTLIL; a design elaborates only once)
+        text = _mark_public(verilog._convert_rtlil_text(il))
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.replace(cached)
+        except OSError as exc:         # (a read-only cache only costs the conversion)
+            log.debug("cannot cache the core's Verilog: %s", exc)
+    return text
+
+
+def _mark_public(text: str) -> str:
     for key, (_, name) in MEMORIES.items():
         text, n = re.subn(rf"^(\s*reg \[\d+:0\] {name} \[\d+:0\]);",
                           r"\1 /* verilator public_flat_rw */;", text, flags=re.M)
