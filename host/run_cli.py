@@ -1,4 +1,9 @@
-"""``copper run``: run one program without the daemon and write a timing trace.
+"""``copper run``: run programs without the daemon and write a timing trace.
+
+Several programs run together as copperd would: program ids 1, 2, ... in the order
+given, slots in that order, each started at cycle 0 unless ``--start N@US``; host
+actions (``--start``, ``--stop N@US``, ``--fence NAME=VALUE@US``) are :class:`Action`\ s
+applied at their cycles (docs/traces.md, "Several programs").
 
 Two drivers, chosen by the engine:
 
@@ -498,8 +503,9 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
     """Run ``image`` (or a list: programs 1, 2, ...) on a real-time Backend; host actions
     are applied when their time comes on the wall clock (or the board's cycle count) and
     land when they land: each action's ``landed`` cycle says where (starts and stops
-    exactly, from the backend's records; fences: read back after the write, an upper
-    bound). Ends like :func:`run_virtual`; Ctrl-C ends it where it is."""
+    exactly, from the backend's records; a fence's landing is not reported: None). A
+    backend with ``schedule`` (soft, monotonic clock) takes every action at exactly its
+    cycle instead. Ends like :func:`run_virtual`; Ctrl-C ends it where it is."""
     images = _images(image)
     if actions is None:
         actions = plan_actions(len(images), fences)
@@ -625,7 +631,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
                     a = todo.pop(0)
                     if a.kind == "fence":
                         backend.fence(a.name, a.value)
-                        a.landed = None      # (an upper bound only: see the docstring)
+                        a.landed = None      # (the backend does not say when it landed)
                     elif a.kind == "start":
                         pid = ids[a.prog - 1]
                         backend.start(pid)
@@ -790,7 +796,8 @@ def _run(args, opened) -> int:
     horizon = until_cycle if until_cycle is not None else max_cycle
     what = f"{'copperd' if args.via else args.backend} run"
     if horizon / args.clock_hz > PROGRESS_AFTER_S and until_cycle is None and not args.json:
-        progress.say(f"{what}: until the program ends, at most {DEFAULT_MAX_US / 1e6:g} s of "
+        ends = "the programs end" if len(images) > 1 else "the program ends"
+        progress.say(f"{what}: until {ends}, at most {DEFAULT_MAX_US / 1e6:g} s of "
                      "model time (--frames N or --until-us T to choose)")
     t_wall = time.perf_counter()
     if realtime:
