@@ -2,7 +2,7 @@
 
 Several programs run together as copperd would: program ids 1, 2, ... in the order
 given, slots in that order, each started at cycle 0 unless ``--start N@US``; host
-actions (``--start``, ``--stop N@US``, ``--fence NAME=VALUE@US``) are :class:`Action`\ s
+actions (``--start``, ``--stop N@US``, ``--fence NAME=VALUE@US``) are :class:`Action` objects
 applied at their cycles (docs/traces.md, "Several programs").
 
 Two drivers, chosen by the engine:
@@ -594,11 +594,13 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
             if not board_time:
                 return int((time.monotonic() - t0) * hz)
             best = None
-            for st in backend.programs():
-                rid = run_id.get(st.id)
-                if rid in start_at and st.state.value == "running":
-                    g = start_at[rid] + st.cycle
-                    best = g if best is None else max(best, g)
+            # (one status read: of the first started program that has not ended)
+            ended = ended_map()
+            ref = next((rid for rid in sorted(start_at) if rid not in ended), None)
+            if ref is not None:
+                st = backend.status(ids[ref - 1])
+                if st.state.value == "running":
+                    best = start_at[ref] + st.cycle
             if best is None:         # nothing runs: the board's time goes on (wall clock)
                 best = last_g + int((time.monotonic() - last_t) * hz)
             last_g, last_t = best, time.monotonic()
