@@ -205,3 +205,18 @@ def test_several_programs_via_a_daemon(tmp_path, capsys, progs):
     assert states == [("done", "halt"), ("stopped", "host")]
     stop = [a for a in header["actions"] if a["kind"] == "stop"][0]
     assert stop["landed"] is not None and stop["landed"] >= 200000
+
+
+def test_compare_warns_when_host_actions_landed_elsewhere(tmp_path, capsys, progs):
+    vm, _ = _run(tmp_path, capsys, progs, "vm")
+    late = tmp_path / "late.jsonl"
+    assert main(["run", *progs, *SCENARIO[2:], "--start", "3@260", "--clock-hz", str(HZ),
+                 "--vsync-hz", str(VSYNC_HZ), "--trace", str(late)]) == 0
+    result = compare(load_trace(vm), load_trace(str(late)), tolerance_us=0)
+    assert any("took effect at different cycles (start 3: A 250, B 260)" in w
+               for w in result.warnings), result.warnings
+    assert result.failures                 # program 3's events moved by 10 us
+    fewer = tmp_path / "fewer.jsonl"
+    assert main(["run", *progs[:2], "--clock-hz", str(HZ), "--trace", str(fewer)]) == 0
+    result = compare(load_trace(vm), load_trace(str(fewer)))
+    assert any("A ran 4 program(s), B 2" in w for w in result.warnings), result.warnings
