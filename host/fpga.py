@@ -692,6 +692,52 @@ class FpgaBackend(Backend):
         else:
             p.waiter = None                   # it had ended by itself; its event follows
 
+    def start_many(self, prog_ids) -> None:
+        """Start several programs with one CTL write (one frame): their START words go out
+        back to back, one per word time of the link (5 fabric clocks), so they land a
+        core cycle or two apart, not a round trip apart (``start_cycle`` says where; the
+        first resets the time base when nothing runs). The top merges CTL writes that
+        come before the core takes a command, but with 4 phases consecutive words never
+        fall in one core cycle. Programs in slots that are not consecutive, on the soft
+        fallback, or already running are started one by one."""
+        with self._lock:
+            ps = [self._prog(i) for i in prog_ids]
+            slots = [p.slot for p in ps]
+            one_frame = (len(ps) > 1 and self.link is not None
+                         and all(p.soft_id is None and p.state != "running" for p in ps)
+                         and None not in slots
+                         and slots == list(range(slots[0], slots[0] + len(slots))))
+            if one_frame:
+                alone = not any(q.state == "running" and q.slot is not None
+                                for q in self._progs.values())
+                if alone:
+                    self._tb_slots.add(slots[0])
+                for p in ps:
+                    p.lost = None
+                    p.waiter, p.wait_for = threading.Event(), "start"
+        if not one_frame:
+            for i in prog_ids:
+                self.start(i)
+            return
+        words = [proto.CTL_START_TB if alone else proto.CTL_START] + \
+            [proto.CTL_START] * (len(ps) - 1)
+        try:
+            self._board(lambda link: link.write(proto.SPACE_CTL, slots[0], words))
+        except BackendError:
+            for p in ps:
+                p.waiter = None
+            self._tb_slots.discard(slots[0])
+            raise
+        for p in ps:
+            self._wait(p, "start")
+
+    def start_cycle(self, prog_id: int) -> int | None:
+        """The board cycle (this backend's unwrapped count) in which the program last
+        started, from its started record; None before that (``copper run`` takes the
+        offsets between programs' starts from it)."""
+        with self._lock:
+            return self._prog(prog_id).start_g
+
     def unload(self, prog_id: int) -> None:
         p = self._prog(prog_id)
         if self.link is not None or p.soft_id is not None:

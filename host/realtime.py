@@ -17,6 +17,11 @@ Host commands (load, start, fence, status, ...) run *on the timing thread*
 real-time cycle, then applies the command there. One thread owns the machine and emits
 every event, so events are never reordered and no lock is held across a sleep.
 
+Timed host actions (:meth:`RealTimeExecutor.call_at`, what ``copper run --clock
+monotonic`` uses for ``--start``/``--stop``/``--fence``): posted ahead, they run on the
+timing thread exactly at their cycle (the machine is not computed past it before), at
+that cycle's deadline, so a real-time run takes them where a virtual run does.
+
 Safety: ops run in slices of at most ``slice_cycles`` cycles; between slices that had to
 catch up, the thread calls ``time.sleep(0)`` so other Python threads get the GIL.
 """
@@ -24,6 +29,8 @@ catch up, the thread calls ``time.sleep(0)`` so other Python threads get the GIL
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
 import os
 import threading
@@ -107,6 +114,9 @@ class RealTimeExecutor:
         self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
         self._hz = machine.clock_hz
         self._commands: collections.deque = collections.deque()
+        self._timed: list = []                # heap of (cycle, seq, fn, future)
+        self._timed_lock = threading.Lock()
+        self._seq = itertools.count()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -166,6 +176,37 @@ class RealTimeExecutor:
         self._wake.set()
         return fut.result(timeout)
 
+    def call_at(self, cycle: int, fn: Callable[[Machine], object]) -> Future:
+        """Run ``fn(machine)`` on the timing thread with the machine at exactly global
+        ``cycle``, at that cycle's deadline; the returned Future gets its result. Post it
+        ahead (more than a spin window): a cycle the machine has already passed runs at
+        once, late (the Future's result shows where, if ``fn`` returns ``machine.cycle``)."""
+        fut: Future = Future()
+        with self._timed_lock:
+            heapq.heappush(self._timed, (cycle, next(self._seq), fn, fut))
+        self._wake.set()
+        return fut
+
+    def _next_timed(self) -> int | None:
+        with self._timed_lock:
+            return self._timed[0][0] if self._timed else None
+
+    def _run_timed(self) -> None:
+        """Run the first timed action (the machine brought up to its cycle first)."""
+        with self._timed_lock:
+            cycle, _, fn, fut = heapq.heappop(self._timed)
+        m = self.machine
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            if m.cycle < cycle:
+                events = m.run_until(cycle)
+                if events:
+                    self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
+            fut.set_result(fn(m))
+        except BaseException as exc:   # handed to the caller
+            fut.set_exception(exc)
+
     # -- timing thread ------------------------------------------------------------------
     def _catch_up(self) -> None:
         """Bring the machine to the current real-time cycle, delivering its events."""
@@ -200,6 +241,11 @@ class RealTimeExecutor:
             log.exception("timing thread failed")
         finally:
             # Nobody will run queued commands any more: fail them instead of hanging.
+            with self._timed_lock:
+                timed, self._timed = self._timed, []
+            for *_, fut in timed:
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("the timing thread has stopped"))
             while self._commands:
                 _, fut = self._commands.popleft()
                 if fut.set_running_or_notify_cancel():
@@ -218,6 +264,22 @@ class RealTimeExecutor:
             if self._stopping:
                 return
             nc = m.next_event_cycle()
+            tc = self._next_timed()
+            if tc is not None and (nc is None or tc <= nc):
+                # the next thing is a timed host action: run up to its cycle, apply it at
+                # its deadline
+                if tc <= m.cycle:
+                    self._run_timed()
+                    continue
+                deadline = t0 + -(-tc * 1_000_000_000 // hz)
+                now = clock()
+                if deadline - now > spin:
+                    wake.wait((deadline - now - spin) / 1e9)
+                    continue
+                while clock() < deadline:
+                    pass
+                self._run_timed()
+                continue
             if nc is None:
                 wake.wait()
                 continue
@@ -234,7 +296,7 @@ class RealTimeExecutor:
                 batches = []
                 horizon = deadline + spin
                 cyc = nc
-                while cyc is not None and len(batches) < 256:
+                while cyc is not None and len(batches) < 256 and (tc is None or cyc < tc):
                     due = t0 + -(-cyc * 1_000_000_000 // hz)
                     if due > horizon:
                         break
@@ -253,6 +315,8 @@ class RealTimeExecutor:
                 continue
             now_cycle = (now - t0) * hz // 1_000_000_000
             target = min(now_cycle + 1, nc + self.slice_cycles)
+            if tc is not None:
+                target = min(target, tc)
             events = m.run_until(target)
             if events:
                 prepared = self._prepare(events)

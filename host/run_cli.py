@@ -1,4 +1,9 @@
-"""``copper run``: run one program without the daemon and write a timing trace.
+"""``copper run``: run programs without the daemon and write a timing trace.
+
+Several programs run together as copperd would: program ids 1, 2, ... in the order
+given, slots in that order, each started at cycle 0 unless ``--start N@US``; host
+actions (``--start``, ``--stop N@US``, ``--fence NAME=VALUE@US``) are :class:`Action` objects
+applied at their cycles (docs/traces.md, "Several programs").
 
 Two drivers, chosen by the engine:
 
@@ -76,14 +81,6 @@ def ended_end_cycle(ended_at: int, period: int) -> int:
     return (ended_at // period + 1) * period
 
 
-def _ended_at(events: list[dict], prog) -> int | None:
-    """The cycle of the program's ending state event (done/faulted/stopped), or None."""
-    for e in reversed(events[-16:]):
-        if e.get("event") == "state" and e.get("state") in _ENDED and e.get("prog") == prog:
-            return e.get("cycle", 0)
-    return None
-
-
 class RunProgress:
     """Progress of a long run on stderr (human mode): how far, and the time left at the
     pace so far. Silent for runs shorter than PROGRESS_AFTER_S."""
@@ -109,9 +106,13 @@ class RunProgress:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "run", help="run one program on a backend and write a timing trace",
-        description="Run one Copper program (.json or .cop) without the daemon.")
-    p.add_argument("program", metavar="PROG", help="program JSON or compiled .cop image")
+        "run", help="run programs on a backend and write a timing trace",
+        description="Run Copper programs (.json or .cop) without the daemon. Several "
+                    "programs run together as copperd would run them: program ids 1, 2, "
+                    "... in the order given, in slots in that order; each starts at 0 "
+                    "unless --start says otherwise.")
+    p.add_argument("programs", metavar="PROG", nargs="+",
+                   help="program JSON or compiled .cop image (several: run together)")
     p.add_argument("--backend", choices=("soft", "sim", "fpga"), default="soft")
     p.add_argument("--clock", choices=("virtual", "monotonic"), default="virtual",
                    help="soft backend: virtual time (fast, deterministic) or real time")
@@ -129,13 +130,25 @@ def register(subparsers) -> None:
     p.add_argument("--trace", metavar="FILE", help="write the trace (JSON Lines) here")
     p.add_argument("--fence", action="append", default=[], metavar="NAME=VALUE@US",
                    help="set timeline NAME to VALUE at US microseconds (repeatable)")
+    p.add_argument("--start", action="append", default=[], metavar="N@US",
+                   help="start program N (1 = the first PROG) at US microseconds instead of "
+                        "0 (repeatable)")
+    p.add_argument("--stop", action="append", default=[], metavar="N@US",
+                   help="the host stops program N at US microseconds (repeatable)")
+    p.add_argument("--actions-from", metavar="TRACE",
+                   help="take the host actions (starts, stops, fences) from TRACE's header, "
+                        "at the cycles they landed in there: replays a real-time run (e.g. "
+                        "on the board) on the VM or the RTL cycle for cycle")
     p.add_argument("--watchdog-ops", type=int, default=isa.DEFAULT_WATCHDOG_OPS)
     p.add_argument("--vsync-events", action="store_true", help="also record vsync events")
     p.add_argument("--port", help="fpga: the board's port URL (/dev/ttyUSB1, socket://H:P)")
-    p.add_argument("--engine", choices=("cxxrtl", "amaranth"),
-                   help="sim: the RTL simulator (default cxxrtl, compiled once and cached; "
-                        "amaranth.sim is ~250x slower)")
-    p.add_argument("--waves", metavar="FILE.vcd", help="sim: write the core's waveforms (VCD)")
+    p.add_argument("--engine", choices=("verilator", "cxxrtl", "amaranth"),
+                   help="sim: the RTL simulator (default verilator; cxxrtl ~10x slower; both "
+                        "compiled once and cached; amaranth.sim needs no compiler, ~2000x "
+                        "slower)")
+    p.add_argument("--waves", metavar="FILE.fst|FILE.vcd",
+                   help="sim: write the core's waveforms, FST (GTKWave's compact format; "
+                        "verilator engine) or VCD, by the file's suffix")
     p.add_argument("--via", metavar="SOCKET",
                    help="run through the copperd listening on SOCKET (its backend; use "
                         "while the daemon owns the board)")
@@ -154,7 +167,7 @@ def parse_fence(spec: str, cpu: int) -> tuple[int, str, int]:
     name, value, us = m.group(1), int(m.group(2)), float(m.group(3))
     if value > isa.FENCE_VALUE_MAX:
         raise RunError(f"--fence {spec!r}: value {value} exceeds {isa.FENCE_VALUE_MAX}")
-    return int(us * cpu), name, value
+    return _us_cycle(us, cpu), name, value
 
 
 def _load_image(path: str):
@@ -176,20 +189,23 @@ def _load_image(path: str):
         raise RunError(str(exc), "BAD_FORMAT") from None
 
 
-def _prog_event(e: dict, prog: int) -> dict:
-    """A machine event (``slot``) as a trace event (``prog``), keeping the key order."""
+def _prog_event(e: dict, prog_of) -> dict:
+    """A machine event (``slot``) as a trace event (``prog``: ``prog_of[slot]``, or the
+    given id), keeping the key order."""
     if "slot" not in e:
         return e
+    prog = prog_of.get(e["slot"], e["slot"] + 1) if isinstance(prog_of, dict) else prog_of
     return {("prog" if k == "slot" else k): (prog if k == "slot" else v) for k, v in e.items()}
 
 
-def _as_program_1(e: dict, prog: int) -> dict:
-    """A backend event of program ``prog`` as ``copper run`` records it: program 1 (the
-    daemon's own ids differ; its state events also carry the seed's ``id``, and every
-    event its subscription id ``sub``)."""
-    if e.get("prog") != prog:
+def _as_run_prog(e: dict, run_id: dict) -> dict:
+    """A backend event as ``copper run`` records it: the backend's program id becomes the
+    run's (1, 2, ... in the order given; a daemon's own ids differ; its state events also
+    carry the seed's ``id``, and every event its subscription id ``sub``)."""
+    prog = e.get("prog")
+    if prog not in run_id:
         return e
-    return {k: (1 if k == "prog" else v) for k, v in e.items()
+    return {k: (run_id[prog] if k == "prog" else v) for k, v in e.items()
             if k != "sub" and not (k == "id" and v == prog)}
 
 
@@ -222,66 +238,234 @@ def make_realtime_backend(args):
     return FpgaBackend(port=args.port, board=args.board)
 
 
+# -- scenarios ----------------------------------------------------------------------------
+#: Order of host actions due in the same cycle: fences, then stops, then starts (a
+#: program started in a cycle sees the fence values set for that cycle).
+_ACTION_RANK = {"fence": 0, "stop": 1, "start": 2}
+
+
+class Action:
+    """A host action of a run: ``kind`` start/stop (``prog``, a run program id 1..n) or
+    fence (``name``, ``value``), due at global ``cycle`` (from the run's time base)."""
+
+    __slots__ = ("kind", "cycle", "prog", "name", "value", "landed")
+
+    def __init__(self, kind: str, cycle: int, prog: int | None = None, name: str | None = None,
+                 value: int | None = None):
+        self.kind, self.cycle, self.prog, self.name, self.value = kind, cycle, prog, name, value
+        #: Real-time runs: the global cycle it took effect in (None: not known exactly).
+        self.landed: int | None = cycle
+
+    def key(self):
+        return (self.cycle, _ACTION_RANK[self.kind])
+
+    def to_json(self, realtime: bool = False) -> dict:
+        out = {"cycle": self.cycle, "kind": self.kind}
+        if self.kind == "fence":
+            out.update(timeline=self.name, value=self.value)
+        else:
+            out["prog"] = self.prog
+        if realtime:
+            out["landed"] = self.landed
+        return out
+
+    def __repr__(self):
+        return f"Action({self.to_json()})"
+
+
+def parse_prog_action(kind: str, spec: str, cpu: int, nprogs: int) -> Action:
+    """``--start N@US`` / ``--stop N@US`` -> an Action (program id N of 1..nprogs)."""
+    m = re.fullmatch(r"(\d+)@(\d+(?:\.\d+)?)", spec)
+    if not m:
+        raise RunError(f"--{kind} {spec!r}: expected N@US (program id N, time in "
+                       "microseconds), e.g. 2@1000")
+    prog, us = int(m.group(1)), float(m.group(2))
+    if not 1 <= prog <= nprogs:
+        raise RunError(f"--{kind} {spec!r}: no program {prog} (programs are numbered 1.."
+                       f"{nprogs} in the order given)")
+    return Action(kind, _us_cycle(us, cpu), prog=prog)
+
+
+def actions_from_trace(path: str, images, clock_hz: int) -> list[Action]:
+    """The host actions of a recorded run (its header's ``actions``), each at the cycle
+    it landed in (a fence, whose landing a real-time backend cannot see, at its due
+    cycle, with a warning). The trace must be of the same programs, at the same clock."""
+    from copperline.host.trace import TraceError, read_trace
+    try:
+        header, _ = read_trace(path)
+    except FileNotFoundError:
+        raise RunError(f"--actions-from {path}: no such file", "NOT_FOUND") from None
+    except (TraceError, OSError, ValueError) as exc:
+        raise RunError(f"--actions-from {path}: {exc}", "BAD_FORMAT") from None
+    shas = [img.sha256() for img in images]
+    theirs = [p.get("sha256") for p in header.get("programs") or []] or [header.get("program")]
+    if theirs != shas:
+        raise RunError(f"--actions-from {path}: the trace is of other programs (its "
+                       f"{len(theirs)} program(s) do not have the sha256s of the "
+                       f"{len(shas)} given, in that order)")
+    if header.get("clock_hz") != clock_hz:
+        raise RunError(f"--actions-from {path}: the trace ran at {header.get('clock_hz')} Hz, "
+                       f"this run at {clock_hz} Hz: give --clock-hz {header.get('clock_hz')}")
+    acts = []
+    recorded = header.get("actions") or (        # (a one-program trace: start at 0)
+        [{"cycle": 0, "kind": "start", "prog": 1}]
+        + [dict(f, kind="fence") for f in header.get("fences") or []])
+    for a in recorded:
+        cycle = a.get("landed", a["cycle"])
+        if cycle is None:
+            log.warning("--actions-from %s: %s at cycle %d: the cycle it landed in is not "
+                        "known (a real-time backend does not report it); using it as due",
+                        path, a["kind"], a["cycle"])
+            cycle = a["cycle"]
+        acts.append(Action(a["kind"], cycle, prog=a.get("prog"), name=a.get("timeline"),
+                           value=a.get("value")))
+    return sorted(acts, key=Action.key)
+
+
+def _us_cycle(us: float, cpu: int) -> int:
+    # (round, not int: a time printed from a cycle, c / cpu, comes back as c)
+    return int(round(us * cpu, 6))
+
+
+def plan_actions(nprogs: int, fences=(), starts=(), stops=()) -> list[Action]:
+    """The run's host actions in the order they apply. A program without a ``--start``
+    starts at cycle 0; each program starts at most once and stops at most once, after
+    its start."""
+    acts = [Action("fence", c, name=n, value=v) for c, n, v in fences]
+    start_of: dict[int, Action] = {}
+    for a in starts:
+        if a.prog in start_of:
+            raise RunError(f"--start {a.prog}@...: program {a.prog} has two --start (a "
+                           "program starts once in a run)")
+        start_of[a.prog] = a
+    for prog in range(1, nprogs + 1):
+        start_of.setdefault(prog, Action("start", 0, prog=prog))
+    stopped = set()
+    for a in stops:
+        if a.prog in stopped:
+            raise RunError(f"--stop {a.prog}@...: program {a.prog} has two --stop")
+        stopped.add(a.prog)
+        if a.cycle <= start_of[a.prog].cycle:
+            raise RunError(f"--stop {a.prog}@{a.cycle}: program {a.prog} starts at cycle "
+                           f"{start_of[a.prog].cycle}; a stop must come at least one cycle "
+                           "after it")
+    acts += [start_of[p] for p in sorted(start_of)] + list(stops)
+    return sorted(acts, key=Action.key)
+
+
+def _run_end(events_by_prog_end: dict, started: set, pending, end: int, period: int) -> int:
+    """Without --frames/--until-us: once every started program ended and no host action
+    is pending, the run ends at the vsync edge after the last end."""
+    if pending or not started or any(p not in events_by_prog_end for p in started):
+        return end
+    return min(end, ended_end_cycle(max(events_by_prog_end[p] for p in started), period))
+
+
 # -- drivers ------------------------------------------------------------------------------
 class RunResult:
-    """What a driver returns: the trace events (cycle < ``end_cycle``), the program's final
-    status, where the run ended and whether Ctrl-C ended it."""
+    """What a driver returns: the trace events (global time < ``end_cycle``), program 1's
+    final status (``statuses``: every program's, in run id order), where the run ended,
+    whether Ctrl-C ended it, and the host actions (with the cycles they landed in)."""
 
-    def __init__(self, events: list[dict], status: dict, end_cycle: int, interrupted: bool):
+    def __init__(self, events: list[dict], status: dict, end_cycle: int, interrupted: bool,
+                 statuses: list[dict] | None = None, actions: list[Action] | None = None):
         self.events, self.status = events, status
         self.end_cycle, self.interrupted = end_cycle, interrupted
+        self.statuses = statuses if statuses is not None else [status]
+        self.actions = actions or []
 
     def __iter__(self):      # (events, status), as the drivers returned before
         return iter((self.events, self.status))
 
 
-def run_virtual(engine, image, *, until_cycle: int | None, fences=(),
-                max_cycle: int | None = None, on_progress=None) -> RunResult:
-    """Run ``image`` as program 1 on a Machine-API engine from global cycle 0.
+def _images(image) -> list:
+    return list(image) if isinstance(image, (list, tuple)) else [image]
 
-    It ends at ``until_cycle``; with None, at the vsync edge after the program ended
-    (or at ``max_cycle``). Runs in steps of one vsync period (fences split them), so
-    progress can be shown and Ctrl-C keeps every completed step.
+
+def run_virtual(engine, image, *, until_cycle: int | None, fences=(), actions=None,
+                max_cycle: int | None = None, on_progress=None) -> RunResult:
+    """Run ``image`` (or a list of images: programs 1, 2, ... in slots in that order) on
+    a Machine-API engine from global cycle 0, applying the host ``actions`` (default:
+    every program starts at 0, plus ``fences`` as (cycle, name, value)) at their cycles.
+
+    It ends at ``until_cycle``; with None, at the vsync edge after the last program
+    ended (or at ``max_cycle``). Runs in steps of one vsync period (actions split them),
+    so progress can be shown and Ctrl-C keeps every completed step.
     """
+    images = _images(image)
     if engine.cycle != 0:
         raise RunError(f"the engine is at cycle {engine.cycle}, expected a fresh one at 0")
-    slot = engine.load(image)
-    engine.start(slot)
-    pending = collections.deque(sorted(fences, key=lambda f: f[0]))
+    if actions is None:
+        actions = plan_actions(len(images), fences)
+    slots = []
+    for i, img in enumerate(images):
+        try:
+            slots.append(engine.load(img))
+        except Exception as exc:
+            if len(images) == 1 or type(exc).__name__ not in ("MachineError", "RtlError"):
+                raise
+            raise RunError(f"program {i + 1} of {len(images)}: {exc}", "BUSY") from None
+    prog_of = {slot: i + 1 for i, slot in enumerate(slots)}
+    pending = collections.deque(sorted(actions, key=Action.key))
     end = until_cycle if until_cycle is not None else max_cycle
     period = getattr(engine, "vsync_period", None) or isa.vsync_period_cycles(
         engine.clock_hz, engine.vsync_hz)
     events: list[dict] = []
+    started: set[int] = set()
+    start_at: dict[int, int] = {}
+    ended_at: dict[int, int] = {}
     reached = 0              # the engine's cycle after the last completed step
     interrupted = False
     try:
         while True:
-            while pending and pending[0][0] <= engine.cycle:
-                _, name, value = pending.popleft()
-                engine.set_fence(name, value)
+            while pending and pending[0].cycle <= engine.cycle:
+                a = pending.popleft()
+                if a.kind == "fence":
+                    engine.set_fence(a.name, a.value)
+                elif a.kind == "start":
+                    engine.start(slots[a.prog - 1])
+                    started.add(a.prog)
+                    start_at[a.prog] = engine.cycle
+                    ended_at.pop(a.prog, None)
+                else:
+                    engine.stop(slots[a.prog - 1])
             if until_cycle is None:
-                ended = _ended_at(events, 1)
-                if ended is not None:
-                    end = min(end, ended_end_cycle(ended, period))
+                end = _run_end(ended_at, started, pending, end, period)
             if engine.cycle >= end:
                 break
             nxt = min(end, engine.cycle + period)
-            if pending and pending[0][0] < nxt:
-                nxt = pending[0][0]
-            events.extend(_prog_event(e, 1) for e in engine.run_until(nxt))
+            if pending and pending[0].cycle < nxt:
+                nxt = pending[0].cycle
+            for e in engine.run_until(nxt):
+                e = _prog_event(e, prog_of)
+                events.append(e)
+                p = e.get("prog")
+                if (p is not None and e.get("event") == "state"
+                        and e.get("state") in _ENDED):
+                    ended_at[p] = start_at.get(p, 0) + e.get("cycle", 0)
             reached = engine.cycle
             if on_progress is not None:
                 on_progress(reached, end)
     except KeyboardInterrupt:
         interrupted, end = True, reached
-    try:
-        status = engine.status(slot)
-    except Exception as exc:     # an engine stopped by Ctrl-C (its process got SIGINT too)
-        if not interrupted:
-            raise
-        log.debug("status after Ctrl-C: %s", exc)
-        status = {"state": "running", "reason": "interrupted"}
-    return RunResult([e for e in events if e.get("cycle", 0) < end], status, end, interrupted)
+    statuses = []
+    for i, slot in enumerate(slots):
+        try:
+            statuses.append(engine.status(slot))
+        except Exception as exc:     # an engine stopped by Ctrl-C (its process got SIGINT too)
+            if not interrupted:
+                raise
+            log.debug("status after Ctrl-C: %s", exc)
+            statuses.append({"state": "running", "reason": "interrupted"})
+    kept = [e for e in events if _global_cycle(e, start_at) < end]
+    return RunResult(kept, statuses[0], end, interrupted, statuses, list(actions))
+
+
+def _global_cycle(e: dict, start_at: dict) -> int:
+    """The run-time cycle of an event (program events count from their program's start)."""
+    p = e.get("prog")
+    c = e.get("cycle", 0)
+    return c if p is None else start_at.get(p, 0) + c
 
 
 #: After the end is reached, how long a real-time run waits at most for events still on
@@ -291,78 +475,227 @@ DRAIN_S = 0.25
 DRAIN_REMOTE_S = 2.0
 
 
-def run_realtime(backend, image, *, until_cycle: int | None, fences=(),
+def _load_all(backend, images) -> list[int]:
+    """Load the programs in order; a refusal names the program (e.g. more programs than
+    the backend has contexts)."""
+    ids = []
+    for i, img in enumerate(images):
+        try:
+            ids.append(backend.load(img))
+        except BackendError as exc:
+            if len(images) == 1:
+                raise
+            raise BackendError(exc.code, f"program {i + 1} of {len(images)}: {exc.message}") \
+                from None
+    return ids
+
+
+def _start_cycle(backend, pid: int) -> int | None:
+    """The backend's cycle in which a program started on a real-time backend, when the
+    backend says (``start_cycle``: fpga from its started record, soft from its machine;
+    a daemon does not: None)."""
+    fn = getattr(backend, "start_cycle", None)
+    return fn(pid) if callable(fn) else None
+
+
+def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=None,
                  max_cycle: int, on_progress=None) -> RunResult:
-    """Run ``image`` on a real-time Backend; fences are applied on the wall clock (or
-    the board's cycle count). Ends like :func:`run_virtual`; Ctrl-C ends it where it is."""
+    """Run ``image`` (or a list: programs 1, 2, ...) on a real-time Backend; host actions
+    are applied when their time comes on the wall clock (or the board's cycle count) and
+    land when they land: each action's ``landed`` cycle says where (starts and stops
+    exactly, from the backend's records; a fence's landing is not reported: None). A
+    backend with ``schedule`` (soft, monotonic clock) takes every action at exactly its
+    cycle instead. Ends like :func:`run_virtual`; Ctrl-C ends it where it is."""
+    images = _images(image)
+    if actions is None:
+        actions = plan_actions(len(images), fences)
+    todo = sorted(actions, key=Action.key)
+    at_zero = [a for a in todo if a.kind == "start" and a.cycle == 0]
+    todo = [a for a in todo if a not in at_zero]
+    zero_fences = [a for a in todo if a.kind == "fence" and a.cycle == 0]
+    todo = [a for a in todo if a not in zero_fences]
     got: list[dict] = []
     backend.set_event_sink(got.append)          # list.append: never blocks
+    ids: list[int] = []
+    timed: list = []
+
+    def schedule_all() -> None:
+        """A backend that takes host actions at exact cycles (soft, monotonic clock)
+        gets them all now, ahead of time; the others get each when its time comes."""
+        nonlocal todo, timed
+        sched = getattr(backend, "schedule", None)
+        if callable(sched) and todo:
+            futs = [sched(a.cycle, a.kind, ids[a.prog - 1] if a.prog else None, a.name,
+                          a.value) for a in todo]
+            if all(f is not None for f in futs):
+                timed, todo = list(zip(todo, futs)), []
+
+    # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its programs at global cycle 0,
+    # so the vsync phase seen by them is the same as in a virtual run.
     if getattr(backend, "starts_before_open", False):
-        # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its program at global cycle 0,
-        # so the vsync phase seen by the program is the same as in a virtual run.
-        prog = backend.load(image)
-        backend.start(prog)
+        ids = _load_all(backend, images)
+        for a in zero_fences:
+            backend.fence(a.name, a.value)
+        for a in at_zero:
+            backend.start(ids[a.prog - 1])
+        schedule_all()
         backend.open()
     else:
         backend.open()
-        prog = backend.load(image)
-        backend.start(prog)
+        ids = _load_all(backend, images)
+        for a in zero_fences:
+            backend.fence(a.name, a.value)
+        # (the first resets the board's time base; the others land a few core cycles
+        # later, in one frame where the backend can: their `landed` cycles say which)
+        if callable(getattr(backend, "start_many", None)):
+            backend.start_many([ids[a.prog - 1] for a in at_zero])
+        else:
+            for a in at_zero:
+                backend.start(ids[a.prog - 1])
+    run_id = {pid: i + 1 for i, pid in enumerate(ids)}
+    start_at: dict[int, int] = {}                  # run id -> global start cycle
+    base = None                                    # the backend's cycle of the run's 0
+    for a in at_zero:
+        c = _start_cycle(backend, ids[a.prog - 1])
+        if c is not None and base is None:
+            base = c
+        a.landed = None if c is None else c - base
+        start_at[a.prog] = a.landed or 0
     interrupted = False
+    hz = backend.clock_hz
+    period = isa.vsync_period_cycles(hz, backend.vsync_hz)
+    end_cycle = until_cycle if until_cycle is not None else max_cycle
+    elapsed_cycle = 0
+    def collect_timed() -> None:
+        for a, f in list(timed):
+            if not f.done():
+                continue
+            timed.remove((a, f))
+            try:
+                c = f.result()
+            except Exception as exc:
+                raise BackendError("BAD_ARG", f"{a.kind} at cycle {a.cycle}: {exc}") from None
+            a.landed = c - (base or 0)
+            if a.kind == "start":
+                start_at[a.prog] = a.landed
+                started.add(a.prog)
+
     try:
-        hz = backend.clock_hz
-        period = isa.vsync_period_cycles(hz, backend.vsync_hz)
-        end_cycle = until_cycle if until_cycle is not None else max_cycle
         t0 = time.monotonic()
-        todo = sorted(fences, key=lambda f: f[0])
         # A board counts its own cycles, and the virtual board runs slower than real time:
-        # its program's cycle, not the wall clock, says how far the run has got.
+        # its programs' cycles, not the wall clock, say how far the run has got.
         board_time = getattr(backend, "counts_own_cycles", backend.name == "fpga")
-        elapsed_cycle = 0
-        ended_by = None              # wall-clock deadline once the program has ended
+        ended_by = None              # wall-clock deadline once every program has ended
+        last_g, last_t = 0, time.monotonic()
+        started = {a.prog for a in at_zero}
+
+        def now_cycle() -> int:
+            nonlocal last_g, last_t
+            if not board_time:
+                return int((time.monotonic() - t0) * hz)
+            best = None
+            # (one status read: of the first started program that has not ended)
+            ended = ended_map()
+            ref = next((rid for rid in sorted(start_at) if rid not in ended), None)
+            if ref is not None:
+                st = backend.status(ids[ref - 1])
+                if st.state.value == "running":
+                    best = start_at[ref] + st.cycle
+            if best is None:         # nothing runs: the board's time goes on (wall clock)
+                best = last_g + int((time.monotonic() - last_t) * hz)
+            last_g, last_t = best, time.monotonic()
+            return best
+
+        ends: dict[int, int] = {}
+        scanned = 0
+
+        def ended_map() -> dict:
+            nonlocal scanned
+            n = len(got)
+            for e in got[scanned:n]:
+                if e.get("event") != "state":
+                    continue
+                rid = run_id.get(e.get("prog"))
+                if rid is None:
+                    continue
+                if e.get("state") in _ENDED:
+                    ends[rid] = start_at.get(rid, 0) + e.get("cycle", 0)
+                elif e.get("state") == "running":
+                    ends.pop(rid, None)
+            scanned = n
+            return ends
+
         try:
             while True:
-                if board_time:
-                    elapsed_cycle = backend.status(prog).cycle
-                else:
-                    elapsed_cycle = (time.monotonic() - t0) * hz
-                while todo and todo[0][0] <= elapsed_cycle:
-                    _, name, value = todo.pop(0)
-                    backend.fence(name, value)
-                if until_cycle is None and ended_by is None:
-                    ended = _ended_at(got, prog)
-                    if ended is not None:
-                        # (a board's program cycle stops when it ends: wait on the wall clock)
-                        end_cycle = min(end_cycle, ended_end_cycle(ended, period))
-                        ended_by = time.monotonic() + max(0, end_cycle - ended) / hz
+                elapsed_cycle = now_cycle()
+                collect_timed()
+                while todo and todo[0].cycle <= elapsed_cycle:
+                    a = todo.pop(0)
+                    if a.kind == "fence":
+                        backend.fence(a.name, a.value)
+                        a.landed = None      # (the backend does not say when it landed)
+                    elif a.kind == "start":
+                        pid = ids[a.prog - 1]
+                        backend.start(pid)
+                        c = _start_cycle(backend, pid)
+                        a.landed = None if c is None or base is None else c - base
+                        start_at[a.prog] = a.landed if a.landed is not None else elapsed_cycle
+                        started.add(a.prog)
+                    else:
+                        backend.stop(ids[a.prog - 1])
+                        a.landed = None      # (set from the stopped event below)
+                if until_cycle is None and ended_by is None and not todo and not timed:
+                    ends = ended_map()
+                    if started and all(p in ends for p in started):
+                        last = max(ends[p] for p in started)
+                        end_cycle = min(end_cycle, ended_end_cycle(last, period))
+                        ended_by = time.monotonic() + max(0, end_cycle - last) / hz
                 if elapsed_cycle >= end_cycle or (ended_by and time.monotonic() >= ended_by):
                     break
                 if on_progress is not None:
                     on_progress(int(elapsed_cycle), end_cycle)
-                next_at = min([end_cycle] + [f[0] for f in todo[:1]])
+                next_at = min([end_cycle] + [a.cycle for a in todo[:1]]
+                              + [a.cycle for a, _ in timed[:1]])
                 time.sleep(max(0.001, min(0.01, (next_at - elapsed_cycle) / hz)))
             if ended_by is None:
-                _drain(got, end_cycle, backend, prog)
+                _drain(got, end_cycle, backend, ids, start_at, run_id)
         except KeyboardInterrupt:
             interrupted, end_cycle = True, min(end_cycle, int(elapsed_cycle))
-        status = backend.status(prog).to_json()
-        if callable(getattr(backend, "program_ops", None)):
-            status["ops"] = backend.program_ops(prog)
+        statuses = []
+        for pid in ids:
+            st = backend.status(pid).to_json()
+            if callable(getattr(backend, "program_ops", None)):
+                st["ops"] = backend.program_ops(pid)
+            statuses.append(st)
     finally:
         backend.close()
-    events = [_as_program_1(e, prog) for e in got if e.get("cycle", 0) < end_cycle]
-    return RunResult(events, status, int(end_cycle), interrupted)
+    events = []
+    for e in got:
+        e = _as_run_prog(e, run_id)
+        if _global_cycle(e, start_at) < end_cycle:
+            events.append(e)
+    for a in actions:                  # a stop landed where its stopped event says
+        if a.kind == "stop":
+            for e in events:
+                if (e.get("prog") == a.prog and e.get("event") == "state"
+                        and e.get("reason") == "host"):
+                    a.landed = start_at.get(a.prog, 0) + e["cycle"]
+                    break
+    return RunResult(events, statuses[0], int(end_cycle), interrupted, statuses, list(actions))
 
 
-def _drain(got: list[dict], end_cycle: int, backend, prog) -> None:
+def _drain(got: list[dict], end_cycle: int, backend, ids, start_at, run_id) -> None:
     """Wait (at most DRAIN_S) for the events before ``end_cycle`` still on their way:
-    until one at or after it arrives."""
+    until one of a program at or after it arrives."""
     remote = getattr(backend, "counts_own_cycles", backend.name == "fpga")
     deadline = time.monotonic() + (DRAIN_REMOTE_S if remote else DRAIN_S)
     while time.monotonic() < deadline:
-        if any(e.get("cycle", 0) >= end_cycle for e in got[-8:] if e.get("prog") == prog):
-            return
+        for e in got[-8:]:
+            rid = run_id.get(e.get("prog"))
+            if rid is not None and start_at.get(rid, 0) + e.get("cycle", 0) >= end_cycle:
+                return
         if getattr(backend, "counts_own_cycles", False):
-            backend.status(prog)            # a daemon delivers events while asked
+            backend.status(ids[0])          # a daemon delivers events while asked
         else:
             time.sleep(0.01)
 
@@ -444,7 +777,19 @@ def _run(args, opened) -> int:
     until_cycle = (frames_end_cycle(args.frames, period) if args.frames is not None
                    else int(args.until_us * cpu) if args.until_us is not None else None)
     max_cycle = DEFAULT_MAX_US * cpu
-    image = _load_image(args.program)
+    paths = list(args.programs)
+    images = [_load_image(path) for path in paths]
+    actions = plan_actions(len(images), fences,
+                           [parse_prog_action("start", s, cpu, len(images)) for s in args.start],
+                           [parse_prog_action("stop", s, cpu, len(images)) for s in args.stop])
+    if args.actions_from:
+        if args.start or args.stop or args.fence:
+            raise RunError("--actions-from takes every host action from the trace: leave out "
+                           "--start, --stop and --fence")
+        actions = actions_from_trace(args.actions_from, images, args.clock_hz)
+        fences = [(a.cycle, a.name, a.value) for a in actions if a.kind == "fence"]
+    multi = len(images) > 1 or bool(args.start or args.stop or args.actions_from)
+    image = images[0] if len(images) == 1 else images
 
     realtime = bool(args.via) or args.backend == "fpga" or (
         args.backend == "soft" and args.clock == "monotonic")
@@ -453,13 +798,14 @@ def _run(args, opened) -> int:
     horizon = until_cycle if until_cycle is not None else max_cycle
     what = f"{'copperd' if args.via else args.backend} run"
     if horizon / args.clock_hz > PROGRESS_AFTER_S and until_cycle is None and not args.json:
-        progress.say(f"{what}: until the program ends, at most {DEFAULT_MAX_US / 1e6:g} s of "
+        ends = "the programs end" if len(images) > 1 else "the program ends"
+        progress.say(f"{what}: until {ends}, at most {DEFAULT_MAX_US / 1e6:g} s of "
                      "model time (--frames N or --until-us T to choose)")
     t_wall = time.perf_counter()
     if realtime:
         meter = RunProgress(horizon, args.clock_hz, what)
         backend = opened or make_realtime_backend(args)
-        result = run_realtime(backend, image, until_cycle=until_cycle, fences=fences,
+        result = run_realtime(backend, image, until_cycle=until_cycle, actions=actions,
                               max_cycle=max_cycle, on_progress=meter.update)
         if args.via:
             backend_name = backend.name
@@ -472,15 +818,23 @@ def _run(args, opened) -> int:
     else:
         if args.backend == "soft" and (args.engine or args.waves):
             raise RunError("--engine and --waves apply to --backend sim")
-        engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
-                                     args.watchdog_ops, args.vsync_events,
-                                     engine=args.engine, waves=args.waves)
+        try:
+            engine = make_virtual_engine(args.backend, args.clock_hz, args.vsync_hz,
+                                         args.watchdog_ops, args.vsync_events,
+                                         engine=args.engine, waves=args.waves)
+        except ValueError as exc:          # (an engine or waveform file it cannot do)
+            raise RunError(f"--engine/--waves: {exc}") from None
         meter = RunProgress(horizon, args.clock_hz, what)     # (after the simulator build)
         try:
-            result = run_virtual(engine, image, until_cycle=until_cycle, fences=fences,
+            result = run_virtual(engine, image, until_cycle=until_cycle, actions=actions,
                                  max_cycle=max_cycle, on_progress=meter.update)
-        except (ValueError, RuntimeError) as exc:
-            raise RunError(f"{args.program}: {exc}", "FAILED") from None
+        except RunError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, (ValueError, RuntimeError)) and \
+                    type(exc).__name__ not in ("MachineError", "RtlError"):
+                raise
+            raise RunError(f"{', '.join(paths)}: {exc}", "FAILED") from None
         finally:
             if callable(getattr(engine, "close", None)):
                 engine.close()            # the RTL engines flush --waves here
@@ -493,15 +847,21 @@ def _run(args, opened) -> int:
         extra["frames"] = args.frames
     if fences:
         extra["fences"] = [{"timeline": n, "value": v, "cycle": c} for c, n, v in fences]
+    shas = [img.sha256() for img in images]
+    if multi:
+        extra["programs"] = [{"id": i + 1, "sha256": sha, "file": os.path.basename(path)}
+                             for i, (sha, path) in enumerate(zip(shas, paths))]
+        extra["actions"] = [a.to_json(realtime) for a in result.actions]
     if args.via:
         extra["via"] = args.via
     if result.interrupted:
         extra["partial"] = True          # Ctrl-C: the trace is complete up to until_cycle
+    program_sha = shas[0] if len(shas) == 1 else programs_digest(shas)
     files = []
     if args.trace:
         try:
             with TraceWriter(args.trace, backend=backend_name, clock_hz=args.clock_hz,
-                             vsync_hz=args.vsync_hz, program=image.sha256(), **extra) as w:
+                             vsync_hz=args.vsync_hz, program=program_sha, **extra) as w:
                 w.write_all(events)
         except OSError as exc:
             raise RunError(f"--trace {args.trace}: {exc.strerror or exc}", "CANNOT_WRITE") from None
@@ -512,7 +872,7 @@ def _run(args, opened) -> int:
     counts = collections.Counter(e.get("event") for e in events)
     summary = {
         "backend": backend_name, "clock": clock, "clock_hz": args.clock_hz,
-        "vsync_hz": args.vsync_hz, "program": image.sha256(), "until_cycle": end_cycle,
+        "vsync_hz": args.vsync_hz, "program": program_sha, "until_cycle": end_cycle,
         "until_us": round(end_cycle * 1_000_000 / args.clock_hz, 3),
         "frames": args.frames,
         "events": len(events), "by_event": dict(sorted(counts.items())), "ops": ops,
@@ -520,6 +880,12 @@ def _run(args, opened) -> int:
         "elapsed_s": round(elapsed, 6), "trace": args.trace, "partial": result.interrupted,
         "files": files,
     }
+    summary["programs"] = [
+        {"id": i + 1, "file": path, "program": sha, "state": st.get("state"),
+         "reason": st.get("reason"), "pc": st.get("pc"), "ops": st.get("ops")}
+        for i, (path, sha, st) in enumerate(zip(paths, shas, result.statuses))]
+    if multi:
+        summary["actions"] = [a.to_json(realtime) for a in result.actions]
     if args.via:
         summary["via"] = args.via
     if realtime:
@@ -541,6 +907,13 @@ def _run(args, opened) -> int:
     return done(args, summary, lambda: _print_summary(args, summary, counts, clock, ops, elapsed))
 
 
+def programs_digest(shas: list[str]) -> str:
+    """The header's ``program`` of a run of several programs: the sha256 of their images'
+    sha256s (hex), joined with commas in program id order (docs/traces.md)."""
+    import hashlib
+    return hashlib.sha256(",".join(shas).encode()).hexdigest()
+
+
 def _interrupted_text(args, end_cycle: int) -> str:
     kept = (f"the trace {args.trace} holds the run up to cycle {end_cycle} "
             f"({end_cycle / args.clock_hz:.6f} s), marked \"partial\": true"
@@ -553,11 +926,18 @@ def _print_summary(args, summary: dict, counts, clock: str, ops, elapsed: float)
     span = (f"{args.frames} frames, " if args.frames is not None else "")
     print(f"{summary['backend']} ({clock}, {args.clock_hz} Hz): {summary['events']} events "
           f"({kinds}) in {span}{summary['until_us'] / 1e6:.6f} s model time")
-    print(f"program 1: {summary['state']}"
-          + (f" ({summary['reason']})" if summary["reason"] else "")
-          + (f" at pc {summary['pc']}" if summary["pc"] is not None else "")
-          # the board keeps no op count (its status has state, pc, cycle, dropped)
-          + (f"; {ops} ops issued" if ops is not None else ""))
+    for p in summary["programs"]:
+        print(f"program {p['id']}"
+              + (f" ({os.path.basename(p['file'])})" if len(summary["programs"]) > 1 else "")
+              + f": {p['state']}"
+              + (f" ({p['reason']})" if p["reason"] else "")
+              + (f" at pc {p['pc']}" if p["pc"] is not None else "")
+              # the board keeps no op count (its status has state, pc, cycle, dropped)
+              + (f"; {p['ops']} ops issued" if p["ops"] is not None else ""))
+    for a in summary.get("actions", []):
+        if "landed" in a and a["landed"] != a["cycle"] and a["kind"] != "fence":
+            print(f"{a['kind']} of program {a['prog']}: due at cycle {a['cycle']}, landed "
+                  f"at {'an unknown cycle' if a['landed'] is None else a['landed']}")
     if "lateness_us" in summary:
         print(f"lateness (wall_us - time_us): p50 {summary['lateness_us']['p50']} us, "
               f"max {summary['lateness_us']['max']} us")

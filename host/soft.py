@@ -190,6 +190,33 @@ class SoftBackend(Backend):
             self._flush(m)
         self._do(do)
 
+    def schedule(self, cycle: int, kind: str, prog_id: int | None = None,
+                 timeline: str | None = None, value: int | None = None):
+        """Monotonic clock: take a host action (``start``/``stop`` of ``prog_id``,
+        ``fence`` of ``timeline`` to ``value``) exactly at machine ``cycle`` (post it
+        ahead, best before :meth:`open`); returns a Future of the cycle it took effect in.
+        None with the virtual clock: the caller acts itself."""
+        if self._rt is None:
+            return None
+
+        def do(m: Machine) -> int:
+            if kind == "start":
+                m.start(self._slot(prog_id))
+            elif kind == "stop":
+                m.stop(self._slot(prog_id))
+            elif kind == "fence":
+                m.set_fence(timeline, value)
+            else:
+                raise ValueError(f"schedule: unknown action {kind!r}")
+            self._flush(m)
+            return m.cycle
+        return self._rt.call_at(cycle, do)
+
+    def start_cycle(self, prog_id: int) -> int:
+        """The machine cycle in which the program last started (``copper run`` takes the
+        offsets between programs' starts from it)."""
+        return self._do(lambda m: m.slot_start(self._slot(prog_id)))
+
     def unload(self, prog_id: int) -> None:
         def do(m: Machine) -> None:
             slot = self._slot(prog_id)

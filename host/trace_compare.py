@@ -390,6 +390,37 @@ def _occurrences(t: Trace, ignore: Iterable[str]) -> dict[tuple, list[tuple[dict
     return out
 
 
+def _landed_actions(header: dict) -> list[tuple]:
+    """A header's host actions as (kind, prog or timeline, cycle it took effect in)."""
+    out = []
+    for a in header.get("actions") or []:
+        cycle = a.get("landed", a.get("cycle"))
+        out.append((a.get("kind"), a.get("prog", a.get("timeline")), cycle))
+    return out
+
+
+def _scenario_warnings(ha: dict, hb: dict) -> list[str]:
+    """Traces of several programs (``copper run A B ...``): say when the programs or the
+    cycles the host actions took effect in differ, since every program event after such
+    an action may then differ too (docs/traces.md, "Several programs")."""
+    out = []
+    na, nb = len(ha.get("programs") or []) or 1, len(hb.get("programs") or []) or 1
+    if na != nb:
+        out.append(f"A ran {na} program(s), B {nb}: programs are paired by id")
+    la, lb = _landed_actions(ha), _landed_actions(hb)
+    if la and lb and len(la) != len(lb):
+        out.append(f"A has {len(la)} host actions, B {len(lb)}")
+    elif la and lb:
+        # (a landing a real-time backend could not see, None, is no difference)
+        diff = [f"{x[0]} {x[1]}: A {x[2]}, B {y[2]}" for x, y in zip(la, lb)
+                if x != y and None not in (x[2], y[2])]
+        if diff:
+            out.append("the host actions took effect at different cycles ("
+                       + "; ".join(diff[:4]) + (", ..." if len(diff) > 4 else "")
+                       + "); replay one run's with copper run --actions-from")
+    return out
+
+
 def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str = "auto",
             ignore: Iterable[str] = ()) -> Comparison:
     """Align the program events of ``a`` and ``b`` and compute the statistics."""
@@ -404,6 +435,7 @@ def compare(a: Trace, b: Trace, *, tolerance_us: float | None = None, time: str 
     pa, pb = a.header.get("program"), b.header.get("program")
     if pa and pb and pa != pb:
         warnings.append(f"the traces are of different programs (A {pa[:12]}, B {pb[:12]})")
+    warnings += _scenario_warnings(a.header, b.header)
     fallbacks = {}
     occ_a, occ_b = _occurrences(a, ignore), _occurrences(b, ignore)
     groups: dict[tuple, Stats] = {}

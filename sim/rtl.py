@@ -15,6 +15,7 @@ and the reset of registers/fences are written straight into the memories.
 from __future__ import annotations
 
 import logging
+import operator
 import queue
 import threading
 
@@ -33,6 +34,7 @@ __all__ = ["RtlMachine", "RtlEngineBase", "RtlError"]
 _REASONS = {Reason.HALT: "halt", Reason.HOST: "host", Reason.WATCHDOG: "watchdog",
             Reason.ILLEGAL: "illegal"}
 _TS_MASK = (1 << TIMESTAMP_BITS) - 1
+_BY_CYCLE = operator.itemgetter(0, 1)
 
 
 class RtlError(Exception):
@@ -80,6 +82,8 @@ class RtlEngineBase:
         self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
         self._stopping: dict[int, _Slot] = {}
         self._reg_names = isa.register_names(layers)
+        self._wraps = [isa.register_field(i).wrap if name else None
+                       for i, name in enumerate(self._reg_names)]
         self._pending_reg: tuple[int, int] | None = None
         self._clear_regs = False
         # Before the first cycle that counts, one hidden core cycle primes the pipeline
@@ -290,13 +294,21 @@ class RtlEngineBase:
             g = unwrap(hw)
             rest.append((g, 0, {"event": "vsync", "frame": g // self.vsync_period, "cycle": g,
                                 "time_us": self.time_us(g)}))
+        # (the hot loop of a busy run: names bound locally, enum values as ints)
+        k_none, k_reg, k_irq = int(EventKind.NONE), int(EventKind.REG), int(EventKind.IRQ)
+        k_bind, k_state, r_host = int(EventKind.BIND), int(EventKind.STATE), int(Reason.HOST)
+        slot_mask, shift_p, shift_g = (1 << sb) - 1, 4 + sb, 4 + sb + 24
+        pc_mask = (1 << isa.ADDR_BITS) - 1
+        slots, names, wraps = self._slots, self._reg_names, self._wraps
+        hz = self.clock_hz
+        append = rest.append
         for rec in records:
             kind = rec & 7
-            slot = rec >> 4 & ((1 << sb) - 1)
-            payload = rec >> (4 + sb) & 0xFFFFFF
-            g = unwrap(rec >> (4 + sb + 24))
-            s = self._slots[slot]
-            if (kind == EventKind.STATE and payload >> 3 & 7 == Reason.HOST and g == first
+            slot = rec >> 4 & slot_mask
+            payload = rec >> shift_p & 0xFFFFFF
+            g = first + (((rec >> shift_g) - first) & _TS_MASK)
+            s = slots[slot]
+            if (kind == k_state and payload >> 3 & 7 == r_host and g == first
                     and slot in stopping):
                 s = stopping[slot]
             if s is None:
@@ -306,37 +318,37 @@ class RtlEngineBase:
                 front.append((order.get((slot, "start"), len(order)),
                               {"event": "state", "slot": slot, "state": "running",
                                "reason": "start", "pc": 0, "cycle": 0, "time_us": 0.0}))
-            if kind == EventKind.NONE:
+            if kind == k_none:
                 continue
             c = g - s.start
-            t = self.time_us(c)
-            if kind == EventKind.REG:
+            t = round(c * 1_000_000 / hz, 3)           # (self.time_us, inline)
+            if kind == k_reg:
                 idx = payload >> 16
-                ev = {"event": "reg", "slot": slot, "reg": self._reg_names[idx],
-                      "value": isa.register_field(idx).wrap(payload & 0xFFFF), "cycle": c,
-                      "time_us": t}
-            elif kind == EventKind.IRQ:
+                ev = {"event": "reg", "slot": slot, "reg": names[idx],
+                      "value": wraps[idx](payload & 0xFFFF), "cycle": c, "time_us": t}
+            elif kind == k_irq:
                 ev = {"event": "irq", "slot": slot, "tag": s.image.tags[payload & 0xFF],
                       "cycle": c, "time_us": t}
-            elif kind == EventKind.BIND:
+            elif kind == k_bind:
                 layer, surface = payload >> 8 & 0xFF, s.image.surfaces[payload & 0xFF]
                 s.bindings[layer] = surface
                 ev = {"event": "bind", "slot": slot, "layer": layer, "surface": surface,
                       "cycle": c, "time_us": t}
-            elif kind == EventKind.STATE:
+            elif kind == k_state:
                 state = CtxState(payload & 7).host_name
                 reason = _REASONS.get(Reason(payload >> 3 & 7))
                 s.state, s.reason = state, reason
                 ev = {"event": "state", "slot": slot, "state": state, "reason": reason,
-                      "pc": payload >> 6 & ((1 << isa.ADDR_BITS) - 1), "cycle": c, "time_us": t}
+                      "pc": payload >> 6 & pc_mask, "cycle": c, "time_us": t}
                 if reason == "host" and g == first and (slot, "stop") in order:
                     front.append((order[(slot, "stop")], ev))
                     continue
             else:
                 raise RtlError(f"the core emitted an unknown event kind {kind}")
-            rest.append((g, 1, ev))
+            append((g, 1, ev))
         front.sort(key=lambda p: p[0])
-        rest.sort(key=lambda p: (p[0], p[1]))     # stable: slot order within a cycle
+        if vsync_cycles:
+            rest.sort(key=_BY_CYCLE)             # stable: slot order within a cycle
         return [e for _, e in front] + [e for _, _, e in rest]
 
 

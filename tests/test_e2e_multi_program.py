@@ -1,0 +1,97 @@
+"""One multi-program scenario on the virtual board (Verilator), the VM and the RTL:
+``copper run A B C D --backend fpga`` with programs started together and late, a fence
+set mid-run and a host stop at a FENCE; the VM and the RTL, given the cycles the
+board's host actions landed in (``--actions-from``), give the same trace at tolerance 0.
+
+The board fixture is the one of tests/test_e2e_virtual_board.py (iCEBreaker top, 3 MHz
+core, 1 kHz vsync, cached Verilator build).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from copperline.host.trace import read_trace
+from copperline.host.trace_compare import compare, load_trace
+from tests.test_e2e_virtual_board import COPPER, CORE_HZ, VSYNC_HZ, _server
+
+#: waits long enough that the fence (due at 30 ms) lands before program 1 reaches its
+#: FENCE (after 80 ms) although the board takes a host action a few ms after it is due
+COUNTER = [
+    {"op": "MOVE", "reg": "layer[0].x", "value": 5},
+    {"label": "l"},
+    {"op": "WAIT", "us": 20000},
+    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
+    {"op": "IRQ", "tag": "a"},
+    {"op": "LOOP", "count": 4, "label": "l"},
+    {"op": "FENCE", "timeline": "vk", "value": 2},
+    {"op": "IRQ", "tag": "after"},
+    {"op": "HALT"}]
+BLOCKED = [
+    {"op": "IRQ", "tag": "b0"},
+    {"op": "FENCE", "timeline": "never", "value": 1},
+    {"op": "IRQ", "tag": "never"},
+    {"op": "HALT"}]
+SHORT = [{"op": "WAIT", "us": 7}, {"op": "IRQ", "tag": "s"}, {"op": "HALT"}]
+VSYNCED = [
+    {"label": "t"},
+    {"op": "WAIT", "vsync": True},
+    {"op": "ADD", "reg": "layer[0].x", "delta": 1},
+    {"op": "IRQ", "tag": "v"},
+    {"op": "LOOP", "count": 3, "label": "t"},
+    {"op": "HALT"}]
+#: programs 1-3 start at 0 (consecutive slots: one CTL frame), program 4 at 20 ms
+SCENARIO = ["--start", "4@20000", "--fence", "vk=1@25000", "--fence", "vk=2@30000",
+            "--stop", "2@50000"]
+COMMON = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
+
+
+@pytest.fixture(scope="module")
+def board():
+    server = _server()
+    yield server
+    server.close()
+
+
+def _copper(*args):
+    r = subprocess.run([COPPER, *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_board_trace_equals_vm_and_rtl_given_the_landed_actions(board, tmp_path):
+    progs = []
+    for name, prog in (("counter", COUNTER), ("blocked", BLOCKED), ("short", SHORT),
+                       ("vsynced", VSYNCED)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"version": 1, "program": prog}))
+        progs.append(str(path))
+    hw = str(tmp_path / "hw.jsonl")
+    _copper("run", *progs, *SCENARIO, "--backend", "fpga", "--port", board.url,
+            "--trace", hw, *COMMON)
+    header, events = read_trace(hw)
+    landed = {(a["kind"], a.get("prog", a.get("timeline"))): a["landed"]
+              for a in header["actions"]}
+    # programs 1-3 went out in one frame: they started within a few core cycles
+    assert landed[("start", 1)] == 0 and 0 < landed[("start", 2)] < landed[("start", 3)] <= 6
+    # the late start and the stop landed at or after they were due, exactly known
+    assert landed[("start", 4)] >= 20000 * 3 and landed[("stop", 2)] >= 50000 * 3
+    stop = [e for e in events if e["prog"] == 2 and e["event"] == "state"
+            and e["reason"] == "host"]
+    assert stop and stop[0]["pc"] == 2            # stopped at its FENCE: the op after it
+    assert [e["tag"] for e in events if e.get("prog") == 1 and e["event"] == "irq"] == \
+        ["a"] * 4 + ["after"]
+    assert sum(1 for e in events if e.get("tag") == "v") == 3
+
+    for name, extra in (("vm", ["--backend", "soft"]),
+                        ("rtl", ["--backend", "sim", "--engine", "verilator"])):
+        out = str(tmp_path / f"{name}.jsonl")
+        _copper("run", *progs, "--actions-from", hw, "--trace", out, *extra, *COMMON)
+        result = compare(load_trace(hw), load_trace(out), tolerance_us=0)
+        assert not result.failures and not result.warnings, (name, result.failures,
+                                                              result.warnings)
+        assert result.overall.matched == len(events) > 25
+        assert read_trace(out)[1] == events
