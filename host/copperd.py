@@ -50,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-client outgoing queue bound, messages (default 4096)")
     p.add_argument("--queue-bytes", type=int, default=1 << 20, metavar="B",
                    help="per-client outgoing queue bound, bytes (default 1 MiB)")
+    p.add_argument("--idle-timeout", type=float, default=600.0, metavar="S",
+                   help="close a connection that holds nothing and sends nothing for S seconds "
+                        "(default 600; 0 = never)")
+    p.add_argument("--stall-timeout", type=float, default=60.0, metavar="S",
+                   help="close a client that has not read its queued messages for S seconds "
+                        "(default 60; 0 = never)")
+    p.add_argument("--max-timelines", type=int, default=1024, metavar="N",
+                   help="distinct fence timelines kept (default 1024)")
     p.add_argument("--clock-hz", type=int, default=None, help="soft: core clock (default 12 MHz)")
     p.add_argument("--vsync-hz", type=float, default=None, help="soft: vsync rate (default 60)")
     p.add_argument("--no-vsync-events", action="store_true",
@@ -135,7 +143,7 @@ async def _run(args, backend, listener, config) -> int:
             signal.signal(sig, signal.SIG_IGN)
         sockets.sd_notify("STOPPING=1")
         log.info("shutting down: stopping programs, closing clients")
-        server.shutdown()
+        await server.shutdown_gracefully()
     return EXIT_OK
 
 
@@ -173,14 +181,19 @@ def _main(args) -> int:
     from copperline.host.ports import sockets
     from copperline.host.ports.server import ServerConfig
 
-    for name in ("max_clients", "queue_events", "queue_bytes"):
+    for name in ("max_clients", "queue_events", "queue_bytes", "max_timelines"):
         if getattr(args, name) < 1:
             print(f"copperd: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return EXIT_USAGE
+    for name in ("idle_timeout", "stall_timeout"):
+        if getattr(args, name) < 0:
+            print(f"copperd: --{name.replace('_', '-')} must be >= 0", file=sys.stderr)
             return EXIT_USAGE
     try:
         config = ServerConfig(max_clients=args.max_clients, queue_max_msgs=args.queue_events,
                               queue_max_bytes=args.queue_bytes, caps=_caps(args),
-                              test_hooks=args.test_hooks)
+                              max_timelines=args.max_timelines, idle_timeout=args.idle_timeout,
+                              stall_timeout=args.stall_timeout, test_hooks=args.test_hooks)
         backend = make_backend(args)
     except UsageError as exc:
         print(f"copperd: {exc}", file=sys.stderr)

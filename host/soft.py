@@ -161,6 +161,11 @@ class SoftBackend(Backend):
             self._opened = False
 
     def load(self, image: Image) -> int:
+        try:    # before a slot is taken: an image that cannot be hashed must not leave a ghost
+            sha = image.sha256()
+        except (UnicodeError, ValueError, OverflowError) as exc:
+            raise BackendError("BAD_FORMAT", f"the image cannot be encoded: {exc}") from None
+
         def do(m: Machine) -> int:
             try:
                 slot = m.load(image)
@@ -171,7 +176,7 @@ class SoftBackend(Backend):
             prog = self._next_id
             self._next_id += 1
             self._slot_of[prog], self._prog_of[slot] = slot, prog
-            self._sha[prog] = image.sha256()
+            self._sha[prog] = sha
             return prog
         return self._do(do)
 
