@@ -17,8 +17,15 @@ Host commands (load, start, fence, status, ...) run *on the timing thread*
 real-time cycle, then applies the command there. One thread owns the machine and emits
 every event, so events are never reordered and no lock is held across a sleep.
 
-Safety: ops run in slices of at most ``slice_cycles`` cycles; between slices that had to
-catch up, the thread calls ``time.sleep(0)`` so other Python threads get the GIL.
+Overload: a program denser than Python can run in real time (``WAIT 1 us`` + ``IRQ`` in
+a loop) makes the machine fall behind real time. It then runs in slices sized to take
+about ``slice_budget_us`` of CPU each (fewer cycles per slice as the program gets denser),
+handing each slice's events over at once, and between slices it sleeps briefly so the
+daemon's other threads (the event loop serving stop/status/ping) get the GIL. A host
+command never makes it compute every overdue cycle first: it is applied after at most one
+slice, at the machine's cycle (behind real time). So event production is paced by the CPU
+the thread is given, memory per slice is bounded, and the program's cycle-model timing
+is unchanged; only its ``wall_us`` lateness grows (:attr:`RealTimeExecutor.lag_us`).
 """
 
 from __future__ import annotations
@@ -98,13 +105,23 @@ class RealTimeExecutor:
 
     def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
                  slice_cycles: int | None = None, rt_priority: int | None = None,
-                 prepare: Prepare | None = None):
+                 prepare: Prepare | None = None, slice_budget_us: int = 1000,
+                 yield_us: int = 200):
         self.machine = machine
         self._deliver = deliver
         self._prepare = prepare or (lambda events: events)
         self.spin_ns = spin_us * 1000
         # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
         self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
+        # Behind real time: the current slice size, adapted so that one slice takes about
+        # slice_budget_us of CPU; between such slices the thread sleeps yield_us.
+        self._slice = self.slice_cycles
+        self.slice_budget_ns = slice_budget_us * 1000
+        self.yield_s = yield_us / 1e6
+        #: how far behind real time the machine was at the last slice, us
+        self.lag_us = 0.0
+        self.max_lag_us = 0.0
+        self.behind_slices = 0
         self._hz = machine.clock_hz
         self._commands: collections.deque = collections.deque()
         self._wake = threading.Event()
@@ -168,12 +185,33 @@ class RealTimeExecutor:
 
     # -- timing thread ------------------------------------------------------------------
     def _catch_up(self) -> None:
-        """Bring the machine to the current real-time cycle, delivering its events."""
+        """Bring the machine towards the current real-time cycle, delivering its events:
+        at most one slice, so that a command waits for one slice, not for every cycle
+        overdue (which, for a dense program, can be seconds of work and millions of
+        events). When still behind, the command applies at the machine's cycle."""
         m = self.machine
-        target = max(m.cycle, self.now_cycle())
-        events = m.run_until(target)
+        now = self.now_cycle()
+        if now <= m.cycle:
+            events = m.run_until(m.cycle)     # host actions pending at this cycle
+        else:
+            events = self._run_slice(now)
         if events:
             self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
+
+    def _run_slice(self, now_cycle: int) -> list:
+        """Run the machine towards ``now_cycle`` for about one slice budget of CPU."""
+        m = self.machine
+        start = time.perf_counter_ns()
+        target = min(now_cycle + 1, m.cycle + self._slice)
+        events = m.run_until(target)
+        took = time.perf_counter_ns() - start
+        # Adapt the slice to the program's density: halve it when a slice ran over its
+        # budget, grow it back when there is room.
+        if took > self.slice_budget_ns:
+            self._slice = max(16, self._slice // 2)
+        elif took < self.slice_budget_ns // 4 and self._slice < self.slice_cycles:
+            self._slice = min(self.slice_cycles, self._slice * 2)
+        return events
 
     def _drain(self) -> None:
         while self._commands:
@@ -252,10 +290,19 @@ class RealTimeExecutor:
                         self._deliver(events, now - t0)
                 continue
             now_cycle = (now - t0) * hz // 1_000_000_000
-            target = min(now_cycle + 1, nc + self.slice_cycles)
-            events = m.run_until(target)
+            if m.cycle < nc:
+                m.run_until(nc)               # nothing issues before nc: no events
+            events = self._run_slice(now_cycle)
             if events:
                 prepared = self._prepare(events)
                 self._deliver(prepared, clock() - t0)
-            if target <= now_cycle:
-                time.sleep(0)                 # behind real time: yield the GIL between slices
+            if m.cycle <= now_cycle:
+                # Behind real time: give the other threads the GIL for a moment (a
+                # sleep(0) alone often hands it straight back to this thread).
+                self.behind_slices += 1
+                self.lag_us = (now_cycle - m.cycle) * 1e6 / hz
+                if self.lag_us > self.max_lag_us:
+                    self.max_lag_us = self.lag_us
+                time.sleep(self.yield_s)
+            else:
+                self.lag_us = 0.0

@@ -228,6 +228,15 @@ class SoftBackend(Backend):
     def regs(self) -> dict[str, int]:
         return self._do(lambda m: m.regs)
 
+    def stats(self) -> dict:
+        """Counters for copperd's ``stats``: how far the timing thread is behind real time."""
+        rt = self._rt
+        if rt is None:
+            return {"clock": self.clock}
+        return {"clock": self.clock, "lag_us": round(rt.lag_us, 1),
+                "max_lag_us": round(rt.max_lag_us, 1), "behind_slices": rt.behind_slices,
+                "slice_cycles": rt._slice, "realtime_scheduling": rt.realtime_scheduling}
+
     def program_ops(self, prog_id: int) -> int:
         """Ops the program has issued since it (last) started."""
         return self._do(lambda m: m.status(self._slot(prog_id))["ops"])

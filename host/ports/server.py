@@ -73,9 +73,10 @@ class ServerConfig:
     #: a refused (BUSY) client is kept this long, reading and discarding, so that it reads
     #: the BUSY message instead of EPIPE/ECONNRESET; at most max_clients such at a time
     busy_linger: float = 1.0
-    #: on shutdown, how long clients get to read what is queued for them (the final
-    #: ``stopped`` events), seconds
-    shutdown_grace: float = 0.5
+    #: on shutdown, how long clients that keep reading get to read what is queued for them
+    #: (the final ``stopped`` events), seconds; clients that read nothing for 50 ms are
+    #: not waited for
+    shutdown_grace: float = 1.0
     caps: CapTable | None = None
     test_hooks: bool = False
 
@@ -158,10 +159,18 @@ class PortsServer(Commands):
         """:meth:`shutdown`, giving clients up to ``shutdown_grace`` seconds to read what is
         queued for them (the final ``stopped`` events) before they are dropped."""
         self._shutdown_start()
-        deadline = time.monotonic() + self.config.shutdown_grace
-        while time.monotonic() < deadline and any(
-                c.out and not c.closed for c in self.conns.values()):
-            await asyncio.sleep(0.01)
+        now = time.monotonic()
+        deadline, progress = now + self.config.shutdown_grace, now
+        queued = None
+        while time.monotonic() < deadline:
+            left = sum(c.out_bytes for c in self.conns.values() if not c.closed)
+            if not left:
+                break
+            if left != queued:
+                queued, progress = left, time.monotonic()
+            elif time.monotonic() - progress > 0.05:
+                break        # nobody is reading: do not keep the exit waiting for them
+            await asyncio.sleep(0.005)
         self._shutdown_finish()
 
     def _shutdown_start(self) -> None:
