@@ -383,6 +383,7 @@ def test_error_codes_are_documented_and_in_the_schema():
     schema = json.loads((root / "docs/schemas/response.schema.json").read_text())
     enum = json.dumps(schema)
     doc = (root / "docs/ports.md").read_text()
+    assert "NO_BOARD" in ERROR_CODES          # the fpga backend's code (was missing)
     for code in ERROR_CODES:
         assert f'"{code}"' in enum, code
         assert f"| `{code}` |" in doc, code
@@ -425,6 +426,11 @@ def test_subscribe_limit_ends_the_subscription_and_a_half_closed_connection():
         got = [c.event() for _ in range(4)]
         assert [m["event"] for m in got] == ["irq", "irq", "irq", "end"]
         assert got[3] == {"sub": r["sub"], "event": "end", "reason": "limit", "count": 3}
+        import jsonschema
+        from pathlib import Path
+        schema = json.loads((Path(__file__).resolve().parent.parent
+                             / "docs/schemas/event.schema.json").read_text())
+        jsonschema.validate(got[3], schema)
         assert c.recv(timeout=5) is None     # the connection ends: the recipe terminates
         assert ctl.req({"cmd": "debug.stats"})["subscriptions"] == 0
         bad = ctl.req({"cmd": "subscribe", "limit": 0})
