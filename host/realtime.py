@@ -106,7 +106,7 @@ class RealTimeExecutor:
     def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
                  slice_cycles: int | None = None, rt_priority: int | None = None,
                  prepare: Prepare | None = None, slice_budget_us: int = 1000,
-                 yield_us: int = 200):
+                 yield_us: int = 200, backlog: Callable[[], float] | None = None):
         self.machine = machine
         self._deliver = deliver
         self._prepare = prepare or (lambda events: events)
@@ -118,6 +118,11 @@ class RealTimeExecutor:
         self._slice = self.slice_cycles
         self.slice_budget_ns = slice_budget_us * 1000
         self.yield_s = yield_us / 1e6
+        # How full the consumer's queue is (0..1): when behind real time *and* the consumer
+        # is saturated, producing more events only to have them dropped would take the
+        # CPU and the GIL from the consumer, so the thread yields longer.
+        self._backlog = backlog or (lambda: 0.0)
+        self.paced_slices = 0
         #: how far behind real time the machine was at the last slice, us
         self.lag_us = 0.0
         self.max_lag_us = 0.0
@@ -303,6 +308,10 @@ class RealTimeExecutor:
                 self.lag_us = (now_cycle - m.cycle) * 1e6 / hz
                 if self.lag_us > self.max_lag_us:
                     self.max_lag_us = self.lag_us
-                time.sleep(self.yield_s)
+                if self._backlog() > 0.5:
+                    self.paced_slices += 1
+                    time.sleep(self.yield_s * 10)
+                else:
+                    time.sleep(self.yield_s)
             else:
                 self.lag_us = 0.0

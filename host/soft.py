@@ -68,7 +68,8 @@ class SoftBackend(Backend):
         self._timeout = command_timeout
         self._lock = threading.RLock()           # virtual clock: serialises callers
         self._rt = (RealTimeExecutor(self.machine, self._emit_prepared, spin_us=spin_us,
-                                     prepare=self._prepare)
+                                     prepare=self._prepare,
+                                     backlog=lambda: self.event_backlog())
                     if clock == "monotonic" else None)
         self._next_id = 1
         self._slot_of: dict[int, int] = {}       # prog id -> slot
@@ -234,7 +235,7 @@ class SoftBackend(Backend):
         if rt is None:
             return {"clock": self.clock}
         return {"clock": self.clock, "lag_us": round(rt.lag_us, 1),
-                "max_lag_us": round(rt.max_lag_us, 1), "behind_slices": rt.behind_slices,
+                "max_lag_us": round(rt.max_lag_us, 1), "behind_slices": rt.behind_slices, "paced_slices": rt.paced_slices,
                 "slice_cycles": rt._slice, "realtime_scheduling": rt.realtime_scheduling}
 
     def program_ops(self, prog_id: int) -> int:

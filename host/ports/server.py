@@ -62,6 +62,8 @@ class ServerConfig:
     max_file_bytes: int = 1 << 20        # a program/image passed by fd
     max_waits_per_client: int = 64
     inbox_max: int = 32_768              # backend events waiting for the loop (~12 MiB worst case)
+    #: longest the loop spends handing events out before it serves requests again, us
+    drain_budget_us: int = 2000
     #: distinct fence timelines the daemon keeps (each stays set for the daemon's life)
     max_timelines: int = 1024
     #: close a connection that holds nothing (no subscription, wait or request) and has
@@ -101,6 +103,7 @@ class PortsServer(Commands):
         self._inbox: collections.deque = collections.deque()
         self._inbox_scheduled = False
         self._inbox_dropped = 0
+        self._inbox_warned = 0.0
         self._dirty: set[Connection] = set()
         self._waiters: dict[int, list[tuple[frozenset, asyncio.Future]]] = {}
         self._listeners: list[socket.socket] = []
@@ -134,6 +137,9 @@ class PortsServer(Commands):
         self.loop = loop
         self._stopped = asyncio.Event()
         self.backend.set_event_sink(self.sink)
+        # Lets a backend that is behind real time slow its event production while the
+        # loop is saturated (see RealTimeExecutor); a float in [0, 1].
+        self.backend.event_backlog = lambda: len(self._inbox) / self.config.inbox_max
         if self.config.sweep_interval > 0:
             self._sweeper = loop.call_later(self.config.sweep_interval, self._sweep)
 
@@ -365,10 +371,15 @@ class PortsServer(Commands):
     def _drain_inbox(self) -> None:
         self._inbox_scheduled = False   # before popping: a racing append schedules again
         inbox = self._inbox
-        budget = 20000
-        while inbox and budget:
-            self._dispatch(inbox.popleft())
-            budget -= 1
+        # Bounded by time, not only by count: with many subscribers one event can cost
+        # tens of microseconds, and requests (stop, status, ping) wait for this turn.
+        deadline = time.perf_counter_ns() + self.config.drain_budget_us * 1000
+        dispatch = self._dispatch
+        while inbox:
+            for _ in range(min(64, len(inbox))):
+                dispatch(inbox.popleft())
+            if time.perf_counter_ns() > deadline:
+                break
         if inbox and not self._inbox_scheduled:
             self._inbox_scheduled = True
             self.loop.call_soon(self._drain_inbox)   # let clients' I/O run in between
@@ -376,7 +387,11 @@ class PortsServer(Commands):
             # The loop fell behind the backend: every subscriber missed these events.
             n, self._inbox_dropped = self._inbox_dropped, 0
             self.stats["inbox_dropped"] += n
-            log.warning("event inbox full: %d events dropped", n)
+            now = time.monotonic()
+            if now - self._inbox_warned > 10.0:    # rate-limited: this can happen per turn
+                self._inbox_warned = now
+                log.warning("event inbox full: events dropped (%d so far; see stats)",
+                            self.stats["inbox_dropped"])
             for conn in {sub.conn for sub in self.subs.values()}:
                 conn.dropped += n
                 self._dirty.add(conn)
