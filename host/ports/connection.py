@@ -23,7 +23,8 @@ from copperline.host.ports.caps import ALLOW_ALL
 from copperline.host.ports.protocol import PortsError
 
 if TYPE_CHECKING:
-    from copperline.host.ports.server import PortsServer, Subscription
+    from copperline.host.ports.server import PortsServer
+    from copperline.host.ports.subscription import Subscription
 
 log = logging.getLogger("copperline.host.ports.server")
 

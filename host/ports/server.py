@@ -33,7 +33,7 @@ from copperline import __version__
 from copperline.host.backend import Backend, BackendError, ProgramState
 from copperline.host.ports import protocol as P
 from copperline.host.ports.caps import ALLOW_ALL, CapEntry, CapTable
-from copperline.host.ports.commands import TERMINAL_STATES, Commands  # noqa: F401 (re-export)
+from copperline.host.ports.commands import Commands
 from copperline.host.ports.connection import Connection
 from copperline.host.ports.protocol import PortsError
 from copperline.host.ports.subscription import Subscription
