@@ -191,24 +191,23 @@ class RealTimeExecutor:
     # -- timing thread ------------------------------------------------------------------
     def _catch_up(self) -> None:
         """Bring the machine towards the current real-time cycle, delivering its events:
-        at most one slice, so that a command waits for one slice, not for every cycle
-        overdue (which, for a dense program, can be seconds of work and millions of
+        at most one slice of work, so that a command waits for one slice, not for every
+        cycle overdue (which, for a dense program, can be seconds of work and millions of
         events). When still behind, the command applies at the machine's cycle."""
-        m = self.machine
-        now = self.now_cycle()
-        if now <= m.cycle:
-            events = m.run_until(m.cycle)     # host actions pending at this cycle
-        else:
-            events = self._run_slice(now)
+        events = self._run_slice(max(self.machine.cycle, self.now_cycle()))
         if events:
             self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
 
-    def _run_slice(self, now_cycle: int) -> list:
-        """Run the machine towards ``now_cycle`` for about one slice budget of CPU."""
+    def _run_slice(self, target: int) -> list:
+        """Run the machine towards global cycle ``target`` (exclusive): idle cycles all at
+        once (they cost nothing), then at most one slice of cycles in which ops issue."""
         m = self.machine
+        nc = m.next_event_cycle()
+        if nc is None or nc >= target:
+            return m.run_until(target)
+        events = m.run_until(nc) if nc > m.cycle else []
         start = time.perf_counter_ns()
-        target = min(now_cycle + 1, m.cycle + self._slice)
-        events = m.run_until(target)
+        events += m.run_until(min(target, nc + self._slice))
         took = time.perf_counter_ns() - start
         # Adapt the slice to the program's density: halve it when a slice ran over its
         # budget, grow it back when there is room.
@@ -295,9 +294,7 @@ class RealTimeExecutor:
                         self._deliver(events, now - t0)
                 continue
             now_cycle = (now - t0) * hz // 1_000_000_000
-            if m.cycle < nc:
-                m.run_until(nc)               # nothing issues before nc: no events
-            events = self._run_slice(now_cycle)
+            events = self._run_slice(now_cycle + 1)
             if events:
                 prepared = self._prepare(events)
                 self._deliver(prepared, clock() - t0)

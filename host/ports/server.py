@@ -104,6 +104,7 @@ class PortsServer(Commands):
         self._inbox_scheduled = False
         self._inbox_dropped = 0
         self._inbox_warned = 0.0
+        self._sink_closed = False
         self._dirty: set[Connection] = set()
         self._waiters: dict[int, list[tuple[frozenset, asyncio.Future]]] = {}
         self._listeners: list[socket.socket] = []
@@ -198,7 +199,12 @@ class PortsServer(Commands):
         except Exception as exc:   # the backend is closed next anyway
             log.warning("stopping programs: %s", exc)
         self.backend.set_event_sink(None)
-        self._drain_inbox()          # the last events, without blocking
+        self._sink_closed = True
+        # Every event still in the inbox (bounded by inbox_max), the final state events
+        # among them, goes out now, not one time-bounded turn at a time.
+        while self._inbox:
+            self._dispatch(self._inbox.popleft())
+        self._drain_inbox()
         for conn in list(self.conns.values()):
             conn.flush()
 
@@ -357,6 +363,8 @@ class PortsServer(Commands):
     # -- events -------------------------------------------------------------------------------
     def sink(self, event: dict) -> None:
         """The backend's event sink: any thread. Never blocks."""
+        if self._sink_closed:
+            return
         if len(self._inbox) >= self.config.inbox_max:
             self._inbox_dropped += 1
             return
