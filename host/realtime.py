@@ -101,16 +101,29 @@ class RealTimeExecutor:
     rt_priority:
         SCHED_FIFO priority for the timing thread where permitted; 0 keeps SCHED_OTHER.
         The environment variable ``COPPER_RT_PRIORITY`` overrides the default.
+    slice_budget_us, yield_us:
+        Behind real time: about how much CPU one slice takes, and the sleep between
+        slices (ten times longer while ``backlog()`` > 0.5).
+    backlog:
+        How full the event consumer's queue is, 0..1 (copperd's inbox).
+    fifo_margin_us:
+        Under SCHED_FIFO, gaps between deadlines are slept until this long before the
+        next one (a FIFO thread spinning through a dense event train starves the
+        process's other threads).
     """
 
     def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
                  slice_cycles: int | None = None, rt_priority: int | None = None,
                  prepare: Prepare | None = None, slice_budget_us: int = 1000,
-                 yield_us: int = 200, backlog: Callable[[], float] | None = None):
+                 yield_us: int = 200, backlog: Callable[[], float] | None = None,
+                 fifo_margin_us: int = 50):
         self.machine = machine
         self._deliver = deliver
         self._prepare = prepare or (lambda events: events)
         self.spin_ns = spin_us * 1000
+        # Under SCHED_FIFO a sleep ends on time: sleep through gaps between deadlines
+        # until this long before the next one (spin only the rest).
+        self.fifo_sleep_ns = fifo_margin_us * 1000
         # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
         self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
         # Behind real time: the current slice size, adapted so that one slice takes about
@@ -283,9 +296,17 @@ class RealTimeExecutor:
                     events = m.run_until(cyc + 1)
                     batches.append((due, self._prepare(events) if events else None))
                     cyc = m.next_event_cycle()
+                fifo = self.realtime_scheduling
                 for due, events in batches:
                     while now < due:
-                        if due - now > 150_000:
+                        gap = due - now
+                        if fifo and gap > self.fifo_sleep_ns + 20_000:
+                            # SCHED_FIFO wakes on time, so sleep (freeing the CPU and the
+                            # GIL) until shortly before the deadline. Spinning through
+                            # dense event trains instead starves the daemon's own event
+                            # loop thread (ping p99 ~100 ms at 10 kHz of IRQs).
+                            time.sleep((gap - self.fifo_sleep_ns) / 1e9)
+                        elif gap > 150_000:
                             # Let other threads run while far from it; not closer: a
                             # sleep(0) can lose the CPU for tens of microseconds.
                             time.sleep(0)
