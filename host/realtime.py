@@ -326,10 +326,12 @@ class RealTimeExecutor:
                 self.lag_us = (now_cycle - m.cycle) * 1e6 / hz
                 if self.lag_us > self.max_lag_us:
                     self.max_lag_us = self.lag_us
+                # On the Event: a host command cuts the pause short (it then waits for
+                # one slice at most, not for a slice and a pause).
                 if self._backlog() > 0.5:
                     self.paced_slices += 1
-                    time.sleep(self.yield_s * 10)
+                    wake.wait(self.yield_s * 10)
                 else:
-                    time.sleep(self.yield_s)
+                    wake.wait(self.yield_s)
             else:
                 self.lag_us = 0.0
