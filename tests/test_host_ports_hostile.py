@@ -200,7 +200,7 @@ def test_fds_on_an_unfinished_line_are_bounded(daemon, tmp_path):
         for _ in range(50):
             _sendfds(c.sock, b" ", [fd] * 4)
         assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["fds_held"] <= 4)
-        assert _fd_count(daemon) <= before + 4                         # was +200
+        assert _poll(lambda: _fd_count(daemon) <= before + 4)           # was +200
         c.send({"id": "f", "cmd": "ping"})
         r = c.recv()
         assert r["id"] == "f" and r["error"]["code"] == "BAD_ARG" and r["error"]["field"] == "fd_index"
@@ -276,19 +276,20 @@ def _try_ping(path):
 def test_dead_clients_do_not_keep_their_slots(daemon):
     ctl = Raw(daemon.path)
     pid = ctl.req({"cmd": "load", "program": TICK})["id"]
+    base = ctl.req({"cmd": "debug.stats"})["clients"]       # ctl and any left by others
     for round_ in range(2):
         clients = []
-        for i in range(6):             # with ctl: 7 of 8 slots
+        for i in range(8 - base):      # every slot left
             c = Raw(daemon.path)
             if i % 2:
                 c.send({"id": f"w{i}", "cmd": "wait", "args": {"id": pid, "state": "done", "timeout": 600}})
             else:
                 assert c.req({"cmd": "subscribe", "events": ["irq"], "tag": "never"})["ok"]
             clients.append(c)
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= 7)
+        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= len(clients) + 1)
         for c in clients:              # what SIGKILL does to a process's sockets
             c.close()
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1), round_
+        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] <= base), round_
     ctl.req({"cmd": "unload", "id": pid})
     ctl.close()
 
