@@ -456,3 +456,17 @@ def test_stats_counts_requests_errors_and_events(daemon):
     mine = [cl for cl in st["clients"] if cl["subscriptions"] == 1]
     assert mine and mine[0]["delivered"] >= 5
     c.close()
+
+
+def test_stats_include_the_backends_link_counters():
+    """A backend with link_stats() (fpga) has them in stats' "link"; soft's own in "backend"."""
+    from copperline.host.ports.caps import ALLOW_ALL
+    from copperline.host.ports.protocol import Request
+    from copperline.host.ports.server import PortsServer
+    from copperline.host.soft import SoftBackend
+    backend = SoftBackend("virtual")
+    backend.link_stats = lambda: {"frames": 3, "crc_errors": 1}
+    out = PortsServer(backend).cmd_stats(None, Request("stats"), ALLOW_ALL, [])
+    assert out["link"] == {"frames": 3, "crc_errors": 1}
+    assert out["backend"] == {"clock": "virtual"}
+    json.dumps(out)
