@@ -355,8 +355,16 @@ class PortsServer(Commands):
     def _then(self, value, fn):
         """Apply ``fn`` to a _call result, whether a value or a coroutine."""
         if asyncio.iscoroutine(value):
-            async def chain():
+            # The call and its bookkeeping (fn) run as their own task: a request cancelled
+            # before it starts (its client went away) still completes what it sent, and
+            # leaves no never-awaited coroutine behind.
+            async def call():
                 return fn(await value)
+            inner = self.loop.create_task(call())
+            inner.add_done_callback(_retrieve)
+
+            async def chain():
+                return await asyncio.shield(inner)
             return chain()
         return fn(value)
 
@@ -507,3 +515,8 @@ class PortsServer(Commands):
         except BackendError:
             wake(None)
 
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a task's exception as seen (its awaiter may have been cancelled)."""
+    if not task.cancelled():
+        task.exception()
