@@ -470,3 +470,23 @@ def test_stats_include_the_backends_link_counters():
     assert out["link"] == {"frames": 3, "crc_errors": 1}
     assert out["backend"] == {"clock": "virtual"}
     json.dumps(out)
+
+
+def test_a_dead_client_whose_reading_is_paused_is_forgotten():
+    """Its replies unread (so copperd stopped reading it), then gone: not kept until a
+    write fails or the stall timeout."""
+    with DaemonProcess("--test-hooks", "--queue-bytes", "4096") as d:
+        ctl = Raw(d.path)
+        for _ in range(4):
+            ctl.req({"cmd": "load", "program": TICK})
+        hog = Raw(d.path)
+        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sock.settimeout(2)
+        try:
+            hog.sock.sendall(b'{"cmd":"list"}\n' * 3000)
+        except socket.timeout:
+            pass
+        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
+        hog.close()
+        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
+        assert ctl.req({"cmd": "stats"})["connections"]["closed_dead_peer"] >= 1

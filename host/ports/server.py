@@ -296,11 +296,13 @@ class PortsServer(Commands):
             for conn in list(self.conns.values()):
                 if conn.closed:
                     continue
-                if conn.eof and conn.peer_gone():
+                # A reading connection sees its peer's EOF by itself; one whose reading
+                # is paused (replies unread) or that is half-closed needs the check.
+                if (conn.eof or not conn.reading) and conn.peer_gone():
                     self.stats["closed_dead_peer"] += 1
                     log.info("client %d: peer gone; closing", conn.cid)
                     conn.close()
-                elif (cfg.stall_timeout and conn.out and not conn.closing
+                elif (cfg.stall_timeout and conn.out
                       and now - conn.last_tx > cfg.stall_timeout):
                     self.stats["closed_stalled"] += 1
                     log.warning("client %d: has not read for %.0f s (%d bytes queued); closing",
