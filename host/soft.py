@@ -51,6 +51,9 @@ class SoftBackend(Backend):
     #: load() and start() may be called before open(): the program then starts at global
     #: cycle 0 of the time base that open() resets (what `copper run` needs).
     starts_before_open = True
+    #: copperd may call it from several threads at once: every call is queued to the
+    #: timing thread (or serialised by a lock on the virtual clock).
+    concurrent_calls = 4
 
     def __init__(self, clock: str = "virtual", *, clock_hz: int = DEFAULT_CLOCK_HZ,
                  vsync_hz: float = isa.DEFAULT_VSYNC_HZ,

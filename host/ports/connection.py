@@ -340,6 +340,24 @@ class Connection:
         self.delivered += 1
         return True
 
+    def drop_if_full(self) -> bool:
+        """Count an event as dropped, without building it, when the queue is full (after
+        handing the kernel what it takes). Lets a stalled subscriber cost next to nothing
+        per event: no encoding for a queue that cannot take it."""
+        if self.closed or self.closing:
+            return True
+        cfg = self.server.config
+        if len(self.out) < cfg.queue_max_msgs and self.out_bytes < cfg.queue_max_bytes:
+            return False
+        if not self.writing:
+            self.flush(in_dispatch=True)
+        if self.closed or len(self.out) >= cfg.queue_max_msgs or \
+                self.out_bytes >= cfg.queue_max_bytes:
+            self.dropped += 1
+            self.dropped_total += 1
+            return True
+        return False
+
     def flush(self, in_dispatch: bool = False) -> None:
         """Write as much of the queue as the socket takes now; the rest when writable.
 

@@ -336,7 +336,11 @@ class PortsServer(Commands):
             return fn(*args)
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="backend")
+            # A backend that serialises calls itself (soft: every call runs on its timing
+            # thread, which takes all queued calls in one turn) gets several workers, so
+            # that calls from many clients queue there instead of one at a time here.
+            self._executor = ThreadPoolExecutor(getattr(self.backend, "concurrent_calls", 1),
+                                                thread_name_prefix="backend")
         return await self.loop.run_in_executor(self._executor, fn, *args)
 
     def _call(self, fn, *args):
@@ -443,11 +447,12 @@ class PortsServer(Commands):
         ended = None
         for sub in self.subs.values():
             if sub.matches(ev, kind):
-                if body is None:
-                    body = P.encode(ev)
-                    tail = body[1:]
-                if sub.conn.send_event(sub.prefix + tail, keep):
-                    self._dirty.add(sub.conn)
+                if keep or not sub.conn.drop_if_full():
+                    if body is None:
+                        body = P.encode(ev)
+                        tail = body[1:]
+                    if sub.conn.send_event(sub.prefix + tail, keep):
+                        self._dirty.add(sub.conn)
                 if sub.limit is not None:
                     sub.count += 1
                     if sub.count >= sub.limit:
