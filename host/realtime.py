@@ -142,6 +142,7 @@ class RealTimeExecutor:
         self.behind_slices = 0
         self._hz = machine.clock_hz
         self._commands: collections.deque = collections.deque()
+        self._in_command = False
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -190,16 +191,23 @@ class RealTimeExecutor:
         re-raises whatever ``fn`` raises.
         """
         if self._thread is None or threading.current_thread() is self._thread:
-            # Not started (or called from an event sink on the timing thread itself).
-            if self._thread is not None:
+            # Not started (or called from an event sink on the timing thread itself, or
+            # from a submitted command, which _drain has already caught up).
+            if self._thread is not None and not self._in_command:
                 self._catch_up()
             return fn(self.machine)
-        if not self._thread.is_alive():
-            raise RuntimeError(f"the timing thread has stopped: {self.error!r}")
+        return self.submit(fn).result(timeout)
+
+    def submit(self, fn: Callable[[Machine], object]) -> Future:
+        """Queue ``fn(machine)`` for the timing thread; returns its Future at once (for
+        callers that must not block, such as copperd's event loop)."""
         fut: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            fut.set_exception(RuntimeError(f"the timing thread has stopped: {self.error!r}"))
+            return fut
         self._commands.append((fn, fut))
         self._wake.set()
-        return fut.result(timeout)
+        return fut
 
     # -- timing thread ------------------------------------------------------------------
     def _catch_up(self) -> None:
@@ -237,7 +245,12 @@ class RealTimeExecutor:
                 continue
             try:
                 self._catch_up()
-                fut.set_result(fn(self.machine))
+                self._in_command = True
+                try:
+                    result = fn(self.machine)
+                finally:
+                    self._in_command = False
+                fut.set_result(result)
             except BaseException as exc:   # handed to the caller
                 fut.set_exception(exc)
 

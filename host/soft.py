@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
@@ -51,9 +52,6 @@ class SoftBackend(Backend):
     #: load() and start() may be called before open(): the program then starts at global
     #: cycle 0 of the time base that open() resets (what `copper run` needs).
     starts_before_open = True
-    #: copperd may call it from several threads at once: every call is queued to the
-    #: timing thread (or serialised by a lock on the virtual clock).
-    concurrent_calls = 4
 
     def __init__(self, clock: str = "virtual", *, clock_hz: int = DEFAULT_CLOCK_HZ,
                  vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
@@ -231,6 +229,26 @@ class SoftBackend(Backend):
 
     def regs(self) -> dict[str, int]:
         return self._do(lambda m: m.regs)
+
+    @property
+    def command_timeout(self) -> float:
+        """How long a caller waits for the timing thread to take a command, s."""
+        return self._timeout
+
+    def submit(self, name: str, *args) -> Future:
+        """Call backend method ``name`` without blocking: on the monotonic clock it is
+        queued to the timing thread and the Future completes there (copperd's loop then
+        needs no worker thread in between); otherwise it runs now."""
+        method = getattr(self, name)
+        rt = self._rt
+        if rt is None or not rt.running:
+            fut: Future = Future()
+            try:
+                fut.set_result(method(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+        return rt.submit(lambda m: method(*args))
 
     def stats(self) -> dict:
         """Counters for copperd's ``stats``: how far the timing thread is behind real time."""

@@ -247,7 +247,7 @@ class Connection:
             log.exception("client %d: internal error handling %r", self.cid, line[:200])
             self.send(P.encode(P.error_response(req_id, PortsError("INTERNAL", f"internal error: {exc}"))))
             return
-        if asyncio.iscoroutine(result):
+        if isinstance(result, asyncio.Future) or asyncio.iscoroutine(result):
             self._run_async(req, result, fds)
             return
         if fds:
@@ -259,7 +259,7 @@ class Connection:
 
     def _run_async(self, req: P.Request, coro, fds: list[int]) -> None:
         deferred = req.cmd == "wait"
-        task = self.loop.create_task(coro)
+        task = coro if isinstance(coro, asyncio.Future) else self.loop.create_task(coro)
         if deferred:
             self.waits[req.req_id] = task
         else:

@@ -63,7 +63,7 @@ class ServerConfig:
     max_waits_per_client: int = 64
     inbox_max: int = 32_768              # backend events waiting for the loop (~12 MiB worst case)
     #: longest the loop spends handing events out before it serves requests again, us
-    drain_budget_us: int = 2000
+    drain_budget_us: int = 1000
     #: distinct fence timelines the daemon keeps (each stays set for the daemon's life)
     max_timelines: int = 1024
     #: close a connection that holds nothing (no subscription, wait or request) and has
@@ -331,26 +331,63 @@ class PortsServer(Commands):
                              f"{'token' if req.caps else 'client (no caps token)'}", field="cmd")
         return entry
 
+    def _submit(self, fn, *args) -> asyncio.Future:
+        """Start a backend call without blocking the loop; a Future of its result.
+
+        A backend with ``submit(name, *args)`` (soft: queued straight to its timing
+        thread) is called through it; any other runs in a worker thread. Each layer of
+        coroutines and worker threads costs loop turns and GIL hand-overs, which under
+        load were most of a ``status``'s latency."""
+        loop = self.loop
+        out = loop.create_future()
+        submit = getattr(self.backend, "submit", None)
+        if submit is not None:
+            cf = submit(fn.__name__, *args)
+        else:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="backend")
+            cf = self._executor.submit(fn, *args)
+
+        def settle(cf):
+            if out.done():
+                return
+            if cf.cancelled():
+                out.cancel()
+            elif cf.exception() is not None:
+                out.set_exception(cf.exception())
+            else:
+                out.set_result(cf.result())
+
+        def on_done(cf):
+            try:
+                loop.call_soon_threadsafe(settle, cf)
+            except RuntimeError:     # the loop is closed (shutdown)
+                pass
+        cf.add_done_callback(on_done)
+        timeout = getattr(self.backend, "command_timeout", None)
+        if timeout:
+            def expire():
+                if not out.done():
+                    out.set_exception(BackendError("TIMEOUT", f"the {self.backend.name} backend "
+                                                   f"did not answer within {timeout:g} s"))
+            handle = loop.call_later(timeout, expire)
+            out.add_done_callback(lambda _: handle.cancel())
+        return out
+
     async def _backend_call(self, fn, *args):
         if not self.blocking_backend:
             return fn(*args)
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-            # A backend that serialises calls itself (soft: every call runs on its timing
-            # thread, which takes all queued calls in one turn) gets several workers, so
-            # that calls from many clients queue there instead of one at a time here.
-            self._executor = ThreadPoolExecutor(getattr(self.backend, "concurrent_calls", 1),
-                                                thread_name_prefix="backend")
-        return await self.loop.run_in_executor(self._executor, fn, *args)
+        return await self._submit(fn, *args)
 
     def _call(self, fn, *args):
-        """Run a backend call: inline (returns the value) or as a coroutine in the worker."""
+        """Run a backend call: inline (returns the value) or started (returns a Future)."""
         try:
             if not self.blocking_backend:
                 return fn(*args)
         except BackendError as exc:
             raise PortsError(exc.code, exc.message) from None
-        return self._wrap(fn, *args)
+        return self._submit(fn, *args)
 
     async def _wrap(self, fn, *args):
         try:
@@ -359,20 +396,34 @@ class PortsServer(Commands):
             raise PortsError(exc.code, exc.message) from None
 
     def _then(self, value, fn):
-        """Apply ``fn`` to a _call result, whether a value or a coroutine."""
-        if asyncio.iscoroutine(value):
-            # The call and its bookkeeping (fn) run as their own task: a request cancelled
-            # before it starts (its client went away) still completes what it sent, and
-            # leaves no never-awaited coroutine behind.
-            async def call():
-                return fn(await value)
-            inner = self.loop.create_task(call())
-            inner.add_done_callback(_retrieve)
+        """Apply ``fn`` to a _call result, whether a value or a Future; for a Future, a
+        Future of ``fn``'s result (BackendError becomes PortsError). ``fn`` runs even when
+        the request was cancelled meanwhile (its client went away): the call it sent was
+        made, and its bookkeeping (e.g. a loaded program's registers) must follow."""
+        if not isinstance(value, asyncio.Future):
+            return fn(value)
+        out = self.loop.create_future()
 
-            async def chain():
-                return await asyncio.shield(inner)
-            return chain()
-        return fn(value)
+        def step(f):
+            if f.cancelled():
+                out.cancel()
+                return
+            exc = f.exception()
+            if exc is None:
+                try:
+                    result, exc = fn(f.result()), None
+                except BaseException as e:       # noqa: BLE001 - handed to the request
+                    exc = e
+            if isinstance(exc, BackendError):
+                exc = PortsError(exc.code, exc.message)
+            if out.done():
+                return
+            if exc is None:
+                out.set_result(result)
+            else:
+                out.set_exception(exc)
+        value.add_done_callback(step)
+        return out
 
     # -- events -------------------------------------------------------------------------------
     def sink(self, event: dict) -> None:
@@ -522,8 +573,3 @@ class PortsServer(Commands):
         except BackendError:
             wake(None)
 
-
-def _retrieve(task: asyncio.Task) -> None:
-    """Mark a task's exception as seen (its awaiter may have been cancelled)."""
-    if not task.cancelled():
-        task.exception()
