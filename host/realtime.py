@@ -239,12 +239,17 @@ class RealTimeExecutor:
         return events
 
     def _drain(self) -> None:
+        caught_up = False
         while self._commands:
             fn, fut = self._commands.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                self._catch_up()
+                if not caught_up:
+                    # Once per batch: behind real time, queued commands share one slice
+                    # of catching up instead of waiting for one slice each.
+                    self._catch_up()
+                    caught_up = True
                 self._in_command = True
                 try:
                     result = fn(self.machine)

@@ -8,6 +8,7 @@ import array
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -230,6 +231,7 @@ def test_unreadable_fds_are_bad_arg(daemon, tmp_path):
     c.close()
 
 
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
 def test_accept_failing_with_emfile_neither_spins_nor_floods_the_log():
     d = DaemonProcess("--max-clients", "500")
     d.args = ["prlimit", "--nofile=40:40", *d.args]
