@@ -76,7 +76,7 @@ class ServerConfig:
     #: the BUSY message instead of EPIPE/ECONNRESET; at most max_clients such at a time
     busy_linger: float = 1.0
     #: on shutdown, how long clients that keep reading get to read what is queued for them
-    #: (the final ``stopped`` events), seconds; clients that read nothing for 50 ms are
+    #: (the final ``stopped`` events), seconds; clients that read nothing for 10 ms are
     #: not waited for
     shutdown_grace: float = 1.0
     caps: CapTable | None = None
@@ -175,7 +175,7 @@ class PortsServer(Commands):
                 break
             if left != queued:
                 queued, progress = left, time.monotonic()
-            elif time.monotonic() - progress > 0.05:
+            elif time.monotonic() - progress > 0.01:
                 break        # nobody is reading: do not keep the exit waiting for them
             await asyncio.sleep(0.005)
         self._shutdown_finish()
@@ -200,10 +200,23 @@ class PortsServer(Commands):
             log.warning("stopping programs: %s", exc)
         self.backend.set_event_sink(None)
         self._sink_closed = True
-        # Every event still in the inbox (bounded by inbox_max), the final state events
-        # among them, goes out now, not one time-bounded turn at a time.
-        while self._inbox:
-            self._dispatch(self._inbox.popleft())
+        # The events still in the inbox go out now: all of them for up to 10 ms, then
+        # only the kinds that say how programs ended (the final state events are last),
+        # so that a full inbox cannot hold up the exit.
+        inbox = self._inbox
+        deadline = time.monotonic() + 0.01
+        while inbox and time.monotonic() < deadline:
+            for _ in range(min(256, len(inbox))):
+                self._dispatch(inbox.popleft())
+        skipped = 0
+        while inbox:
+            ev = inbox.popleft()
+            if ev.get("event") in _KEEP_KINDS:
+                self._dispatch(ev)
+            else:
+                skipped += 1
+        if skipped:
+            self._inbox_dropped += skipped
         self._drain_inbox()
         for conn in list(self.conns.values()):
             conn.flush()
