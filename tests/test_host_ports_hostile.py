@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -403,14 +404,19 @@ def test_sigterm_delivers_the_final_stopped_event_to_a_backlogged_subscriber():
         ctl.req({"cmd": "debug.emit", "args": {"event": {"event": "irq", "tag": "x", "prog": 0},
                                                 "count": 20000}})
         assert _poll(lambda: ctl.req({"cmd": "stats"})["events"]["dropped"] > 0)  # backlogged
-        d.proc.send_signal(signal.SIGTERM)
         states = []
-        while True:
-            m = sub.recv(timeout=10)
-            if m is None:
-                break
-            if m.get("event") == "state":
-                states.append(m["state"])
+
+        def reader():                # starts with a backlog, keeps reading through the shutdown
+            while True:
+                m = sub.recv(timeout=10)
+                if m is None:
+                    return
+                if m.get("event") == "state":
+                    states.append(m["state"])
+        t = threading.Thread(target=reader)
+        d.proc.send_signal(signal.SIGTERM)
+        t.start()
+        t.join(15)
         assert d.proc.wait(10) == 0
         assert "stopped" in states, states
 

@@ -76,9 +76,9 @@ class ServerConfig:
     #: the BUSY message instead of EPIPE/ECONNRESET; at most max_clients such at a time
     busy_linger: float = 1.0
     #: on shutdown, how long clients that keep reading get to read what is queued for them
-    #: (the final ``stopped`` events), seconds; clients that read nothing for 10 ms are
+    #: (the final ``stopped`` events), seconds; a client that reads nothing for 50 ms is
     #: not waited for
-    shutdown_grace: float = 1.0
+    shutdown_grace: float = 2.0
     caps: CapTable | None = None
     test_hooks: bool = False
 
@@ -163,20 +163,33 @@ class PortsServer(Commands):
         self._shutdown_finish()
 
     async def shutdown_gracefully(self) -> None:
-        """:meth:`shutdown`, giving clients up to ``shutdown_grace`` seconds to read what is
-        queued for them (the final ``stopped`` events) before they are dropped."""
+        """:meth:`shutdown`, giving clients that are reading up to ``shutdown_grace``
+        seconds to read what is queued for them (the final ``stopped`` events) before
+        they are dropped. A client that reads nothing for 50 ms, or had let nothing be
+        written to it for a second before, is not waited for."""
         self._shutdown_start()
-        now = time.monotonic()
-        deadline, progress = now + self.config.shutdown_grace, now
-        queued = None
-        while time.monotonic() < deadline:
-            left = sum(c.out_bytes for c in self.conns.values() if not c.closed)
-            if not left:
+        start = time.monotonic()
+        deadline = start + self.config.shutdown_grace
+        # Clients that had not let us write for a second already are stalled: not waited for.
+        live = [c for c in self.conns.values() if start - c.last_tx < 1.0]
+        seen: dict[Connection, tuple[int, float]] = {}   # conn -> (unread bytes, since)
+        while True:
+            now = time.monotonic()
+            waiting = False
+            for c in live:
+                if c.closed or not c.out:
+                    continue
+                # Progress is the client reading: our queue or the bytes it has not yet
+                # read from the socket (SIOCOUTQ) going down.
+                unread = c.out_bytes + c.unread_bytes()
+                last, since = seen.get(c, (None, start))
+                if last is None or unread < last:
+                    since = now
+                seen[c] = (unread, since)
+                if now - since < 0.05:
+                    waiting = True
+            if not waiting or now >= deadline:
                 break
-            if left != queued:
-                queued, progress = left, time.monotonic()
-            elif time.monotonic() - progress > 0.01:
-                break        # nobody is reading: do not keep the exit waiting for them
             await asyncio.sleep(0.005)
         self._shutdown_finish()
 
@@ -316,7 +329,8 @@ class PortsServer(Commands):
                     log.info("client %d: peer gone; closing", conn.cid)
                     conn.close()
                 elif (cfg.stall_timeout and conn.out
-                      and now - conn.last_tx > cfg.stall_timeout):
+                      and now - conn.last_tx > cfg.stall_timeout
+                      and not conn.reading_kernel_queue()):
                     self.stats["closed_stalled"] += 1
                     log.warning("client %d: has not read for %.0f s (%d bytes queued); closing",
                                 conn.cid, now - conn.last_tx, conn.out_bytes)
