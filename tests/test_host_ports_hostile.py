@@ -372,11 +372,14 @@ def test_refused_clients_read_busy_not_epipe():
         keep = [Raw(d.path), Raw(d.path)]
         for k in keep:
             assert k.req({"cmd": "ping"})["ok"]
-        for _ in range(20):
+        refused = []
+        for _ in range(20):              # kept open: many refused clients at once
             c = Raw(d.path)
             c.send({"cmd": "ping"})                 # was EPIPE for most
             r = c.recv()
             assert r["error"]["code"] == "BUSY"
+            refused.append(c)
+        for c in refused:
             c.close()
 
 

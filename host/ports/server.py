@@ -73,8 +73,9 @@ class ServerConfig:
     stall_timeout: float = 60.0
     sweep_interval: float = 1.0
     #: a refused (BUSY) client is kept this long, reading and discarding, so that it reads
-    #: the BUSY message instead of EPIPE/ECONNRESET; at most max_clients such at a time
+    #: the BUSY message instead of EPIPE/ECONNRESET; at most busy_linger_max at a time
     busy_linger: float = 1.0
+    busy_linger_max: int = 64
     #: on shutdown, how long clients that keep reading get to read what is queued for them
     #: (the final ``stopped`` events), seconds; a client that reads nothing for 50 ms is
     #: not waited for
@@ -288,7 +289,7 @@ class PortsServer(Commands):
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        if len(self._refused) >= self.config.max_clients or self.config.busy_linger <= 0:
+        if len(self._refused) >= self.config.busy_linger_max or self.config.busy_linger <= 0:
             sock.close()
             return
         fd = sock.fileno()
