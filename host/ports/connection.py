@@ -54,7 +54,6 @@ class Connection:
         now = time.monotonic()
         self.last_rx = now                 # last bytes from the client (idle timeout)
         self.last_tx = now                 # last bytes the client took (stall timeout)
-        self._unread_seen = 1 << 62        # SIOCOUTQ at the last stall check
         self.delivered = 0                 # events queued for the client
         self.dropped_total = 0             # events dropped for backpressure
         self.out: collections.deque[bytes] = collections.deque()
@@ -350,17 +349,6 @@ class Connection:
             return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
         except OSError:
             return 0
-
-    def reading_kernel_queue(self) -> bool:
-        """For the stall check: has the client read from the socket since last asked?
-        A slow reader empties the kernel's buffer long before copperd can write again,
-        so its own queue alone does not show progress. Counts as a write when it has."""
-        unread = self.unread_bytes()
-        progressed = unread < self._unread_seen
-        self._unread_seen = unread
-        if progressed:
-            self.last_tx = time.monotonic()
-        return progressed
 
     def drop_if_full(self) -> bool:
         """Count an event as dropped, without building it, when the queue is full (after

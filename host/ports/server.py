@@ -330,8 +330,7 @@ class PortsServer(Commands):
                     log.info("client %d: peer gone; closing", conn.cid)
                     conn.close()
                 elif (cfg.stall_timeout and conn.out
-                      and now - conn.last_tx > cfg.stall_timeout
-                      and not conn.reading_kernel_queue()):
+                      and now - conn.last_tx > cfg.stall_timeout):
                     self.stats["closed_stalled"] += 1
                     log.warning("client %d: has not read for %.0f s (%d bytes queued); closing",
                                 conn.cid, now - conn.last_tx, conn.out_bytes)
