@@ -92,6 +92,9 @@ class Backend(abc.ABC):
 
     def __init__(self) -> None:
         self._sink: EventSink | None = None
+        #: how full the consumer's event queue is, 0..1 (set by copperd; a backend that
+        #: can pace its event production, such as soft when behind real time, reads it)
+        self.event_backlog: Callable[[], float] = lambda: 0.0
 
     def set_event_sink(self, sink: EventSink | None) -> None:
         """Deliver every event to ``sink``. It may be called from a backend thread;

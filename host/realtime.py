@@ -22,8 +22,15 @@ monotonic`` uses for ``--start``/``--stop``/``--fence``): posted ahead, they run
 timing thread exactly at their cycle (the machine is not computed past it before), at
 that cycle's deadline, so a real-time run takes them where a virtual run does.
 
-Safety: ops run in slices of at most ``slice_cycles`` cycles; between slices that had to
-catch up, the thread calls ``time.sleep(0)`` so other Python threads get the GIL.
+Overload: a program denser than Python can run in real time (``WAIT 1 us`` + ``IRQ`` in
+a loop) makes the machine fall behind real time. It then runs in slices sized to take
+about ``slice_budget_us`` of CPU each (fewer cycles per slice as the program gets denser),
+handing each slice's events over at once, and between slices it sleeps briefly so the
+daemon's other threads (the event loop serving stop/status/ping) get the GIL. A host
+command never makes it compute every overdue cycle first: it is applied after at most one
+slice, at the machine's cycle (behind real time). So event production is paced by the CPU
+the thread is given, memory per slice is bounded, and the program's cycle-model timing
+is unchanged; only its ``wall_us`` lateness grows (:attr:`RealTimeExecutor.lag_us`).
 """
 
 from __future__ import annotations
@@ -101,22 +108,51 @@ class RealTimeExecutor:
     rt_priority:
         SCHED_FIFO priority for the timing thread where permitted; 0 keeps SCHED_OTHER.
         The environment variable ``COPPER_RT_PRIORITY`` overrides the default.
+    slice_budget_us, yield_us:
+        Behind real time: about how much CPU one slice takes, and the sleep between
+        slices (ten times longer while ``backlog()`` > 0.5).
+    backlog:
+        How full the event consumer's queue is, 0..1 (copperd's inbox).
+    fifo_margin_us:
+        Under SCHED_FIFO, gaps between deadlines are slept until this long before the
+        next one (a FIFO thread spinning through a dense event train starves the
+        process's other threads).
     """
 
     def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
                  slice_cycles: int | None = None, rt_priority: int | None = None,
-                 prepare: Prepare | None = None):
+                 prepare: Prepare | None = None, slice_budget_us: int = 1000,
+                 yield_us: int = 200, backlog: Callable[[], float] | None = None,
+                 fifo_margin_us: int = 50):
         self.machine = machine
         self._deliver = deliver
         self._prepare = prepare or (lambda events: events)
         self.spin_ns = spin_us * 1000
+        # Under SCHED_FIFO a sleep ends on time: sleep through gaps between deadlines
+        # until this long before the next one (spin only the rest).
+        self.fifo_sleep_ns = fifo_margin_us * 1000
         # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
         self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
+        # Behind real time: the current slice size, adapted so that one slice takes about
+        # slice_budget_us of CPU; between such slices the thread sleeps yield_us.
+        self._slice = self.slice_cycles
+        self.slice_budget_ns = slice_budget_us * 1000
+        self.yield_s = yield_us / 1e6
+        # How full the consumer's queue is (0..1): when behind real time *and* the consumer
+        # is saturated, producing more events only to have them dropped would take the
+        # CPU and the GIL from the consumer, so the thread yields longer.
+        self._backlog = backlog or (lambda: 0.0)
+        self.paced_slices = 0
+        #: how far behind real time the machine was at the last slice, us
+        self.lag_us = 0.0
+        self.max_lag_us = 0.0
+        self.behind_slices = 0
         self._hz = machine.clock_hz
         self._commands: collections.deque = collections.deque()
         self._timed: list = []                # heap of (cycle, seq, fn, future)
         self._timed_lock = threading.Lock()
         self._seq = itertools.count()
+        self._in_command = False
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -165,16 +201,23 @@ class RealTimeExecutor:
         re-raises whatever ``fn`` raises.
         """
         if self._thread is None or threading.current_thread() is self._thread:
-            # Not started (or called from an event sink on the timing thread itself).
-            if self._thread is not None:
+            # Not started (or called from an event sink on the timing thread itself, or
+            # from a submitted command, which _drain has already caught up).
+            if self._thread is not None and not self._in_command:
                 self._catch_up()
             return fn(self.machine)
-        if not self._thread.is_alive():
-            raise RuntimeError(f"the timing thread has stopped: {self.error!r}")
+        return self.submit(fn).result(timeout)
+
+    def submit(self, fn: Callable[[Machine], object]) -> Future:
+        """Queue ``fn(machine)`` for the timing thread; returns its Future at once (for
+        callers that must not block, such as copperd's event loop)."""
         fut: Future = Future()
+        if self._thread is None or not self._thread.is_alive():
+            fut.set_exception(RuntimeError(f"the timing thread has stopped: {self.error!r}"))
+            return fut
         self._commands.append((fn, fut))
         self._wake.set()
-        return fut.result(timeout)
+        return fut
 
     def call_at(self, cycle: int, fn: Callable[[Machine], object]) -> Future:
         """Run ``fn(machine)`` on the timing thread with the machine at exactly global
@@ -209,21 +252,51 @@ class RealTimeExecutor:
 
     # -- timing thread ------------------------------------------------------------------
     def _catch_up(self) -> None:
-        """Bring the machine to the current real-time cycle, delivering its events."""
-        m = self.machine
-        target = max(m.cycle, self.now_cycle())
-        events = m.run_until(target)
+        """Bring the machine towards the current real-time cycle, delivering its events:
+        at most one slice of work, so that a command waits for one slice, not for every
+        cycle overdue (which, for a dense program, can be seconds of work and millions of
+        events). When still behind, the command applies at the machine's cycle."""
+        events = self._run_slice(max(self.machine.cycle, self.now_cycle()))
         if events:
             self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
 
+    def _run_slice(self, target: int) -> list:
+        """Run the machine towards global cycle ``target`` (exclusive): idle cycles all at
+        once (they cost nothing), then at most one slice of cycles in which ops issue."""
+        m = self.machine
+        nc = m.next_event_cycle()
+        if nc is None or nc >= target:
+            return m.run_until(target)
+        events = m.run_until(nc) if nc > m.cycle else []
+        start = time.perf_counter_ns()
+        events += m.run_until(min(target, nc + self._slice))
+        took = time.perf_counter_ns() - start
+        # Adapt the slice to the program's density: halve it when a slice ran over its
+        # budget, grow it back when there is room.
+        if took > self.slice_budget_ns:
+            self._slice = max(16, self._slice // 2)
+        elif took < self.slice_budget_ns // 4 and self._slice < self.slice_cycles:
+            self._slice = min(self.slice_cycles, self._slice * 2)
+        return events
+
     def _drain(self) -> None:
+        caught_up = False
         while self._commands:
             fn, fut = self._commands.popleft()
             if not fut.set_running_or_notify_cancel():
                 continue
             try:
-                self._catch_up()
-                fut.set_result(fn(self.machine))
+                if not caught_up:
+                    # Once per batch: behind real time, queued commands share one slice
+                    # of catching up instead of waiting for one slice each.
+                    self._catch_up()
+                    caught_up = True
+                self._in_command = True
+                try:
+                    result = fn(self.machine)
+                finally:
+                    self._in_command = False
+                fut.set_result(result)
             except BaseException as exc:   # handed to the caller
                 fut.set_exception(exc)
 
@@ -303,9 +376,17 @@ class RealTimeExecutor:
                     events = m.run_until(cyc + 1)
                     batches.append((due, self._prepare(events) if events else None))
                     cyc = m.next_event_cycle()
+                fifo = self.realtime_scheduling
                 for due, events in batches:
                     while now < due:
-                        if due - now > 150_000:
+                        gap = due - now
+                        if fifo and gap > self.fifo_sleep_ns + 20_000:
+                            # SCHED_FIFO wakes on time, so sleep (freeing the CPU and the
+                            # GIL) until shortly before the deadline. Spinning through
+                            # dense event trains instead starves the daemon's own event
+                            # loop thread (ping p99 ~100 ms at 10 kHz of IRQs).
+                            time.sleep((gap - self.fifo_sleep_ns) / 1e9)
+                        elif gap > 150_000:
                             # Let other threads run while far from it; not closer: a
                             # sleep(0) can lose the CPU for tens of microseconds.
                             time.sleep(0)
@@ -314,12 +395,23 @@ class RealTimeExecutor:
                         self._deliver(events, now - t0)
                 continue
             now_cycle = (now - t0) * hz // 1_000_000_000
-            target = min(now_cycle + 1, nc + self.slice_cycles)
-            if tc is not None:
-                target = min(target, tc)
-            events = m.run_until(target)
+            events = self._run_slice(now_cycle + 1 if tc is None else min(now_cycle + 1, tc))
             if events:
                 prepared = self._prepare(events)
                 self._deliver(prepared, clock() - t0)
-            if target <= now_cycle:
-                time.sleep(0)                 # behind real time: yield the GIL between slices
+            if m.cycle <= now_cycle:
+                # Behind real time: give the other threads the GIL for a moment (a
+                # sleep(0) alone often hands it straight back to this thread).
+                self.behind_slices += 1
+                self.lag_us = (now_cycle - m.cycle) * 1e6 / hz
+                if self.lag_us > self.max_lag_us:
+                    self.max_lag_us = self.lag_us
+                # On the Event: a host command cuts the pause short (it then waits for
+                # one slice at most, not for a slice and a pause).
+                if self._backlog() > 0.5:
+                    self.paced_slices += 1
+                    wake.wait(self.yield_s * 10)
+                else:
+                    wake.wait(self.yield_s)
+            else:
+                self.lag_us = 0.0

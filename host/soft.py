@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
@@ -68,7 +69,8 @@ class SoftBackend(Backend):
         self._timeout = command_timeout
         self._lock = threading.RLock()           # virtual clock: serialises callers
         self._rt = (RealTimeExecutor(self.machine, self._emit_prepared, spin_us=spin_us,
-                                     prepare=self._prepare)
+                                     prepare=self._prepare,
+                                     backlog=lambda: self.event_backlog())
                     if clock == "monotonic" else None)
         self._next_id = 1
         self._slot_of: dict[int, int] = {}       # prog id -> slot
@@ -161,6 +163,11 @@ class SoftBackend(Backend):
             self._opened = False
 
     def load(self, image: Image) -> int:
+        try:    # before a slot is taken: an image that cannot be hashed must not leave a ghost
+            sha = image.sha256()
+        except (UnicodeError, ValueError, OverflowError) as exc:
+            raise BackendError("BAD_FORMAT", f"the image cannot be encoded: {exc}") from None
+
         def do(m: Machine) -> int:
             try:
                 slot = m.load(image)
@@ -171,7 +178,7 @@ class SoftBackend(Backend):
             prog = self._next_id
             self._next_id += 1
             self._slot_of[prog], self._prog_of[slot] = slot, prog
-            self._sha[prog] = image.sha256()
+            self._sha[prog] = sha
             return prog
         return self._do(do)
 
@@ -249,6 +256,35 @@ class SoftBackend(Backend):
 
     def regs(self) -> dict[str, int]:
         return self._do(lambda m: m.regs)
+
+    @property
+    def command_timeout(self) -> float:
+        """How long a caller waits for the timing thread to take a command, s."""
+        return self._timeout
+
+    def submit(self, name: str, *args) -> Future:
+        """Call backend method ``name`` without blocking: on the monotonic clock it is
+        queued to the timing thread and the Future completes there (copperd's loop then
+        needs no worker thread in between); otherwise it runs now."""
+        method = getattr(self, name)
+        rt = self._rt
+        if rt is None or not rt.running:
+            fut: Future = Future()
+            try:
+                fut.set_result(method(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+            return fut
+        return rt.submit(lambda m: method(*args))
+
+    def stats(self) -> dict:
+        """Counters for copperd's ``stats``: how far the timing thread is behind real time."""
+        rt = self._rt
+        if rt is None:
+            return {"clock": self.clock}
+        return {"clock": self.clock, "lag_us": round(rt.lag_us, 1),
+                "max_lag_us": round(rt.max_lag_us, 1), "behind_slices": rt.behind_slices, "paced_slices": rt.paced_slices,
+                "slice_cycles": rt._slice, "realtime_scheduling": rt.realtime_scheduling}
 
     def program_ops(self, prog_id: int) -> int:
         """Ops the program has issued since it (last) started."""

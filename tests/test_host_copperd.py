@@ -129,6 +129,14 @@ def test_bad_caps_file_is_a_usage_error(tmp_path):
     assert r.returncode == 2 and "unknown command 'launch'" in r.stderr and str(caps) in r.stderr
 
 
+@pytest.mark.parametrize("flag, value", [("--idle-timeout", "-1"), ("--stall-timeout", "-1"),
+                                         ("--max-timelines", "0"), ("--gil-switch-us", "0")])
+def test_bad_limits_are_usage_errors(tmp_path, flag, value):
+    r = subprocess.run([*COPPERD, flag, value, "--socket", str(tmp_path / "x.sock")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and flag in r.stderr
+
+
 def test_systemd_socket_activation_and_ready_notification(tmp_path):
     """A fake systemd: the listening socket on fd 3 with LISTEN_FDS/LISTEN_PID, and a
     datagram NOTIFY_SOCKET (abstract) that must receive READY=1."""

@@ -20,6 +20,7 @@ value's type. See docs/ports.md ("Request ids").
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +32,13 @@ MAX_ID_LEN = 256
 
 ERROR_CODES = ("BAD_CMD", "BAD_ARG", "NOT_FOUND", "DENIED", "BUSY", "TIMEOUT", "INTERNAL",
                # copperd's domain codes
-               "BAD_FORMAT", "CANCELLED")
+               "BAD_FORMAT", "CANCELLED",
+               # the fpga backend: no board found, or the board was lost
+               "NO_BOARD")
 
 #: Every command copperd understands (``debug.*`` only with --test-hooks).
 COMMANDS = ("ping", "load", "start", "stop", "unload", "status", "list", "subscribe",
-            "unsubscribe", "cancel", "wait", "fence", "regs", "debug.emit", "debug.stats")
+            "unsubscribe", "cancel", "wait", "fence", "regs", "stats", "debug.emit", "debug.stats")
 
 #: Flat form: for these commands a top-level ``id`` is an argument, not the request id.
 TARGET_ID_COMMANDS = frozenset({"start", "stop", "unload", "status", "wait", "cancel"})
@@ -103,12 +106,7 @@ def parse_request(line: bytes | str) -> Request:
             raise PortsError("BAD_CMD", f"request is not valid UTF-8 (byte {exc.start})") from None
     else:
         text = line
-    try:
-        obj = _loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-        pos = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise PortsError("BAD_CMD", f"request is not valid JSON: {msg}{pos}") from None
+    obj = loads_checked(text, "request", "BAD_CMD")
     if type(obj) is not dict:
         raise PortsError("BAD_CMD", f"request must be a JSON object, not {type(obj).__name__}")
 
@@ -176,14 +174,73 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.JSONDecoder().decode
 
 
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+# A surrogate escape (\\ud800-\\udfff): JSON allows a lone one, UTF-8 cannot carry it.
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_path(obj, path: str) -> str | None:
+    """Where in ``obj`` a string holds a lone surrogate (``args.program.program[1].tag``)."""
+    stack = [(obj, path)]
+    while stack:               # iterative: the depth is bounded by the parser anyway
+        o, p = stack.pop()
+        if isinstance(o, str):
+            if _SURROGATE.search(o):
+                return p
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if _SURROGATE.search(k):
+                    return f"{p}.{k!a}" if p else ascii(k)
+                stack.append((v, f"{p}.{k}" if p else k))
+        elif isinstance(o, list):
+            stack.extend((v, f"{p}[{i}]") for i, v in enumerate(o))
+    return None
+
+
+def loads_checked(text: str, what: str, code: str = "BAD_CMD", field: str | None = None):
+    """Parse JSON text from a client; every way it can be bad is a :class:`PortsError`.
+
+    Beyond syntax: nesting deeper than the recursion limit, integers over Python's
+    4300-digit conversion limit, and strings holding lone surrogates (``"\\udfff"`` is
+    valid JSON but not Unicode: such a string could never be encoded into a reply, a
+    trace or an image).
+    """
+    try:
+        obj = _loads(text)
+    except json.JSONDecodeError as exc:
+        raise PortsError(code, f"{what} is not valid JSON: {exc.msg} at column {exc.colno}",
+                         field=field) from None
+    except RecursionError:
+        raise PortsError(code, f"{what} is not valid JSON: nested too deeply", field=field) from None
+    except ValueError as exc:     # "Exceeds the limit (4300 digits) for integer string conversion"
+        detail = ("a number has more digits than the 4300 accepted" if "digits" in str(exc)
+                  else str(exc))
+        raise PortsError(code, f"{what} is not acceptable JSON: {detail}", field=field) from None
+    if "\\" in text and _SURROGATE_ESCAPE.search(text):
+        where = _surrogate_path(obj, "")
+        if where is not None:
+            raise PortsError(code, f"{what}: the string at {where or 'top level'} holds a lone "
+                             "UTF-16 surrogate (\\ud800-\\udfff), which is not valid Unicode",
+                             field=(where or None) if field is None else field)
+    return obj
+
+
 def dumps(msg) -> str:
     """Compact JSON text of ``msg``."""
     return _dumps(msg)
 
 
 def encode(msg: dict) -> bytes:
-    """One message as a compact NDJSON line (UTF-8, newline-terminated)."""
-    return (_dumps(msg) + "\n").encode("utf-8")
+    """One message as a compact NDJSON line (UTF-8, newline-terminated).
+
+    Never raises for text: a string that UTF-8 cannot carry (a lone surrogate) makes the
+    line ASCII with ``\\u`` escapes instead, so a reply always goes out."""
+    text = _dumps(msg)
+    try:
+        return (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (_dumps_ascii(msg) + "\n").encode("ascii")
 
 
 # -- argument helpers ----------------------------------------------------------------------
