@@ -73,6 +73,32 @@ class Reason(enum.IntEnum):
 STATE_PC_BITS = isa.ADDR_BITS
 
 
+def _borrow(a, b):
+    """``a < b`` written as the borrow of a subtraction: a carry chain, which the mapper
+    does not build for a comparison operator."""
+    return (a.as_unsigned() - b.as_unsigned())[len(a)]
+
+
+def fence_terms(stored, value):
+    """The FENCE test's three terms, each one 12-bit carry chain (a 24-bit chain after
+    the fence RAM was the slowest path): ``(stored high > value high, stored high <
+    value high, stored low < value low)``. X registers them; :func:`fence_blocked`
+    finishes the test in E. ``tests/formal`` proves the pair equals ``stored < value``."""
+    fh = isa.FENCE_VALUE_BITS // 2
+    return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),
+            _borrow(stored[:fh], value[:fh]))
+
+
+def fence_blocked(gt_hi, lt_hi, lt_lo):
+    """The FENCE is not met (``stored < value``) from the terms of :func:`fence_terms`."""
+    return ~gt_hi & (lt_hi | lt_lo)
+
+
+def fence_write_met(written, value):
+    """A host write of ``written`` in the FENCE's own clock meets it (``>= value``)."""
+    return ~_borrow(written, value)
+
+
 def phases_for(contexts: int) -> int:
     """Clocks per core cycle for ``contexts`` contexts."""
     return max(contexts, 4)
@@ -617,18 +643,11 @@ class Core(wiring.Component):
         # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
         # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
         fv = fld("FENCE", "value")
-        fh = isa.FENCE_VALUE_BITS // 2
-        # (">" and ">=" written as the borrow of a subtraction: a carry chain, which the
-        # mapper does not build for a comparison operator)
-        def borrow(a, b):       # a < b
-            return (a.as_unsigned() - b.as_unsigned())[len(a)]
-        f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
         # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
         # the chain's own carry out, with no inverter that would keep the flip-flop out
-        # of the chain's last logic cell)
-        f_lt_hi = borrow(fence_rp.data[fh:], fv[fh:])
-        f_lt_lo = borrow(fence_rp.data[:fh], fv[:fh])
-        w_ok = fwd & ~borrow(fw.value, fv)
+        # of the chain's last logic cell; E finishes it, ``fence_blocked``)
+        f_gt_hi, f_lt_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
+        w_ok = fwd & fence_write_met(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
@@ -903,7 +922,7 @@ class Core(wiring.Component):
         m.d.comb += kill.eq(e["kill_cmd"] | e["ill"])
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & (e["flt_hi"] | e["flt_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["flt_hi"], e["flt_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
