@@ -80,13 +80,13 @@ class FifoSpec(Elaboratable):
         m.d.comb += Assert(fifo.dropped == drops, "drop count differs")
 
         # reachability: full; an ordinary record dropped while an urgent one would fit;
-        # an urgent record taking the last place; the sequence wrapping; a pop while
+        # an urgent record taking the last place; the pointers wrapping; a pop while
         # full and a write in the same clock
         m.d.comb += [
             Cover(lvl == D),
             Cover(fifo.sink.valid & ~fifo.urgent & (lvl == D - R) & (R > 0)),
             Cover(fifo.sink.valid & fifo.urgent & (lvl == D - 1) & acc),
-            Cover((rseq == (1 << W) - 1) & pop & (lvl >= 2)),
+            Cover((rseq == D + 1) & pop & (lvl >= 2)),        # the RAM pointers wrapped
             Cover((lvl == D) & pop & fifo.sink.valid),
         ]
         return m

