@@ -11,6 +11,7 @@ first test that fails, and *SURVIVED* if all pass. A final table lists them.
     python -m tests.mutants --list     # the mutants and their tests
     python -m tests.mutants NAME ...   # some of them
     python -m tests.mutants --baseline # first check the targeted tests pass unmutated
+    python -m tests.mutants --every    # every targeted test that kills each mutant
 """
 
 from __future__ import annotations
@@ -66,19 +67,19 @@ MUTANTS = {m.name: m for m in [
            "return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),",
            "return (Const(0, 1), Const(0, 1),",
            "FENCE compares the low 12 bits only (high half disabled)",
-           (f"{F}[fence_compare]",)),
+           (f"{F}[fence_compare]", "tests/test_hdl_core_fence.py")),
     Mutant("fence_write_forward_inverted", "copperline.hdl.core",
            "return ~_borrow(written, value)", "return ~_borrow(written, value + 1)",
            "a same-clock fence write meets the FENCE only if > value",
-           (f"{F}[fence_compare]",)),
+           (f"{F}[fence_compare]", "tests/test_hdl_core_fence.py")),
     Mutant("subus_decrement_wrong", "copperline.hdl.timer",
            "Mux(lo == 0, cpu - 1, lo - 1)", "Mux(lo == 0, cpu - 2, lo - 1)",
            "the sub-microsecond counter reloads cpu - 2 (a microsecond one cycle short)",
-           (f"{F}[timer_3mhz]", f"{F}[timer_12mhz]")),
+           (f"{F}[timer_3mhz]", f"{F}[timer_12mhz]", "tests/test_hdl_core_wait.py")),
     Mutant("delay_one_wrong", "copperline.hdl.timer",
            "return (hi == 1) & (lo == 1)", "return (hi == 1) & (lo == 2)",
            "the 'delay is 1' test (the precomputed zero flag) off by one below 1 µs",
-           (f"{F}[timer_3mhz]", f"{F}[timer_12mhz]")),
+           (f"{F}[timer_3mhz]", f"{F}[timer_12mhz]", "tests/test_hdl_core_wait.py")),
     Mutant("vsync_latency_plus_one", "copperline.hdl.core",
            "k_vs = delay_const(chz, isa.VSYNC_LATENCY - 1)",
            "k_vs = delay_const(chz, isa.VSYNC_LATENCY)",
@@ -97,12 +98,14 @@ MUTANTS = {m.name: m for m in [
     Mutant("loop_not_rearmed", "copperline.hdl.core",
            "return armed & ~onehot", "return armed",
            "a LOOP that falls through keeps its counter armed (no re-arm)",
-           (f"{F}[loop_rearm]", f"{CORE}::test_loops_counter_wrap_and_watchdog")),
+           (f"{F}[loop_rearm]", f"{CORE}::test_loops_counter_wrap_and_watchdog",
+            "tests/test_hdl_core_loops.py")),
     Mutant("loop_exit_test_wrong", "copperline.hdl.core",
            "return Mux(counting, counter == 1, count == 1)",
            "return Mux(counting, counter == 0, count == 1)",
            "a counting LOOP falls through one pass late",
-           (f"{F}[loop_rearm]", f"{CORE}::test_loops_counter_wrap_and_watchdog")),
+           (f"{F}[loop_rearm]", f"{CORE}::test_loops_counter_wrap_and_watchdog",
+            "tests/test_hdl_core_loops.py")),
     Mutant("stop_reports_fence_pc", "copperline.hdl.core",
            'reg_e("alt_rep", ring_rep[2], pb, reset_less=True)',
            'reg_e("alt_rep", ring_pc[2], pb, reset_less=True)',
@@ -139,13 +142,15 @@ MUTANTS = {m.name: m for m in [
 ]}
 
 
-def _run(mutant: Mutant | None, tests, timeout: float) -> tuple[str | None, float, str]:
-    """Run ``tests`` (with ``mutant``); the first failing node id, or None."""
+def _run(mutant: Mutant | None, tests, timeout: float,
+         every: bool = False) -> tuple[str | None, float, str]:
+    """Run ``tests`` (with ``mutant``); the first failing node id (``every``: all of
+    them, comma-separated), or None."""
     env = dict(os.environ)
     env.pop("COPPERLINE_MUTANT", None)
     if mutant is not None:
         env["COPPERLINE_MUTANT"] = mutant.name
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "tests.mutant_hook",
+    cmd = [sys.executable, "-m", "pytest", *([] if every else ["-x"]), "-q", "-p", "tests.mutant_hook",
            "-p", "no:cacheprovider", *tests]
     t0 = time.monotonic()
     try:
@@ -158,8 +163,8 @@ def _run(mutant: Mutant | None, tests, timeout: float) -> tuple[str | None, floa
     dt = time.monotonic() - t0
     if rc == 0:
         return None, dt, out
-    m = re.search(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
-    killer = m.group(1) if m else f"pytest rc={rc}"
+    found = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.M)
+    killer = ", ".join(found) if found else f"pytest rc={rc}"
     # a fault must fail an assertion, not break the import or the elaboration
     if not re.search(r"^E\s+(AssertionError|assert )", out, re.M):
         err = re.search(r"^E\s+(.*)$", out, re.M)
@@ -175,6 +180,9 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", action="store_true",
                     help="first run every targeted test unmutated (they must pass)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant")
+    ap.add_argument("--every", action="store_true",
+                    help="run all of a mutant's targeted tests (not only up to the first "
+                         "failure) and list every test that kills it")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = args.names or list(MUTANTS)
@@ -203,7 +211,7 @@ def main(argv=None) -> int:
     for i, n in enumerate(names, 1):
         mu = MUTANTS[n]
         log.info("[%d/%d] %s: %s", i, len(names), n, mu.what)
-        killer, dt, out = _run(mu, mu.tests, args.timeout)
+        killer, dt, out = _run(mu, mu.tests, args.timeout, args.every)
         rows.append((n, killer, dt))
         log.info("    %s in %.0f s", f"killed by {killer}" if killer else "SURVIVED", dt)
     killed = sum(1 for _, k, _ in rows if k and "NOT an assertion" not in k)
