@@ -3,7 +3,7 @@
 Each proof runs ``yowasp-sby`` (k-induction or BMC, solver ``yices-smt2``) on an Amaranth
 wrapper, then checks that its ``Cover`` statements are reachable (a proof whose
 assumptions exclude every behaviour would pass vacuously). The whole set takes about
-80 s on two cores. The mutant run (``python -m tests.mutants``) shows that the proofs
+80-100 s on two cores (docs/core.md, "Verification", has the table). The mutant run (``python -m tests.mutants``) shows that the proofs
 fail on deliberate faults.
 """
 

@@ -13,9 +13,9 @@ from tests.formal.runner import Proof, ProofResult, run_proof, tools_available
 __all__ = ["PROOFS", "Proof", "ProofResult", "run_proof", "tools_available"]
 
 
-def _fifo(depth, reserve, outreg):
+def _fifo(depth, reserve, outreg, induct=False):
     from tests.formal.fifo import FifoSpec
-    return lambda: FifoSpec(depth, reserve, outreg)
+    return lambda: FifoSpec(depth, reserve, outreg, induct)
 
 
 def _timer(hz):
@@ -42,11 +42,13 @@ def _link(fixed_first):
 _MAP = "memory_map\nopt -fast"     # the FIFOs' few RAM rows as flip-flops: faster BMC
 
 PROOFS = {p.name: p for p in [
-    Proof("fifo_plain_d4_r1", _fifo(4, 1, False), "bmc", 14, cover_depth=14, script=_MAP,
+    Proof("fifo_plain_d4_r1", _fifo(4, 1, False, True), "prove", 3, cover_depth=14, script=_MAP,
           states="event FIFO (plain, depth 4, reserve 1): in order, exactly once, "
                  "offered by the 2nd clock, exact drop count, reserve rule"),
-    Proof("fifo_plain_d5_r2", _fifo(5, 2, False), "bmc", 14, cover_depth=14, script=_MAP,
+    Proof("fifo_plain_d5_r2", _fifo(5, 2, False, True), "prove", 3, cover_depth=14, script=_MAP,
           states="event FIFO (plain, depth 5, reserve 2): as above"),
+    Proof("fifo_plain_d7_r3", _fifo(7, 3, False, True), "prove", 3, cover_depth=16, script=_MAP,
+          states="event FIFO (plain, depth 7, reserve 3: 8 RAM rows, 6 used): as above"),
     Proof("fifo_outreg_d6_r1", _fifo(6, 1, True), "bmc", 14, cover_depth=14, script=_MAP,
           states="event FIFO (outreg, depth 6, reserve 1: depth - reserve > PREFETCH, "
                  "the real configuration's branch): as above"),
