@@ -30,7 +30,7 @@ of 246 or more (and 4 or 8 in the tests), so the proofs use ``depth - reserve >=
 
 Why a small FIFO covers the big one (``depth`` 256, ``reserve`` ``2 * contexts``): the
 FIFO's control logic treats the payload as opaque bits (data independence: 4 bits stand
-for 75), and it is the same code for every depth, with counters and pointers that wrap
+for the 62-63 of a record), and it is the same code for every depth, with counters and pointers that wrap
 at a power of two; the proofs use depths whose RAM pointers wrap (``depth - 1`` rows in a
 power-of-two RAM) and, for ``outreg``, ``depth - reserve`` above the prefetch size
 ``PREFETCH`` (= 4, the branch the real configuration takes) as well as at or below it.
