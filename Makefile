@@ -7,7 +7,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.copperline-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps bench clean
+.PHONY: run test setup system-deps bench mutants formal clean
 
 setup: system-deps $(STAMP)
 
@@ -32,6 +32,14 @@ run: setup
 
 test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# gateware mutants, one at a time, each against its targeted tests (docs/core.md, "Verification")
+mutants: setup
+	@$(PY) -m tests.mutants $(MUTANTS)
+
+# the formal proofs alone, with a table of depths and times (make test runs them too)
+formal: setup
+	@$(PY) -m tests.formal $(PROOFS)
 
 bench: setup
 	@$(PY) -m tests.bench $(BENCH)

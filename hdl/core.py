@@ -73,6 +73,63 @@ class Reason(enum.IntEnum):
 STATE_PC_BITS = isa.ADDR_BITS
 
 
+def _borrow(a, b):
+    """``a < b`` written as the borrow of a subtraction: a carry chain, which the mapper
+    does not build for a comparison operator."""
+    return (a.as_unsigned() - b.as_unsigned())[len(a)]
+
+
+def fence_terms(stored, value):
+    """The FENCE test's three terms, each one 12-bit carry chain (a 24-bit chain after
+    the fence RAM was the slowest path): ``(stored high > value high, stored high <
+    value high, stored low < value low)``. X registers them; :func:`fence_blocked`
+    finishes the test in E. ``tests/formal`` proves the pair equals ``stored < value``."""
+    fh = isa.FENCE_VALUE_BITS // 2
+    return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),
+            _borrow(stored[:fh], value[:fh]))
+
+
+def fence_blocked(gt_hi, lt_hi, lt_lo):
+    """The FENCE is not met (``stored < value``) from the terms of :func:`fence_terms`."""
+    return ~gt_hi & (lt_hi | lt_lo)
+
+
+def fence_write_met(written, value):
+    """A host write of ``written`` in the FENCE's own clock meets it (``>= value``)."""
+    return ~_borrow(written, value)
+
+
+# -- LOOP counters (a taken LOOP with count N > 0): the pieces X and E apply, named so
+#    that ``tests/formal`` proves them: the body runs N times and the counter re-arms
+def loop_falls_through(counting, counter, count):
+    """The LOOP falls through: its counter (when counting, i.e. armed) or its count (when
+    not: the first pass) is 1 (equality tests side by side, the select after them)."""
+    return Mux(counting, counter == 1, count == 1)
+
+
+def loop_counter_candidates(counter, count):
+    """Both candidates for the counter's next value, registered in X: ``counter - 1``
+    (counting) and ``count - 1`` (the first pass)."""
+    return counter - 1, count - 1
+
+
+def loop_counter_next(counting, counter_minus1, count_minus1):
+    """E's select of the counter's next value."""
+    return Mux(counting, counter_minus1, count_minus1)
+
+
+def loop_armed_back(armed, onehot, act):
+    """The armed bits after the LOOP jumps back (its own bit set; a context being
+    started has no other bit)."""
+    return Mux(act, armed | onehot, onehot)
+
+
+def loop_armed_exit(armed, onehot):
+    """The armed bits after the LOOP falls through: its own bit cleared (the re-arm: the
+    next time the LOOP is reached it starts from its count again)."""
+    return armed & ~onehot
+
+
 def phases_for(contexts: int) -> int:
     """Clocks per core cycle for ``contexts`` contexts."""
     return max(contexts, 4)
@@ -617,18 +674,11 @@ class Core(wiring.Component):
         # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
         # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
         fv = fld("FENCE", "value")
-        fh = isa.FENCE_VALUE_BITS // 2
-        # (">" and ">=" written as the borrow of a subtraction: a carry chain, which the
-        # mapper does not build for a comparison operator)
-        def borrow(a, b):       # a < b
-            return (a.as_unsigned() - b.as_unsigned())[len(a)]
-        f_gt_hi = borrow(fv[fh:], fence_rp.data[fh:])
         # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
         # the chain's own carry out, with no inverter that would keep the flip-flop out
-        # of the chain's last logic cell)
-        f_lt_hi = borrow(fence_rp.data[fh:], fv[fh:])
-        f_lt_lo = borrow(fence_rp.data[:fh], fv[:fh])
-        w_ok = fwd & ~borrow(fw.value, fv)
+        # of the chain's last logic cell; E finishes it, ``fence_blocked``)
+        f_gt_hi, f_lt_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
+        w_ok = fwd & fence_write_met(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
         # and 1, or when it was idle and the count is 1: equality tests, no subtractor
@@ -640,7 +690,6 @@ class Core(wiring.Component):
         armed_x = Signal()
         m.d.comb += [onehot_x.eq(Const(1, isa.LOOP_SLOTS) << loop_slot),
                      armed_x.eq(lv_x.bit_select(loop_slot, 1))]
-        lvor_x = lv_x | onehot_x
         loop_count = fld("LOOP", "count")
         # (a counter that falls through has its armed bit cleared by E, so "counting" is
         # the armed bit alone: no zero test on the RAM value)
@@ -648,9 +697,7 @@ class Core(wiring.Component):
         m.d.comb += counting.eq(act_x & armed_x)
         # (both tests side by side, the select after them; E subtracts 1 from the
         # selected value: no select in front of a carry chain here)
-        eq_ram, eq_cnt = Signal(), Signal()
-        m.d.comb += [eq_ram.eq(loop_rp.data == 1), eq_cnt.eq(loop_count == 1)]
-        loop_exit = Mux(counting, eq_ram, eq_cnt)
+        loop_exit = loop_falls_through(counting, loop_rp.data, loop_count)
 
         # What happens, as one-hot conditions (flat AND-OR logic, no priority chains):
         # the context issues its op, counts its delay down, trips the watchdog, resumes
@@ -731,7 +778,7 @@ class Core(wiring.Component):
                          (op["wait_vs"], CtxState.VSYNC))),
             o_wd.eq(pick(Mux(act_x, wd_x, 0), (op["wait_us"] | op["wait_vs"], 0),
                          (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"], wd_inc))),
-            o_lv.eq(Mux(op["loop"], Mux(act_x, lvor_x, onehot_x), eff_lv)),
+            o_lv.eq(Mux(op["loop"], loop_armed_back(lv_x, onehot_x, act_x), eff_lv)),
             o_kind.eq(pick(EventKind.NONE, (to_fault | op["halt"], EventKind.STATE),
                            (op["reg"], EventKind.REG), (op["irq"], EventKind.IRQ),
                            (op["bind"], EventKind.BIND))),
@@ -870,15 +917,16 @@ class Core(wiring.Component):
         reg_e("o_wh", o_wh, 1)
         reg_e("o_lv", o_lv)
         # the armed bits after a LOOP that falls through (its own bit cleared)
-        reg_e("lv_exit", eff_lv & ~onehot_x, isa.LOOP_SLOTS)
+        reg_e("lv_exit", loop_armed_exit(eff_lv, onehot_x), isa.LOOP_SLOTS)
         reg_e("loop_we", g_run & o_loop_we, 1)
         reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
         # the counter's next value: both candidates minus 1 (from the RAM, from the
         # word), E selects (``counting`` is three LUT levels deep: no select and no carry
         # chain after it here)
         reg_e("counting", counting, 1)
-        reg_e("loop_ram1", loop_rp.data - 1, isa.LOOP_COUNT_BITS)
-        reg_e("loop_cnt1", loop_count - 1, isa.LOOP_COUNT_BITS)
+        loop_ram1, loop_cnt1 = loop_counter_candidates(loop_rp.data, loop_count)
+        reg_e("loop_ram1", loop_ram1, isa.LOOP_COUNT_BITS)
+        reg_e("loop_cnt1", loop_cnt1, isa.LOOP_COUNT_BITS)
         # the late overrides: a LOOP that falls through (next op, CYCLES_LOOP_EXIT); a
         # FENCE that is not met (state FENCE, pc held, idle 0), finished in E
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
@@ -902,7 +950,7 @@ class Core(wiring.Component):
         m.d.comb += kill.eq(e["kill_cmd"] | e["ill"])
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & ~e["fgt"] & (e["flt_hi"] | e["flt_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["flt_hi"], e["flt_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
@@ -925,7 +973,7 @@ class Core(wiring.Component):
             m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
-                     loop_wp.data.eq(Mux(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
+                     loop_wp.data.eq(loop_counter_next(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
         ev_kind = Signal(3)
