@@ -17,9 +17,9 @@ Asserted, every clock:
 * ``source.valid`` only while the model holds a record, and always when it holds one
   written two or more clocks ago (a record is offered from the second clock after the
   one that wrote it, if every older one has been taken: no record is held back);
-* ``dropped == drops`` (mod ``2**16``): the FIFO accepts exactly the records the model
-  accepts, so the drop count is exact, urgent records are accepted whenever the FIFO is
-  not full and ordinary ones only below ``depth - reserve``.
+* ``dropped == drops`` (modulo the counter's width, 32 bits): the FIFO accepts exactly
+  the records the model accepts, so the drop count is exact, urgent records are accepted
+  whenever the FIFO is not full and ordinary ones only below ``depth - reserve``.
 
 Found by the proof (not a fault of a shipped configuration): with ``depth - reserve == 2``
 an ordinary record is dropped in the clock after a write into an empty FIFO (that record
@@ -87,7 +87,7 @@ class FifoSpec(Elaboratable):
             m.submodules.fifo = fifo
         lvl = Signal(range(D + 1))
         wseq, rseq = Signal(W), Signal(W)
-        drops = Signal(16)
+        drops = Signal(len(fifo.dropped))
         w1 = Signal()                                   # the model accepted last clock
         acc = Signal()
         pop = Signal()
