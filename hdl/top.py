@@ -71,6 +71,8 @@ CTL_START, CTL_STOP, CTL_RESET, CTL_START_TB = 1, 2, 3, 4
 CTL_RESET_ALL = proto.CTL_RESET_ADDR
 #: CTL address of the event delivery mode (1 push event frames, 0 pull via SPACE_EVENTS).
 CTL_EVENT_MODE = proto.CTL_EVENT_MODE_ADDR
+#: CTL address that starts the slots of a mask in one command (bit 31: time base too).
+CTL_START_MASK = proto.CTL_START_MASK_ADDR
 
 
 class Scratch(wiring.Component):
@@ -99,7 +101,9 @@ class CoreBus(wiring.Component):
 
     PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset, 4 start
     and reset the time base) or
-    ``0x100`` (reset all + time base) or ``0x101`` (event mode: 1 push, 0 pull); FENCE
+    ``0x100`` (reset all + time base) or ``0x101`` (event mode: 1 push, 0 pull) or
+    ``0x102`` (start the slots of a mask in one core cycle; bit 31: and reset the time
+    base); FENCE
     ``slot * FENCE_TIMELINES + timeline``; REGS ``register index`` (raw bits); STATUS
     ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS (pull mode) ``2 * i`` low and
     ``2 * i + 1`` high word of the FIFO's head record, popped by the high word's read
@@ -139,7 +143,9 @@ class CoreBus(wiring.Component):
                 m.d.comb += err.eq(~bus.write | ~(
                     (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_START_TB)) |
                     ((a == CTL_RESET_ALL) & (bus.wdata == 1)) |
-                    ((a == CTL_EVENT_MODE) & (bus.wdata <= 1))))
+                    ((a == CTL_EVENT_MODE) & (bus.wdata <= 1)) |
+                    ((a == CTL_START_MASK) & (bus.wdata[:C] != 0) &
+                     (bus.wdata[C:31] == 0))))
             with m.Case(proto.SPACE_FENCE):
                 m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
             with m.Case(proto.SPACE_REGS):
@@ -180,6 +186,8 @@ class CoreBus(wiring.Component):
                 m.d.sync += self.push.eq(bus.wdata[0])
             with m.Elif(a == CTL_RESET_ALL):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
+            with m.Elif(a == CTL_START_MASK):
+                m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
             with m.Else():
                 bit = Signal(C)
                 m.d.comb += bit.eq(1 << a[:sb])

@@ -693,20 +693,18 @@ class FpgaBackend(Backend):
             p.waiter = None                   # it had ended by itself; its event follows
 
     def start_many(self, prog_ids) -> None:
-        """Start several programs with one CTL write (one frame): their START words go out
-        back to back, one per word time of the link (5 fabric clocks), so they land a
-        core cycle or two apart, not a round trip apart (``start_cycle`` says where; the
-        first resets the time base when nothing runs). The top merges CTL writes that
-        come before the core takes a command, but with 4 phases consecutive words never
-        fall in one core cycle. Programs in slots that are not consecutive, on the soft
-        fallback, or already running are started one by one."""
+        """Start several programs in the same core cycle: one CTL write of their slots'
+        mask (``Link.start_slots``; the first cycle is global cycle 0 when nothing else
+        runs). A bitstream without the mask address (an older build) refuses it; then
+        their START words go out in one frame, back to back, and land a core cycle or
+        two apart (``start_cycle`` says where). Programs on the soft fallback or
+        already running are started one by one."""
         with self._lock:
             ps = [self._prog(i) for i in prog_ids]
             slots = [p.slot for p in ps]
             one_frame = (len(ps) > 1 and self.link is not None
                          and all(p.soft_id is None and p.state != "running" for p in ps)
-                         and None not in slots
-                         and slots == list(range(slots[0], slots[0] + len(slots))))
+                         and None not in slots)
             if one_frame:
                 alone = not any(q.state == "running" and q.slot is not None
                                 for q in self._progs.values())
@@ -721,8 +719,19 @@ class FpgaBackend(Backend):
             return
         words = [proto.CTL_START_TB if alone else proto.CTL_START] + \
             [proto.CTL_START] * (len(ps) - 1)
+        consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
+
+        def do(link):
+            try:
+                link.start_slots(slots, timebase=alone)
+            except proto.LinkStatusError:          # no mask address on this bitstream
+                if not consecutive:
+                    for slot, word in zip(slots, words):
+                        link.write(proto.SPACE_CTL, slot, [word])
+                else:
+                    link.write(proto.SPACE_CTL, slots[0], words)
         try:
-            self._board(lambda link: link.write(proto.SPACE_CTL, slots[0], words))
+            self._board(do)
         except BackendError:
             for p in ps:
                 p.waiter = None

@@ -548,6 +548,12 @@ class Link:
 
     # Core commands. Their meaning is carried out by the board top (hdl/top.py), which maps
     # the CTL/FENCE/REGS/STATUS spaces onto the Copper core's host interface.
+    def start_slots(self, slots, timebase: bool = False) -> None:
+        """Start every slot of ``slots`` in the same core cycle; ``timebase=True`` also
+        makes that cycle global cycle 0."""
+        mask = sum(1 << s for s in slots)
+        self.write(SPACE_CTL, CTL_START_MASK_ADDR, [mask | (CTL_MASK_TIMEBASE if timebase else 0)])
+
     def start(self, slot: int, timebase: bool = False) -> None:
         """Start ``slot``; ``timebase=True`` also makes its first cycle global cycle 0."""
         self.write(SPACE_CTL, slot, [CTL_START_TB if timebase else CTL_START])
@@ -599,6 +605,10 @@ CTL_START_TB = 4      # start and reset the time base in the same core cycle
 CTL_RESET_ADDR = 0x100
 #: CTL address of the event delivery mode: 1 push (event frames, the default), 0 pull.
 CTL_EVENT_MODE_ADDR = 0x101
+#: CTL address that starts several slots in one core cycle: the word is a slot mask
+#: (bit i = slot i), plus CTL_MASK_TIMEBASE to reset the time base in that cycle too.
+CTL_START_MASK_ADDR = 0x102
+CTL_MASK_TIMEBASE = 1 << 31
 #: EVENTS space: a record is two words (low, high); both this value = no record (FIFO empty).
 EVENT_NONE_WORD = 0xFFFFFFFF
 #: STATUS space: STATUS_WORDS words per slot at slot * STATUS_WORDS.

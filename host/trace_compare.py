@@ -391,12 +391,14 @@ def _occurrences(t: Trace, ignore: Iterable[str]) -> dict[tuple, list[tuple[dict
 
 
 def _landed_actions(header: dict) -> list[tuple]:
-    """A header's host actions as (kind, prog or timeline, cycle it took effect in)."""
+    """A header's host actions as (kind, prog or timeline, cycle it took effect in), in
+    the order of what they act on (two headers may list them in other orders: a replay
+    lists them by the cycle they landed in)."""
     out = []
     for a in header.get("actions") or []:
         cycle = a.get("landed", a.get("cycle"))
         out.append((a.get("kind"), a.get("prog", a.get("timeline")), cycle))
-    return out
+    return sorted(out, key=lambda x: (str(x[0]), str(x[1]), -1 if x[2] is None else x[2]))
 
 
 def _scenario_warnings(ha: dict, hb: dict) -> list[str]:

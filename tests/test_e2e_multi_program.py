@@ -75,8 +75,8 @@ def test_board_trace_equals_vm_and_rtl_given_the_landed_actions(board, tmp_path)
     header, events = read_trace(hw)
     landed = {(a["kind"], a.get("prog", a.get("timeline"))): a["landed"]
               for a in header["actions"]}
-    # programs 1-3 went out in one frame: they started within a few core cycles
-    assert landed[("start", 1)] == 0 and 0 < landed[("start", 2)] < landed[("start", 3)] <= 6
+    # programs 1-3 start at 0 together: one CTL write of their slot mask, one core cycle
+    assert landed[("start", 1)] == landed[("start", 2)] == landed[("start", 3)] == 0
     # the late start and the stop landed at or after they were due, exactly known
     assert landed[("start", 4)] >= 20000 * 3 and landed[("stop", 2)] >= 50000 * 3
     stop = [e for e in events if e["prog"] == 2 and e["event"] == "state"
@@ -86,6 +86,15 @@ def test_board_trace_equals_vm_and_rtl_given_the_landed_actions(board, tmp_path)
         ["a"] * 4 + ["after"]
     assert sum(1 for e in events if e.get("tag") == "v") == 3
 
+    # the starts at 0 landed at 0: a soft run of the same command line (no replay)
+    # differs from the board's at most where the late start and the stop landed
+    vm0 = str(tmp_path / "vm0.jsonl")
+    _copper("run", *progs, *SCENARIO, "--backend", "soft", "--trace", vm0, *COMMON)
+    def before_late_start(evs):       # (within a cycle the two order start events apart)
+        return sorted((json.dumps(e, sort_keys=True) for e in evs     # programs 1-3
+                       if e.get("prog") in (1, 2, 3) and e.get("cycle", 0) < 20000 * 3))
+    assert before_late_start(read_trace(vm0)[1]) == before_late_start(events)
+
     for name, extra in (("vm", ["--backend", "soft"]),
                         ("rtl", ["--backend", "sim", "--engine", "verilator"])):
         out = str(tmp_path / f"{name}.jsonl")
@@ -94,4 +103,7 @@ def test_board_trace_equals_vm_and_rtl_given_the_landed_actions(board, tmp_path)
         assert not result.failures and not result.warnings, (name, result.failures,
                                                               result.warnings)
         assert result.overall.matched == len(events) > 25
-        assert read_trace(out)[1] == events
+        # the same events; within a cycle in which several programs start, the VM lists
+        # the starts first, the board each program's start with its first op
+        key = lambda e: json.dumps(e, sort_keys=True)     # noqa: E731
+        assert sorted(map(key, read_trace(out)[1])) == sorted(map(key, events))
