@@ -181,8 +181,8 @@ def test_dropped_counts_over_sixteen_bits_between_two_reads():
     assert out == [{"event": "dropped", "count": 200_000, "reason": "fifo"}]
 
 
-def test_the_core_counts_drops_in_32_bits():
-    from copperline.hdl.core import Core
+def test_the_event_fifo_counts_drops_in_32_bits():
     from copperline.hdl.event_fifo import EventFIFO, event_layout
-    assert len(EventFIFO(event_layout(2), depth=4).dropped) == 32
-    assert len(Core(1_000_000).dropped) == 32
+    fifo = EventFIFO(event_layout(2), depth=4)
+    fifo._MustUse__silence = True           # (only its port is looked at)
+    assert len(fifo.dropped) == 32
