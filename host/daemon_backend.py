@@ -93,7 +93,8 @@ class DaemonBackend(Backend):
         prog = self._call("load", image=base64.b64encode(image.to_bytes()).decode(),
                           source="copper run --via")["id"]
         self._loaded.append(prog)
-        self._call("subscribe", events=["all"], prog=[prog])
+        # the program's own events (and drops): a direct run records no vsync markers
+        self._call("subscribe", events=["irq", "reg", "bind", "state", "dropped"], prog=[prog])
         return prog
 
     def start(self, prog_id: int) -> None:
