@@ -256,7 +256,12 @@ class RealTimeExecutor:
         at most one slice of work, so that a command waits for one slice, not for every
         cycle overdue (which, for a dense program, can be seconds of work and millions of
         events). When still behind, the command applies at the machine's cycle."""
-        events = self._run_slice(max(self.machine.cycle, self.now_cycle()))
+        target = max(self.machine.cycle, self.now_cycle())
+        tc = self._next_timed()
+        while tc is not None and tc <= target:   # timed actions first, at their own cycle
+            self._run_timed()
+            tc = self._next_timed()
+        events = self._run_slice(target)
         if events:
             self._deliver(self._prepare(events), time.perf_counter_ns() - self.t0_ns)
 
