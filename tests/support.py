@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 
 def virtual_board_server(port: int = 0, *, vsync_hz: float = 1000.0):
@@ -99,3 +104,28 @@ class FaultyProxy:
     def close(self):
         self._stop = True
         self._sock.close()
+
+
+@contextlib.contextmanager
+def soft_copperd(sock: str, *extra: str):
+    """A ``copperd --backend soft`` on ``sock`` (with ``extra`` options), once it answers
+    a ping; terminated afterwards."""
+    from copperline.host.client import PortsClient
+    copperd = str(Path(sys.executable).with_name("copperd"))
+    proc = subprocess.Popen([copperd, "--backend", "soft", "--socket", sock, "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:                         # ready when it answers a ping
+            try:
+                with PortsClient(sock, timeout=2) as c:
+                    c.ping()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "copperd did not come up"
+                time.sleep(0.05)
+        yield sock
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from copperline.host import run_cli
 from copperline.host.cli import main
 from copperline.host.render import frames_from_program, frames_from_trace
 from copperline.host.trace import read_trace
+from tests.support import soft_copperd
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = REPO / "examples" / "tick.json"
@@ -102,24 +102,8 @@ def test_a_program_that_ends_ends_both_runs_at_the_next_vsync_edge(board, tmp_pa
 
 @pytest.fixture
 def copperd(tmp_path, request):
-    sock = str(tmp_path / "copperd.sock")
-    extra = getattr(request, "param", [])
-    proc = subprocess.Popen([COPPERD, "--backend", "soft", "--socket", sock, "--quiet", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    from copperline.host.client import PortsClient
-    deadline = time.monotonic() + 30
-    while True:                         # ready when it answers a ping
-        try:
-            with PortsClient(sock, timeout=2) as c:
-                c.ping()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "copperd did not come up"
-            time.sleep(0.05)
-    yield sock
-    proc.terminate()
-    proc.communicate(timeout=30)
+    with soft_copperd(str(tmp_path / "copperd.sock"), *getattr(request, "param", [])) as sock:
+        yield sock
 
 
 def test_via_a_daemon_writes_the_same_trace(copperd, tmp_path, capsys):

@@ -170,34 +170,12 @@ def test_one_program_trace_is_unchanged(tmp_path, capsys, progs):
 
 def test_several_programs_via_a_daemon(tmp_path, capsys, progs):
     """--via: the daemon's ids become 1, 2, ... in the trace; each program's final state."""
-    import subprocess
-    import time
-    from pathlib import Path
-    import sys
-    from copperline.host.client import PortsClient
-    sock = str(tmp_path / "copperd.sock")
-    copperd = str(Path(sys.executable).with_name("copperd"))
-    proc = subprocess.Popen([copperd, "--backend", "soft", "--socket", sock, "--quiet",
-                             "--clock-hz", str(HZ)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:                         # ready when it answers a ping
-            try:
-                with PortsClient(sock, timeout=2) as c:
-                    c.ping()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "copperd did not come up"
-                time.sleep(0.05)
+    from tests.support import soft_copperd
+    with soft_copperd(str(tmp_path / "copperd.sock"), "--clock-hz", str(HZ)) as sock:
         trace = tmp_path / "via.jsonl"
         assert main(["run", progs[3], progs[1], "--via", sock, "--clock-hz", str(HZ),
                      "--stop", "2@200000", "--trace", str(trace), "--json"]) == 0
         summary = json.loads(capsys.readouterr().out)
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=30)
     header, events = read_trace(str(trace))
     assert [p["id"] for p in header["programs"]] == [1, 2]
     assert {e["prog"] for e in events if "prog" in e} == {1, 2}
