@@ -59,20 +59,6 @@ class ProgramStatus:
         return out
 
 
-def fence_update_problem(timeline, value, current: int) -> str | None:
-    """What is wrong with setting ``timeline`` from ``current`` to ``value``, or None.
-
-    Fence values are integers of isa.FENCE_VALUE_BITS and only grow (rule 5)."""
-    if not isinstance(timeline, str) or not timeline:
-        return f"fence: timeline must be a non-empty name, got {timeline!r}"
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= isa.FENCE_VALUE_MAX:
-        return (f"fence {timeline!r}: value {value!r} is not an integer in "
-                f"0..{isa.FENCE_VALUE_MAX}")
-    if value < current:
-        return f"fence {timeline!r}: values are monotonic; {value} < current {current}"
-    return None
-
-
 class BackendError(Exception):
     """A request the backend refuses; ``code`` is a ports-protocol error code."""
 

@@ -48,8 +48,7 @@ from dataclasses import dataclass, field
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.host import link as proto
-from copperline.host.backend import (Backend, BackendError, ProgramState, ProgramStatus,
-                                     fence_update_problem)
+from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 from copperline.host.core_events import (STATE_NAMES, CoreEventError, RecordConverter,
                                          TimestampUnwrapper, decode_record, record_bytes,
                                          slot_bits_for)
@@ -800,7 +799,7 @@ class FpgaBackend(Backend):
 
     def fence(self, timeline: str, value: int) -> None:
         with self._lock:
-            problem = fence_update_problem(timeline, value, self._fences.get(timeline, 0))
+            problem = isa.fence_update_problem(timeline, value, self._fences.get(timeline, 0))
             if problem:
                 raise BackendError("BAD_ARG", problem)
             self._fences[timeline] = value

@@ -1,4 +1,4 @@
-"""Real-time execution of a :class:`~copperline.host.vm.Machine` on a dedicated thread.
+"""Real-time execution of a :class:`~copperline.sim.vm.Machine` on a dedicated thread.
 
 The machine's global cycle ``g`` is due at the absolute instant ``t0 + g / clock_hz``
 (``t0`` = the time-base reset, taken when the executor starts). Every deadline is
@@ -45,7 +45,7 @@ import time
 from concurrent.futures import Future
 from typing import Callable
 
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ frame ``k`` shows every register write with ``cycle < k * P``. A write issued af
 frame, as it would on a display that latches its registers at vsync.
 
 The state comes either from a trace (its ``reg`` and ``bind`` events replayed) or from a
-program run on the soft VM (:class:`copperline.host.vm.Machine`) in virtual time. Each
+program run on the soft VM (:class:`copperline.sim.vm.Machine`) in virtual time. Each
 layer is drawn as a rectangle at (x, y) with its number, stacked by ``z`` (then by layer
 number), filled with ``alpha / 255`` opacity, and left out while ``visible`` is 0.
 
@@ -132,10 +132,10 @@ def frames_from_program(path: str, n: int, *, clock_hz: int | None = None,
                         vsync_hz: float | None = None) -> list[Frame]:
     """Frames from running a program (.json or .cop) on the soft VM in virtual time."""
     try:
-        from copperline.host.vm import Machine
+        from copperline.sim.vm import Machine
     except ImportError as exc:
         raise RenderError(f"{path}: rendering a program needs the soft VM "
-                          f"(copperline.host.vm): {exc}") from None
+                          f"(copperline.sim.vm): {exc}") from None
     from copperline.firmware.compiler import load_any
     clock_hz = clock_hz or DEFAULT_CLOCK_HZ
     vsync_hz = vsync_hz or isa.DEFAULT_VSYNC_HZ

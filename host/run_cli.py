@@ -8,7 +8,7 @@ applied at their cycles (docs/traces.md, "Several programs").
 Two drivers, chosen by the engine:
 
 - **virtual time** (``--backend soft --clock virtual``, ``--backend sim``): an *engine*
-  with the :class:`copperline.host.vm.Machine` API (``load``, ``start``, ``set_fence``,
+  with the :class:`copperline.sim.vm.Machine` API (``load``, ``start``, ``set_fence``,
   ``run_until``, ``cycle``, ``status``). The driver loads the program, starts it at global
   cycle 0, applies the scheduled fences at their cycles and runs to the end. The trace is
   byte-for-byte deterministic.
@@ -174,7 +174,7 @@ def _load_image(path: str):
     from copperline.firmware.compiler import load_any
     from copperline.firmware.image import ImageError
     from copperline.firmware.program import ProgramError
-    from copperline.host.trace import looks_like_trace
+    from copperline.firmware.trace import looks_like_trace
     if looks_like_trace(path):
         raise RunError(f"{path}: a trace (recorded by copper run), not a program: give the "
                        "program's .json or .cop (copper trace compare/export and copper "
@@ -217,7 +217,7 @@ def make_virtual_engine(backend: str, clock_hz: int, vsync_hz: float, watchdog_o
     kw = dict(clock_hz=clock_hz, vsync_hz=vsync_hz, watchdog_ops=watchdog_ops,
               vsync_events=vsync_events)
     if backend == "soft":
-        from copperline.host.vm import Machine
+        from copperline.sim.vm import Machine
         return Machine(**kw)
     from copperline.sim.backend import create_engine
     return create_engine(**kw, engine=engine, waves=waves)
@@ -290,7 +290,7 @@ def actions_from_trace(path: str, images, clock_hz: int) -> list[Action]:
     """The host actions of a recorded run (its header's ``actions``), each at the cycle
     it landed in (a fence, whose landing a real-time backend cannot see, at its due
     cycle, with a warning). The trace must be of the same programs, at the same clock."""
-    from copperline.host.trace import TraceError, read_trace
+    from copperline.firmware.trace import TraceError, read_trace
     try:
         header, _ = read_trace(path)
     except FileNotFoundError:
@@ -759,7 +759,7 @@ def _main(args) -> int:
 
 
 def _run(args, opened) -> int:
-    from copperline.host.trace import TraceWriter
+    from copperline.firmware.trace import TraceWriter
     try:
         cpu = isa.cycles_per_us(args.clock_hz)
         period = isa.vsync_period_cycles(args.clock_hz, args.vsync_hz)

@@ -26,7 +26,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 from copperline.host.realtime import RealTimeExecutor
-from copperline.host.vm import Machine, MachineError
+from copperline.sim.vm import Machine, MachineError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SoftBackend(Backend):
     clock:
         ``"virtual"`` or ``"monotonic"`` (see the module docstring).
     clock_hz, vsync_hz, watchdog_ops, layers, contexts, vsync_events:
-        Passed to :class:`~copperline.host.vm.Machine`.
+        Passed to :class:`~copperline.sim.vm.Machine`.
     spin_us:
         Monotonic clock: how long before a deadline the timing thread starts spinning.
     """

@@ -99,7 +99,7 @@ def _error(msg: str, code: str = "BAD_INPUT") -> CliError:
 
 
 def cmd_compare(args) -> int:
-    from copperline.host.trace import TraceError
+    from copperline.firmware.trace import TraceError
     from copperline.host import trace_compare as tc
     try:
         a, b = tc.load_trace(args.a), tc.load_trace(args.b)
@@ -133,7 +133,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from copperline.host.trace import TraceError
+    from copperline.firmware.trace import TraceError
     from copperline.host import trace_compare as tc
     from copperline.host import trace_export as te
     try:
@@ -166,7 +166,7 @@ def _size(text: str, what: str) -> tuple[int, int]:
 def cmd_render(args) -> int:
     import os
 
-    from copperline.host.trace import TraceError
+    from copperline.firmware.trace import TraceError
     from copperline.host import render
     try:
         size = _size(args.size, "--size")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from copperline.firmware import isa
-from copperline.host.trace import TraceError, read_numbered_trace
+from copperline.firmware.trace import TraceError, read_numbered_trace
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _is_num(v) -> bool:
 def load_trace(path: str) -> Trace:
     """Read and check a trace file. Raises :class:`TraceError` naming ``file:line``.
 
-    Besides the header checks of :func:`copperline.host.trace.read_trace`, every event
+    Besides the header checks of :func:`copperline.firmware.trace.read_trace`, every event
     is checked for the fields its kind needs; an event with ``cycle`` but no ``time_us``
     gets ``time_us = cycle / clock_hz``. Unknown event kinds are kept (and logged) so
     newer traces still load.

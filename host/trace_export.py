@@ -20,7 +20,7 @@ import logging
 import re
 
 from copperline.firmware import isa
-from copperline.host.trace import TraceError
+from copperline.firmware.trace import TraceError
 from copperline.host.trace_compare import TIMED_KINDS, Trace
 
 log = logging.getLogger(__name__)

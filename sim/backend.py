@@ -1,7 +1,7 @@
 """``copper run --backend sim``: the RTL engine as a virtual-time engine.
 
 ``host/run_cli.py`` calls :func:`create_engine` and drives the result exactly like the
-VM (:class:`copperline.host.vm.Machine`). Three simulators of the same core:
+VM (:class:`copperline.sim.vm.Machine`). Three simulators of the same core:
 
 * ``verilator`` (the default): the core verilated (:mod:`copperline.sim.verilator`),
   ~3.5 x 10^6 core cycles per second in the simulator (4 contexts all issuing; the

@@ -1,6 +1,6 @@
 """The RTL engine: the Amaranth Copper core, simulated, behind the VM's Machine API.
 
-:class:`RtlMachine` mirrors :class:`copperline.host.vm.Machine` (``load``, ``start``,
+:class:`RtlMachine` mirrors :class:`copperline.sim.vm.Machine` (``load``, ``start``,
 ``stop``, ``set_fence``, ``run_until``, ``cycle``, ``regs``, ``status``) so that the same
 driver code and the same equivalence tests run on the VM and on the RTL. The design runs in
 ``amaranth.sim`` on a dedicated thread; every host action becomes a port transaction at a
@@ -25,7 +25,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.hdl.core import Core, CtxState, Reason
 from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
-from copperline.host.backend import fence_update_problem
+
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class RtlEngineBase:
 
     def set_fence(self, name: str, value: int) -> None:
         """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
-        problem = fence_update_problem(name, value, self._fences.get(name, 0))
+        problem = isa.fence_update_problem(name, value, self._fences.get(name, 0))
         if problem:
             raise ValueError(problem)
         self._fences[name] = value
@@ -359,7 +359,7 @@ class RtlMachine(RtlEngineBase):
     Parameters
     ----------
     clock_hz, vsync_hz, watchdog_ops, layers, contexts, program_words, vsync_events :
-        As :class:`copperline.host.vm.Machine`.
+        As :class:`copperline.sim.vm.Machine`.
     waves : str or None
         Write a VCD of the whole run to this file (closed by :meth:`close`).
     core_options : dict or None

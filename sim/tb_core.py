@@ -1,7 +1,7 @@
 """cocotb tests of the generated ``copper_core`` Verilog (run by tests/test_sim_cocotb.py).
 
 Each test runs programs on the core and on the reference VM
-(:class:`copperline.host.vm.Machine`) and compares the events (scoreboard), plus what the
+(:class:`copperline.sim.vm.Machine`) and compares the events (scoreboard), plus what the
 VM cannot show: FIFO overflow counting, register read-back, the status port.
 The build directory (``COPPER_TB_DIR``) holds ``copper_core.json`` with the parameters.
 """
@@ -16,7 +16,7 @@ from cocotb.triggers import RisingEdge
 
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from copperline.hdl.core import CtxState
 from copperline.sim.cocotb_driver import CoreDriver, vm_events
 

@@ -10,7 +10,7 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.cli import main
-from copperline.host.trace import read_trace
+from copperline.firmware.trace import read_trace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPRITE = os.path.join(ROOT, "examples", "sprite.json")

@@ -17,7 +17,7 @@ import pytest
 from copperline.host import run_cli
 from copperline.host.cli import main
 from copperline.host.render import frames_from_program, frames_from_trace
-from copperline.host.trace import read_trace
+from copperline.firmware.trace import read_trace
 from tests.support import soft_copperd
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
 from copperline.host.cli import main
 from copperline.host.run_cli import programs_digest
-from copperline.host.trace import read_trace
+from copperline.firmware.trace import read_trace
 from copperline.host.trace_compare import compare, load_trace
 
 HZ = 1_000_000           # 1 cycle = 1 us: the scenario's times read as cycles

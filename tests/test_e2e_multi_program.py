@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from copperline.host.trace import read_trace
+from copperline.firmware.trace import read_trace
 from copperline.host.trace_compare import compare, load_trace
 from tests.test_e2e_virtual_board import COPPER, CORE_HZ, VSYNC_HZ, _server
 

@@ -24,7 +24,7 @@ from copperline.firmware.compiler import compile_program
 from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
 from copperline.host.run_cli import run_realtime, run_virtual
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from tests.support import FaultyProxy, stepper as _stepper, virtual_board_server
 
 CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
@@ -231,7 +231,7 @@ def test_trace_is_identical_through_a_noisy_line(board):
 # an exact dropped count.
 
 def _compare_with_vm(tmp_path, image, hw_events):
-    from copperline.host.trace import TraceWriter
+    from copperline.firmware.trace import TraceWriter
     from copperline.host.trace_compare import compare, load_trace
     paths = []
     for name, backend, events in (("hw", "fpga", hw_events), ("vm", "soft", _vm_trace(image))):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from copperline.host.cli import main
-from copperline.host.trace import read_trace
+from copperline.firmware.trace import read_trace
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PROGRAMS = sorted(EXAMPLES.glob("*.json"))

@@ -160,7 +160,7 @@ def test_hil_fpga_backend_trace_equals_the_vm():
     """On a flashed board: a discovered board runs a program to its HALT with the VM's
     events and cycles."""
     from copperline.host.run_cli import run_realtime, run_virtual
-    from copperline.host.vm import Machine
+    from copperline.sim.vm import Machine
     image = compile_program({"version": 1, "program": [
         {"label": "l"}, {"op": "WAIT", "us": 250}, {"op": "IRQ", "tag": "t"},
         {"op": "LOOP", "count": 20, "label": "l"}, {"op": "HALT"}]})

@@ -14,7 +14,7 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.realtime import RealTimeExecutor
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 
 TICK = Image(code=(isa.encode("WAIT", us=1000), isa.encode("IRQ", tag=0),
                    isa.encode("JUMP", target=0), isa.encode("HALT")), tags=("tick",))

@@ -106,7 +106,7 @@ def test_render_gif_has_n_frames(tmp_path):
 
 
 def test_render_program_on_the_soft_vm(tmp_path, examples_dir):
-    pytest.importorskip("copperline.host.vm")
+    pytest.importorskip("copperline.sim.vm")
     prog = examples_dir / "sprite.json"
     if not prog.exists():
         pytest.skip("examples/sprite.json not present")
@@ -151,7 +151,7 @@ def test_render_error_type():
 def test_render_of_run_trace_equals_render_of_program(tmp_path, examples_dir, capsys):
     """A trace written by ``copper run`` replays to the same frames as running the program."""
     pytest.importorskip("copperline.host.run_cli")
-    pytest.importorskip("copperline.host.vm")
+    pytest.importorskip("copperline.sim.vm")
     prog = examples_dir / "sprite.json"
     if not prog.exists():
         pytest.skip("examples/sprite.json not present")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from copperline.host.cli import main
-from copperline.host.trace import TraceError
+from copperline.firmware.trace import TraceError
 from copperline.host.trace_compare import compare, format_table, load_trace, percentile
 
 DATA = Path(__file__).parent / "data" / "traces"

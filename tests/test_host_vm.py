@@ -1,4 +1,4 @@
-"""The reference VM (copperline.host.vm.Machine) against isa.EXECUTION_RULES.
+"""The reference VM (copperline.sim.vm.Machine) against isa.EXECUTION_RULES.
 
 Every op and corner, plus a cross-check against an independent cycle-by-cycle reference
 interpreter on random programs (hypothesis).
@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
-from copperline.host.trace import time_us
-from copperline.host.vm import Machine, MachineError
+from copperline.firmware.trace import time_us
+from copperline.sim.vm import Machine, MachineError
 
 MHZ = 1_000_000          # 1 cycle per us: easy arithmetic
 X1 = isa.register_index(1, "x")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from copperline.firmware.compiler import compile_program
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from copperline.sim.backend import create_engine
 from copperline.sim.cxxrtl import CxxrtlError, CxxrtlMachine
 from copperline.sim.rtl import RtlMachine

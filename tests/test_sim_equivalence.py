@@ -14,7 +14,7 @@ import random
 import pytest
 
 from copperline.firmware.compiler import compile_file, compile_program
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from copperline.sim.rtl import RtlMachine
 from copperline.sim.verilator import VerilatorMachine

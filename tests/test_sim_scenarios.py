@@ -22,7 +22,7 @@ import pytest
 
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 
 SCALE = int(os.environ.get("COPPER_EQ_SCALE", "1"))

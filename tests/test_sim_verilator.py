@@ -9,7 +9,7 @@ import pytest
 
 from copperline.firmware.compiler import compile_program
 from copperline.host.cli import main
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlError
 from copperline.sim.verilator import VerilatorMachine, wave_format
 

@@ -31,9 +31,9 @@ def _run_row(url: str, rate: int, faults: float, seconds: float, tmp: Path) -> d
     from copperline.firmware.compiler import compile_program
     from copperline.host.fpga import FpgaBackend
     from copperline.host.run_cli import run_realtime, run_virtual
-    from copperline.host.trace import TraceWriter
+    from copperline.firmware.trace import TraceWriter
     from copperline.host.trace_compare import compare, load_trace
-    from copperline.host.vm import Machine
+    from copperline.sim.vm import Machine
     from tests.support import FaultyProxy, stepper
 
     wait_us = 2_000_000 // rate            # two records per step

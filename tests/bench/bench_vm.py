@@ -12,7 +12,7 @@ import time
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image
-from copperline.host.vm import Machine
+from copperline.sim.vm import Machine
 
 TARGET_OPS = 1_000_000
 OPS = 600_000          # per run; the loop is 3 ops in 4 cycles

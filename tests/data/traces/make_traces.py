@@ -14,7 +14,7 @@ The files are committed; tests read them and docs/traces.md quotes them.
 import os
 import random
 
-from copperline.host.trace import TraceWriter, time_us
+from copperline.firmware.trace import TraceWriter, time_us
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAM = "5f1c0ad2" + "0" * 56   # stands for the sha256 of the demo image

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
-from copperline.host.backend import fence_update_problem
+
 
 #: "never": the next issue cycle of a program that is blocked or not running.
 NEVER = 1 << 62
@@ -111,7 +111,7 @@ class Machine:
         self._next_vsync = self.vsync_period
 
     def time_us(self, cycle: int) -> float:
-        """Model time of ``cycle`` (same rounding as :func:`copperline.host.trace.time_us`)."""
+        """Model time of ``cycle`` (same rounding as :func:`copperline.firmware.trace.time_us`)."""
         return round(cycle * 1_000_000 / self.clock_hz, 3)
 
     # -- programs ---------------------------------------------------------------------
@@ -155,7 +155,7 @@ class Machine:
 
     def set_fence(self, name: str, value: int) -> None:
         """Set timeline ``name`` to ``value``, effective in the current cycle (rule 5)."""
-        problem = fence_update_problem(name, value, self._fences.get(name, 0))
+        problem = isa.fence_update_problem(name, value, self._fences.get(name, 0))
         if problem:
             raise ValueError(problem)
         self._fences[name] = value
