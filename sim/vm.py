@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
+from copperline.sim.engine import EngineError, MachineParams
 
 
 #: "never": the next issue cycle of a program that is blocked or not running.
@@ -34,7 +35,7 @@ K_HALT, K_NOP, K_WAIT, K_MOVE, K_ADD, K_IRQ, K_JUMP, K_LOOP, K_FENCE, K_BIND, K_
 _RUNNING = "running"
 
 
-class MachineError(Exception):
+class MachineError(EngineError):
     """A request the machine refuses (unknown slot, full, bad image for this machine...)."""
 
 
@@ -61,42 +62,23 @@ class _Context:
 
 
 class Machine:
-    """A cycle-exact Copper core with several program contexts and shared registers.
-
-    Parameters
-    ----------
-    clock_hz:
-        Core clock; a whole number of MHz (``WAIT us N`` = N * clock_hz / 1e6 cycles).
-    vsync_hz:
-        Vsync rate; edges fall on global cycles ``k * round(clock_hz / vsync_hz)``, k >= 1.
-    watchdog_ops:
-        Ops a program may issue without idling before it faults (rule 9).
-    layers:
-        Layers of the register file (registers of other layers are refused at load).
-    contexts:
-        Program slots (``load`` raises :class:`MachineError` when all are taken).
-    program_words:
-        Largest program a context holds.
-    vsync_events:
-        Also emit ``{"event": "vsync", "frame": k, ...}`` at every vsync edge.
+    """A cycle-exact Copper core with several program contexts and shared registers: the
+    reference :class:`~copperline.sim.engine.Engine`, for the machine ``params`` describes.
     """
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False):
-        self.cycles_per_us = isa.cycles_per_us(clock_hz)
-        self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
-        isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
-        self.clock_hz = clock_hz
-        self.vsync_hz = vsync_hz
-        self.watchdog_ops = watchdog_ops
-        self.layers = layers
-        self.contexts = contexts
-        self.program_words = program_words
-        self.vsync_events = vsync_events
-        self._slots: list[_Context | None] = [None] * contexts
-        self._reg_names = isa.register_names(layers)
+    def __init__(self, params: MachineParams):
+        self.params = params
+        # (flat copies: the hot loop reads them as attributes)
+        self.cycles_per_us = params.cycles_per_us
+        self.vsync_period = params.vsync_period
+        self.clock_hz = params.clock_hz
+        self.watchdog_ops = params.watchdog_ops
+        self.layers = params.layers
+        self.contexts = params.contexts
+        self.program_words = params.program_words
+        self.vsync_events = params.vsync_events
+        self._slots: list[_Context | None] = [None] * params.contexts
+        self._reg_names = isa.register_names(params.layers)
         self._fences: dict[str, int] = {}
         self.reset()
 
@@ -109,6 +91,9 @@ class Machine:
         self._slots = [None] * self.contexts
         self._pending: list[dict] = []
         self._next_vsync = self.vsync_period
+
+    def close(self) -> None:
+        """Nothing to release (the VM holds no process or file)."""
 
     def time_us(self, cycle: int) -> float:
         """Model time of ``cycle`` (same rounding as :func:`copperline.firmware.trace.time_us`)."""

@@ -23,7 +23,8 @@ import pytest
 from copperline.firmware.compiler import compile_program
 from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
-from copperline.host.run_cli import run_realtime, run_virtual
+from copperline.host.run import run_realtime, run_virtual
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from tests.support import FaultyProxy, stepper as _stepper, virtual_board_server
 
@@ -92,7 +93,7 @@ def _wait_for(pred, timeout=20.0):
 
 
 def _vm_trace(image):
-    vm = Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)
+    vm = Machine(MachineParams(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ))
     events, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * CORE_HZ)
     return events
 

@@ -159,14 +159,15 @@ def _board_present() -> bool:
 def test_hil_fpga_backend_trace_equals_the_vm():
     """On a flashed board: a discovered board runs a program to its HALT with the VM's
     events and cycles."""
-    from copperline.host.run_cli import run_realtime, run_virtual
+    from copperline.host.run import run_realtime, run_virtual
+    from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
     image = compile_program({"version": 1, "program": [
         {"label": "l"}, {"op": "WAIT", "us": 250}, {"op": "IRQ", "tag": "t"},
         {"op": "LOOP", "count": 20, "label": "l"}, {"op": "HALT"}]})
     be = FpgaBackend()
     events, status = run_realtime(be, image, until_cycle=None, max_cycle=10**9)
-    vm = Machine(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz)
+    vm = Machine(MachineParams(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz))
     want, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * be.clock_hz)
     assert status["state"] == "done" and events == want
 

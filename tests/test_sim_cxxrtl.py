@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from copperline.firmware.compiler import compile_program
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.sim.backend import create_engine
 from copperline.sim.cxxrtl import CxxrtlError, CxxrtlMachine
@@ -23,34 +24,34 @@ PROG = {"version": 1, "program": [
 def test_engine_choice(monkeypatch):
     from copperline.sim.verilator import VerilatorMachine
     monkeypatch.delenv("COPPER_SIM_ENGINE", raising=False)
-    eng = create_engine(**CFG, program_words=64)
+    eng = create_engine(MachineParams(**CFG, program_words=64))
     try:
         assert isinstance(eng, VerilatorMachine)          # the default
     finally:
         eng.close()
     monkeypatch.setenv("COPPER_SIM_ENGINE", "cxxrtl")
-    eng = create_engine(**CFG, program_words=64)
+    eng = create_engine(MachineParams(**CFG, program_words=64))
     try:
         assert isinstance(eng, CxxrtlMachine) and not isinstance(eng, VerilatorMachine)
     finally:
         eng.close()
     monkeypatch.setenv("COPPER_SIM_ENGINE", "amaranth")
-    eng = create_engine(**CFG, program_words=64)
+    eng = create_engine(MachineParams(**CFG, program_words=64))
     try:
         assert isinstance(eng, RtlMachine)
     finally:
         eng.close()
     with pytest.raises(ValueError, match="verilator, cxxrtl, amaranth"):
-        create_engine(**CFG, engine="icarus")
+        create_engine(MachineParams(**CFG), engine="icarus")
     with pytest.raises(ValueError, match="VCD only"):
-        create_engine(**CFG, engine="cxxrtl", waves="x.fst")
+        create_engine(MachineParams(**CFG), engine="cxxrtl", waves="x.fst")
 
 
 def test_long_run_equals_vm_and_writes_waves(tmp_path):
     image = compile_program(PROG)
     waves = tmp_path / "core.vcd"
-    vm = Machine(**CFG, program_words=64)
-    rtl = CxxrtlMachine(**CFG, program_words=64, waves=str(waves))
+    vm = Machine(MachineParams(**CFG, program_words=64))
+    rtl = CxxrtlMachine(MachineParams(**CFG, program_words=64), waves=str(waves))
     try:
         out = []
         for m in (vm, rtl):
@@ -67,7 +68,7 @@ def test_long_run_equals_vm_and_writes_waves(tmp_path):
 
 
 def test_closed_engine_and_bad_memory_write():
-    rtl = CxxrtlMachine(**CFG, program_words=64)
+    rtl = CxxrtlMachine(MachineParams(**CFG, program_words=64))
     with pytest.raises(CxxrtlError, match="row out of range"):
         rtl._write_mem("prog", 4 * 64, [1])
     rtl.close()

@@ -9,6 +9,7 @@ import pytest
 
 from copperline.firmware.compiler import compile_program
 from copperline.host.cli import main
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlError
 from copperline.sim.verilator import VerilatorMachine, wave_format
@@ -24,8 +25,8 @@ PROG = {"version": 1, "program": [
 
 def _run_both(**rtl_kw):
     image = compile_program(PROG)
-    vm = Machine(**CFG, program_words=64)
-    rtl = VerilatorMachine(**CFG, program_words=64, **rtl_kw)
+    vm = Machine(MachineParams(**CFG, program_words=64))
+    rtl = VerilatorMachine(MachineParams(**CFG, program_words=64), **rtl_kw)
     try:
         out = []
         for m in (vm, rtl):
@@ -56,9 +57,9 @@ def test_long_run_equals_vm_and_writes_waves(tmp_path, suffix):
 
 def test_bad_wave_suffix_and_closed_engine(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.fst .* or \.vcd"):
-        VerilatorMachine(**CFG, program_words=64, waves=str(tmp_path / "w.ghw"))
+        VerilatorMachine(MachineParams(**CFG, program_words=64), waves=str(tmp_path / "w.ghw"))
     assert wave_format("A.FST") == ".fst"
-    rtl = VerilatorMachine(**CFG, program_words=64)
+    rtl = VerilatorMachine(MachineParams(**CFG, program_words=64))
     with pytest.raises(CxxrtlError, match="row out of range"):
         rtl._write_mem("prog", 4 * 64, [1])
     rtl.close()
