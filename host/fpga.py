@@ -136,6 +136,7 @@ class FpgaBackend(Backend):
     """
 
     name = "fpga"
+    counts_own_cycles = True
 
     def __init__(self, port: str | None = None, board: str | None = None, *,
                  baud: int | None = None, fallback: str | None = None, timeout: float = 0.2,

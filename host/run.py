@@ -317,14 +317,6 @@ def _load_all(backend, images) -> list[int]:
     return ids
 
 
-def _start_cycle(backend, pid: int) -> int | None:
-    """The backend's cycle in which a program started on a real-time backend, when the
-    backend says (``start_cycle``: fpga from its started record, soft from its machine;
-    a daemon does not: None)."""
-    fn = getattr(backend, "start_cycle", None)
-    return fn(pid) if callable(fn) else None
-
-
 def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=None,
                  max_cycle: int, on_progress=None) -> RunResult:
     """Run ``image`` (or a list: programs 1, 2, ...) on a real-time Backend; host actions
@@ -350,16 +342,15 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
         """A backend that takes host actions at exact cycles (soft, monotonic clock)
         gets them all now, ahead of time; the others get each when its time comes."""
         nonlocal todo, timed
-        sched = getattr(backend, "schedule", None)
-        if callable(sched) and todo:
-            futs = [sched(a.cycle, a.kind, ids[a.prog - 1] if a.prog else None, a.name,
+        if todo:
+            futs = [backend.schedule(a.cycle, a.kind, ids[a.prog - 1] if a.prog else None, a.name,
                           a.value) for a in todo]
             if all(f is not None for f in futs):
                 timed, todo = list(zip(todo, futs)), []
 
     # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its programs at global cycle 0,
     # so the vsync phase seen by them is the same as in a virtual run.
-    if getattr(backend, "starts_before_open", False):
+    if backend.starts_before_open:
         ids = _load_all(backend, images)
         for a in zero_fences:
             backend.fence(a.name, a.value)
@@ -374,16 +365,12 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
             backend.fence(a.name, a.value)
         # (the first resets the board's time base; the others land a few core cycles
         # later, in one frame where the backend can: their `landed` cycles say which)
-        if callable(getattr(backend, "start_many", None)):
-            backend.start_many([ids[a.prog - 1] for a in at_zero])
-        else:
-            for a in at_zero:
-                backend.start(ids[a.prog - 1])
+        backend.start_many([ids[a.prog - 1] for a in at_zero])
     run_id = {pid: i + 1 for i, pid in enumerate(ids)}
     start_at: dict[int, int] = {}                  # run id -> global start cycle
     base = None                                    # the backend's cycle of the run's 0
     for a in at_zero:
-        c = _start_cycle(backend, ids[a.prog - 1])
+        c = backend.start_cycle(ids[a.prog - 1])
         if c is not None and base is None:
             base = c
         a.landed = None if c is None else c - base
@@ -411,7 +398,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
         t0 = time.monotonic()
         # A board counts its own cycles, and the virtual board runs slower than real time:
         # its programs' cycles, not the wall clock, say how far the run has got.
-        board_time = getattr(backend, "counts_own_cycles", backend.name == "fpga")
+        board_time = backend.counts_own_cycles
         ended_by = None              # wall-clock deadline once every program has ended
         last_g, last_t = 0, time.monotonic()
         started = {a.prog for a in at_zero}
@@ -464,7 +451,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
                     elif a.kind == "start":
                         pid = ids[a.prog - 1]
                         backend.start(pid)
-                        c = _start_cycle(backend, pid)
+                        c = backend.start_cycle(pid)
                         a.landed = None if c is None or base is None else c - base
                         start_at[a.prog] = a.landed if a.landed is not None else elapsed_cycle
                         started.add(a.prog)
@@ -491,8 +478,9 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
         statuses = []
         for pid in ids:
             st = backend.status(pid).to_json()
-            if callable(getattr(backend, "program_ops", None)):
-                st["ops"] = backend.program_ops(pid)
+            ops = backend.program_ops(pid)
+            if ops is not None:
+                st["ops"] = ops
             statuses.append(st)
     finally:
         backend.close()
@@ -514,14 +502,14 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
 def _drain(got: list[dict], end_cycle: int, backend, ids, start_at, run_id) -> None:
     """Wait (at most DRAIN_S) for the events before ``end_cycle`` still on their way:
     until one of a program at or after it arrives."""
-    remote = getattr(backend, "counts_own_cycles", backend.name == "fpga")
+    remote = backend.counts_own_cycles
     deadline = time.monotonic() + (DRAIN_REMOTE_S if remote else DRAIN_S)
     while time.monotonic() < deadline:
         for e in got[-8:]:
             rid = run_id.get(e.get("prog"))
             if rid is not None and start_at.get(rid, 0) + e.get("cycle", 0) >= end_cycle:
                 return
-        if getattr(backend, "counts_own_cycles", False):
-            backend.status(ids[0])          # a daemon delivers events while asked
+        if backend.delivers_when_asked:
+            backend.status(ids[0])
         else:
             time.sleep(0.01)
