@@ -39,7 +39,7 @@ _BY_CYCLE = operator.itemgetter(0, 1)
 
 
 class RtlError(EngineError):
-    """A request the RTL engine refuses (same role as ``vm.MachineError``)."""
+    """A request the RTL engine refuses."""
 
 
 def core_for(params: MachineParams, **options) -> Core:
