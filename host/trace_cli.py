@@ -99,17 +99,18 @@ def _error(msg: str, code: str = "BAD_INPUT") -> CliError:
 
 
 def cmd_compare(args) -> int:
-    from copperline.firmware.trace import TraceError
+    from copperline.firmware.trace import TraceError, load_trace
     from copperline.host import trace_compare as tc
+    from copperline.host.trace_plot import plot
     try:
-        a, b = tc.load_trace(args.a), tc.load_trace(args.b)
+        a, b = load_trace(args.a), load_trace(args.b)
         c = tc.compare(a, b, tolerance_us=args.tolerance_us, time=args.time, ignore=args.ignore)
     except (TraceError, ValueError) as exc:
         raise _error(str(exc)) from None
     files = []
     if args.plot:
         try:
-            tc.plot(c, args.plot)
+            plot(c, args.plot)
         except OSError as exc:
             raise _error(f"{args.plot}: cannot write plot: {exc.strerror or exc}",
                          "CANNOT_WRITE") from None
@@ -133,11 +134,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from copperline.firmware.trace import TraceError
-    from copperline.host import trace_compare as tc
+    from copperline.firmware.trace import TraceError, load_trace
     from copperline.host import trace_export as te
     try:
-        t = tc.load_trace(args.file)
+        t = load_trace(args.file)
         if args.gtkw and args.format != "vcd":
             raise ValueError("--gtkw goes with --format vcd")
         n = te.export(t, args.format, args.output, time=args.time, gtkw=args.gtkw)

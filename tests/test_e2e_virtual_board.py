@@ -232,7 +232,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
 
 def _compare_with_vm(tmp_path, image, hw_events):
     from copperline.firmware.trace import TraceWriter
-    from copperline.host.trace_compare import compare, load_trace
+    from copperline.firmware.trace import load_trace
+    from copperline.host.trace_compare import compare
     paths = []
     for name, backend, events in (("hw", "fpga", hw_events), ("vm", "soft", _vm_trace(image))):
         path = str(tmp_path / f"{name}.jsonl")
