@@ -1,7 +1,8 @@
 """CLI for the trace tools: ``copper trace compare``, ``copper trace export``, ``copper render``.
 
 Thin layer: parsing and exit codes here, the work in :mod:`copperline.host.trace_compare`,
-:mod:`copperline.host.trace_export` and :mod:`copperline.host.render`.
+:mod:`copperline.host.trace_plot`, :mod:`copperline.host.trace_export` and
+:mod:`copperline.host.render`.
 
 Exit codes: 0 success; 1 ``trace compare`` failed its ``--tolerance-us``; 2 bad input
 (unreadable or invalid trace, bad option value) with the error on stderr. ``--json``:
