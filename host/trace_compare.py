@@ -375,20 +375,16 @@ def format_table(c: Comparison) -> str:
     out.append(line(total))
     if c.ignored:
         out.append(f"ignored kinds: {', '.join(c.ignored)}")
-    if c.missing:
-        out.append("")
-        out.append(f"missing from B ({len(c.missing)}"
-                   + (f"; {c.accounted[1]} accounted for by B's dropped count"
-                      if c.accounted[1] else "") + "):")
-        for g, ln in c.missing[:REPORT_LIMIT]:
-            out.append(f"  {c.a.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
-    if c.extra:
-        out.append("")
-        out.append(f"extra in B ({len(c.extra)}"
-                   + (f"; {c.accounted[0]} accounted for by A's dropped count"
-                      if c.accounted[0] else "") + "):")
-        for g, ln in c.extra[:REPORT_LIMIT]:
-            out.append(f"  {c.b.path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
+    for title, items, other, accounted, path in (
+            ("missing from B", c.missing, "B", c.accounted[1], c.a.path),
+            ("extra in B", c.extra, "A", c.accounted[0], c.b.path)):
+        if items:
+            out.append("")
+            out.append(f"{title} ({len(items)}"
+                       + (f"; {accounted} accounted for by {other}'s dropped count"
+                          if accounted else "") + "):")
+            for g, ln in items[:REPORT_LIMIT]:
+                out.append(f"  {path}:{ln}: prog {g[0]} {g[1]} {g[2]} #{g[3]}")
     if c.mismatches:
         out.append("")
         out.append(f"register value mismatches ({len(c.mismatches)}):")
