@@ -395,7 +395,8 @@ def test_board_loss_ends_programs_then_reconnects(caplog):
 def test_fallback_soft_keeps_the_program_running():
     server = _server()
     got = []
-    be = FpgaBackend(port=server.url, fallback="soft", reconnect_s=5, poll_s=0.2)
+    from copperline.host.fallback import FallbackBackend
+    be = FallbackBackend(FpgaBackend(port=server.url, reconnect_s=5, poll_s=0.2))
     be.set_event_sink(got.append)
     be.open()
     try:
