@@ -400,9 +400,7 @@ class Core(wiring.Component):
         context p-1 (E of the last context runs in phase 0 of the next core cycle).
         """
         P = self.phases
-        # In phase p of a core cycle: X holds context p, R context p+1, F context p+2 and
-        # E context p-1 (E of the last context runs in phase 0 of the next core cycle).
-        # One counter per stage (no adders on the stage slot numbers).
+        # one counter per stage (no adders on the stage slot numbers)
         ph = Signal(range(P))
         ph_f = Signal(range(P), init=2 % P)
         ph_r = Signal(range(P), init=1 % P)
@@ -559,55 +557,14 @@ class Core(wiring.Component):
 
     def _fetch(self, m, p):
         """F: the program memory address of F's context (or a pending program write)."""
-        C, P, sb, pb = self.contexts, self.phases, self.slot_bits, self.pc_bits
-        acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
-        first, last, n_fetch, ph_e, ph_f = p.first, p.last, p.n_fetch, p.ph_e, p.ph_f
-        prog, ring_pc, ring_st, stale = p.prog, p.ring_pc, p.ring_st, p.stale
+        sb = self.slot_bits
+        cmd_ok_d, last, n_fetch, ph_e, ph_f = p.cmd_ok_d, p.last, p.n_fetch, p.ph_e, p.ph_f
+        prog, ring_pc, ring_st = p.prog, p.ring_pc, p.ring_st
         f_st, f_pc = ring_st[0], ring_pc[0]
         fetch_addr = Cat(Mux(_active(f_st), f_pc, 0), ph_f[:sb])
         wr = self.prog_wr
         if prog.single_port:
-            # One access per clock: a write waits in a buffer for the F stage of its own
-            # slot (which is not running, so it needs no fetch) and takes that access. The
-            # decision is made one clock ahead (``commit`` is a register). A fetch of slot
-            # 0 or 1 serves the next core cycle: its commands are held a cycle (``stale``);
-            # a fetch in phase 0 serves this cycle: its commands wait a cycle; a later one
-            # is taken only if this cycle's command does not start that slot.
-            wb_valid = Signal()
-            wb_addr = Signal.like(wr.payload.addr)
-            wb_data = Signal(isa.WORD_BITS)
-            m.d.comb += wr.ready.eq(~wb_valid)
-            with m.If(wr.valid & ~wb_valid):
-                m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
-            wb_slot = wb_addr[pb:]
-            commit = Signal()
-            f_next = Signal(range(P))          # F's context in the next clock
-            m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
-            start_mask = Mux(first, acc_cmd.start, cmd_start_held)
-            # the buffer's content in the next clock: what it holds (unless it commits now)
-            # or the write entering now (so a word can commit in the clock after it came)
-            nb_valid = Signal()
-            nb_slot = Signal(sb)
-            m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
-                         nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
-            commit_d = Signal()
-            m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
-                                    & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
-            m.d.sync += commit.eq(commit_d)
-            with m.If(commit):
-                m.d.sync += wb_valid.eq(0)
-            m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
-                         prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
-            stale_set = commit & (ph_f < 2)
-            with m.If(stale_set):
-                m.d.sync += stale.eq(1)
-            with m.Elif(first):
-                m.d.sync += stale.eq(0)
-            # phase 0 of the next cycle: not stale, and no write commits in it
-            # (in the last clock F's next context is 2, which is never held by a start:
-            # ``commit_d`` reduces to a slot test, off the command input)
-            commit_last = nb_valid & (nb_slot == 2) & (2 < C)
-            m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
+            self._spram_write_arbitration(m, p, fetch_addr)
         elif prog.outreg:
             # The word passes the RAM's output register: the address goes in one clock
             # before F, in E of the same context (P == 4), straight from E's result (the
@@ -620,6 +577,56 @@ class Core(wiring.Component):
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
             m.d.comb += cmd_ok_d.eq(last)
+
+    def _spram_write_arbitration(self, m, p, fetch_addr):
+        """F with a single-port program memory (SPRAM): one access per clock.
+
+        A program write waits in a buffer for the F stage of its own slot (which is not
+        running, so it needs no fetch) and takes that access. The decision is made one
+        clock ahead (``commit`` is a register). A fetch of slot 0 or 1 serves the next core
+        cycle: its commands are held a cycle (``stale``); a fetch in phase 0 serves this
+        cycle: its commands wait a cycle; a later one is taken only if this cycle's command
+        does not start that slot.
+        """
+        C, P, sb, pb = self.contexts, self.phases, self.slot_bits, self.pc_bits
+        acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
+        first, last, ph_f, prog, stale = p.first, p.last, p.ph_f, p.prog, p.stale
+        wr = self.prog_wr
+        wb_valid = Signal()
+        wb_addr = Signal.like(wr.payload.addr)
+        wb_data = Signal(isa.WORD_BITS)
+        m.d.comb += wr.ready.eq(~wb_valid)
+        with m.If(wr.valid & ~wb_valid):
+            m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
+        wb_slot = wb_addr[pb:]
+        commit = Signal()
+        f_next = Signal(range(P))          # F's context in the next clock
+        m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
+        start_mask = Mux(first, acc_cmd.start, cmd_start_held)
+        # the buffer's content in the next clock: what it holds (unless it commits now)
+        # or the write entering now (so a word can commit in the clock after it came)
+        nb_valid = Signal()
+        nb_slot = Signal(sb)
+        m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
+                     nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
+        commit_d = Signal()
+        m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
+                                & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
+        m.d.sync += commit.eq(commit_d)
+        with m.If(commit):
+            m.d.sync += wb_valid.eq(0)
+        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
+                     prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
+        stale_set = commit & (ph_f < 2)
+        with m.If(stale_set):
+            m.d.sync += stale.eq(1)
+        with m.Elif(first):
+            m.d.sync += stale.eq(0)
+        # phase 0 of the next cycle: not stale, and no write commits in it
+        # (in the last clock F's next context is 2, which is never held by a start:
+        # ``commit_d`` reduces to a slot test, off the command input)
+        commit_last = nb_valid & (nb_slot == 2) & (2 < C)
+        m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
 
     def _read(self, m, p):
         """R: decode, the operand RAM addresses, the tests on the context's counters; the host's
