@@ -112,7 +112,7 @@ def _split_reg(name: str) -> tuple[int, str]:
 
 def frames_from_trace(path: str, n: int) -> list[Frame]:
     """Frames from a trace file (clock and vsync rate from its header)."""
-    from copperline.host.trace_compare import load_trace
+    from copperline.firmware.trace import load_trace
     t = load_trace(path)
     progs = {e["prog"] for e in t.events if e["event"] in ("reg", "bind")}
     if len(progs) > 1:

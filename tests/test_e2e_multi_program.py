@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from copperline.firmware.trace import read_trace
-from copperline.host.trace_compare import compare, load_trace
+from copperline.firmware.trace import load_trace
+from copperline.host.trace_compare import compare
 from tests.test_e2e_virtual_board import COPPER, CORE_HZ, VSYNC_HZ, _server
 
 #: waits long enough that the fence (due at 30 ms) lands before program 1 reaches its

@@ -233,7 +233,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
 
 def _compare_with_vm(tmp_path, image, hw_events):
     from copperline.firmware.trace import TraceWriter
-    from copperline.host.trace_compare import compare, load_trace
+    from copperline.firmware.trace import load_trace
+    from copperline.host.trace_compare import compare
     paths = []
     for name, backend, events in (("hw", "fpga", hw_events), ("vm", "soft", _vm_trace(image))):
         path = str(tmp_path / f"{name}.jsonl")
@@ -395,7 +396,8 @@ def test_board_loss_ends_programs_then_reconnects(caplog):
 def test_fallback_soft_keeps_the_program_running():
     server = _server()
     got = []
-    be = FpgaBackend(port=server.url, fallback="soft", reconnect_s=5, poll_s=0.2)
+    from copperline.host.fallback import FallbackBackend
+    be = FallbackBackend(FpgaBackend(port=server.url, reconnect_s=5, poll_s=0.2))
     be.set_event_sink(got.append)
     be.open()
     try:

@@ -261,6 +261,6 @@ def test_generated_programs_on_the_virtual_board(board):
 
 
 def _trace(name, events, be):
-    from copperline.host.trace_compare import Trace
+    from copperline.firmware.trace import Trace
     header = {"trace": 1, "backend": name, "clock_hz": be.clock_hz, "vsync_hz": be.vsync_hz}
     return Trace(name, header, events, list(range(2, len(events) + 2)))

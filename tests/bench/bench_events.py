@@ -32,7 +32,8 @@ def _run_row(url: str, rate: int, faults: float, seconds: float, tmp: Path) -> d
     from copperline.host.fpga import FpgaBackend
     from copperline.host.run import run_realtime, run_virtual
     from copperline.firmware.trace import TraceWriter
-    from copperline.host.trace_compare import compare, load_trace
+    from copperline.firmware.trace import load_trace
+    from copperline.host.trace_compare import compare
     from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
     from tests.support import FaultyProxy, stepper
