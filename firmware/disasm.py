@@ -153,8 +153,7 @@ def _describe(ins: isa.Instruction, image: Image, regs: dict[int, str],
             parts.append(f"{key}={'forever' if raw == 0 else raw}")
         else:
             parts.append(f"{key}={isa.FROM_RAW[arg.kind](raw, reg)}")
-    set_by_args = {a.field for a in ins.op.args}
-    parts += [f"{b.name}={f[b.name]}" for b in ins.op.bits if b.name not in set_by_args]
+    parts += [f"{b.name}={f[b.name]}" for b in ins.op.assigned_bits]
     return " ".join(parts)
 
 

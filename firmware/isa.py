@@ -337,6 +337,12 @@ class OpSpec:
             used |= b.mask
         return ~used & 0xFFFF_FFFF
 
+    @property
+    def assigned_bits(self) -> tuple[BitField, ...]:
+        """The bit fields no JSON arg sets (LOOP's slot: the compiler assigns it)."""
+        by_args = {a.field for a in self.args}
+        return tuple(b for b in self.bits if b.name not in by_args)
+
     def form(self, fields: dict[str, int]) -> tuple[JsonArg, ...]:
         """The args a word with these raw ``fields`` expresses: all of them, or for an op
         with forms (WAIT) the form whose flags (``true`` args) are the set ones."""

@@ -280,8 +280,8 @@ class Machine:
 
         A tuple is ``(kind, *operands)``: the args of the word's form in ``isa.OPS`` order,
         then the fields no arg sets (LOOP's slot). A register arg gives ``(index, name,
-        mask, half, full)`` (ADD wraps with them); a string-table arg its string; a WAIT
-        its microseconds.
+        mask, half, full)`` (ADD wraps with them), a string-table arg its string, any
+        other arg its JSON value (a WAIT its microseconds, a forever LOOP the count -1).
         """
         if not isinstance(image, Image):
             raise TypeError(f"load() needs an Image, got {type(image).__name__}")
@@ -308,8 +308,7 @@ class Machine:
                         raise ImageError(f"word {addr}: {ins.name} {arg.field} {raw} is out of "
                                          f"range (0..{self.layers - 1})")
                     operands.append(isa.FROM_RAW[arg.kind](raw, reg))
-            set_by_args = {a.field for a in ins.op.args}
-            operands += [f[b.name] for b in ins.op.bits if b.name not in set_by_args]
+            operands += [f[b.name] for b in ins.op.assigned_bits]
             flag_form = any(a.kind == "true" for a in form)
             code.append((K_VSYNC if flag_form else int(ins.op.opcode), *operands))
         return code
@@ -369,7 +368,7 @@ class Machine:
             elif k == K_LOOP:                      # (K, count, target, slot)
                 idle += 1
                 count = op[1]
-                if count == 0:                     # forever
+                if count < 0:                      # forever (-1)
                     pc = op[2]
                     t += c_loop
                     continue

@@ -12,8 +12,8 @@ from copperline.firmware import isa
 def test_every_arg_has_a_bit_field_and_every_field_an_arg(spec):
     fields = {b.name for b in spec.bits}
     assert {a.field for a in spec.args} <= fields
-    unset = fields - {a.field for a in spec.args}
-    assert unset <= {isa.LOOP_SLOT.name}, unset
+    assert fields - {a.field for a in spec.args} == {b.name for b in spec.assigned_bits}
+    assert spec.assigned_bits in ((), (isa.LOOP_SLOT,))
 
 
 def test_loop_slot_field_holds_every_slot():
