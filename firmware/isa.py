@@ -485,7 +485,7 @@ OPS: tuple[OpSpec, ...] = (
         cost=CYCLES_SIMPLE),
     OpSpec(
         "JUMP", Opcode.JUMP,
-        (JsonArg("label", "label", "label to jump to", bit=_ADDR.name),),
+        (JsonArg("label", "label", "label to jump to", bit="target"),),
         (_ADDR,),
         cycles=f"{CYCLES_BRANCH}",
         doc="Continue at a label.",
