@@ -176,6 +176,16 @@ def test_loop_forever():
     assert m.status(0)["state"] == "running"
 
 
+def test_forever_loop_leaves_slot_0_to_a_finite_loop():
+    # The forever LOOP uses slot 0 without touching its counter: the finite LOOP (also
+    # slot 0) still runs its body 3 times on every 11-cycle pass.
+    m, events = run(img(("IRQ", {"tag": 0}),
+                        ("LOOP", {"slot": 0, "target": 0, "count": 3}),
+                        ("IRQ", {"tag": 1}),
+                        ("LOOP", {"slot": 0, "target": 0, "count": 0})), 33)
+    assert [e["tag"] for e in ev(events, "irq")] == (["t0"] * 3 + ["t1"]) * 3
+
+
 def test_loop_counters_cleared_on_restart():
     m = Machine(MachineParams(MHZ, 1000.0))
     s = m.load(img(("IRQ", {"tag": 0}), ("WAIT", {"us": 5}),
