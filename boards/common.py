@@ -164,7 +164,8 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
     each stage reports through :mod:`copperline.progress`."""
     from copperline import progress as prog
-    from copperline.hdl.uart import DEFAULT_BAUD, divisor
+    from copperline.firmware.board_interface import DEFAULT_BAUD
+    from copperline.hdl.uart import divisor
 
     baud = baud or DEFAULT_BAUD
     divisor(board.clock_hz, baud)   # refuses a baud the clock cannot make, before any work
