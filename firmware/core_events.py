@@ -18,6 +18,10 @@ from copperline.firmware.trace import time_us
 
 __all__ = ["CoreEventError", "SlotEvents", "RecordConverter"]
 
+# (plain ints: the RTL engines convert every record of a busy run here)
+_REG, _IRQ, _BIND, _STATE = (int(k) for k in (EventKind.REG, EventKind.IRQ, EventKind.BIND,
+                                              EventKind.STATE))
+
 
 class CoreEventError(ValueError):
     """A record that cannot be decoded (unknown kind, index outside the image's tables)."""
@@ -91,7 +95,13 @@ class RecordConverter:
         c = g - s.start if s.started else 0
         t = time_us(c, self.clock_hz)
         p = payload
-        if kind == EventKind.REG:
+        if kind == _IRQ:
+            tags = s.image.tags
+            if p & 0xFF >= len(tags):
+                raise _not_in_table(s, "tag", p & 0xFF, tags)
+            return {"event": "irq", self.key: pid, "tag": tags[p & 0xFF], "cycle": c,
+                    "time_us": t}
+        if kind == _REG:
             idx = p >> 16
             wrap = self._wraps[idx] if idx < len(self._wraps) else None
             if wrap is None:
@@ -99,16 +109,14 @@ class RecordConverter:
                                      "which does not exist")
             return {"event": "reg", self.key: pid, "reg": self.reg_names[idx],
                     "value": wrap(p & 0xFFFF), "cycle": c, "time_us": t}
-        if kind == EventKind.IRQ:
-            return {"event": "irq", self.key: pid, "tag": _table(s.image.tags, p & 0xFF, "tag", s),
-                    "cycle": c, "time_us": t}
-        if kind == EventKind.BIND:
-            layer = p >> 8 & 0xFF
-            surface = _table(s.image.surfaces, p & 0xFF, "surface", s)
-            s.bindings[layer] = surface
+        if kind == _BIND:
+            layer, surfaces = p >> 8 & 0xFF, s.image.surfaces
+            if p & 0xFF >= len(surfaces):
+                raise _not_in_table(s, "surface", p & 0xFF, surfaces)
+            surface = s.bindings[layer] = surfaces[p & 0xFF]
             return {"event": "bind", self.key: pid, "layer": layer, "surface": surface,
                     "cycle": c, "time_us": t}
-        if kind == EventKind.STATE:
+        if kind == _STATE:
             state, reason, pc = state_fields(p)
             s.state, s.reason = STATE_NAMES.get(state, "faulted"), REASON_NAMES.get(reason)
             return {"event": "state", self.key: pid, "state": s.state, "reason": s.reason,
@@ -116,9 +124,6 @@ class RecordConverter:
         raise CoreEventError(f"slot {s.slot}: unknown event kind {kind}")
 
 
-def _table(table, index: int, what: str, s: SlotEvents) -> str:
-    try:
-        return table[index]
-    except IndexError:
-        raise CoreEventError(f"slot {s.slot}: {what} index {index} is not in the image's "
-                             f"{what} table ({len(table)} entries)") from None
+def _not_in_table(s: SlotEvents, what: str, index: int, table) -> CoreEventError:
+    return CoreEventError(f"slot {s.slot}: {what} index {index} is not in the image's "
+                          f"{what} table ({len(table)} entries)")

@@ -282,24 +282,26 @@ class RtlEngineBase:
             rest.append((g, 0, {"event": "vsync", "frame": g // self.vsync_period, "cycle": g,
                                 "time_us": self.time_us(g)}))
         stamps.rebase(first)
-        conv, slots = self._records, self._slots
+        # (the hot loop of a busy run: names bound locally, enum values as ints)
+        k_none, k_state, r_host = int(EventKind.NONE), int(EventKind.STATE), int(Reason.HOST)
+        slots, unwrap = self._slots, stamps.unwrap
+        started, event = self._records.started, self._records.event
         append = rest.append
         for raw in records:
-            rec = decode_record(raw, sb)
-            g = stamps.unwrap(rec.timestamp)
-            slot, kind = rec.slot, rec.kind
+            kind, is_start, slot, payload, ts = decode_record(raw, sb)
+            g = unwrap(ts)
             s = slots[slot]
-            if (kind == EventKind.STATE and state_fields(rec.payload)[1] == Reason.HOST
-                    and g == first and slot in stopping):
+            if (kind == k_state and state_fields(payload)[1] == r_host and g == first
+                    and slot in stopping):
                 s = stopping[slot]          # the stopped program's last record
             if s is None:
                 continue
-            if rec.started:
-                front.append((order.get((slot, "start"), len(order)), conv.started(slot, s, g)))
-            if kind == EventKind.NONE:
+            if is_start:
+                front.append((order.get((slot, "start"), len(order)), started(slot, s, g)))
+            if kind == k_none:
                 continue
-            ev = conv.event(slot, s, kind, rec.payload, g)
-            if (kind == EventKind.STATE and ev["reason"] == "host" and g == first
+            ev = event(slot, s, kind, payload, g)
+            if (kind == k_state and ev["reason"] == "host" and g == first
                     and (slot, "stop") in order):
                 front.append((order[(slot, "stop")], ev))
                 continue
