@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
+from copperline.firmware.trace import time_us
 
 
 #: "never": the next issue cycle of a program that is blocked or not running.
@@ -111,8 +112,8 @@ class Machine:
         self._next_vsync = self.vsync_period
 
     def time_us(self, cycle: int) -> float:
-        """Model time of ``cycle`` (same rounding as :func:`copperline.firmware.trace.time_us`)."""
-        return round(cycle * 1_000_000 / self.clock_hz, 3)
+        """Model time of ``cycle``."""
+        return time_us(cycle, self.clock_hz)
 
     # -- programs ---------------------------------------------------------------------
     def load(self, image: Image) -> int:
@@ -332,7 +333,7 @@ class Machine:
                 regs[op[1]] = v
                 c = t - S
                 ap({"event": "reg", "slot": s, "reg": op[3], "value": v, "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += 1
                 idle += 1
@@ -344,7 +345,7 @@ class Machine:
                 regs[r] = v
                 c = t - S
                 ap({"event": "reg", "slot": s, "reg": op[3], "value": v, "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += 1
                 idle += 1
@@ -377,7 +378,7 @@ class Machine:
             elif k == K_IRQ:
                 c = t - S
                 ap({"event": "irq", "slot": s, "tag": op[1], "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += 1
                 idle += 1
@@ -403,7 +404,7 @@ class Machine:
                 ctx.bindings[op[1]] = op[2]
                 c = t - S
                 ap({"event": "bind", "slot": s, "layer": op[1], "surface": op[2], "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += 1
                 idle += 1
