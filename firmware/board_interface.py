@@ -286,19 +286,23 @@ class Record(NamedTuple):
     timestamp: int
 
 
-_new_tuple = tuple.__new__
+def iter_records(raws, slot_bits: int):
+    """Unpack records given as ints: ``(kind, started, slot, payload, timestamp)`` each,
+    plain tuples (the RTL engines unpack every record of a busy run)."""
+    slot_mask = (1 << slot_bits) - 1
+    payload_shift = KIND_BITS + 1 + slot_bits
+    stamp_shift = payload_shift + PAYLOAD_BITS
+    for raw in raws:
+        yield (raw & _KIND_MASK, raw >> KIND_BITS & 1, raw >> (KIND_BITS + 1) & slot_mask,
+               raw >> payload_shift & _PAYLOAD_MASK, raw >> stamp_shift & _TS_MASK)
 
 
 def decode_record(raw: int | bytes, slot_bits: int) -> Record:
     """Unpack one record, given as an int or as the link's little-endian bytes."""
-    if raw.__class__ is not int:
+    if isinstance(raw, (bytes, bytearray)):
         raw = int.from_bytes(raw, "little")
-    sb = slot_bits
-    # (tuple.__new__: the RTL engines decode every record of a busy run)
-    return _new_tuple(Record, (raw & _KIND_MASK, raw >> KIND_BITS & 1 == 1,
-                               raw >> (KIND_BITS + 1) & ((1 << sb) - 1),
-                               raw >> (KIND_BITS + 1 + sb) & _PAYLOAD_MASK,
-                               raw >> (KIND_BITS + 1 + sb + PAYLOAD_BITS) & _TS_MASK))
+    kind, started, slot, payload, timestamp = next(iter_records((raw,), slot_bits))
+    return Record(kind, bool(started), slot, payload, timestamp)
 
 
 def state_fields(payload: int) -> tuple[int, int, int]:

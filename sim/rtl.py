@@ -23,7 +23,8 @@ from amaranth.sim import Simulator
 
 from copperline.firmware import isa
 from copperline.firmware.board_interface import (STATE_NAMES, EventKind, Reason,
-                                                 TimestampUnwrapper, decode_record, state_fields)
+                                                 TimestampUnwrapper, decode_record, iter_records,
+                                                 state_fields)
 from copperline.firmware.core_events import RecordConverter, SlotEvents
 from copperline.firmware.image import Image
 from copperline.firmware.trace import time_us
@@ -287,8 +288,7 @@ class RtlEngineBase:
         slots, unwrap = self._slots, stamps.unwrap
         started, event = self._records.started, self._records.event
         append = rest.append
-        for raw in records:
-            kind, is_start, slot, payload, ts = decode_record(raw, sb)
+        for kind, is_start, slot, payload, ts in iter_records(records, sb):
             g = unwrap(ts)
             s = slots[slot]
             if (kind == k_state and state_fields(payload)[1] == r_host and g == first
