@@ -26,6 +26,8 @@ import socket
 import threading
 import time
 
+from copperline.firmware.board_interface import BUSY_NOTICE
+
 log = logging.getLogger(__name__)
 
 #: Idle cycles between two received bytes (the link takes one byte per cycle; a gap
@@ -276,7 +278,6 @@ class VirtualBoardServer:
         refusal is one line of text. Closing at once could reset the connection before the
         text is read, so the line goes out, then whatever the client sends is discarded
         until it hangs up (or ``REFUSE_LINGER_S`` passes)."""
-        from copperline.firmware.board_interface import BUSY_NOTICE
         try:
             client.sendall(BUSY_NOTICE + f"held by {holder}\n".encode())
             client.settimeout(REFUSE_LINGER_S)

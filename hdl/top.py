@@ -26,9 +26,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from copperline.firmware import board_interface as proto
+from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD
+from copperline.hdl.core import Core, phases_for
 from copperline.hdl.link import BusSignature, Link, info_words
-from copperline.hdl.uart import UARTRx, UARTTx
+from copperline.hdl.uart import UARTRx, UARTTx, divisor
 
 __all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
 
@@ -56,7 +58,6 @@ class CoreConfig:
         return dataclasses.replace(self, spram_primitive=False, warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
-        from copperline.hdl.core import phases_for
         phases = phases_for(self.contexts)
         if fabric_hz % phases or (fabric_hz // phases) % 1_000_000:
             raise ValueError(f"a {fabric_hz / 1e6:g} MHz clock over {phases} phases "
@@ -110,7 +111,6 @@ class CoreBus(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        from copperline.firmware import isa
         m = Module()
         core, bus = self.core, self.bus
         C = core.contexts
@@ -277,7 +277,6 @@ class LinkTop(wiring.Component):
             # ``line`` domain, which may be clocked without ``sync`` to catch up with a
             # warp, and need not be once ``line_quiet``; ``line_calm``/``line_skip``: the
             # transmitter's (UARTTx) while nothing else there moves (docs/boards.md)
-            from copperline.hdl.uart import divisor
             div = divisor(clock_hz, baud)
             members |= {"link_quiet": Out(1), "line_quiet": Out(1),
                         "line_calm": Out(range(div)), "line_skip": In(range(div))}
@@ -291,7 +290,6 @@ class LinkTop(wiring.Component):
             # out does not);
             # ``warped``: the core cycles skipped at the end of this clock, which the
             # simulator then clocks the ``line`` and ``link`` domains alone for
-            from copperline.firmware import isa
             most = core.warp_us * isa.cycles_per_us(self.core_hz)
             members |= {"warp": In(1), "warped": Out(range(most + 1))}
         super().__init__(members)
@@ -300,7 +298,6 @@ class LinkTop(wiring.Component):
         c = self.core_config
         if c is None:
             return info_words(clock_hz=self.clock_hz, baud=self.baud, fabric_hz=self.clock_hz)
-        from copperline.firmware import isa
         return info_words(clock_hz=self.core_hz, fabric_hz=self.clock_hz, baud=self.baud,
                           event_bytes=self.event_bytes(), core_version=isa.ISA_VERSION,
                           program_words=c.program_words, contexts=c.contexts,
@@ -308,7 +305,6 @@ class LinkTop(wiring.Component):
                           vsync_hz=c.vsync_hz)
 
     def make_core(self):
-        from copperline.hdl.core import Core
         c = self.core_config
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
                     program_words=c.program_words, fifo_depth=c.fifo_depth,

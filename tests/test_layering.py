@@ -72,6 +72,16 @@ def test_every_subpackage_imports_only_its_layer_or_below():
                      + "\n  ".join(bad))
 
 
+def test_firmware_is_pure_python():
+    """The formats and contracts (the board interface too) import no Amaranth."""
+    bad = [f"{path.relative_to(REPO)}:{line} imports {name}"
+           for path in sorted((REPO / "firmware").rglob("*.py"))
+           for line, name in imported_modules(path.read_text(encoding="utf-8"),
+                                              "copperline.firmware.x", False)
+           if name.split(".")[0] == "amaranth"]
+    assert not bad, "\n".join(bad)
+
+
 def test_the_check_sees_bad_imports_of_every_form():
     """Positive control: absolute, relative, package-relative and in-function imports."""
     source = "\n".join([
