@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from copperline.firmware.board_interface import DEFAULT_BAUD
+
 log = logging.getLogger(__name__)
 
 #: The YoWASP toolchain: Amaranth's tool names -> (environment variable, YoWASP program).
@@ -164,7 +166,7 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
     each stage reports through :mod:`copperline.progress`."""
     from copperline import progress as prog
-    from copperline.hdl.uart import DEFAULT_BAUD, divisor
+    from copperline.hdl.uart import divisor
 
     baud = baud or DEFAULT_BAUD
     divisor(board.clock_hz, baud)   # refuses a baud the clock cannot make, before any work

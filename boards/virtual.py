@@ -26,6 +26,8 @@ import socket
 import threading
 import time
 
+from copperline.firmware.board_interface import BUSY_NOTICE
+
 log = logging.getLogger(__name__)
 
 #: Idle cycles between two received bytes (the link takes one byte per cycle; a gap
@@ -182,9 +184,9 @@ class VirtualBoardServer:
 
     Like a board on its USB UART, it has one owner: while a client holds it, another
     connection gets one line of text (``copperline board busy: held by HOST:PORT since
-    ...``, :data:`copperline.host.link.BUSY_NOTICE`; :meth:`Link.hello` turns it into
-    :class:`~copperline.host.link.LinkBusy`) and is closed; the holder never notices. The
-    refusal is logged.
+    ...``, :data:`copperline.firmware.board_interface.BUSY_NOTICE`; :meth:`Link.hello`
+    turns it into :class:`~copperline.host.link.LinkBusy`) and is closed; the holder never
+    notices. The refusal is logged.
 
     ``engine``: ``"verilator"``/``"cxxrtl"`` (fast, UART pins; what ``copper board sim``
     uses) or ``"amaranth"`` (the default here; a given ``top`` must then have
@@ -276,7 +278,6 @@ class VirtualBoardServer:
         refusal is one line of text. Closing at once could reset the connection before the
         text is read, so the line goes out, then whatever the client sends is discarded
         until it hangs up (or ``REFUSE_LINGER_S`` passes)."""
-        from copperline.host.link import BUSY_NOTICE
         try:
             client.sendall(BUSY_NOTICE + f"held by {holder}\n".encode())
             client.settimeout(REFUSE_LINGER_S)

@@ -20,7 +20,6 @@ See ``docs/core.md`` for the ports, the memory budget and the timing. In short:
 
 from __future__ import annotations
 
-import enum
 from types import SimpleNamespace
 
 from amaranth import Module, Signal, Array, Mux, Cat, Const, unsigned
@@ -28,50 +27,22 @@ from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import (PAYLOAD_BITS, STATE_PC_BITS, TIMESTAMP_BITS,
+                                                 CtxState, EventKind, Reason)
 from copperline.hdl.decoder import Decoder
-from copperline.hdl.event_fifo import EventFIFO, EventKind, event_layout, PAYLOAD_BITS, TIMESTAMP_BITS
+from copperline.hdl.event_fifo import EventFIFO, event_layout
 from copperline.hdl.regfile import RegFile, REG_WORD_BITS, field_mask
 from copperline.hdl.progmem import ProgramMemory, resolve_kind
 from copperline.hdl.timer import (delay_layout, delay_const, delay_wait, delay_dec, delay_one,
                                   delay_is_zero_const)
 from copperline.hdl.vsync import Vsync
 
-__all__ = ["Core", "CtxState", "Reason", "phases_for"]
+__all__ = ["Core", "phases_for"]
 
 #: A register index no field uses (its mask is 0: it always holds 0). MOVE reads it, so
 #: that E computes MOVE as ``0 + value`` with no select before its adder.
 ZERO_REG = next(i for i in range(isa.REG_STRIDE)
                 if i not in {f.index for f in isa.REGISTER_FIELDS})
-
-
-class CtxState(enum.IntEnum):
-    """Context state as ``status_state`` and ``state`` events report it."""
-    LOADED = 0    # never started since reset (or slot reset)
-    RUNNING = 1   # issuing ops / waiting on a WAIT us, JUMP or LOOP cost
-    VSYNC = 2     # running, waiting for a vsync edge
-    FENCE = 3     # running, blocked on a FENCE
-    DONE = 4      # HALT
-    STOPPED = 5   # host stop
-    FAULTED = 6   # watchdog or illegal op
-
-    @property
-    def host_name(self) -> str:
-        """The state name of the backend interface (``running`` covers 1..3)."""
-        return {0: "loaded", 1: "running", 2: "running", 3: "running", 4: "done",
-                5: "stopped", 6: "faulted"}[int(self)]
-
-
-class Reason(enum.IntEnum):
-    """``reason`` field of ``state`` events."""
-    NONE = 0
-    HALT = 1
-    HOST = 2
-    WATCHDOG = 3
-    ILLEGAL = 4
-
-
-#: pc field width in ``state`` event payloads.
-STATE_PC_BITS = isa.ADDR_BITS
 
 
 def _borrow(a, b):

@@ -1,28 +1,18 @@
-"""The event record and the event FIFO (drops and counts when full; never stalls)."""
+"""The event record's layout and the event FIFO (drops and counts when full; never stalls).
+
+The record's fields and codes are defined in :mod:`copperline.firmware.board_interface`.
+"""
 
 from __future__ import annotations
-
-import enum
 
 from amaranth import Module, Signal, Cat, Const, Mux, Instance, unsigned
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
+from copperline.firmware.board_interface import record_fields
 from copperline.hdl.progmem import DP16KD_FIXED_PARAMS, dp16kd_tied_ports
 
-__all__ = ["EventKind", "event_layout", "EventFIFO", "PAYLOAD_BITS", "TIMESTAMP_BITS"]
-
-PAYLOAD_BITS = 24
-TIMESTAMP_BITS = 32
-
-
-class EventKind(enum.IntEnum):
-    """``kind`` field of an event record."""
-    NONE = 0    # only the ``started`` flag is meaningful
-    REG = 1     # payload: value[15:0], reg index[23:16]
-    IRQ = 2     # payload: tag index[7:0]
-    BIND = 3    # payload: surface index[7:0], layer[15:8]
-    STATE = 4   # payload: state[2:0], reason[5:3], pc[17:6]
+__all__ = ["event_layout", "EventFIFO"]
 
 
 def event_layout(slot_bits: int) -> data.StructLayout:
@@ -32,13 +22,7 @@ def event_layout(slot_bits: int) -> data.StructLayout:
     (a ``state running`` event), and it comes *before* the event the other fields
     describe (if ``kind`` is not NONE).
     """
-    return data.StructLayout({
-        "kind": unsigned(3),
-        "started": unsigned(1),
-        "slot": unsigned(slot_bits),
-        "payload": unsigned(PAYLOAD_BITS),
-        "timestamp": unsigned(TIMESTAMP_BITS),
-    })
+    return data.StructLayout({name: unsigned(width) for name, width in record_fields(slot_bits)})
 
 
 class EventFIFO(wiring.Component):

@@ -2,7 +2,7 @@
 
 :class:`Link` sits between the UART byte streams and a small register bus
 (:data:`BusSignature`) that the board top decodes. The wire format and every constant come
-from :mod:`copperline.host.link` (the Python reference); docs/link.md is the spec.
+from :mod:`copperline.firmware.board_interface`; docs/link.md is the spec.
 
 Receive path: SLIP-decoded bytes go into a frame buffer (one block RAM) while a CRC-16
 processor runs over them; at the closing 0xC0 a frame with a good CRC is handed to the
@@ -23,7 +23,7 @@ from amaranth.lib import crc, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from copperline.host import link as proto
+from copperline.firmware import board_interface as proto
 
 __all__ = ["BusSignature", "Link", "info_words"]
 

@@ -25,9 +25,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from copperline.firmware import board_interface as proto
+from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_BAUD
+from copperline.hdl.core import Core, phases_for
 from copperline.hdl.link import BusSignature, Link, info_words
-from copperline.hdl.uart import DEFAULT_BAUD, UARTRx, UARTTx
-from copperline.host import link as proto
+from copperline.hdl.uart import UARTRx, UARTTx, divisor
 
 __all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
 
@@ -55,24 +58,11 @@ class CoreConfig:
         return dataclasses.replace(self, spram_primitive=False, warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
-        from copperline.hdl.core import phases_for
         phases = phases_for(self.contexts)
         if fabric_hz % phases or (fabric_hz // phases) % 1_000_000:
             raise ValueError(f"a {fabric_hz / 1e6:g} MHz clock over {phases} phases "
                              f"({self.contexts} contexts) is not a whole number of MHz")
         return fabric_hz // phases
-
-
-#: CTL values written at a slot's address. START_TB starts the slot *and* resets the time
-#: base in the same core cycle, so the program starts at global cycle 0 with the vsync
-#: phase a fresh VM has (what ``copper run`` on the fpga backend needs for equal traces).
-CTL_START, CTL_STOP, CTL_RESET, CTL_START_TB = 1, 2, 3, 4
-#: CTL address that resets every slot and the time base.
-CTL_RESET_ALL = proto.CTL_RESET_ADDR
-#: CTL address of the event delivery mode (1 push event frames, 0 pull via SPACE_EVENTS).
-CTL_EVENT_MODE = proto.CTL_EVENT_MODE_ADDR
-#: CTL address that starts the slots of a mask in one command (bit 31: time base too).
-CTL_START_MASK = proto.CTL_START_MASK_ADDR
 
 
 class Scratch(wiring.Component):
@@ -121,7 +111,6 @@ class CoreBus(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
-        from copperline.firmware import isa
         m = Module()
         core, bus = self.core, self.bus
         C = core.contexts
@@ -141,10 +130,11 @@ class CoreBus(wiring.Component):
             with m.Case(proto.SPACE_CTL):
                 is_slot = a < C
                 m.d.comb += err.eq(~bus.write | ~(
-                    (is_slot & (bus.wdata >= CTL_START) & (bus.wdata <= CTL_START_TB)) |
-                    ((a == CTL_RESET_ALL) & (bus.wdata == 1)) |
-                    ((a == CTL_EVENT_MODE) & (bus.wdata <= 1)) |
-                    ((a == CTL_START_MASK) & (bus.wdata[:C] != 0) &
+                    (is_slot & (bus.wdata >= proto.CTL_START) &
+                     (bus.wdata <= proto.CTL_START_TB)) |
+                    ((a == proto.CTL_RESET_ADDR) & (bus.wdata == 1)) |
+                    ((a == proto.CTL_EVENT_MODE_ADDR) & (bus.wdata <= 1)) |
+                    ((a == proto.CTL_START_MASK_ADDR) & (bus.wdata[:C] != 0) &
                      (bus.wdata[C:31] == 0))))
             with m.Case(proto.SPACE_FENCE):
                 m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
@@ -182,23 +172,23 @@ class CoreBus(wiring.Component):
         n_tb = Signal()
         all_slots = (1 << C) - 1
         with m.If(bus.we & ok & (sp == proto.SPACE_CTL)):
-            with m.If(a == CTL_EVENT_MODE):
+            with m.If(a == proto.CTL_EVENT_MODE_ADDR):
                 m.d.sync += self.push.eq(bus.wdata[0])
-            with m.Elif(a == CTL_RESET_ALL):
+            with m.Elif(a == proto.CTL_RESET_ADDR):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
-            with m.Elif(a == CTL_START_MASK):
+            with m.Elif(a == proto.CTL_START_MASK_ADDR):
                 m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
             with m.Else():
                 bit = Signal(C)
                 m.d.comb += bit.eq(1 << a[:sb])
                 with m.Switch(bus.wdata[:3]):
-                    with m.Case(CTL_START):
+                    with m.Case(proto.CTL_START):
                         m.d.comb += n_start.eq(bit)
-                    with m.Case(CTL_START_TB):
+                    with m.Case(proto.CTL_START_TB):
                         m.d.comb += [n_start.eq(bit), n_tb.eq(1)]
-                    with m.Case(CTL_STOP):
+                    with m.Case(proto.CTL_STOP):
                         m.d.comb += n_stop.eq(bit)
-                    with m.Case(CTL_RESET):
+                    with m.Case(proto.CTL_RESET_SLOT):
                         m.d.comb += n_reset.eq(bit)
         with m.If(n_start.any()):
             m.d.sync += self.active.eq(1)
@@ -240,13 +230,13 @@ class CoreBus(wiring.Component):
         with m.If(bus.re):
             m.d.sync += rsel.eq(sp)
             with m.Switch(a[:2]):
-                with m.Case(0):
+                with m.Case(proto.STATUS_STATE):
                     m.d.sync += status_word.eq(core.status_state)
-                with m.Case(1):
+                with m.Case(proto.STATUS_PC):
                     m.d.sync += status_word.eq(core.status_pc)
-                with m.Case(2):
+                with m.Case(proto.STATUS_CYCLE):
                     m.d.sync += status_word.eq(core.cycle)
-                with m.Case(3):
+                with m.Case(proto.STATUS_DROPPED):
                     m.d.sync += status_word.eq(core.dropped)
         with m.Switch(rsel):
             with m.Case(proto.SPACE_REGS):
@@ -287,7 +277,6 @@ class LinkTop(wiring.Component):
             # ``line`` domain, which may be clocked without ``sync`` to catch up with a
             # warp, and need not be once ``line_quiet``; ``line_calm``/``line_skip``: the
             # transmitter's (UARTTx) while nothing else there moves (docs/boards.md)
-            from copperline.hdl.uart import divisor
             div = divisor(clock_hz, baud)
             members |= {"link_quiet": Out(1), "line_quiet": Out(1),
                         "line_calm": Out(range(div)), "line_skip": In(range(div))}
@@ -301,7 +290,6 @@ class LinkTop(wiring.Component):
             # out does not);
             # ``warped``: the core cycles skipped at the end of this clock, which the
             # simulator then clocks the ``line`` and ``link`` domains alone for
-            from copperline.firmware import isa
             most = core.warp_us * isa.cycles_per_us(self.core_hz)
             members |= {"warp": In(1), "warped": Out(range(most + 1))}
         super().__init__(members)
@@ -310,7 +298,6 @@ class LinkTop(wiring.Component):
         c = self.core_config
         if c is None:
             return info_words(clock_hz=self.clock_hz, baud=self.baud, fabric_hz=self.clock_hz)
-        from copperline.firmware import isa
         return info_words(clock_hz=self.core_hz, fabric_hz=self.clock_hz, baud=self.baud,
                           event_bytes=self.event_bytes(), core_version=isa.ISA_VERSION,
                           program_words=c.program_words, contexts=c.contexts,
@@ -318,7 +305,6 @@ class LinkTop(wiring.Component):
                           vsync_hz=c.vsync_hz)
 
     def make_core(self):
-        from copperline.hdl.core import Core
         c = self.core_config
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
                     program_words=c.program_words, fifo_depth=c.fifo_depth,
@@ -326,9 +312,7 @@ class LinkTop(wiring.Component):
                     warp_us=c.warp_us)
 
     def event_bytes(self) -> int:
-        from copperline.hdl.event_fifo import event_layout
-        sb = max(1, (self.core_config.contexts - 1).bit_length())
-        return (event_layout(sb).size + 7) // 8
+        return proto.record_bytes(proto.slot_bits_for(self.core_config.contexts))
 
     def elaborate(self, platform):
         m = Module()

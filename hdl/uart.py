@@ -14,9 +14,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-DEFAULT_BAUD = 1_000_000
+from copperline.firmware.board_interface import DEFAULT_BAUD
 
-__all__ = ["DEFAULT_BAUD", "divisor", "UARTRx", "UARTTx"]
+__all__ = ["divisor", "UARTRx", "UARTTx"]
 
 
 def divisor(clock_hz: int, baud: int) -> int:

@@ -26,7 +26,7 @@ FEATURES = (
     ("copperline.host.toolchain_cli", ("check", "compile", "disasm")),
     ("copperline.host.run_cli", ("run",)),
     ("copperline.host.trace_cli", ("trace", "render")),
-    ("copperline.boards.cli", ("build", "flash", "board")),
+    ("copperline.host.board_cli", ("build", "flash", "board")),
 )
 
 

@@ -16,11 +16,11 @@ import threading
 from dataclasses import dataclass
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
 from copperline.firmware.image import Image
 from copperline.host.backend import Backend, BackendError, ProgramStatus
 from copperline.host.fpga import FpgaBackend
 from copperline.host.fpga_connection import NO_BOARD
-from copperline.host.soft import DEFAULT_CLOCK_HZ
 
 log = logging.getLogger(__name__)
 

@@ -39,11 +39,12 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_BAUD, STATE_NAMES
 from copperline.firmware.image import Image, ImageError
-from copperline.host import link as proto
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
-from copperline.host.core_events import STATE_NAMES
+from copperline.host.link import BoardInfo, Link, LinkError, LinkStatusError
 from copperline.host.fpga_connection import NO_BOARD, connect, find_board_url
 from copperline.host.fpga_events import EventPump, pull_events
 
@@ -107,7 +108,6 @@ class FpgaBackend(Backend):
         self.events_mode = events
         self.event_poll_s = event_poll_s
         self._poller: threading.Thread | None = None
-        from copperline.hdl.uart import DEFAULT_BAUD
         self.port = port
         self.board = board
         self.baud = baud or DEFAULT_BAUD
@@ -117,9 +117,9 @@ class FpgaBackend(Backend):
         self.clock_hz = 0
         self.vsync_hz = isa.DEFAULT_VSYNC_HZ
         self.layers = isa.DEFAULT_LAYERS
-        self.info: proto.BoardInfo | None = None
+        self.info: BoardInfo | None = None
         self.url: str | None = None
-        self.link: proto.Link | None = None
+        self.link: Link | None = None
         self.lost_reason: str | None = None
         self._lock = threading.RLock()
         self._progs: dict[int, _Prog] = {}
@@ -202,16 +202,16 @@ class FpgaBackend(Backend):
                 for ev in out:
                     self.emit(ev)
                 link.reset()
-            except proto.LinkError:
+            except LinkError:
                 pass
             self.link = None
             link.close()
         self._opened = False
 
     # -- events -------------------------------------------------------------------------
-    def _pull(self, link: proto.Link) -> None:
+    def _pull(self, link: Link) -> None:
         """Pull mode: read records while this link is the board's."""
-        def lost(exc: proto.LinkError) -> None:
+        def lost(exc: LinkError) -> None:
             if self.link is link and not self._stop.is_set():
                 self._lost("link-lost", str(exc))
         pull_events(link, keep_going=lambda: not self._stop.is_set() and self.link is link,
@@ -291,7 +291,7 @@ class FpgaBackend(Backend):
             return
         try:
             words = link.read(proto.SPACE_STATUS, 0, self.contexts * proto.STATUS_WORDS)
-        except proto.LinkError as exc:
+        except LinkError as exc:
             if self.link is link:
                 self._lost("link-lost", str(exc))
             return
@@ -341,7 +341,7 @@ class FpgaBackend(Backend):
         except (KeyError, TypeError):
             raise BackendError("NOT_FOUND", f"no program with id {prog_id!r}") from None
 
-    def _need_link(self) -> proto.Link:
+    def _need_link(self) -> Link:
         link = self.link
         if link is None:
             raise BackendError(NO_BOARD, f"the board is gone ({self.lost_reason or 'not open'}); "
@@ -353,9 +353,9 @@ class FpgaBackend(Backend):
         link = self._need_link()
         try:
             return fn(link)
-        except proto.LinkStatusError as exc:
+        except LinkStatusError as exc:
             raise BackendError("INTERNAL", f"board refused: {exc}") from None
-        except proto.LinkError as exc:
+        except LinkError as exc:
             self._lost("link-lost", str(exc))
             raise BackendError(NO_BOARD, f"the board stopped answering: {exc}") from None
 
@@ -504,7 +504,7 @@ class FpgaBackend(Backend):
         def do(link):
             try:
                 link.start_slots(slots, timebase=alone)
-            except proto.LinkStatusError:          # no mask address on this bitstream
+            except LinkStatusError:                # no mask address on this bitstream
                 if not consecutive:
                     for slot, word in zip(slots, words):
                         link.write(proto.SPACE_CTL, slot, [word])
@@ -539,12 +539,13 @@ class FpgaBackend(Backend):
 
     def _status_of(self, p: _Prog, words: list[int] | None) -> ProgramStatus:
         conv = self._pump.converter if self._pump is not None else None
-        bindings = dict(conv.bindings.get(p.slot, {})) if conv and p.slot is not None else {}
+        bindings = conv.bindings(p.slot) if conv and p.slot is not None else {}
         if p.lost is not None or words is None or p.slot is None:
             return ProgramStatus(id=p.id, state=ProgramState(p.state), pc=p.pc,
                                  slot=p.slot if p.slot is not None else -1, reason=p.reason,
                                  bindings=bindings, program=p.sha)
-        code, pc, cycle, _dropped = words[p.slot * 4:p.slot * 4 + 4]
+        code, pc, cycle, _dropped = words[p.slot * proto.STATUS_WORDS:
+                                          (p.slot + 1) * proto.STATUS_WORDS]
         state = STATE_NAMES.get(code, "faulted")
         if p.state == "loaded" and state != "running":
             state = "loaded"          # a fresh upload, or the START still on its way

@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
-from copperline.host import link as proto
+from copperline.firmware.board_interface import STATE_NAMES, record_bytes, slot_bits_for
 from copperline.host.backend import BackendError
-from copperline.host.core_events import STATE_NAMES, record_bytes, slot_bits_for
+from copperline.host.link import BoardInfo, Link, LinkBusy, LinkError
 
 #: Error code of commands that need the board while it is gone.
 NO_BOARD = "NO_BOARD"
@@ -33,8 +34,8 @@ NO_BOARD = "NO_BOARD"
 @dataclass
 class BoardSession:
     """An open, identified and reset board."""
-    link: proto.Link
-    info: proto.BoardInfo
+    link: Link
+    info: BoardInfo
     url: str
     #: the board's dropped-record counter when the session began
     dropped: int
@@ -64,7 +65,7 @@ def find_board_url(port: str | None, board: str | None) -> str:
     return resolve_port(get_board(found[0].board), found[0].device)
 
 
-def check_info(url: str, info: proto.BoardInfo) -> None:
+def check_info(url: str, info: BoardInfo) -> None:
     """Refuse a bitstream this host cannot drive (no core, another ISA, another record size)."""
     if info.core_version == 0:
         raise BackendError(NO_BOARD, f"{url}: the board answers but its bitstream has no "
@@ -80,7 +81,7 @@ def check_info(url: str, info: proto.BoardInfo) -> None:
                            f"expected {want} for {info.contexts} contexts")
 
 
-def clear_registers(link: proto.Link, info: proto.BoardInfo, timeout: float = 2.0) -> None:
+def clear_registers(link: Link, info: BoardInfo, timeout: float = 2.0) -> None:
     """Zero every register of the board's core, as a VM's machine reset does.
 
     The gateware's reset-all stops the slots and resets the time base but keeps the
@@ -101,8 +102,8 @@ def clear_registers(link: proto.Link, info: proto.BoardInfo, timeout: float = 2.
         deadline = time.monotonic() + timeout
         while STATE_NAMES.get(link.status(0)[0]) != "done":
             if time.monotonic() > deadline:
-                raise proto.LinkError("the board did not finish clearing its registers "
-                                      f"within {timeout:g} s")
+                raise LinkError("the board did not finish clearing its registers "
+                                f"within {timeout:g} s")
         link.reset()
     while True:                                        # its records, and stale ones
         n = link.frame_words // 2
@@ -116,11 +117,11 @@ def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
     """Open the link to ``url``, identify the board and reset it (see the module doc);
     events then come as pushed frames (``push``) or wait to be pulled."""
     try:
-        link = proto.Link(url, baud=baud, timeout=timeout, retries=retries,
-                          on_event=on_event, on_lost=on_lost)
-    except proto.LinkBusy as exc:             # (a tty another process holds)
+        link = Link(url, baud=baud, timeout=timeout, retries=retries,
+                    on_event=on_event, on_lost=on_lost)
+    except LinkBusy as exc:                   # (a tty another process holds)
         raise BackendError("BUSY", str(exc)) from None
-    except proto.LinkError as exc:
+    except LinkError as exc:
         raise BackendError(NO_BOARD, str(exc)) from None
     try:
         info = link.hello()
@@ -133,10 +134,10 @@ def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
     except BackendError:
         link.close()
         raise
-    except proto.LinkBusy as exc:                        # another host holds the board
+    except LinkBusy as exc:                              # another host holds the board
         link.close()
         raise BackendError("BUSY", str(exc)) from None
-    except proto.LinkError as exc:
+    except LinkError as exc:
         link.close()
         raise BackendError(NO_BOARD, f"{url}: {exc}") from None
     return BoardSession(link, info, url, dropped)

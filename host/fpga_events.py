@@ -16,9 +16,10 @@ import logging
 import time
 from typing import Callable
 
-from copperline.host import link as proto
-from copperline.host.core_events import (CoreEventError, Record, RecordConverter,
-                                         TimestampUnwrapper, decode_record, slot_bits_for)
+from copperline.firmware.board_interface import (Record, TimestampUnwrapper, decode_record,
+                                                 slot_bits_for)
+from copperline.firmware.core_events import CoreEventError, RecordConverter
+from copperline.host.link import BoardInfo, Link, LinkError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _MASK32 = 0xFFFFFFFF
 class EventPump:
     """Records of one board session -> trace events (not thread-safe: the backend locks)."""
 
-    def __init__(self, info: proto.BoardInfo, dropped: int):
+    def __init__(self, info: BoardInfo, dropped: int):
         self.event_bytes = info.event_bytes
         self.converter = RecordConverter(info.clock_hz, info.layers)
         self._slot_bits = slot_bits_for(info.contexts)
@@ -82,9 +83,9 @@ class EventPump:
             return None
 
 
-def pull_events(link: proto.Link, *, keep_going: Callable[[], bool],
+def pull_events(link: Link, *, keep_going: Callable[[], bool],
                 busy: Callable[[], bool], on_record: Callable[[bytes], None],
-                on_error: Callable[[proto.LinkError], None], poll_s: float) -> None:
+                on_error: Callable[[LinkError], None], poll_s: float) -> None:
     """Read records while ``keep_going()``; each goes to ``on_record``.
 
     The batch adapts: a read answers every word asked for, records or not, so an empty
@@ -97,7 +98,7 @@ def pull_events(link: proto.Link, *, keep_going: Callable[[], bool],
         batch = min(batch, most)
         try:
             records = link.read_events(batch)
-        except proto.LinkError as exc:
+        except LinkError as exc:
             on_error(exc)
             return
         for raw in records:

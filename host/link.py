@@ -1,14 +1,9 @@
-"""The host <-> board link: framing, CRC, sequencing, retransmission (see docs/link.md).
+"""The host driver of the board link: sequencing, retransmission, events (docs/link.md).
 
-This module is both the *reference* of the wire format (the gateware in
-``copperline.hdl.link`` imports its constants) and the host driver, :class:`Link`.
-
-Wire format in brief: a frame is ``type, seq, body..., crc_hi, crc_lo`` (CRC-16/CCITT-FALSE
-over type+seq+body, big-endian), SLIP-escaped and sent between 0xC0 delimiters. Requests
-are answered by a response of ``type | 0x80`` with the same ``seq`` and a status byte; the
-host retransmits after a timeout and the board re-sends its last response when it sees the
-same request (same seq and CRC) again. Event frames (type 0x40) carry their own sequence
-number so that loss is detectable.
+The wire format (frames, CRC, spaces, codes) is :mod:`copperline.firmware.board_interface`;
+:class:`Link` speaks it over a serial port: stop-and-wait requests that it retransmits
+after a timeout (the board re-sends its last response when it sees the same request, same
+seq and CRC, again), and event frames handed over as they arrive.
 
 The driver opens its port with :func:`serial.serial_for_url`, so ``/dev/ttyUSB1``,
 ``socket://127.0.0.1:PORT`` and ``loop://`` all work.
@@ -16,7 +11,6 @@ The driver opens its port with :func:`serial.serial_for_url`, so ``/dev/ttyUSB1`
 
 from __future__ import annotations
 
-import binascii
 import logging
 import queue
 import random
@@ -27,59 +21,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from copperline.firmware.board_interface import (
+    BUSY_NOTICE, CTL_EVENT_MODE_ADDR, CTL_MASK_TIMEBASE, CTL_RESET_ADDR, CTL_START,
+    CTL_START_MASK_ADDR, CTL_START_TB, CTL_STOP, DEFAULT_BAUD, DEFAULT_CHUNK_WORDS,
+    EVENT_NONE_WORD, INFO_FIELDS, INFO_MAGIC, MAX_READ_WORDS, RESP, SPACE_CTL, SPACE_EVENTS,
+    SPACE_FENCE, SPACE_INFO, SPACE_NAMES, SPACE_PROG, SPACE_REGS, SPACE_STATUS, ST_OK,
+    STATUS_NAMES, STATUS_WORDS, T_ECHO, T_EVENT, T_READ, T_WRITE, Frame, FrameDecoder,
+    encode_frame, read_body, write_body)
 from copperline.host.retransmit import RetransmitPolicy
 
 log = logging.getLogger(__name__)
-
-# --- wire constants (the gateware imports these) ------------------------------------------
-LINK_VERSION = 1
-SLIP_END = 0xC0
-SLIP_ESC = 0xDB
-SLIP_ESC_END = 0xDC
-SLIP_ESC_ESC = 0xDD
-
-T_ECHO = 0x02          # body echoed back (link test, throughput)
-T_WRITE = 0x10         # | space: body = addr u16, then u32 words
-T_READ = 0x20          # | space: body = addr u16, count u8 -> u32 words
-T_EVENT = 0x40         # board -> host, unsolicited: body = dropped u32, event bytes
-RESP = 0x80            # response type = request type | RESP; body = status u8, data
-
-#: Address spaces of WRITE/READ. INFO is served by the link itself; the rest by the top.
-SPACE_INFO = 0         # read-only identify words + link counters
-SPACE_PROG = 1         # program memory, one u32 instruction word per address
-SPACE_CTL = 2          # per-slot control (start/stop/reset)
-SPACE_FENCE = 3        # fence timeline values
-SPACE_REGS = 4         # register file read-back
-SPACE_STATUS = 5       # per-slot status words
-SPACE_EVENTS = 6       # event records pulled by READs (2 words each; see read_events)
-SPACE_SCRATCH = 15     # 16 words of RAM: link loopback tests without a core
-SPACE_NAMES = {SPACE_INFO: "info", SPACE_PROG: "prog", SPACE_CTL: "ctl", SPACE_FENCE: "fence",
-               SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_EVENTS: "events",
-               SPACE_SCRATCH: "scratch"}
-
-ST_OK = 0
-ST_BAD_TYPE = 1
-ST_BAD_LEN = 2
-ST_BAD_ADDR = 3
-STATUS_NAMES = {ST_OK: "ok", ST_BAD_TYPE: "unknown message type", ST_BAD_LEN: "bad length",
-                ST_BAD_ADDR: "bad address (no such space/address, or not writable)"}
-
-INFO_MAGIC = 0x4B4C5043    # b"CPLK" little-endian
-#: Names of the INFO words, in address order (words 0..15 are constants, 16.. counters).
-INFO_FIELDS = ("magic", "link_version", "clock_hz", "baud", "buf_bytes", "max_read_words",
-               "event_bytes", "core_version", "program_words", "contexts", "layers",
-               "fence_timelines", "vsync_hz_x1000", "fabric_hz", "reserved14", "reserved15",
-               "frames_ok", "frames_bad", "rx_timeouts", "rx_dropped")
-INFO_CONST_WORDS = 16
-
-DEFAULT_BUF_BYTES = 512
-#: Largest READ count: a response (type, seq, status, 4 x 126 bytes) fits the board's
-#: 512-byte buffer. A board says its own in INFO ``max_read_words``; :meth:`Link.hello`
-#: takes the smaller.
-MAX_READ_WORDS = 126
-#: Words per WRITE frame the driver sends (frame = 2+2+4*126+2 = 510 bytes; a board whose
-#: INFO ``buf_bytes`` is smaller gets smaller frames after :meth:`Link.hello`).
-DEFAULT_CHUNK_WORDS = 126
 
 
 class LinkError(Exception):
@@ -94,113 +45,12 @@ class LinkBusy(LinkError):
     """The board serves another host: one host at a time (the message names the holder)."""
 
 
-#: The one line of text (not a frame) a board that already serves a host sends to another
-#: one before it hangs up: ``copperline board busy: held by HOST:PORT since ...`` (the
-#: virtual board; a serial port is opened by one process only).
-BUSY_NOTICE = b"copperline board busy: "
-
-
 class LinkStatusError(LinkError):
     """The board answered with a non-OK status."""
 
     def __init__(self, status: int, what: str):
         self.status = status
         super().__init__(f"{what}: board says {STATUS_NAMES.get(status, f'status {status}')}")
-
-
-# --- CRC and SLIP -----------------------------------------------------------------------
-
-def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor): the
-    standard library's ``binascii.crc_hqx`` with that initial value."""
-    return binascii.crc_hqx(data, crc)
-
-
-def slip_escape(data: bytes) -> bytes:
-    return data.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
-
-
-def write_body(addr: int, words) -> bytes:
-    """The body of a WRITE request: u16 address, then the u32 words (little-endian)."""
-    return struct.pack(f"<H{len(words)}I", addr, *(w & 0xFFFFFFFF for w in words))
-
-
-def read_body(addr: int, count: int) -> bytes:
-    """The body of a READ request: u16 address, u8 word count."""
-    return struct.pack("<HB", addr, count)
-
-
-def encode_frame(ftype: int, seq: int, body: bytes = b"") -> bytes:
-    """The bytes on the wire for one frame, delimiters included."""
-    if not (0 <= ftype <= 255 and 0 <= seq <= 255):
-        raise ValueError(f"frame type {ftype} / seq {seq} must be 0..255")
-    payload = bytes((ftype, seq)) + body
-    payload += struct.pack(">H", crc16(payload))
-    return bytes((SLIP_END,)) + slip_escape(payload) + bytes((SLIP_END,))
-
-
-@dataclass(frozen=True)
-class Frame:
-    type: int
-    seq: int
-    body: bytes
-
-
-class FrameDecoder:
-    """Incremental SLIP + CRC decoder: ``feed(bytes)`` returns the complete good frames.
-
-    Garbage, bad escapes, short frames and CRC failures are dropped and counted; the next
-    0xC0 resynchronises. ``max_bytes`` bounds a frame (an over-long one is dropped).
-    """
-
-    def __init__(self, max_bytes: int = 4096):
-        self.max_bytes = max_bytes
-        self._buf = bytearray()
-        self._esc = False
-        self._bad = False
-        self.crc_errors = 0
-        self.framing_errors = 0
-
-    def reset(self) -> None:
-        self._buf.clear()
-        self._esc = self._bad = False
-
-    def feed(self, data: bytes) -> list[Frame]:
-        out = []
-        for b in data:
-            if b == SLIP_END:
-                if self._buf or self._bad:
-                    frame = self._finish()
-                    if frame is not None:
-                        out.append(frame)
-                self.reset()
-                continue
-            if self._esc:
-                self._esc = False
-                if b == SLIP_ESC_END:
-                    b = SLIP_END
-                elif b == SLIP_ESC_ESC:
-                    b = SLIP_ESC
-                else:
-                    self._bad = True
-                    continue
-            elif b == SLIP_ESC:
-                self._esc = True
-                continue
-            if len(self._buf) >= self.max_bytes:
-                self._bad = True
-            else:
-                self._buf.append(b)
-        return out
-
-    def _finish(self) -> Frame | None:
-        if self._bad or len(self._buf) < 4:
-            self.framing_errors += 1
-            return None
-        if crc16(bytes(self._buf)) != 0:   # CRC over payload + its own CRC leaves residue 0
-            self.crc_errors += 1
-            return None
-        return Frame(self._buf[0], self._buf[1], bytes(self._buf[2:-2]))
 
 
 # --- the host driver ----------------------------------------------------------------------
@@ -266,7 +116,7 @@ class Link:
     ``on_lost(reason)`` is called (from the reader thread) when the port fails.
     """
 
-    def __init__(self, url: str, *, baud: int = 1_000_000, timeout: float = 0.2,
+    def __init__(self, url: str, *, baud: int = DEFAULT_BAUD, timeout: float = 0.2,
                  retries: int = 5, port=None,
                  on_event: Callable[[int, int, bytes], None] | None = None,
                  on_lost: Callable[[str], None] | None = None):
@@ -596,20 +446,3 @@ class Link:
         return [hi << 32 | lo for lo, hi in zip(words[::2], words[1::2])
                 if not (lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD)]
 
-
-#: CTL space: write ``CTL_START``/``CTL_STOP`` at address = slot; 1 at CTL_RESET_ADDR resets.
-CTL_START = 1
-CTL_STOP = 2
-CTL_RESET_SLOT = 3
-CTL_START_TB = 4      # start and reset the time base in the same core cycle
-CTL_RESET_ADDR = 0x100
-#: CTL address of the event delivery mode: 1 push (event frames, the default), 0 pull.
-CTL_EVENT_MODE_ADDR = 0x101
-#: CTL address that starts several slots in one core cycle: the word is a slot mask
-#: (bit i = slot i), plus CTL_MASK_TIMEBASE to reset the time base in that cycle too.
-CTL_START_MASK_ADDR = 0x102
-CTL_MASK_TIMEBASE = 1 << 31
-#: EVENTS space: a record is two words (low, high); both this value = no record (FIFO empty).
-EVENT_NONE_WORD = 0xFFFFFFFF
-#: STATUS space: STATUS_WORDS words per slot at slot * STATUS_WORDS.
-STATUS_WORDS = 4

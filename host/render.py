@@ -26,10 +26,11 @@ import os
 from dataclasses import dataclass, field
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
+from copperline.firmware.trace import time_us
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLOCK_HZ = 12_000_000
 FIELDS = tuple(f.name for f in isa.REGISTER_FIELDS)
 #: Layer colours (matplotlib's tab10), by layer number modulo its length.
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -93,7 +94,7 @@ def frames_from_events(events, clock_hz: int, vsync_hz: float, n: int) -> list[F
                 written.setdefault(layer, set()).add(fname)
             else:
                 bindings[e["layer"]] = str(e.get("surface", ""))
-        frames.append(Frame(k, edge, round(edge * 1_000_000 / clock_hz, 3),
+        frames.append(Frame(k, edge, time_us(edge, clock_hz),
                             {l: dict(r) for l, r in regs.items()},
                             {l: set(w) for l, w in written.items()}, dict(bindings)))
     return frames

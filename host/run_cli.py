@@ -32,6 +32,8 @@ import time
 from copperline import progress
 from copperline.cli_output import CliError, done, wrote, written
 from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
+from copperline.firmware.trace import time_us
 from copperline.host.backend import BackendError
 from copperline.host.run import (Action, RunError, actions_from_trace, frames_end_cycle,
                                  plan_actions, run_realtime, run_virtual)
@@ -39,7 +41,6 @@ from copperline.sim.engine import EngineError, MachineParams
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLOCK_HZ = 12_000_000
 #: Without --frames / --until-us: run until the program ends, at most this long (model time).
 DEFAULT_MAX_US = 10_000_000
 
@@ -375,7 +376,7 @@ def _run(args, opened) -> int:
     summary = {
         "backend": backend_name, "clock": clock, "clock_hz": args.clock_hz,
         "vsync_hz": args.vsync_hz, "program": program_sha, "until_cycle": end_cycle,
-        "until_us": round(end_cycle * 1_000_000 / args.clock_hz, 3),
+        "until_us": time_us(end_cycle, args.clock_hz),
         "frames": args.frames,
         "events": len(events), "by_event": dict(sorted(counts.items())), "ops": ops,
         "state": status.get("state"), "reason": status.get("reason"), "pc": status.get("pc"),

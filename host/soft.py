@@ -23,6 +23,7 @@ import time
 from concurrent.futures import Future
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
 from copperline.firmware.image import Image, ImageError
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 from copperline.host.realtime import RealTimeExecutor
@@ -32,8 +33,6 @@ from copperline.sim.vm import Machine, MachineError
 log = logging.getLogger(__name__)
 
 CLOCKS = ("virtual", "monotonic")
-#: Default core clock: the iCEBreaker's 12 MHz, so soft and fpga traces line up.
-DEFAULT_CLOCK_HZ = 12_000_000
 
 
 class SoftBackend(Backend):

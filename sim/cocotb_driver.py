@@ -1,7 +1,9 @@
 """cocotb driver, monitor and scoreboard helpers for the generated ``copper_core`` Verilog.
 
 Port payloads are flat vectors; their bit layout is the one of the Amaranth layouts in
-``copperline.hdl.core`` / ``copperline.hdl.event_fifo`` (first field in the low bits).
+``copperline.hdl.core`` (first field in the low bits); event records are decoded and
+converted by :mod:`copperline.firmware.board_interface` and
+:mod:`copperline.firmware.core_events`, as every other reader of records does.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge, Timer
 
 from copperline.firmware import isa
-from copperline.hdl.core import CtxState
-from copperline.hdl.event_fifo import EventKind
+from copperline.firmware.board_interface import CtxState, Record, decode_record
+from copperline.firmware.core_events import RecordConverter
 
 __all__ = ["CoreDriver"]
 
@@ -30,7 +32,7 @@ class CoreDriver:
         self.C = self.meta.get("contexts", isa.DEFAULT_CONTEXTS)
         self.sb = self.meta["slot_bits"]
         self.words = self.meta["program_words"]
-        self.records: list[tuple] = []     # (timestamp, slot, started, kind, payload)
+        self.records: list[Record] = []
         self.drain = True
 
     async def reset(self):
@@ -59,9 +61,7 @@ class CoreDriver:
         while True:
             await RisingEdge(d.clk)          # values seen here are the ones the edge samples
             if int(d.events__valid.value) and int(d.events__ready.value):
-                v = int(d.events__payload.value)
-                self.records.append((v >> (4 + sb + 24), v >> 4 & ((1 << sb) - 1), v >> 3 & 1,
-                                     EventKind(v & 7), v >> (4 + sb) & 0xFFFFFF))
+                self.records.append(decode_record(int(d.events__payload.value), sb))
 
     async def write_program(self, slot: int, words):
         d = self.dut
@@ -127,27 +127,14 @@ class CoreDriver:
         await RisingEdge(d.clk)
         return st, pc
 
-    def events(self, images: dict, start: dict) -> list[tuple]:
-        """Records in the VM's terms: (cycle, slot, event, detail), ``start`` = slot -> S."""
-        out = []
-        for ts, slot, started, kind, p in self.records:
-            if started:
-                out.append((0, slot, "state", ("running", "start", 0)))
-            c = ts - start[slot]
-            img = images[slot]
-            if kind == EventKind.REG:
-                idx = p >> 16
-                out.append((c, slot, "reg", (isa.register_name(idx),
-                                             isa.register_field(idx).wrap(p & 0xFFFF))))
-            elif kind == EventKind.IRQ:
-                out.append((c, slot, "irq", img.tags[p & 0xFF]))
-            elif kind == EventKind.BIND:
-                out.append((c, slot, "bind", (p >> 8 & 0xFF, img.surfaces[p & 0xFF])))
-            elif kind == EventKind.STATE:
-                out.append((c, slot, "state", (CtxState(p & 7).host_name,
-                                               {1: "halt", 2: "host", 3: "watchdog", 4: "illegal"}[p >> 3 & 7],
-                                               p >> 6)))
-        return out
+    def events(self, images: dict) -> list[tuple]:
+        """The records as events in the terms of :func:`vm_events` (``images``: slot ->
+        image; the stamps are taken as global cycles, so run from a time-base reset)."""
+        conv = RecordConverter(self.meta["clock_hz"], self.meta.get("layers", isa.DEFAULT_LAYERS),
+                               key="slot")
+        for slot, image in images.items():
+            conv.set_slot(slot, slot, image)
+        return vm_events([ev for rec in self.records for ev in conv.convert(rec, rec.timestamp)])
 
 
 def vm_events(events: list[dict]) -> list[tuple]:

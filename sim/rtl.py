@@ -22,9 +22,13 @@ import threading
 from amaranth.sim import Simulator
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import (STATE_NAMES, EventKind, Reason,
+                                                 TimestampUnwrapper, decode_record, iter_records,
+                                                 state_fields)
+from copperline.firmware.core_events import RecordConverter, SlotEvents
 from copperline.firmware.image import Image
-from copperline.hdl.core import Core, CtxState, Reason
-from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
+from copperline.firmware.trace import time_us
+from copperline.hdl.core import Core
 from copperline.sim.engine import EngineError, MachineParams
 
 
@@ -32,9 +36,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RtlMachine", "RtlEngineBase", "RtlError"]
 
-_REASONS = {Reason.HALT: "halt", Reason.HOST: "host", Reason.WATCHDOG: "watchdog",
-            Reason.ILLEGAL: "illegal"}
-_TS_MASK = (1 << TIMESTAMP_BITS) - 1
 _BY_CYCLE = operator.itemgetter(0, 1)
 
 
@@ -48,17 +49,6 @@ def core_for(params: MachineParams, **options) -> Core:
     return Core(params.clock_hz, params.vsync_hz, watchdog_ops=params.watchdog_ops,
                 layers=params.layers, contexts=params.contexts,
                 program_words=params.program_words, **options)
-
-
-class _Slot:
-    def __init__(self, image: Image):
-        self.image = image
-        self.started = False
-        self.start = 0
-        self.state = "loaded"
-        self.reason: str | None = None
-        self.bindings: dict[int, str] = {}
-        self.ops = None
 
 
 class RtlEngineBase:
@@ -85,15 +75,14 @@ class RtlEngineBase:
         self.program_words = params.program_words
         self.vsync_events = params.vsync_events
         self.cycle = 0
-        self._slots: list[_Slot | None] = [None] * params.contexts
+        self._slots: list[SlotEvents | None] = [None] * params.contexts
         self._fences: dict[str, int] = {}
         self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
         self._fence_writes: list[tuple[int, int, int]] = []
         self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
-        self._stopping: dict[int, _Slot] = {}
+        self._stopping: dict[int, SlotEvents] = {}
         self._reg_names = isa.register_names(params.layers)
-        self._wraps = [isa.register_field(i).wrap if name else None
-                       for i, name in enumerate(self._reg_names)]
+        self._records = RecordConverter(params.clock_hz, params.layers, key="slot")
         self._pending_reg: tuple[int, int] | None = None
         self._clear_regs = False
         # Before the first cycle that counts, one hidden core cycle primes the pipeline
@@ -112,7 +101,7 @@ class RtlEngineBase:
 
     # -- programs ---------------------------------------------------------------------
     def time_us(self, cycle: int) -> float:
-        return round(cycle * 1_000_000 / self.clock_hz, 3)
+        return time_us(cycle, self.clock_hz)
 
     def reset(self) -> None:
         """Machine reset: registers and fences 0, every slot freed, cycle 0."""
@@ -146,7 +135,7 @@ class RtlEngineBase:
         fences += [0] * (isa.FENCE_TIMELINES - len(fences))
 
         self._hw_load(base, code, slot * isa.FENCE_TIMELINES, fences)
-        self._slots[slot] = _Slot(image)
+        self._slots[slot] = SlotEvents(slot, image)
         self._loaded_now.add(slot)
         return slot
 
@@ -229,14 +218,14 @@ class RtlEngineBase:
             # E of the last context runs in phase 0 of the next core cycle: its result
             # (what the VM shows after the cycle) is not in the status registers yet
             hw_state, pc = self._hw_next()
-        state = s.state if s.state == "loaded" and not s.started else CtxState(hw_state).host_name
+        state = s.state if s.state == "loaded" and not s.started else STATE_NAMES[hw_state]
         if self._cmd["start"] >> slot & 1:
             state, pc = "running", 0
         return {"slot": slot, "state": state, "pc": pc, "reason": s.reason,
                 "bindings": dict(s.bindings), "ops": None,
                 "cycle": self.cycle - s.start if s.started else 0}
 
-    def _slot(self, slot: int) -> _Slot:
+    def _slot(self, slot: int) -> SlotEvents:
         if not isinstance(slot, int) or not 0 <= slot < self.contexts or self._slots[slot] is None:
             raise RtlError(f"no program in slot {slot!r}")
         return self._slots[slot]
@@ -290,9 +279,10 @@ class RtlEngineBase:
         self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
         self._fence_writes = late
         self._pending_reg = None
-        if tail is not None and tail & 7 == EventKind.REG:
-            payload = tail >> (4 + self.core.slot_bits) & 0xFFFFFF
-            self._pending_reg = (payload >> 16, payload & 0xFFFF)
+        if tail is not None:
+            rec = decode_record(tail, self.core.slot_bits)
+            if rec.kind == EventKind.REG:
+                self._pending_reg = (rec.payload >> 16, rec.payload & 0xFFFF)
         return records, vsync_cycles
 
     def _convert(self, result) -> list[dict]:
@@ -305,64 +295,34 @@ class RtlEngineBase:
         front: list[tuple[int, dict]] = []     # host actions of the first cycle, call order
         rest: list[tuple[int, int, dict]] = []  # (cycle, 0 vsync / 1 program, event)
 
-        def unwrap(ts: int) -> int:            # hardware cycle == engine cycle mod 2**32
-            return first + ((ts - first) & _TS_MASK)
-
+        stamps = TimestampUnwrapper(first)   # hardware cycle == engine cycle mod 2**32
         for hw in vsync_cycles:
-            g = unwrap(hw)
+            g = stamps.unwrap(hw)
             rest.append((g, 0, {"event": "vsync", "frame": g // self.vsync_period, "cycle": g,
                                 "time_us": self.time_us(g)}))
+        stamps.rebase(first)
         # (the hot loop of a busy run: names bound locally, enum values as ints)
-        k_none, k_reg, k_irq = int(EventKind.NONE), int(EventKind.REG), int(EventKind.IRQ)
-        k_bind, k_state, r_host = int(EventKind.BIND), int(EventKind.STATE), int(Reason.HOST)
-        slot_mask, shift_p, shift_g = (1 << sb) - 1, 4 + sb, 4 + sb + 24
-        pc_mask = (1 << isa.ADDR_BITS) - 1
-        slots, names, wraps = self._slots, self._reg_names, self._wraps
-        hz = self.clock_hz
+        k_none, k_state, r_host = int(EventKind.NONE), int(EventKind.STATE), int(Reason.HOST)
+        slots, unwrap = self._slots, stamps.unwrap
+        started, event = self._records.started, self._records.event
         append = rest.append
-        for rec in records:
-            kind = rec & 7
-            slot = rec >> 4 & slot_mask
-            payload = rec >> shift_p & 0xFFFFFF
-            g = first + (((rec >> shift_g) - first) & _TS_MASK)
+        for kind, is_start, slot, payload, ts in iter_records(records, sb):
+            g = unwrap(ts)
             s = slots[slot]
-            if (kind == k_state and payload >> 3 & 7 == r_host and g == first
+            if (kind == k_state and state_fields(payload)[1] == r_host and g == first
                     and slot in stopping):
-                s = stopping[slot]
+                s = stopping[slot]          # the stopped program's last record
             if s is None:
                 continue
-            if rec >> 3 & 1:
-                s.started, s.start, s.bindings = True, g, {}
-                front.append((order.get((slot, "start"), len(order)),
-                              {"event": "state", "slot": slot, "state": "running",
-                               "reason": "start", "pc": 0, "cycle": 0, "time_us": 0.0}))
+            if is_start:
+                front.append((order.get((slot, "start"), len(order)), started(slot, s, g)))
             if kind == k_none:
                 continue
-            c = g - s.start
-            t = round(c * 1_000_000 / hz, 3)           # (self.time_us, inline)
-            if kind == k_reg:
-                idx = payload >> 16
-                ev = {"event": "reg", "slot": slot, "reg": names[idx],
-                      "value": wraps[idx](payload & 0xFFFF), "cycle": c, "time_us": t}
-            elif kind == k_irq:
-                ev = {"event": "irq", "slot": slot, "tag": s.image.tags[payload & 0xFF],
-                      "cycle": c, "time_us": t}
-            elif kind == k_bind:
-                layer, surface = payload >> 8 & 0xFF, s.image.surfaces[payload & 0xFF]
-                s.bindings[layer] = surface
-                ev = {"event": "bind", "slot": slot, "layer": layer, "surface": surface,
-                      "cycle": c, "time_us": t}
-            elif kind == k_state:
-                state = CtxState(payload & 7).host_name
-                reason = _REASONS.get(Reason(payload >> 3 & 7))
-                s.state, s.reason = state, reason
-                ev = {"event": "state", "slot": slot, "state": state, "reason": reason,
-                      "pc": payload >> 6 & pc_mask, "cycle": c, "time_us": t}
-                if reason == "host" and g == first and (slot, "stop") in order:
-                    front.append((order[(slot, "stop")], ev))
-                    continue
-            else:
-                raise RtlError(f"the core emitted an unknown event kind {kind}")
+            ev = event(slot, s, kind, payload, g)
+            if (kind == k_state and ev["reason"] == "host" and g == first
+                    and (slot, "stop") in order):
+                front.append((order[(slot, "stop")], ev))
+                continue
             append((g, 1, ev))
         front.sort(key=lambda p: p[0])
         if vsync_cycles:

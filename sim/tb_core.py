@@ -15,10 +15,10 @@ import cocotb
 from cocotb.triggers import RisingEdge
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import CtxState, EventKind
 from copperline.firmware.compiler import compile_program
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
-from copperline.hdl.core import CtxState
 from copperline.sim.cocotb_driver import CoreDriver, vm_events
 
 
@@ -61,7 +61,7 @@ async def _run(dut, programs: dict, cycles: int, fences=(), starts=None):
         ev += vm.run_until(cyc)
         vm.set_fence(name, value)
     ev += vm.run_until(cycles)
-    hw = drv.events(programs, {s: 0 for s in programs})
+    hw = drv.events(programs)
     key = lambda e: (e[0], e[1])      # noqa: E731  (cycle, slot); stable within
     return drv, vm, sorted(hw, key=key), sorted(vm_events(ev), key=key)
 
@@ -188,11 +188,11 @@ async def fifo_overflow_drops_and_counts_without_shifting_time(dut):
     assert dropped == 40 - ordinary, f"dropped {dropped}, expected {40 - ordinary}"
     dut.events__ready.value = 1
     await drv.until(55 * step)
-    ts = [r[0] for r in drv.records if r[3].name == "IRQ"]
+    ts = [r.timestamp for r in drv.records if r.kind == EventKind.IRQ]
     assert ts == [step * i for i in range(len(ts))], ts  # kept records keep their cycles
     assert len(drv.records) == ordinary + 1
-    assert drv.records[0][2] == 1                        # the start ...
-    assert drv.records[-1][3].name == "STATE"            # ... and the end are never dropped
+    assert drv.records[0].started                        # the start ...
+    assert drv.records[-1].kind == EventKind.STATE       # ... and the end are never dropped
     assert (await drv.status(0))[0] == CtxState.DONE
 
 
@@ -208,11 +208,13 @@ async def host_stop_and_restart(dut):
     restart = await drv.command(start=2)
     us = isa.cycles_per_us(drv.meta["clock_hz"])
     await drv.until(restart + 20 * us)
-    states = [(r[0], r[2], r[4] & 7) for r in drv.records if r[2] or r[3].name == "STATE"]
+    states = [(r.timestamp, r.started, r.payload & 7) for r in drv.records
+              if r.started or r.kind == EventKind.STATE]
     assert states[0] == (0, 1, 0)
     assert (stop_at, 0, CtxState.STOPPED) in states
     assert (restart, 1, 0) in states
-    irqs = [r[0] - restart for r in drv.records if r[3].name == "IRQ" and r[0] > restart]
+    irqs = [r.timestamp - restart for r in drv.records
+            if r.kind == EventKind.IRQ and r.timestamp > restart]
     # WAIT 5 us, IRQ, JUMP, WAIT 5 us, IRQ
     first = 5 * us
     assert irqs[:2] == [first, first + isa.CYCLES_SIMPLE + isa.CYCLES_BRANCH + 5 * us]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
+from copperline.firmware.trace import time_us
 from copperline.sim.engine import EngineError, MachineParams
 
 
@@ -106,8 +107,8 @@ class Machine:
         """Nothing to release (the VM holds no process or file)."""
 
     def time_us(self, cycle: int) -> float:
-        """Model time of ``cycle`` (same rounding as :func:`copperline.firmware.trace.time_us`)."""
-        return round(cycle * 1_000_000 / self.clock_hz, 3)
+        """Model time of ``cycle``."""
+        return time_us(cycle, self.clock_hz)
 
     # -- programs ---------------------------------------------------------------------
     def load(self, image: Image) -> int:
@@ -326,7 +327,7 @@ class Machine:
                 regs[op[1]] = v
                 c = t - S
                 ap({"event": "reg", "slot": s, "reg": op[2], "value": v, "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += c_move
                 idle += 1
@@ -338,7 +339,7 @@ class Machine:
                 regs[r] = v
                 c = t - S
                 ap({"event": "reg", "slot": s, "reg": op[2], "value": v, "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += c_add
                 idle += 1
@@ -371,7 +372,7 @@ class Machine:
             elif k == K_IRQ:                       # (K, tag)
                 c = t - S
                 ap({"event": "irq", "slot": s, "tag": op[1], "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += c_irq
                 idle += 1
@@ -397,7 +398,7 @@ class Machine:
                 ctx.bindings[op[1]] = op[2]
                 c = t - S
                 ap({"event": "bind", "slot": s, "layer": op[1], "surface": op[2], "cycle": c,
-                    "time_us": round(c * 1_000_000 / hz, 3)})
+                    "time_us": time_us(c, hz)})
                 pc += 1
                 t += c_bind
                 idle += 1

@@ -18,8 +18,7 @@ import subprocess
 import pytest
 
 from copperline.firmware.compiler import compile_program
-from copperline.host import link as proto
-from copperline.hdl.top import CTL_EVENT_MODE, CTL_START_TB
+from copperline.firmware import board_interface as proto
 
 FABRIC_HZ = 12_000_000
 BAUD = 1_000_000
@@ -74,10 +73,10 @@ def _session() -> bytes:
     bad[3] ^= 0x40                                          # a CRC error
     again = read(proto.SPACE_STATUS, 0, 4)
     bursts = [read(proto.SPACE_INFO, 0, 16), write(proto.SPACE_PROG, 0, code),
-              write(proto.SPACE_CTL, 0, [CTL_START_TB]), b"\x00\xff\xc0\x12\xdb\x33\xc0",
+              write(proto.SPACE_CTL, 0, [proto.CTL_START_TB]), b"\x00\xff\xc0\x12\xdb\x33\xc0",
               bytes(bad), again, again]
     bursts += [read(proto.SPACE_STATUS, 0, 4) for _ in range(30)]
-    bursts.append(write(proto.SPACE_CTL, CTL_EVENT_MODE, [0]))    # pull mode: tx idles
+    bursts.append(write(proto.SPACE_CTL, proto.CTL_EVENT_MODE_ADDR, [0]))   # pull: tx idles
     cut = len(bursts)
     bursts += [read(proto.SPACE_STATUS, 0, 4)[:6],          # cut off ...
                b"\xc0\xdb\x33"]                           # ... a bad escape before any byte
@@ -124,12 +123,12 @@ def _busy_line_session() -> bytes:
     event reads; the gaps leave the line busy sending for much of the time."""
     write, read = _frames()
     code = list(compile_program(PROGRAM).code)
-    bursts = [write(proto.SPACE_PROG, 0, code), write(proto.SPACE_CTL, 0, [CTL_START_TB])]
+    bursts = [write(proto.SPACE_PROG, 0, code), write(proto.SPACE_CTL, 0, [proto.CTL_START_TB])]
     gaps = [0, 0]
     for i in range(6):
         bursts += [read(proto.SPACE_REGS, 0, proto.MAX_READ_WORDS), read(proto.SPACE_STATUS, 0, 4)]
         gaps += [20_000 + 9_000 * i, 70_000]
-    bursts.append(write(proto.SPACE_CTL, CTL_EVENT_MODE, [0]))
+    bursts.append(write(proto.SPACE_CTL, proto.CTL_EVENT_MODE_ADDR, [0]))
     gaps.append(5_000)
     for i in range(8):
         bursts += [read(proto.SPACE_EVENTS, 0, 8), read(proto.SPACE_REGS, 0, proto.MAX_READ_WORDS)]

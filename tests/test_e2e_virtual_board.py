@@ -418,11 +418,12 @@ def test_fallback_soft_keeps_the_program_running():
 
 
 def test_a_start_mask_starts_slots_in_one_core_cycle_and_bad_masks_are_refused(board):
-    from copperline.host import link as proto
+    from copperline.firmware import board_interface as proto
+    from copperline.host.link import LinkStatusError
     with _opened(board.url) as (be, got):
         ids = [be.load(compile_program(TICKER)) for _ in range(3)]
         be.start_many(ids)
         assert len({be.start_cycle(i) for i in ids}) == 1          # the same core cycle
         for word in (0, 1 << 4, (1 << 30) | 1):                     # no slot, no such slot
-            with pytest.raises(proto.LinkStatusError):
+            with pytest.raises(LinkStatusError):
                 be.link.write(proto.SPACE_CTL, proto.CTL_START_MASK_ADDR, [word])

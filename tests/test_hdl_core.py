@@ -4,9 +4,9 @@ status): cycle numbers of every op class, then watchdog and multi-context slot o
 import pytest
 from amaranth.sim import Simulator
 
+from copperline.firmware.board_interface import CtxState, EventKind, Reason
 from copperline.firmware import isa
-from copperline.hdl.core import Core, CtxState, Reason
-from copperline.hdl.event_fifo import EventKind
+from copperline.hdl.core import Core
 
 E = isa.encode
 X0 = isa.register_index(0, "x")

@@ -6,9 +6,9 @@ equivalence programs used values 0-3, where a comparator of the low half alone p
 ``fence_compare`` covers every value; this test checks the core's wiring of it.
 """
 
+from copperline.firmware.board_interface import CtxState, EventKind
 from copperline.firmware import isa
-from copperline.hdl.core import Core, CtxState
-from copperline.hdl.event_fifo import EventKind
+from copperline.hdl.core import Core
 from tests.test_hdl_core import run_core
 
 E = isa.encode

@@ -8,9 +8,9 @@ counts; this test checks the core's wiring of it, cycle for cycle.
 
 import pytest
 
+from copperline.firmware.board_interface import CtxState, EventKind
 from copperline.firmware import isa
-from copperline.hdl.core import Core, CtxState
-from copperline.hdl.event_fifo import EventKind
+from copperline.hdl.core import Core
 from tests.test_hdl_core import run_core
 
 E = isa.encode

@@ -8,9 +8,9 @@ the core's use of the counter at 3, 5 and 12 MHz, cycle for cycle.
 
 import pytest
 
+from copperline.firmware.board_interface import EventKind
 from copperline.firmware import isa
 from copperline.hdl.core import Core
-from copperline.hdl.event_fifo import EventKind
 from tests.test_hdl_core import run_core
 
 E = isa.encode

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from copperline.hdl.link import Link, info_words
 from copperline.hdl.top import LinkTop, Scratch
-from copperline.host import link as proto
+from copperline.firmware import board_interface as proto
 
 CLOCK = 12_000_000
 TIMEOUT_US = 20          # idle timeout of the simulated top: 240 cycles
@@ -302,7 +302,8 @@ def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing(
     and pops nothing more; START_TB (CTL 4) makes the start global cycle 0."""
     from copperline.firmware.compiler import compile_program
     from copperline.hdl.top import CoreConfig
-    from copperline.host.core_events import RecordConverter, decode_record
+    from copperline.firmware.board_interface import decode_record
+    from copperline.firmware.core_events import RecordConverter
     img = compile_program({"version": 1, "program": [
         {"op": "IRQ", "tag": "a"}, {"op": "WAIT", "us": 2}, {"op": "IRQ", "tag": "b"},
         {"op": "HALT"}]})

@@ -9,10 +9,10 @@ import warnings
 import pytest
 from amaranth.sim import Simulator
 
+from copperline.firmware.board_interface import EventKind
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
 from copperline.hdl.core import Core
-from copperline.hdl.event_fifo import EventKind
 from tests.test_hdl_core import event_record, write_programs
 
 E = isa.encode

@@ -12,8 +12,9 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from copperline.host import link as proto
-from copperline.host.link import FrameDecoder, Link, LinkStatusError, LinkTimeout
+from copperline.firmware import board_interface as proto
+from copperline.firmware.board_interface import FrameDecoder
+from copperline.host.link import Link, LinkError, LinkStatusError, LinkTimeout, open_port
 
 
 # ------------------------------------------------------------------ framing ---------------
@@ -233,7 +234,7 @@ def test_hello_takes_the_sizes_of_an_older_board(model):
 
 
 def test_bad_url_is_a_clear_error():
-    with pytest.raises(proto.LinkError, match="cannot open 'nosuch://x'"):
+    with pytest.raises(LinkError, match="cannot open 'nosuch://x'"):
         Link("nosuch://x")
 
 
@@ -300,7 +301,7 @@ def test_virtual_board_end_to_end(virtual_board):
 
 
 def test_virtual_board_duplicate_after_lost_response(virtual_board):
-    port = _LossyPort(proto.open_port(virtual_board.url, 1_000_000))
+    port = _LossyPort(open_port(virtual_board.url, 1_000_000))
     with Link(virtual_board.url, timeout=0.5, port=port) as link:
         before = link.read(proto.SPACE_INFO, 16, 1)[0]
         port.lose_frames = 1

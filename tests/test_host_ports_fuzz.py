@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from copperline.firmware import isa
+from copperline.firmware.board_interface import FrameDecoder, encode_frame
 from copperline.firmware.compiler import compile_program
 from copperline.firmware.image import Image, ImageError
 from copperline.firmware.program import ProgramError
-from copperline.host.link import FrameDecoder, encode_frame
 from copperline.host.ports import protocol as P
 from copperline.host.ports.testing import DaemonProcess
 

@@ -25,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from copperline.host import link as proto
+from copperline.firmware import board_interface as proto
+from copperline.host.link import Link
 
 CLOCK = 12_000_000
 BAUD = 1_000_000
@@ -112,7 +113,7 @@ def _virtual_board_figures(core, n: int) -> None:
     words = list(range(1024))                 # one slot's program memory: 4 KiB
     payload = 4 * len(words)
     reps = 3
-    with proto.Link(srv.url, timeout=5.0) as link:
+    with Link(srv.url, timeout=5.0) as link:
         link.hello()
         s0, t0 = sim.request_stats(), time.perf_counter()
         for _ in range(reps):

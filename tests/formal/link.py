@@ -30,7 +30,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from amaranth.asserts import AnySeq
 from amaranth.lib import crc
 
-from copperline.host import link as proto
+from copperline.firmware import board_interface as proto
 from copperline.hdl.link import Link, info_words
 
 #: clocks from the 0xC0 that ends a frame to its ``activity`` pulse

@@ -12,6 +12,7 @@ import socket
 from pathlib import Path
 
 from copperline.cli_output import CliError, done, wrote, written
+from copperline.firmware.board_interface import DEFAULT_BAUD
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,6 @@ def cmd_info(args) -> int:
     from copperline.boards.common import BoardError
     from copperline.boards.discover import resolve_port
     from copperline.host.link import Link, LinkError
-    from copperline.hdl.uart import DEFAULT_BAUD
     board = _board(args.board)
     try:
         port = resolve_port(board, args.port)
@@ -190,7 +190,6 @@ def cmd_sim(args) -> int:
     from copperline.boards.common import BoardError
     from copperline.boards.virtual import VirtualBoardServer
     from copperline.sim.cxxrtl_build import NativeBuildError
-    from copperline.hdl.uart import DEFAULT_BAUD
     board = _board(args.board)
     host, port = _parse_listen(args.listen)
     _check_free(host, port, args.listen)
