@@ -54,7 +54,9 @@ SPACE_FENCE = 3        # fence timeline values
 SPACE_REGS = 4         # register file read-back
 SPACE_STATUS = 5       # per-slot status words
 SPACE_EVENTS = 6       # event records pulled by READs (2 words each)
-SPACE_SCRATCH = 15     # 16 words of RAM: link loopback tests without a core
+SPACE_SCRATCH = 15     # SCRATCH_WORDS words of RAM: link loopback tests without a core
+#: Words of RAM in the SCRATCH space (the link-only top's loopback memory).
+SCRATCH_WORDS = 16
 SPACE_NAMES = {SPACE_INFO: "info", SPACE_PROG: "prog", SPACE_CTL: "ctl", SPACE_FENCE: "fence",
                SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_EVENTS: "events",
                SPACE_SCRATCH: "scratch"}

@@ -42,8 +42,8 @@ class CoreConfig:
 
     contexts: int = 4
     program_words: int = 256
-    layers: int = 16
-    vsync_hz: float = 60.0
+    layers: int = isa.DEFAULT_LAYERS
+    vsync_hz: float = isa.DEFAULT_VSYNC_HZ
     fifo_depth: int = 256
     #: ``bram`` or ``spram`` (iCE40UP); with ``spram_primitive`` False the SPRAM's
     #: Amaranth model stands in (simulation: the virtual board).
@@ -73,10 +73,10 @@ class Scratch(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=32, depth=16, init=[])
+        m.submodules.mem = mem = Memory(shape=32, depth=proto.SCRATCH_WORDS, init=[])
         w = mem.write_port()
         r = mem.read_port()
-        hit = (self.bus.space == proto.SPACE_SCRATCH) & (self.bus.addr < 16)
+        hit = (self.bus.space == proto.SPACE_SCRATCH) & (self.bus.addr < proto.SCRATCH_WORDS)
         m.d.comb += [
             self.bus.err.eq(~hit),
             w.addr.eq(self.bus.addr), w.data.eq(self.bus.wdata), w.en.eq(self.bus.we & hit),
