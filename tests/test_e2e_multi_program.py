@@ -16,7 +16,8 @@ import pytest
 
 from copperline.firmware.trace import read_trace
 from copperline.host.trace_compare import compare, load_trace
-from tests.test_e2e_virtual_board import COPPER, CORE_HZ, VSYNC_HZ, _server
+from tests.support import (COPPER, VIRTUAL_CORE_HZ as CORE_HZ, VIRTUAL_VSYNC_HZ as VSYNC_HZ,
+                           virtual_board_server)
 
 #: waits long enough that the fence (due at 30 ms) lands before program 1 reaches its
 #: FENCE (after 80 ms) although the board takes a host action a few ms after it is due
@@ -51,7 +52,7 @@ COMMON = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
 
 @pytest.fixture(scope="module")
 def board():
-    server = _server()
+    server = virtual_board_server()
     yield server
     server.close()
 

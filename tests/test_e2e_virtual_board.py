@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,46 +23,20 @@ from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
 from copperline.host.run_cli import run_realtime, run_virtual
 from copperline.sim.vm import Machine
-from tests.support import FaultyProxy, stepper as _stepper, virtual_board_server
+from tests.support import (COPPER, ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
+                           VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, poll,
+                           stepper as _stepper, virtual_board_server)
 
-CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
-VSYNC_HZ = 1000.0
 WORDS = 1024                    # program words per context (SPRAM)
-COPPER = str(Path(sys.executable).with_name("copper"))
-
-PROGRAM = {"version": 1, "program": [
-    {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-    {"label": "l"},
-    {"op": "WAIT", "us": 200},
-    {"op": "ADD", "reg": "layer[1].x", "delta": 3},
-    {"op": "IRQ", "tag": "t"},
-    {"op": "LOOP", "count": 5, "label": "l"},
-    {"op": "WAIT", "vsync": True},
-    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba"},
-    {"op": "MOVE", "reg": "layer[2].alpha", "value": 200},
-    {"op": "IRQ", "tag": "v"},
-    {"op": "HALT"}]}
-
 FENCED = {"version": 1, "program": [
     {"op": "IRQ", "tag": "before"},
     {"op": "FENCE", "timeline": "vk", "value": 1},
     {"op": "IRQ", "tag": "after"},
     {"op": "HALT"}]}
 
-TICKER = {"version": 1, "program": [
-    {"label": "top"},
-    {"op": "WAIT", "us": 500},
-    {"op": "IRQ", "tag": "tick"},
-    {"op": "JUMP", "label": "top"}]}
-
-
-def _server(port: int = 0):
-    return virtual_board_server(port, vsync_hz=VSYNC_HZ)
-
-
 @pytest.fixture(scope="module")
 def board():
-    server = _server()
+    server = virtual_board_server()
     yield server
     server.close()
 
@@ -82,15 +54,6 @@ def _opened(url: str, **options):
         be.close()
 
 
-def _wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def _vm_trace(image):
     vm = Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)
     events, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * CORE_HZ)
@@ -103,10 +66,10 @@ def test_identify_load_start_events_status_regs(board):
     with _opened(board.url) as (be, got):
         assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
             (CORE_HZ, VSYNC_HZ, 4, WORDS)
-        pid = be.load(compile_program(PROGRAM))
+        pid = be.load(compile_program(ENDING_PROGRAM))
         assert be.status(pid).state.value == "loaded"
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        assert poll(lambda: any(e.get("state") == "done" for e in got))
         st = be.status(pid)
         assert (st.state.value, st.reason, st.pc) == ("done", "halt", 9)
         assert st.bindings == {2: "s.rgba"}
@@ -121,12 +84,12 @@ def test_fence_by_timeline_name_reaches_the_program(board):
     with _opened(board.url) as (be, got):
         pid = be.load(compile_program(FENCED))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "before" for e in got))
+        assert poll(lambda: any(e.get("tag") == "before" for e in got))
         time.sleep(0.1)
         assert not any(e.get("tag") == "after" for e in got)
         assert be.status(pid).state.value == "running"      # blocked on the FENCE
         be.fence("vk", 1)
-        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        assert poll(lambda: any(e.get("state") == "done" for e in got))
         with pytest.raises(BackendError) as err:
             be.fence("vk", 0)
         assert err.value.code == "BAD_ARG"
@@ -139,7 +102,7 @@ def test_stop_emits_stopped_and_unload_frees_the_slot(board):
             be.load(compile_program(TICKER))
         assert err.value.code == "BUSY"
         be.start(ids[0])
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
         be.stop(ids[0])
         stopped = [e for e in got if e.get("state") == "stopped"]
         assert stopped and stopped[0]["reason"] == "host" and stopped[0]["prog"] == ids[0]
@@ -160,7 +123,7 @@ def test_stop_of_a_program_that_overflows_the_fifo_is_prompt(board):
     with _opened(board.url, command_timeout=30.0) as (be, got):
         pid = be.load(compile_program(flood))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("event") == "dropped" for e in got))
+        assert poll(lambda: any(e.get("event") == "dropped" for e in got))
         t0 = time.monotonic()
         be.stop(pid)
         took = time.monotonic() - t0
@@ -183,7 +146,7 @@ def test_program_too_big_for_the_board_is_bad_arg(board):
 
 def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
     prog = tmp_path / "prog.json"
-    prog.write_text(json.dumps(PROGRAM))
+    prog.write_text(json.dumps(ENDING_PROGRAM))
     common = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
     hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
     r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", board.url,
@@ -339,7 +302,7 @@ def test_state_records_survive_a_flooded_fifo(board):
         ticker = be.load(compile_program(TICKER))
         for pid in floods:
             be.start(pid)
-        assert _wait_for(lambda: any(e.get("event") == "dropped" for e in got))
+        assert poll(lambda: any(e.get("event") == "dropped" for e in got))
         for _ in range(5):
             be.start(ticker)
             be.stop(ticker)
@@ -359,7 +322,7 @@ def test_state_records_survive_a_flooded_fifo(board):
 
 def test_board_loss_ends_programs_then_reconnects(caplog):
     caplog.set_level("WARNING", logger="copperline.host.fpga")
-    server = _server()
+    server = virtual_board_server()
     port = server.address[1]
     got = []
     be = FpgaBackend(port=server.url, reconnect_s=0.2, poll_s=0.2)
@@ -368,31 +331,31 @@ def test_board_loss_ends_programs_then_reconnects(caplog):
     try:
         pid = be.load(compile_program(TICKER))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
         server.close()                                   # unplugged
-        assert _wait_for(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
+        assert poll(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
         lost = [e for e in got if e.get("reason") == "link-lost"][0]
         assert (lost["prog"], lost["state"]) == (pid, "faulted")
         assert be.status(pid).state.value == "faulted"
         with pytest.raises(BackendError) as err:
             be.load(compile_program(TICKER))
         assert err.value.code == "NO_BOARD" and "gone" in err.value.message
-        server = _server(port)                           # plugged back in
-        assert _wait_for(lambda: be.online, 15)
+        server = virtual_board_server(port)              # plugged back in
+        assert poll(lambda: be.online, 15)
         # the operator who saw the loss (a warning) sees the board come back
-        assert _wait_for(lambda: any(
+        assert poll(lambda: any(
             r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} uploaded "
             "again, ready to start" in r.getMessage() for r in caplog.records))
         got.clear()
         be.start(pid)                                    # uploaded again on reconnect
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
     finally:
         be.close()
         server.close()
 
 
 def test_fallback_soft_keeps_the_program_running():
-    server = _server()
+    server = virtual_board_server()
     got = []
     be = FpgaBackend(port=server.url, fallback="soft", reconnect_s=5, poll_s=0.2)
     be.set_event_sink(got.append)
@@ -400,11 +363,11 @@ def test_fallback_soft_keeps_the_program_running():
     try:
         pid = be.load(compile_program(TICKER))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
         server.close()
-        assert _wait_for(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
+        assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
         n = len(got)
-        assert _wait_for(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
+        assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
         assert all(e["prog"] == pid for e in got if "prog" in e)
         assert be.status(pid).state.value == "running"
         be.stop(pid)

@@ -14,7 +14,7 @@ from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
 from copperline.hdl.core import Core
 from copperline.hdl.event_fifo import EventKind
-from tests.test_hdl_core import event_record, write_programs
+from tests.support import event_record, gen_program, write_programs
 
 E = isa.encode
 X0 = isa.register_index(0, "x")
@@ -141,7 +141,6 @@ def test_vsync_fence_and_idle_contexts_together():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_generated_programs_four_at_a_time(seed):
-    from tests.test_sim_equivalence import gen_program
     rng = random.Random(seed)
     progs = {}
     while len(progs) < 4:

@@ -19,20 +19,10 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import SHORT, TICK, Raw
+from tests.support import SHORT, TICK, Raw, poll
 
 DENSE = {"version": 1, "program": [{"label": "t"}, {"op": "WAIT", "us": 1},
                                    {"op": "IRQ", "tag": "f"}, {"op": "JUMP", "label": "t"}]}
-
-
-def _poll(fn, timeout=5.0, every=0.02):
-    """fn() until truthy (returned) or the timeout (then the last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(every)
 
 
 def _fd_count(d: DaemonProcess) -> int:
@@ -201,8 +191,8 @@ def test_fds_on_an_unfinished_line_are_bounded(daemon, tmp_path):
         before = _fd_count(daemon)
         for _ in range(50):
             _sendfds(c.sock, b" ", [fd] * 4)
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["fds_held"] <= 4)
-        assert _poll(lambda: _fd_count(daemon) <= before + 4)           # was +200
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["fds_held"] <= 4)
+        assert poll(lambda: _fd_count(daemon) <= before + 4)           # was +200
         c.send({"id": "f", "cmd": "ping"})
         r = c.recv()
         assert r["id"] == "f" and r["error"]["code"] == "BAD_ARG" and r["error"]["field"] == "fd_index"
@@ -253,7 +243,7 @@ def test_accept_failing_with_emfile_neither_spins_nor_floods_the_log():
         assert _proc_cpu(d.proc.pid) - cpu0 < 0.5      # not a 100 % CPU accept loop
         for s in held:
             s.close()
-        c = _poll(lambda: _try_ping(d.path), timeout=5)
+        c = poll(lambda: _try_ping(d.path), timeout=5)
         assert c
     assert d.stderr.count("accept failed") < 40, d.stderr.count("accept failed")
 
@@ -289,10 +279,10 @@ def test_dead_clients_do_not_keep_their_slots(daemon):
             else:
                 assert c.req({"cmd": "subscribe", "events": ["irq"], "tag": "never"})["ok"]
             clients.append(c)
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= len(clients) + 1)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= len(clients) + 1)
         for c in clients:              # what SIGKILL does to a process's sockets
             c.close()
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] <= base), round_
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] <= base), round_
     ctl.req({"cmd": "unload", "id": pid})
     ctl.close()
 
@@ -325,7 +315,7 @@ def test_idle_and_stalled_connections_are_closed():
         assert idle.recv(timeout=5) is None                      # closed after ~1 s idle
         assert ctl.recv(timeout=5) is None                       # so is ctl, once done
         ctl = Raw(d.path)
-        assert _poll(lambda: ctl.req({"cmd": "stats"})["connections"]["closed_stalled"] == 1)
+        assert poll(lambda: ctl.req({"cmd": "stats"})["connections"]["closed_stalled"] == 1)
         assert busy.req({"cmd": "ping"})["ok"]                   # a subscriber is not idle
         st = ctl.req({"cmd": "stats"})["connections"]
         assert st["closed_idle"] >= 2
@@ -406,7 +396,7 @@ def test_sigterm_delivers_the_final_stopped_event_to_a_backlogged_subscriber():
         assert ctl.req({"cmd": "start", "id": pid})["ok"]
         ctl.req({"cmd": "debug.emit", "args": {"event": {"event": "irq", "tag": "x", "prog": 0},
                                                 "count": 20000}})
-        assert _poll(lambda: ctl.req({"cmd": "stats"})["events"]["dropped"] > 0)  # backlogged
+        assert poll(lambda: ctl.req({"cmd": "stats"})["events"]["dropped"] > 0)  # backlogged
         states = []
 
         def reader():                # starts with a backlog, keeps reading through the shutdown
@@ -497,7 +487,7 @@ def test_a_dead_client_whose_reading_is_paused_is_forgotten():
             hog.sock.sendall(b'{"cmd":"list"}\n' * 3000)
         except socket.timeout:
             pass
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
         hog.close()
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
         assert ctl.req({"cmd": "stats"})["connections"]["closed_dead_peer"] >= 1
