@@ -440,6 +440,16 @@ class Raw:
         self.sock.close()
 
 
+def served(path: str) -> Raw | None:
+    """A connection to the daemon on ``path`` if it serves one (answers a ping rather than
+    BUSY), else None."""
+    c = Raw(path)
+    if c.req({"cmd": "ping"})["ok"]:
+        return c
+    c.close()
+    return None
+
+
 @contextlib.contextmanager
 def soft_copperd(sock: str, *extra: str):
     """A ``copperd --backend soft`` on ``sock`` (with ``extra`` options), once it answers

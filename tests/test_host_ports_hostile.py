@@ -19,7 +19,7 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.ports.testing import DaemonProcess
-from tests.support import SHORT, TICK, Raw, poll
+from tests.support import SHORT, TICK, Raw, poll, served
 
 DENSE = {"version": 1, "program": [{"label": "t"}, {"op": "WAIT", "us": 1},
                                    {"op": "IRQ", "tag": "f"}, {"op": "JUMP", "label": "t"}]}
@@ -137,10 +137,13 @@ def test_replies_to_a_client_that_does_not_read_are_bounded():
             hog.sock.sendall(line * (65536 // len(line)))
         except socket.timeout:
             pass
-        time.sleep(0.3)
-        queued = ctl.req({"cmd": "debug.stats"})["queued_bytes"]
-        # two queue bounds plus one reply (was: every reply, ~10 MB here)
-        assert 0 < queued <= 2 * 16384 + 4096, queued
+
+        def queued():
+            return ctl.req({"cmd": "debug.stats"})["queued_bytes"]
+        # the daemon reads requests until the replies fill its queue past one bound ...
+        assert poll(lambda: queued() >= 16384, 5), queued()
+        # ... and no further than two bounds plus one reply (was: every reply, ~10 MB here)
+        assert queued() <= 2 * 16384 + 4096, queued()
         n = 0
         while True:                    # all 4369 replies arrive once the client reads
             m = hog.recv(timeout=5)
@@ -358,10 +361,10 @@ def test_deeply_nested_program_file_is_bad_format(daemon):
 
 def test_refused_clients_read_busy_not_epipe():
     with DaemonProcess("--max-clients", "2") as d:
-        time.sleep(0.2)                # the start-up probe connection is gone
-        keep = [Raw(d.path), Raw(d.path)]
-        for k in keep:
-            assert k.req({"cmd": "ping"})["ok"]
+        first = Raw(d.path)
+        assert first.req({"cmd": "ping"})["ok"]
+        second = poll(lambda: served(d.path), 5)   # once the start-up probe connection is gone
+        assert second
         refused = []
         for _ in range(20):              # kept open: many refused clients at once
             c = Raw(d.path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from copperline.host.ports.testing import DaemonProcess
-from tests.support import SHORT, TICK, Raw, poll
+from tests.support import SHORT, TICK, Raw, poll, served
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.fixture(scope="module")
@@ -283,14 +283,6 @@ def test_slow_subscriber_gets_one_coalesced_dropped_event_and_others_are_unaffec
 
 
 def test_too_many_clients_get_busy():
-    def served(path):
-        """A connection once the daemon serves one (it sees a closed client go late)."""
-        c = Raw(path)
-        if c.req({"cmd": "ping"})["ok"]:
-            return c
-        c.close()
-        return None
-
     with DaemonProcess("--max-clients", "2") as d:
         a = served(d.path)
         b = poll(lambda: served(d.path), 5)       # once the start-up probe connection is gone
