@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from amaranth.sim import Simulator
 from hypothesis import strategies as st
 
@@ -88,11 +89,58 @@ def stepper(wait_us: int, steps: int) -> dict:
         {"op": "HALT"}]}
 
 
+def multi_programs(counter_wait_us: int) -> dict[str, list]:
+    """The bodies of the multi-program scenarios (``copper run A B C D``), by name.
+
+    ``counter`` counts on layer[0].x every ``counter_wait_us``, four times, then waits for
+    timeline vk >= 2 and raises ``after``; ``blocked`` waits for ever on a FENCE (nobody
+    sets "never": the host stops it there); ``vsynced`` adds to the counter's register
+    on three vsync edges; ``short`` ends by itself.
+    """
+    return {
+        "counter": [
+            {"op": "MOVE", "reg": "layer[0].x", "value": 5},
+            {"label": "l"},
+            {"op": "WAIT", "us": counter_wait_us},
+            {"op": "ADD", "reg": "layer[0].x", "delta": 3},
+            {"op": "IRQ", "tag": "a"},
+            {"op": "LOOP", "count": 4, "label": "l"},
+            {"op": "FENCE", "timeline": "vk", "value": 2},
+            {"op": "IRQ", "tag": "after"},
+            {"op": "HALT"}],
+        "blocked": [
+            {"op": "IRQ", "tag": "b0"},
+            {"op": "FENCE", "timeline": "never", "value": 1},
+            {"op": "IRQ", "tag": "never"},
+            {"op": "HALT"}],
+        "vsynced": [
+            {"label": "t"},
+            {"op": "WAIT", "vsync": True},
+            {"op": "ADD", "reg": "layer[0].x", "delta": 1},
+            {"op": "IRQ", "tag": "v"},
+            {"op": "LOOP", "count": 3, "label": "t"},
+            {"op": "HALT"}],
+        "short": [{"op": "WAIT", "us": 7}, {"op": "IRQ", "tag": "s"}, {"op": "HALT"}],
+    }
+
+
 # -- random programs --------------------------------------------------------------------------
 
-REGS = [f"layer[{l}].{f}" for l in range(4) for f in ("x", "y", "alpha", "z", "visible")]
-RANGES = {"x": (-32768, 32767), "y": (-32768, 32767), "z": (-32768, 32767), "alpha": (0, 255),
-          "visible": (0, 1)}
+def random_move(rng: random.Random, regs: list[str]) -> dict:
+    """A MOVE to one of ``regs`` of a value at either end of its field's range or inside."""
+    reg = rng.choice(regs)
+    f = isa.register_field(isa.parse_register(reg))
+    return {"op": "MOVE", "reg": reg, "value": rng.choice([f.min, f.max, rng.randint(f.min, f.max)])}
+
+
+def random_add(rng: random.Random, regs: list[str]) -> dict:
+    """An ADD to one of ``regs`` of a delta at either end of its range, of 1 or -1, or small."""
+    return {"op": "ADD", "reg": rng.choice(regs),
+            "delta": rng.choice([-32768, 32767, -1, 1, rng.randint(-300, 300)])}
+
+
+#: the registers gen_program writes: layers 0-3
+_GEN_REGS = [f"layer[{l}].{f}" for l in range(4) for f in ("x", "y", "alpha", "z", "visible")]
 
 
 def gen_program(rng: random.Random) -> dict:
@@ -109,12 +157,9 @@ def gen_program(rng: random.Random) -> dict:
     def simple():
         r = rng.random()
         if r < 0.22:
-            reg = rng.choice(REGS)
-            lo, hi = RANGES[reg.split(".")[1]]
-            ops.append({"op": "MOVE", "reg": reg, "value": rng.choice([lo, hi, rng.randint(lo, hi)])})
+            ops.append(random_move(rng, _GEN_REGS))
         elif r < 0.44:
-            ops.append({"op": "ADD", "reg": rng.choice(REGS),
-                        "delta": rng.choice([-32768, 32767, -1, 1, rng.randint(-300, 300)])})
+            ops.append(random_add(rng, _GEN_REGS))
         elif r < 0.56:
             ops.append({"op": "IRQ", "tag": rng.choice("abc")})
         elif r < 0.68:
@@ -247,6 +292,14 @@ def _index_of_nth_slot(entries, pos):
 
 # -- the core on amaranth.sim -----------------------------------------------------------------
 
+def simulate(dut, bench) -> None:
+    """Run the async testbench ``bench`` on ``dut`` under a 1 MHz clock."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
 async def write_programs(ctx, core, programs):
     """Write ``programs`` (slot -> words) through prog_wr, waiting for ``ready``."""
     for slot, words in programs.items():
@@ -304,11 +357,56 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
             regs[("status", slot)] = (CtxState(ctx.get(core.status_state)), ctx.get(core.status_pc))
         regs["dropped"] = ctx.get(core.dropped)
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     return records, regs
+
+
+# -- the native RTL engines ------------------------------------------------------------------
+
+#: a small core: a vsync edge every 50 cycles
+ENGINE_CFG = dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=40)
+#: on every vsync edge: an ADD to layer[0].x and an IRQ, forever
+VSYNC_ADDER = {"version": 1, "program": [
+    {"label": "top"},
+    {"op": "WAIT", "vsync": True},
+    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
+    {"op": "IRQ", "tag": "f"},
+    {"op": "JUMP", "label": "top"}]}
+
+
+def run_beside_the_vm(engine_cls, **engine_kw) -> list:
+    """VSYNC_ADDER for 500 cycles (10 frames) on the VM and on ``engine_cls(**engine_kw)``:
+    (events, layer[0].x, pc) of each."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.sim.vm import Machine
+    image = compile_program(VSYNC_ADDER)
+    vm = Machine(**ENGINE_CFG, program_words=64)
+    rtl = engine_cls(**ENGINE_CFG, program_words=64, **engine_kw)
+    try:
+        out = []
+        for m in (vm, rtl):
+            m.start(m.load(image))
+            ev = m.run_until(500)
+            out.append((ev, m.regs["layer[0].x"], m.status(0)["pc"]))
+    finally:
+        rtl.close()
+    return out
+
+
+def check_vcd(text: str, cycles: int) -> None:
+    """``text`` is a VCD of the core over ``cycles`` core cycles, sampled on every edge."""
+    assert "$enddefinitions" in text and "tapv" in text
+    assert text.count("\n#") >= 2 * 4 * cycles            # a sample per clock edge
+
+
+def check_closed_engine(engine) -> None:
+    """``engine`` refuses an out-of-range memory write, then closes and refuses to run."""
+    from copperline.sim.cxxrtl import CxxrtlError
+    with pytest.raises(CxxrtlError, match="row out of range"):
+        engine._write_mem("prog", 4 * 64, [1])
+    engine.close()
+    with pytest.raises(Exception, match="closed"):
+        engine.run_until(10)
 
 
 # -- the virtual board ------------------------------------------------------------------------

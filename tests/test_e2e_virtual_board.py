@@ -54,6 +54,24 @@ def _opened(url: str, **options):
         be.close()
 
 
+def _run(url: str, image, **options):
+    """(events, status) of ``image`` run to its end through an FpgaBackend on ``url``."""
+    be = FpgaBackend(port=url, **options)
+    return run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+
+
+def _run_through_a_faulty_line(board, image, rate: float, seed: int, **options):
+    """:func:`_run` through a FaultyProxy (``rate``, ``seed``) in front of ``board``:
+    (events, status, the proxy)."""
+    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
+    proxy = FaultyProxy((host, int(port)), rate, seed=seed)
+    try:
+        events, status = _run(proxy.url, image, **options)
+    finally:
+        proxy.close()
+    return events, status, proxy
+
+
 def _vm_trace(image):
     vm = Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)
     events, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * CORE_HZ)
@@ -174,13 +192,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
         {"op": "IRQ", "tag": "n"},
         {"op": "LOOP", "count": 60, "label": "l"},
         {"op": "HALT"}]})
-    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
-    proxy = FaultyProxy((host, int(port)), 1e-3, seed=6)
-    try:
-        be = FpgaBackend(port=proxy.url, timeout=0.1, retries=20)
-        events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
-    finally:
-        proxy.close()
+    events, status, proxy = _run_through_a_faulty_line(board, image, 1e-3, 6, timeout=0.1,
+                                                       retries=20)
     assert status["state"] == "done"
     assert events == _vm_trace(image)
     assert len(events) == 2 + 2 * 60
@@ -210,8 +223,7 @@ def _compare_with_vm(tmp_path, image, hw_events):
                          ids=["2k-per-s", "4k-per-s"])
 def test_every_event_arrives_well_within_the_line_capacity(board, tmp_path, wait_us, steps):
     image = compile_program(_stepper(wait_us, steps))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     assert not [e for e in events if e["event"] == "dropped"]
     c = _compare_with_vm(tmp_path, image, events)
@@ -227,8 +239,7 @@ def test_near_the_line_capacity_every_event_arrives_or_is_counted(board, tmp_pat
     # machine its turnaround may let the FIFO overflow now and then; what is dropped is
     # counted exactly
     image = compile_program(_stepper(wait_us, steps))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     dropped = sum(e["count"] for e in events if e["event"] == "dropped")
     c = _compare_with_vm(tmp_path, image, events)
@@ -241,8 +252,7 @@ def test_beyond_the_line_capacity_drops_are_counted_exactly(board, tmp_path):
     # 100k records/s for 60 ms: the FIFO overflows; the trace lacks exactly the dropped
     # records, and every state record (start, done) still arrives
     image = compile_program(_stepper(20, 3000))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     dropped = sum(e["count"] for e in events if e["event"] == "dropped")
     assert 1000 < dropped < 6000
@@ -261,13 +271,8 @@ def test_every_event_arrives_through_a_noisy_line(board, tmp_path, rate, wait_us
     # almost never gets through: the link's frames shrink, its timeouts follow the
     # measured round trip), both ways
     image = compile_program(_stepper(wait_us, steps))
-    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
-    proxy = FaultyProxy((host, int(port)), rate, seed=13)
-    try:
-        be = FpgaBackend(port=proxy.url, retries=20, command_timeout=30.0)
-        events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
-    finally:
-        proxy.close()
+    events, status, proxy = _run_through_a_faulty_line(board, image, rate, 13, retries=20,
+                                                       command_timeout=30.0)
     assert status["state"] == "done"
     c = _compare_with_vm(tmp_path, image, events)
     assert c.ok, c.failures
@@ -320,60 +325,56 @@ def test_state_records_survive_a_flooded_fifo(board):
 
 # ------------------------------------------------------------------- board loss -----------
 
+def _ticking(be, got) -> int:
+    """Load and start TICKER on ``be``; its id, once its first tick has arrived."""
+    pid = be.load(compile_program(TICKER))
+    be.start(pid)
+    assert poll(lambda: any(e.get("tag") == "tick" for e in got))
+    return pid
+
+
 def test_board_loss_ends_programs_then_reconnects(caplog):
     caplog.set_level("WARNING", logger="copperline.host.fpga")
     server = virtual_board_server()
     port = server.address[1]
-    got = []
-    be = FpgaBackend(port=server.url, reconnect_s=0.2, poll_s=0.2)
-    be.set_event_sink(got.append)
-    be.open()
     try:
-        pid = be.load(compile_program(TICKER))
-        be.start(pid)
-        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
-        server.close()                                   # unplugged
-        assert poll(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
-        lost = [e for e in got if e.get("reason") == "link-lost"][0]
-        assert (lost["prog"], lost["state"]) == (pid, "faulted")
-        assert be.status(pid).state.value == "faulted"
-        with pytest.raises(BackendError) as err:
-            be.load(compile_program(TICKER))
-        assert err.value.code == "NO_BOARD" and "gone" in err.value.message
-        server = virtual_board_server(port)              # plugged back in
-        assert poll(lambda: be.online, 15)
-        # the operator who saw the loss (a warning) sees the board come back
-        assert poll(lambda: any(
-            r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} uploaded "
-            "again, ready to start" in r.getMessage() for r in caplog.records))
-        got.clear()
-        be.start(pid)                                    # uploaded again on reconnect
-        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
+        with _opened(server.url, reconnect_s=0.2, poll_s=0.2) as (be, got):
+            pid = _ticking(be, got)
+            server.close()                               # unplugged
+            assert poll(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
+            lost = [e for e in got if e.get("reason") == "link-lost"][0]
+            assert (lost["prog"], lost["state"]) == (pid, "faulted")
+            assert be.status(pid).state.value == "faulted"
+            with pytest.raises(BackendError) as err:
+                be.load(compile_program(TICKER))
+            assert err.value.code == "NO_BOARD" and "gone" in err.value.message
+            server = virtual_board_server(port)          # plugged back in
+            assert poll(lambda: be.online, 15)
+            # the operator who saw the loss (a warning) sees the board come back
+            assert poll(lambda: any(
+                r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} "
+                "uploaded again, ready to start" in r.getMessage() for r in caplog.records))
+            got.clear()
+            be.start(pid)                                # uploaded again on reconnect
+            assert poll(lambda: any(e.get("tag") == "tick" for e in got))
     finally:
-        be.close()
         server.close()
 
 
 def test_fallback_soft_keeps_the_program_running():
     server = virtual_board_server()
-    got = []
-    be = FpgaBackend(port=server.url, fallback="soft", reconnect_s=5, poll_s=0.2)
-    be.set_event_sink(got.append)
-    be.open()
     try:
-        pid = be.load(compile_program(TICKER))
-        be.start(pid)
-        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
-        server.close()
-        assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
-        n = len(got)
-        assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
-        assert all(e["prog"] == pid for e in got if "prog" in e)
-        assert be.status(pid).state.value == "running"
-        be.stop(pid)
-        assert got[-1]["state"] == "stopped"
+        with _opened(server.url, fallback="soft", reconnect_s=5, poll_s=0.2) as (be, got):
+            pid = _ticking(be, got)
+            server.close()
+            assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
+            n = len(got)
+            assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
+            assert all(e["prog"] == pid for e in got if "prog" in e)
+            assert be.status(pid).state.value == "running"
+            be.stop(pid)
+            assert got[-1]["state"] == "stopped"
     finally:
-        be.close()
         server.close()
 
 

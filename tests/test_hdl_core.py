@@ -2,12 +2,11 @@
 status): cycle numbers of every op class, then watchdog and multi-context slot order."""
 
 import pytest
-from amaranth.sim import Simulator
 
 from copperline.firmware import isa
 from copperline.hdl.core import Core, CtxState, Reason
 from copperline.hdl.event_fifo import EventKind
-from tests.support import event_record, run_core, write_programs
+from tests.support import event_record, run_core, simulate, write_programs
 
 E = isa.encode
 X0 = isa.register_index(0, "x")
@@ -103,10 +102,7 @@ def test_spram_write_waits_for_its_slot_and_holds_a_start():
             await ctx.tick()
         seen["held"] = held
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     assert 1 <= seen["waited"] <= core.phases
     assert seen["held"] == 1
 
@@ -156,10 +152,7 @@ def test_spram_writes_at_link_rate_ignoring_ready():
                 seen.append((ctx.get(core.events.payload.slot), EventKind(ctx.get(core.events.payload.kind))))
             await ctx.tick()
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     for s in range(4):
         assert [k for slot, k in seen if slot == s] == [EventKind.REG] * 3 + [EventKind.IRQ, EventKind.STATE]
 
@@ -192,10 +185,7 @@ def test_events_port_clock_for_clock_with_the_ecp5_options(options):
                 await ctx.tick()
                 ctx.set(core.cmd.valid, 0)
 
-        sim = Simulator(core)
-        sim.add_clock(1e-6)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(core, bench)
         return out
 
     kw = dict(watchdog_ops=1000, contexts=4, program_words=8, fifo_depth=12)

@@ -8,13 +8,12 @@ import warnings
 from dataclasses import dataclass
 
 import pytest
-from amaranth.sim import Simulator
 
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
 from copperline.hdl.core import Core
 from copperline.hdl.event_fifo import EventKind
-from tests.support import event_record, gen_program, write_programs
+from tests.support import event_record, gen_program, simulate, write_programs
 
 E = isa.encode
 X0 = isa.register_index(0, "x")
@@ -76,10 +75,7 @@ def run(programs, *, until, warp: bool, fences=()) -> Run:
             clocks += 1
         end = ctx.get(core.cycle)
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     return Run([r for r in records if r[0] < until], warps, -(-clocks // core.phases), end)
 
 

@@ -124,19 +124,27 @@ def test_catch_up_runs_one_slice_not_every_overdue_cycle():
         rt.stop()
 
 
+def _hog(path: str, programs: int, requests: int) -> tuple[Raw, Raw]:
+    """With ``programs`` programs loaded (long ``list`` replies), a client that sends
+    ``requests`` list commands (as many as go in 2 s) and reads nothing: (a control
+    connection, the hog)."""
+    ctl = Raw(path)
+    for _ in range(programs):
+        ctl.req({"cmd": "load", "program": TICK})
+    hog = Raw(path)
+    hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.sock.settimeout(2)
+    try:
+        hog.sock.sendall(b'{"cmd":"list"}\n' * requests)
+    except socket.timeout:
+        pass
+    return ctl, hog
+
+
 def test_replies_to_a_client_that_does_not_read_are_bounded():
     with DaemonProcess("--test-hooks", "--queue-bytes", "16384") as d:
-        ctl = Raw(d.path)
-        for _ in range(8):
-            ctl.req({"cmd": "load", "program": TICK})
-        hog = Raw(d.path)
-        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         line = b'{"cmd":"list"}\n'
-        hog.sock.settimeout(2)
-        try:
-            hog.sock.sendall(line * (65536 // len(line)))
-        except socket.timeout:
-            pass
+        ctl, hog = _hog(d.path, 8, 65536 // len(line))
 
         def queued():
             return ctl.req({"cmd": "debug.stats"})["queued_bytes"]
@@ -480,16 +488,7 @@ def test_a_dead_client_whose_reading_is_paused_is_forgotten():
     """Its replies unread (so copperd stopped reading it), then gone: not kept until a
     write fails or the stall timeout."""
     with DaemonProcess("--test-hooks", "--queue-bytes", "4096") as d:
-        ctl = Raw(d.path)
-        for _ in range(4):
-            ctl.req({"cmd": "load", "program": TICK})
-        hog = Raw(d.path)
-        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.sock.settimeout(2)
-        try:
-            hog.sock.sendall(b'{"cmd":"list"}\n' * 3000)
-        except socket.timeout:
-            pass
+        ctl, hog = _hog(d.path, 4, 3000)
         assert poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
         hog.close()
         assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
