@@ -30,7 +30,7 @@ def compile_program(doc, source: str = "<program>", **limits) -> Image:
     ``limits`` are passed to :func:`validate` (``program_words``, ``layers``).
     """
     checked = validate(doc, source, **limits)
-    tables: dict[str, dict[str, int]] = {"tag": {}, "surface": {}, "timeline": {}}
+    tables: dict[str, dict[str, int]] = {kind: {} for kind in isa.TABLE_KINDS}
     code: list[int] = []
     used_regs: set[int] = set()
     next_slot = 0
@@ -41,39 +41,23 @@ def compile_program(doc, source: str = "<program>", **limits) -> Image:
 
     for index, entry in checked.ops:
         spec = isa.OP_BY_NAME[entry["op"]]
-        name = spec.name
-        if name in ("HALT", "NOP"):
-            fields = {}
-        elif name == "WAIT":
-            fields = {"vsync": 1} if "vsync" in entry else {"vsync": 0, "us": entry["us"]}
-        elif name in ("MOVE", "ADD"):
-            reg = checked.registers[index]
-            used_regs.add(reg)
-            if name == "MOVE":
-                width = isa.register_field(reg).width
-                # Two's complement in the register's width (validated to be in range).
-                fields = {"reg": reg, "value": entry["value"] & ((1 << width) - 1)}
-            else:
-                fields = {"reg": reg, "delta": entry["delta"]}
-        elif name == "IRQ":
-            fields = {"tag": intern("tag", entry["tag"])}
-        elif name == "JUMP":
-            fields = {"target": checked.labels[entry["label"]]}
-        elif name == "LOOP":
-            count = entry["count"]
-            if count == -1:
-                fields = {"slot": 0, "count": 0}
-            else:
-                fields = {"slot": next_slot, "count": count}
+
+        def resolve(arg: isa.JsonArg, value) -> int:
+            if arg.kind == "reg":
+                return checked.registers[index]
+            if arg.kind == "label":
+                return checked.labels[value]
+            return intern(arg.kind, value)
+
+        fields = isa.args_to_fields(spec, entry, resolve)
+        for arg in spec.args:
+            if arg.kind == "reg":
+                used_regs.add(fields[arg.field])
+            elif arg.kind == "loop_count" and fields[arg.field]:
+                # A finite LOOP takes the next hardware loop counter; forever LOOPs use none.
+                fields[isa.LOOP_SLOT.name] = next_slot
                 next_slot += 1
-            fields["target"] = checked.labels[entry["label"]]
-        elif name == "FENCE":
-            fields = {"timeline": intern("timeline", entry["timeline"]), "value": entry["value"]}
-        elif name == "BIND_LAYER":
-            fields = {"layer": entry["id"], "surface": intern("surface", entry["surface"])}
-        else:  # pragma: no cover - validate() only lets isa.OPS through
-            raise NotImplementedError(f"compiler does not know op {name}")
-        code.append(isa.encode(name, **fields))
+        code.append(isa.encode(spec.name, **fields))
 
     ends_in_halt = code and code[-1] >> isa.OPCODE_SHIFT == isa.Opcode.HALT
     if not ends_in_halt or any(addr == len(code) for addr in checked.labels.values()):

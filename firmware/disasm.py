@@ -69,31 +69,14 @@ def _target_names(image: Image) -> dict[int, str]:
 def _op_fields(ins: isa.Instruction, image: Image, regs: dict[int, str],
                targets: dict[int, str]) -> dict:
     """The JSON fields of one decoded op (without ``op``)."""
-    f = ins.fields
-    name = ins.name
-    if name in ("HALT", "NOP"):
-        return {}
-    if name == "WAIT":
-        return {"vsync": True} if f["vsync"] else {"us": f["us"]}
-    if name == "MOVE":
-        try:
-            value = isa.register_field(f["reg"]).wrap(f["value"])
-        except ValueError:
-            value = f["value"]
-        return {"reg": _reg_name(f["reg"], regs), "value": value}
-    if name == "ADD":
-        return {"reg": _reg_name(f["reg"], regs), "delta": f["delta"]}
-    if name == "IRQ":
-        return {"tag": _table(image.tags, f["tag"])}
-    if name == "JUMP":
-        return {"label": targets[f["target"]]}
-    if name == "LOOP":
-        return {"count": f["count"] or -1, "label": targets[f["target"]]}
-    if name == "FENCE":
-        return {"timeline": _table(image.timelines, f["timeline"]), "value": f["value"]}
-    if name == "BIND_LAYER":
-        return {"id": f["layer"], "surface": _table(image.surfaces, f["surface"])}
-    raise NotImplementedError(f"disassembler does not know op {name}")  # pragma: no cover
+    def resolve(arg: isa.JsonArg, raw: int):
+        if arg.kind == "reg":
+            return _reg_name(raw, regs)
+        if arg.kind == "label":
+            return targets[raw]
+        return _table(image.table(arg.kind), raw)
+
+    return isa.fields_to_args(ins, resolve)
 
 
 def to_program(image: Image) -> dict:
@@ -151,33 +134,27 @@ def recompiles_identically(image: Image) -> bool:
 
 def _describe(ins: isa.Instruction, image: Image, regs: dict[int, str],
               labels: dict[int, list[str]]) -> str:
+    """The listing's operands: each arg of the word's form by kind, then the fields no
+    arg sets (LOOP's slot)."""
     f = ins.fields
-    name = ins.name
-    if name == "WAIT":
-        return "vsync" if f["vsync"] else f"us={f['us']}"
-    if name in ("MOVE", "ADD"):
-        key = "value" if name == "MOVE" else "delta"
-        val = f[key]
-        if name == "MOVE":
-            try:
-                val = isa.register_field(f["reg"]).wrap(val)
-            except ValueError:
-                pass
-        return f"{_reg_name(f['reg'], regs)} {key}={val}"
-    if name == "IRQ":
-        return f"tag={f['tag']} ({_quote(_table(image.tags, f['tag']))})"
-    if name == "JUMP":
-        return f"target={f['target']:04d}{_label_note(f['target'], labels)}"
-    if name == "LOOP":
-        count = "forever" if f["count"] == 0 else str(f["count"])
-        return (f"count={count} target={f['target']:04d}{_label_note(f['target'], labels)} "
-                f"slot={f['slot']}")
-    if name == "FENCE":
-        return (f"timeline={f['timeline']} ({_quote(_table(image.timelines, f['timeline']))}) "
-                f"value={f['value']}")
-    if name == "BIND_LAYER":
-        return f"layer={f['layer']} surface={f['surface']} ({_quote(_table(image.surfaces, f['surface']))})"
-    return ""
+    reg = ins.op.register(f)
+    parts = []
+    for arg in ins.op.form(f):
+        key, raw = arg.field, f[arg.field]
+        if arg.kind == "reg":
+            parts.append(_reg_name(raw, regs))
+        elif arg.kind == "true":
+            parts.append(arg.name)
+        elif arg.kind == "label":
+            parts.append(f"{key}={raw:04d}{_label_note(raw, labels)}")
+        elif arg.kind in isa.TABLE_KINDS:
+            parts.append(f"{key}={raw} ({_quote(_table(image.table(arg.kind), raw))})")
+        elif arg.kind == "loop_count":
+            parts.append(f"{key}={'forever' if raw == 0 else raw}")
+        else:
+            parts.append(f"{key}={isa.FROM_RAW[arg.kind](raw, reg)}")
+    parts += [f"{b.name}={f[b.name]}" for b in ins.op.assigned_bits]
+    return " ".join(parts)
 
 
 def _label_note(addr: int, labels: dict[int, list[str]]) -> str:

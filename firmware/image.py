@@ -91,6 +91,10 @@ class Image:
         """Hex SHA-256 of the image bytes: the program identity used in trace headers."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
+    def table(self, kind: str) -> tuple[str, ...]:
+        """The string table a field of arg kind ``kind`` (:data:`isa.TABLE_KINDS`) indexes."""
+        return {"tag": self.tags, "surface": self.surfaces, "timeline": self.timelines}[kind]
+
     def decoded(self) -> list[isa.Instruction]:
         """The code, decoded (raises ValueError on an invalid word)."""
         return [isa.decode(w) for w in self.code]
@@ -174,9 +178,9 @@ class Image:
         names = isa.register_names(layers)
         for addr, word in enumerate(self.code):
             ins = isa.decode(word)
-            if ins.name in ("MOVE", "ADD"):
-                r = ins.fields["reg"]
-                if r >= len(names) or names[r] is None:
+            for arg in ins.op.args:
+                r = ins.fields[arg.field]
+                if arg.kind == "reg" and (r >= len(names) or names[r] is None):
                     raise ImageError(f"word {addr}: {ins.name} register index {r} does not "
                                      f"exist on a machine with {layers} layers")
 
@@ -189,16 +193,16 @@ class Image:
                 ins = isa.decode(word)
             except ValueError as exc:
                 raise ImageError(f"{source}: word {addr}: {exc}") from None
-            f = ins.fields
-            table = {"IRQ": ("tag", self.tags), "BIND_LAYER": ("surface", self.surfaces),
-                     "FENCE": ("timeline", self.timelines)}.get(ins.name)
-            if table and f[table[0]] >= len(table[1]):
-                raise ImageError(f"{source}: word {addr}: {ins.name} {table[0]} index "
-                                 f"{f[table[0]]} is outside the table ({len(table[1])} entries)")
-            if "target" in f and f["target"] >= len(self.code):
-                raise ImageError(f"{source}: word {addr}: {ins.name} target {f['target']} "
-                                 f"is outside the code ({len(self.code)} words)")
-            problem = _field_problem(ins)
+            for arg in ins.op.form(ins.fields):
+                raw = ins.fields[arg.field]
+                if arg.kind in isa.TABLE_KINDS and raw >= len(self.table(arg.kind)):
+                    raise ImageError(f"{source}: word {addr}: {ins.name} {arg.field} index "
+                                     f"{raw} is outside the table "
+                                     f"({len(self.table(arg.kind))} entries)")
+                if arg.kind == "label" and raw >= len(self.code):
+                    raise ImageError(f"{source}: word {addr}: {ins.name} {arg.field} {raw} "
+                                     f"is outside the code ({len(self.code)} words)")
+            problem = isa.field_problem(ins)
             if problem:
                 raise ImageError(f"{source}: word {addr}: {ins.name}: {problem}")
         for address, name in self.labels:
@@ -215,29 +219,6 @@ class Image:
                                  f"match the ISA register map ({expected or 'no such register'})")
         if self.code[-1] >> isa.OPCODE_SHIFT != isa.Opcode.HALT:
             raise ImageError(f"{source}: the code does not end in HALT")
-
-
-def _field_problem(ins: isa.Instruction) -> str | None:
-    """What is wrong with a decoded op's fields beyond bit widths, or None."""
-    f = ins.fields
-    if ins.name in ("MOVE", "ADD"):
-        try:
-            reg = isa.register_field(f["reg"])
-        except ValueError:
-            return f"register index {f['reg']} names no register"
-        if ins.name == "MOVE" and not reg.signed and f["value"] > reg.max:
-            return (f"value {f['value']} does not fit register {isa.register_name(f['reg'])} "
-                    f"({reg.min}..{reg.max})")
-    elif ins.name == "WAIT":
-        if f["vsync"] and f["us"]:
-            return "vsync wait with a non-zero us field"
-        if not f["vsync"] and f["us"] == 0:
-            return "wait of 0 us"
-    elif ins.name == "LOOP" and f["count"] == 0 and f["slot"]:
-        return f"forever LOOP with loop slot {f['slot']} (must be 0)"
-    elif ins.name == "BIND_LAYER" and f["layer"] >= 1 << isa.LAYER_BITS:
-        return f"layer {f['layer']} is out of range (0..{(1 << isa.LAYER_BITS) - 1})"
-    return None
 
 
 def load_image(path: str) -> Image:

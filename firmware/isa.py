@@ -22,6 +22,7 @@ the generated ``docs/isa.md``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ISA_VERSION = 1
@@ -233,12 +234,18 @@ class BitField:
     def mask(self) -> int:
         return ((1 << self.width) - 1) << self.lsb
 
+    @property
+    def min(self) -> int:
+        return -(1 << (self.width - 1)) if self.signed else 0
+
+    @property
+    def max(self) -> int:
+        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+
     def insert(self, word: int, value: int) -> int:
-        lo = -(1 << (self.width - 1)) if self.signed else 0
-        hi = (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
-        if not lo <= value <= hi:
+        if not self.min <= value <= self.max:
             raise ValueError(f"field {self.name}: {value} does not fit in {self.width} "
-                             f"{'signed ' if self.signed else ''}bits ({lo}..{hi})")
+                             f"{'signed ' if self.signed else ''}bits ({self.min}..{self.max})")
         return word | ((value & ((1 << self.width) - 1)) << self.lsb)
 
     def extract(self, word: int) -> int:
@@ -252,7 +259,7 @@ class BitField:
 class JsonArg:
     """A field of the op in program JSON.
 
-    ``kind`` says how the validator checks it and how the compiler encodes it:
+    ``kind`` says how the validator checks it and how it maps onto its bit field:
     ``reg`` (register name), ``reg_value`` (int in the register's range), ``int``
     (int in ``[min, max]``), ``label``, ``tag``, ``surface``, ``timeline`` (strings
     that go to the image's tables), ``layer`` (layer id), ``loop_count``
@@ -263,6 +270,39 @@ class JsonArg:
     doc: str
     min: int | None = None
     max: int | None = None
+    #: The bit field that holds the value ("": the one named like the arg).
+    bit: str = ""
+
+    @property
+    def field(self) -> str:
+        """Name of the bit field that holds this arg."""
+        return self.bit or self.name
+
+
+#: Arg kinds whose JSON value is a name that only the program (or image) resolves: a
+#: register name, a label, or a string of one of the image's tables.
+NAME_KINDS = frozenset({"reg", "label", "tag", "surface", "timeline"})
+#: Arg kinds whose field indexes one of the image's string tables.
+TABLE_KINDS = ("tag", "surface", "timeline")
+
+#: JSON value -> raw field value for the other kinds. ``reg`` is the
+#: :class:`RegisterField` of the op's register (``reg_value`` is stored in its width).
+TO_RAW = {
+    "int": lambda value, reg: value,
+    "layer": lambda value, reg: value,
+    "true": lambda value, reg: 1,
+    "loop_count": lambda value, reg: 0 if value == -1 else value,
+    "reg_value": lambda value, reg: value & ((1 << reg.width) - 1),
+}
+#: Raw field value -> JSON value, the inverse of :data:`TO_RAW` (``reg`` is None when the
+#: register index names no register: the raw value is shown as it is).
+FROM_RAW = {
+    "int": lambda raw, reg: raw,
+    "layer": lambda raw, reg: raw,
+    "true": lambda raw, reg: True,
+    "loop_count": lambda raw, reg: raw or -1,
+    "reg_value": lambda raw, reg: reg.wrap(raw) if reg is not None else raw,
+}
 
 
 @dataclass(frozen=True)
@@ -276,6 +316,13 @@ class OpSpec:
     doc: str
     #: For ops with alternative JSON forms (WAIT): each form is a tuple of arg names.
     forms: tuple[tuple[str, ...], ...] = field(default=())
+    #: Cycles from issue to the next op's issue when the op goes on to the next address
+    #: at a fixed cost (None: it never does so: HALT, JUMP, WAIT).
+    cost: int | None = None
+    #: Cycles from issue to the next op's issue when the op branches (JUMP, a taken LOOP).
+    branch_cost: int | None = None
+    #: What is wrong with a word's decoded fields beyond widths and arg kinds, or None.
+    problem: Callable[[dict[str, int]], str | None] | None = None
 
     def arg(self, name: str) -> JsonArg:
         return next(a for a in self.args if a.name == name)
@@ -290,9 +337,106 @@ class OpSpec:
             used |= b.mask
         return ~used & 0xFFFF_FFFF
 
+    @property
+    def assigned_bits(self) -> tuple[BitField, ...]:
+        """The bit fields no JSON arg sets (LOOP's slot: the compiler assigns it)."""
+        by_args = {a.field for a in self.args}
+        return tuple(b for b in self.bits if b.name not in by_args)
+
+    def form(self, fields: dict[str, int]) -> tuple[JsonArg, ...]:
+        """The args a word with these raw ``fields`` expresses: all of them, or for an op
+        with forms (WAIT) the form whose flags (``true`` args) are the set ones."""
+        if not self.forms:
+            return self.args
+        flags = [a for a in self.args if a.kind == "true"]
+        for names in self.forms:
+            if all(bool(fields[a.field]) == (a.name in names) for a in flags):
+                return tuple(self.arg(n) for n in names)
+        raise ValueError(f"{self.name}: no form has the flags of {fields}")  # pragma: no cover
+
+    def register(self, fields: dict[str, int]) -> RegisterField | None:
+        """The register field of the op's ``reg`` arg (None: no such arg or register)."""
+        for a in self.args:
+            if a.kind == "reg":
+                try:
+                    return register_field(fields[a.field])
+                except ValueError:
+                    return None
+        return None
+
+
+def args_to_fields(spec: OpSpec, values: dict, resolve: Callable[[JsonArg, object], int]
+                   ) -> dict[str, int]:
+    """The raw bit fields of a (validated) op whose JSON args are ``values``.
+
+    ``resolve(arg, value)`` gives the raw value of an arg of a :data:`NAME_KINDS` kind;
+    fields no given arg sets are left out (they encode as 0).
+    """
+    fields: dict[str, int] = {}
+    for a in spec.args:
+        if a.name not in values:
+            continue
+        if a.kind in NAME_KINDS:
+            fields[a.field] = resolve(a, values[a.name])
+        else:
+            fields[a.field] = TO_RAW[a.kind](values[a.name], spec.register(fields))
+    return fields
+
+
+def fields_to_args(ins: Instruction, resolve: Callable[[JsonArg, int], object]) -> dict:
+    """The JSON args of a decoded word, in the op's arg order (the inverse of
+    :func:`args_to_fields`); ``resolve(arg, raw)`` names the :data:`NAME_KINDS` kinds."""
+    f = ins.fields
+    reg = ins.op.register(f)
+    return {a.name: resolve(a, f[a.field]) if a.kind in NAME_KINDS
+            else FROM_RAW[a.kind](f[a.field], reg)
+            for a in ins.op.form(f)}
+
+
+def field_problem(ins: Instruction) -> str | None:
+    """What is wrong with a decoded word's fields that the ISA alone can tell (a register
+    index that names no register, a value beyond its register, a layer beyond the
+    encoding, the op's own rules), or None. Table indices and targets need the image."""
+    f = ins.fields
+    reg_index = None
+    for a in ins.op.form(f):
+        raw = f[a.field]
+        if a.kind == "reg":
+            try:
+                register_field(raw)
+            except ValueError:
+                return f"register index {raw} names no register"
+            reg_index = raw
+        elif a.kind == "reg_value":
+            reg = register_field(reg_index)
+            if not reg.signed and raw > reg.max:
+                return (f"{a.field} {raw} does not fit register {register_name(reg_index)} "
+                        f"({reg.min}..{reg.max})")
+        elif a.kind == "layer" and raw >= 1 << LAYER_BITS:
+            return f"{a.field} {raw} is out of range (0..{(1 << LAYER_BITS) - 1})"
+    return ins.op.problem(f) if ins.op.problem else None
+
+
+def _wait_problem(f: dict[str, int]) -> str | None:
+    if f["vsync"] and f["us"]:
+        return "vsync wait with a non-zero us field"
+    if not f["vsync"] and f["us"] == 0:
+        return "wait of 0 us"
+    return None
+
+
+def _loop_problem(f: dict[str, int]) -> str | None:
+    if f["count"] == 0 and f["slot"]:
+        return f"forever LOOP with loop slot {f['slot']} (must be 0)"
+    return None
+
 
 _REG = BitField("reg", 20, 8, doc="register index (layer * 8 + field)")
 _ADDR = BitField("target", 0, ADDR_BITS, doc="target address (op index)")
+_DELTA = BitField("delta", 0, 16, signed=True, doc="signed 16-bit delta")
+#: LOOP's counter field: not in the JSON; the compiler gives finite LOOPs slots 0, 1, ...
+LOOP_SLOT = BitField("slot", 25, (LOOP_SLOTS - 1).bit_length(),
+                     doc="loop counter used by this LOOP (assigned by the compiler)")
 
 OPS: tuple[OpSpec, ...] = (
     OpSpec(
@@ -302,7 +446,8 @@ OPS: tuple[OpSpec, ...] = (
     OpSpec(
         "NOP", Opcode.NOP, (), (),
         cycles=f"{CYCLES_SIMPLE}",
-        doc="Do nothing for one cycle."),
+        doc="Do nothing for one cycle.",
+        cost=CYCLES_SIMPLE),
     OpSpec(
         "WAIT", Opcode.WAIT,
         (JsonArg("us", "int", "microseconds to wait", 1, WAIT_US_MAX),
@@ -312,44 +457,50 @@ OPS: tuple[OpSpec, ...] = (
         cycles=("`us`: exactly N * clock_hz/1e6; `vsync`: the next op issues at e + "
                 f"{VSYNC_LATENCY}, e = the first vsync edge after the WAIT issued"),
         doc="Wait N microseconds, or for the next vsync edge.",
-        forms=(("us",), ("vsync",))),
+        forms=(("us",), ("vsync",)),
+        problem=_wait_problem),
     OpSpec(
         "MOVE", Opcode.MOVE,
         (JsonArg("reg", "reg", "destination register, `layer[N].field`"),
          JsonArg("value", "reg_value", "value, within the register's range")),
         (_REG, BitField("value", 0, 16, doc="value, two's complement in the register's width")),
         cycles=f"{CYCLES_SIMPLE}",
-        doc="Set a register. Emits a `reg` event with the new value."),
+        doc="Set a register. Emits a `reg` event with the new value.",
+        cost=CYCLES_SIMPLE),
     OpSpec(
         "ADD", Opcode.ADD,
         (JsonArg("reg", "reg", "register to change, `layer[N].field`"),
-         JsonArg("delta", "int", "signed amount to add", -32768, 32767)),
-        (_REG, BitField("delta", 0, 16, signed=True, doc="signed 16-bit delta")),
+         JsonArg("delta", "int", "signed amount to add", _DELTA.min, _DELTA.max)),
+        (_REG, _DELTA),
         cycles=f"{CYCLES_SIMPLE}",
         doc="Add to a register, wrapping modulo 2^width of the register "
-            "(two's complement for signed registers). Emits a `reg` event."),
+            "(two's complement for signed registers). Emits a `reg` event.",
+        cost=CYCLES_SIMPLE),
     OpSpec(
         "IRQ", Opcode.IRQ,
         (JsonArg("tag", "tag", "event tag, 1..64 characters"),),
         (BitField("tag", 0, 8, doc="index into the image's tag table"),),
         cycles=f"{CYCLES_SIMPLE}",
-        doc="Emit `{\"event\":\"irq\",\"tag\":...}`. Never stalls the program."),
+        doc="Emit `{\"event\":\"irq\",\"tag\":...}`. Never stalls the program.",
+        cost=CYCLES_SIMPLE),
     OpSpec(
         "JUMP", Opcode.JUMP,
-        (JsonArg("label", "label", "label to jump to"),),
+        (JsonArg("label", "label", "label to jump to", bit="target"),),
         (_ADDR,),
         cycles=f"{CYCLES_BRANCH}",
-        doc="Continue at a label."),
+        doc="Continue at a label.",
+        branch_cost=CYCLES_BRANCH),
     OpSpec(
         "LOOP", Opcode.LOOP,
         (JsonArg("count", "loop_count", f"times the body runs in total: 1..{LOOP_COUNT_MAX}, or -1 forever"),
-         JsonArg("label", "label", "first op of the loop body")),
-        (BitField("slot", 25, 3, doc="loop counter used by this LOOP (assigned by the compiler)"),
+         JsonArg("label", "label", "first op of the loop body", bit="target")),
+        (LOOP_SLOT,
          BitField("target", 13, ADDR_BITS, doc="address of the body's first op"),
          BitField("count", 0, LOOP_COUNT_BITS, doc="body runs this many times; 0 = forever")),
         cycles=f"{CYCLES_BRANCH} when it jumps back, {CYCLES_LOOP_EXIT} when it falls through",
         doc=("Placed after a body that starts at `label`: the body runs `count` times in total. "
-             "The loop counter re-arms when the loop falls through, so nested loops work.")),
+             "The loop counter re-arms when the loop falls through, so nested loops work."),
+        cost=CYCLES_LOOP_EXIT, branch_cost=CYCLES_BRANCH, problem=_loop_problem),
     OpSpec(
         "FENCE", Opcode.FENCE,
         (JsonArg("timeline", "timeline", "timeline name, e.g. `vk`"),
@@ -358,15 +509,17 @@ OPS: tuple[OpSpec, ...] = (
          BitField("value", 0, FENCE_VALUE_BITS, doc="fence value")),
         cycles=(f"{CYCLES_SIMPLE} when already satisfied; otherwise the next op issues "
                 f"{FENCE_RESUME_LATENCY} cycle after the cycle the value is seen >= `value`"),
-        doc="Wait until the host has set the timeline's value to at least `value` (values are monotonic)."),
+        doc="Wait until the host has set the timeline's value to at least `value` (values are monotonic).",
+        cost=CYCLES_SIMPLE),
     OpSpec(
         "BIND_LAYER", Opcode.BIND_LAYER,
-        (JsonArg("id", "layer", "layer id", 0, DEFAULT_LAYERS - 1),
+        (JsonArg("id", "layer", "layer id", 0, DEFAULT_LAYERS - 1, bit="layer"),
          JsonArg("surface", "surface", "surface to show on the layer (path or name)")),
         (BitField("layer", 20, 8, doc="layer id"),
          BitField("surface", 0, 8, doc="index into the image's surface table")),
         cycles=f"{CYCLES_SIMPLE}",
-        doc="Bind a layer to a surface. Emits a `bind` event; the binding shows in `status`."),
+        doc="Bind a layer to a surface. Emits a `bind` event; the binding shows in `status`.",
+        cost=CYCLES_SIMPLE),
 )
 
 OP_BY_NAME: dict[str, OpSpec] = {op.name: op for op in OPS}

@@ -112,6 +112,7 @@ def render() -> str:
     w("")
     w("| limit | value |")
     w("|---|---|")
+    delta = isa.OP_BY_NAME["ADD"].arg("delta")
     rows = [
         ("program memory per context (words, incl. the final HALT)", isa.DEFAULT_PROGRAM_WORDS),
         ("encodable address bits", isa.ADDR_BITS),
@@ -127,7 +128,7 @@ def render() -> str:
         ("timeline name length", f"1..{TIMELINE_MAX_LEN}"),
         ("surface length", f"1..{SURFACE_MAX_LEN}"),
         ("label name length", f"1..{LABEL_MAX_LEN}"),
-        ("ADD delta", "-32768..32767"),
+        ("ADD delta", f"{delta.min}..{delta.max}"),
     ]
     for name, value in rows:
         w(f"| {name} | {value} |")

@@ -471,13 +471,9 @@ class _Validator:
         if spec.name == "WAIT" and key == "us" and value <= 0:
             self.at(index, op, key, f"wait must be positive: {value} us (1..{hi})")
             return
-        bits = [b for b in spec.bits if b.name == key]
-        if bits:
-            b = bits[0]
-            blo = -(1 << (b.width - 1)) if b.signed else 0
-            bhi = (1 << (b.width - 1)) - 1 if b.signed else (1 << b.width) - 1
-            if (blo, bhi) == (lo, hi) or not blo <= value <= bhi:
-                sign = "signed " if b.signed else ""
-                self.at(index, op, key, f"{value} does not fit in {sign}{b.width} bits ({lo}..{hi})")
-                return
+        b = spec.bit(arg.field)
+        if (b.min, b.max) == (lo, hi) or not b.min <= value <= b.max:
+            sign = "signed " if b.signed else ""
+            self.at(index, op, key, f"{value} does not fit in {sign}{b.width} bits ({lo}..{hi})")
+            return
         self.at(index, op, key, f"{value} is out of range ({lo}..{hi})")

@@ -13,11 +13,30 @@ a fixed key order so that a deterministic run gives a byte-identical file.
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+from dataclasses import dataclass
 from typing import IO, Iterable
 
+from copperline.firmware import isa
 from copperline.firmware.image import MAGIC as IMAGE_MAGIC
 
+log = logging.getLogger(__name__)
+
 TRACE_VERSION = 1
+
+#: Event kinds that belong to a program, with the field that tells two of a program's
+#: events of that kind apart (trace compare aligns by it).
+PROGRAM_KINDS = {"irq": "tag", "reg": "reg", "state": "state", "bind": "layer"}
+#: Every event kind the trace format defines.
+KNOWN_KINDS = ("irq", "state", "reg", "vsync", "bind", "dropped")
+#: Kinds a board may drop (and count) when its event FIFO is full.
+DROPPABLE_KINDS = ("irq", "reg", "bind")
+#: Program states after which a program makes no more events.
+ENDED_STATES = ("done", "stopped", "faulted")
+#: Kinds that carry a time (``cycle`` and/or ``time_us``).
+TIMED_KINDS = ("irq", "reg", "bind", "state", "vsync")
 
 
 class TraceError(ValueError):
@@ -160,3 +179,122 @@ def _check_header(path: str, n: int, header: dict) -> None:
     if vs is not None and (not isinstance(vs, (int, float)) or isinstance(vs, bool) or not vs > 0
                            or vs == float("inf")):
         raise TraceError(f"{path}:{n}: header vsync_hz must be a positive number (got {vs!r})")
+
+
+# --- the checked reader every trace tool uses ------------------------------------------
+
+@dataclass
+class Trace:
+    """A checked trace: header, events (dicts, ``time_us`` filled in), their line numbers."""
+    path: str
+    header: dict
+    events: list[dict]
+    lines: list[int]
+
+    @property
+    def clock_hz(self) -> int:
+        return self.header["clock_hz"]
+
+    @property
+    def vsync_hz(self) -> float:
+        return float(self.header.get("vsync_hz") or isa.DEFAULT_VSYNC_HZ)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_trace(path: str) -> Trace:
+    """Read and check a trace file. Raises :class:`TraceError` naming ``file:line``.
+
+    Besides the header checks of :func:`read_trace`, every event
+    is checked for the fields its kind needs; an event with ``cycle`` but no ``time_us``
+    gets ``time_us = cycle / clock_hz``. Unknown event kinds are kept (and logged) so
+    newer traces still load.
+    """
+    path = str(path)
+    header, numbered = read_numbered_trace(path)
+    events: list[dict] = []
+    lines: list[int] = []
+    for n, obj in numbered:
+        _check_event(path, n, obj, header["clock_hz"])
+        events.append(obj)
+        lines.append(n)
+    return Trace(path, header, events, lines)
+
+
+def _check_event(path: str, n: int, e: dict, clock_hz: int) -> None:
+    where = f"{path}:{n}"
+    kind = e.get("event")
+    if kind is None:
+        raise TraceError(f"{where}: line has no \"event\" field")
+    if not isinstance(kind, str):
+        raise TraceError(f"{where}: \"event\" must be a string (got {kind!r})")
+    if kind not in KNOWN_KINDS:
+        log.info("%s: unknown event kind %r, ignored", where, kind)
+        return
+
+    def need(key: str, ok, what: str) -> None:
+        if key not in e:
+            raise TraceError(f"{where}: {kind} event lacks {key!r}")
+        if not ok(e[key]):
+            raise TraceError(f"{where}: {kind} event field {key!r} must be {what} (got {e[key]!r})")
+
+    if kind in PROGRAM_KINDS:
+        need("prog", _is_int, "an integer program id")
+    if kind == "irq":
+        need("tag", lambda v: isinstance(v, str), "a string")
+    elif kind == "reg":
+        need("reg", lambda v: isinstance(v, str), "a register name")
+        need("value", _is_int, "an integer")
+        try:
+            idx = isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS)
+        except ValueError as exc:
+            raise TraceError(f"{where}: {exc}") from None
+        f = isa.register_field(idx)
+        if not f.min <= e["value"] <= f.max:
+            raise TraceError(f"{where}: value {e['value']} out of range for {e['reg']} "
+                             f"({f.min}..{f.max})")
+    elif kind == "bind":
+        need("layer", _is_int, "an integer layer")
+    elif kind == "state":
+        need("state", lambda v: isinstance(v, str), "a string")
+    elif kind == "dropped":
+        need("count", _is_int, "an integer")
+    if kind in TIMED_KINDS:
+        if "cycle" in e and not (_is_int(e["cycle"]) and e["cycle"] >= 0):
+            raise TraceError(f"{where}: field 'cycle' must be a non-negative integer "
+                             f"(got {e['cycle']!r})")
+        if "time_us" in e:
+            if not _is_num(e["time_us"]):
+                raise TraceError(f"{where}: field 'time_us' must be a number (got {e['time_us']!r})")
+        elif "cycle" in e:
+            e["time_us"] = time_us(e["cycle"], clock_hz)
+        else:
+            raise TraceError(f"{where}: {kind} event has neither 'cycle' nor 'time_us'")
+        if "wall_us" in e and not _is_num(e["wall_us"]):
+            raise TraceError(f"{where}: field 'wall_us' must be a number (got {e['wall_us']!r})")
+
+
+def time_field(t: Trace, mode: str) -> str:
+    """Which time field the trace tools read from ``t``: ``wall_us`` or ``time_us``.
+
+    ``mode`` is ``auto`` (wall_us if any program event has it), ``model`` (always
+    time_us) or ``wall`` (wall_us, an error if the trace has none).
+    """
+    if mode == "model":
+        return "time_us"
+    has_wall = any("wall_us" in e for e in t.events if e.get("event") in PROGRAM_KINDS)
+    if mode == "wall" and not has_wall:
+        raise TraceError(f"{t.path}: --time wall, but no event in this trace has 'wall_us'")
+    if mode not in ("auto", "wall"):
+        raise ValueError(f"unknown time mode {mode!r} (expected auto, model or wall)")
+    return "wall_us" if has_wall else "time_us"

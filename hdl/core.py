@@ -21,6 +21,7 @@ See ``docs/core.md`` for the ports, the memory budget and the timing. In short:
 from __future__ import annotations
 
 import enum
+from types import SimpleNamespace
 
 from amaranth import Module, Signal, Array, Mux, Cat, Const, unsigned
 from amaranth.lib import wiring, data, stream, memory
@@ -139,6 +140,42 @@ def command_layout(contexts: int) -> data.StructLayout:
     """A host command: slot masks, all applied in the same core cycle."""
     return data.StructLayout({"start": unsigned(contexts), "stop": unsigned(contexts),
                               "reset": unsigned(contexts), "timebase": unsigned(1)})
+
+
+def _active(st):
+    """The state is one of the running ones (RUNNING, VSYNC, FENCE)."""
+    return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
+
+
+def _kzero(k):
+    """The ``dz`` bit (1: the delay is 0) of the delay constant ``k``."""
+    return int(delay_is_zero_const(k))
+
+
+class _Stages(SimpleNamespace):
+    """What the stages of :meth:`Core.elaborate` hand on to the later ones: one instance per
+    elaboration, holding the Module ``m``, the submodules, the signals a stage makes for a
+    later one, and ``e``, the X -> E registers by name."""
+
+    def raw(self, op_name, field_name):
+        """A field of R's word (the program memory output), as bits."""
+        b = isa.OP_BY_NAME[op_name].bit(field_name)
+        return self.word[b.lsb:b.lsb + b.width]
+
+    def fld(self, op_name, field_name):
+        """A field of X's word (registered), signed if the field is."""
+        b = isa.OP_BY_NAME[op_name].bit(field_name)
+        v = self.word_x[b.lsb:b.lsb + b.width]
+        return v.as_signed() if b.signed else v
+
+    def reg_e(self, name, value, shape=None, reset_less=False):
+        """Register ``value`` from X for E as ``e[name]`` (the signal ``e_<name>``)."""
+        s = Signal(shape if shape is not None else len(value), name=f"e_{name}",
+                   reset_less=reset_less)
+        self.m.d.sync += s.eq(value)
+        self.e[name] = s
+        return s
+
 
 
 class Core(wiring.Component):
@@ -317,11 +354,9 @@ class Core(wiring.Component):
         self.sim_next_pc = Signal(self.pc_bits, name="sim_next_pc")
 
     def elaborate(self, platform):
+        """The core as the stages below, in pipeline order; each adds its logic to ``m``
+        and hands its signals on through one :class:`_Stages`."""
         m = Module()
-        C, P = self.contexts, self.phases
-        sb, pb = self.slot_bits, self.pc_bits
-        chz = self.clock_hz
-
         m.submodules.regfile = rf = self.regfile
         prog = self.prog
         if platform is not None and resolve_kind(self.program_memory, platform) == "spram":
@@ -340,11 +375,32 @@ class Core(wiring.Component):
         loop_mem, fence_mem = self.loop_mem, self.fence_mem
         m.submodules.loop_mem = loop_mem
         m.submodules.fence_mem = fence_mem
+        p = _Stages(m=m, e={}, rf=rf, prog=prog, vs=vs, evq=evq, dec=dec, loop_mem=loop_mem,
+                    fence_mem=fence_mem)
 
-        # -- phases ----------------------------------------------------------------------
-        # In phase p of a core cycle: X holds context p, R context p+1, F context p+2 and
-        # E context p-1 (E of the last context runs in phase 0 of the next core cycle).
-        # One counter per stage (no adders on the stage slot numbers).
+        self._phases(m, p)
+        self._host_commands(m, p)
+        self._time_base(m, p)
+        self._context_state(m, p)
+        self._fetch(m, p)
+        self._read(m, p)
+        self._decide(m, p)
+        self._register_for_e(m, p)
+        self._execute(m, p)
+        if self.warp_cycles:
+            self._warp(m, p)
+        self._event_path(m, p)
+        self._status_port(m, p)
+        return m
+
+    def _phases(self, m, p):
+        """The phase counters, one per stage, and the first/last-phase flags.
+
+        In phase p of a core cycle X holds context p, R context p+1, F context p+2 and E
+        context p-1 (E of the last context runs in phase 0 of the next core cycle).
+        """
+        P = self.phases
+        # one counter per stage (no adders on the stage slot numbers)
         ph = Signal(range(P))
         ph_f = Signal(range(P), init=2 % P)
         ph_r = Signal(range(P), init=1 % P)
@@ -356,8 +412,13 @@ class Core(wiring.Component):
         last = Signal(init=P == 1)
         m.d.sync += [first.eq(ph == P - 1), last.eq(ph == P - 2 if P > 1 else 1)]
         m.d.comb += self.phase.eq(ph)
+        vars(p).update(last=last, ph=ph, ph_f=ph_f, ph_r=ph_r, ph_e=ph_e, first=first)
 
-        # -- host commands: accepted in phase 0, applied by E in that core cycle -----------
+    def _host_commands(self, m, p):
+        """The host command port: accepted in phase 0, its slot masks shifted along so that
+        X registers each context's bits for E, which applies them in that core cycle."""
+        C = self.contexts
+        first, last = p.first, p.last
         # The first core cycle after reset has no fetch for contexts 0 and 1 (their fetch
         # would have been in the cycle before): accept commands from cycle 1 on.
         # spram: a program write took the fetch of context 0 or 1 (fetched in the previous
@@ -398,8 +459,15 @@ class Core(wiring.Component):
         with m.If(first):
             m.d.sync += cmd_start_held.eq(acc_cmd.start)
         tb_reset = accept & self.cmd.payload.timebase
+        vars(p).update(stale=stale, cmd_ok_d=cmd_ok_d, cmd_ok_x=cmd_ok_x, warp_c=warp_c,
+                       warp_r=warp_r, warp_skip=warp_skip, acc_cmd=acc_cmd, cmd_reset=cmd_reset,
+                       cmd_start=cmd_start, cmd_stop=cmd_stop, cmd_start_held=cmd_start_held,
+                       tb_reset=tb_reset)
 
-        # -- time base ---------------------------------------------------------------------
+    def _time_base(self, m, p):
+        """The time base: the core-cycle counter ``g`` (the ``cycle`` port and the event
+        timestamps), its reset by a host command, and the vsync generator's inputs."""
+        first, last, tb_reset, vs, warp_skip = p.first, p.last, p.tb_reset, p.vs, p.warp_skip
         g = Signal(TIMESTAMP_BITS)
         # The time-base reset (accepted in phase 0) reaches the vsync generator one clock
         # later, from a register (``tb_r``, phase 1): it does not count in phases 0 and 1
@@ -439,11 +507,14 @@ class Core(wiring.Component):
         m.d.comb += [self.cycle.eq(g), vs.advance.eq(last), vs.reset.eq(tb_r),
                      vs.vsync_in.eq(self.vsync_in), vs.external.eq(self.vsync_external),
                      self.vsync_edge.eq(vs.edge & ~tb_reset)]
+        vars(p).update(g=g, second=second, g_e=g_e)
 
-        def active(st):
-            return (st >= CtxState.RUNNING) & (st <= CtxState.FENCE)
-
-        # -- per-context state/pc: a ring of P registers that moves with the pipeline ---
+    def _context_state(self, m, p):
+        """Per-context state: the ring of (state, pc, reported pc) registers that moves with
+        the pipeline, and the counter RAM (delays, idle count, armed LOOPs) read in F and
+        written in E."""
+        P, pb, chz = self.phases, self.pc_bits, self.clock_hz
+        ph_e, ph_f = p.ph_e, p.ph_f
         # ring[0] is F's context, ring[1] R's, ring[2] X's, ring[3] E's; E's result enters
         # the ring where the context's next fetch picks it up. No per-context muxes.
         ring_st = [Signal(3, name=f"ring_st{i}") for i in range(P)]
@@ -452,7 +523,7 @@ class Core(wiring.Component):
         # VM does), so that no adder sits between the ring and the port
         ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
         n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
-        # (``prog_outreg``: E's fetch address, ``active(n_st) ? n_pc : 0``)
+        # (``prog_outreg``: E's fetch address, ``_active(n_st) ? n_pc : 0``)
         n_fetch = Signal(pb)
         back = 4 % P
         for i in range(P):
@@ -480,53 +551,20 @@ class Core(wiring.Component):
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
         m.d.comb += [ctx_rp.addr.eq(ph_f), ctx_wp.addr.eq(ph_e)]
+        vars(p).update(ring_st=ring_st, ring_pc=ring_pc, ring_rep=ring_rep, n_pc=n_pc,
+                       n_rep=n_rep, n_st=n_st, n_fetch=n_fetch, wdshape=wdshape, ctx_rp=ctx_rp,
+                       ctx_wp=ctx_wp)
 
-        # -- F: program memory address (or a pending program write) ----------------------
+    def _fetch(self, m, p):
+        """F: the program memory address of F's context (or a pending program write)."""
+        sb = self.slot_bits
+        cmd_ok_d, last, n_fetch, ph_e, ph_f = p.cmd_ok_d, p.last, p.n_fetch, p.ph_e, p.ph_f
+        prog, ring_pc, ring_st = p.prog, p.ring_pc, p.ring_st
         f_st, f_pc = ring_st[0], ring_pc[0]
-        fetch_addr = Cat(Mux(active(f_st), f_pc, 0), ph_f[:sb])
+        fetch_addr = Cat(Mux(_active(f_st), f_pc, 0), ph_f[:sb])
         wr = self.prog_wr
         if prog.single_port:
-            # One access per clock: a write waits in a buffer for the F stage of its own
-            # slot (which is not running, so it needs no fetch) and takes that access. The
-            # decision is made one clock ahead (``commit`` is a register). A fetch of slot
-            # 0 or 1 serves the next core cycle: its commands are held a cycle (``stale``);
-            # a fetch in phase 0 serves this cycle: its commands wait a cycle; a later one
-            # is taken only if this cycle's command does not start that slot.
-            wb_valid = Signal()
-            wb_addr = Signal.like(wr.payload.addr)
-            wb_data = Signal(isa.WORD_BITS)
-            m.d.comb += wr.ready.eq(~wb_valid)
-            with m.If(wr.valid & ~wb_valid):
-                m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
-            wb_slot = wb_addr[pb:]
-            commit = Signal()
-            f_next = Signal(range(P))          # F's context in the next clock
-            m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
-            start_mask = Mux(first, acc_cmd.start, cmd_start_held)
-            # the buffer's content in the next clock: what it holds (unless it commits now)
-            # or the write entering now (so a word can commit in the clock after it came)
-            nb_valid = Signal()
-            nb_slot = Signal(sb)
-            m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
-                         nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
-            commit_d = Signal()
-            m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
-                                    & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
-            m.d.sync += commit.eq(commit_d)
-            with m.If(commit):
-                m.d.sync += wb_valid.eq(0)
-            m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
-                         prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
-            stale_set = commit & (ph_f < 2)
-            with m.If(stale_set):
-                m.d.sync += stale.eq(1)
-            with m.Elif(first):
-                m.d.sync += stale.eq(0)
-            # phase 0 of the next cycle: not stale, and no write commits in it
-            # (in the last clock F's next context is 2, which is never held by a start:
-            # ``commit_d`` reduces to a slot test, off the command input)
-            commit_last = nb_valid & (nb_slot == 2) & (2 < C)
-            m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
+            self._spram_write_arbitration(m, p, fetch_addr)
         elif prog.outreg:
             # The word passes the RAM's output register: the address goes in one clock
             # before F, in E of the same context (P == 4), straight from E's result (the
@@ -540,24 +578,69 @@ class Core(wiring.Component):
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
             m.d.comb += cmd_ok_d.eq(last)
 
-        # -- R: decode, operand RAM addresses, tests on the context's counters ------------
-        word = prog.rd_data
+    def _spram_write_arbitration(self, m, p, fetch_addr):
+        """F with a single-port program memory (SPRAM): one access per clock.
+
+        A program write waits in a buffer for the F stage of its own slot (which is not
+        running, so it needs no fetch) and takes that access. The decision is made one
+        clock ahead (``commit`` is a register). A fetch of slot 0 or 1 serves the next core
+        cycle: its commands are held a cycle (``stale``); a fetch in phase 0 serves this
+        cycle: its commands wait a cycle; a later one is taken only if this cycle's command
+        does not start that slot.
+        """
+        C, P, sb, pb = self.contexts, self.phases, self.slot_bits, self.pc_bits
+        acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
+        first, last, ph_f, prog, stale = p.first, p.last, p.ph_f, p.prog, p.stale
+        wr = self.prog_wr
+        wb_valid = Signal()
+        wb_addr = Signal.like(wr.payload.addr)
+        wb_data = Signal(isa.WORD_BITS)
+        m.d.comb += wr.ready.eq(~wb_valid)
+        with m.If(wr.valid & ~wb_valid):
+            m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
+        wb_slot = wb_addr[pb:]
+        commit = Signal()
+        f_next = Signal(range(P))          # F's context in the next clock
+        m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
+        start_mask = Mux(first, acc_cmd.start, cmd_start_held)
+        # the buffer's content in the next clock: what it holds (unless it commits now)
+        # or the write entering now (so a word can commit in the clock after it came)
+        nb_valid = Signal()
+        nb_slot = Signal(sb)
+        m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
+                     nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
+        commit_d = Signal()
+        m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
+                                & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
+        m.d.sync += commit.eq(commit_d)
+        with m.If(commit):
+            m.d.sync += wb_valid.eq(0)
+        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
+                     prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
+        stale_set = commit & (ph_f < 2)
+        with m.If(stale_set):
+            m.d.sync += stale.eq(1)
+        with m.Elif(first):
+            m.d.sync += stale.eq(0)
+        # phase 0 of the next cycle: not stale, and no write commits in it
+        # (in the last clock F's next context is 2, which is never held by a start:
+        # ``commit_d`` reduces to a slot test, off the command input)
+        commit_last = nb_valid & (nb_slot == 2) & (2 < C)
+        m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
+
+    def _read(self, m, p):
+        """R: decode, the operand RAM addresses, the tests on the context's counters; the host's
+        fence writes."""
+        sb, chz = self.slot_bits, self.clock_hz
+        ctx_rp, dec, fence_mem, loop_mem = p.ctx_rp, p.dec, p.fence_mem, p.loop_mem
+        ph_r, prog, raw, warp_r, wdshape = p.ph_r, p.prog, p.raw, p.warp_r, p.wdshape
+        p.word = word = prog.rd_data
         m.d.comb += dec.word.eq(word)
 
-        def raw(op_name, field_name):
-            b = isa.OP_BY_NAME[op_name].bit(field_name)
-            return word[b.lsb:b.lsb + b.width]
-
-        word_x = Signal(isa.WORD_BITS)
+        p.word_x = word_x = Signal(isa.WORD_BITS)
         flags = {op.name: Signal(name=f"x_is_{op.name.lower()}") for op in isa.OPS}
         m.d.sync += word_x.eq(word)
         m.d.sync += [flags[n].eq(dec.flag(n)) for n in flags]
-
-        def fld(op_name, field_name, w=None):
-            w = word_x if w is None else w
-            b = isa.OP_BY_NAME[op_name].bit(field_name)
-            v = w[b.lsb:b.lsb + b.width]
-            return v.as_signed() if b.signed else v
 
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
@@ -640,14 +723,26 @@ class Core(wiring.Component):
             vv = vv & z
         m.d.comb += valid_xx.eq(vv)
         m.d.sync += [wd_x.eq(cx.idle), lv_x.eq(cx.armed)]
+        vars(p).update(flags=flags, loop_rp=loop_rp, loop_wp=loop_wp,
+                       fence_rp=fence_rp, fw=fw, cx=cx, hi_x=hi_x, lo_x=lo_x, lv_x=lv_x,
+                       wd_x=wd_x, dhi_x=dhi_x, dlo_x=dlo_x, wd1_x=wd1_x, d1_x=d1_x, wh1_x=wh1_x,
+                       cx_wh_x=cx_wh_x, cls_x=cls_x, valid_xx=valid_xx)
 
-        # -- X: every decision, from registers and the operand RAMs; results registered ---
+    def _decide(self, m, p):
+        """X: every decision, from registers and the operand RAMs, as the outcome of the
+        context's op (its next state, pc, counters and event), and the register file read."""
+        sb, pb, chz = self.slot_bits, self.pc_bits, self.clock_hz
+        cls_x, cx, cx_wh_x, d1_x, dec, dhi_x = p.cls_x, p.cx, p.cx_wh_x, p.d1_x, p.dec, p.dhi_x
+        dlo_x, fence_rp, flags, fld, fw = p.dlo_x, p.fence_rp, p.flags, p.fld, p.fw
+        hi_x, lo_x, loop_rp, lv_x, ph, raw = p.hi_x, p.lo_x, p.loop_rp, p.lv_x, p.ph, p.raw
+        rf, ring_pc, ring_st, vs, wd1_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wd1_x
+        wd_x, wh1_x = p.wd_x, p.wh1_x
         st_x, pc_x = ring_st[2], ring_pc[2]
         # precomputed in R: active, pc + 1, the state tests
         act_x = Signal()
         pc1_x = Signal(pb)
         st_run_x, st_vs_x, st_fe_x = Signal(), Signal(), Signal()
-        m.d.sync += [act_x.eq(active(ring_st[1])), pc1_x.eq(ring_pc[1] + 1),
+        m.d.sync += [act_x.eq(_active(ring_st[1])), pc1_x.eq(ring_pc[1] + 1),
                      st_run_x.eq(ring_st[1] == CtxState.RUNNING),
                      st_vs_x.eq(ring_st[1] == CtxState.VSYNC),
                      st_fe_x.eq(ring_st[1] == CtxState.FENCE)]
@@ -706,7 +801,7 @@ class Core(wiring.Component):
                                                                       "x_vres", "x_fres"))
         # issue / count down / watchdog are decided in R (from the counter RAM and the
         # ring) and registered: X's outcome logic starts two LUT levels later otherwise
-        r_act, r_run = active(ring_st[1]), ring_st[1] == CtxState.RUNNING
+        r_act, r_run = _active(ring_st[1]), ring_st[1] == CtxState.RUNNING
         r_dz, r_wh = cx.dz, cx.wh
         m.d.sync += [issue.eq(~r_act | (r_run & r_dz & ~r_wh)),
                      cnt_dn.eq(r_act & r_run & ~r_dz),
@@ -751,13 +846,11 @@ class Core(wiring.Component):
         k_vs = delay_const(chz, isa.VSYNC_LATENCY - 1)
         k_fr = delay_const(chz, isa.FENCE_RESUME_LATENCY - 1)
         w_hi, w_lo = delay_wait(fld("WAIT", "us"), chz)
-        def kzero(k):
-            return int(delay_is_zero_const(k))
         o_dz, o_wh = Signal(), Signal()
         cpu1 = self.cycles_per_us == 1
         m.d.comb += [
-            o_dz.eq(pick(Mux(branch, kzero(k_branch), Mux(vres, kzero(k_vs), Mux(fres, kzero(k_fr),
-                                                                              kzero(k_simple)))),
+            o_dz.eq(pick(Mux(branch, _kzero(k_branch), Mux(vres, _kzero(k_vs), Mux(fres, _kzero(k_fr),
+                                                                              _kzero(k_simple)))),
                          (cnt_dn, d1_x),
                          (op["wait_us"], (fld("WAIT", "us") == 1) if cpu1 else 0))),
             o_wh.eq(pick(Mux(act_x, cx_wh_x, 0),
@@ -810,17 +903,30 @@ class Core(wiring.Component):
         else:
             m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"], ZERO_REG, reg_idx_x))
         e_reg_new = Signal(REG_WORD_BITS)
+        vars(p).update(pc_x=pc_x, st_x=st_x, act_x=act_x, pc1_x=pc1_x, st_fe_x=st_fe_x,
+                       eff_lv=eff_lv, pc_inc=pc_inc, o_fdep=o_fdep, f_gt_hi=f_gt_hi,
+                       f_lt_hi=f_lt_hi, f_lt_lo=f_lt_lo, w_ok=w_ok, counting=counting,
+                       issue=issue, loop_slot=loop_slot, onehot_x=onehot_x,
+                       loop_count=loop_count, loop_exit=loop_exit, o_vdep=o_vdep, o_pc=o_pc,
+                       o_st=o_st, o_hi=o_hi, o_lo=o_lo, o_lv=o_lv, o_wd=o_wd, o_kind=o_kind,
+                       o_payload=o_payload, o_ldep=o_ldep, o_loop_we=o_loop_we, o_rf_we=o_rf_we,
+                       o_dz=o_dz, o_wh=o_wh, reg_idx_x=reg_idx_x, e_reg_new=e_reg_new)
 
-        # -- X -> E registers ------------------------------------------------------------------
-        e = {}
-
-        def reg_e(name, value, shape=None, reset_less=False):
-            s = Signal(shape if shape is not None else len(value), name=f"e_{name}",
-                       reset_less=reset_less)
-            m.d.sync += s.eq(value)
-            e[name] = s
-            return s
-
+    def _register_for_e(self, m, p):
+        """X -> E registers: the outcome, this context's command bits and the values E takes on
+        a command or a fault, registered so that E only selects."""
+        C, sb, pb = self.contexts, self.slot_bits, self.pc_bits
+        act_x, cmd_ok_x, cmd_reset, cmd_start = p.act_x, p.cmd_ok_x, p.cmd_reset, p.cmd_start
+        cmd_stop, counting, eff_lv, f_gt_hi = p.cmd_stop, p.counting, p.eff_lv, p.f_gt_hi
+        f_lt_hi, f_lt_lo, fld, issue = p.f_lt_hi, p.f_lt_lo, p.fld, p.issue
+        loop_count, loop_exit, loop_rp = p.loop_count, p.loop_exit, p.loop_rp
+        loop_slot, o_dz, o_fdep, o_hi, o_kind = p.loop_slot, p.o_dz, p.o_fdep, p.o_hi, p.o_kind
+        o_ldep, o_lo, o_loop_we, o_lv = p.o_ldep, p.o_lo, p.o_loop_we, p.o_lv
+        o_payload, o_pc, o_rf_we, o_st = p.o_payload, p.o_pc, p.o_rf_we, p.o_st
+        o_vdep, o_wd, o_wh, onehot_x, pc1_x = p.o_vdep, p.o_wd, p.o_wh, p.onehot_x, p.pc1_x
+        pc_inc, pc_x, ph, prog, reg_e = p.pc_inc, p.pc_x, p.ph, p.prog, p.reg_e
+        reg_idx_x, ring_rep, st_fe_x, st_x = p.reg_idx_x, p.ring_rep, p.st_fe_x, p.st_x
+        tb_reset, valid_xx, w_ok, warp_c = p.tb_reset, p.valid_xx, p.w_ok, p.warp_c
         x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
         # an illegal word faults (the outcome assumes a valid word). The validity test is
         # deep, so it only enters E's ``kill`` (the command's "keep", or an illegal word)
@@ -901,7 +1007,7 @@ class Core(wiring.Component):
         if prog.outreg:
             # the outcome's fetch address (0 for a context that stops running), so that
             # E's fetch address is one select like its pc, not a test of its state
-            reg_e("g_fetch", Mux(active(g_st), g_pc, 0), pb)
+            reg_e("g_fetch", Mux(_active(g_st), g_pc, 0), pb)
         reg_e("pc_inc", pc_inc, pb)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
@@ -940,8 +1046,15 @@ class Core(wiring.Component):
         reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
         # the register's mask, registered (E's value is then one LUT after the adder)
         reg_e("mask", field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()]), REG_WORD_BITS)
+        vars(p).update(g_run=g_run)
 
-        # -- E: select between the precomputed outcomes (registers only) ----------------------
+    def _execute(self, m, p):
+        """E: select between the precomputed outcomes (registers only), apply the command,
+        write the register file, the LOOP counter, the counter RAM and the ring."""
+        chz = self.clock_hz
+        ctx_wp, e, e_reg_new, g_run, loop_wp = p.ctx_wp, p.e, p.e_reg_new, p.g_run, p.loop_wp
+        n_fetch, n_pc, n_rep, n_st, o_rf_we = p.n_fetch, p.n_pc, p.n_rep, p.n_st, p.o_rf_we
+        prog, reg_e, rf, valid_xx = p.prog, p.reg_e, p.rf, p.valid_xx
         # the command is applied here (X only registers its bits: the command input of
         # phase 0 never reaches X's outcome logic)
         valid_ctx = e["valid"]
@@ -1002,7 +1115,7 @@ class Core(wiring.Component):
                      n_pc.eq(Mux(kill | fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"]))),
                      n_rep.eq(Mux(kill, alt_pc_e, Mux(lx, e["pc_inc"], e["g_pc"])))]
         if prog.outreg:
-            # ``active(n_st) ? n_pc : 0`` without the state test: after ``kill`` only a
+            # ``_active(n_st) ? n_pc : 0`` without the state test: after ``kill`` only a
             # cancelled vsync resume runs on (neither ``keep`` nor an illegal word); a
             # FENCE that blocks and a LOOP that falls through run on
             m.d.comb += n_fetch.eq(Mux(kill, Mux(~keep & ~e["ill"], alt_pc_e, 0),
@@ -1013,17 +1126,20 @@ class Core(wiring.Component):
         m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
                      ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
                      ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])),
-                     ctx_wp.data.dz.eq(Mux(lx, kzero(delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)),
+                     ctx_wp.data.dz.eq(Mux(lx, _kzero(delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)),
                                            e["o_dz"])),
                      ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
                      ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
+        vars(p).update(valid_ctx=valid_ctx, rf_we=rf_we, ev_kind=ev_kind, ev_payload=ev_payload,
+                       ev_pl_base=ev_pl_base, ev_started=ev_started)
 
-        if self.warp_cycles:
-            self._elaborate_warp(m, ph=ph, last=last, warp_r=warp_r, warp_c=warp_c, vs=vs,
-                                 valid_ctx=valid_ctx, ph_e=ph_e, n_st=n_st,
-                                 n_hi=ctx_wp.data.hi)
-
-        # -- events ---------------------------------------------------------------------
+    def _event_path(self, m, p):
+        """The event path: E's record (``tap``), registered into the event FIFO, whose output
+        is the ``events`` port."""
+        sb = self.slot_bits
+        e_reg_new, ev_kind, ev_payload = p.e_reg_new, p.ev_kind, p.ev_payload
+        ev_pl_base, ev_started, evq, g, g_e = p.ev_pl_base, p.ev_started, p.evq, p.g, p.g_e
+        ph_e, rf_we, second, valid_ctx = p.ph_e, p.rf_we, p.second, p.valid_ctx
         # ``tap`` is the record of this clock (simulation engines observe it); the FIFO
         # gets it one clock later from a register, so nothing of E reaches the FIFO's
         # control logic in the same clock.
@@ -1057,7 +1173,11 @@ class Core(wiring.Component):
         wiring.connect(m, evq.source, wiring.flipped(self.events))
         m.d.comb += self.dropped.eq(evq.dropped)
 
-        # -- host read-back -------------------------------------------------------------
+    def _status_port(self, m, p):
+        """The host's read-back: register values, and the status port's per-slot state and
+        reported pc."""
+        C, pb = self.contexts, self.pc_bits
+        n_rep, n_st, ph_e, rf = p.n_rep, p.n_st, p.ph_e, p.rf
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
         # the status port: per slot a copy of its ring entry (state, reported pc), written
         # when E writes the ring, so the port is a slot-indexed mux of registers (no
@@ -1077,9 +1197,8 @@ class Core(wiring.Component):
             m.d.comb += [s_st.eq(Array(slot_st)[self.status_slot]),
                          s_pc.eq(Array(slot_pc)[self.status_slot])]
         m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
-        return m
 
-    def _elaborate_warp(self, m, *, ph, last, warp_r, warp_c, vs, valid_ctx, ph_e, n_st, n_hi):
+    def _warp(self, m, p):
         """Decide warped core cycles (simulation only; docs/core.md, "Warp").
 
         A cycle ``c`` may be warped by ``n`` microseconds (``n`` one of
@@ -1094,6 +1213,8 @@ class Core(wiring.Component):
         the vsync generator add ``n * cycles_per_us`` at the end of ``c`` (``warp_c``).
         The largest such ``n`` is taken.
         """
+        ph, last, ph_e, warp_r, warp_c = p.ph, p.last, p.ph_e, p.warp_r, p.warp_c
+        vs, valid_ctx, n_st, n_hi = p.vs, p.valid_ctx, p.n_st, p.ctx_wp.data.hi
         C, P = self.contexts, self.phases
         levels = self.warp_levels_us
         K = len(levels)

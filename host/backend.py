@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -126,3 +127,33 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def regs(self) -> dict[str, int]:
         """Current value of every register, by name."""
+
+    # -- optional capabilities (these defaults: the backend does not have them) ------------
+    #: load() and start() may be called before open(): the program then starts at global
+    #: cycle 0 of the time base that open() resets.
+    starts_before_open: bool = False
+    #: The programs' own cycle counts, not the wall clock, say how far a run has got (a
+    #: board, slower or faster than the host's clock; a daemon's backend).
+    counts_own_cycles: bool = False
+    #: Events arrive only while the backend is asked something (a daemon's, over the
+    #: ports protocol): a caller waiting for events asks for a status meanwhile.
+    delivers_when_asked: bool = False
+
+    def start_many(self, prog_ids) -> None:
+        """Start several programs as close together as the backend can (here: in turn)."""
+        for prog_id in prog_ids:
+            self.start(prog_id)
+
+    def start_cycle(self, prog_id: int) -> int | None:
+        """The backend's cycle in which the program last started; None: not known."""
+        return None
+
+    def schedule(self, cycle: int, kind: str, prog_id: int | None = None,
+                 timeline: str | None = None, value: int | None = None) -> Future | None:
+        """Take a host action exactly at ``cycle``; returns a Future of the cycle it took
+        effect in, or None: the caller takes it itself when its time comes."""
+        return None
+
+    def program_ops(self, prog_id: int) -> int | None:
+        """Ops the program has issued since it (last) started; None: not counted."""
+        return None

@@ -97,7 +97,11 @@ def make_backend(args):
             raise UsageError(f"--backend soft: {exc}") from None
     from copperline.host.fpga import FpgaBackend
     # Without --port the backend finds the board by its USB id (clear error when none).
-    return FpgaBackend(port=args.port, board=args.board, fallback=args.fallback)
+    board = FpgaBackend(port=args.port, board=args.board)
+    if args.fallback == "soft":
+        from copperline.host.fallback import FallbackBackend
+        return FallbackBackend(board)
+    return board
 
 
 def _caps(args):

@@ -27,6 +27,7 @@ class DaemonBackend(Backend):
 
     #: The program's own cycle count, not the wall clock, says how far a run has got.
     counts_own_cycles = True
+    delivers_when_asked = True
 
     def __init__(self, socket: str, *, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ):
         super().__init__()

@@ -6,12 +6,8 @@ program ids, states and events as the soft backend. It talks to the board throug
 virtual board, ``copper board sim``) and any pyserial URL work; without a port the board
 is discovered by its USB id (``copperline.boards.discover``).
 
-* **identify**: ``hello`` gives the core clock (the rate event stamps count), sizes and the
-  ISA version; a bitstream without the core, or another ISA version, is refused.
-* **reset**: opening the backend resets the board as a VM's machine reset: every slot
-  stopped, the time base at 0, every register 0 (the gateware's reset-all keeps the
-  register file, so a short program of ``MOVE reg, 0`` clears it) and stale event
-  records dropped; a run on the board starts from what a run on the VM starts from.
+* **open**: find, identify and reset the board (:mod:`copperline.host.fpga_connection`):
+  a run on the board starts from what a run on the VM starts from.
 * **programs**: one per core context (slot). ``load`` checks the image fits
   ``program_words`` (BAD_ARG otherwise), uploads it, resets the slot and writes the slot's
   fence entries with the current values of the image's timelines.
@@ -27,39 +23,34 @@ is discovered by its USB id (``copperline.boards.discover``).
   retransmitted request and none is lost to line noise. ``events="push"`` takes the
   board's unsolicited event frames instead (lower latency, lost when the line corrupts
   them: reported as ``{"event": "dropped", "reason": "link"}``). The board's own FIFO
-  drops are reported as ``{"event": "dropped", "reason": "fifo"}``.
+  drops are reported as ``{"event": "dropped", "reason": "fifo"}``
+  (:mod:`copperline.host.fpga_events`).
 * **board gone**: a failed port, a link timeout, or a board that lost its programs (reset,
   re-flashed) ends the board's programs with ``{"event": "state", "state": "faulted",
   "reason": "link-lost"}`` (or ``board-reset``); commands then fail with ``NO_BOARD``
   until the board is back (it is re-identified every ``reconnect_s``; programs are
-  uploaded again, ready to start). With ``fallback="soft"`` the programs move to a
-  real-time :class:`~copperline.host.soft.SoftBackend` instead (running ones restart from
-  their first op there, announced by a ``state running`` event with reason
-  ``fallback-soft``) and stay there until unloaded.
+  uploaded again, ready to start). :class:`~copperline.host.fallback.FallbackBackend`
+  moves them to the soft VM instead (``copperd --fallback soft``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.host import link as proto
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
-from copperline.host.core_events import (STATE_NAMES, CoreEventError, RecordConverter,
-                                         TimestampUnwrapper, decode_record, record_bytes,
-                                         slot_bits_for)
+from copperline.host.core_events import STATE_NAMES
+from copperline.host.fpga_connection import NO_BOARD, connect, find_board_url
+from copperline.host.fpga_events import EventPump, pull_events
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FpgaBackend", "FALLBACKS"]
+__all__ = ["FpgaBackend"]
 
-FALLBACKS = (None, "soft")
-#: Error code of commands that need the board while it is gone.
-NO_BOARD = "NO_BOARD"
 _MASK32 = 0xFFFFFFFF
 _RUNNING_CODES = (1, 2, 3)
 _STOPPED_CODE = 5
@@ -70,8 +61,7 @@ class _Prog:
     id: int
     image: Image
     sha: str
-    slot: int | None = None            # board slot; None once on the soft fallback
-    soft_id: int | None = None
+    slot: int | None = None            # board slot; None when none was free at a reconnect
     state: str = "loaded"
     reason: str | None = None
     pc: int = 0
@@ -79,36 +69,6 @@ class _Prog:
     lost: str | None = None            # link-lost / board-reset: ended by losing the board
     waiter: threading.Event | None = field(default=None, repr=False)
     wait_for: str = ""                 # "start" or "stop": what the waiter waits for
-
-
-def _clear_registers(link: proto.Link, info: proto.BoardInfo, timeout: float = 2.0) -> None:
-    """Zero every register of the board's core, as a VM's machine reset does.
-
-    The gateware's reset-all stops the slots and resets the time base but keeps the
-    register file (rule 7 of isa.EXECUTION_RULES: registers start at 0 on machine
-    reset), so the host runs a program of ``MOVE reg, 0`` ops in slot 0, waits for its
-    HALT, resets the board again and drops the records it made (pull mode)."""
-    from copperline.firmware.compiler import compile_program
-    names = [n for n in isa.register_names(info.layers) if n]
-    per_run = max(1, info.program_words - 1)
-    for first in range(0, len(names), per_run):
-        image = compile_program({"version": 1, "program": [
-            *({"op": "MOVE", "reg": n, "value": 0} for n in names[first:first + per_run]),
-            {"op": "HALT"}]}, "<register clear>", layers=info.layers,
-            program_words=info.program_words)
-        link.upload(image.code, base=0)
-        link.write(proto.SPACE_CTL, 0, [proto.CTL_RESET_SLOT])
-        link.start(0)
-        deadline = time.monotonic() + timeout
-        while STATE_NAMES.get(link.status(0)[0]) != "done":
-            if time.monotonic() > deadline:
-                raise proto.LinkError("the board did not finish clearing its registers "
-                                      f"within {timeout:g} s")
-        link.reset()
-    while True:                                        # its records, and stale ones
-        n = link.frame_words // 2
-        if len(link.read_events(n)) < n:
-            break
 
 
 class FpgaBackend(Backend):
@@ -122,8 +82,6 @@ class FpgaBackend(Backend):
         Board name (``icebreaker``, ``ulx3s-25f``, ...): for discovery and messages.
     baud : int or None
         Link rate (default 1 Mbaud, what ``copper build`` uses).
-    fallback : None or "soft"
-        What runs the programs when the board is gone (see the module docstring).
     timeout, retries :
         Link retransmission (see :class:`~copperline.host.link.Link`).
     reconnect_s, poll_s :
@@ -136,15 +94,14 @@ class FpgaBackend(Backend):
     """
 
     name = "fpga"
+    counts_own_cycles = True
 
     def __init__(self, port: str | None = None, board: str | None = None, *,
-                 baud: int | None = None, fallback: str | None = None, timeout: float = 0.2,
+                 baud: int | None = None, timeout: float = 0.2,
                  retries: int = 5, reconnect_s: float = 1.0, poll_s: float = 1.0,
                  command_timeout: float = 5.0, events: str = "pull",
                  event_poll_s: float = 0.002):
         super().__init__()
-        if fallback not in FALLBACKS:
-            raise ValueError(f"fallback must be 'soft' or None (got {fallback!r})")
         if events not in ("pull", "push"):
             raise ValueError(f"events must be 'pull' or 'push' (got {events!r})")
         self.events_mode = events
@@ -154,12 +111,12 @@ class FpgaBackend(Backend):
         self.port = port
         self.board = board
         self.baud = baud or DEFAULT_BAUD
-        self.fallback = fallback
         self.timeout, self.retries = timeout, retries
         self.reconnect_s, self.poll_s = reconnect_s, poll_s
         self.command_timeout = command_timeout
         self.clock_hz = 0
         self.vsync_hz = isa.DEFAULT_VSYNC_HZ
+        self.layers = isa.DEFAULT_LAYERS
         self.info: proto.BoardInfo | None = None
         self.url: str | None = None
         self.link: proto.Link | None = None
@@ -168,14 +125,7 @@ class FpgaBackend(Backend):
         self._progs: dict[int, _Prog] = {}
         self._next_id = 1
         self._fences: dict[str, int] = {}
-        self._conv: RecordConverter | None = None
-        self._unwrap = TimestampUnwrapper()
-        self._tb_slots: set[int] = set()      # started with a time-base reset, record pending
-        self._ev_seq: int | None = None
-        self._board_dropped: int | None = None
-        self._soft = None
-        self._soft_map: dict[int, int] = {}   # soft id -> prog id
-        self._soft_mute: set[int] = set()     # soft ids whose start event we announced
+        self._pump: EventPump | None = None
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._opened = False
@@ -185,101 +135,44 @@ class FpgaBackend(Backend):
     def online(self) -> bool:
         return self.link is not None
 
-    def _resolve(self) -> str:
-        from copperline.boards.common import BoardError
-        from copperline.boards.discover import find_ports, resolve_port
-        from copperline.boards.registry import all_boards, get_board
-        try:
-            if self.port or self.board:
-                board = get_board(self.board or "icebreaker")
-                return resolve_port(board, self.port)
-            found = [p for b in all_boards() for p in find_ports(b)]
-        except BoardError as exc:
-            raise BackendError(NO_BOARD, str(exc)) from None
-        if not found:
-            raise BackendError(NO_BOARD, "no copperline board found (looked for the USB UARTs "
-                               "of: " + ", ".join(b.name for b in all_boards()) + "). Plug one "
-                               "in, or pass --port (e.g. /dev/ttyUSB1, or "
-                               "socket://127.0.0.1:7654 for `copper board sim`)")
-        if len(found) > 1:
-            raise BackendError(NO_BOARD, f"{len(found)} boards found ("
-                               + ", ".join(f"{p.board} on {p.device}" for p in found)
-                               + "): pass --port or --board")
-        return resolve_port(get_board(found[0].board), found[0].device)
-
     def _connect(self) -> None:
         """Open the link, identify the board, reset it; BackendError NO_BOARD if that fails."""
-        url = self._resolve()
-        try:
-            link = proto.Link(url, baud=self.baud, timeout=self.timeout, retries=self.retries,
-                              on_event=self._on_event, on_lost=self._on_lost)
-        except proto.LinkBusy as exc:             # (a tty another process holds)
-            raise BackendError("BUSY", str(exc)) from None
-        except proto.LinkError as exc:
-            raise BackendError(NO_BOARD, str(exc)) from None
-        try:
-            info = link.hello()
-            self._check_info(url, info)
-            contexts = info.contexts
-            link.reset()                                     # stop everything, time base 0
-            link.event_mode(push=False)
-            _clear_registers(link, info)                     # the VM's machine reset
-            link.event_mode(push=self.events_mode == "push")
-            dropped = link.status(0)[3] if contexts else 0
-        except (proto.LinkError, BackendError) as exc:
-            link.close()
-            if isinstance(exc, BackendError):
-                raise
-            if isinstance(exc, proto.LinkBusy):   # another host holds the board
-                raise BackendError("BUSY", str(exc)) from None
-            raise BackendError(NO_BOARD, f"{url}: {exc}") from None
+        session = connect(find_board_url(self.port, self.board), baud=self.baud,
+                          timeout=self.timeout, retries=self.retries,
+                          push=self.events_mode == "push", on_event=self._on_frame,
+                          on_lost=self._on_lost)
+        info, link = session.info, session.link
         with self._lock:
-            self.info, self.url = info, url
+            self.info, self.url = info, session.url
             self.clock_hz = info.clock_hz
             self.vsync_hz = info.vsync_hz_x1000 / 1000
             self.contexts, self.program_words = info.contexts, info.program_words
             self.layers = info.layers
-            self._slot_bits = slot_bits_for(info.contexts)
-            self._conv = RecordConverter(info.clock_hz, info.layers)
-            self._unwrap = TimestampUnwrapper()
-            self._tb_slots.clear()
-            self._ev_seq, self._board_dropped = None, dropped
+            self._pump = EventPump(info, session.dropped)
             self.link, self.lost_reason = link, None
         if self.events_mode == "pull":
-            self._poller = threading.Thread(target=self._events_loop, args=(link,),
+            self._poller = threading.Thread(target=self._pull, args=(link,),
                                             name="fpga-events", daemon=True)
             self._poller.start()
         log.info("fpga backend: board on %s: core clock %d Hz, %d contexts x %d words, "
-                 "fabric %d Hz, %d baud", url, info.clock_hz, info.contexts,
+                 "fabric %d Hz, %d baud", session.url, info.clock_hz, info.contexts,
                  info.program_words, info.fabric_hz, info.baud)
 
-    def _check_info(self, url: str, info: proto.BoardInfo) -> None:
-        if info.core_version == 0:
-            raise BackendError(NO_BOARD, f"{url}: the board answers but its bitstream has no "
-                               "Copper core (built with --no-core?): run `copper build` and "
-                               "`copper flash` for it")
-        if info.core_version != isa.ISA_VERSION:
-            raise BackendError(NO_BOARD, f"{url}: the board's core speaks ISA version "
-                               f"{info.core_version}, this host {isa.ISA_VERSION}: rebuild "
-                               "and flash the bitstream")
-        want = record_bytes(slot_bits_for(info.contexts))
-        if info.event_bytes != want:
-            raise BackendError(NO_BOARD, f"{url}: event records of {info.event_bytes} bytes, "
-                               f"expected {want} for {info.contexts} contexts")
+    def open(self, *, wait: bool = False) -> None:
+        """Connect to the board (discovering it without a port) and start the monitor.
 
-    def open(self) -> None:
-        """Connect to the board (discovering it without a port) and start the monitor."""
+        Without a board this raises NO_BOARD, unless ``wait``: then the backend opens
+        offline (commands fail with NO_BOARD) and connects when the board appears."""
         if self._opened:
             return
         try:
             self._connect()
-        except BackendError:
-            if self.fallback != "soft":
+        except BackendError as exc:
+            if not wait:
                 raise
-            log.warning("fpga backend: no board yet; running on the soft fallback until it "
-                        "appears", exc_info=False)
+            log.warning("fpga backend: no board yet (%s); looking for it every %g s",
+                        exc.message, self.reconnect_s)
             self.lost_reason = "no-board"
-            self._ensure_soft()
         self._stop.clear()
         self._monitor = threading.Thread(target=self._monitor_loop, name="fpga-monitor",
                                          daemon=True)
@@ -304,9 +197,8 @@ class FpgaBackend(Backend):
             try:
                 # the last drops: a run's trace ends with its exact dropped count
                 words = link.status(0)
-                out: list[dict] = []
                 with self._lock:
-                    self._dropped(words[3], out)
+                    out = self._pump.board_dropped(words[3])
                 for ev in out:
                     self.emit(ev)
                 link.reset()
@@ -314,78 +206,37 @@ class FpgaBackend(Backend):
                 pass
             self.link = None
             link.close()
-        if self._soft is not None:
-            self._soft.close()
-            self._soft = None
         self._opened = False
 
     # -- events -------------------------------------------------------------------------
-    def _events_loop(self, link: proto.Link) -> None:
-        """Pull mode: read records while this link is the board's.
+    def _pull(self, link: proto.Link) -> None:
+        """Pull mode: read records while this link is the board's."""
+        def lost(exc: proto.LinkError) -> None:
+            if self.link is link and not self._stop.is_set():
+                self._lost("link-lost", str(exc))
+        pull_events(link, keep_going=lambda: not self._stop.is_set() and self.link is link,
+                    busy=lambda: any(p.state == "running" or p.waiter is not None
+                                     for p in list(self._progs.values())),
+                    on_record=self._record, on_error=lost, poll_s=self.event_poll_s)
 
-        The batch adapts: a read answers every word asked for, records or not, so an
-        empty poll of the largest batch would hold the line for 5.1 ms at 1 Mbaud. A full
-        batch doubles the next one (read again at once); a partial one asks for twice what
-        it found next time (at least one record) after the poll pause."""
-        batch = 1
-        while not self._stop.is_set() and self.link is link:
-            most = link.frame_words // 2          # (smaller while the line loses frames)
-            batch = min(batch, most)
-            try:
-                records = link.read_events(batch)
-            except proto.LinkError as exc:
-                if self.link is link and not self._stop.is_set():
-                    self._lost("link-lost", str(exc))
-                return
-            for raw in records:
-                self._record(raw)
-            if len(records) == batch:
-                batch = min(2 * batch, most)
-            else:
-                batch = min(max(1, 2 * len(records)), most)
-                busy = any(p.state == "running" or p.waiter is not None
-                           for p in list(self._progs.values()))
-                time.sleep(self.event_poll_s * (1 if busy else 10))
-
-    def _dropped(self, dropped: int, out: list) -> None:
-        if self._board_dropped is not None and dropped != self._board_dropped:
-            out.append({"event": "dropped", "count": (dropped - self._board_dropped) & _MASK32,
-                        "reason": "fifo"})
-        self._board_dropped = dropped
-
-    def _on_event(self, seq: int, dropped: int, body: bytes) -> None:
+    def _on_frame(self, seq: int, dropped: int, body: bytes) -> None:
         """Push mode: an event frame (reader thread)."""
-        out: list[dict] = []
         with self._lock:
-            if self._conv is None:
+            if self._pump is None:
                 return
-            if self._ev_seq is not None:
-                gap = (seq - self._ev_seq - 1) & 0xFF
-                if gap:
-                    out.append({"event": "dropped", "count": gap, "reason": "link"})
-            self._ev_seq = seq
-            self._dropped(dropped, out)
+            out, raw = self._pump.frame(seq, dropped, body)
         for ev in out:
             self.emit(ev)
-        self._record(body[:self.info.event_bytes])
+        self._record(raw)
 
     def _record(self, raw: int | bytes) -> None:
         out: list[dict] = []
         with self._lock:
-            if self._conv is None:
+            got = self._pump.record(raw) if self._pump is not None else None
+            if got is None:
                 return
-            try:
-                rec = decode_record(raw, self._slot_bits)
-                if rec.started and rec.slot in self._tb_slots:
-                    self._tb_slots.discard(rec.slot)
-                    self._unwrap.rebase(rec.timestamp)     # the board's time base restarted
-                g = self._unwrap.unwrap(rec.timestamp)
-                events = self._conv.convert(rec, g)
-            except CoreEventError as exc:
-                log.error("fpga backend: bad event record %r: %s", raw, exc)
-                return
-            pid = next((p.id for p in self._progs.values() if p.slot == rec.slot), None)
-            p = self._progs.get(pid) if pid is not None else None
+            rec, g, events = got
+            p = next((p for p in self._progs.values() if p.slot == rec.slot), None)
             for ev in events:
                 if p is not None and ev["event"] == "state":
                     p.state, p.reason, p.pc = ev["state"], ev["reason"], ev["pc"]
@@ -405,76 +256,25 @@ class FpgaBackend(Backend):
         threading.Thread(target=self._lost, args=("link-lost", reason), daemon=True).start()
 
     def _lost(self, why: str, detail: str) -> None:
-        """The board is gone (or lost its programs): end or move every board program."""
+        """The board is gone (or lost its programs): end every board program."""
         with self._lock:
             link, self.link = self.link, None
             if link is None and why == "link-lost":
                 return
             self.lost_reason = f"{why}: {detail}"
-            progs = [p for p in self._progs.values() if p.slot is not None]
-        if link is not None:
-            link.close()
-        out = []
-        if self.fallback == "soft":
-            self._ensure_soft()
-        for p in progs:
-            with self._lock:
-                was_running = p.state == "running"
-                if self.fallback == "soft":
-                    self._move_to_soft(p, was_running, out)
-                else:
-                    p.state, p.reason, p.lost = "faulted", why, why
-                    out.append({"event": "state", "prog": p.id, "state": "faulted",
-                                "reason": why, "pc": p.pc})
+            out = []
+            for p in self._progs.values():
+                if p.slot is None:
+                    continue
+                p.state, p.reason, p.lost = "faulted", why, why
+                out.append({"event": "state", "prog": p.id, "state": "faulted",
+                            "reason": why, "pc": p.pc})
                 if p.waiter is not None:
                     p.waiter.set()
+        if link is not None:
+            link.close()
         for ev in out:
             self.emit(ev)
-
-    # -- soft fallback ------------------------------------------------------------------
-    def _ensure_soft(self) -> None:
-        with self._lock:
-            if self._soft is not None:
-                return
-            from copperline.host.soft import SoftBackend
-            soft = SoftBackend("monotonic", clock_hz=self.clock_hz or 12_000_000,
-                               vsync_hz=self.vsync_hz, layers=getattr(self, "layers", 16))
-            soft.set_event_sink(self._soft_event)
-            soft.open()
-            for name, value in self._fences.items():
-                soft.fence(name, value)
-            self._soft = soft
-
-    def _move_to_soft(self, p: _Prog, running: bool, out: list) -> None:
-        sid = self._soft.load(p.image)
-        self._soft_map[sid] = p.id
-        if self._conv is not None and p.slot is not None:
-            self._conv.clear_slot(p.slot)
-        p.slot, p.soft_id = None, sid
-        if running:
-            self._soft_mute.add(sid)
-            # emitted before the soft start, so it precedes the program's first events
-            self.emit({"event": "state", "prog": p.id, "state": "running",
-                       "reason": "fallback-soft", "pc": 0, "cycle": 0, "time_us": 0.0})
-            self._soft.start(sid)
-            p.state, p.reason = "running", "fallback-soft"
-
-    def _soft_event(self, ev: dict) -> None:
-        sid = ev.get("prog")
-        if sid is None:
-            self.emit(ev)
-            return
-        if ev.get("reason") == "start" and sid in self._soft_mute:
-            self._soft_mute.discard(sid)
-            return
-        pid = self._soft_map.get(sid)
-        if pid is None:
-            return
-        ev = {k: (pid if k == "prog" else v) for k, v in ev.items()}
-        p = self._progs.get(pid)
-        if p is not None and ev.get("event") == "state":
-            p.state, p.reason = ev["state"], ev.get("reason")
-        self.emit(ev)
 
     # -- the monitor thread -------------------------------------------------------------
     def _monitor_loop(self) -> None:
@@ -498,13 +298,13 @@ class FpgaBackend(Backend):
         out: list[dict] = []
         with self._lock:
             if self.events_mode == "pull":
-                self._dropped(words[3], out)
+                out = self._pump.board_dropped(words[3])
         for ev in out:
             self.emit(ev)
         with self._lock:
             reset = any(p.slot is not None and p.state == "running" and p.lost is None
                         and words[p.slot * proto.STATUS_WORDS] == 0
-                        and p.slot not in self._tb_slots and p.start_g is not None
+                        and not self._pump.timebase_pending(p.slot) and p.start_g is not None
                         for p in self._progs.values())
         if reset:
             log.warning("fpga backend: the board on %s lost its running programs (reset or "
@@ -521,13 +321,11 @@ class FpgaBackend(Backend):
                 log.debug("fpga backend: board not back yet: %s", exc.message)
                 return
             # (warning, like the loss: whoever saw the board go must see it come back)
-            back = [p.id for p in self._progs.values() if p.soft_id is None]
+            back = sorted(self._progs)
             log.warning("fpga backend: board back on %s; %s", self.url,
-                        f"programs {', '.join(map(str, sorted(back)))} uploaded again, "
+                        f"programs {', '.join(map(str, back))} uploaded again, "
                         "ready to start" if back else "no programs to upload again")
             for p in sorted(self._progs.values(), key=lambda p: p.id):
-                if p.soft_id is not None:
-                    continue                    # stays on the fallback until unloaded
                 try:
                     p.slot = self._free_slot()
                     self._upload(p)
@@ -575,19 +373,12 @@ class FpgaBackend(Backend):
             image.check()
         except ImageError as exc:
             raise BackendError("BAD_FORMAT", str(exc)) from None
-        if len(image.code) > self.program_words:
-            raise BackendError("BAD_ARG", f"the program has {len(image.code)} words; the board "
-                               f"({self.board or self.url}) holds {self.program_words} words per "
-                               "program (program_words in its INFO)")
-        regs = self.layers * isa.REG_STRIDE
-        for addr, word in enumerate(image.code):
-            ins = isa.decode(word)
-            if ins.name in ("MOVE", "ADD") and (
-                    ins.fields["reg"] >= regs or ins.fields["reg"] % isa.REG_STRIDE
-                    >= len(isa.REGISTER_FIELDS)):
-                raise BackendError("BAD_ARG", f"word {addr}: {ins.name} register index "
-                                   f"{ins.fields['reg']} does not exist on the board's core "
-                                   f"({self.layers} layers)")
+        try:
+            image.check_fits(self.program_words, self.layers)
+        except ImageError as exc:
+            raise BackendError("BAD_ARG", f"{exc}: the board ({self.board or self.url}) has "
+                               f"{self.program_words} words per program and {self.layers} "
+                               "layers (its INFO)") from None
 
     def _upload(self, p: _Prog) -> None:
         slot, image = p.slot, p.image
@@ -599,7 +390,7 @@ class FpgaBackend(Backend):
             link.write(proto.SPACE_CTL, slot, [proto.CTL_RESET_SLOT])
             link.write(proto.SPACE_FENCE, slot * isa.FENCE_TIMELINES, fences)
         self._board(do)
-        self._conv.set_slot(slot, p.id, image)
+        self._pump.converter.set_slot(slot, p.id, image)
         p.start_g = None
 
     def _wait(self, p: _Prog, what: str) -> bool:
@@ -617,21 +408,17 @@ class FpgaBackend(Backend):
                     p.id, what, self.command_timeout)
         return False
 
+    def _alone(self) -> bool:
+        """No board program runs: a start now also resets the board's time base."""
+        return not any(q.state == "running" and q.slot is not None for q in self._progs.values())
+
     # -- Backend ------------------------------------------------------------------------
     def load(self, image: Image) -> int:
         with self._lock:
-            if self.link is None and self.fallback == "soft" and self._soft is not None:
-                try:
-                    sid = self._soft.load(image)
-                except BackendError:
-                    raise
-                p = _Prog(self._next_id, image, image.sha256(), soft_id=sid)
-                self._soft_map[sid] = p.id
-            else:
-                self._need_link()
-                self._check_image(image)
-                p = _Prog(self._next_id, image, image.sha256(), slot=self._free_slot())
-                self._upload(p)
+            self._need_link()
+            self._check_image(image)
+            p = _Prog(self._next_id, image, image.sha256(), slot=self._free_slot())
+            self._upload(p)
             self._next_id += 1
             self._progs[p.id] = p
             return p.id
@@ -639,34 +426,30 @@ class FpgaBackend(Backend):
     def start(self, prog_id: int) -> None:
         with self._lock:
             p = self._prog(prog_id)
-            if p.soft_id is not None:
-                self._soft.start(p.soft_id)
-                return
             if p.state == "running":
                 raise BackendError("BUSY", f"program {prog_id}: already running")
             self._need_link()
-            if p.lost is not None:             # ended by a lost board: upload was redone
-                p.lost = None
-            alone = not any(q.state == "running" and q.slot is not None
-                            for q in self._progs.values())
+            if p.slot is None:
+                raise BackendError("BUSY", f"program {prog_id}: no free context on the board "
+                                   "since it came back; unload another program")
+            p.lost = None                      # (ended by a lost board: the upload was redone)
+            alone = self._alone()
             if alone:
-                self._tb_slots.add(p.slot)
+                self._pump.expect_timebase_reset(p.slot)
             p.waiter, p.wait_for = threading.Event(), "start"
             slot = p.slot
         try:
             self._board(lambda link: link.start(slot, timebase=alone))
         except BackendError:
             p.waiter = None
-            self._tb_slots.discard(slot)
+            if self._pump is not None:
+                self._pump.cancel_timebase_reset(slot)
             raise
         self._wait(p, "start")
 
     def stop(self, prog_id: int) -> None:
         with self._lock:
             p = self._prog(prog_id)
-            if p.soft_id is not None:
-                self._soft.stop(p.soft_id)
-                return
             if p.state != "running":
                 return
             p.waiter, p.wait_for = threading.Event(), "stop"
@@ -685,8 +468,8 @@ class FpgaBackend(Backend):
                     c = (words[2] - p.start_g) & _MASK32 if p.start_g is not None else 0
                     p.state, p.reason, p.pc = "stopped", "host", words[1]
                     ev = {"event": "state", "prog": p.id, "state": "stopped", "reason": "host",
-                          "pc": words[1], "cycle": c, "time_us": self._conv.time_us(c),
-                          "inexact": True}
+                          "pc": words[1], "cycle": c,
+                          "time_us": self._pump.converter.time_us(c), "inexact": True}
                 self.emit(ev)
         else:
             p.waiter = None                   # it had ended by itself; its event follows
@@ -696,19 +479,17 @@ class FpgaBackend(Backend):
         mask (``Link.start_slots``; the first cycle is global cycle 0 when nothing else
         runs). A bitstream without the mask address (an older build) refuses it; then
         their START words go out in one frame, back to back, and land a core cycle or
-        two apart (``start_cycle`` says where). Programs on the soft fallback or
-        already running are started one by one."""
+        two apart (``start_cycle`` says where). Programs already running are started
+        one by one (which refuses them)."""
         with self._lock:
             ps = [self._prog(i) for i in prog_ids]
             slots = [p.slot for p in ps]
             one_frame = (len(ps) > 1 and self.link is not None
-                         and all(p.soft_id is None and p.state != "running" for p in ps)
-                         and None not in slots)
+                         and all(p.state != "running" for p in ps) and None not in slots)
             if one_frame:
-                alone = not any(q.state == "running" and q.slot is not None
-                                for q in self._progs.values())
+                alone = self._alone()
                 if alone:
-                    self._tb_slots.add(slots[0])
+                    self._pump.expect_timebase_reset(slots[0])
                 for p in ps:
                     p.lost = None
                     p.waiter, p.wait_for = threading.Event(), "start"
@@ -734,7 +515,8 @@ class FpgaBackend(Backend):
         except BackendError:
             for p in ps:
                 p.waiter = None
-            self._tb_slots.discard(slots[0])
+            if self._pump is not None:
+                self._pump.cancel_timebase_reset(slots[0])
             raise
         for p in ps:
             self._wait(p, "start")
@@ -748,22 +530,16 @@ class FpgaBackend(Backend):
 
     def unload(self, prog_id: int) -> None:
         p = self._prog(prog_id)
-        if self.link is not None or p.soft_id is not None:
+        if self.link is not None:
             self.stop(prog_id)
         with self._lock:
-            if p.soft_id is not None and self._soft is not None:
-                self._soft.unload(p.soft_id)
-                self._soft_map.pop(p.soft_id, None)
-            if p.slot is not None and self._conv is not None:
-                self._conv.clear_slot(p.slot)
+            if p.slot is not None and self._pump is not None:
+                self._pump.converter.clear_slot(p.slot)
             del self._progs[prog_id]
 
     def _status_of(self, p: _Prog, words: list[int] | None) -> ProgramStatus:
-        if p.soft_id is not None:
-            st = self._soft.status(p.soft_id)
-            st.id = p.id
-            return st
-        bindings = dict(self._conv.bindings.get(p.slot, {})) if self._conv and p.slot is not None else {}
+        conv = self._pump.converter if self._pump is not None else None
+        bindings = dict(conv.bindings.get(p.slot, {})) if conv and p.slot is not None else {}
         if p.lost is not None or words is None or p.slot is None:
             return ProgramStatus(id=p.id, state=ProgramState(p.state), pc=p.pc,
                                  slot=p.slot if p.slot is not None else -1, reason=p.reason,
@@ -806,18 +582,13 @@ class FpgaBackend(Backend):
             writes = [(p.slot * isa.FENCE_TIMELINES + p.image.timelines.index(timeline))
                       for p in self._progs.values()
                       if p.slot is not None and timeline in p.image.timelines]
-            soft = self._soft
         if writes and self.link is not None:
             def do(link):
                 for addr in writes:
                     link.fence(addr, value)
             self._board(do)
-        if soft is not None:
-            soft.fence(timeline, value)
 
     def regs(self) -> dict[str, int]:
-        if self.link is None and self._soft is not None:
-            return self._soft.regs()
         n = self.layers * isa.REG_STRIDE
         raw = self._board(lambda link: link.regs(0, n))
         return {isa.register_name(i): isa.register_field(i).wrap(raw[i]) for i in range(n)

@@ -1,4 +1,4 @@
-"""Real-time execution of a :class:`~copperline.sim.vm.Machine` on a dedicated thread.
+"""Real-time execution of an :class:`~copperline.sim.engine.Engine` on a dedicated thread.
 
 The machine's global cycle ``g`` is due at the absolute instant ``t0 + g / clock_hz``
 (``t0`` = the time-base reset, taken when the executor starts). Every deadline is
@@ -45,7 +45,7 @@ import time
 from concurrent.futures import Future
 from typing import Callable
 
-from copperline.sim.vm import Machine
+from copperline.sim.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _raise_priority(priority: int) -> bool:
 
 
 class RealTimeExecutor:
-    """Runs a Machine against the wall clock on its own thread.
+    """Runs an engine (the machine) against the wall clock on its own thread.
 
     Parameters
     ----------
@@ -119,7 +119,7 @@ class RealTimeExecutor:
         process's other threads).
     """
 
-    def __init__(self, machine: Machine, deliver: Deliver, *, spin_us: int = 300,
+    def __init__(self, machine: Engine, deliver: Deliver, *, spin_us: int = 300,
                  slice_cycles: int | None = None, rt_priority: int | None = None,
                  prepare: Prepare | None = None, slice_budget_us: int = 1000,
                  yield_us: int = 200, backlog: Callable[[], float] | None = None,
@@ -132,7 +132,7 @@ class RealTimeExecutor:
         # until this long before the next one (spin only the rest).
         self.fifo_sleep_ns = fifo_margin_us * 1000
         # ~1 ms of model time, at most 16384 cycles (~10 ms of Python on op-dense code).
-        self.slice_cycles = slice_cycles or max(1, min(machine.clock_hz // 1000, 16384))
+        self.slice_cycles = slice_cycles or max(1, min(machine.params.clock_hz // 1000, 16384))
         # Behind real time: the current slice size, adapted so that one slice takes about
         # slice_budget_us of CPU; between such slices the thread sleeps yield_us.
         self._slice = self.slice_cycles
@@ -147,7 +147,7 @@ class RealTimeExecutor:
         self.lag_us = 0.0
         self.max_lag_us = 0.0
         self.behind_slices = 0
-        self._hz = machine.clock_hz
+        self._hz = machine.params.clock_hz
         self._commands: collections.deque = collections.deque()
         self._timed: list = []                # heap of (cycle, seq, fn, future)
         self._timed_lock = threading.Lock()
@@ -194,7 +194,7 @@ class RealTimeExecutor:
         """The global cycle real time is in now."""
         return (time.perf_counter_ns() - self.t0_ns) * self._hz // 1_000_000_000
 
-    def call(self, fn: Callable[[Machine], object], timeout: float = 5.0):
+    def call(self, fn: Callable[[Engine], object], timeout: float = 5.0):
         """Run ``fn(machine)`` on the timing thread at the current real-time cycle.
 
         Raises TimeoutError when the thread does not get to it within ``timeout``, and
@@ -208,7 +208,7 @@ class RealTimeExecutor:
             return fn(self.machine)
         return self.submit(fn).result(timeout)
 
-    def submit(self, fn: Callable[[Machine], object]) -> Future:
+    def submit(self, fn: Callable[[Engine], object]) -> Future:
         """Queue ``fn(machine)`` for the timing thread; returns its Future at once (for
         callers that must not block, such as copperd's event loop)."""
         fut: Future = Future()
@@ -219,7 +219,7 @@ class RealTimeExecutor:
         self._wake.set()
         return fut
 
-    def call_at(self, cycle: int, fn: Callable[[Machine], object]) -> Future:
+    def call_at(self, cycle: int, fn: Callable[[Engine], object]) -> Future:
         """Run ``fn(machine)`` on the timing thread with the machine at exactly global
         ``cycle``, at that cycle's deadline; the returned Future gets its result. Post it
         ahead (more than a spin window): a cycle the machine has already passed runs at

@@ -112,7 +112,7 @@ def _split_reg(name: str) -> tuple[int, str]:
 
 def frames_from_trace(path: str, n: int) -> list[Frame]:
     """Frames from a trace file (clock and vsync rate from its header)."""
-    from copperline.host.trace_compare import load_trace
+    from copperline.firmware.trace import load_trace
     t = load_trace(path)
     progs = {e["prog"] for e in t.events if e["event"] in ("reg", "bind")}
     if len(progs) > 1:
@@ -132,6 +132,7 @@ def frames_from_program(path: str, n: int, *, clock_hz: int | None = None,
                         vsync_hz: float | None = None) -> list[Frame]:
     """Frames from running a program (.json or .cop) on the soft VM in virtual time."""
     try:
+        from copperline.sim.engine import MachineParams
         from copperline.sim.vm import Machine
     except ImportError as exc:
         raise RenderError(f"{path}: rendering a program needs the soft VM "
@@ -140,7 +141,7 @@ def frames_from_program(path: str, n: int, *, clock_hz: int | None = None,
     clock_hz = clock_hz or DEFAULT_CLOCK_HZ
     vsync_hz = vsync_hz or isa.DEFAULT_VSYNC_HZ
     image = load_any(path)
-    m = Machine(clock_hz, vsync_hz)
+    m = Machine(MachineParams(clock_hz, vsync_hz))
     m.start(m.load(image))
     # Frame n needs every write before its edge n * P: run up to (not including) it.
     events = m.run_until(n * m.vsync_period)

@@ -26,6 +26,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 from copperline.host.realtime import RealTimeExecutor
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine, MachineError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class SoftBackend(Backend):
     clock:
         ``"virtual"`` or ``"monotonic"`` (see the module docstring).
     clock_hz, vsync_hz, watchdog_ops, layers, contexts, vsync_events:
-        Passed to :class:`~copperline.sim.vm.Machine`.
+        The machine (:class:`~copperline.sim.engine.MachineParams`) the VM runs.
     spin_us:
         Monotonic clock: how long before a deadline the timing thread starts spinning.
     """
@@ -64,8 +65,8 @@ class SoftBackend(Backend):
         self.clock = clock
         self.clock_hz = clock_hz
         self.vsync_hz = vsync_hz
-        self.machine = Machine(clock_hz, vsync_hz, watchdog_ops, layers, contexts=contexts,
-                               vsync_events=vsync_events)
+        self.machine = Machine(MachineParams(clock_hz, vsync_hz, watchdog_ops, layers,
+                                             contexts=contexts, vsync_events=vsync_events))
         self._timeout = command_timeout
         self._lock = threading.RLock()           # virtual clock: serialises callers
         self._rt = (RealTimeExecutor(self.machine, self._emit_prepared, spin_us=spin_us,

@@ -1,7 +1,8 @@
 """CLI for the trace tools: ``copper trace compare``, ``copper trace export``, ``copper render``.
 
 Thin layer: parsing and exit codes here, the work in :mod:`copperline.host.trace_compare`,
-:mod:`copperline.host.trace_export` and :mod:`copperline.host.render`.
+:mod:`copperline.host.trace_plot`, :mod:`copperline.host.trace_export` and
+:mod:`copperline.host.render`.
 
 Exit codes: 0 success; 1 ``trace compare`` failed its ``--tolerance-us``; 2 bad input
 (unreadable or invalid trace, bad option value) with the error on stderr. ``--json``:
@@ -99,17 +100,18 @@ def _error(msg: str, code: str = "BAD_INPUT") -> CliError:
 
 
 def cmd_compare(args) -> int:
-    from copperline.firmware.trace import TraceError
+    from copperline.firmware.trace import TraceError, load_trace
     from copperline.host import trace_compare as tc
+    from copperline.host.trace_plot import plot
     try:
-        a, b = tc.load_trace(args.a), tc.load_trace(args.b)
+        a, b = load_trace(args.a), load_trace(args.b)
         c = tc.compare(a, b, tolerance_us=args.tolerance_us, time=args.time, ignore=args.ignore)
     except (TraceError, ValueError) as exc:
         raise _error(str(exc)) from None
     files = []
     if args.plot:
         try:
-            tc.plot(c, args.plot)
+            plot(c, args.plot)
         except OSError as exc:
             raise _error(f"{args.plot}: cannot write plot: {exc.strerror or exc}",
                          "CANNOT_WRITE") from None
@@ -133,11 +135,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from copperline.firmware.trace import TraceError
-    from copperline.host import trace_compare as tc
+    from copperline.firmware.trace import TraceError, load_trace
     from copperline.host import trace_export as te
     try:
-        t = tc.load_trace(args.file)
+        t = load_trace(args.file)
         if args.gtkw and args.format != "vcd":
             raise ValueError("--gtkw goes with --format vcd")
         n = te.export(t, args.format, args.output, time=args.time, gtkw=args.gtkw)

@@ -20,8 +20,7 @@ import logging
 import re
 
 from copperline.firmware import isa
-from copperline.firmware.trace import TraceError
-from copperline.host.trace_compare import TIMED_KINDS, Trace
+from copperline.firmware.trace import PROGRAM_KINDS, TIMED_KINDS, Trace, TraceError, time_field
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +49,10 @@ def export(t: Trace, fmt: str, out: str, *, time: str = "model", gtkw: str | Non
     return len(t.events)
 
 
-def _time_field(t: Trace, time: str) -> str:
-    if time == "model":
-        return "time_us"
-    has_wall = any("wall_us" in e for e in t.events)
-    if time == "wall":
-        if not has_wall:
-            raise TraceError(f"{t.path}: --time wall, but no event in this trace has 'wall_us'")
-        return "wall_us"
-    if time == "auto":
-        return "wall_us" if has_wall else "time_us"
-    raise ValueError(f"unknown time mode {time!r} (expected model, wall or auto)")
-
-
 def _timed(t: Trace, time: str):
     """Yield (event, line, µs) in trace order; untimed events (dropped) take the time
     of the event before them."""
-    tf = _time_field(t, time)
+    tf = time_field(t, time)
     last = 0.0
     for e, ln in zip(t.events, t.lines):
         if e["event"] in TIMED_KINDS:
@@ -81,7 +67,7 @@ def _timed(t: Trace, time: str):
 def to_perfetto(t: Trace, *, time: str = "model") -> dict:
     """The Chrome trace-event JSON object for ``t``."""
     h = t.header
-    tf = _time_field(t, time)
+    tf = time_field(t, time)
     events: list[dict] = []
     meta: list[dict] = [
         {"name": "process_name", "ph": "M", "pid": BACKEND_PID,
@@ -97,7 +83,7 @@ def to_perfetto(t: Trace, *, time: str = "model") -> dict:
         end_us = max(end_us, ts)
         kind = e["event"]
         args = {k: v for k, v in e.items() if k not in ("event", "prog")}
-        if kind in ("irq", "reg", "bind", "state"):
+        if kind in PROGRAM_KINDS:
             prog = e["prog"]
             pid = PROG_PID_BASE + prog
             if prog not in progs:
@@ -180,7 +166,7 @@ def write_vcd(t: Trace, f, *, time: str = "model") -> list[tuple[str, str]]:
         kind = e["event"]
         if kind == "reg":
             regs[e["reg"]] = isa.register_field(isa.parse_register(e["reg"], 1 << isa.LAYER_BITS))
-        if kind in ("irq", "state", "bind", "reg"):
+        if kind in PROGRAM_KINDS:
             progs.add(e["prog"])
         if kind == "irq":
             names = tags.setdefault(e["prog"], {})
@@ -203,7 +189,7 @@ def write_vcd(t: Trace, f, *, time: str = "model") -> list[tuple[str, str]]:
     signals: list[tuple[str, str]] = []
     with VCDWriter(f, timescale="1 ns", date="",
                    comment=f"copperline trace {t.name}: backend {h['backend']}, "
-                           f"clock_hz {h['clock_hz']}, times from {_time_field(t, time)}",
+                           f"clock_hz {h['clock_hz']}, times from {time_field(t, time)}",
                    version="copperline trace export") as w:
         var_reg = {}
         for name in sorted(regs, key=reg_order):

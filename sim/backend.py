@@ -1,7 +1,8 @@
 """``copper run --backend sim``: the RTL engine as a virtual-time engine.
 
-``host/run_cli.py`` calls :func:`create_engine` and drives the result exactly like the
-VM (:class:`copperline.sim.vm.Machine`). Three simulators of the same core:
+``copper run`` calls :func:`create_engine` and drives the result through the engine
+interface (:class:`copperline.sim.engine.Engine`), exactly like the VM. Three simulators
+of the same core:
 
 * ``verilator`` (the default): the core verilated (:mod:`copperline.sim.verilator`),
   ~3.5 x 10^6 core cycles per second in the simulator (4 contexts all issuing; the
@@ -27,30 +28,25 @@ import atexit
 import logging
 import os
 
-from copperline.firmware import isa
+from copperline.sim.engine import MachineParams
 from copperline.sim.rtl import RtlEngineBase, RtlMachine
 
 log = logging.getLogger(__name__)
 
-__all__ = ["create_engine", "Machine", "ENGINES"]
+__all__ = ["create_engine", "ENGINES"]
 
-#: Program words per context of the simulated core (the VM's default).
-SIM_PROGRAM_WORDS = isa.DEFAULT_PROGRAM_WORDS
 ENGINES = ("verilator", "cxxrtl", "amaranth")
 
 
-def create_engine(clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, *, vsync_events: bool = False,
-                  waves: str | None = None, engine: str | None = None, **kw) -> RtlEngineBase:
-    """An RTL engine configured like the VM; see the module docstring for ``engine`` and
-    ``waves``."""
+def create_engine(params: MachineParams, *, waves: str | None = None,
+                  engine: str | None = None) -> RtlEngineBase:
+    """An RTL engine of the machine ``params`` describes; see the module docstring for
+    ``engine`` and ``waves``."""
     waves = waves or os.environ.get("COPPER_WAVES") or None
     explicit = engine or os.environ.get("COPPER_SIM_ENGINE") or None
     if explicit is not None and explicit not in ENGINES:
         raise ValueError(f"unknown sim engine {explicit!r} (COPPER_SIM_ENGINE / engine=): "
                          f"expected one of {', '.join(ENGINES)}")
-    kw.setdefault("program_words", SIM_PROGRAM_WORDS)
-    args = dict(vsync_events=vsync_events, waves=waves, **kw)
     if waves and explicit in ("cxxrtl", "amaranth") and not waves.lower().endswith(".vcd"):
         raise ValueError(f"waveform file {waves!r}: the {explicit} engine writes VCD only "
                          "(name it .vcd, or use the verilator engine for .fst)")
@@ -62,7 +58,7 @@ def create_engine(clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
         if waves:
             wave_format(waves)           # a bad suffix is the user's error, not a fallback
         try:
-            sim = VerilatorMachine(clock_hz, vsync_hz, watchdog_ops, **args)
+            sim = VerilatorMachine(params, waves=waves)
         except NativeBuildError as exc:
             if explicit:
                 raise
@@ -75,7 +71,7 @@ def create_engine(clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
     if chosen == "cxxrtl":
         from copperline.sim.cxxrtl import CxxrtlError, CxxrtlMachine
         try:
-            sim = CxxrtlMachine(clock_hz, vsync_hz, watchdog_ops, **args)
+            sim = CxxrtlMachine(params, waves=waves)
         except CxxrtlError as exc:
             if explicit:
                 raise
@@ -83,13 +79,9 @@ def create_engine(clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
                         "~1000x slower", str(exc).splitlines()[0])
             chosen = "amaranth"
     if chosen == "amaranth":
-        sim = RtlMachine(clock_hz, vsync_hz, watchdog_ops, **args)
+        sim = RtlMachine(params, waves=waves)
     log.info("sim engine: %s", chosen)
     if waves:
         log.info("writing waveforms to %s", waves)
     atexit.register(sim.close)
     return sim
-
-
-#: The Machine-API class, for drivers that look for ``Machine``.
-Machine = RtlMachine

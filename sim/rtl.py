@@ -1,8 +1,8 @@
-"""The RTL engine: the Amaranth Copper core, simulated, behind the VM's Machine API.
+"""The RTL engine: the Amaranth Copper core simulated, as an engine (copperline.sim.engine).
 
-:class:`RtlMachine` mirrors :class:`copperline.sim.vm.Machine` (``load``, ``start``,
-``stop``, ``set_fence``, ``run_until``, ``cycle``, ``regs``, ``status``) so that the same
-driver code and the same equivalence tests run on the VM and on the RTL. The design runs in
+:class:`RtlMachine` satisfies the same engine interface as the VM
+(:class:`copperline.sim.vm.Machine`), so that the same driver code and the same
+equivalence tests run on the VM and on the RTL. The design runs in
 ``amaranth.sim`` on a dedicated thread; every host action becomes a port transaction at a
 core-cycle boundary (``cmd`` stream in phase 0, ``fence_wr`` in the phase of the slot),
 and events are read from the executor's record stream (the FIFO's input, so there is no
@@ -25,6 +25,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.hdl.core import Core, CtxState, Reason
 from copperline.hdl.event_fifo import EventKind, TIMESTAMP_BITS
+from copperline.sim.engine import EngineError, MachineParams
 
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,16 @@ _TS_MASK = (1 << TIMESTAMP_BITS) - 1
 _BY_CYCLE = operator.itemgetter(0, 1)
 
 
-class RtlError(Exception):
-    """A request the RTL engine refuses (same role as ``vm.MachineError``)."""
+class RtlError(EngineError):
+    """A request the RTL engine refuses."""
+
+
+def core_for(params: MachineParams, **options) -> Core:
+    """The :class:`~copperline.hdl.core.Core` of the machine ``params`` describes;
+    ``options``: more Core arguments (program memory, ECP5 build options)."""
+    return Core(params.clock_hz, params.vsync_hz, watchdog_ops=params.watchdog_ops,
+                layers=params.layers, contexts=params.contexts,
+                program_words=params.program_words, **options)
 
 
 class _Slot:
@@ -66,22 +75,23 @@ class RtlEngineBase:
     clock, so :attr:`regs` applies it (``_pending_reg``).
     """
 
-    def __init__(self, core: Core, clock_hz: int, vsync_hz: float, watchdog_ops: int,
-                 layers: int, contexts: int, program_words: int, vsync_events: bool):
+    def __init__(self, core: Core, params: MachineParams):
         self.core = core
-        self.clock_hz, self.vsync_hz = clock_hz, vsync_hz
+        self.params = params
+        # (flat copies: the event conversion and the command encoding read them)
+        self.clock_hz = params.clock_hz
         self.vsync_period = core.vsync_period
-        self.watchdog_ops, self.layers, self.contexts = watchdog_ops, layers, contexts
-        self.program_words = program_words
-        self.vsync_events = vsync_events
+        self.layers, self.contexts = params.layers, params.contexts
+        self.program_words = params.program_words
+        self.vsync_events = params.vsync_events
         self.cycle = 0
-        self._slots: list[_Slot | None] = [None] * contexts
+        self._slots: list[_Slot | None] = [None] * params.contexts
         self._fences: dict[str, int] = {}
         self._cmd = {"start": 0, "stop": 0, "reset": 0, "timebase": 0}
         self._fence_writes: list[tuple[int, int, int]] = []
         self._actions: list[tuple[int, str]] = []     # host actions of the pending cycle
         self._stopping: dict[int, _Slot] = {}
-        self._reg_names = isa.register_names(layers)
+        self._reg_names = isa.register_names(params.layers)
         self._wraps = [isa.register_field(i).wrap if name else None
                        for i, name in enumerate(self._reg_names)]
         self._pending_reg: tuple[int, int] | None = None
@@ -190,6 +200,14 @@ class RtlEngineBase:
 
     def slot_start(self, slot: int) -> int:
         return self._slot(slot).start
+
+    def next_event_cycle(self) -> int | None:
+        """The RTL cannot look ahead: the current cycle while a program runs, vsync
+        events are on or host actions are pending; None otherwise."""
+        if (self.vsync_events or self._actions
+                or any(s is not None and s.state == "running" for s in self._slots)):
+            return self.cycle
+        return None
 
     @property
     def regs(self) -> dict[str, int]:
@@ -353,13 +371,12 @@ class RtlEngineBase:
 
 
 class RtlMachine(RtlEngineBase):
-    """Cycle-exact RTL simulation of the Copper core in ``amaranth.sim``, with the VM's
-    Machine API.
+    """Cycle-exact RTL simulation of the Copper core in ``amaranth.sim``.
 
     Parameters
     ----------
-    clock_hz, vsync_hz, watchdog_ops, layers, contexts, program_words, vsync_events :
-        As :class:`copperline.sim.vm.Machine`.
+    params : MachineParams
+        The machine to simulate.
     waves : str or None
         Write a VCD of the whole run to this file (closed by :meth:`close`).
     core_options : dict or None
@@ -367,15 +384,9 @@ class RtlMachine(RtlEngineBase):
         ``lut_ram``/``prog_outreg``, so that its configuration is simulated too).
     """
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
-                 waves: str | None = None, core_options: dict | None = None):
-        core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
-                    contexts=contexts, program_words=program_words, **(core_options or {}))
-        super().__init__(core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
-                         program_words, vsync_events)
+    def __init__(self, params: MachineParams, *, waves: str | None = None,
+                 core_options: dict | None = None):
+        super().__init__(core_for(params, **(core_options or {})), params)
         self.waves = waves
         self._requests: queue.Queue = queue.Queue()
         self._replies: queue.Queue = queue.Queue()

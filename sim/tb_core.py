@@ -16,6 +16,7 @@ from cocotb.triggers import RisingEdge
 
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.hdl.core import CtxState
 from copperline.sim.cocotb_driver import CoreDriver, vm_events
@@ -50,8 +51,8 @@ async def _run(dut, programs: dict, cycles: int, fences=(), starts=None):
     await drv.until(cycles)
     for _ in range(8):
         await RisingEdge(dut.clk)
-    vm = Machine(meta["clock_hz"], meta["vsync_hz"], meta["watchdog_ops"],
-                 contexts=drv.C, program_words=meta["program_words"])
+    vm = Machine(MachineParams(meta["clock_hz"], meta["vsync_hz"], meta["watchdog_ops"],
+                               contexts=drv.C, program_words=meta["program_words"]))
     for slot in sorted(programs):
         assert vm.load(programs[slot]) == slot
         vm.start(slot)

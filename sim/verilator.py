@@ -1,4 +1,4 @@
-"""The fastest RTL engine: the Copper core verilated, with the VM's Machine API.
+"""The fastest RTL engine: the Copper core verilated, as an :class:`~copperline.sim.engine.Engine`.
 
 :class:`VerilatorMachine` is :class:`copperline.sim.cxxrtl.CxxrtlMachine` with another
 simulator behind the same line protocol: the core in :class:`~copperline.sim.cxxrtl.SimTop`
@@ -24,11 +24,11 @@ from pathlib import Path
 
 from amaranth import ClockDomain, ClockSignal, Elaboratable, Module
 
-from copperline.firmware import isa
 from copperline.hdl.core import Core
 from copperline.sim.cxxrtl import CxxrtlMachine, SimTop
 from copperline.sim.cxxrtl_build import NativeBuildError
-from copperline.sim.rtl import RtlEngineBase
+from copperline.sim.engine import MachineParams
+from copperline.sim.rtl import RtlEngineBase, core_for
 
 log = logging.getLogger(__name__)
 
@@ -173,22 +173,17 @@ def build_core_verilator(core: Core, *, waves: str | None = None,
 
 
 class VerilatorMachine(CxxrtlMachine):
-    """Cycle-exact RTL simulation of the Copper core, verilated, with the VM's Machine API.
-    Parameters as :class:`copperline.sim.rtl.RtlMachine`; ``waves``: an FST or VCD file
-    (by suffix) of the whole run, one time unit per clock edge, complete after
-    :meth:`close`."""
+    """Cycle-exact RTL simulation of the Copper core, verilated. ``params``: the machine
+    to simulate; ``waves``: an FST or VCD file (by suffix) of the whole run, one time unit
+    per clock edge, complete after :meth:`close`; ``build_dir``: where to build instead of
+    the cache."""
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False,
-                 waves: str | None = None, build_dir: str | None = None):
+    def __init__(self, params: MachineParams, *, waves: str | None = None,
+                 build_dir: str | None = None):
         if waves:
             wave_format(waves)
-        core = Core(clock_hz, vsync_hz, watchdog_ops=watchdog_ops, layers=layers,
-                    contexts=contexts, program_words=program_words, program_memory="bram")
-        RtlEngineBase.__init__(self, core, clock_hz, vsync_hz, watchdog_ops, layers, contexts,
-                               program_words, vsync_events)
+        core = core_for(params, program_memory="bram")
+        RtlEngineBase.__init__(self, core, params)
         self.waves = waves
         self._closed = True          # (until the process runs: close() has nothing to end)
         exe = build_core_verilator(core, waves=waves, build_dir=build_dir)

@@ -23,18 +23,29 @@ from __future__ import annotations
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
+from copperline.sim.engine import EngineError, MachineParams
 
 
 #: "never": the next issue cycle of a program that is blocked or not running.
 NEVER = 1 << 62
 
-# Internal op kinds of the pre-decoded code (WAIT vsync gets its own kind).
-K_HALT, K_NOP, K_WAIT, K_MOVE, K_ADD, K_IRQ, K_JUMP, K_LOOP, K_FENCE, K_BIND, K_VSYNC = range(11)
+# Op kinds of the pre-decoded code: the opcodes, plus one for WAIT's vsync form (the
+# form with a flag arg), which waits for an edge instead of a count.
+K_HALT, K_NOP, K_WAIT, K_MOVE, K_ADD, K_IRQ, K_JUMP, K_LOOP, K_FENCE, K_BIND = (
+    int(isa.OP_BY_NAME[name].opcode)
+    for name in ("HALT", "NOP", "WAIT", "MOVE", "ADD", "IRQ", "JUMP", "LOOP", "FENCE", "BIND_LAYER"))
+K_VSYNC = max(isa.OP_BY_CODE) + 1
+
+# Cycle costs of the ops (isa.OPS), bound to locals in the hot loop.
+_COSTS = (isa.OP_BY_NAME["MOVE"].cost, isa.OP_BY_NAME["ADD"].cost, isa.OP_BY_NAME["IRQ"].cost,
+          isa.OP_BY_NAME["NOP"].cost, isa.OP_BY_NAME["BIND_LAYER"].cost,
+          isa.OP_BY_NAME["FENCE"].cost, isa.OP_BY_NAME["JUMP"].branch_cost,
+          isa.OP_BY_NAME["LOOP"].branch_cost, isa.OP_BY_NAME["LOOP"].cost)
 
 _RUNNING = "running"
 
 
-class MachineError(Exception):
+class MachineError(EngineError):
     """A request the machine refuses (unknown slot, full, bad image for this machine...)."""
 
 
@@ -53,7 +64,7 @@ class _Context:
         self.nxt = NEVER          # global cycle of the next op issue
         self.start = 0            # global cycle the program started in
         self.idle = 0             # watchdog counter (rule 9)
-        self.loops = [0] * 8      # LOOP counters (rule 6)
+        self.loops = [0] * isa.LOOP_SLOTS      # LOOP counters (rule 6)
         self.blocked: tuple[str, int] | None = None   # (timeline, value) of a waiting FENCE
         self.bindings: dict[int, str] = {}
         self.ops = 0              # ops issued since start
@@ -61,42 +72,23 @@ class _Context:
 
 
 class Machine:
-    """A cycle-exact Copper core with several program contexts and shared registers.
-
-    Parameters
-    ----------
-    clock_hz:
-        Core clock; a whole number of MHz (``WAIT us N`` = N * clock_hz / 1e6 cycles).
-    vsync_hz:
-        Vsync rate; edges fall on global cycles ``k * round(clock_hz / vsync_hz)``, k >= 1.
-    watchdog_ops:
-        Ops a program may issue without idling before it faults (rule 9).
-    layers:
-        Layers of the register file (registers of other layers are refused at load).
-    contexts:
-        Program slots (``load`` raises :class:`MachineError` when all are taken).
-    program_words:
-        Largest program a context holds.
-    vsync_events:
-        Also emit ``{"event": "vsync", "frame": k, ...}`` at every vsync edge.
+    """A cycle-exact Copper core with several program contexts and shared registers: the
+    reference :class:`~copperline.sim.engine.Engine`, for the machine ``params`` describes.
     """
 
-    def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ,
-                 watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
-                 *, contexts: int = isa.DEFAULT_CONTEXTS,
-                 program_words: int = isa.DEFAULT_PROGRAM_WORDS, vsync_events: bool = False):
-        self.cycles_per_us = isa.cycles_per_us(clock_hz)
-        self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
-        isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
-        self.clock_hz = clock_hz
-        self.vsync_hz = vsync_hz
-        self.watchdog_ops = watchdog_ops
-        self.layers = layers
-        self.contexts = contexts
-        self.program_words = program_words
-        self.vsync_events = vsync_events
-        self._slots: list[_Context | None] = [None] * contexts
-        self._reg_names = isa.register_names(layers)
+    def __init__(self, params: MachineParams):
+        self.params = params
+        # (flat copies: the hot loop reads them as attributes)
+        self.cycles_per_us = params.cycles_per_us
+        self.vsync_period = params.vsync_period
+        self.clock_hz = params.clock_hz
+        self.watchdog_ops = params.watchdog_ops
+        self.layers = params.layers
+        self.contexts = params.contexts
+        self.program_words = params.program_words
+        self.vsync_events = params.vsync_events
+        self._slots: list[_Context | None] = [None] * params.contexts
+        self._reg_names = isa.register_names(params.layers)
         self._fences: dict[str, int] = {}
         self.reset()
 
@@ -109,6 +101,9 @@ class Machine:
         self._slots = [None] * self.contexts
         self._pending: list[dict] = []
         self._next_vsync = self.vsync_period
+
+    def close(self) -> None:
+        """Nothing to release (the VM holds no process or file)."""
 
     def time_us(self, cycle: int) -> float:
         """Model time of ``cycle`` (same rounding as :func:`copperline.firmware.trace.time_us`)."""
@@ -138,7 +133,7 @@ class Machine:
             raise MachineError(f"slot {slot} is already running")
         ctx.state, ctx.reason = _RUNNING, None
         ctx.pc, ctx.start, ctx.nxt, ctx.idle = 0, self.cycle, self.cycle, 0
-        ctx.loops = [0] * 8
+        ctx.loops = [0] * isa.LOOP_SLOTS
         ctx.blocked = None
         ctx.bindings = {}
         ctx.ops = 0
@@ -266,44 +261,41 @@ class Machine:
                     "pc": ctx.pc, "cycle": c, "time_us": self.time_us(c)})
 
     def _predecode(self, image: Image) -> list[tuple]:
-        """Check the image against this machine and turn it into op tuples."""
+        """Check the image against this machine and turn it into op tuples.
+
+        A tuple is ``(kind, *operands)``: the args of the word's form in ``isa.OPS`` order,
+        then the fields no arg sets (LOOP's slot). A register arg gives ``(index, name,
+        mask, half, full)`` (ADD wraps with them), a string-table arg its string, any
+        other arg its JSON value (a WAIT its microseconds, a forever LOOP the count -1).
+        """
         if not isinstance(image, Image):
             raise TypeError(f"load() needs an Image, got {type(image).__name__}")
         image.check_fits(self.program_words, self.layers)
-        cpu = self.cycles_per_us
         code: list[tuple] = []
         for addr, word in enumerate(image.code):
             ins = isa.decode(word)
             f = ins.fields
-            op = ins.op.opcode
-            if op in (isa.Opcode.MOVE, isa.Opcode.ADD):
-                r = f["reg"]
-                rf = isa.register_field(r)
-                full = 1 << rf.width
-                half = full >> 1 if rf.signed else full
-                if op == isa.Opcode.MOVE:
-                    code.append((K_MOVE, r, rf.wrap(f["value"]), self._reg_names[r]))
+            form = ins.op.form(f)
+            reg = ins.op.register(f)
+            operands: list = []
+            for arg in form:
+                raw = f[arg.field]
+                if arg.kind == "reg":
+                    full = 1 << reg.width
+                    operands += (raw, self._reg_names[raw], full - 1,
+                                 full >> 1 if reg.signed else full, full)
+                elif arg.kind in isa.TABLE_KINDS:
+                    operands.append(image.table(arg.kind)[raw])
+                elif arg.kind == "label":
+                    operands.append(raw)
                 else:
-                    code.append((K_ADD, r, f["delta"], self._reg_names[r], full - 1, half, full))
-            elif op == isa.Opcode.WAIT:
-                code.append((K_VSYNC,) if f["vsync"] else (K_WAIT, f["us"] * cpu))
-            elif op == isa.Opcode.IRQ:
-                code.append((K_IRQ, image.tags[f["tag"]]))
-            elif op == isa.Opcode.JUMP:
-                code.append((K_JUMP, f["target"]))
-            elif op == isa.Opcode.LOOP:
-                code.append((K_LOOP, f["target"], f["count"], f["slot"]))
-            elif op == isa.Opcode.FENCE:
-                code.append((K_FENCE, image.timelines[f["timeline"]], f["value"]))
-            elif op == isa.Opcode.BIND_LAYER:
-                if f["layer"] >= self.layers:
-                    raise ImageError(f"word {addr}: BIND_LAYER layer {f['layer']} is out of range "
-                                     f"(0..{self.layers - 1})")
-                code.append((K_BIND, f["layer"], image.surfaces[f["surface"]]))
-            elif op == isa.Opcode.NOP:
-                code.append((K_NOP,))
-            else:
-                code.append((K_HALT,))
+                    if arg.kind == "layer" and raw >= self.layers:
+                        raise ImageError(f"word {addr}: {ins.name} {arg.field} {raw} is out of "
+                                         f"range (0..{self.layers - 1})")
+                    operands.append(isa.FROM_RAW[arg.kind](raw, reg))
+            operands += [f[b.name] for b in ins.op.assigned_bits]
+            flag_form = any(a.kind == "true" for a in form)
+            code.append((K_VSYNC if flag_form else int(ins.op.opcode), *operands))
         return code
 
     def _run(self, ctx: _Context, limit: int, out: list) -> None:
@@ -318,6 +310,8 @@ class Machine:
         ap = out.append
         s = ctx.slot
         hz = self.clock_hz
+        cpu = self.cycles_per_us
+        c_move, c_add, c_irq, c_nop, c_bind, c_fence, c_jump, c_loop, c_exit = _COSTS
         n = 0
         while t < limit:
             if idle == wd:
@@ -327,41 +321,41 @@ class Machine:
             op = code[pc]
             k = op[0]
             n += 1
-            if k == K_MOVE:
-                v = op[2]
+            if k == K_MOVE:                        # (K, reg, name, mask, half, full, value)
+                v = op[6]
                 regs[op[1]] = v
                 c = t - S
-                ap({"event": "reg", "slot": s, "reg": op[3], "value": v, "cycle": c,
+                ap({"event": "reg", "slot": s, "reg": op[2], "value": v, "cycle": c,
                     "time_us": round(c * 1_000_000 / hz, 3)})
                 pc += 1
-                t += 1
+                t += c_move
                 idle += 1
-            elif k == K_ADD:
+            elif k == K_ADD:                       # (K, reg, name, mask, half, full, delta)
                 r = op[1]
-                v = (regs[r] + op[2]) & op[4]
-                if v >= op[5]:
-                    v -= op[6]
+                v = (regs[r] + op[6]) & op[3]
+                if v >= op[4]:
+                    v -= op[5]
                 regs[r] = v
                 c = t - S
-                ap({"event": "reg", "slot": s, "reg": op[3], "value": v, "cycle": c,
+                ap({"event": "reg", "slot": s, "reg": op[2], "value": v, "cycle": c,
                     "time_us": round(c * 1_000_000 / hz, 3)})
                 pc += 1
-                t += 1
+                t += c_add
                 idle += 1
-            elif k == K_JUMP:
+            elif k == K_JUMP:                      # (K, target)
                 pc = op[1]
-                t += 2
+                t += c_jump
                 idle += 1
-            elif k == K_WAIT:
-                t += op[1]
+            elif k == K_WAIT:                      # (K, us)
+                t += op[1] * cpu
                 pc += 1
                 idle = 0
-            elif k == K_LOOP:
+            elif k == K_LOOP:                      # (K, count, target, slot)
                 idle += 1
-                count = op[2]
-                if count == 0:                     # forever
-                    pc = op[1]
-                    t += 2
+                count = op[1]
+                if count < 0:                      # forever (-1)
+                    pc = op[2]
+                    t += c_loop
                     continue
                 loops = ctx.loops
                 j = op[3]
@@ -369,27 +363,27 @@ class Machine:
                 left = count - 1 if left == 0 else left - 1
                 loops[j] = left
                 if left:
-                    pc = op[1]
-                    t += 2
+                    pc = op[2]
+                    t += c_loop
                 else:
                     pc += 1
-                    t += 1
-            elif k == K_IRQ:
+                    t += c_exit
+            elif k == K_IRQ:                       # (K, tag)
                 c = t - S
                 ap({"event": "irq", "slot": s, "tag": op[1], "cycle": c,
                     "time_us": round(c * 1_000_000 / hz, 3)})
                 pc += 1
-                t += 1
+                t += c_irq
                 idle += 1
             elif k == K_VSYNC:
                 p = self.vsync_period
                 t = (t // p + 1) * p + isa.VSYNC_LATENCY
                 pc += 1
                 idle = 0
-            elif k == K_FENCE:
+            elif k == K_FENCE:                     # (K, timeline, value)
                 pc += 1
                 if self._fences.get(op[1], 0) >= op[2]:
-                    t += 1
+                    t += c_fence
                     idle += 1
                 else:
                     ctx.blocked = (op[1], op[2])
@@ -397,15 +391,15 @@ class Machine:
                     return
             elif k == K_NOP:
                 pc += 1
-                t += 1
+                t += c_nop
                 idle += 1
-            elif k == K_BIND:
+            elif k == K_BIND:                      # (K, layer, surface)
                 ctx.bindings[op[1]] = op[2]
                 c = t - S
                 ap({"event": "bind", "slot": s, "layer": op[1], "surface": op[2], "cycle": c,
                     "time_us": round(c * 1_000_000 / hz, 3)})
                 pc += 1
-                t += 1
+                t += c_bind
                 idle += 1
             else:                                  # HALT
                 ctx.pc, ctx.idle, ctx.ops = pc, idle + 1, ctx.ops + n

@@ -375,13 +375,15 @@ VSYNC_ADDER = {"version": 1, "program": [
 
 
 def run_beside_the_vm(engine_cls, **engine_kw) -> list:
-    """VSYNC_ADDER for 500 cycles (10 frames) on the VM and on ``engine_cls(**engine_kw)``:
-    (events, layer[0].x, pc) of each."""
+    """VSYNC_ADDER for 500 cycles (10 frames) on the VM and on ``engine_cls`` with the same
+    parameters (and ``engine_kw``): (events, layer[0].x, pc) of each."""
     from copperline.firmware.compiler import compile_program
+    from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
     image = compile_program(VSYNC_ADDER)
-    vm = Machine(**ENGINE_CFG, program_words=64)
-    rtl = engine_cls(**ENGINE_CFG, program_words=64, **engine_kw)
+    params = MachineParams(**ENGINE_CFG, program_words=64)
+    vm = Machine(params)
+    rtl = engine_cls(params, **engine_kw)
     try:
         out = []
         for m in (vm, rtl):

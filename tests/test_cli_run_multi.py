@@ -13,7 +13,8 @@ from copperline.firmware.compiler import compile_program
 from copperline.host.cli import main
 from copperline.host.run_cli import programs_digest
 from copperline.firmware.trace import read_trace
-from copperline.host.trace_compare import compare, load_trace
+from copperline.firmware.trace import load_trace
+from copperline.host.trace_compare import compare
 from tests.support import multi_programs
 
 HZ = 1_000_000           # 1 cycle = 1 us: the scenario's times read as cycles

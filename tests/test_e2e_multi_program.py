@@ -15,7 +15,8 @@ import subprocess
 import pytest
 
 from copperline.firmware.trace import read_trace
-from copperline.host.trace_compare import compare, load_trace
+from copperline.firmware.trace import load_trace
+from copperline.host.trace_compare import compare
 from tests.support import (COPPER, VIRTUAL_CORE_HZ as CORE_HZ, VIRTUAL_VSYNC_HZ as VSYNC_HZ,
                            multi_programs, virtual_board_server)
 

@@ -21,7 +21,8 @@ import pytest
 from copperline.firmware.compiler import compile_program
 from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
-from copperline.host.run_cli import run_realtime, run_virtual
+from copperline.host.run import run_realtime, run_virtual
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from tests.support import (COPPER, ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
                            VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, poll,
@@ -73,7 +74,7 @@ def _run_through_a_faulty_line(board, image, rate: float, seed: int, **options):
 
 
 def _vm_trace(image):
-    vm = Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)
+    vm = Machine(MachineParams(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ))
     events, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * CORE_HZ)
     return events
 
@@ -208,7 +209,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
 
 def _compare_with_vm(tmp_path, image, hw_events):
     from copperline.firmware.trace import TraceWriter
-    from copperline.host.trace_compare import compare, load_trace
+    from copperline.firmware.trace import load_trace
+    from copperline.host.trace_compare import compare
     paths = []
     for name, backend, events in (("hw", "fpga", hw_events), ("vm", "soft", _vm_trace(image))):
         path = str(tmp_path / f"{name}.jsonl")
@@ -362,19 +364,24 @@ def test_board_loss_ends_programs_then_reconnects(caplog):
 
 
 def test_fallback_soft_keeps_the_program_running():
+    from copperline.host.fallback import FallbackBackend
     server = virtual_board_server()
+    got = []
+    be = FallbackBackend(FpgaBackend(port=server.url, reconnect_s=5, poll_s=0.2))
+    be.set_event_sink(got.append)
+    be.open()
     try:
-        with _opened(server.url, fallback="soft", reconnect_s=5, poll_s=0.2) as (be, got):
-            pid = _ticking(be, got)
-            server.close()
-            assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
-            n = len(got)
-            assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
-            assert all(e["prog"] == pid for e in got if "prog" in e)
-            assert be.status(pid).state.value == "running"
-            be.stop(pid)
-            assert got[-1]["state"] == "stopped"
+        pid = _ticking(be, got)
+        server.close()
+        assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
+        n = len(got)
+        assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
+        assert all(e["prog"] == pid for e in got if "prog" in e)
+        assert be.status(pid).state.value == "running"
+        be.stop(pid)
+        assert got[-1]["state"] == "stopped"
     finally:
+        be.close()
         server.close()
 
 

@@ -81,9 +81,7 @@ def test_slot_key_for_machine_engines():
     assert conv.convert(decode_record(pack(0, 1, 0, 0, 0), SB), 0)[0]["slot"] == 0
 
 
-def test_bad_fallback_is_a_value_error():
-    with pytest.raises(ValueError, match="fallback"):
-        FpgaBackend(port="loop://", fallback="vm")
+def test_bad_event_mode_is_a_value_error():
     with pytest.raises(ValueError, match="events"):
         FpgaBackend(port="loop://", events="carrier-pigeon")
 
@@ -130,11 +128,12 @@ def test_bitstream_without_the_core_is_refused():
 
 def test_fallback_soft_without_a_board_runs_on_the_vm():
     got = []
-    be = FpgaBackend(port="loop://", timeout=0.05, retries=0, fallback="soft", reconnect_s=60)
+    from copperline.host.fallback import FallbackBackend
+    be = FallbackBackend(FpgaBackend(port="loop://", timeout=0.05, retries=0, reconnect_s=60))
     be.set_event_sink(got.append)
     be.open()
     try:
-        assert not be.online
+        assert not be.board.online
         pid = be.load(compile_program({"version": 1, "program": [
             {"op": "IRQ", "tag": "x"}, {"op": "HALT"}]}))
         be.start(pid)
@@ -159,14 +158,15 @@ def _board_present() -> bool:
 def test_hil_fpga_backend_trace_equals_the_vm():
     """On a flashed board: a discovered board runs a program to its HALT with the VM's
     events and cycles."""
-    from copperline.host.run_cli import run_realtime, run_virtual
+    from copperline.host.run import run_realtime, run_virtual
+    from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
     image = compile_program({"version": 1, "program": [
         {"label": "l"}, {"op": "WAIT", "us": 250}, {"op": "IRQ", "tag": "t"},
         {"op": "LOOP", "count": 20, "label": "l"}, {"op": "HALT"}]})
     be = FpgaBackend()
     events, status = run_realtime(be, image, until_cycle=None, max_cycle=10**9)
-    vm = Machine(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz)
+    vm = Machine(MachineParams(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz))
     want, _ = run_virtual(vm, image, until_cycle=None, max_cycle=10 * be.clock_hz)
     assert status["state"] == "done" and events == want
 
@@ -174,11 +174,13 @@ def test_hil_fpga_backend_trace_equals_the_vm():
 def test_dropped_counts_over_sixteen_bits_between_two_reads():
     # a flood refuses a record every core cycle (3 M/s at 3 MHz): between two reads of
     # the board's 32-bit counter far more than 65535 are dropped, and all are reported
-    be = FpgaBackend(port="loop://")
-    be._board_dropped = 0xFFFF_FFF0
-    out: list[dict] = []
-    be._dropped((0xFFFF_FFF0 + 200_000) & 0xFFFF_FFFF, out)
+    from copperline.host.fpga_events import EventPump
+    from copperline.host.link import BoardInfo
+    info = BoardInfo({"clock_hz": 3_000_000, "layers": 16, "contexts": 4, "event_bytes": 8})
+    pump = EventPump(info, dropped=0xFFFF_FFF0)
+    out = pump.board_dropped((0xFFFF_FFF0 + 200_000) & 0xFFFF_FFFF)
     assert out == [{"event": "dropped", "count": 200_000, "reason": "fifo"}]
+    assert pump.board_dropped((0xFFFF_FFF0 + 200_000) & 0xFFFF_FFFF) == []
 
 
 def test_the_event_fifo_counts_drops_in_32_bits():

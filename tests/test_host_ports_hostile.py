@@ -107,8 +107,9 @@ def test_catch_up_runs_one_slice_not_every_overdue_cycle():
     """A command after the timing thread fell far behind is applied after one slice."""
     from copperline.firmware.compiler import compile_program
     from copperline.host.realtime import RealTimeExecutor
+    from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
-    m = Machine(12_000_000)
+    m = Machine(MachineParams(12_000_000))
     delivered = []
     rt = RealTimeExecutor(m, lambda evs, wall: delivered.append(len(evs)), rt_priority=0)
     rt.start()

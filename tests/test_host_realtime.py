@@ -14,6 +14,7 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.realtime import RealTimeExecutor
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from tests.support import poll
 
@@ -32,7 +33,7 @@ def _collect():
 
 
 def test_1khz_tick_smoke():
-    m = Machine(HZ, watchdog_ops=10**9)
+    m = Machine(MachineParams(HZ, watchdog_ops=10**9))
     got, deliver = _collect()
     ex = RealTimeExecutor(m, deliver)
     ex.start()
@@ -56,7 +57,7 @@ def test_1khz_tick_smoke():
 
 
 def test_commands_run_on_the_timing_thread_at_the_real_time_cycle():
-    m = Machine(HZ)
+    m = Machine(MachineParams(HZ))
     names = []
     ex = RealTimeExecutor(m, lambda ev, w: None)
     ex.start()
@@ -72,7 +73,7 @@ def test_commands_run_on_the_timing_thread_at_the_real_time_cycle():
 
 
 def test_deliver_may_call_back_without_deadlock():
-    m = Machine(HZ)
+    m = Machine(MachineParams(HZ))
     seen = []
     ex = None
 
@@ -89,7 +90,7 @@ def test_deliver_may_call_back_without_deadlock():
 
 
 def test_a_failing_deliver_stops_the_thread_and_commands_fail_fast():
-    m = Machine(HZ)
+    m = Machine(MachineParams(HZ))
 
     def deliver(events, wall):
         raise RuntimeError("sink exploded")

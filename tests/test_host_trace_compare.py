@@ -8,7 +8,9 @@ import pytest
 
 from copperline.host.cli import main
 from copperline.firmware.trace import TraceError
-from copperline.host.trace_compare import compare, format_table, load_trace, percentile
+from copperline.firmware.trace import load_trace
+from copperline.host.trace_compare import compare, format_table
+from copperline.host.trace_stats import percentile
 
 DATA = Path(__file__).parent / "data" / "traces"
 
@@ -278,7 +280,7 @@ def test_late_is_positive_in_the_readme_order(tmp_path):
 
 
 def test_plot_limits_ignore_an_outlier():
-    from copperline.host.trace_compare import plot_limits
+    from copperline.host.trace_plot import plot_limits
     devs = [float(i % 7) for i in range(200)] + [1500.0]
     lo, hi = plot_limits(devs)
     assert lo < 0 < 6 < hi < 20          # the 0..6 us cloud fills the axis; 1500 is clipped

@@ -8,7 +8,7 @@ import pytest
 
 from copperline.firmware import isa
 from copperline.host.cli import main
-from copperline.host.trace_compare import load_trace
+from copperline.firmware.trace import load_trace
 from copperline.host.trace_export import PROG_PID_BASE, to_perfetto
 
 DATA = Path(__file__).parent / "data" / "traces"

@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from copperline.firmware import isa
 from copperline.firmware.image import Image, ImageError
 from copperline.firmware.trace import time_us
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine, MachineError
 
 MHZ = 1_000_000          # 1 cycle per us: easy arithmetic
@@ -32,7 +33,7 @@ def reg(layer: int, field: str) -> int:
 
 def run(image, until, *, clock_hz=MHZ, vsync_hz=1000.0, watchdog_ops=isa.DEFAULT_WATCHDOG_OPS,
         fences=()):
-    m = Machine(clock_hz, vsync_hz, watchdog_ops)
+    m = Machine(MachineParams(clock_hz, vsync_hz, watchdog_ops))
     slot = m.load(image)
     m.start(slot)
     for name, value in fences:
@@ -63,7 +64,7 @@ def test_move_negative_value_is_twos_complement():
     assert [e["value"] for e in ev(events, "reg")] == [-1, 255, 1]
     # out-of-range values of unsigned registers never reach the VM
     with pytest.raises(ImageError, match="does not fit"):
-        Machine(MHZ).load(img(("MOVE", {"reg": reg(1, "alpha"), "value": 0x1FF})))
+        Machine(MachineParams(MHZ)).load(img(("MOVE", {"reg": reg(1, "alpha"), "value": 0x1FF})))
 
 
 @pytest.mark.parametrize("field,start,delta,expected", [
@@ -110,7 +111,7 @@ def test_wait_us_is_exact_at_12mhz():
 
 
 def test_long_wait_is_skipped_in_constant_time():
-    m = Machine(12_000_000, 60.0)
+    m = Machine(MachineParams(12_000_000, 60.0))
     m.start(m.load(img(("WAIT", {"us": isa.WAIT_US_MAX}), ("IRQ", {"tag": 0}))))
     t0 = time.perf_counter()
     events = m.run_until(isa.WAIT_US_MAX * 12 + 10)
@@ -134,7 +135,7 @@ def test_wait_vsync_edges(wait_at, resume):
 
 
 def test_wait_vsync_edges_are_global_not_program_relative():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     m.run_until(300)
     m.start(m.load(img(("WAIT", {"vsync": 1}), ("IRQ", {"tag": 0}))))
     events = m.run_until(3000)
@@ -175,8 +176,18 @@ def test_loop_forever():
     assert m.status(0)["state"] == "running"
 
 
+def test_forever_loop_leaves_slot_0_to_a_finite_loop():
+    # The forever LOOP uses slot 0 without touching its counter: the finite LOOP (also
+    # slot 0) still runs its body 3 times on every 11-cycle pass.
+    m, events = run(img(("IRQ", {"tag": 0}),
+                        ("LOOP", {"slot": 0, "target": 0, "count": 3}),
+                        ("IRQ", {"tag": 1}),
+                        ("LOOP", {"slot": 0, "target": 0, "count": 0})), 33)
+    assert [e["tag"] for e in ev(events, "irq")] == (["t0"] * 3 + ["t1"]) * 3
+
+
 def test_loop_counters_cleared_on_restart():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     s = m.load(img(("IRQ", {"tag": 0}), ("WAIT", {"us": 5}),
                    ("LOOP", {"slot": 0, "target": 0, "count": 3})))
     m.start(s)
@@ -195,7 +206,7 @@ def test_fence_already_satisfied_costs_one_cycle():
 
 
 def test_fence_later_resumes_one_cycle_after_set():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     m.start(m.load(img(("FENCE", {"timeline": 0, "value": 5}), ("IRQ", {"tag": 0}))))
     assert [e["state"] for e in m.run_until(100)] == ["running"]
     assert m.status(0)["fence"] == {"timeline": "vk", "value": 5}
@@ -210,7 +221,7 @@ def test_fence_later_resumes_one_cycle_after_set():
 
 
 def test_fence_set_in_issue_cycle_is_seen():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     m.start(m.load(img(("WAIT", {"us": 50}), ("FENCE", {"timeline": 0, "value": 1}),
                        ("IRQ", {"tag": 0}))))
     m.run_until(50)                           # the FENCE issues in cycle 50
@@ -219,7 +230,7 @@ def test_fence_set_in_issue_cycle_is_seen():
 
 
 def test_fence_values_are_monotonic_and_bounded():
-    m = Machine(MHZ)
+    m = Machine(MachineParams(MHZ))
     m.set_fence("vk", 3)
     m.set_fence("vk", 3)
     with pytest.raises(ValueError, match="monotonic"):
@@ -230,7 +241,7 @@ def test_fence_values_are_monotonic_and_bounded():
 
 
 def test_fence_shared_by_programs():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     a = m.load(img(("FENCE", {"timeline": 0, "value": 2}), ("IRQ", {"tag": 0})))
     b = m.load(img(("FENCE", {"timeline": 0, "value": 1}), ("IRQ", {"tag": 1})))
     m.start(a)
@@ -267,7 +278,7 @@ def test_watchdog_reset_by_wait_and_by_waiting_fence_only():
     assert m.status(0)["state"] == "faulted" and m.status(0)["pc"] == 0
     # a FENCE that had to wait resets it
     def fence_released_at_10(watchdog_ops):
-        m = Machine(MHZ, 1000.0, watchdog_ops)
+        m = Machine(MachineParams(MHZ, 1000.0, watchdog_ops))
         m.start(m.load(img(("NOP", {}), ("NOP", {}), ("FENCE", {"timeline": 0, "value": 1}),
                            ("NOP", {}), ("NOP", {}), ("NOP", {}), ("IRQ", {"tag": 0}))))
         m.run_until(10)
@@ -282,7 +293,7 @@ def test_watchdog_reset_by_wait_and_by_waiting_fence_only():
 
 
 def test_two_programs_one_register_same_cycle():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     a = m.load(img(("ADD", {"reg": X1, "delta": 5})))
     b = m.load(img(("ADD", {"reg": X1, "delta": 7})))
     m.start(a)
@@ -292,7 +303,7 @@ def test_two_programs_one_register_same_cycle():
     assert [(e["slot"], e["value"], e["cycle"]) for e in regs] == [(0, 5, 0), (1, 12, 0)]
     assert m.regs["layer[1].x"] == 12
     # MOVE: the higher slot's write is the one left
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     a = m.load(img(("MOVE", {"reg": X1, "value": 1})))
     b = m.load(img(("MOVE", {"reg": X1, "value": 2})))
     m.start(b)
@@ -302,7 +313,7 @@ def test_two_programs_one_register_same_cycle():
 
 
 def test_events_ordered_by_cycle_then_slot_for_interleaved_programs():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     a = m.load(img(("IRQ", {"tag": 0}), ("WAIT", {"us": 3}), ("JUMP", {"target": 0})))
     b = m.load(img(("IRQ", {"tag": 1}), ("NOP", {}), ("JUMP", {"target": 0})))
     m.start(b)
@@ -315,7 +326,7 @@ def test_events_ordered_by_cycle_then_slot_for_interleaved_programs():
 
 
 def test_halt_and_state_events_and_stop():
-    m = Machine(MHZ, 1000.0)
+    m = Machine(MachineParams(MHZ, 1000.0))
     s = m.load(img(("WAIT", {"us": 100})))
     m.start(s)
     m.run_until(40)
@@ -329,7 +340,7 @@ def test_halt_and_state_events_and_stop():
 
 
 def test_slots_load_unload_and_errors():
-    m = Machine(MHZ, contexts=2)
+    m = Machine(MachineParams(MHZ, contexts=2))
     a = m.load(img(("NOP", {})))
     b = m.load(img(("NOP", {})))
     assert (a, b) == (0, 1)
@@ -350,19 +361,20 @@ def test_slots_load_unload_and_errors():
 
 def test_load_refuses_registers_and_layers_the_machine_lacks():
     with pytest.raises(ImageError, match="register index"):
-        Machine(MHZ, layers=2).load(img(("MOVE", {"reg": reg(5, "x"), "value": 1})))
+        Machine(MachineParams(MHZ, layers=2)).load(img(("MOVE", {"reg": reg(5, "x"), "value": 1})))
     with pytest.raises(ImageError, match="register index 5"):
-        Machine(MHZ).load(Image(code=(isa.encode("ADD", reg=5, delta=1), isa.encode("HALT"))))
+        Machine(MachineParams(MHZ)).load(Image(code=(isa.encode("ADD", reg=5, delta=1),
+                                                     isa.encode("HALT"))))
     with pytest.raises(ImageError, match="BIND_LAYER layer 9"):
-        Machine(MHZ, layers=4).load(img(("BIND_LAYER", {"layer": 9, "surface": 0})))
+        Machine(MachineParams(MHZ, layers=4)).load(img(("BIND_LAYER", {"layer": 9, "surface": 0})))
     with pytest.raises(ImageError, match="does not end in HALT"):
-        Machine(MHZ).load(Image(code=(isa.encode("NOP"),)))
+        Machine(MachineParams(MHZ)).load(Image(code=(isa.encode("NOP"),)))
     with pytest.raises(ValueError, match="whole number of MHz"):
-        Machine(12_500_000)
+        Machine(MachineParams(12_500_000))
 
 
 def test_vsync_events_interleave_before_program_events():
-    m = Machine(MHZ, 1000.0, vsync_events=True)
+    m = Machine(MachineParams(MHZ, 1000.0, vsync_events=True))
     m.start(m.load(img(("WAIT", {"us": 1000}), ("IRQ", {"tag": 0}))))
     events = m.run_until(2500)
     kinds = [(e["event"], e["cycle"]) for e in events]
@@ -372,7 +384,7 @@ def test_vsync_events_interleave_before_program_events():
 
 
 def test_regs_lists_every_register():
-    m = Machine(MHZ, layers=3)
+    m = Machine(MachineParams(MHZ, layers=3))
     assert len(m.regs) == 15 and m.regs["layer[2].visible"] == 0
 
 
@@ -530,7 +542,7 @@ def test_fast_vm_matches_cycle_by_cycle_reference(case):
     progs, fence_plan, wd = case
     end = 400
     hz, vhz = MHZ, 50_000.0                   # P = 20 cycles
-    m = Machine(hz, vhz, wd)
+    m = Machine(MachineParams(hz, vhz, wd))
     ref = Reference(hz, vhz, wd)
     for image, _ in progs:
         assert m.load(image) == ref.load(image)

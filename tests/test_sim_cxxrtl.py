@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from copperline.sim.engine import MachineParams
 from copperline.sim.backend import create_engine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from copperline.sim.rtl import RtlMachine
@@ -13,27 +14,27 @@ from tests.support import ENGINE_CFG, check_closed_engine, check_vcd, run_beside
 def test_engine_choice(monkeypatch):
     from copperline.sim.verilator import VerilatorMachine
     monkeypatch.delenv("COPPER_SIM_ENGINE", raising=False)
-    eng = create_engine(**ENGINE_CFG, program_words=64)
+    eng = create_engine(MachineParams(**ENGINE_CFG, program_words=64))
     try:
         assert isinstance(eng, VerilatorMachine)          # the default
     finally:
         eng.close()
     monkeypatch.setenv("COPPER_SIM_ENGINE", "cxxrtl")
-    eng = create_engine(**ENGINE_CFG, program_words=64)
+    eng = create_engine(MachineParams(**ENGINE_CFG, program_words=64))
     try:
         assert isinstance(eng, CxxrtlMachine) and not isinstance(eng, VerilatorMachine)
     finally:
         eng.close()
     monkeypatch.setenv("COPPER_SIM_ENGINE", "amaranth")
-    eng = create_engine(**ENGINE_CFG, program_words=64)
+    eng = create_engine(MachineParams(**ENGINE_CFG, program_words=64))
     try:
         assert isinstance(eng, RtlMachine)
     finally:
         eng.close()
     with pytest.raises(ValueError, match="verilator, cxxrtl, amaranth"):
-        create_engine(**ENGINE_CFG, engine="icarus")
+        create_engine(MachineParams(**ENGINE_CFG), engine="icarus")
     with pytest.raises(ValueError, match="VCD only"):
-        create_engine(**ENGINE_CFG, engine="cxxrtl", waves="x.fst")
+        create_engine(MachineParams(**ENGINE_CFG), engine="cxxrtl", waves="x.fst")
 
 
 def test_long_run_equals_vm_and_writes_waves(tmp_path):
@@ -45,4 +46,4 @@ def test_long_run_equals_vm_and_writes_waves(tmp_path):
 
 
 def test_closed_engine_and_bad_memory_write():
-    check_closed_engine(CxxrtlMachine(**ENGINE_CFG, program_words=64))
+    check_closed_engine(CxxrtlMachine(MachineParams(**ENGINE_CFG, program_words=64)))

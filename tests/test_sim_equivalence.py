@@ -14,6 +14,7 @@ import random
 import pytest
 
 from copperline.firmware.compiler import compile_file, compile_program
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from copperline.sim.rtl import RtlMachine
@@ -35,7 +36,8 @@ ENGINES = {"verilator": VerilatorMachine, "cxxrtl": CxxrtlMachine, "amaranth": R
 
 
 def _both(engine: str = "cxxrtl"):
-    return Machine(**CFG, program_words=WORDS), ENGINES[engine](**CFG, program_words=WORDS)
+    params = MachineParams(**CFG, program_words=WORDS)
+    return Machine(params), ENGINES[engine](params)
 
 
 def _diff(a: list[dict], b: list[dict]) -> str:

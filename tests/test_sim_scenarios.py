@@ -22,6 +22,7 @@ import pytest
 
 from copperline.firmware import isa
 from copperline.firmware.compiler import compile_program
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from tests.support import random_add, random_move
@@ -181,8 +182,8 @@ def _diff(a: list[dict], b: list[dict]) -> str:
 def test_generated_scenarios(config):
     rng = random.Random(config["clock_hz"] + config["contexts"])
     cfg = dict(COMMON, **config)
-    vm = Machine(**cfg)
-    rtl = CxxrtlMachine(**cfg)
+    vm = Machine(MachineParams(**cfg))
+    rtl = CxxrtlMachine(MachineParams(**cfg))
     cycles = 0
     kinds = set()
     try:
@@ -221,7 +222,7 @@ def test_generated_programs_on_the_virtual_board(board):
     # the board top; fences preset (the board applies them at upload), the trace equal
     # to the VM's at 0 us up to the end cycle
     from copperline.host.fpga import FpgaBackend
-    from copperline.host.run_cli import run_realtime, run_virtual
+    from copperline.host.run import run_realtime, run_virtual
     from copperline.host.trace_compare import compare
     rng = random.Random(7)
     end = 30_000                               # 10 ms of the board's 3 MHz core cycles
@@ -234,7 +235,7 @@ def test_generated_programs_on_the_virtual_board(board):
         for name, value in fences.items():
             be.fence(name, value)
         hw, hw_status = run_realtime(be, image, until_cycle=end, max_cycle=end)
-        vm = Machine(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz)
+        vm = Machine(MachineParams(clock_hz=be.clock_hz, vsync_hz=be.vsync_hz))
         for name, value in fences.items():
             vm.set_fence(name, value)
         ref, ref_status = run_virtual(vm, image, until_cycle=end, max_cycle=end)
@@ -253,6 +254,6 @@ def test_generated_programs_on_the_virtual_board(board):
 
 
 def _trace(name, events, be):
-    from copperline.host.trace_compare import Trace
+    from copperline.firmware.trace import Trace
     header = {"trace": 1, "backend": name, "clock_hz": be.clock_hz, "vsync_hz": be.vsync_hz}
     return Trace(name, header, events, list(range(2, len(events) + 2)))

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from copperline.host.cli import main
+from copperline.sim.engine import MachineParams
 from copperline.sim.verilator import VerilatorMachine, wave_format
 from tests.support import (ENGINE_CFG, VSYNC_ADDER, check_closed_engine, check_vcd,
                            run_beside_the_vm)
@@ -29,9 +30,9 @@ def test_long_run_equals_vm_and_writes_waves(tmp_path, suffix):
 
 def test_bad_wave_suffix_and_closed_engine(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.fst .* or \.vcd"):
-        VerilatorMachine(**ENGINE_CFG, program_words=64, waves=str(tmp_path / "w.ghw"))
+        VerilatorMachine(MachineParams(**ENGINE_CFG, program_words=64), waves=str(tmp_path / "w.ghw"))
     assert wave_format("A.FST") == ".fst"
-    check_closed_engine(VerilatorMachine(**ENGINE_CFG, program_words=64))
+    check_closed_engine(VerilatorMachine(MachineParams(**ENGINE_CFG, program_words=64)))
 
 
 def test_copper_run_engines_give_the_same_trace(tmp_path, capsys):

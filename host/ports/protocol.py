@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from copperline.firmware.trace import KNOWN_KINDS
+
 PROTOCOL_VERSION = 0
 #: Longest request line accepted, in bytes, not counting the newline.
 MAX_LINE = 64 * 1024
@@ -44,7 +46,7 @@ COMMANDS = ("ping", "load", "start", "stop", "unload", "status", "list", "subscr
 TARGET_ID_COMMANDS = frozenset({"start", "stop", "unload", "status", "wait", "cancel"})
 
 #: Event kinds a subscription can ask for ("all" = every kind).
-EVENT_KINDS = ("irq", "state", "reg", "vsync", "bind", "dropped", "error")
+EVENT_KINDS = KNOWN_KINDS + ("error",)
 
 _ENVELOPE_KEYS = frozenset({"id", "cmd", "args", "caps"})
 _FLAT_ENVELOPE = frozenset({"id", "cmd", "caps", "req"})

@@ -30,9 +30,11 @@ ROWS = [(1_000, 0.0), (2_000, 0.0), (4_000, 0.0), (8_000, 0.0), (10_000, 0.0),
 def _run_row(url: str, rate: int, faults: float, seconds: float, tmp: Path) -> dict:
     from copperline.firmware.compiler import compile_program
     from copperline.host.fpga import FpgaBackend
-    from copperline.host.run_cli import run_realtime, run_virtual
+    from copperline.host.run import run_realtime, run_virtual
     from copperline.firmware.trace import TraceWriter
-    from copperline.host.trace_compare import compare, load_trace
+    from copperline.firmware.trace import load_trace
+    from copperline.host.trace_compare import compare
+    from copperline.sim.engine import MachineParams
     from copperline.sim.vm import Machine
     from tests.support import FaultyProxy, stepper
 
@@ -56,7 +58,7 @@ def _run_row(url: str, rate: int, faults: float, seconds: float, tmp: Path) -> d
     finally:
         if proxy:
             proxy.close()
-    vm, _ = run_virtual(Machine(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ), image,
+    vm, _ = run_virtual(Machine(MachineParams(clock_hz=CORE_HZ, vsync_hz=VSYNC_HZ)), image,
                         until_cycle=None, max_cycle=600 * CORE_HZ)
     paths = []
     for name, backend, events in (("hw", "fpga", hw), ("vm", "soft", vm)):

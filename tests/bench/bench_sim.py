@@ -1,7 +1,7 @@
 """RTL engine speed: simulated core cycles per wall second, Verilator vs CXXRTL vs
 amaranth.sim, measured in the same run.
 
-Every engine runs the same core (4 contexts, 12 MHz core cycle) through the Machine API,
+Every engine runs the same core (4 contexts, 12 MHz core cycle) through the engine interface,
 ``run_until`` in chunks of one vsync period (what ``copper run`` does), on two workloads:
 
 * **display** (the target's workload): four programs of the kind Copper runs -- per
@@ -24,6 +24,7 @@ import time
 
 from copperline.firmware.compiler import compile_program
 from copperline.sim.cxxrtl import CxxrtlMachine
+from copperline.sim.engine import MachineParams
 from copperline.sim.rtl import RtlMachine
 from copperline.sim.verilator import VerilatorMachine
 
@@ -47,13 +48,14 @@ DISPLAY = {"version": 1, "program": [
     {"op": "MOVE", "reg": "layer[1].alpha", "value": 128},
     {"op": "JUMP", "label": "frame"}]}
 WORKLOADS = {"display": DISPLAY, "busy": BUSY}
+PARAMS = MachineParams(CLOCK_HZ, 60.0, watchdog_ops=10**6)
 ENGINES = {"verilator": VerilatorMachine, "cxxrtl": CxxrtlMachine, "amaranth": RtlMachine}
 #: core cycles per measurement (amaranth.sim: ~1,000 cycles/s)
 CYCLES = {"verilator": 2_400_000, "cxxrtl": 1_200_000, "amaranth": 3_000}
 
 
 def measure(cls, program: dict, cycles: int) -> tuple[float, int]:
-    m = cls(CLOCK_HZ, 60.0, watchdog_ops=10**6)
+    m = cls(PARAMS)
     try:
         image = compile_program(program)
         for _ in range(4):
@@ -72,7 +74,7 @@ def measure(cls, program: dict, cycles: int) -> tuple[float, int]:
 
 def main(argv) -> int:
     for cls in (VerilatorMachine, CxxrtlMachine):
-        cls(CLOCK_HZ, 60.0, watchdog_ops=10**6).close()   # build (or find) the simulators
+        cls(PARAMS).close()   # build (or find) the simulators
     rates: dict[tuple[str, str], float] = {}
     for work, program in WORKLOADS.items():
         for name, cls in ENGINES.items():

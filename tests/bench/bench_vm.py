@@ -12,6 +12,7 @@ import time
 
 from copperline.firmware import isa
 from copperline.firmware.image import Image
+from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 
 TARGET_OPS = 1_000_000
@@ -24,7 +25,7 @@ def vm_run() -> tuple[float, int]:
     r = isa.register_index(1, "x")
     image = Image(code=(isa.encode("MOVE", reg=r, value=5), isa.encode("ADD", reg=r, delta=3),
                         isa.encode("JUMP", target=0), isa.encode("HALT")))
-    m = Machine(12_000_000, watchdog_ops=10**9)
+    m = Machine(MachineParams(12_000_000, watchdog_ops=10**9))
     m.start(m.load(image))
     end = OPS // 3 * 4
     events = 0

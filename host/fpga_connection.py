@@ -1,0 +1,142 @@
+"""Reaching a board: find its port, open the link, identify the board and reset it.
+
+What the fpga backend does before any program goes on a board, in one place:
+
+* **find**: without a port the board is discovered by its USB id
+  (``copperline.boards.discover``); a name narrows it.
+* **identify**: ``hello`` gives the core clock (the rate event stamps count), sizes and the
+  ISA version; a bitstream without the core, or another ISA version, is refused.
+* **reset**: a VM's machine reset: every slot stopped, the time base at 0, every register
+  0 (the gateware's reset-all keeps the register file, so a short program of
+  ``MOVE reg, 0`` clears it) and stale event records dropped; a run on the board starts
+  from what a run on the VM starts from.
+
+Every failure is a :class:`~copperline.host.backend.BackendError` with code ``NO_BOARD``
+(``BUSY`` when another host holds the board).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from copperline.firmware import isa
+from copperline.host import link as proto
+from copperline.host.backend import BackendError
+from copperline.host.core_events import STATE_NAMES, record_bytes, slot_bits_for
+
+#: Error code of commands that need the board while it is gone.
+NO_BOARD = "NO_BOARD"
+
+
+@dataclass
+class BoardSession:
+    """An open, identified and reset board."""
+    link: proto.Link
+    info: proto.BoardInfo
+    url: str
+    #: the board's dropped-record counter when the session began
+    dropped: int
+
+
+def find_board_url(port: str | None, board: str | None) -> str:
+    """The port URL of the board: ``port`` checked against ``board``, or the one board
+    found by its USB id."""
+    from copperline.boards.common import BoardError
+    from copperline.boards.discover import find_ports, resolve_port
+    from copperline.boards.registry import all_boards, get_board
+    try:
+        if port or board:
+            return resolve_port(get_board(board or "icebreaker"), port)
+        found = [p for b in all_boards() for p in find_ports(b)]
+    except BoardError as exc:
+        raise BackendError(NO_BOARD, str(exc)) from None
+    if not found:
+        raise BackendError(NO_BOARD, "no copperline board found (looked for the USB UARTs "
+                           "of: " + ", ".join(b.name for b in all_boards()) + "). Plug one "
+                           "in, or pass --port (e.g. /dev/ttyUSB1, or "
+                           "socket://127.0.0.1:7654 for `copper board sim`)")
+    if len(found) > 1:
+        raise BackendError(NO_BOARD, f"{len(found)} boards found ("
+                           + ", ".join(f"{p.board} on {p.device}" for p in found)
+                           + "): pass --port or --board")
+    return resolve_port(get_board(found[0].board), found[0].device)
+
+
+def check_info(url: str, info: proto.BoardInfo) -> None:
+    """Refuse a bitstream this host cannot drive (no core, another ISA, another record size)."""
+    if info.core_version == 0:
+        raise BackendError(NO_BOARD, f"{url}: the board answers but its bitstream has no "
+                           "Copper core (built with --no-core?): run `copper build` and "
+                           "`copper flash` for it")
+    if info.core_version != isa.ISA_VERSION:
+        raise BackendError(NO_BOARD, f"{url}: the board's core speaks ISA version "
+                           f"{info.core_version}, this host {isa.ISA_VERSION}: rebuild "
+                           "and flash the bitstream")
+    want = record_bytes(slot_bits_for(info.contexts))
+    if info.event_bytes != want:
+        raise BackendError(NO_BOARD, f"{url}: event records of {info.event_bytes} bytes, "
+                           f"expected {want} for {info.contexts} contexts")
+
+
+def clear_registers(link: proto.Link, info: proto.BoardInfo, timeout: float = 2.0) -> None:
+    """Zero every register of the board's core, as a VM's machine reset does.
+
+    The gateware's reset-all stops the slots and resets the time base but keeps the
+    register file (rule 7 of isa.EXECUTION_RULES: registers start at 0 on machine
+    reset), so the host runs a program of ``MOVE reg, 0`` ops in slot 0, waits for its
+    HALT, resets the board again and drops the records it made (pull mode)."""
+    from copperline.firmware.compiler import compile_program
+    names = [n for n in isa.register_names(info.layers) if n]
+    per_run = max(1, info.program_words - 1)
+    for first in range(0, len(names), per_run):
+        image = compile_program({"version": 1, "program": [
+            *({"op": "MOVE", "reg": n, "value": 0} for n in names[first:first + per_run]),
+            {"op": "HALT"}]}, "<register clear>", layers=info.layers,
+            program_words=info.program_words)
+        link.upload(image.code, base=0)
+        link.write(proto.SPACE_CTL, 0, [proto.CTL_RESET_SLOT])
+        link.start(0)
+        deadline = time.monotonic() + timeout
+        while STATE_NAMES.get(link.status(0)[0]) != "done":
+            if time.monotonic() > deadline:
+                raise proto.LinkError("the board did not finish clearing its registers "
+                                      f"within {timeout:g} s")
+        link.reset()
+    while True:                                        # its records, and stale ones
+        n = link.frame_words // 2
+        if len(link.read_events(n)) < n:
+            break
+
+
+def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
+            on_event: Callable[[int, int, bytes], None],
+            on_lost: Callable[[str], None]) -> BoardSession:
+    """Open the link to ``url``, identify the board and reset it (see the module doc);
+    events then come as pushed frames (``push``) or wait to be pulled."""
+    try:
+        link = proto.Link(url, baud=baud, timeout=timeout, retries=retries,
+                          on_event=on_event, on_lost=on_lost)
+    except proto.LinkBusy as exc:             # (a tty another process holds)
+        raise BackendError("BUSY", str(exc)) from None
+    except proto.LinkError as exc:
+        raise BackendError(NO_BOARD, str(exc)) from None
+    try:
+        info = link.hello()
+        check_info(url, info)
+        link.reset()                                     # stop everything, time base 0
+        link.event_mode(push=False)
+        clear_registers(link, info)                      # the VM's machine reset
+        link.event_mode(push=push)
+        dropped = link.status(0)[3] if info.contexts else 0
+    except BackendError:
+        link.close()
+        raise
+    except proto.LinkBusy as exc:                        # another host holds the board
+        link.close()
+        raise BackendError("BUSY", str(exc)) from None
+    except proto.LinkError as exc:
+        link.close()
+        raise BackendError(NO_BOARD, f"{url}: {exc}") from None
+    return BoardSession(link, info, url, dropped)

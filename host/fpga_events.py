@@ -1,0 +1,109 @@
+"""The board's event stream: records in, trace events out.
+
+:class:`EventPump` turns what the board sends into trace events: it decodes each record,
+unwraps its 32-bit cycle stamp into the backend's global cycle (restarting the count when
+a start reset the board's time base), converts it for the program in its slot, and says
+what was lost: frames missing from the push-mode sequence (``dropped``, reason ``link``)
+and records the board's full FIFO refused (``dropped``, reason ``fifo``).
+
+:func:`pull_events` is the pull-mode reader: records carried by acknowledged,
+retransmitted READs of the EVENTS space, so none is lost to line noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+from copperline.host import link as proto
+from copperline.host.core_events import (CoreEventError, Record, RecordConverter,
+                                         TimestampUnwrapper, decode_record, slot_bits_for)
+
+log = logging.getLogger(__name__)
+
+_MASK32 = 0xFFFFFFFF
+
+
+class EventPump:
+    """Records of one board session -> trace events (not thread-safe: the backend locks)."""
+
+    def __init__(self, info: proto.BoardInfo, dropped: int):
+        self.event_bytes = info.event_bytes
+        self.converter = RecordConverter(info.clock_hz, info.layers)
+        self._slot_bits = slot_bits_for(info.contexts)
+        self._unwrap = TimestampUnwrapper()
+        self._timebase_slots: set[int] = set()   # started with a time-base reset, record pending
+        self._frame_seq: int | None = None
+        self._board_dropped = dropped
+
+    def expect_timebase_reset(self, slot: int) -> None:
+        """A start of ``slot`` resets the board's time base: rebase at its started record."""
+        self._timebase_slots.add(slot)
+
+    def cancel_timebase_reset(self, slot: int) -> None:
+        self._timebase_slots.discard(slot)
+
+    def timebase_pending(self, slot: int) -> bool:
+        return slot in self._timebase_slots
+
+    def board_dropped(self, count: int) -> list[dict]:
+        """The board's dropped-record counter read now: a ``dropped`` event for its growth."""
+        out = []
+        if count != self._board_dropped:
+            out.append({"event": "dropped", "count": (count - self._board_dropped) & _MASK32,
+                        "reason": "fifo"})
+        self._board_dropped = count
+        return out
+
+    def frame(self, seq: int, dropped: int, body: bytes) -> tuple[list[dict], bytes]:
+        """A push-mode event frame: the loss events it reveals, and its record's bytes."""
+        out = []
+        if self._frame_seq is not None:
+            gap = (seq - self._frame_seq - 1) & 0xFF
+            if gap:
+                out.append({"event": "dropped", "count": gap, "reason": "link"})
+        self._frame_seq = seq
+        out += self.board_dropped(dropped)
+        return out, body[:self.event_bytes]
+
+    def record(self, raw: int | bytes) -> tuple[Record, int, list[dict]] | None:
+        """One record: (the record, its global cycle, its trace events); None (logged)
+        for a record that cannot be decoded."""
+        try:
+            rec = decode_record(raw, self._slot_bits)
+            if rec.started and rec.slot in self._timebase_slots:
+                self._timebase_slots.discard(rec.slot)
+                self._unwrap.rebase(rec.timestamp)     # the board's time base restarted
+            g = self._unwrap.unwrap(rec.timestamp)
+            return rec, g, self.converter.convert(rec, g)
+        except CoreEventError as exc:
+            log.error("fpga backend: bad event record %r: %s", raw, exc)
+            return None
+
+
+def pull_events(link: proto.Link, *, keep_going: Callable[[], bool],
+                busy: Callable[[], bool], on_record: Callable[[bytes], None],
+                on_error: Callable[[proto.LinkError], None], poll_s: float) -> None:
+    """Read records while ``keep_going()``; each goes to ``on_record``.
+
+    The batch adapts: a read answers every word asked for, records or not, so an empty
+    poll of the largest batch would hold the line for 5.1 ms at 1 Mbaud. A full batch
+    doubles the next one (read again at once); a partial one asks for twice what it found
+    next time (at least one record) after a pause of ``poll_s`` (10x while not ``busy()``)."""
+    batch = 1
+    while keep_going():
+        most = link.frame_words // 2          # (smaller while the line loses frames)
+        batch = min(batch, most)
+        try:
+            records = link.read_events(batch)
+        except proto.LinkError as exc:
+            on_error(exc)
+            return
+        for raw in records:
+            on_record(raw)
+        if len(records) == batch:
+            batch = min(2 * batch, most)
+        else:
+            batch = min(max(1, 2 * len(records)), most)
+            time.sleep(poll_s * (1 if busy() else 10))
