@@ -151,6 +151,9 @@ async def _run(args, backend, listener, config) -> int:
     # bounds that wait, and the timing thread's when the loop holds the GIL.
     sys.setswitchinterval(args.gil_switch_us / 1e6)
     server = PortsServer(backend, config, blocking_backend=True)
+    if args.test_hooks:
+        from copperline.host.ports.debug import debug_commands
+        server.handlers.update(debug_commands(server))
     server.attach(loop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_stop)
@@ -219,7 +222,7 @@ def _main(args) -> int:
         config = ServerConfig(max_clients=args.max_clients, queue_max_msgs=args.queue_events,
                               queue_max_bytes=args.queue_bytes, caps=_caps(args),
                               max_timelines=args.max_timelines, idle_timeout=args.idle_timeout,
-                              stall_timeout=args.stall_timeout, test_hooks=args.test_hooks)
+                              stall_timeout=args.stall_timeout)
         backend = make_backend(args)
     except UsageError as exc:
         print(f"copperd: {exc}", file=sys.stderr)

@@ -1,8 +1,11 @@
-"""Helpers shared by the tests and the benchmarks: a faulty line, event-making programs."""
+"""Helpers shared by the tests and the benchmarks: polling, test programs (fixed, random,
+generated), the core on amaranth.sim, the virtual board and a faulty line, copperd."""
 
 from __future__ import annotations
 
+import array
 import contextlib
+import json
 import random
 import socket
 import subprocess
@@ -11,16 +14,56 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import strategies as st
 
-def virtual_board_server(port: int = 0, *, vsync_hz: float = 1000.0):
-    """A started virtual iCEBreaker (Verilator, paced, 1 Mbaud) on 127.0.0.1:``port``,
-    its core with a fast vsync so that programs that wait for vsync finish quickly."""
-    from copperline.boards.registry import get_board
-    from copperline.boards.virtual import VirtualBoardServer
-    core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
-    core.vsync_hz = vsync_hz                           # ... with a fast vsync
-    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000, baud=1_000_000,
-                              core=core, engine="verilator").start()
+from copperline.firmware import isa
+from copperline.firmware.board_interface import CtxState, EventKind
+
+#: the console scripts of this environment
+COPPER = str(Path(sys.executable).with_name("copper"))
+COPPERD = str(Path(sys.executable).with_name("copperd"))
+
+
+def poll(fn, timeout: float = 20.0, every: float = 0.01):
+    """``fn()`` until it is truthy (returned) or ``timeout`` seconds pass (then its last
+    value): wait for a condition instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(every)
+
+
+# -- fixed programs ---------------------------------------------------------------------------
+
+#: ticks every millisecond, forever
+TICK = {"version": 1, "program": [{"label": "tick"}, {"op": "WAIT", "us": 1000},
+                                  {"op": "IRQ", "tag": "tick"}, {"op": "JUMP", "label": "tick"}]}
+#: moves layer[2].x, waits 2 ms, raises ``end`` and ends
+SHORT = {"version": 1, "program": [{"op": "MOVE", "reg": "layer[2].x", "value": 7},
+                                   {"op": "WAIT", "us": 2000}, {"op": "IRQ", "tag": "end"}]}
+#: ticks every 500 us, forever
+TICKER = {"version": 1, "program": [
+    {"label": "top"},
+    {"op": "WAIT", "us": 500},
+    {"op": "IRQ", "tag": "tick"},
+    {"op": "JUMP", "label": "top"}]}
+#: five timed steps, a vsync wait, a bind, then HALT (every event kind; it ends)
+ENDING_PROGRAM = {"version": 1, "program": [
+    {"op": "MOVE", "reg": "layer[1].x", "value": 5},
+    {"label": "l"},
+    {"op": "WAIT", "us": 200},
+    {"op": "ADD", "reg": "layer[1].x", "delta": 3},
+    {"op": "IRQ", "tag": "t"},
+    {"op": "LOOP", "count": 5, "label": "l"},
+    {"op": "WAIT", "vsync": True},
+    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba"},
+    {"op": "MOVE", "reg": "layer[2].alpha", "value": 200},
+    {"op": "IRQ", "tag": "v"},
+    {"op": "HALT"}]}
 
 
 def stepper(wait_us: int, steps: int) -> dict:
@@ -43,6 +86,345 @@ def stepper(wait_us: int, steps: int) -> dict:
         {"op": "IRQ", "tag": "t"},
         *loops,
         {"op": "HALT"}]}
+
+
+def multi_programs(counter_wait_us: int) -> dict[str, list]:
+    """The bodies of the multi-program scenarios (``copper run A B C D``), by name.
+
+    ``counter`` counts on layer[0].x every ``counter_wait_us``, four times, then waits for
+    timeline vk >= 2 and raises ``after``; ``blocked`` waits for ever on a FENCE (nobody
+    sets "never": the host stops it there); ``vsynced`` adds to the counter's register
+    on three vsync edges; ``short`` ends by itself.
+    """
+    return {
+        "counter": [
+            {"op": "MOVE", "reg": "layer[0].x", "value": 5},
+            {"label": "l"},
+            {"op": "WAIT", "us": counter_wait_us},
+            {"op": "ADD", "reg": "layer[0].x", "delta": 3},
+            {"op": "IRQ", "tag": "a"},
+            {"op": "LOOP", "count": 4, "label": "l"},
+            {"op": "FENCE", "timeline": "vk", "value": 2},
+            {"op": "IRQ", "tag": "after"},
+            {"op": "HALT"}],
+        "blocked": [
+            {"op": "IRQ", "tag": "b0"},
+            {"op": "FENCE", "timeline": "never", "value": 1},
+            {"op": "IRQ", "tag": "never"},
+            {"op": "HALT"}],
+        "vsynced": [
+            {"label": "t"},
+            {"op": "WAIT", "vsync": True},
+            {"op": "ADD", "reg": "layer[0].x", "delta": 1},
+            {"op": "IRQ", "tag": "v"},
+            {"op": "LOOP", "count": 3, "label": "t"},
+            {"op": "HALT"}],
+        "short": [{"op": "WAIT", "us": 7}, {"op": "IRQ", "tag": "s"}, {"op": "HALT"}],
+    }
+
+
+# -- random programs --------------------------------------------------------------------------
+
+def random_move(rng: random.Random, regs: list[str]) -> dict:
+    """A MOVE to one of ``regs`` of a value at either end of its field's range or inside."""
+    reg = rng.choice(regs)
+    f = isa.register_field(isa.parse_register(reg))
+    return {"op": "MOVE", "reg": reg, "value": rng.choice([f.min, f.max, rng.randint(f.min, f.max)])}
+
+
+def random_add(rng: random.Random, regs: list[str]) -> dict:
+    """An ADD to one of ``regs`` of a delta at either end of its range, of 1 or -1, or small."""
+    return {"op": "ADD", "reg": rng.choice(regs),
+            "delta": rng.choice([-32768, 32767, -1, 1, rng.randint(-300, 300)])}
+
+
+#: the registers gen_program writes: layers 0-3
+_GEN_REGS = [f"layer[{l}].{f}" for l in range(4) for f in ("x", "y", "alpha", "z", "visible")]
+
+
+def gen_program(rng: random.Random) -> dict:
+    """A random valid program: nested finite loops, forward jumps, waits, fences, and now
+    and then a forever loop (which may trip the watchdog)."""
+    ops: list[dict] = []
+    n_labels = [0]
+    finite_loops = [0]
+
+    def label() -> str:
+        n_labels[0] += 1
+        return f"L{n_labels[0]}"
+
+    def simple():
+        r = rng.random()
+        if r < 0.22:
+            ops.append(random_move(rng, _GEN_REGS))
+        elif r < 0.44:
+            ops.append(random_add(rng, _GEN_REGS))
+        elif r < 0.56:
+            ops.append({"op": "IRQ", "tag": rng.choice("abc")})
+        elif r < 0.68:
+            ops.append({"op": "WAIT", "us": rng.randint(1, 30)})
+        elif r < 0.73:
+            ops.append({"op": "WAIT", "vsync": True})
+        elif r < 0.80:
+            ops.append({"op": "FENCE", "timeline": rng.choice(["t0", "t1"]), "value": rng.randint(0, 3)})
+        elif r < 0.86:
+            ops.append({"op": "BIND_LAYER", "id": rng.randint(0, 15), "surface": rng.choice(["s1", "s2"])})
+        elif r < 0.92:
+            ops.append({"op": "NOP"})
+        else:
+            lab = label()
+            ops.append({"op": "JUMP", "label": lab})
+            for _ in range(rng.randint(0, 2)):
+                ops.append({"op": "IRQ", "tag": "skipped"})
+            ops.append({"label": lab})
+
+    def block(depth: int, n: int):
+        for _ in range(n):
+            if depth < 2 and finite_loops[0] < 6 and rng.random() < 0.2:
+                lab = label()
+                ops.append({"label": lab})
+                block(depth + 1, rng.randint(1, 3))
+                finite_loops[0] += 1
+                ops.append({"op": "LOOP", "count": rng.choice([1, 2, 3, 5]), "label": lab})
+            else:
+                simple()
+
+    block(0, rng.randint(2, 10))
+    if rng.random() < 0.15:
+        lab = label()
+        ops.append({"label": lab})
+        block(1, rng.randint(1, 3))
+        ops.append({"op": "LOOP", "count": -1, "label": lab})
+    elif rng.random() < 0.3:
+        ops.append({"op": "HALT"})
+    return {"version": 1, "program": ops}
+
+
+# -- valid programs for hypothesis ----------------------------------------------------------
+
+LABELS = ["a", "b", "loop", "L0", "end-of-frame"]
+TAGS = ["tick", "frame", "x", "long-tag-" + "t" * 40]
+SURFACES = ["/tmp/sprite.rgba", "bg", "fb0"]
+TIMELINES = ["vk", "gl", "cam", "audio"]
+
+
+@st.composite
+def _registers(draw):
+    layer = draw(st.integers(0, isa.DEFAULT_LAYERS - 1))
+    f = draw(st.sampled_from(isa.REGISTER_FIELDS))
+    return f"layer[{layer}].{f.name}", f
+
+
+@st.composite
+def _ops(draw, labels):
+    kind = draw(st.sampled_from([s.name for s in isa.OPS]))
+    if kind in ("HALT", "NOP"):
+        return {"op": kind}
+    if kind == "WAIT":
+        if draw(st.booleans()):
+            return {"op": "WAIT", "vsync": True}
+        return {"op": "WAIT", "us": draw(st.one_of(st.integers(1, 100_000), st.just(isa.WAIT_US_MAX)))}
+    if kind == "MOVE":
+        name, f = draw(_registers())
+        return {"op": "MOVE", "reg": name, "value": draw(st.integers(f.min, f.max))}
+    if kind == "ADD":
+        name, _ = draw(_registers())
+        return {"op": "ADD", "reg": name, "delta": draw(st.integers(-32768, 32767))}
+    if kind == "IRQ":
+        return {"op": "IRQ", "tag": draw(st.sampled_from(TAGS))}
+    if kind == "JUMP":
+        return {"op": "JUMP", "label": draw(st.sampled_from(labels))}
+    if kind == "LOOP":
+        count = draw(st.one_of(st.just(-1), st.integers(1, isa.LOOP_COUNT_MAX)))
+        return {"op": "LOOP", "count": count, "label": draw(st.sampled_from(labels))}
+    if kind == "FENCE":
+        return {"op": "FENCE", "timeline": draw(st.sampled_from(TIMELINES)),
+                "value": draw(st.integers(0, isa.FENCE_VALUE_MAX))}
+    if kind == "BIND_LAYER":
+        return {"op": "BIND_LAYER", "id": draw(st.integers(0, isa.DEFAULT_LAYERS - 1)),
+                "surface": draw(st.sampled_from(SURFACES))}
+    raise AssertionError(kind)
+
+
+@st.composite
+def valid_programs(draw):
+    """Valid programs using every op, label markers, the labels dict, loops, fences, binds."""
+    labels = draw(st.lists(st.sampled_from(LABELS), min_size=1, max_size=4, unique=True))
+    body = draw(st.lists(_ops(labels), min_size=1, max_size=40))
+    # At most LOOP_SLOTS finite loops: turn the extra ones into forever loops.
+    finite = 0
+    for op in body:
+        if op["op"] == "LOOP" and op["count"] != -1:
+            finite += 1
+            if finite > isa.LOOP_SLOTS:
+                op["count"] = -1
+    entries = list(body)
+    table = {}
+    for name in labels:
+        pos = draw(st.integers(0, len(entries)))
+        how = draw(st.sampled_from(["marker", "dict", "both"]))
+        if how in ("marker", "both"):
+            entries.insert(pos, {"label": name})
+        if how in ("dict", "both"):
+            # An index at the marker itself, or of the op after it: both name the same op.
+            table[name] = pos
+    doc = {"version": 1, "program": entries}
+    if table:
+        # Indices were taken before later inserts shifted entries: recompute from markers.
+        doc["labels"] = {}
+        for name, pos in table.items():
+            marker = next((i for i, e in enumerate(entries) if e == {"label": name}), None)
+            doc["labels"][name] = marker if marker is not None else _index_of_nth_slot(entries, pos)
+    return doc
+
+
+def _index_of_nth_slot(entries, pos):
+    """Index in ``entries`` of the op that was at op position ``pos`` (or the end)."""
+    seen = 0
+    for i, e in enumerate(entries):
+        if "op" in e:
+            if seen == pos:
+                return i
+            seen += 1
+    return len(entries)
+
+
+# -- the core on amaranth.sim -----------------------------------------------------------------
+
+def simulate(dut, bench) -> None:
+    """Run the async testbench ``bench`` on ``dut`` under a 1 MHz clock."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+async def write_programs(ctx, core, programs):
+    """Write ``programs`` (slot -> words) through prog_wr, waiting for ``ready``."""
+    for slot, words in programs.items():
+        for i, w in enumerate(words):
+            ctx.set(core.prog_wr.valid, 1)
+            ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
+            ctx.set(core.prog_wr.payload.data, w)
+            while not ctx.get(core.prog_wr.ready):     # single-port program memory
+                await ctx.tick()
+            await ctx.tick()
+    ctx.set(core.prog_wr.valid, 0)
+
+
+def event_record(ctx, core):
+    """The record at the FIFO's output: (timestamp, slot, started, kind, payload)."""
+    p = core.events.payload
+    return (ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
+            EventKind(ctx.get(p.kind)), ctx.get(p.payload))
+
+
+def run_core(core, programs, *, cycles, fences=(), starts=None):
+    """Write ``programs`` (slot -> words) through prog_wr, start them all at global cycle 0,
+    write ``fences`` (cycle, slot, timeline, value) and collect event records."""
+    records = []
+    regs = {}
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        await write_programs(ctx, core, programs)
+        mask = sum(1 << s for s in (starts or programs))
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload.start, mask)
+        ctx.set(core.cmd.payload.timebase, 1)
+        while not ctx.get(core.cmd.ready):
+            await ctx.tick()
+        pending = sorted(fences)
+        for _ in range(cycles * core.phases + 8):
+            if pending and ctx.get(core.cycle) == pending[0][0] and ctx.get(core.phase) == pending[0][1]:
+                _, slot, tl, value = pending.pop(0)
+                ctx.set(core.fence_wr.valid, 1)
+                ctx.set(core.fence_wr.payload.slot, slot)
+                ctx.set(core.fence_wr.payload.timeline, tl)
+                ctx.set(core.fence_wr.payload.value, value)
+            if ctx.get(core.events.valid):
+                records.append(event_record(ctx, core))
+            await ctx.tick()
+            ctx.set(core.cmd.valid, 0)
+            ctx.set(core.fence_wr.valid, 0)
+        x0 = isa.register_index(0, "x")
+        ctx.set(core.reg_addr, x0)
+        await ctx.tick()
+        regs[x0] = ctx.get(core.reg_data)
+        for slot in programs:
+            ctx.set(core.status_slot, slot)
+            regs[("status", slot)] = (CtxState(ctx.get(core.status_state)), ctx.get(core.status_pc))
+        regs["dropped"] = ctx.get(core.dropped)
+
+    simulate(core, bench)
+    return records, regs
+
+
+# -- the native RTL engines ------------------------------------------------------------------
+
+#: a small core: a vsync edge every 50 cycles
+ENGINE_CFG = dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=40)
+#: on every vsync edge: an ADD to layer[0].x and an IRQ, forever
+VSYNC_ADDER = {"version": 1, "program": [
+    {"label": "top"},
+    {"op": "WAIT", "vsync": True},
+    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
+    {"op": "IRQ", "tag": "f"},
+    {"op": "JUMP", "label": "top"}]}
+
+
+def run_beside_the_vm(engine_cls, **engine_kw) -> list:
+    """VSYNC_ADDER for 500 cycles (10 frames) on the VM and on ``engine_cls`` with the same
+    parameters (and ``engine_kw``): (events, layer[0].x, pc) of each."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.sim.engine import MachineParams
+    from copperline.sim.vm import Machine
+    image = compile_program(VSYNC_ADDER)
+    params = MachineParams(**ENGINE_CFG, program_words=64)
+    vm = Machine(params)
+    rtl = engine_cls(params, **engine_kw)
+    try:
+        out = []
+        for m in (vm, rtl):
+            m.start(m.load(image))
+            ev = m.run_until(500)
+            out.append((ev, m.regs["layer[0].x"], m.status(0)["pc"]))
+    finally:
+        rtl.close()
+    return out
+
+
+def check_vcd(text: str, cycles: int) -> None:
+    """``text`` is a VCD of the core over ``cycles`` core cycles, sampled on every edge."""
+    assert "$enddefinitions" in text and "tapv" in text
+    assert text.count("\n#") >= 2 * 4 * cycles            # a sample per clock edge
+
+
+def check_closed_engine(engine) -> None:
+    """``engine`` refuses an out-of-range memory write, then closes and refuses to run."""
+    from copperline.sim.cxxrtl import CxxrtlError
+    with pytest.raises(CxxrtlError, match="row out of range"):
+        engine._write_mem("prog", 4 * 64, [1])
+    engine.close()
+    with pytest.raises(Exception, match="closed"):
+        engine.run_until(10)
+
+
+# -- the virtual board ------------------------------------------------------------------------
+
+VIRTUAL_CORE_HZ = 3_000_000             # the iCEBreaker core: 4 contexts -> 4 phases
+VIRTUAL_VSYNC_HZ = 1000.0
+
+
+def virtual_board_server(port: int = 0, *, vsync_hz: float = VIRTUAL_VSYNC_HZ):
+    """A started virtual iCEBreaker (Verilator, paced, 1 Mbaud) on 127.0.0.1:``port``,
+    its core with a fast vsync so that programs that wait for vsync finish quickly."""
+    from copperline.boards.registry import get_board
+    from copperline.boards.virtual import VirtualBoardServer
+    core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
+    core.vsync_hz = vsync_hz                           # ... with a fast vsync
+    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000, baud=1_000_000,
+                              core=core, engine="verilator").start()
 
 
 class FaultyProxy:
@@ -106,13 +488,73 @@ class FaultyProxy:
         self._sock.close()
 
 
+# -- copperd ----------------------------------------------------------------------------------
+
+class Raw:
+    """A bare NDJSON connection: send lines, read messages."""
+
+    def __init__(self, path: str):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect("\0" + path[1:] if path.startswith("@") else path)
+        self.buf = b""
+        self.events = []          # events skipped over by req()
+
+    def send(self, line, fds=()):
+        data = (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n"
+        if fds:
+            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        else:
+            self.sock.sendall(data)
+
+    def recv(self, timeout=5.0):
+        """The next message, or None at EOF."""
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def req(self, msg, fds=()):
+        """Send, then return the next response (events met on the way go to .events)."""
+        self.send(msg, fds)
+        while True:
+            m = self.recv()
+            if m is None or "event" not in m:
+                return m
+            self.events.append(m)
+
+    def event(self, timeout=5.0):
+        """The next event (those skipped by req() first)."""
+        if self.events:
+            return self.events.pop(0)
+        m = self.recv(timeout)
+        assert m is None or "event" in m, m
+        return m
+
+    def close(self):
+        self.sock.close()
+
+
+def served(path: str) -> Raw | None:
+    """A connection to the daemon on ``path`` if it serves one (answers a ping rather than
+    BUSY), else None."""
+    c = Raw(path)
+    if c.req({"cmd": "ping"})["ok"]:
+        return c
+    c.close()
+    return None
+
+
 @contextlib.contextmanager
 def soft_copperd(sock: str, *extra: str):
     """A ``copperd --backend soft`` on ``sock`` (with ``extra`` options), once it answers
     a ping; terminated afterwards."""
     from copperline.host.client import PortsClient
-    copperd = str(Path(sys.executable).with_name("copperd"))
-    proc = subprocess.Popen([copperd, "--backend", "soft", "--socket", sock, "--quiet", *extra],
+    proc = subprocess.Popen([COPPERD, "--backend", "soft", "--socket", sock, "--quiet", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

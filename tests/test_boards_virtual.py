@@ -95,9 +95,9 @@ def test_the_fpga_backend_holding_a_board_keeps_running_while_another_is_refused
     from copperline.firmware.compiler import compile_program
     from copperline.host.backend import BackendError
     from copperline.host.fpga import FpgaBackend
-    from tests.test_e2e_virtual_board import TICKER, _server, _wait_for
+    from tests.support import TICKER, poll, virtual_board_server
 
-    server = _server()
+    server = virtual_board_server()
     got: list[dict] = []
     holder = FpgaBackend(port=server.url)
     holder.set_event_sink(got.append)
@@ -108,13 +108,13 @@ def test_the_fpga_backend_holding_a_board_keeps_running_while_another_is_refused
 
         def ticks():
             return sum(e.get("tag") == "tick" for e in got)
-        assert _wait_for(lambda: ticks() >= 3)
+        assert poll(lambda: ticks() >= 3)
         with pytest.raises(BackendError) as err:
             FpgaBackend(port=server.url, timeout=0.5, retries=1).open()
         assert err.value.code == "BUSY"
         assert err.value.message.startswith(f"{server.url}: the board is busy, held by 127.0.0.1:")
         n = ticks()
-        assert _wait_for(lambda: ticks() >= n + 5)
+        assert poll(lambda: ticks() >= n + 5)
         assert holder.status(pid).state.value == "running"
         assert not [e for e in got if e.get("event") == "state" and e["state"] != "running"]
     finally:

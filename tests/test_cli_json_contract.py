@@ -48,14 +48,6 @@ def assert_error(rc: int, obj: dict, code: str) -> None:
 
 
 @pytest.fixture
-def trace(tmp_path, capsys) -> Path:
-    path = tmp_path / "soft.jsonl"
-    assert main(["run", str(SPRITE), "--frames", "3", "--trace", str(path)]) == 0
-    capsys.readouterr()
-    return path
-
-
-@pytest.fixture
 def fake_iceprog(tmp_path, monkeypatch) -> Path:
     prog = tmp_path / "iceprog"
     prog.write_text("#!/bin/sh\nexit 0\n")

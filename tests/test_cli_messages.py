@@ -16,14 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 SPRITE = REPO / "examples" / "sprite.json"
 
 
-@pytest.fixture
-def trace(tmp_path, capsys) -> Path:
-    path = tmp_path / "soft.jsonl"
-    assert main(["run", str(SPRITE), "--frames", "1", "--trace", str(path)]) == 0
-    capsys.readouterr()
-    return path
-
-
 def test_trace_compare_given_a_program_says_it_is_a_program(capsys, trace, tmp_path):
     assert main(["trace", "compare", str(SPRITE), str(trace)]) == 2
     err = capsys.readouterr().err

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,11 @@ from copperline.host import run_cli
 from copperline.host.cli import main
 from copperline.host.render import frames_from_program, frames_from_trace
 from copperline.firmware.trace import read_trace
-from tests.support import soft_copperd
+from tests.support import (COPPER, ENDING_PROGRAM, VIRTUAL_CORE_HZ as CORE_HZ,
+                           VIRTUAL_VSYNC_HZ as VSYNC_HZ, soft_copperd, virtual_board_server)
 
 REPO = Path(__file__).resolve().parent.parent
 TICK = REPO / "examples" / "tick.json"
-COPPER = str(Path(sys.executable).with_name("copper"))
-COPPERD = str(Path(sys.executable).with_name("copperd"))
 
 VSYNC_TICK = {"version": 1, "program": [
     {"label": "top"}, {"op": "WAIT", "vsync": True}, {"op": "IRQ", "tag": "frame"},
@@ -47,21 +45,15 @@ def test_frames_n_gives_n_irqs_of_a_vsync_program(tmp_path, capsys):
     assert frames_from_trace(str(trace), 60) == frames_from_program(prog, 60)
 
 
-def _server():
-    from tests.test_e2e_virtual_board import _server as make
-    return make()
-
-
 @pytest.fixture(scope="module")
 def board():
-    server = _server()
+    server = virtual_board_server()
     yield server
     server.close()
 
 
 def _run_both(board, tmp_path, prog, *span, monkeypatch=None):
     """(fpga trace, soft trace) of ``prog`` at the virtual board's core clock."""
-    from tests.test_e2e_virtual_board import CORE_HZ, VSYNC_HZ
     common = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ), *span]
     hw, soft = tmp_path / "hw.jsonl", tmp_path / "soft.jsonl"
     assert main(["run", prog, "--backend", "fpga", "--port", board.url, "--trace", str(hw),
@@ -90,8 +82,7 @@ def test_soft_and_fpga_end_at_the_same_point(board, tmp_path, capsys, monkeypatc
 
 
 def test_a_program_that_ends_ends_both_runs_at_the_next_vsync_edge(board, tmp_path, capsys):
-    from tests.test_e2e_virtual_board import CORE_HZ, PROGRAM, VSYNC_HZ
-    (hw_h, hw), (soft_h, soft) = _run_both(board, tmp_path, _write(tmp_path, PROGRAM))
+    (hw_h, hw), (soft_h, soft) = _run_both(board, tmp_path, _write(tmp_path, ENDING_PROGRAM))
     period = round(CORE_HZ / VSYNC_HZ)
     done = [e for e in soft if e["event"] == "state" and e["state"] == "done"][0]["cycle"]
     assert hw_h["until_cycle"] == soft_h["until_cycle"] == (done // period + 1) * period

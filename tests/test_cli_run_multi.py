@@ -15,39 +15,15 @@ from copperline.host.run_cli import programs_digest
 from copperline.firmware.trace import read_trace
 from copperline.firmware.trace import load_trace
 from copperline.host.trace_compare import compare
+from tests.support import multi_programs
 
 HZ = 1_000_000           # 1 cycle = 1 us: the scenario's times read as cycles
 VSYNC_HZ = 2000.0        # a vsync edge every 500 cycles
 
-#: program 1: counts on a register shared with program 3, then waits for timeline vk >= 2
-#: (set mid-run, while it waits), then an IRQ
-COUNTER = [
-    {"op": "MOVE", "reg": "layer[0].x", "value": 5},
-    {"label": "l"},
-    {"op": "WAIT", "us": 100},
-    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
-    {"op": "IRQ", "tag": "a"},
-    {"op": "LOOP", "count": 4, "label": "l"},
-    {"op": "FENCE", "timeline": "vk", "value": 2},
-    {"op": "IRQ", "tag": "after"},
-    {"op": "HALT"}]
-#: program 2: blocked for ever on a FENCE (nobody sets "never"): the host stops it there
-BLOCKED = [
-    {"op": "IRQ", "tag": "b0"},
-    {"op": "FENCE", "timeline": "never", "value": 1},
-    {"op": "IRQ", "tag": "never"},
-    {"op": "HALT"}]
-#: program 3: started late; three vsync-paced ADDs to the register program 1 counts on
-VSYNCED = [
-    {"label": "t"},
-    {"op": "WAIT", "vsync": True},
-    {"op": "ADD", "reg": "layer[0].x", "delta": 1},
-    {"op": "IRQ", "tag": "v"},
-    {"op": "LOOP", "count": 3, "label": "t"},
-    {"op": "HALT"}]
-#: program 4: starts at 0 with programs 1 and 2, ends by itself
-SHORT = [{"op": "WAIT", "us": 7}, {"op": "IRQ", "tag": "s"}, {"op": "HALT"}]
-
+#: program 1 (counter) counts on a register shared with program 3 (vsynced, started late),
+#: then waits for timeline vk >= 2 (set mid-run, while it waits); program 2 (blocked) is
+#: stopped by the host at its FENCE; program 4 (short) starts at 0 and ends by itself
+PROGRAMS = multi_programs(counter_wait_us=100)
 SCENARIO = ["--start", "3@250", "--fence", "vk=1@300", "--fence", "vk=2@650",
             "--stop", "2@700"]
 
@@ -60,8 +36,7 @@ def _write(tmp_path, name, program):
 
 @pytest.fixture
 def progs(tmp_path):
-    return [_write(tmp_path, f"{n}.json", p) for n, p in
-            (("counter", COUNTER), ("blocked", BLOCKED), ("vsynced", VSYNCED), ("short", SHORT))]
+    return [_write(tmp_path, f"{n}.json", p) for n, p in PROGRAMS.items()]
 
 
 def _run(tmp_path, capsys, progs, name, *extra):
@@ -153,7 +128,7 @@ def test_action_errors_name_the_option(tmp_path, capsys, progs, args, message):
 
 
 def test_more_programs_than_contexts_names_the_program(tmp_path, capsys, progs):
-    five = progs + [_write(tmp_path, "five.json", SHORT)]
+    five = progs + [_write(tmp_path, "five.json", PROGRAMS["short"])]
     assert main(["run", *five, "--clock-hz", str(HZ)]) == 1
     err = capsys.readouterr().err
     assert "program 5 of 5" in err and str(isa.DEFAULT_CONTEXTS) in err
@@ -166,7 +141,7 @@ def test_one_program_trace_is_unchanged(tmp_path, capsys, progs):
     assert main(["run", progs[3], "--clock-hz", str(HZ), "--trace", str(out)]) == 0
     header, _ = read_trace(str(out))
     assert "programs" not in header and "actions" not in header
-    assert header["program"] == compile_program({"version": 1, "program": SHORT}).sha256()
+    assert header["program"] == compile_program({"version": 1, "program": PROGRAMS["short"]}).sha256()
 
 
 def test_several_programs_via_a_daemon(tmp_path, capsys, progs):

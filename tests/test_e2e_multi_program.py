@@ -17,33 +17,12 @@ import pytest
 from copperline.firmware.trace import read_trace
 from copperline.firmware.trace import load_trace
 from copperline.host.trace_compare import compare
-from tests.test_e2e_virtual_board import COPPER, CORE_HZ, VSYNC_HZ, _server
+from tests.support import (COPPER, VIRTUAL_CORE_HZ as CORE_HZ, VIRTUAL_VSYNC_HZ as VSYNC_HZ,
+                           multi_programs, virtual_board_server)
 
-#: waits long enough that the fence (due at 30 ms) lands before program 1 reaches its
+#: the counter waits long enough that the fence (due at 30 ms) lands before it reaches its
 #: FENCE (after 80 ms) although the board takes a host action a few ms after it is due
-COUNTER = [
-    {"op": "MOVE", "reg": "layer[0].x", "value": 5},
-    {"label": "l"},
-    {"op": "WAIT", "us": 20000},
-    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
-    {"op": "IRQ", "tag": "a"},
-    {"op": "LOOP", "count": 4, "label": "l"},
-    {"op": "FENCE", "timeline": "vk", "value": 2},
-    {"op": "IRQ", "tag": "after"},
-    {"op": "HALT"}]
-BLOCKED = [
-    {"op": "IRQ", "tag": "b0"},
-    {"op": "FENCE", "timeline": "never", "value": 1},
-    {"op": "IRQ", "tag": "never"},
-    {"op": "HALT"}]
-SHORT = [{"op": "WAIT", "us": 7}, {"op": "IRQ", "tag": "s"}, {"op": "HALT"}]
-VSYNCED = [
-    {"label": "t"},
-    {"op": "WAIT", "vsync": True},
-    {"op": "ADD", "reg": "layer[0].x", "delta": 1},
-    {"op": "IRQ", "tag": "v"},
-    {"op": "LOOP", "count": 3, "label": "t"},
-    {"op": "HALT"}]
+PROGRAMS = multi_programs(counter_wait_us=20000)
 #: programs 1-3 start at 0 (consecutive slots: one CTL frame), program 4 at 20 ms
 SCENARIO = ["--start", "4@20000", "--fence", "vk=1@25000", "--fence", "vk=2@30000",
             "--stop", "2@50000"]
@@ -52,7 +31,7 @@ COMMON = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
 
 @pytest.fixture(scope="module")
 def board():
-    server = _server()
+    server = virtual_board_server()
     yield server
     server.close()
 
@@ -65,8 +44,8 @@ def _copper(*args):
 
 def test_board_trace_equals_vm_and_rtl_given_the_landed_actions(board, tmp_path):
     progs = []
-    for name, prog in (("counter", COUNTER), ("blocked", BLOCKED), ("short", SHORT),
-                       ("vsynced", VSYNCED)):
+    for name in ("counter", "blocked", "short", "vsynced"):
+        prog = PROGRAMS[name]
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"version": 1, "program": prog}))
         progs.append(str(path))

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,46 +24,20 @@ from copperline.host.fpga import FpgaBackend
 from copperline.host.run import run_realtime, run_virtual
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
-from tests.support import FaultyProxy, stepper as _stepper, virtual_board_server
+from tests.support import (COPPER, ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
+                           VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, poll,
+                           stepper as _stepper, virtual_board_server)
 
-CORE_HZ = 3_000_000             # 4 contexts -> 4 phases
-VSYNC_HZ = 1000.0
 WORDS = 1024                    # program words per context (SPRAM)
-COPPER = str(Path(sys.executable).with_name("copper"))
-
-PROGRAM = {"version": 1, "program": [
-    {"op": "MOVE", "reg": "layer[1].x", "value": 5},
-    {"label": "l"},
-    {"op": "WAIT", "us": 200},
-    {"op": "ADD", "reg": "layer[1].x", "delta": 3},
-    {"op": "IRQ", "tag": "t"},
-    {"op": "LOOP", "count": 5, "label": "l"},
-    {"op": "WAIT", "vsync": True},
-    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba"},
-    {"op": "MOVE", "reg": "layer[2].alpha", "value": 200},
-    {"op": "IRQ", "tag": "v"},
-    {"op": "HALT"}]}
-
 FENCED = {"version": 1, "program": [
     {"op": "IRQ", "tag": "before"},
     {"op": "FENCE", "timeline": "vk", "value": 1},
     {"op": "IRQ", "tag": "after"},
     {"op": "HALT"}]}
 
-TICKER = {"version": 1, "program": [
-    {"label": "top"},
-    {"op": "WAIT", "us": 500},
-    {"op": "IRQ", "tag": "tick"},
-    {"op": "JUMP", "label": "top"}]}
-
-
-def _server(port: int = 0):
-    return virtual_board_server(port, vsync_hz=VSYNC_HZ)
-
-
 @pytest.fixture(scope="module")
 def board():
-    server = _server()
+    server = virtual_board_server()
     yield server
     server.close()
 
@@ -83,13 +55,22 @@ def _opened(url: str, **options):
         be.close()
 
 
-def _wait_for(pred, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
+def _run(url: str, image, **options):
+    """(events, status) of ``image`` run to its end through an FpgaBackend on ``url``."""
+    be = FpgaBackend(port=url, **options)
+    return run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+
+
+def _run_through_a_faulty_line(board, image, rate: float, seed: int, **options):
+    """:func:`_run` through a FaultyProxy (``rate``, ``seed``) in front of ``board``:
+    (events, status, the proxy)."""
+    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
+    proxy = FaultyProxy((host, int(port)), rate, seed=seed)
+    try:
+        events, status = _run(proxy.url, image, **options)
+    finally:
+        proxy.close()
+    return events, status, proxy
 
 
 def _vm_trace(image):
@@ -104,10 +85,10 @@ def test_identify_load_start_events_status_regs(board):
     with _opened(board.url) as (be, got):
         assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
             (CORE_HZ, VSYNC_HZ, 4, WORDS)
-        pid = be.load(compile_program(PROGRAM))
+        pid = be.load(compile_program(ENDING_PROGRAM))
         assert be.status(pid).state.value == "loaded"
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        assert poll(lambda: any(e.get("state") == "done" for e in got))
         st = be.status(pid)
         assert (st.state.value, st.reason, st.pc) == ("done", "halt", 9)
         assert st.bindings == {2: "s.rgba"}
@@ -122,12 +103,12 @@ def test_fence_by_timeline_name_reaches_the_program(board):
     with _opened(board.url) as (be, got):
         pid = be.load(compile_program(FENCED))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "before" for e in got))
+        assert poll(lambda: any(e.get("tag") == "before" for e in got))
         time.sleep(0.1)
         assert not any(e.get("tag") == "after" for e in got)
         assert be.status(pid).state.value == "running"      # blocked on the FENCE
         be.fence("vk", 1)
-        assert _wait_for(lambda: any(e.get("state") == "done" for e in got))
+        assert poll(lambda: any(e.get("state") == "done" for e in got))
         with pytest.raises(BackendError) as err:
             be.fence("vk", 0)
         assert err.value.code == "BAD_ARG"
@@ -140,7 +121,7 @@ def test_stop_emits_stopped_and_unload_frees_the_slot(board):
             be.load(compile_program(TICKER))
         assert err.value.code == "BUSY"
         be.start(ids[0])
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        assert poll(lambda: any(e.get("tag") == "tick" for e in got))
         be.stop(ids[0])
         stopped = [e for e in got if e.get("state") == "stopped"]
         assert stopped and stopped[0]["reason"] == "host" and stopped[0]["prog"] == ids[0]
@@ -161,7 +142,7 @@ def test_stop_of_a_program_that_overflows_the_fifo_is_prompt(board):
     with _opened(board.url, command_timeout=30.0) as (be, got):
         pid = be.load(compile_program(flood))
         be.start(pid)
-        assert _wait_for(lambda: any(e.get("event") == "dropped" for e in got))
+        assert poll(lambda: any(e.get("event") == "dropped" for e in got))
         t0 = time.monotonic()
         be.stop(pid)
         took = time.monotonic() - t0
@@ -184,7 +165,7 @@ def test_program_too_big_for_the_board_is_bad_arg(board):
 
 def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
     prog = tmp_path / "prog.json"
-    prog.write_text(json.dumps(PROGRAM))
+    prog.write_text(json.dumps(ENDING_PROGRAM))
     common = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
     hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
     r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", board.url,
@@ -212,13 +193,8 @@ def test_trace_is_identical_through_a_noisy_line(board):
         {"op": "IRQ", "tag": "n"},
         {"op": "LOOP", "count": 60, "label": "l"},
         {"op": "HALT"}]})
-    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
-    proxy = FaultyProxy((host, int(port)), 1e-3, seed=6)
-    try:
-        be = FpgaBackend(port=proxy.url, timeout=0.1, retries=20)
-        events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
-    finally:
-        proxy.close()
+    events, status, proxy = _run_through_a_faulty_line(board, image, 1e-3, 6, timeout=0.1,
+                                                       retries=20)
     assert status["state"] == "done"
     assert events == _vm_trace(image)
     assert len(events) == 2 + 2 * 60
@@ -249,8 +225,7 @@ def _compare_with_vm(tmp_path, image, hw_events):
                          ids=["2k-per-s", "4k-per-s"])
 def test_every_event_arrives_well_within_the_line_capacity(board, tmp_path, wait_us, steps):
     image = compile_program(_stepper(wait_us, steps))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     assert not [e for e in events if e["event"] == "dropped"]
     c = _compare_with_vm(tmp_path, image, events)
@@ -266,8 +241,7 @@ def test_near_the_line_capacity_every_event_arrives_or_is_counted(board, tmp_pat
     # machine its turnaround may let the FIFO overflow now and then; what is dropped is
     # counted exactly
     image = compile_program(_stepper(wait_us, steps))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     dropped = sum(e["count"] for e in events if e["event"] == "dropped")
     c = _compare_with_vm(tmp_path, image, events)
@@ -280,8 +254,7 @@ def test_beyond_the_line_capacity_drops_are_counted_exactly(board, tmp_path):
     # 100k records/s for 60 ms: the FIFO overflows; the trace lacks exactly the dropped
     # records, and every state record (start, done) still arrives
     image = compile_program(_stepper(20, 3000))
-    be = FpgaBackend(port=board.url, command_timeout=30.0)
-    events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
+    events, status = _run(board.url, image, command_timeout=30.0)
     assert status["state"] == "done"
     dropped = sum(e["count"] for e in events if e["event"] == "dropped")
     assert 1000 < dropped < 6000
@@ -300,13 +273,8 @@ def test_every_event_arrives_through_a_noisy_line(board, tmp_path, rate, wait_us
     # almost never gets through: the link's frames shrink, its timeouts follow the
     # measured round trip), both ways
     image = compile_program(_stepper(wait_us, steps))
-    host, port = board.url.removeprefix("socket://").rsplit(":", 1)
-    proxy = FaultyProxy((host, int(port)), rate, seed=13)
-    try:
-        be = FpgaBackend(port=proxy.url, retries=20, command_timeout=30.0)
-        events, status = run_realtime(be, image, until_cycle=None, max_cycle=10 * CORE_HZ)
-    finally:
-        proxy.close()
+    events, status, proxy = _run_through_a_faulty_line(board, image, rate, 13, retries=20,
+                                                       command_timeout=30.0)
     assert status["state"] == "done"
     c = _compare_with_vm(tmp_path, image, events)
     assert c.ok, c.failures
@@ -341,7 +309,7 @@ def test_state_records_survive_a_flooded_fifo(board):
         ticker = be.load(compile_program(TICKER))
         for pid in floods:
             be.start(pid)
-        assert _wait_for(lambda: any(e.get("event") == "dropped" for e in got))
+        assert poll(lambda: any(e.get("event") == "dropped" for e in got))
         for _ in range(5):
             be.start(ticker)
             be.stop(ticker)
@@ -359,55 +327,55 @@ def test_state_records_survive_a_flooded_fifo(board):
 
 # ------------------------------------------------------------------- board loss -----------
 
+def _ticking(be, got) -> int:
+    """Load and start TICKER on ``be``; its id, once its first tick has arrived."""
+    pid = be.load(compile_program(TICKER))
+    be.start(pid)
+    assert poll(lambda: any(e.get("tag") == "tick" for e in got))
+    return pid
+
+
 def test_board_loss_ends_programs_then_reconnects(caplog):
     caplog.set_level("WARNING", logger="copperline.host.fpga")
-    server = _server()
+    server = virtual_board_server()
     port = server.address[1]
-    got = []
-    be = FpgaBackend(port=server.url, reconnect_s=0.2, poll_s=0.2)
-    be.set_event_sink(got.append)
-    be.open()
     try:
-        pid = be.load(compile_program(TICKER))
-        be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
-        server.close()                                   # unplugged
-        assert _wait_for(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
-        lost = [e for e in got if e.get("reason") == "link-lost"][0]
-        assert (lost["prog"], lost["state"]) == (pid, "faulted")
-        assert be.status(pid).state.value == "faulted"
-        with pytest.raises(BackendError) as err:
-            be.load(compile_program(TICKER))
-        assert err.value.code == "NO_BOARD" and "gone" in err.value.message
-        server = _server(port)                           # plugged back in
-        assert _wait_for(lambda: be.online, 15)
-        # the operator who saw the loss (a warning) sees the board come back
-        assert _wait_for(lambda: any(
-            r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} uploaded "
-            "again, ready to start" in r.getMessage() for r in caplog.records))
-        got.clear()
-        be.start(pid)                                    # uploaded again on reconnect
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        with _opened(server.url, reconnect_s=0.2, poll_s=0.2) as (be, got):
+            pid = _ticking(be, got)
+            server.close()                               # unplugged
+            assert poll(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
+            lost = [e for e in got if e.get("reason") == "link-lost"][0]
+            assert (lost["prog"], lost["state"]) == (pid, "faulted")
+            assert be.status(pid).state.value == "faulted"
+            with pytest.raises(BackendError) as err:
+                be.load(compile_program(TICKER))
+            assert err.value.code == "NO_BOARD" and "gone" in err.value.message
+            server = virtual_board_server(port)          # plugged back in
+            assert poll(lambda: be.online, 15)
+            # the operator who saw the loss (a warning) sees the board come back
+            assert poll(lambda: any(
+                r.levelname == "WARNING" and f"board back on {server.url}; programs {pid} "
+                "uploaded again, ready to start" in r.getMessage() for r in caplog.records))
+            got.clear()
+            be.start(pid)                                # uploaded again on reconnect
+            assert poll(lambda: any(e.get("tag") == "tick" for e in got))
     finally:
-        be.close()
         server.close()
 
 
 def test_fallback_soft_keeps_the_program_running():
-    server = _server()
-    got = []
     from copperline.host.fallback import FallbackBackend
+    server = virtual_board_server()
+    got = []
     be = FallbackBackend(FpgaBackend(port=server.url, reconnect_s=5, poll_s=0.2))
     be.set_event_sink(got.append)
     be.open()
     try:
-        pid = be.load(compile_program(TICKER))
-        be.start(pid)
-        assert _wait_for(lambda: any(e.get("tag") == "tick" for e in got))
+        pid = _ticking(be, got)
         server.close()
-        assert _wait_for(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
+        assert poll(lambda: any(e.get("reason") == "fallback-soft" for e in got), 10)
         n = len(got)
-        assert _wait_for(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
+        assert poll(lambda: sum(e.get("tag") == "tick" for e in got[n:]) >= 3, 5)
         assert all(e["prog"] == pid for e in got if "prog" in e)
         assert be.status(pid).state.value == "running"
         be.stop(pid)

@@ -12,98 +12,11 @@ from copperline.firmware.disasm import (DisasmError, format_program, listing,
                                         recompiles_identically, to_program)
 from copperline.firmware.image import Image
 from copperline.firmware.program import ProgramError, validate
-
-# -- generated valid programs ---------------------------------------------------------
-
-LABELS = ["a", "b", "loop", "L0", "end-of-frame"]
-TAGS = ["tick", "frame", "x", "long-tag-" + "t" * 40]
-SURFACES = ["/tmp/sprite.rgba", "bg", "fb0"]
-TIMELINES = ["vk", "gl", "cam", "audio"]
-
-
-@st.composite
-def registers(draw):
-    layer = draw(st.integers(0, isa.DEFAULT_LAYERS - 1))
-    f = draw(st.sampled_from(isa.REGISTER_FIELDS))
-    return f"layer[{layer}].{f.name}", f
-
-
-@st.composite
-def ops(draw, labels):
-    kind = draw(st.sampled_from([s.name for s in isa.OPS]))
-    if kind in ("HALT", "NOP"):
-        return {"op": kind}
-    if kind == "WAIT":
-        if draw(st.booleans()):
-            return {"op": "WAIT", "vsync": True}
-        return {"op": "WAIT", "us": draw(st.one_of(st.integers(1, 100_000), st.just(isa.WAIT_US_MAX)))}
-    if kind == "MOVE":
-        name, f = draw(registers())
-        return {"op": "MOVE", "reg": name, "value": draw(st.integers(f.min, f.max))}
-    if kind == "ADD":
-        name, _ = draw(registers())
-        return {"op": "ADD", "reg": name, "delta": draw(st.integers(-32768, 32767))}
-    if kind == "IRQ":
-        return {"op": "IRQ", "tag": draw(st.sampled_from(TAGS))}
-    if kind == "JUMP":
-        return {"op": "JUMP", "label": draw(st.sampled_from(labels))}
-    if kind == "LOOP":
-        count = draw(st.one_of(st.just(-1), st.integers(1, isa.LOOP_COUNT_MAX)))
-        return {"op": "LOOP", "count": count, "label": draw(st.sampled_from(labels))}
-    if kind == "FENCE":
-        return {"op": "FENCE", "timeline": draw(st.sampled_from(TIMELINES)),
-                "value": draw(st.integers(0, isa.FENCE_VALUE_MAX))}
-    if kind == "BIND_LAYER":
-        return {"op": "BIND_LAYER", "id": draw(st.integers(0, isa.DEFAULT_LAYERS - 1)),
-                "surface": draw(st.sampled_from(SURFACES))}
-    raise AssertionError(kind)
-
-
-@st.composite
-def programs(draw):
-    """Valid programs using every op, label markers, the labels dict, loops, fences, binds."""
-    labels = draw(st.lists(st.sampled_from(LABELS), min_size=1, max_size=4, unique=True))
-    body = draw(st.lists(ops(labels), min_size=1, max_size=40))
-    # At most LOOP_SLOTS finite loops: turn the extra ones into forever loops.
-    finite = 0
-    for op in body:
-        if op["op"] == "LOOP" and op["count"] != -1:
-            finite += 1
-            if finite > isa.LOOP_SLOTS:
-                op["count"] = -1
-    entries = list(body)
-    table = {}
-    for name in labels:
-        pos = draw(st.integers(0, len(entries)))
-        how = draw(st.sampled_from(["marker", "dict", "both"]))
-        if how in ("marker", "both"):
-            entries.insert(pos, {"label": name})
-        if how in ("dict", "both"):
-            # An index at the marker itself, or of the op after it: both name the same op.
-            table[name] = pos
-    doc = {"version": 1, "program": entries}
-    if table:
-        # Indices were taken before later inserts shifted entries: recompute from markers.
-        doc["labels"] = {}
-        for name, pos in table.items():
-            marker = next((i for i, e in enumerate(entries) if e == {"label": name}), None)
-            doc["labels"][name] = marker if marker is not None else _index_of_nth_slot(entries, pos)
-    return doc
-
-
-def _index_of_nth_slot(entries, pos):
-    """Index in ``entries`` of the op that was at op position ``pos`` (or the end)."""
-    seen = 0
-    for i, e in enumerate(entries):
-        if "op" in e:
-            if seen == pos:
-                return i
-            seen += 1
-    return len(entries)
+from tests.support import valid_programs
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs())
+@given(valid_programs())
 def test_compile_disasm_compile_is_identical(doc):
     validate(doc)  # the generator only makes valid programs
     image = compile_program(doc)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 from copperline.firmware import schema
-from tests.test_firmware_disasm import programs
+from tests.support import valid_programs
 
 # Broken programs only the whole-program validator can catch (labels, table sizes, ...).
 WHOLE_PROGRAM_ONLY = {"duplicate_key", "duplicate_label_disagree", "duplicate_label_markers",
@@ -50,7 +50,7 @@ def test_bool_is_not_an_integer_for_the_schema(validator):
 
 
 @settings(max_examples=100, deadline=None)
-@given(programs())
+@given(valid_programs())
 def test_every_valid_program_validates(doc):
     # jsonschema validators are cheap to build; keep the test independent of fixtures.
     v = jsonschema.Draft202012Validator(schema.program_schema())

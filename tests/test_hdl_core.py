@@ -2,78 +2,14 @@
 status): cycle numbers of every op class, then watchdog and multi-context slot order."""
 
 import pytest
-from amaranth.sim import Simulator
 
 from copperline.firmware.board_interface import CtxState, EventKind, Reason
 from copperline.firmware import isa
 from copperline.hdl.core import Core
+from tests.support import event_record, run_core, simulate, write_programs
 
 E = isa.encode
 X0 = isa.register_index(0, "x")
-
-
-async def write_programs(ctx, core, programs):
-    """Write ``programs`` (slot -> words) through prog_wr, waiting for ``ready``."""
-    for slot, words in programs.items():
-        for i, w in enumerate(words):
-            ctx.set(core.prog_wr.valid, 1)
-            ctx.set(core.prog_wr.payload.addr, slot * core.program_words + i)
-            ctx.set(core.prog_wr.payload.data, w)
-            while not ctx.get(core.prog_wr.ready):     # single-port program memory
-                await ctx.tick()
-            await ctx.tick()
-    ctx.set(core.prog_wr.valid, 0)
-
-
-def event_record(ctx, core):
-    """The record at the FIFO's output: (timestamp, slot, started, kind, payload)."""
-    p = core.events.payload
-    return (ctx.get(p.timestamp), ctx.get(p.slot), ctx.get(p.started),
-            EventKind(ctx.get(p.kind)), ctx.get(p.payload))
-
-
-def run_core(core, programs, *, cycles, fences=(), starts=None):
-    """Write ``programs`` (slot -> words) through prog_wr, start them all at global cycle 0,
-    write ``fences`` (cycle, slot, timeline, value) and collect event records."""
-    records = []
-    regs = {}
-
-    async def bench(ctx):
-        ctx.set(core.events.ready, 1)
-        await write_programs(ctx, core, programs)
-        mask = sum(1 << s for s in (starts or programs))
-        ctx.set(core.cmd.valid, 1)
-        ctx.set(core.cmd.payload.start, mask)
-        ctx.set(core.cmd.payload.timebase, 1)
-        while not ctx.get(core.cmd.ready):
-            await ctx.tick()
-        pending = sorted(fences)
-        for _ in range(cycles * core.phases + 8):
-            if pending and ctx.get(core.cycle) == pending[0][0] and ctx.get(core.phase) == pending[0][1]:
-                _, slot, tl, value = pending.pop(0)
-                ctx.set(core.fence_wr.valid, 1)
-                ctx.set(core.fence_wr.payload.slot, slot)
-                ctx.set(core.fence_wr.payload.timeline, tl)
-                ctx.set(core.fence_wr.payload.value, value)
-            if ctx.get(core.events.valid):
-                records.append(event_record(ctx, core))
-            await ctx.tick()
-            ctx.set(core.cmd.valid, 0)
-            ctx.set(core.fence_wr.valid, 0)
-        for idx in (X0,):
-            ctx.set(core.reg_addr, idx)
-            await ctx.tick()
-            regs[idx] = ctx.get(core.reg_data)
-        for slot in programs:
-            ctx.set(core.status_slot, slot)
-            regs[("status", slot)] = (CtxState(ctx.get(core.status_state)), ctx.get(core.status_pc))
-        regs["dropped"] = ctx.get(core.dropped)
-
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return records, regs
 
 
 @pytest.mark.parametrize("memory", ["bram", "spram"])
@@ -166,10 +102,7 @@ def test_spram_write_waits_for_its_slot_and_holds_a_start():
             await ctx.tick()
         seen["held"] = held
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     assert 1 <= seen["waited"] <= core.phases
     assert seen["held"] == 1
 
@@ -219,10 +152,7 @@ def test_spram_writes_at_link_rate_ignoring_ready():
                 seen.append((ctx.get(core.events.payload.slot), EventKind(ctx.get(core.events.payload.kind))))
             await ctx.tick()
 
-    sim = Simulator(core)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(core, bench)
     for s in range(4):
         assert [k for slot, k in seen if slot == s] == [EventKind.REG] * 3 + [EventKind.IRQ, EventKind.STATE]
 
@@ -255,10 +185,7 @@ def test_events_port_clock_for_clock_with_the_ecp5_options(options):
                 await ctx.tick()
                 ctx.set(core.cmd.valid, 0)
 
-        sim = Simulator(core)
-        sim.add_clock(1e-6)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(core, bench)
         return out
 
     kw = dict(watchdog_ops=1000, contexts=4, program_words=8, fifo_depth=12)

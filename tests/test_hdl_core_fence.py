@@ -9,7 +9,7 @@ equivalence programs used values 0-3, where a comparator of the low half alone p
 from copperline.firmware.board_interface import CtxState, EventKind
 from copperline.firmware import isa
 from copperline.hdl.core import Core
-from tests.test_hdl_core import run_core
+from tests.support import run_core
 
 E = isa.encode
 

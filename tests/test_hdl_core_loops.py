@@ -11,7 +11,7 @@ import pytest
 from copperline.firmware.board_interface import CtxState, EventKind
 from copperline.firmware import isa
 from copperline.hdl.core import Core
-from tests.test_hdl_core import run_core
+from tests.support import run_core
 
 E = isa.encode
 

@@ -1,9 +1,9 @@
 """Event FIFO: order preserved, full means drop-and-count, the writer never waits."""
 
 import pytest
-from amaranth.sim import Simulator
 
 from copperline.hdl.event_fifo import EventFIFO, event_layout
+from tests.support import simulate
 
 
 @pytest.mark.parametrize("outreg", [False, True], ids=["plain", "outreg"])
@@ -28,10 +28,7 @@ def test_fifo_drops_and_counts_when_full(outreg):
             await ctx.tick()
         assert got == [0, 1, 2, 3]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 @pytest.mark.parametrize("outreg", [False, True], ids=["plain", "outreg"])
@@ -64,10 +61,7 @@ def test_fifo_matches_the_library_fifo_clock_for_clock(outreg):
                 assert ctx.get(ref.w_rdy) == 1 - ctx.get(dut.full)
                 await ctx.tick()
 
-        sim = Simulator(m)
-        sim.add_clock(1e-6)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(m, bench)
 
 
 @pytest.mark.parametrize("outreg", [False, True], ids=["plain", "outreg"])
@@ -101,10 +95,7 @@ def test_reserved_places_take_only_urgent_records(outreg):
             await ctx.tick()
         assert got == list(range(depth - reserve)) + [100, 101, 102]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 def test_outreg_fifo_with_a_reserve_matches_the_plain_one_clock_for_clock():
@@ -137,7 +128,4 @@ def test_outreg_fifo_with_a_reserve_matches_the_plain_one_clock_for_clock():
                 assert ctx.get(a.dropped) == ctx.get(b.dropped), i
                 await ctx.tick()
 
-        sim = Simulator(m)
-        sim.add_clock(1e-6)
-        sim.add_testbench(bench)
-        sim.run()
+        simulate(m, bench)

@@ -6,6 +6,7 @@ from amaranth.sim import Simulator
 
 from copperline.firmware import isa
 from copperline.hdl.regfile import RegFile, field_mask
+from tests.support import simulate
 
 
 @pytest.mark.parametrize("style", [None, "distributed"])
@@ -31,10 +32,7 @@ def test_regfile_write_read_transparent_and_host(style):
         assert ctx.get(dut.rd_data) == 0
         assert ctx.get(dut.rd_sum) == 0x4112
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
 
 
 def test_field_masks_from_isa():

@@ -1,8 +1,7 @@
 """Vsync generator: edges at k * period (k >= 1) from the time-base reset; external input."""
 
-from amaranth.sim import Simulator
-
 from copperline.hdl.vsync import Vsync
+from tests.support import simulate
 
 
 def _edges(period, cycles, external=None):
@@ -23,10 +22,7 @@ def _edges(period, cycles, external=None):
                 edges.append(c)
             await ctx.tick()
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return edges
 
 

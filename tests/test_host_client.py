@@ -9,7 +9,7 @@ import pytest
 
 from copperline.host.client import AsyncPortsClient, PortsClient, PortsConnectionError, PortsError
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import SHORT, TICK
+from tests.support import SHORT, TICK
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

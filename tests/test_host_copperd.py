@@ -14,7 +14,7 @@ import time
 import pytest
 
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import TICK, Raw
+from tests.support import TICK, Raw
 
 COPPERD = [sys.executable, "-m", "copperline.host.copperd"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import TICK
+from tests.support import TICK
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PORTCTL = [sys.executable, "-m", "copperline.host.portctl"]

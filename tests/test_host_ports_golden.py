@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import Raw
+from tests.support import Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = sorted((ROOT / "tests" / "golden").glob("*.jsonl"))

@@ -19,20 +19,10 @@ import pytest
 from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.ports.testing import DaemonProcess
-from tests.test_host_ports_server import SHORT, TICK, Raw
+from tests.support import SHORT, TICK, Raw, poll, served
 
 DENSE = {"version": 1, "program": [{"label": "t"}, {"op": "WAIT", "us": 1},
                                    {"op": "IRQ", "tag": "f"}, {"op": "JUMP", "label": "t"}]}
-
-
-def _poll(fn, timeout=5.0, every=0.02):
-    """fn() until truthy (returned) or the timeout (then the last value)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(every)
 
 
 def _fd_count(d: DaemonProcess) -> int:
@@ -135,23 +125,34 @@ def test_catch_up_runs_one_slice_not_every_overdue_cycle():
         rt.stop()
 
 
+def _hog(path: str, programs: int, requests: int) -> tuple[Raw, Raw]:
+    """With ``programs`` programs loaded (long ``list`` replies), a client that sends
+    ``requests`` list commands (as many as go in 2 s) and reads nothing: (a control
+    connection, the hog)."""
+    ctl = Raw(path)
+    for _ in range(programs):
+        ctl.req({"cmd": "load", "program": TICK})
+    hog = Raw(path)
+    hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hog.sock.settimeout(2)
+    try:
+        hog.sock.sendall(b'{"cmd":"list"}\n' * requests)
+    except socket.timeout:
+        pass
+    return ctl, hog
+
+
 def test_replies_to_a_client_that_does_not_read_are_bounded():
     with DaemonProcess("--test-hooks", "--queue-bytes", "16384") as d:
-        ctl = Raw(d.path)
-        for _ in range(8):
-            ctl.req({"cmd": "load", "program": TICK})
-        hog = Raw(d.path)
-        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         line = b'{"cmd":"list"}\n'
-        hog.sock.settimeout(2)
-        try:
-            hog.sock.sendall(line * (65536 // len(line)))
-        except socket.timeout:
-            pass
-        time.sleep(0.3)
-        queued = ctl.req({"cmd": "debug.stats"})["queued_bytes"]
-        # two queue bounds plus one reply (was: every reply, ~10 MB here)
-        assert 0 < queued <= 2 * 16384 + 4096, queued
+        ctl, hog = _hog(d.path, 8, 65536 // len(line))
+
+        def queued():
+            return ctl.req({"cmd": "debug.stats"})["queued_bytes"]
+        # the daemon reads requests until the replies fill its queue past one bound ...
+        assert poll(lambda: queued() >= 16384, 5), queued()
+        # ... and no further than two bounds plus one reply (was: every reply, ~10 MB here)
+        assert queued() <= 2 * 16384 + 4096, queued()
         n = 0
         while True:                    # all 4369 replies arrive once the client reads
             m = hog.recv(timeout=5)
@@ -202,8 +203,8 @@ def test_fds_on_an_unfinished_line_are_bounded(daemon, tmp_path):
         before = _fd_count(daemon)
         for _ in range(50):
             _sendfds(c.sock, b" ", [fd] * 4)
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["fds_held"] <= 4)
-        assert _poll(lambda: _fd_count(daemon) <= before + 4)           # was +200
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["fds_held"] <= 4)
+        assert poll(lambda: _fd_count(daemon) <= before + 4)           # was +200
         c.send({"id": "f", "cmd": "ping"})
         r = c.recv()
         assert r["id"] == "f" and r["error"]["code"] == "BAD_ARG" and r["error"]["field"] == "fd_index"
@@ -254,7 +255,7 @@ def test_accept_failing_with_emfile_neither_spins_nor_floods_the_log():
         assert _proc_cpu(d.proc.pid) - cpu0 < 0.5      # not a 100 % CPU accept loop
         for s in held:
             s.close()
-        c = _poll(lambda: _try_ping(d.path), timeout=5)
+        c = poll(lambda: _try_ping(d.path), timeout=5)
         assert c
     assert d.stderr.count("accept failed") < 40, d.stderr.count("accept failed")
 
@@ -290,10 +291,10 @@ def test_dead_clients_do_not_keep_their_slots(daemon):
             else:
                 assert c.req({"cmd": "subscribe", "events": ["irq"], "tag": "never"})["ok"]
             clients.append(c)
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= len(clients) + 1)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] >= len(clients) + 1)
         for c in clients:              # what SIGKILL does to a process's sockets
             c.close()
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] <= base), round_
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] <= base), round_
     ctl.req({"cmd": "unload", "id": pid})
     ctl.close()
 
@@ -326,7 +327,7 @@ def test_idle_and_stalled_connections_are_closed():
         assert idle.recv(timeout=5) is None                      # closed after ~1 s idle
         assert ctl.recv(timeout=5) is None                       # so is ctl, once done
         ctl = Raw(d.path)
-        assert _poll(lambda: ctl.req({"cmd": "stats"})["connections"]["closed_stalled"] == 1)
+        assert poll(lambda: ctl.req({"cmd": "stats"})["connections"]["closed_stalled"] == 1)
         assert busy.req({"cmd": "ping"})["ok"]                   # a subscriber is not idle
         st = ctl.req({"cmd": "stats"})["connections"]
         assert st["closed_idle"] >= 2
@@ -369,10 +370,10 @@ def test_deeply_nested_program_file_is_bad_format(daemon):
 
 def test_refused_clients_read_busy_not_epipe():
     with DaemonProcess("--max-clients", "2") as d:
-        time.sleep(0.2)                # the start-up probe connection is gone
-        keep = [Raw(d.path), Raw(d.path)]
-        for k in keep:
-            assert k.req({"cmd": "ping"})["ok"]
+        first = Raw(d.path)
+        assert first.req({"cmd": "ping"})["ok"]
+        second = poll(lambda: served(d.path), 5)   # once the start-up probe connection is gone
+        assert second
         refused = []
         for _ in range(20):              # kept open: many refused clients at once
             c = Raw(d.path)
@@ -407,7 +408,7 @@ def test_sigterm_delivers_the_final_stopped_event_to_a_backlogged_subscriber():
         assert ctl.req({"cmd": "start", "id": pid})["ok"]
         ctl.req({"cmd": "debug.emit", "args": {"event": {"event": "irq", "tag": "x", "prog": 0},
                                                 "count": 20000}})
-        assert _poll(lambda: ctl.req({"cmd": "stats"})["events"]["dropped"] > 0)  # backlogged
+        assert poll(lambda: ctl.req({"cmd": "stats"})["events"]["dropped"] > 0)  # backlogged
         states = []
 
         def reader():                # starts with a backlog, keeps reading through the shutdown
@@ -488,17 +489,8 @@ def test_a_dead_client_whose_reading_is_paused_is_forgotten():
     """Its replies unread (so copperd stopped reading it), then gone: not kept until a
     write fails or the stall timeout."""
     with DaemonProcess("--test-hooks", "--queue-bytes", "4096") as d:
-        ctl = Raw(d.path)
-        for _ in range(4):
-            ctl.req({"cmd": "load", "program": TICK})
-        hog = Raw(d.path)
-        hog.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        hog.sock.settimeout(2)
-        try:
-            hog.sock.sendall(b'{"cmd":"list"}\n' * 3000)
-        except socket.timeout:
-            pass
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
+        ctl, hog = _hog(d.path, 4, 3000)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["queued_bytes"] > 0)
         hog.close()
-        assert _poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
+        assert poll(lambda: ctl.req({"cmd": "debug.stats"})["clients"] == 1)
         assert ctl.req({"cmd": "stats"})["connections"]["closed_dead_peer"] >= 1

@@ -3,73 +3,17 @@ capabilities, SCM_RIGHTS and clean disconnects."""
 
 from __future__ import annotations
 
-import array
 import json
 import os
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from copperline.host.ports.testing import DaemonProcess
+from tests.support import SHORT, TICK, Raw, poll, served
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TICK = {"version": 1, "program": [{"label": "tick"}, {"op": "WAIT", "us": 1000},
-                                  {"op": "IRQ", "tag": "tick"}, {"op": "JUMP", "label": "tick"}]}
-SHORT = {"version": 1, "program": [{"op": "MOVE", "reg": "layer[2].x", "value": 7},
-                                   {"op": "WAIT", "us": 2000}, {"op": "IRQ", "tag": "end"}]}
-
-
-class Raw:
-    """A bare NDJSON connection: send lines, read messages."""
-
-    def __init__(self, path: str):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(5)
-        self.sock.connect("\0" + path[1:] if path.startswith("@") else path)
-        self.buf = b""
-        self.events = []          # events skipped over by req()
-
-    def send(self, line, fds=()):
-        data = (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n"
-        if fds:
-            self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        else:
-            self.sock.sendall(data)
-
-    def recv(self, timeout=5.0):
-        """The next message, or None at EOF."""
-        self.sock.settimeout(timeout)
-        while b"\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def req(self, msg, fds=()):
-        """Send, then return the next response (events met on the way go to .events)."""
-        self.send(msg, fds)
-        while True:
-            m = self.recv()
-            if m is None or "event" not in m:
-                return m
-            self.events.append(m)
-
-    def event(self, timeout=5.0):
-        """The next event (those skipped by req() first)."""
-        if self.events:
-            return self.events.pop(0)
-        m = self.recv(timeout)
-        assert m is None or "event" in m, m
-        return m
-
-    def close(self):
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def daemon():
     d = DaemonProcess("--test-hooks").start()
@@ -209,13 +153,19 @@ def test_subscribe_filters_and_sub_field(conn, daemon):
 
 def test_subscribe_tag_filter_and_seed_flat_form(conn):
     r = conn.req({"cmd": "subscribe", "events": ["irq"], "tag": "nope"})
+    # the positive control: the same subscription for the tag the program raises
+    control = conn.req({"cmd": "subscribe", "events": ["irq"], "tag": "tick"})["sub"]
     pid = conn.req({"cmd": "load", "program": TICK})["id"]
     conn.req({"cmd": "start", "id": pid})
-    time.sleep(0.05)
+    ticks = [conn.event() for _ in range(3)]
     conn.req({"cmd": "stop", "id": pid})
     conn.send({"cmd": "ping", "id": "last"})
-    assert conn.recv()["id"] == "last"          # no irq event came in between
-    conn.req({"cmd": "unsubscribe", "sub": r["sub"]})
+    while (m := conn.recv()).get("id") != "last":
+        ticks.append(m)
+    ticks += conn.events
+    assert all(e["sub"] == control and e["tag"] == "tick" for e in ticks), ticks
+    for sub in (r["sub"], control):
+        conn.req({"cmd": "unsubscribe", "sub": sub})
     conn.req({"cmd": "unload", "id": pid})
 
 
@@ -278,18 +228,25 @@ def test_a_line_of_exactly_the_limit_is_accepted(conn):
 
 def test_disconnects_mid_request_leave_no_trace(daemon):
     ctl = Raw(daemon.path)
-    before = ctl.req({"cmd": "debug.stats"})["result"]
-    for payload in (b'{"cmd":"pi', b'{"id":"w","cmd":"wait","args":{"id":1,"timeout":30}}\n',
-                    b'{"cmd":"subscribe","events":["all"]}\n{"cmd":"ping"}\n'):
+
+    pid = ctl.req({"cmd": "load", "program": TICK})["id"]      # loaded: a wait on it waits
+
+    def held():
+        h = ctl.req({"cmd": "debug.stats"})["result"]
+        return h["clients"], h["subscriptions"], h["waits"], h["waiters"]
+    before = held()
+    assert before == (1, 0, 0, 0)
+    # each payload, and what the daemon holds for it once it has read it
+    for payload, holding in (
+            (b'{"cmd":"pi', (2, 0, 0, 0)),
+            (b'{"id":"w","cmd":"wait","args":{"id":%d,"timeout":30}}\n' % pid, (2, 0, 1, 1)),
+            (b'{"cmd":"subscribe","events":["all"]}\n{"cmd":"ping"}\n', (2, 1, 0, 0))):
         c = Raw(daemon.path)
         c.sock.sendall(payload)
-        time.sleep(0.05)
+        assert poll(lambda: held() == holding, 5), (payload, held())
         c.close()
-    time.sleep(0.2)
-    after = ctl.req({"cmd": "debug.stats"})["result"]
-    assert after["clients"] == before["clients"] == 1
-    assert after["subscriptions"] == before["subscriptions"]
-    assert after["waits"] == 0 and after["waiters"] == 0
+        assert poll(lambda: held() == before, 5), (payload, held())
+    ctl.req({"cmd": "unload", "id": pid})
     ctl.close()
 
 
@@ -327,17 +284,15 @@ def test_slow_subscriber_gets_one_coalesced_dropped_event_and_others_are_unaffec
 
 def test_too_many_clients_get_busy():
     with DaemonProcess("--max-clients", "2") as d:
-        time.sleep(0.2)        # let the daemon see the start-up probe connection go
-        a, b = Raw(d.path), Raw(d.path)
-        assert a.req({"cmd": "ping"})["ok"] and b.req({"cmd": "ping"})["ok"]
+        a = served(d.path)
+        b = poll(lambda: served(d.path), 5)       # once the start-up probe connection is gone
+        assert a and b
         c = Raw(d.path)
         r = c.recv()
         assert r["ok"] is False and r["error"]["code"] == "BUSY" and r["id"] is None
         assert c.recv() is None
         a.close()
-        time.sleep(0.1)
-        c = Raw(d.path)
-        assert c.req({"cmd": "ping"})["ok"]
+        assert poll(lambda: served(d.path), 5)
 
 
 def test_capabilities(tmp_path):

@@ -16,6 +16,7 @@ from copperline.firmware.image import Image
 from copperline.host.realtime import RealTimeExecutor
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
+from tests.support import poll
 
 TICK = Image(code=(isa.encode("WAIT", us=1000), isa.encode("IRQ", tag=0),
                    isa.encode("JUMP", target=0), isa.encode("HALT")), tags=("tick",))
@@ -83,10 +84,9 @@ def test_deliver_may_call_back_without_deadlock():
     ex.start()
     try:
         ex.call(lambda m: m.start(m.load(TICK)))
-        time.sleep(0.05)
+        assert poll(lambda: seen, 5)
     finally:
         ex.stop()
-    assert seen
 
 
 def test_a_failing_deliver_stops_the_thread_and_commands_fail_fast():
@@ -98,8 +98,7 @@ def test_a_failing_deliver_stops_the_thread_and_commands_fail_fast():
     ex.start()
     try:
         ex.call(lambda m: m.start(m.load(TICK)))   # its "running" event will explode
-        time.sleep(0.05)
-        assert not ex.running
+        assert poll(lambda: not ex.running, 5)
         with pytest.raises(RuntimeError, match="timing thread has stopped"):
             ex.call(lambda m: m.cycle, timeout=1)
     finally:

@@ -11,6 +11,7 @@ from copperline.firmware import isa
 from copperline.firmware.image import Image
 from copperline.host.backend import BackendError, ProgramState
 from copperline.host.soft import SoftBackend
+from tests.support import poll
 
 X1 = isa.register_index(1, "x")
 
@@ -149,13 +150,13 @@ def test_monotonic_fence_applies_at_current_real_time(rt):
     b, got, _ = rt
     p = b.load(img(("FENCE", {"timeline": 0, "value": 1}), ("IRQ", {"tag": 0})))
     b.start(p)
-    time.sleep(0.05)
+    time.sleep(0.05)                   # 50 ms of real time blocked on the FENCE
     b.fence("vk", 1)
-    time.sleep(0.02)
+    assert poll(lambda: b.status(p).state is ProgramState.DONE
+                and any(e["event"] == "irq" for e in got), 5)
     irq = [e for e in got if e["event"] == "irq"]
     assert len(irq) == 1
     assert 45_000 <= irq[0]["time_us"] <= 1_000_000
-    assert b.status(p).state is ProgramState.DONE
 
 
 def test_monotonic_watchdog_and_host_stays_responsive(rt):
@@ -189,5 +190,4 @@ def test_sink_may_call_back_into_the_backend(rt):
     b.set_event_sink(sink)
     p = b.load(img(("MOVE", {"reg": X1, "value": 9}), ("IRQ", {"tag": 0})))
     b.start(p)
-    time.sleep(0.05)
-    assert seen == [9]
+    assert poll(lambda: seen, 5) == [9]

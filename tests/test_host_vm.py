@@ -277,22 +277,19 @@ def test_watchdog_reset_by_wait_and_by_waiting_fence_only():
                     500, watchdog_ops=6)
     assert m.status(0)["state"] == "faulted" and m.status(0)["pc"] == 0
     # a FENCE that had to wait resets it
-    m = Machine(MachineParams(MHZ, 1000.0, 3))
-    m.start(m.load(img(("NOP", {}), ("NOP", {}), ("FENCE", {"timeline": 0, "value": 1}),
-                       ("NOP", {}), ("NOP", {}), ("NOP", {}), ("IRQ", {"tag": 0}))))
-    m.run_until(10)
-    m.set_fence("vk", 1)
-    events = m.run_until(100)
+    def fence_released_at_10(watchdog_ops):
+        m = Machine(MachineParams(MHZ, 1000.0, watchdog_ops))
+        m.start(m.load(img(("NOP", {}), ("NOP", {}), ("FENCE", {"timeline": 0, "value": 1}),
+                           ("NOP", {}), ("NOP", {}), ("NOP", {}), ("IRQ", {"tag": 0}))))
+        m.run_until(10)
+        m.set_fence("vk", 1)
+        return m, m.run_until(100)
+    m, events = fence_released_at_10(3)
     assert not any(e["event"] == "irq" for e in events)
     assert m.status(0)["state"] == "faulted" and m.status(0)["pc"] == 6
     # ... and HALT is an op too: 3 NOPs + IRQ + HALT needs watchdog_ops 5
-    m2 = Machine(MachineParams(MHZ, 1000.0, 5))
-    m2.start(m2.load(img(("NOP", {}), ("NOP", {}), ("FENCE", {"timeline": 0, "value": 1}),
-                         ("NOP", {}), ("NOP", {}), ("NOP", {}), ("IRQ", {"tag": 0}))))
-    m2.run_until(10)
-    m2.set_fence("vk", 1)
-    m2.run_until(100)
-    assert m2.status(0)["state"] == "done"
+    m, _ = fence_released_at_10(5)
+    assert m.status(0)["state"] == "done"
 
 
 def test_two_programs_one_register_same_cycle():

@@ -19,75 +19,13 @@ from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
 from copperline.sim.rtl import RtlMachine
 from copperline.sim.verilator import VerilatorMachine
+from tests.support import gen_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.json")))
 CFG = dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=40)
 WORDS = 256
-REGS = [f"layer[{l}].{f}" for l in range(4) for f in ("x", "y", "alpha", "z", "visible")]
-RANGES = {"x": (-32768, 32767), "y": (-32768, 32767), "z": (-32768, 32767), "alpha": (0, 255),
-          "visible": (0, 1)}
 
-
-def gen_program(rng: random.Random) -> dict:
-    """A random valid program: nested finite loops, forward jumps, waits, fences, and now
-    and then a forever loop (which may trip the watchdog)."""
-    ops: list[dict] = []
-    n_labels = [0]
-    finite_loops = [0]
-
-    def label() -> str:
-        n_labels[0] += 1
-        return f"L{n_labels[0]}"
-
-    def simple():
-        r = rng.random()
-        if r < 0.22:
-            reg = rng.choice(REGS)
-            lo, hi = RANGES[reg.split(".")[1]]
-            ops.append({"op": "MOVE", "reg": reg, "value": rng.choice([lo, hi, rng.randint(lo, hi)])})
-        elif r < 0.44:
-            ops.append({"op": "ADD", "reg": rng.choice(REGS),
-                        "delta": rng.choice([-32768, 32767, -1, 1, rng.randint(-300, 300)])})
-        elif r < 0.56:
-            ops.append({"op": "IRQ", "tag": rng.choice("abc")})
-        elif r < 0.68:
-            ops.append({"op": "WAIT", "us": rng.randint(1, 30)})
-        elif r < 0.73:
-            ops.append({"op": "WAIT", "vsync": True})
-        elif r < 0.80:
-            ops.append({"op": "FENCE", "timeline": rng.choice(["t0", "t1"]), "value": rng.randint(0, 3)})
-        elif r < 0.86:
-            ops.append({"op": "BIND_LAYER", "id": rng.randint(0, 15), "surface": rng.choice(["s1", "s2"])})
-        elif r < 0.92:
-            ops.append({"op": "NOP"})
-        else:
-            lab = label()
-            ops.append({"op": "JUMP", "label": lab})
-            for _ in range(rng.randint(0, 2)):
-                ops.append({"op": "IRQ", "tag": "skipped"})
-            ops.append({"label": lab})
-
-    def block(depth: int, n: int):
-        for _ in range(n):
-            if depth < 2 and finite_loops[0] < 6 and rng.random() < 0.2:
-                lab = label()
-                ops.append({"label": lab})
-                block(depth + 1, rng.randint(1, 3))
-                finite_loops[0] += 1
-                ops.append({"op": "LOOP", "count": rng.choice([1, 2, 3, 5]), "label": lab})
-            else:
-                simple()
-
-    block(0, rng.randint(2, 10))
-    if rng.random() < 0.15:
-        lab = label()
-        ops.append({"label": lab})
-        block(1, rng.randint(1, 3))
-        ops.append({"op": "LOOP", "count": -1, "label": lab})
-    elif rng.random() < 0.3:
-        ops.append({"op": "HALT"})
-    return {"version": 1, "program": ops}
 
 
 #: The ECP5 build's core options (LUT RAM, program memory through the block RAM's output

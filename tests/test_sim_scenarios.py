@@ -25,6 +25,7 @@ from copperline.firmware.compiler import compile_program
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
 from copperline.sim.cxxrtl import CxxrtlMachine
+from tests.support import random_add, random_move
 
 SCALE = int(os.environ.get("COPPER_EQ_SCALE", "1"))
 CYCLES = 260_000 * SCALE              # per configuration
@@ -38,11 +39,6 @@ TIMELINES = ("t0", "t1", "t2")
 #: Fence values that straddle the comparator's two 12-bit halves, and its extremes.
 FENCE_EDGES = (0, 1, 2, 3, 0xFFF, 0x1000, 0x1001, 0xFFFF, 0x10000, 0xFFF000, 0xFFF001,
                isa.FENCE_VALUE_MAX - 1, isa.FENCE_VALUE_MAX)
-
-
-def _field_range(reg: str) -> tuple[int, int]:
-    f = isa.register_field(isa.parse_register(reg))
-    return f.min, f.max
 
 
 def gen_program(rng: random.Random) -> dict:
@@ -79,12 +75,9 @@ def gen_program(rng: random.Random) -> dict:
         if r < 0.12:
             new_label()
         if r < 0.2:
-            reg = rng.choice(REGS)
-            lo, hi = _field_range(reg)
-            ops.append({"op": "MOVE", "reg": reg, "value": rng.choice([lo, hi, rng.randint(lo, hi)])})
+            ops.append(random_move(rng, REGS))
         elif r < 0.36:
-            ops.append({"op": "ADD", "reg": rng.choice(REGS),
-                        "delta": rng.choice([-32768, 32767, -1, 1, rng.randint(-300, 300)])})
+            ops.append(random_add(rng, REGS))
         elif r < 0.46:
             ops.append({"op": "IRQ", "tag": rng.choice("abcd")})
         elif r < 0.6:

@@ -7,49 +7,22 @@ import json
 
 import pytest
 
-from copperline.firmware.compiler import compile_program
 from copperline.host.cli import main
 from copperline.sim.engine import MachineParams
-from copperline.sim.vm import Machine
-from copperline.sim.cxxrtl import CxxrtlError
 from copperline.sim.verilator import VerilatorMachine, wave_format
-
-CFG = dict(clock_hz=1_000_000, vsync_hz=20_000.0, watchdog_ops=40)
-PROG = {"version": 1, "program": [
-    {"label": "top"},
-    {"op": "WAIT", "vsync": True},
-    {"op": "ADD", "reg": "layer[0].x", "delta": 3},
-    {"op": "IRQ", "tag": "f"},
-    {"op": "JUMP", "label": "top"}]}
-
-
-def _run_both(**rtl_kw):
-    image = compile_program(PROG)
-    vm = Machine(MachineParams(**CFG, program_words=64))
-    rtl = VerilatorMachine(MachineParams(**CFG, program_words=64), **rtl_kw)
-    try:
-        out = []
-        for m in (vm, rtl):
-            m.start(m.load(image))
-            ev = m.run_until(500)                  # 10 frames of 50 cycles
-            out.append((ev, m.regs["layer[0].x"], m.status(0)["pc"]))
-    finally:
-        rtl.close()
-    return out
-
+from tests.support import (ENGINE_CFG, VSYNC_ADDER, check_closed_engine, check_vcd,
+                           run_beside_the_vm)
 
 @pytest.mark.parametrize("suffix", [".fst", ".vcd"])
 def test_long_run_equals_vm_and_writes_waves(tmp_path, suffix):
     waves = tmp_path / f"core{suffix}"
-    out = _run_both(waves=str(waves))
+    out = run_beside_the_vm(VerilatorMachine, waves=str(waves))
     assert out[0] == out[1]
     assert [e["cycle"] for e in out[0][0] if e["event"] == "irq"] == \
         [50 + 2 + 50 * k for k in range(9)]
     data = waves.read_bytes()
     if suffix == ".vcd":
-        text = data.decode()
-        assert "$enddefinitions" in text and "tapv" in text
-        assert text.count("\n#") >= 2 * 4 * 500            # a sample per clock edge
+        check_vcd(data.decode(), 500)
     else:
         # FST: a binary block file (GTKWave's format), much smaller than the VCD would be
         assert data[:1] == b"\x00" and b"tapv" not in data[:64] and len(data) > 200
@@ -57,19 +30,14 @@ def test_long_run_equals_vm_and_writes_waves(tmp_path, suffix):
 
 def test_bad_wave_suffix_and_closed_engine(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.fst .* or \.vcd"):
-        VerilatorMachine(MachineParams(**CFG, program_words=64), waves=str(tmp_path / "w.ghw"))
+        VerilatorMachine(MachineParams(**ENGINE_CFG, program_words=64), waves=str(tmp_path / "w.ghw"))
     assert wave_format("A.FST") == ".fst"
-    rtl = VerilatorMachine(MachineParams(**CFG, program_words=64))
-    with pytest.raises(CxxrtlError, match="row out of range"):
-        rtl._write_mem("prog", 4 * 64, [1])
-    rtl.close()
-    with pytest.raises(Exception, match="closed"):
-        rtl.run_until(10)
+    check_closed_engine(VerilatorMachine(MachineParams(**ENGINE_CFG, program_words=64)))
 
 
 def test_copper_run_engines_give_the_same_trace(tmp_path, capsys):
     prog = tmp_path / "p.json"
-    prog.write_text(json.dumps(PROG))
+    prog.write_text(json.dumps(VSYNC_ADDER))
     traces = {}
     for engine in ("verilator", "cxxrtl"):
         trace = tmp_path / f"{engine}.jsonl"

@@ -1,7 +1,9 @@
 """The ports protocol v0: NDJSON requests, responses and events over a Unix socket.
 
 - :mod:`copperline.host.ports.protocol` — envelope parsing, the request-id rule, error codes;
-- :mod:`copperline.host.ports.server` — the asyncio server (queues, subscriptions, caps, FDs);
+- :mod:`copperline.host.ports.server` — the asyncio server (accepting, limits, lifecycle);
+- :mod:`copperline.host.ports.connection`, :mod:`~copperline.host.ports.fanout`,
+  :mod:`~copperline.host.ports.commands` — one client, events to subscriptions, the commands;
 - :mod:`copperline.host.ports.sockets` — socket paths, stale sockets, systemd activation/notify;
 - :mod:`copperline.host.ports.caps` — capability tokens;
 - :mod:`copperline.host.ports.testing` — run copperd as a subprocess (tests, benchmarks).

@@ -11,13 +11,11 @@ import asyncio
 import logging
 import os
 import stat
-import threading
 import time
 
 from copperline.host.backend import BackendError, ProgramState
 from copperline.host.ports import protocol as P
 from copperline.host.ports.protocol import PortsError
-from copperline.host.ports.subscription import Subscription
 
 log = logging.getLogger("copperline.host.ports.server")
 
@@ -99,7 +97,7 @@ class Commands:
         def loaded(pid):
             self._prog_regs[pid] = written
             return {"id": pid, "program": sha, "words": len(image.code)}
-        return self._then(self._call(self.backend.load, image), loaded)
+        return self.calls.then(self.calls.call(self.backend.load, image), loaded)
 
     def _prog_cmd(self, req, cap, name, fn):
         P.check_no_extra(req.args, ("id",), name)
@@ -120,7 +118,7 @@ class Commands:
             if name == "unload":
                 self._prog_regs.pop(pid, None)
             return {"id": pid}
-        return self._then(self._call(fn, pid), done)
+        return self.calls.then(self.calls.call(fn, pid), done)
 
     def cmd_start(self, conn, req, cap, fds):
         return self._prog_cmd(req, cap, "start", self.backend.start)
@@ -134,26 +132,26 @@ class Commands:
     def cmd_status(self, conn, req, cap, fds):
         P.check_no_extra(req.args, ("id",), "status")
         pid = P.arg_int(req.args, "id", minimum=0)
-        return self._then(self._call(self.backend.status, pid), lambda st: st.to_json())
+        return self.calls.then(self.calls.call(self.backend.status, pid), lambda st: st.to_json())
 
     def cmd_list(self, conn, req, cap, fds):
         P.check_no_extra(req.args, (), "list")
-        return self._then(self._call(self.backend.programs),
+        return self.calls.then(self.calls.call(self.backend.programs),
                           lambda progs: {"programs": [p.to_json() for p in progs]})
 
     def cmd_fence(self, conn, req, cap, fds):
         P.check_no_extra(req.args, ("timeline", "value"), "fence")
         tl = P.arg_str(req.args, "timeline", max_len=64)
         value = P.arg_int(req.args, "value", minimum=0)
-        if tl not in self._timelines and len(self._timelines) >= self.config.max_timelines:
+        if tl not in self.timelines and len(self.timelines) >= self.config.max_timelines:
             # Each timeline's value must be kept (fences are monotonic): bound how many.
             raise PortsError("BUSY", f"at most {self.config.max_timelines} fence timelines; "
                              f"'{tl}' would be one more", field="timeline")
 
         def done(_):
-            self._timelines.add(tl)
+            self.timelines.add(tl)
             return {"timeline": tl, "value": value}
-        return self._then(self._call(self.backend.fence, tl, value), done)
+        return self.calls.then(self.calls.call(self.backend.fence, tl, value), done)
 
     def cmd_regs(self, conn, req, cap, fds):
         P.check_no_extra(req.args, ("regs",), "regs")
@@ -172,7 +170,7 @@ class Commands:
                                      "(expected layer[N].x|y|alpha|z|visible)", field="regs")
                 return {"regs": {n: regs[n] for n in names}}
             return {"regs": {k: v for k, v in regs.items() if cap.allows_reg(k)}}
-        return self._then(self._call(self.backend.regs), pick)
+        return self.calls.then(self.calls.call(self.backend.regs), pick)
 
     def cmd_subscribe(self, conn, req, cap, fds):
         a = req.args
@@ -194,16 +192,11 @@ class Commands:
                 if not cap.allows_reg(r):
                     raise PortsError("DENIED", f"register {r} is not readable with this token",
                                      field="reg")
-        sid = self._next_sid
-        self._next_sid += 1
-        sub = Subscription(
-            sid, conn, None if "all" in kinds else frozenset(kinds),
+        sub = self.fanout.subscribe(
+            conn, None if "all" in kinds else frozenset(kinds),
             tags=frozenset(tags) if tags else None, progs=frozenset(progs) if progs else None,
-            regs=frozenset(regs) if regs else None, cap=cap, req_id=req.req_id,
-            prefix=b'{"sub":%d,' % sid, limit=limit)
-        self.subs[sid] = sub
-        conn.subs[sid] = sub
-        out = {"sub": sid, "events": sorted(set(kinds))}
+            regs=frozenset(regs) if regs else None, cap=cap, req_id=req.req_id, limit=limit)
+        out = {"sub": sub.sid, "events": sorted(set(kinds))}
         for k, v in (("tag", tags), ("prog", progs), ("reg", regs), ("limit", limit)):
             if v:
                 out[k] = v
@@ -215,7 +208,7 @@ class Commands:
         sub = conn.subs.get(sid)
         if sub is None:
             raise PortsError("NOT_FOUND", f"no subscription {sid} on this connection", field="sub")
-        self.remove_subscription(sub)
+        self.fanout.remove_subscription(sub)
         return {"sub": sid}
 
     def cmd_cancel(self, conn, req, cap, fds):
@@ -231,7 +224,7 @@ class Commands:
             return {"cancelled": True, "target": target}
         for sub in list(conn.subs.values()):
             if sub.req_id is not None and sub.req_id == target:
-                self.remove_subscription(sub)
+                self.fanout.remove_subscription(sub)
                 return {"cancelled": True, "target": target, "sub": sub.sid}
         return {"cancelled": False, "target": target}
 
@@ -259,17 +252,16 @@ class Commands:
 
     async def _wait(self, pid, states, timeout):
         # Register before asking for the current state: no transition can slip between.
-        fut = self.loop.create_future()
-        self._waiters.setdefault(pid, []).append((states, fut))
+        fut = self.fanout.add_waiter(pid, states)
         try:
-            current = (await self._wrap(self.backend.status, pid)).state.value
+            current = (await self.calls.wrap(self.backend.status, pid)).state.value
         except BaseException:
             fut.cancel()
-            self._drop_waiter(pid, fut)
+            self.fanout.drop_waiter(pid, fut)
             raise
         if current in states:
             fut.cancel()
-            self._drop_waiter(pid, fut)
+            self.fanout.drop_waiter(pid, fut)
         else:
             try:
                 await asyncio.wait_for(fut, timeout)
@@ -279,9 +271,9 @@ class Commands:
             finally:
                 if not fut.done():
                     fut.cancel()
-                self._drop_waiter(pid, fut)
+                self.fanout.drop_waiter(pid, fut)
         try:
-            return (await self._backend_call(self.backend.status, pid)).to_json()
+            return (await self.calls.raw(self.backend.status, pid)).to_json()
         except BackendError:
             return {"id": pid, "state": "unloaded"}
 
@@ -294,7 +286,7 @@ class Commands:
                     "queued_bytes": c.out_bytes, "delivered": c.delivered,
                     "dropped": c.dropped_total}
                    for c in self.conns.values()]
-        lat = sorted(self._lateness)
+        lat = sorted(self.fanout.lateness)
         out = {
             "uptime_s": round(time.monotonic() - self.started, 3),
             "connections": {"open": len(self.conns), "accepted": st["connections"],
@@ -309,7 +301,7 @@ class Commands:
                        "dropped": st["dropped_closed"] + sum(c["dropped"] for c in clients)},
             "clients": clients,
             "fds_refused": st["fds_refused"],
-            "timelines": len(self._timelines),
+            "timelines": len(self.timelines),
             "lateness_us": ({"samples": len(lat), "p50": round(_pct(lat, 50), 1),
                              "p99": round(_pct(lat, 99), 1), "max": round(lat[-1], 1)}
                             if lat else {"samples": 0}),
@@ -326,42 +318,27 @@ class Commands:
             out["backend_error"] = str(exc)
         return out
 
-    def cmd_debug_stats(self, conn, req, cap, fds):
-        """Test hook (--test-hooks): what the daemon holds (to prove nothing leaks)."""
-        P.check_no_extra(req.args, (), "debug.stats")
-        return {"clients": len(self.conns), "subscriptions": len(self.subs),
-                "waits": sum(len(c.waits) for c in self.conns.values()),
-                "waiters": sum(len(w) for w in self._waiters.values()),
-                "inbox": len(self._inbox), "queued_bytes": sum(c.out_bytes for c in self.conns.values()),
-                "busy_refusals": self.stats["busy"],
-                "fds_held": sum(c.fds_held for c in self.conns.values()),
-                "refused_lingering": len(self._refused), "timelines": len(self._timelines)}
+    def _poke(self, prog_id: int) -> None:
+        """After the host changed a program's state: wake waiters even when the backend
+        emits no state event for host-initiated transitions."""
+        if prog_id not in self.fanout.waiters:
+            return
 
-    def cmd_debug_emit(self, conn, req, cap, fds):
-        """Test hook (--test-hooks): push ``count`` copies of ``event`` through the backend
-        event path from a thread, at ``rate`` events/s (0 = as fast as possible)."""
-        a = req.args
-        P.check_no_extra(a, ("event", "count", "rate"), "debug.emit")
-        ev = a.get("event")
-        if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
-            raise PortsError("BAD_ARG", "'event' must be an event object with an 'event' kind",
-                             field="event")
-        count = P.arg_int(a, "count", minimum=1, maximum=100_000_000)
-        rate = P.arg_number(a, "rate", default=0.0, minimum=0.0, maximum=1e7)
+        def wake(st):
+            self.fanout.wake_waiters(prog_id, st.state.value if st is not None else "unloaded")
 
-        def run():
-            sink = self.sink
-            t0 = time.perf_counter()
-            for i in range(count):
-                e = dict(ev)
-                e["seq"] = i
-                sink(e)
-                if rate and i % 256 == 255:
-                    ahead = (i + 1) / rate - (time.perf_counter() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-        threading.Thread(target=run, name="debug-emit", daemon=True).start()
-        return {"emitting": count, "rate": rate}
+        if self.calls.blocking:
+            async def later():
+                try:
+                    wake(await self.calls.raw(self.backend.status, prog_id))
+                except BackendError:
+                    wake(None)
+            self.loop.create_task(later())
+            return
+        try:
+            wake(self.backend.status(prog_id))
+        except BackendError:
+            wake(None)
 
 
 def _pct(xs: list, p: float) -> float:

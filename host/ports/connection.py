@@ -451,7 +451,7 @@ class Connection:
             self.loop.remove_writer(self.fd)
         self.reading = self.writing = False
         for sub in list(self.subs.values()):
-            self.server.remove_subscription(sub)
+            self.server.fanout.remove_subscription(sub)
         for task in list(self.waits.values()):
             task.cancel()
         if self.blocked is not None:

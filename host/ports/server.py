@@ -1,7 +1,9 @@
-"""The ports server: accepting clients, fanning backend events out to subscriptions, and
-keeping every resource a client can make it hold bounded, on an asyncio loop.
+"""The ports server: accepting clients, its lifecycle, and keeping every resource a
+client can make it hold bounded, on an asyncio loop.
 
-The client side (reader, writer) is :mod:`.connection`, the commands :mod:`.commands`.
+The client side (reader, writer) is :mod:`.connection`, the commands :mod:`.commands`,
+the fan-out of backend events to subscriptions :mod:`.fanout`, the backend calls
+:mod:`.calls`.
 
 Design (why it looks like this):
 
@@ -12,9 +14,8 @@ Design (why it looks like this):
   (backpressure on the request side). Events beyond the bound are dropped and counted;
   one ``{"event":"dropped","reason":"backpressure","count":N}`` follows once the queue
   drains. Writes are batched (one ``send`` per client per batch of messages).
-- Backend events arrive from the backend's thread into one inbox; a single
-  ``call_soon_threadsafe`` wakes the loop per batch. Each event is JSON-encoded once and
-  the bytes are shared by every subscriber (only the ``"sub":N,`` prefix differs).
+- Backend events arrive from the backend's thread into one inbox, JSON-encoded once per
+  event for all subscribers (see :mod:`.fanout`).
 - A sweep every second closes what holds a slot for nothing: peers that are gone,
   connections idle past ``idle_timeout``, clients that have not read for ``stall_timeout``.
 """
@@ -30,21 +31,20 @@ from dataclasses import dataclass
 from typing import Callable
 
 from copperline import __version__
-from copperline.host.backend import Backend, BackendError, ProgramState
+from copperline.host.backend import Backend, ProgramState
 from copperline.host.ports import protocol as P
+from copperline.host.ports.calls import BackendCalls
 from copperline.host.ports.caps import ALLOW_ALL, CapEntry, CapTable
 from copperline.host.ports.commands import Commands
 from copperline.host.ports.connection import Connection
+from copperline.host.ports.fanout import Fanout
 from copperline.host.ports.protocol import PortsError
-from copperline.host.ports.subscription import Subscription
 
 log = logging.getLogger(__name__)
 
 #: The kernel passes at most SCM_MAX_FD (253) fds per message: room for all of them, so a
 #: message with too many is answered BAD_ARG instead of being truncated (MSG_CTRUNC).
 _SCM_MAX_FD = 253
-#: Kinds of event a full queue keeps rather than drops (rare; they say how a program ended).
-_KEEP_KINDS = frozenset({"state", "error"})
 
 
 @dataclass
@@ -81,7 +81,6 @@ class ServerConfig:
     #: not waited for
     shutdown_grace: float = 2.0
     caps: CapTable | None = None
-    test_hooks: bool = False
 
 
 class PortsServer(Commands):
@@ -95,29 +94,19 @@ class PortsServer(Commands):
                  blocking_backend: bool = False) -> None:
         self.backend = backend
         self.config = config or ServerConfig()
-        self.blocking_backend = blocking_backend
+        self.calls = BackendCalls(backend, blocking_backend)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.conns: dict[int, Connection] = {}
         self._next_cid = 1
-        self._next_sid = 1
-        self.subs: dict[int, Subscription] = {}
-        self._inbox: collections.deque = collections.deque()
-        self._inbox_scheduled = False
-        self._inbox_dropped = 0
-        self._inbox_warned = 0.0
-        self._sink_closed = False
-        self._dirty: set[Connection] = set()
-        self._waiters: dict[int, list[tuple[frozenset, asyncio.Future]]] = {}
+        self.stats = collections.Counter()
+        self.fanout = Fanout(self.config, self.stats)
         self._listeners: list[socket.socket] = []
         self._stopped: asyncio.Event | None = None
-        self._executor = None
         self.anc_size = socket.CMSG_SPACE(_SCM_MAX_FD * 4)
-        self.stats = collections.Counter()
         self.started = time.monotonic()
-        self._refused: dict[int, socket.socket] = {}   # BUSY clients lingering
+        self.refused: dict[int, socket.socket] = {}   # BUSY clients lingering
         self._accept_paused = False
-        self._lateness: collections.deque = collections.deque(maxlen=4096)  # us, recent events
-        self._timelines: set[str] = set()
+        self.timelines: set[str] = set()
         self._prog_regs: dict[int, frozenset] = {}       # program id -> registers it writes
         self._sweeper: asyncio.TimerHandle | None = None
         self.ping_result = {"name": self.config.name, "version": self.config.version,
@@ -130,18 +119,17 @@ class PortsServer(Commands):
             "unsubscribe": self.cmd_unsubscribe, "cancel": self.cmd_cancel, "wait": self.cmd_wait,
             "fence": self.cmd_fence, "regs": self.cmd_regs, "stats": self.cmd_stats,
         }
-        if self.config.test_hooks:
-            self.handlers["debug.emit"] = self.cmd_debug_emit
-            self.handlers["debug.stats"] = self.cmd_debug_stats
 
     # -- lifecycle ----------------------------------------------------------------------------
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._stopped = asyncio.Event()
-        self.backend.set_event_sink(self.sink)
+        self.calls.attach(loop)
+        self.fanout.attach(loop)
+        self.backend.set_event_sink(self.fanout.sink)
         # Lets a backend that is behind real time slow its event production while the
         # loop is saturated (see RealTimeExecutor); a float in [0, 1].
-        self.backend.event_backlog = lambda: len(self._inbox) / self.config.inbox_max
+        self.backend.event_backlog = self.fanout.backlog
         if self.config.sweep_interval > 0:
             self._sweeper = loop.call_later(self.config.sweep_interval, self._sweep)
 
@@ -204,7 +192,7 @@ class PortsServer(Commands):
             except (ValueError, OSError):
                 pass
         self._listeners.clear()
-        for sock in list(self._refused.values()):
+        for sock in list(self.refused.values()):
             self._end_refused(sock)
         try:
             for st in self.backend.programs():
@@ -213,33 +201,14 @@ class PortsServer(Commands):
         except Exception as exc:   # the backend is closed next anyway
             log.warning("stopping programs: %s", exc)
         self.backend.set_event_sink(None)
-        self._sink_closed = True
-        # The events still in the inbox go out now: all of them for up to 10 ms, then
-        # only the kinds that say how programs ended (the final state events are last),
-        # so that a full inbox cannot hold up the exit.
-        inbox = self._inbox
-        deadline = time.monotonic() + 0.01
-        while inbox and time.monotonic() < deadline:
-            for _ in range(min(256, len(inbox))):
-                self._dispatch(inbox.popleft())
-        skipped = 0
-        while inbox:
-            ev = inbox.popleft()
-            if ev.get("event") in _KEEP_KINDS:
-                self._dispatch(ev)
-            else:
-                skipped += 1
-        if skipped:
-            self._inbox_dropped += skipped
-        self._drain_inbox()
+        self.fanout.close()
         for conn in list(self.conns.values()):
             conn.flush()
 
     def _shutdown_finish(self) -> None:
         for conn in list(self.conns.values()):
             conn.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        self.calls.shutdown()
 
     def _on_accept(self, lsock: socket.socket) -> None:
         for _ in range(64):
@@ -289,11 +258,11 @@ class PortsServer(Commands):
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        if len(self._refused) >= self.config.busy_linger_max or self.config.busy_linger <= 0:
+        if len(self.refused) >= self.config.busy_linger_max or self.config.busy_linger <= 0:
             sock.close()
             return
         fd = sock.fileno()
-        self._refused[fd] = sock
+        self.refused[fd] = sock
 
         def readable():
             try:
@@ -309,9 +278,9 @@ class PortsServer(Commands):
 
     def _end_refused(self, sock: socket.socket) -> None:
         fd = sock.fileno()
-        if fd < 0 or self._refused.get(fd) is not sock:
+        if fd < 0 or self.refused.get(fd) is not sock:
             return
-        del self._refused[fd]
+        del self.refused[fd]
         self.loop.remove_reader(fd)
         sock.close()
 
@@ -346,7 +315,7 @@ class PortsServer(Commands):
 
     def forget(self, conn: Connection) -> None:
         self.conns.pop(conn.cid, None)
-        self._dirty.discard(conn)
+        self.fanout.forget(conn)
 
     def cap_for(self, req: P.Request) -> CapEntry:
         caps = self.config.caps
@@ -357,246 +326,3 @@ class PortsServer(Commands):
             raise PortsError("DENIED", f"command '{req.cmd}' is not allowed for this "
                              f"{'token' if req.caps else 'client (no caps token)'}", field="cmd")
         return entry
-
-    def _submit(self, fn, *args) -> asyncio.Future:
-        """Start a backend call without blocking the loop; a Future of its result.
-
-        A backend with ``submit(name, *args)`` (soft: queued straight to its timing
-        thread) is called through it; any other runs in a worker thread. Each layer of
-        coroutines and worker threads costs loop turns and GIL hand-overs, which under
-        load were most of a ``status``'s latency."""
-        loop = self.loop
-        out = loop.create_future()
-        submit = getattr(self.backend, "submit", None)
-        if submit is not None:
-            cf = submit(fn.__name__, *args)
-        else:
-            if self._executor is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="backend")
-            cf = self._executor.submit(fn, *args)
-
-        def settle(cf):
-            if out.done():
-                return
-            if cf.cancelled():
-                out.cancel()
-            elif cf.exception() is not None:
-                out.set_exception(cf.exception())
-            else:
-                out.set_result(cf.result())
-
-        def on_done(cf):
-            try:
-                loop.call_soon_threadsafe(settle, cf)
-            except RuntimeError:     # the loop is closed (shutdown)
-                pass
-        cf.add_done_callback(on_done)
-        timeout = getattr(self.backend, "command_timeout", None)
-        if timeout:
-            def expire():
-                if not out.done():
-                    out.set_exception(BackendError("TIMEOUT", f"the {self.backend.name} backend "
-                                                   f"did not answer within {timeout:g} s"))
-            handle = loop.call_later(timeout, expire)
-            out.add_done_callback(lambda _: handle.cancel())
-        return out
-
-    async def _backend_call(self, fn, *args):
-        if not self.blocking_backend:
-            return fn(*args)
-        return await self._submit(fn, *args)
-
-    def _call(self, fn, *args):
-        """Run a backend call: inline (returns the value) or started (returns a Future)."""
-        try:
-            if not self.blocking_backend:
-                return fn(*args)
-        except BackendError as exc:
-            raise PortsError(exc.code, exc.message) from None
-        return self._submit(fn, *args)
-
-    async def _wrap(self, fn, *args):
-        try:
-            return await self._backend_call(fn, *args)
-        except BackendError as exc:
-            raise PortsError(exc.code, exc.message) from None
-
-    def _then(self, value, fn):
-        """Apply ``fn`` to a _call result, whether a value or a Future; for a Future, a
-        Future of ``fn``'s result (BackendError becomes PortsError). ``fn`` runs even when
-        the request was cancelled meanwhile (its client went away): the call it sent was
-        made, and its bookkeeping (e.g. a loaded program's registers) must follow."""
-        if not isinstance(value, asyncio.Future):
-            return fn(value)
-        out = self.loop.create_future()
-
-        def step(f):
-            if f.cancelled():
-                out.cancel()
-                return
-            exc = f.exception()
-            if exc is None:
-                try:
-                    result, exc = fn(f.result()), None
-                except BaseException as e:       # noqa: BLE001 - handed to the request
-                    exc = e
-            if isinstance(exc, BackendError):
-                exc = PortsError(exc.code, exc.message)
-            if out.done():
-                return
-            if exc is None:
-                out.set_result(result)
-            else:
-                out.set_exception(exc)
-        value.add_done_callback(step)
-        return out
-
-    # -- events -------------------------------------------------------------------------------
-    def sink(self, event: dict) -> None:
-        """The backend's event sink: any thread. Never blocks."""
-        if self._sink_closed:
-            return
-        if len(self._inbox) >= self.config.inbox_max:
-            self._inbox_dropped += 1
-            return
-        self._inbox.append(event)
-        if not self._inbox_scheduled:
-            self._inbox_scheduled = True
-            try:
-                self.loop.call_soon_threadsafe(self._drain_inbox)
-            except RuntimeError:   # loop closed during shutdown
-                pass
-
-    def _drain_inbox(self) -> None:
-        self._inbox_scheduled = False   # before popping: a racing append schedules again
-        inbox = self._inbox
-        # Bounded by time, not only by count: with many subscribers one event can cost
-        # tens of microseconds, and requests (stop, status, ping) wait for this turn.
-        deadline = time.perf_counter_ns() + self.config.drain_budget_us * 1000
-        dispatch = self._dispatch
-        while inbox:
-            for _ in range(min(64, len(inbox))):
-                dispatch(inbox.popleft())
-            if time.perf_counter_ns() > deadline:
-                break
-        if inbox and not self._inbox_scheduled:
-            self._inbox_scheduled = True
-            self.loop.call_soon(self._drain_inbox)   # let clients' I/O run in between
-        if self._inbox_dropped:
-            # The loop fell behind the backend: every subscriber missed these events.
-            n, self._inbox_dropped = self._inbox_dropped, 0
-            self.stats["inbox_dropped"] += n
-            now = time.monotonic()
-            if now - self._inbox_warned > 10.0:    # rate-limited: this can happen per turn
-                self._inbox_warned = now
-                log.warning("event inbox full: events dropped (%d so far; see stats)",
-                            self.stats["inbox_dropped"])
-            for conn in {sub.conn for sub in self.subs.values()}:
-                conn.dropped += n
-                self._dirty.add(conn)
-        self._flush_dirty()
-
-    def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for conn in dirty:
-            conn.flush()
-
-    def _dispatch(self, ev: dict) -> None:
-        kind = ev.get("event")
-        self.stats["events"] += 1
-        if kind == "state":
-            ev = dict(ev)
-            ev.setdefault("id", ev.get("prog"))   # the seed's {"event":"state","id":42,...}
-            self._wake_waiters(ev.get("prog"), ev.get("state"))
-        elif kind == "vsync" and "usec" not in ev and "time_us" in ev:
-            ev = dict(ev)
-            ev["usec"] = int(ev["time_us"])       # the seed's {"event":"vsync","usec":...}
-        wall = ev.get("wall_us")
-        if wall is not None:
-            try:
-                self._lateness.append(wall - ev["time_us"])
-            except (KeyError, TypeError):
-                pass
-        if not self.subs:
-            return
-        body = None
-        keep = kind in _KEEP_KINDS
-        ended = None
-        for sub in self.subs.values():
-            if sub.matches(ev, kind):
-                if keep or not sub.conn.drop_if_full():
-                    if body is None:
-                        body = P.encode(ev)
-                        tail = body[1:]
-                    if sub.conn.send_event(sub.prefix + tail, keep):
-                        self._dirty.add(sub.conn)
-                if sub.limit is not None:
-                    sub.count += 1
-                    if sub.count >= sub.limit:
-                        ended = (ended or []) + [sub]
-        for sub in ended or ():
-            self.end_subscription(sub, "limit")
-
-    def end_subscription(self, sub: Subscription, reason: str) -> None:
-        """End ``sub`` by the server's decision and tell its client with a final
-        ``{"sub":N,"event":"end","reason":...,"count":...}`` (never dropped)."""
-        self.remove_subscription(sub)
-        conn = sub.conn
-        conn.send_event(sub.prefix + P.encode({"event": "end", "reason": reason,
-                                               "count": sub.count})[1:], keep=True)
-        self._dirty.add(conn)
-        conn._close_if_done()      # a half-closed client (socat) is done once nothing is left
-
-    def remove_subscription(self, sub: Subscription) -> None:
-        self.subs.pop(sub.sid, None)
-        sub.conn.subs.pop(sub.sid, None)
-
-    def _wake_waiters(self, prog, state) -> None:
-        waiters = self._waiters.get(prog)
-        if not waiters:
-            return
-        keep = []
-        for states, fut in waiters:
-            if fut.done():
-                continue
-            if state in states:
-                fut.set_result(state)
-            elif state == "unloaded":
-                fut.set_exception(PortsError("NOT_FOUND", f"program {prog} was unloaded"))
-            else:
-                keep.append((states, fut))
-        if keep:
-            self._waiters[prog] = keep
-        else:
-            del self._waiters[prog]
-
-    def _drop_waiter(self, prog, fut) -> None:
-        left = [w for w in self._waiters.get(prog, ()) if w[1] is not fut]
-        if left:
-            self._waiters[prog] = left
-        else:
-            self._waiters.pop(prog, None)
-
-    def _poke(self, prog_id: int) -> None:
-        """After the host changed a program's state: wake waiters even when the backend
-        emits no state event for host-initiated transitions."""
-        if prog_id not in self._waiters:
-            return
-
-        def wake(st):
-            self._wake_waiters(prog_id, st.state.value if st is not None else "unloaded")
-
-        if self.blocking_backend:
-            async def later():
-                try:
-                    wake(await self._backend_call(self.backend.status, prog_id))
-                except BackendError:
-                    wake(None)
-            self.loop.create_task(later())
-            return
-        try:
-            wake(self.backend.status(prog_id))
-        except BackendError:
-            wake(None)
-
