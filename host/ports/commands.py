@@ -352,8 +352,7 @@ def _registers_written(image) -> frozenset:
     out = set()
     for word in image.code:
         ins = isa.decode(word)
-        if ins.name in ("MOVE", "ADD"):
-            out.add(isa.register_name(ins.fields["reg"]))
+        out.update(isa.register_name(ins.fields[a.field]) for a in ins.op.args if a.kind == "reg")
     return frozenset(out)
 
 
