@@ -22,6 +22,9 @@ from amaranth import Module, Signal, Cat, Elaboratable, Value
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
+from copperline.firmware import isa
+from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PinHarness", "SynthResult", "synthesize", "collision_dont_care"]
@@ -252,7 +255,7 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     progress.enable("synth")
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
-    r = synthesize(lambda: Core(12_000_000, 60.0, contexts=a.contexts, program_words=a.words,
+    r = synthesize(lambda: Core(DEFAULT_CLOCK_HZ, isa.DEFAULT_VSYNC_HZ, contexts=a.contexts, program_words=a.words,
                                 program_memory=mem, spram_primitive=mem == "spram",
                                 **(ECP5_CORE_OPTIONS if a.family == "ecp5" and mem == "bram"
                                    else {})),

@@ -51,5 +51,6 @@ def wake_comb_blocks(text: str) -> str:
 if __name__ == "__main__":  # pragma: no cover
     import sys
     from copperline.cache import cache_dir
+    from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
     print(write_core(sys.argv[1] if len(sys.argv) > 1 else str(cache_dir() / "verilog"),
-                     clock_hz=12_000_000))
+                     clock_hz=DEFAULT_CLOCK_HZ))
