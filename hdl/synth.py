@@ -238,7 +238,6 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C] [--seed N ...]``."""
     import argparse
     from copperline.cache import cache_dir
-    from copperline.firmware import isa
     from copperline.hdl.core import Core
     ap = argparse.ArgumentParser(prog="copperline.hdl.synth", description=main.__doc__)
     ap.add_argument("family", nargs="?", default="ice40", choices=("ice40", "ecp5"))
