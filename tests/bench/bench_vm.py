@@ -3,11 +3,20 @@
 Baseline, measured in the same run: a bare Python loop with as many iterations as the
 VM issues ops, each doing one masked add (the least an interpreter step could cost).
 Target: >= 1,000,000 VM ops/s.
+
+``--instructions`` also counts the machine instructions per VM op with valgrind's
+callgrind (a count, not a time: the same on a busy machine as on an idle one, so two
+versions of the VM compare exactly): the instructions of a run of N ops minus those of
+a run of none, divided by N.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 
 from copperline.firmware import isa
@@ -21,19 +30,19 @@ RUNS = 5
 CHUNK = 100_000        # cycles per run_until call (bounds the event list)
 
 
-def vm_run() -> tuple[float, int]:
+def vm_run(ops: int = OPS) -> tuple[float, int]:
     r = isa.register_index(1, "x")
     image = Image(code=(isa.encode("MOVE", reg=r, value=5), isa.encode("ADD", reg=r, delta=3),
                         isa.encode("JUMP", target=0), isa.encode("HALT")))
     m = Machine(MachineParams(12_000_000, watchdog_ops=10**9))
     m.start(m.load(image))
-    end = OPS // 3 * 4
+    end = ops // 3 * 4
     events = 0
     t0 = time.perf_counter()
     while m.cycle < end:
         events += len(m.run_until(min(end, m.cycle + CHUNK)))
     dt = time.perf_counter() - t0
-    assert m.ops == OPS, m.ops
+    assert m.ops == ops, m.ops
     return dt, events
 
 
@@ -45,7 +54,24 @@ def baseline_run() -> float:
     return time.perf_counter() - t0
 
 
+def instructions(ops: int) -> int:
+    """Instructions callgrind counts for a process that runs the VM for ``ops`` ops."""
+    code = f"import tests.bench.bench_vm as b; b.vm_run({ops})"
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                          sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONHASHSEED": "0"}).stderr
+    return int(next(line for line in out.splitlines() if "Collected" in line).split()[-1])
+
+
 def main(argv) -> int:
+    if "--instructions" in argv:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+            return 2
+        n = OPS // 10
+        per_op = (instructions(n) - instructions(0)) / n
+        print(f"VM, MOVE/ADD/JUMP loop under callgrind: {per_op:,.0f} instructions per op "
+              f"({n} ops)")
     vm = [vm_run() for _ in range(RUNS)]
     base = [baseline_run() for _ in range(RUNS)]
     vm_s = statistics.median(d for d, _ in vm)
