@@ -102,7 +102,11 @@ def _icebox():
         if (d / "icebox.py").is_file() and str(d) not in sys.path:
             sys.path.insert(0, str(d))
     try:
-        import icebox
+        import warnings
+        with warnings.catch_warnings():      # (icebox's regexes: invalid escapes)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", SyntaxWarning)
+            import icebox
     except ImportError:
         raise BitstreamSimError(f"cannot import icebox (looked in {where} and {ICEBOX_DIR})") \
             from None
@@ -267,7 +271,9 @@ def asc_netlist(asc: Path, pcf: Path) -> tuple[str, list[str], dict]:
     if proc.returncode != 0:
         raise BitstreamSimError(f"icebox_vlog {asc} failed (exit {proc.returncode}): "
                                 f"{proc.stderr.strip()[-500:]}")
-    vlog = non_ansi_header(proc.stdout)
+    # (its first line names the file read: dropped, so that the simulator's cache key is
+    # the design, wherever it was built)
+    vlog = non_ansi_header(re.sub(r"^// Reading file .*\n", "", proc.stdout, count=1))
     ic = icebox.iceconfig()
     ic.read_file(str(asc))
     seg2net = net_segments(vlog)
