@@ -306,7 +306,7 @@ def ice40_design(board: Board, build_dir=None) -> NetlistDesign:
         raise BitstreamSimError(f"the bitstream's fabric clock is {sim_hz} Hz "
                                 f"({'PLL' if pll_hz else 'the clock pin'}), but {out}/report.json "
                                 f"says {fabric_hz} Hz")
-    cells = (yosys_share("ice40") / "cells_sim.v").read_text()
+    cells = cell_models("ice40")
     pll_port = ".sim_pll_clk(clk), " if pll_hz else ""
     wrapper = f"""
 module top(input clk, input uart_rx, output uart_tx);
@@ -317,6 +317,144 @@ endmodule
 """
     return NetlistDesign(verilog=cells + "\n" + vlog + wrapper, fabric_hz=fabric_hz,
                          baud=int(report["baud"]), source=str(asc), notes=notes)
+
+
+# ------------------------------------------------------- ECP5 (post-synthesis netlist) ----
+
+def cell_models(family: str) -> str:
+    """yosys's simulation models of ``family``'s cells, ``include``s inlined (the text is
+    the simulator's cache key, not the paths)."""
+    share = yosys_share(family)
+
+    def inline(m):
+        return (share / m.group(1)).read_text()
+    text = (share / "cells_sim.v").read_text()
+    for _ in range(8):          # (included files include more)
+        text, n = re.subn(r'^`include "([^"]+)"\s*$', inline, text, flags=re.M)
+        if not n:
+            return text
+    raise BitstreamSimError(f"{share / 'cells_sim.v'}: includes nested too deep")
+
+
+_TRELLIS_IO = re.compile(r'^\s*TRELLIS_IO #\(\s*\.DIR\("(\w+)"\)\s*\)\s*(\S+)\s*\((.*?)\n\s*\);',
+                         re.S | re.M)
+
+
+def ecp5_io_as_wires(vlog: str) -> str:
+    """Each ``TRELLIS_IO`` pad cell as the wire it is with its output enable constant (an
+    input pad: ``O = B``; an output pad with ``T`` 0: ``B = I``): its model's tristate pad
+    (``inout B``, ``T === 1'bz``) is what Verilator cannot take at the top's pins."""
+    def wire(m):
+        direction, name, body = m.groups()
+        conn = {k: v.strip() for k, v in re.findall(r"\.(\w+)\(([^()]*)\)", body)}
+        if direction == "INPUT" and "O" in conn:
+            return f"  assign {conn['O']} = {conn['B']};  // TRELLIS_IO {name} (input)"
+        if direction == "INPUT":
+            return f"  // TRELLIS_IO {name} (input, unused)"
+        if direction == "OUTPUT" and conn.get("T", "1'h0") in ("1'h0", "1'b0"):
+            driven = conn.get("I", "1'b0")
+            return f"  assign {conn['B']} = {driven};  // TRELLIS_IO {name} (output)"
+        raise NotImplementedError(f"netlist simulation of the {direction} pad {name} "
+                                  f"(T = {conn.get('T')})")
+    return _TRELLIS_IO.sub(wire, vlog)
+
+
+DP16KD_MODEL = Path(__file__).with_name("dp16kd_sim.vh")
+_DP16KD = re.compile(r"^\s*DP16KD #\((.*?)\n\s*\) (\S+)\s*\((.*?)\n\s*\);", re.S | re.M)
+
+
+def check_dp16kd(vlog: str) -> int:
+    """Every DP16KD of the netlist within what ``dp16kd_sim.vh`` models (see there);
+    :class:`NotImplementedError` names the first that is not. Returns their number."""
+    count = 0
+    for m in _DP16KD.finditer(vlog):
+        params, name, body = m.groups()
+        p = dict(re.findall(r"\.(\w+)\(([^()]*)\)", params))
+        conn = {k: v.strip() for k, v in re.findall(r"\.(\w+)\(([^()]*)\)", body)}
+        width = [p.get(f"DATA_WIDTH_{x}", "18").split("'d")[-1] for x in "AB"]
+        problems = []
+        if width[0] != width[1] or width[0] not in ("1", "2", "4", "9", "18", "36"):
+            problems.append(f"DATA_WIDTH {width[0]}/{width[1]}")
+        for x in "AB":
+            if p.get(f"REGMODE_{x}", '"NOREG"') != '"NOREG"':
+                problems.append(f"REGMODE_{x} {p[f'REGMODE_{x}']}")
+            if p.get(f"CLK{x}MUX", f'"CLK{x}"') != f'"CLK{x}"':
+                problems.append(f"CLK{x}MUX {p[f'CLK{x}MUX']}")
+            if p.get(f"CSDECODE_{x}", '"0b000"') != '"0b000"':
+                problems.append(f"CSDECODE_{x} {p[f'CSDECODE_{x}']}")
+            if conn.get(f"RST{x}", "1'h0") not in ("1'h0", "1'b0"):
+                problems.append(f"RST{x} driven")
+        if any(k.startswith("INITVAL") and set(v.split("'h")[-1]) - {"0"} for k, v in p.items()):
+            problems.append("initial contents")
+        if problems:
+            raise NotImplementedError(f"netlist simulation of the block RAM {name}: "
+                                      f"{', '.join(problems)} (boards/dp16kd_sim.vh)")
+        count += 1
+    return count
+
+
+def ecp5_cell_models() -> str:
+    """The ECP5 cell models, with the behaviour of DP16KD (``dp16kd_sim.vh``) added to
+    yosys's declaration of it."""
+    cells = cell_models("ecp5")
+    m = re.search(r"^module DP16KD\(.*?^endmodule", cells, re.S | re.M)
+    if m is None or "always" in m.group(0):
+        raise BitstreamSimError("share/ecp5/cells_sim.v: its DP16KD is not the declaration "
+                                "without behaviour that dp16kd_sim.vh completes")
+    end = m.end() - len("endmodule")
+    return cells[:end] + DP16KD_MODEL.read_text() + cells[end:]
+
+
+def ecp5_design(board: Board, build_dir=None) -> NetlistDesign:
+    """The flashed ECP5 design as synthesised: ``copper.json`` (yosys's ``synth_ecp5``
+    output, what nextpnr places and routes) written back as Verilog by yosys, with the
+    vendor cell models of ``share/ecp5/cells_sim.v``.
+
+    ``SGSR`` (the global set/reset the platform holds for the first clocks after
+    configuration) has no model: the flip-flops start from their initial values, which
+    the global reset would hold, and count from the first clock."""
+    from copperline.boards.common import _resolve, toolchain_env
+    out, report = read_report(board, build_dir)
+    if not (out / "copper.json").is_file():
+        raise BitstreamSimError(f"no copper.json in {out}: run `copper build --board "
+                                f"{board.name}` first")
+    env = toolchain_env()
+    # (YoWASP's yosys sees the working directory only: relative paths)
+    proc = subprocess.run([_resolve("yosys", env), "-q", "-p",
+                           "read_json copper.json; write_verilog -noattr copper_netlist.v"],
+                          cwd=out, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BitstreamSimError(f"yosys could not write {out}/copper_netlist.v (exit "
+                                f"{proc.returncode}): {(proc.stderr or proc.stdout)[-500:]}")
+    vlog = (out / "copper_netlist.v").read_text()
+    vlog = re.sub(r"^/\* Generated by .*\*/\n", "", vlog, count=1)
+    for kind in ("EHXPLLL", "EHXPLLJ"):
+        if re.search(rf"^\s*{kind} ", vlog, re.M):
+            raise NotImplementedError(f"netlist simulation of a design with an {kind} PLL")
+    top = re.search(r"^module (\S+)\(", vlog, re.M).group(1)
+    notes = []
+    if re.search(r"^\s*SGSR ", vlog, re.M):
+        vlog = "module SGSR(input GSR, input CLK); endmodule  // not modelled\n" + vlog
+        notes.append("SGSR not modelled: flip-flops start from their initial values")
+    platform = board.platform()
+    pin_clk = f"{platform.default_clk}_0__io"
+    pin_hz = int(platform.default_clk_frequency)
+    fabric_hz = report_fabric_hz(report)
+    if pin_hz != fabric_hz:
+        raise BitstreamSimError(f"the netlist's fabric clock is the {pin_hz} Hz pin, but "
+                                f"{out}/report.json says {fabric_hz} Hz")
+    wrapper = f"""
+module top(input clk, input uart_rx, output uart_tx);
+  {top} chip(.{pin_clk}(clk), .uart_0__rx__io(uart_rx), .uart_0__tx__io(uart_tx));
+endmodule
+"""
+    vlog = ecp5_io_as_wires(vlog)
+    brams = check_dp16kd(vlog)
+    if brams:
+        notes.append(f"{brams} DP16KD modelled by boards/dp16kd_sim.vh")
+    return NetlistDesign(verilog=ecp5_cell_models() + "\n" + vlog + wrapper,
+                         fabric_hz=fabric_hz, baud=int(report["baud"]),
+                         source=str(out / "copper.json"), notes=notes)
 
 
 # ------------------------------------------------------------------- the simulator ----
@@ -343,8 +481,9 @@ def make_design(board: Board, build_dir=None) -> NetlistDesign:
     """The design ``copper board sim --from-bitstream/--from-netlist`` runs for ``board``."""
     if board.family == "ice40":
         return ice40_design(board, build_dir)
-    raise NotImplementedError(f"bitstream simulation for the {board.family} family "
-                              f"({board.name}): use --from-netlist")
+    if board.family == "ecp5":
+        return ecp5_design(board, build_dir)
+    raise NotImplementedError(f"netlist simulation for the {board.family} family")
 
 
 def make_link(board: Board, on_output, *, build_dir=None, sim_build_dir=None, pace=True,
