@@ -346,7 +346,9 @@ def ecp5_io_as_wires(vlog: str) -> str:
     (``inout B``, ``T === 1'bz``) is what Verilator cannot take at the top's pins."""
     def wire(m):
         direction, name, body = m.groups()
-        conn = {k: v.strip() for k, v in re.findall(r"\.(\w+)\(([^()]*)\)", body)}
+        # (an escaped identifier, \name, ends at the space after it: kept)
+        conn = {k: v.strip() + (" " if v.strip().startswith("\\") else "")
+                for k, v in re.findall(r"\.(\w+)\(([^()]*)\)", body)}
         if direction == "INPUT" and "O" in conn:
             return f"  assign {conn['O']} = {conn['B']};  // TRELLIS_IO {name} (input)"
         if direction == "INPUT":
