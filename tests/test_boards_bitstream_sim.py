@@ -93,7 +93,9 @@ def test_the_ulx3s_12f_synthesises_the_85f_design():
 @contextlib.contextmanager
 def _opened(url: str):
     got: list[dict] = []
-    be = FpgaBackend(port=url, command_timeout=30.0)
+    # the simulated netlist runs 30-100x slower than the board: a 2 s wait per attempt
+    # (copper run keeps the link's own, and retransmits more)
+    be = FpgaBackend(port=url, timeout=2.0, command_timeout=60.0)
     be.set_event_sink(got.append)
     be.open()
     try:
@@ -244,3 +246,15 @@ def test_ecp5_pads_become_wires():
     assert "assign \\clk  = clk25_0__io;" in out and "assign uart_0__tx__io = \\tx ;" in out
     with pytest.raises(NotImplementedError):
         ecp5_io_as_wires(vlog.replace(".T(1'h0)", ".T(\\oe )"))
+
+
+def test_the_cli_names_the_flag_for_the_family_and_a_missing_build(tmp_path):
+    r = subprocess.run([COPPER, "board", "sim", "--board", "icebreaker", "--from-netlist",
+                        "--listen", "tcp:127.0.0.1:0", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "use --from-bitstream" in r.stdout + r.stderr
+    r = subprocess.run([COPPER, "board", "sim", "--board", "ulx3s-12f", "--from-netlist",
+                        "--listen", "tcp:127.0.0.1:0", "--build-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "run `copper build --board ulx3s-12f` first" in r.stderr
