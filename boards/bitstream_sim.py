@@ -307,12 +307,20 @@ def ice40_design(board: Board, build_dir=None) -> NetlistDesign:
                                 f"({'PLL' if pll_hz else 'the clock pin'}), but {out}/report.json "
                                 f"says {fabric_hz} Hz")
     cells = cell_models("ice40")
-    pll_port = ".sim_pll_clk(clk), " if pll_hz else ""
+    ports = re.search(r"^module chip \((.*)\);$", vlog, re.M).group(1).split(", ")
+    for pin in ("uart_0__rx__io", "uart_0__tx__io"):
+        if pin not in ports:
+            raise BitstreamSimError(f"{asc}: no pin {pin} in the bitstream (ports: {ports})")
+    # the oscillator pin runs at the fabric clock when there is no PLL; with one, the
+    # PLL's ideal output is clk (and the pin, if still a port, runs along: unused)
+    clocks = [".sim_pll_clk(clk)"] if pll_hz else []
+    if pin_clk in ports:
+        clocks.append(f".{pin_clk}(clk)")
+    elif not pll_hz:
+        raise BitstreamSimError(f"{asc}: no clock pin {pin_clk} and no PLL in the bitstream")
     wrapper = f"""
 module top(input clk, input uart_rx, output uart_tx);
-  // the bitstream's pins: the oscillator pin runs at the fabric clock when there is no
-  // PLL (with one, the PLL's ideal output is clk and the pin is unused)
-  chip chip({pll_port}.{pin_clk}(clk), .uart_0__rx__io(uart_rx), .uart_0__tx__io(uart_tx));
+  chip chip({", ".join(clocks)}, .uart_0__rx__io(uart_rx), .uart_0__tx__io(uart_tx));
 endmodule
 """
     return NetlistDesign(verilog=cells + "\n" + vlog + wrapper, fabric_hz=fabric_hz,
