@@ -192,11 +192,13 @@ class VirtualBoardServer:
     uses) or ``"amaranth"`` (the default here; a given ``top`` must then have
     ``byte_io=True``).
     ``core``: a ``CoreConfig`` or None (link only), used when no ``top`` is given.
+    ``link_factory``: instead of an engine, ``link_factory(on_output)`` makes the link (the
+    flashed design's simulator, :mod:`copperline.boards.bitstream_sim`).
     """
 
     def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None,
                  core=None, engine: str = "amaranth", build_dir: str | None = None,
-                 pace: bool = True, progress=None):
+                 pace: bool = True, progress=None, link_factory=None):
         self.clock_hz = clock_hz
         self.engine = engine
         self._client: socket.socket | None = None
@@ -218,9 +220,12 @@ class VirtualBoardServer:
             raise OSError(f"cannot listen on tcp:{host}:{port}: {exc.strerror}") from None
         self.address = self._sock.getsockname()[:2]
         try:
-            self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
-                                    core=core, top=top, build_dir=build_dir, pace=pace,
-                                    progress=progress)
+            if link_factory is not None:
+                self.link = link_factory(self._send)
+            else:
+                self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
+                                        core=core, top=top, build_dir=build_dir, pace=pace,
+                                        progress=progress)
         except BaseException:
             self._sock.close()
             raise

@@ -69,8 +69,17 @@ def register(subparsers) -> None:
                         "faster); amaranth: amaranth.sim, slow")
     q.add_argument("--no-pace", action="store_true",
                    help="native engines: let simulated time run ahead of the wall clock")
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--from-bitstream", action="store_true",
+                     help="iCE40: simulate the built bitstream itself (copper build's .asc "
+                          "turned back into a netlist by icebox_vlog), not the RTL")
+    src.add_argument("--from-netlist", action="store_true",
+                     help="ECP5: simulate the built post-synthesis netlist with the vendor "
+                          "cell models, not the RTL")
     q.add_argument("--build-dir", default=None, metavar="DIR",
-                   help="where the simulator is compiled (default: the build cache)")
+                   help="where the simulator is compiled (default: the build cache); with "
+                        "--from-bitstream/--from-netlist also where `copper build` put the "
+                        "board's build")
     q.add_argument("--json", action="store_true",
                    help="print one JSON object once listening (then serve until Ctrl-C)")
     q.set_defaults(func=cmd_sim)
@@ -193,6 +202,8 @@ def cmd_sim(args) -> int:
     board = _board(args.board)
     host, port = _parse_listen(args.listen)
     _check_free(host, port, args.listen)
+    if args.from_bitstream or args.from_netlist:
+        return _serve_built(args, board, host, port)
     baud = args.baud or DEFAULT_BAUD
     try:
         server = VirtualBoardServer(
@@ -214,6 +225,57 @@ def cmd_sim(args) -> int:
         else:
             print(f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine}) "
                   f"listening on {server.url}", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _serve_built(args, board, host: str, port: int) -> int:
+    """``copper board sim --from-bitstream|--from-netlist``: the flashed design itself
+    (copperline.boards.bitstream_sim), its clock and baud those of the build."""
+    import json
+    import threading
+
+    from copperline import progress as prog
+    from copperline.boards import bitstream_sim
+    from copperline.sim.cxxrtl_build import NativeBuildError
+    source = "bitstream" if args.from_bitstream else "netlist"
+    wanted = "ice40" if args.from_bitstream else "ecp5"
+    if board.family != wanted:
+        other = "--from-netlist" if args.from_bitstream else "--from-bitstream"
+        raise CliError(f"--from-{source} is for {wanted} boards; {board.name} is {board.family}"
+                       f" (use {other})", "BAD_ARG", 2)
+    if args.no_core or args.engine != "verilator":
+        raise CliError(f"--from-{source} runs the build as it is (its core or not) with "
+                       "Verilator: drop --no-core/--engine", "BAD_ARG", 2)
+    try:
+        server = bitstream_sim.serve(board, host, port, build_dir=args.build_dir,
+                                     sim_build_dir=args.build_dir, pace=not args.no_pace,
+                                     progress=None if args.json else prog.say)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise port_in_use(host, port, args.listen) from None
+        raise CliError(f"{source} board: {exc.strerror or exc}") from None
+    except (bitstream_sim.BitstreamSimError, NativeBuildError) as exc:
+        raise CliError(f"{source} board: {exc}", "BUILD_FAILED") from None
+    design = server.design
+    if args.baud and args.baud != design.baud:
+        server.close()
+        raise CliError(f"--baud {args.baud}: the build runs its link at {design.baud} baud "
+                       "(rebuild with copper build --baud)", "BAD_ARG", 2)
+    try:
+        server.start()
+        if args.json:
+            print(json.dumps({"ok": True, "board": board.name, "engine": "verilator",
+                              "source": source, "file": design.source,
+                              "clock_hz": design.fabric_hz, "baud": design.baud,
+                              "url": server.url}), flush=True)
+        else:
+            print(f"{board.title} {source} {design.source} ({design.fabric_hz / 1e6:g} MHz, "
+                  f"{design.baud} baud, Verilator) listening on {server.url}", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages copperline needs when they are missing: Icarus Verilog
 # (cocotb), a C++ compiler, make and perl (the Verilator/CXXRTL simulators), socat and jq
-# (the shell client examples). As root we install
+# (the shell client examples), fpga-icestorm (icebox_vlog: `copper board sim --from-bitstream`). As root we install
 # them with apt-get; otherwise we print the exact command and stop.
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v make >/dev/null 2>&1 || missing+=(make)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v icebox_vlog >/dev/null 2>&1 || missing+=(fpga-icestorm)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
