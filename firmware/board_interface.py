@@ -29,7 +29,7 @@ from copperline.firmware import isa
 
 # --- defaults of a board ------------------------------------------------------------------
 #: Line rate of the UART link when a board or command names none.
-DEFAULT_BAUD = 1_000_000
+DEFAULT_BAUD = 3_000_000
 #: Core clock when no board says one (the iCEBreaker's 12 MHz).
 DEFAULT_CLOCK_HZ = 12_000_000
 
