@@ -199,6 +199,14 @@ class FrameDecoder:
                 self._buf.append(b)
         return out
 
+    def header(self) -> tuple[int, int] | None:
+        """``(type, seq)`` of the frame being received, once both arrived (None before,
+        or when it is already known to be bad): a response has *begun* (its CRC is yet
+        to come), which is all a pipelining host needs to know to send the next request."""
+        if self._bad or len(self._buf) < 2:
+            return None
+        return self._buf[0], self._buf[1]
+
     def _finish(self) -> Frame | None:
         if self._bad or len(self._buf) < 4:
             self.framing_errors += 1
