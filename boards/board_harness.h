@@ -270,7 +270,16 @@ int run_board(Model &top, int argc, char **argv) {
 			if (top.busy()) busy_cycles++;
 			decode_tx();
 			uint32_t skip = warp_n ? top.warped() : 0;
-			if (!skip) continue;
+			if (!skip) {
+				// the board fell idle (its answer is out, nothing comes in): end the
+				// chunk here, so that the clock stops now (idle skip) and the answer
+				// goes to the host at once: board time is the line's, not rounded up
+				// to a chunk
+				if (idle_skip && !eof && inq.empty() && rx_bits == 0 && tx_state < 0 &&
+				    !top.busy())
+					break;
+				continue;
+			}
 			warped++;
 			// The core is `owed` fabric cycles ahead. The line and the link (detached
 			// from the core) catch up alone: clock by clock while anything on them moves

@@ -105,17 +105,18 @@ def pull_events(link: Link, *, keep_going: Callable[[], bool],
     while keep_going():
         most = link.frame_words // 2          # (smaller while the line loses frames)
         batch = min(batch, most)
+        def deliver(records: list[int]) -> None:
+            for raw in records:
+                on_record(raw)
         try:
             if batch == most and most > 1:
-                reads = link.read_events_pipelined(batch, BURST_READS)
+                reads = link.read_events_pipelined(batch, BURST_READS, on_read=deliver)
             else:
                 reads = [link.read_events(batch)]
+                deliver(reads[0])
         except LinkError as exc:
             on_error(exc)
             return
-        for records in reads:
-            for raw in records:
-                on_record(raw)
         if len(reads[-1]) == batch:
             batch = min(2 * batch, most)
         else:       # (a read sent ahead of a partial one finds the FIFO empty: size by that)

@@ -482,13 +482,17 @@ class Link:
             raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
         return _records(self.read(SPACE_EVENTS, 0, 2 * max_records))
 
-    def read_events_pipelined(self, max_records: int, reads: int) -> list[list[int]]:
+    def read_events_pipelined(self, max_records: int, reads: int,
+                              on_read: Callable[[list[int]], None] | None = None
+                              ) -> list[list[int]]:
         """Up to ``reads`` pulls of ``max_records`` records each, with two in flight:
         the next READ is sent as soon as the board has *begun* answering the one before
         (so it is executed after it, and it arrives while that answer is on the line,
         when the board's receive buffer is free), which keeps the line busy instead of
         idle for a round trip per read. No more are sent after a read that was not full.
-        Returns the records of each read, in order.
+        Returns the records of each read, in order; ``on_read(records)`` is also called
+        for each read as it arrives, while the next one is on the line (so the host's
+        work on them does not leave the line idle).
 
         Reliable as :meth:`read_events`: the board keeps the answers of the last two
         requests (one slot per seq parity), and a third is only sent once the first of
@@ -526,6 +530,8 @@ class Link:
                                         f"{len(data)} bytes")
                     records = _records(struct.unpack(f"<{2 * max_records}I", data))
                     out.append(records)
+                    if on_read is not None:
+                        on_read(records)
                     if len(records) < max_records:
                         more = 0
                     if inflight:                # queued behind the answer just received

@@ -60,13 +60,15 @@ def _turnaround(request: bytes, core) -> tuple[int, int]:
             cycle[0] += 1
 
     async def feed(ctx):
-        for b in request:
+        for i, b in enumerate(request):
             ctx.set(dut.rx.payload, b)
             ctx.set(dut.rx.valid, 1)
             await ctx.tick()
             ctx.set(dut.rx.valid, 0)
+            if i == len(request) - 1:
+                marks["last_in"] = cycle[0]
+                break
             await ctx.tick().repeat(round(CLOCK * BYTE_S) - 1)     # a byte per byte time
-        marks["last_in"] = cycle[0]
         await ctx.tick().repeat(3000)
 
     sim.add_testbench(collect, background=True)
