@@ -83,10 +83,10 @@ class EventPump:
             return None
 
 
-#: Reads of one pipelined burst (:meth:`Link.read_events_pipelined`): the link is held
-#: for as long (about 1.7 ms per 63-record read at 3 Mbaud), then other requests
-#: (commands, status) get their turn.
-BURST_READS = 4
+#: The most reads of one pipelined burst (:meth:`Link.read_events_pipelined`; about
+#: 1.7 ms each at 3 Mbaud): a burst also ends at the first partial read, and as soon as
+#: another request (a command, a status read) waits for the link.
+BURST_READS = 64
 
 
 def pull_events(link: Link, *, keep_going: Callable[[], bool],
@@ -99,7 +99,7 @@ def pull_events(link: Link, *, keep_going: Callable[[], bool],
     doubles the next one (read again at once); a partial one asks for twice what it found
     next time (at least one record) after a pause of ``poll_s`` (10x while not ``busy()``).
     Once full batches of the largest size come back, reads are pipelined in bursts of
-    :data:`BURST_READS` (two in flight, see :meth:`Link.read_events_pipelined`), so the
+    :data:`BURST_READS` at most (two in flight, see :meth:`Link.read_events_pipelined`), so the
     line is not idle for a round trip between them."""
     batch = 1
     while keep_going():

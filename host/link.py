@@ -155,6 +155,8 @@ class Link:
         #: The largest READ and WRITE counts this board takes (set by :meth:`hello`).
         self.max_read_words, self.chunk_words = MAX_READ_WORDS, DEFAULT_CHUNK_WORDS
         self._lock = threading.Lock()         # one caller's requests at a time
+        self._wanted = 0                      # callers waiting for the lock (see request)
+        self._wanted_lock = threading.Lock()
         self._waiting: dict[int, _Pending] = {}   # outstanding requests by seq
         self._on_event = on_event
         self._on_lost = on_lost
@@ -275,12 +277,21 @@ class Link:
         counts into the timeout). ``attempts``: give up (:class:`LinkTimeout`) after that
         many, before the time budget, so that a caller may try a smaller request (only
         for requests that may be executed twice: reads of memory, writes of data)."""
-        with self._lock:
+        with self._wanted_lock:
+            self._wanted += 1                 # (a pipelined read sends no more meanwhile)
+        try:
+            self._lock.acquire()
+        finally:
+            with self._wanted_lock:
+                self._wanted -= 1
+        try:
             pending = self._send(ftype, body, what, answer_bytes)
             try:
                 return self._await(pending, attempts)
             finally:
                 self._waiting.pop(pending.seq, None)
+        finally:
+            self._lock.release()
 
     def _send(self, ftype: int, body: bytes, what: str, answer_bytes: int,
               ahead: bool = False) -> _Pending:
@@ -497,13 +508,17 @@ class Link:
         Reliable as :meth:`read_events`: the board keeps the answers of the last two
         requests (one slot per seq parity), and a third is only sent once the first of
         them was answered, so a lost answer is always retransmitted from its stored
-        copy. The calling thread holds the link meanwhile (other requests wait)."""
+        copy. The calling thread holds the link meanwhile; when another thread asks for
+        it, no more reads are sent (it waits for the ones in flight, at most two)."""
         most = self.max_read_words // 2
         if not 1 <= max_records <= most:
             raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
         body = read_body(0, 2 * max_records)
         what = f"read EVENTS[0:+{2 * max_records}]"
         out: list[list[int]] = []
+        give_way = time.monotonic() + self.timeout
+        while self._wanted and time.monotonic() < give_way:
+            time.sleep(0.0002)                # another caller first (locks are not fair)
         with self._lock:
             inflight: deque[_Pending] = deque()
             more = reads
@@ -516,7 +531,7 @@ class Link:
                                                    8 * max_records))
                         more -= 1
                     head = inflight[0]
-                    if len(inflight) == 1 and more > 0 and head.started.wait(
+                    if len(inflight) == 1 and more > 0 and not self._wanted and head.started.wait(
                             max(0.0, min(head.give_up, head.sent + self.policy.timeout(
                                 head.line_s)) - time.monotonic())):
                         inflight.append(self._send(T_READ | SPACE_EVENTS, body, what,
