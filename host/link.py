@@ -103,6 +103,7 @@ class _Pending:
     give_up: float
     attempt: int = 0
     ahead: bool = False                 # sent while another answer was still coming
+    waited: bool = False                # a read was to be sent once this answer began
     started: threading.Event = field(default_factory=threading.Event)
     answers: queue.Queue = field(default_factory=queue.Queue)
 
@@ -531,12 +532,8 @@ class Link:
                                                    8 * max_records))
                         more -= 1
                     head = inflight[0]
-                    if len(inflight) == 1 and more > 0 and not self._wanted and head.started.wait(
-                            max(0.0, min(head.give_up, head.sent + self.policy.timeout(
-                                head.line_s)) - time.monotonic())):
-                        inflight.append(self._send(T_READ | SPACE_EVENTS, body, what,
-                                                   8 * max_records, ahead=True))
-                        more -= 1
+                    if len(inflight) == 1 and more > 0:
+                        more -= self._send_ahead(inflight, body, what, max_records)
                     data = self._await(head)
                     inflight.popleft()
                     self._waiting.pop(head.seq, None)
@@ -545,16 +542,32 @@ class Link:
                                         f"{len(data)} bytes")
                     records = _records(struct.unpack(f"<{2 * max_records}I", data))
                     out.append(records)
-                    if on_read is not None:
-                        on_read(records)
                     if len(records) < max_records:
                         more = 0
                     if inflight:                # queued behind the answer just received
                         inflight[0].sent = max(inflight[0].sent, time.monotonic())
+                        if more > 0:            # the line first, then the host's work
+                            more -= self._send_ahead(inflight, body, what, max_records)
+                    if on_read is not None:
+                        on_read(records)
             finally:
                 for p in inflight:
                     self._waiting.pop(p.seq, None)
         return out
+
+    def _send_ahead(self, inflight: deque, body: bytes, what: str, max_records: int) -> int:
+        """Once the board has begun answering the one read in flight, send the next
+        (1), unless another caller waits for the link or no answer begins in time (0)."""
+        head = inflight[0]
+        if head.waited:                 # (once per read: a late answer is not waited twice)
+            return 0
+        head.waited = True
+        if self._wanted or not head.started.wait(max(0.0, min(
+                head.give_up, head.sent + self.policy.timeout(head.line_s)) - time.monotonic())):
+            return 0
+        inflight.append(self._send(T_READ | SPACE_EVENTS, body, what, 8 * max_records,
+                                   ahead=True))
+        return 1
 
 
 def _records(words) -> list[int]:
