@@ -102,6 +102,7 @@ class _Pending:
     sent: float
     give_up: float
     attempt: int = 0
+    first_sent: float = 0.0
     ahead: bool = False                 # sent while another answer was still coming
     waited: bool = False                # a read was to be sent once this answer began
     started: threading.Event = field(default_factory=threading.Event)
@@ -305,7 +306,8 @@ class Link:
         # (type, seq, status, CRC, delimiters: 7 bytes besides the data)
         pending = _Pending(ftype, self._seq, wire, what or f"request {ftype:#04x}",
                            self.policy.line_s(len(wire) + 7 + answer_bytes), now,
-                           now + (self.retries + 1) * self.timeout, ahead=ahead)
+                           now + (self.retries + 1) * self.timeout, first_sent=now,
+                           ahead=ahead)
         self._waiting[pending.seq] = pending
         self.stats.requests += 1
         self._port.write(wire)
@@ -332,9 +334,16 @@ class Link:
                 if frame.type != (p.ftype | RESP) or not frame.body:
                     raise LinkError(f"{p.what}: board answered type {frame.type:#04x} "
                                     f"to seq {p.seq} (expected {p.ftype | RESP:#04x})")
-                # a request sent ahead waited for the answer before it: no RTT sample
-                self.policy.answered(time.monotonic() - p.sent, p.line_s,
-                                     max(p.attempt, int(p.ahead)))
+                now = time.monotonic()
+                if p.attempt and now - p.sent < self.policy.line_s(len(p.wire)):
+                    # sooner than the board could have read the retransmission: the
+                    # answer to the first attempt, which was slow, not lost (a virtual
+                    # board slower than real time): an RTT sample from there, no reset
+                    # of the backoff
+                    self.policy.answered(now - p.first_sent, p.line_s, 0)
+                else:
+                    # (a request sent ahead waited for the answer before it: no sample)
+                    self.policy.answered(now - p.sent, p.line_s, max(p.attempt, int(p.ahead)))
                 if frame.body[0] != ST_OK:
                     raise LinkStatusError(frame.body[0], p.what)
                 return frame.body[1:]
@@ -545,7 +554,10 @@ class Link:
                     if len(records) < max_records:
                         more = 0
                     if inflight:                # queued behind the answer just received
-                        inflight[0].sent = max(inflight[0].sent, time.monotonic())
+                        nxt = inflight[0]
+                        nxt.sent = max(nxt.sent, time.monotonic())
+                        if not nxt.attempt:
+                            nxt.first_sent = nxt.sent
                         if more > 0:            # the line first, then the host's work
                             more -= self._send_ahead(inflight, body, what, max_records)
                     if on_read is not None:

@@ -75,6 +75,7 @@ class ModelBoard:
         self.lose_requests = 0
         self.lose_responses = 0
         self.silent = False
+        self.answer_delays = []   # seconds to wait before answering the next requests
         self.max_body = None      # requests with a longer body never get through
         self.max_answer = None    # nor responses with a longer one
         self.info = None          # INFO words (name -> value) to answer with, or none
@@ -124,6 +125,8 @@ class ModelBoard:
             self._last[f.seq & 1] = (key, resp)
         if self.arrivals in self.mute_arrivals:
             return
+        if self.answer_delays:
+            time.sleep(self.answer_delays.pop(0))
         if self.lose_responses:
             self.lose_responses -= 1
             return
@@ -222,6 +225,25 @@ def test_pipelined_event_reads_survive_lost_requests_and_answers(model):
             got += [x for r in link.read_events_pipelined(8, reads=6) for x in r]
     assert got == list(range(1, 201))
     assert link.stats.retransmits >= 5
+
+
+def test_an_answer_sooner_than_the_retransmission_could_be_read_is_a_sample(model):
+    """A slow board (a virtual board under load) answers the first attempt just after the
+    host retransmitted: too soon for an answer to the retransmission (its bytes alone take
+    longer on the line), so the first attempt was slow, not lost: its whole round trip is
+    the sample (the turnaround learnt is the slow one), instead of every large frame
+    being sent twice."""
+    model.answer_delays = [0.07]
+    with Link(model.url, baud=9600, timeout=0.2, retries=5) as link:
+        link.policy.max_s = 0.05                        # (the first attempt times out)
+        assert link.echo(b"x" * 20) == b"x" * 20       # 27 bytes: 28 ms at 9600 baud
+        assert link.stats.retransmits == 1
+        line = link.policy.line_s(27 + 7 + 20)
+        assert link.policy.srtt >= 0.07 - line - 0.002     # from the first attempt
+        link.policy.max_s = 0.2
+        assert link.echo(b"y" * 20) == b"y" * 20
+        assert link.stats.retransmits == 1
+    assert model.executed == 2
 
 
 def test_sequence_wraps(model):
