@@ -127,7 +127,8 @@ def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
 class Link:
     """A synchronous request/response API over one serial port, with a reader thread.
 
-    Requests are stop-and-wait: one outstanding request, retransmitted when its answer
+    Requests are stop-and-wait (event reads may be pipelined, two in flight:
+    :meth:`read_events_pipelined`): one outstanding request, retransmitted when its answer
     is late, with a timeout and a frame size adapted to the line
     (:class:`~copperline.host.retransmit.RetransmitPolicy`: at most ``timeout`` per
     attempt, backing off); a request fails (:class:`LinkTimeout`) once
