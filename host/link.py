@@ -326,11 +326,12 @@ class Link:
             deadline = min(p.give_up, p.sent + self.policy.timeout(p.line_s))
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0 or self._closed.is_set():
-                    break
-                try:
-                    frame = p.answers.get(timeout=min(left, 0.05))
+                try:        # (an answer that came while the caller was busy counts)
+                    frame = p.answers.get(timeout=min(left, 0.05)) if left > 0 else \
+                        p.answers.get_nowait()
                 except queue.Empty:
+                    if left <= 0 or self._closed.is_set():
+                        break
                     continue
                 if frame.type != (p.ftype | RESP) or not frame.body:
                     raise LinkError(f"{p.what}: board answered type {frame.type:#04x} "

@@ -212,6 +212,18 @@ def test_pipelined_event_reads_keep_the_order_and_stop_after_a_partial_one(model
     assert model.executed == len(reads) and link.stats.retransmits == 0
 
 
+def test_a_slow_consumer_of_pipelined_reads_causes_no_retransmission(model):
+    """The answer to the read sent ahead arrives while the caller works on the records
+    before it (longer than that read's timeout): it counts, nothing is sent again."""
+    model.fifo = list(range(1, 101))
+    with Link(model.url, timeout=0.5) as link:
+        link.echo(b"x")                              # a round trip measured: short timeouts
+        reads = link.read_events_pipelined(10, reads=10,
+                                           on_read=lambda records: time.sleep(0.03))
+        assert [x for r in reads for x in r] == list(range(1, 101))
+        assert link.stats.retransmits == 0
+
+
 def test_pipelined_event_reads_survive_lost_requests_and_answers(model):
     """A lost answer while the next read is already in flight is resent from the board's
     other slot (nothing popped twice); a lost request is simply sent again; the records
