@@ -145,8 +145,7 @@ def _virtual_board_figures(core, n: int) -> None:
     srv.close()
     med = statistics.median(rt)
     print(f"status read round trip (n={n}): board time median "
-          f"{statistics.median(cyc) / CLOCK * 1e6:.0f} us (line + turnaround, counted in the "
-          f"simulator's 250 us steps; line alone {(9 + 23) * BYTE_S * 1e6:.0f} us); wall "
+          f"{statistics.median(cyc) / CLOCK * 1e6:.0f} us (line + turnaround; line alone {(9 + 23) * BYTE_S * 1e6:.0f} us); wall "
           f"median {med * 1e3:.2f} ms")
     return med
 
