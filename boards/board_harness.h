@@ -91,12 +91,15 @@ static uint64_t now_ns() {
 template <class Model>
 int run_board(Model &top, int argc, char **argv) {
 	uint64_t fabric_hz = 12000000;
-	uint32_t div = 12;
+	uint32_t div = 12, frac_num = 0, frac_den = 1;   // a bit: div + frac_num/frac_den clocks
 	uint64_t warp_n = 0, warp_max = 0;
 	bool pace = true, idle_skip = true, gate = true, replay = false, stamp = false;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
 		else if (!strncmp(argv[i], "--div=", 6)) div = strtoul(argv[i] + 6, 0, 10);
+		else if (!strncmp(argv[i], "--frac=", 7)) {
+			if (sscanf(argv[i] + 7, "%u/%u", &frac_num, &frac_den) != 2) frac_den = 0;
+		}
 		else if (!strcmp(argv[i], "--no-pace")) pace = false;
 		else if (!strcmp(argv[i], "--no-idle-skip")) idle_skip = false;
 		else if (!strcmp(argv[i], "--no-gate")) gate = false;
@@ -106,7 +109,10 @@ int run_board(Model &top, int argc, char **argv) {
 		else if (!strncmp(argv[i], "--warp-max=", 11)) warp_max = strtoull(argv[i] + 11, 0, 10);
 		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
 	}
-	if (div < 4 || fabric_hz == 0) { fprintf(stderr, "error bad --div/--hz\n"); return 2; }
+	if (div < 4 || fabric_hz == 0 || frac_den == 0 || frac_num >= frac_den) {
+		fprintf(stderr, "error bad --div/--frac/--hz\n");
+		return 2;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -124,6 +130,15 @@ int run_board(Model &top, int argc, char **argv) {
 	int tx_state = -1;          // -1 idle; 0 start bit; 1..8 data; 9 stop
 	uint32_t tx_timer = 0, tx_shreg = 0;
 	bool tx_prev = true;
+	// a fractional bit period (hdl/uart.py bit_timing): bits of div or div + 1 clocks,
+	// averaging div + frac_num / frac_den, from one accumulator per direction
+	uint32_t rx_acc = 0, tx_acc = 0;
+	auto bit_clocks = [&](uint32_t &acc) -> uint32_t {
+		if (!frac_num) return div;
+		acc += frac_num;
+		if (acc >= frac_den) { acc -= frac_den; return div + 1; }
+		return div;
+	};
 
 	const uint64_t chunk = fabric_hz / 4000 > 64 ? fabric_hz / 4000 : 64;   // 0.25 ms
 	uint64_t cycles = 0, busy_cycles = 0, skipped = 0, sim_ns = 0, ticks = 0, warped = 0;
@@ -204,11 +219,11 @@ int run_board(Model &top, int argc, char **argv) {
 				rx_frame = (uint32_t)inq.front() << 1 | 0x200;   // start 0, data LSB first, stop 1
 				inq.pop_front();
 				rx_bits = 10;
-				rx_timer = div;
+				rx_timer = bit_clocks(rx_acc);
 			}
 			if (rx_bits) {
 				top.set_rx(rx_frame & 1);
-				if (--rx_timer == 0) { rx_frame >>= 1; rx_bits--; rx_timer = div; }
+				if (--rx_timer == 0) { rx_frame >>= 1; rx_bits--; rx_timer = bit_clocks(rx_acc); }
 			} else {
 				top.set_rx(true);
 			}
@@ -219,7 +234,7 @@ int run_board(Model &top, int argc, char **argv) {
 			if (tx_state < 0) {
 				if (tx_prev && !tx) { tx_state = 0; tx_timer = div / 2; }
 			} else if (--tx_timer == 0) {
-				tx_timer = div;
+				tx_timer = bit_clocks(tx_acc);
 				if (tx_state == 0) {
 					if (tx) tx_state = -1;               // glitch, not a start bit
 					else { tx_state = 1; tx_shreg = 0; }
@@ -255,7 +270,16 @@ int run_board(Model &top, int argc, char **argv) {
 			if (top.busy()) busy_cycles++;
 			decode_tx();
 			uint32_t skip = warp_n ? top.warped() : 0;
-			if (!skip) continue;
+			if (!skip) {
+				// the board fell idle (its answer is out, nothing comes in): end the
+				// chunk here, so that the clock stops now (idle skip) and the answer
+				// goes to the host at once: board time is the line's, not rounded up
+				// to a chunk
+				if (idle_skip && !eof && inq.empty() && rx_bits == 0 && tx_state < 0 &&
+				    !top.busy())
+					break;
+				continue;
+			}
 			warped++;
 			// The core is `owed` fabric cycles ahead. The line and the link (detached
 			// from the core) catch up alone: clock by clock while anything on them moves

@@ -162,11 +162,13 @@ class NativeBoardLink:
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
                  pace: bool = True, idle_skip: bool = True, warp_phases: int = 0,
                  warp_max: int = 0):
-        from copperline.hdl.uart import divisor
+        from copperline.hdl.uart import bit_timing
         self.exe = str(exe)
         self.on_output = on_output
         self.clock_hz = clock_hz
-        self.args = [self.exe, f"--hz={clock_hz}", f"--div={divisor(clock_hz, baud)}",
+        timing = bit_timing(clock_hz, baud)     # the line's bit period, as the top's UARTs
+        self.args = [self.exe, f"--hz={clock_hz}", f"--div={timing.div}",
+                     f"--frac={timing.num}/{timing.den}",
                      f"--warp={warp_phases}", f"--warp-max={warp_max}"]
         if not pace:
             self.args.append("--no-pace")

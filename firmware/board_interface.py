@@ -29,7 +29,7 @@ from copperline.firmware import isa
 
 # --- defaults of a board ------------------------------------------------------------------
 #: Line rate of the UART link when a board or command names none.
-DEFAULT_BAUD = 1_000_000
+DEFAULT_BAUD = 3_000_000
 #: Core clock when no board says one (the iCEBreaker's 12 MHz).
 DEFAULT_CLOCK_HZ = 12_000_000
 
@@ -198,6 +198,14 @@ class FrameDecoder:
             else:
                 self._buf.append(b)
         return out
+
+    def header(self) -> tuple[int, int] | None:
+        """``(type, seq)`` of the frame being received, once both arrived (None before,
+        or when it is already known to be bad): a response has *begun* (its CRC is yet
+        to come), which is all a pipelining host needs to know to send the next request."""
+        if self._bad or len(self._buf) < 2:
+            return None
+        return self._buf[0], self._buf[1]
 
     def _finish(self) -> Frame | None:
         if self._bad or len(self._buf) < 4:

@@ -7,10 +7,13 @@ from :mod:`copperline.firmware.board_interface`; docs/link.md is the spec.
 Receive path: SLIP-decoded bytes go into a frame buffer (one block RAM) while a CRC-16
 processor runs over them; at the closing 0xC0 a frame with a good CRC is handed to the
 dispatcher. Anything else (bad CRC, bad escape, over-long, too short) is dropped and
-counted, and an idle timeout drops a half-received frame. The dispatcher executes the
-request, builds the response in a second buffer and hands it to the transmitter. A
-request with the same sequence number *and* CRC as the previous one is a retransmission:
-the stored response is sent again without executing anything twice.
+counted, and an idle timeout drops a half-received frame. The receive buffer is free again
+once the dispatcher has executed a request, while its response is still going out, so the
+host may keep a second request in flight. The dispatcher executes the request, builds the
+response in one of two response slots (by the parity of its sequence number) and hands it
+to the transmitter. A request with the same sequence number *and* CRC as the last one of
+its slot is a retransmission: the stored response is sent again without executing anything
+twice, also when the host has sent the next request since (pipelined reads).
 
 Transmit path: responses and event frames (from the ``events`` stream) are framed with
 their CRC and SLIP-escaped; responses take priority.
@@ -114,7 +117,9 @@ class Link(wiring.Component):
         crc_params = crc.catalog.CRC16_CCITT_FALSE(8)
 
         m.submodules.rx_mem = rx_mem = Memory(shape=8, depth=buf, init=[])
-        m.submodules.tx_mem = tx_mem = Memory(shape=8, depth=buf, init=[])
+        # two response slots (seq parity), each buf bytes: slot s at s << abits
+        abits = (buf - 1).bit_length()
+        m.submodules.tx_mem = tx_mem = Memory(shape=8, depth=2 << abits, init=[])
         rx_w = rx_mem.write_port()
         rx_r = rx_mem.read_port()
         tx_w = tx_mem.write_port()
@@ -195,9 +200,11 @@ class Link(wiring.Component):
 
         typ = Signal(8)
         seq = Signal(8)
-        last_seq = Signal(8)
-        last_crc = Signal(16)
-        last_valid = Signal()
+        slot = Signal()                         # response slot of the request (seq[0])
+        last_seq = Array(Signal(8, name=f"last_seq{i}") for i in range(2))
+        last_crc = Array(Signal(16, name=f"last_crc{i}") for i in range(2))
+        last_valid = Array(Signal(name=f"last_valid{i}") for i in range(2))
+        slot_len = Array(Signal(range(buf + 1), name=f"slot_len{i}") for i in range(2))
         rp = Signal(range(buf + 1))             # rx_mem read pointer; rx_r.data == mem[rp-1]
         adv = Signal()
         wp = Signal(range(buf + 1))             # tx_mem write pointer
@@ -248,16 +255,19 @@ class Link(wiring.Component):
                 m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += seq.eq(rx_r.data)
-                with m.If(last_valid & (rx_r.data == last_seq) & (frame_crc == last_crc)):
+                s_new = rx_r.data[0]
+                m.d.sync += [seq.eq(rx_r.data), slot.eq(s_new)]
+                with m.If(last_valid[s_new] & (rx_r.data == last_seq[s_new]) &
+                          (frame_crc == last_crc[s_new])):
                     m.next = "RESEND"
                 with m.Else():
-                    m.d.sync += [last_seq.eq(rx_r.data), last_crc.eq(frame_crc),
-                                 last_valid.eq(1), self.frames_ok.eq(self.frames_ok + 1)]
-                    m.d.comb += [tx_w.addr.eq(0), tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
+                    m.d.sync += [last_seq[s_new].eq(rx_r.data), last_crc[s_new].eq(frame_crc),
+                                 last_valid[s_new].eq(1), self.frames_ok.eq(self.frames_ok + 1)]
+                    m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), s_new)),
+                                 tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += [tx_w.addr.eq(1), tx_w.data.eq(seq), tx_w.en.eq(1),
+                m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
                              self.activity.eq(1)]
                 m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3)]
                 with m.If(typ == proto.T_ECHO):
@@ -278,8 +288,8 @@ class Link(wiring.Component):
 
             with m.State("ECHO"):
                 with m.If(n != 0):
-                    m.d.comb += [tx_w.addr.eq(wp), tx_w.data.eq(rx_r.data), tx_w.en.eq(1),
-                                 adv.eq(1)]
+                    m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(rx_r.data),
+                                 tx_w.en.eq(1), adv.eq(1)]
                     m.d.sync += [wp.eq(wp + 1), n.eq(n - 1)]
                 with m.Else():
                     m.d.sync += tx_len.eq(wp)
@@ -335,7 +345,8 @@ class Link(wiring.Component):
                 m.d.sync += [word.eq(Mux(is_info, info_data, bus.rdata)), bi.eq(0)]
                 m.next = "R_BYTE"
             with m.State("R_BYTE"):
-                m.d.comb += [tx_w.addr.eq(wp), tx_w.data.eq(word[:8]), tx_w.en.eq(1)]
+                m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(word[:8]),
+                             tx_w.en.eq(1)]
                 m.d.sync += [word.eq(word >> 8), wp.eq(wp + 1), bi.eq(bi + 1)]
                 with m.If(bi == 3):
                     m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
@@ -346,8 +357,9 @@ class Link(wiring.Component):
                         m.next = "R_REQ"
 
             with m.State("FINISH"):
-                m.d.comb += [tx_w.addr.eq(2), tx_w.data.eq(status), tx_w.en.eq(1)]
-                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
+                             tx_w.en.eq(1)]
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), slot_len[slot].eq(tx_len)]
                 m.next = "IDLE"
             with m.State("RESEND"):
                 m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
@@ -382,11 +394,13 @@ class Link(wiring.Component):
         ti = Signal(range(buf + 1))
         tn = Signal(range(buf + 1))
         from_ev = Signal()
+        tx_slot = Signal()
         ev_seq = Signal(8)
         ev_bytes = 2 + 4 + self.event_bytes
         ev_frame = Signal(8 * ev_bytes)
         ev_byte = Signal(8)
-        m.d.comb += [tx_r.addr.eq(ti), tx_crc.data.eq(tok), tx_crc.start.eq(ti == 0)]
+        m.d.comb += [tx_r.addr.eq(Cat(ti[:abits], tx_slot)), tx_crc.data.eq(tok),
+                     tx_crc.start.eq(ti == 0)]
         m.d.comb += ev_byte.eq(ev_frame.word_select(ti, 8))
 
         with m.FSM(name="transmit") as tx_fsm:
@@ -394,7 +408,7 @@ class Link(wiring.Component):
                 m.d.sync += ti.eq(0)
                 with m.If(resp_pending):
                     m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), from_ev.eq(0),
-                                 tn.eq(tx_len)]
+                                 tn.eq(slot_len[slot]), tx_slot.eq(slot)]
                     m.next = "SOF"
                 if self.event_bytes:
                     with m.Elif(self.events.valid):

@@ -30,7 +30,7 @@ from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD
 from copperline.hdl.core import Core, phases_for
 from copperline.hdl.link import BusSignature, Link, info_words
-from copperline.hdl.uart import UARTRx, UARTTx, divisor
+from copperline.hdl.uart import UARTRx, UARTTx, bit_timing
 
 __all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
 
@@ -277,7 +277,7 @@ class LinkTop(wiring.Component):
             # ``line`` domain, which may be clocked without ``sync`` to catch up with a
             # warp, and need not be once ``line_quiet``; ``line_calm``/``line_skip``: the
             # transmitter's (UARTTx) while nothing else there moves (docs/boards.md)
-            div = divisor(clock_hz, baud)
+            div = bit_timing(clock_hz, baud).longest
             members |= {"link_quiet": Out(1), "line_quiet": Out(1),
                         "line_calm": Out(range(div)), "line_skip": In(range(div))}
         if core is not None and core.warp_us:

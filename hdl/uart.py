@@ -1,13 +1,20 @@
 """8N1 UART receiver and transmitter with byte streams (``amaranth.lib.stream``).
 
-Both are parameterised by ``clock_hz`` and ``baud``; the bit period is
-``round(clock_hz / baud)`` cycles and :func:`divisor` refuses a rate whose rounding error
-exceeds 2 % (a UART tolerates roughly ±4 % between both ends in total). The default link
-rate, 1 Mbaud, is exact for both boards: 12 cycles/bit on the iCEBreaker (12 MHz) and 25 on
-the ULX3S (25 MHz); the FT2232H (12 MHz / n) and FT231X (3 MHz / n) generate it exactly too.
+Both are parameterised by ``clock_hz`` and ``baud``; :func:`bit_timing` picks the bit
+period. When a whole number of clocks per bit is within 2 % of the rate (a UART tolerates
+roughly ±4 % between both ends in total) the bit lasts ``round(clock_hz / baud)`` clocks,
+at least 4. Otherwise, with at least 8 clocks per bit, the period is fractional: bits last
+``div`` or ``div + 1`` clocks so that they average ``clock_hz / baud`` (a Bresenham
+accumulator; each edge is at most one clock off the ideal one). Anything else is refused
+with the reason. The default link rate, 3 Mbaud, is 4 clocks per bit on the iCEBreaker
+(12 MHz) and 8 1/3 on the ULX3S (25 MHz); the FT2232H (12 MHz / n) and FT231X (3 MHz / n)
+generate it exactly.
 """
 
 from __future__ import annotations
+
+from fractions import Fraction
+from typing import NamedTuple
 
 from amaranth import *
 from amaranth.lib import stream, wiring
@@ -16,21 +23,81 @@ from amaranth.lib.wiring import In, Out
 
 from copperline.firmware.board_interface import DEFAULT_BAUD
 
-__all__ = ["divisor", "UARTRx", "UARTTx"]
+__all__ = ["BitTiming", "bit_timing", "divisor", "UARTRx", "UARTTx"]
+
+
+#: The fewest clocks per bit: the receiver samples mid-bit after a 2-flop synchroniser.
+MIN_CLOCKS_PER_BIT = 4
+#: The fewest clocks per bit for a fractional period (its edges jitter by one clock).
+MIN_CLOCKS_PER_BIT_FRACTIONAL = 8
+#: The most a rate may be off: a whole divisor's rounding, a fractional one's approximation.
+MAX_ERROR = 0.02
+MAX_ERROR_FRACTIONAL = 0.001
+
+
+class BitTiming(NamedTuple):
+    """A bit period of ``div + num / den`` clocks (``num == 0``: exactly ``div``)."""
+    div: int
+    num: int = 0
+    den: int = 1
+
+    @property
+    def fractional(self) -> bool:
+        return self.num != 0
+
+    @property
+    def longest(self) -> int:
+        """The most clocks one bit lasts."""
+        return self.div + (1 if self.num else 0)
+
+    @property
+    def clocks(self) -> float:
+        return self.div + self.num / self.den
+
+
+def bit_timing(clock_hz: int, baud: int) -> BitTiming:
+    """The bit period for ``baud`` with a ``clock_hz`` clock; ValueError (saying why and
+    what the clock allows) if the UART cannot make the rate."""
+    if baud <= 0 or clock_hz <= 0:
+        raise ValueError(f"clock_hz and baud must be positive (got {clock_hz}, {baud})")
+    ratio = clock_hz / baud
+    div = round(ratio)
+    fastest = clock_hz // MIN_CLOCKS_PER_BIT
+    if div < MIN_CLOCKS_PER_BIT:
+        raise ValueError(f"baud {baud} is too fast for a {clock_hz / 1e6:g} MHz clock (needs >= "
+                         f"{MIN_CLOCKS_PER_BIT} cycles/bit: at most {fastest} baud)")
+    err = abs(clock_hz / div - baud) / baud
+    if err <= MAX_ERROR:
+        return BitTiming(div)
+    if ratio < MIN_CLOCKS_PER_BIT_FRACTIONAL:
+        raise ValueError(f"baud {baud} is {err:.1%} off with a {clock_hz / 1e6:g} MHz clock "
+                         f"(divisor {div}), and {ratio:.2f} cycles/bit is too few for a "
+                         f"fractional divisor (needs >= {MIN_CLOCKS_PER_BIT_FRACTIONAL}); pick a "
+                         f"rate that divides the clock better (clock / n for n >= "
+                         f"{MIN_CLOCKS_PER_BIT}) or at most {clock_hz // MIN_CLOCKS_PER_BIT_FRACTIONAL} baud")
+    period = Fraction(clock_hz, baud).limit_denominator(255)
+    if abs(float(period) - ratio) / ratio > MAX_ERROR_FRACTIONAL:   # pragma: no cover
+        raise ValueError(f"baud {baud} cannot be approximated with a {clock_hz} Hz clock")
+    whole, rest = divmod(period.numerator, period.denominator)
+    return BitTiming(whole, rest, period.denominator)
 
 
 def divisor(clock_hz: int, baud: int) -> int:
-    """Clock cycles per bit; ValueError if the rate cannot be made within 2 %."""
-    if baud <= 0 or clock_hz <= 0:
-        raise ValueError(f"clock_hz and baud must be positive (got {clock_hz}, {baud})")
-    div = round(clock_hz / baud)
-    if div < 4:
-        raise ValueError(f"baud {baud} is too fast for a {clock_hz} Hz clock (needs >= 4 cycles/bit)")
-    err = abs(clock_hz / div - baud) / baud
-    if err > 0.02:
-        raise ValueError(f"baud {baud} is {err:.1%} off with a {clock_hz} Hz clock "
-                         f"(divisor {div}); pick a rate that divides the clock better")
-    return div
+    """Whole clock cycles per bit (a fractional period's shorter bit); ValueError if the
+    rate cannot be made (see :func:`bit_timing`)."""
+    return bit_timing(clock_hz, baud).div
+
+
+def _reload(m: Module, timing: BitTiming, timer: Signal, acc: Signal | None, extra: int = 0):
+    """Load ``timer`` for the next bit: ``div - 1`` (+1 when the fraction carries)."""
+    if acc is None:
+        m.d.sync += timer.eq(timing.div - 1 + extra)
+        return
+    nxt = acc + timing.num
+    with m.If(nxt >= timing.den):
+        m.d.sync += [acc.eq(nxt - timing.den), timer.eq(timing.div + extra)]
+    with m.Else():
+        m.d.sync += [acc.eq(nxt), timer.eq(timing.div - 1 + extra)]
 
 
 class UARTRx(wiring.Component):
@@ -49,7 +116,8 @@ class UARTRx(wiring.Component):
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, sim_ports: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
-        self.div = divisor(clock_hz, baud)
+        self.timing = bit_timing(clock_hz, baud)
+        self.div = self.timing.div
         super().__init__({
             "rx": In(1, init=1),
             "source": Out(stream.Signature(8)),
@@ -62,7 +130,8 @@ class UARTRx(wiring.Component):
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
 
-        timer = Signal(range(self.div + 1))
+        timer = Signal(range(self.timing.longest + 1))
+        acc = Signal(range(self.timing.den)) if self.timing.fractional else None
         bit = Signal(range(8))
         shreg = Signal(8)
 
@@ -81,14 +150,15 @@ class UARTRx(wiring.Component):
                 with m.Elif(rx):        # a glitch, not a start bit
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(self.div - 1), bit.eq(0)]
+                    m.d.sync += bit.eq(0)
+                    _reload(m, self.timing, timer, acc)
                     m.next = "DATA"
             with m.State("DATA"):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), timer.eq(self.div - 1),
-                                 bit.eq(bit + 1)]
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx)), bit.eq(bit + 1)]
+                    _reload(m, self.timing, timer, acc)
                     with m.If(bit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
@@ -122,38 +192,47 @@ class UARTTx(wiring.Component):
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, sim_ports: bool = False):
         self.clock_hz = clock_hz
         self.baud = baud
-        self.div = divisor(clock_hz, baud)
+        self.timing = bit_timing(clock_hz, baud)
+        self.div = self.timing.div
         members = {
             "tx": Out(1, init=1),
             "sink": In(stream.Signature(8)),
             "busy": Out(1),
         }
         if sim_ports:
-            members |= {"calm": Out(range(self.div)), "skip": In(range(self.div))}
+            span = self.timing.longest
+            members |= {"calm": Out(range(span)), "skip": In(range(span))}
         super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
-        timer = Signal(range(self.div))
+        timer = Signal(range(self.timing.longest))
+        acc = Signal(range(self.timing.den)) if self.timing.fractional else None
         bits = Signal(range(11))
         shreg = Signal(10, init=0x3FF)
 
         m.d.comb += self.tx.eq(shreg[0])
         m.d.comb += self.busy.eq(bits != 0)
-        with m.If(bits == 0):
+        # the stop bit's last clock takes the next byte: frames back to back are exactly
+        # 10 bit periods apart (not one clock more, 2.5 % of the line at 4 clocks/bit)
+        last = (bits == 1) & (timer == 0)
+        with m.If((bits == 0) | last):
             m.d.comb += self.sink.ready.eq(1)
             with m.If(self.sink.valid):
                 # start bit 0, data LSB first, stop bit 1
                 m.d.sync += [shreg.eq(Cat(C(0, 1), self.sink.payload, C(1, 1))),
-                             bits.eq(10), timer.eq(self.div - 1)]
+                             bits.eq(10)]
+                _reload(m, self.timing, timer, acc)
+            with m.Elif(last):
+                m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits.eq(0)]
         with m.Elif(timer != 0):
             if hasattr(self, "skip"):
                 m.d.sync += timer.eq(timer - 1 - self.skip)
             else:       # (the hardware's netlist, untouched by the simulation's ports)
                 m.d.sync += timer.eq(timer - 1)
         with m.Else():
-            m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits.eq(bits - 1),
-                         timer.eq(self.div - 1)]
+            m.d.sync += [shreg.eq(Cat(shreg[1:], C(1, 1))), bits.eq(bits - 1)]
+            _reload(m, self.timing, timer, acc)
         if hasattr(self, "calm"):
             m.d.comb += self.calm.eq(Mux(bits != 0, timer, 0))
         return m

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     p.add_argument("--build-dir", default=None, metavar="DIR",
                    help="output root (default: the build cache, $COPPER_BUILD_DIR or "
                         "~/.cache/copperline; the board's files go to DIR/<board>/)")
-    p.add_argument("--baud", type=int, default=None, help="link baud rate (default 1000000)")
+    p.add_argument("--baud", type=int, default=None, help=f"link baud rate (default {DEFAULT_BAUD})")
     p.add_argument("--no-core", action="store_true",
                    help="build the link-only top (UART, link, scratch RAM) without the core")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

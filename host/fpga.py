@@ -82,7 +82,7 @@ class FpgaBackend(Backend):
     board : str or None
         Board name (``icebreaker``, ``ulx3s-25f``, ...): for discovery and messages.
     baud : int or None
-        Link rate (default 1 Mbaud, what ``copper build`` uses).
+        Link rate (default 3 Mbaud, ``DEFAULT_BAUD``, what ``copper build`` uses).
     timeout, retries :
         Link retransmission (see :class:`~copperline.host.link.Link`).
     reconnect_s, poll_s :

@@ -4,6 +4,10 @@ What the fpga backend does before any program goes on a board, in one place:
 
 * **find**: without a port the board is discovered by its USB id
   (``copperline.boards.discover``); a name narrows it.
+* **tune the port**: a USB serial adapter holds what it received until its buffer fills,
+  its *latency timer* runs out (16 ms by default on FTDI chips) or the *event character*
+  arrives; :func:`tune_port` sets the timer to 1 ms and the event character to the
+  frame end (0xC0) where the system allows, and warns once when it cannot.
 * **identify**: ``hello`` gives the core clock (the rate event stamps count), sizes and the
   ISA version; a bitstream without the core, or another ISA version, is refused.
 * **reset**: a VM's machine reset: every slot stopped, the time base at 0, every register
@@ -17,6 +21,9 @@ Every failure is a :class:`~copperline.host.backend.BackendError` with code ``NO
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -27,8 +34,84 @@ from copperline.firmware.board_interface import STATE_NAMES, record_bytes, slot_
 from copperline.host.backend import BackendError
 from copperline.host.link import BoardInfo, Link, LinkBusy, LinkError
 
+log = logging.getLogger(__name__)
+
 #: Error code of commands that need the board while it is gone.
 NO_BOARD = "NO_BOARD"
+
+#: The FTDI latency timer the host sets (ms; the chips' default is 16).
+LATENCY_MS = 1
+#: FTDI vendor request SIO_SET_EVENT_CHAR (libftdi's ``ftdi_set_event_char``).
+_FTDI_VID, _SIO_SET_EVENT_CHAR = 0x0403, 0x06
+_warned: set[str] = set()
+
+
+def tune_port(url: str, *, sysfs: str = "/sys") -> list[str]:
+    """Make a USB serial adapter hand over every frame at once: its latency timer to
+    1 ms (Linux sysfs ``/sys/bus/usb-serial/devices/ttyUSBn/latency_timer``) and its event
+    character to the frame end 0xC0 (an FTDI vendor request through pyusb, when the
+    device is reachable). Returns what could not be done; says it once per port, as one
+    log warning. URLs (``socket://`` of the virtual board, ``loop://``) are skipped
+    silently: no adapter is involved."""
+    if "://" in url:
+        return []
+    problems: list[str] = []
+    name = os.path.basename(os.path.realpath(url))
+    node = os.path.join(sysfs, "bus", "usb-serial", "devices", name)
+    if not sys.platform.startswith("linux"):
+        problems.append(f"the latency timer and event character are only set on Linux "
+                        f"(set the adapter's latency timer to {LATENCY_MS} ms by hand)")
+    elif not os.path.isdir(node):
+        problems.append(f"{url} is not a USB serial adapter port (no {node})")
+    else:
+        timer = os.path.join(node, "latency_timer")
+        try:
+            with open(timer) as f:
+                now = int(f.read().strip() or 0)
+            if now != LATENCY_MS:
+                with open(timer, "w") as f:
+                    f.write(str(LATENCY_MS))
+        except OSError as exc:
+            problems.append(f"cannot set the latency timer ({exc.strerror or exc}: as root "
+                            f"`echo {LATENCY_MS} > {timer}`, or a udev rule ATTR{{latency_timer}}"
+                            f"=\"{LATENCY_MS}\")")
+        problems += _set_event_char(node)
+    if problems and url not in _warned:
+        _warned.add(url)
+        log.warning("%s: %s; every answer may then wait for the USB adapter's timer (up to "
+                    "16 ms) and the link runs slower than its line", url, "; ".join(problems))
+    return problems
+
+
+def _set_event_char(node: str) -> list[str]:
+    """The FTDI event character = 0xC0 for the adapter port at sysfs ``node``."""
+    iface = os.path.realpath(os.path.join(node, ".."))      # .../1-2:1.0 (the interface)
+    dev = os.path.dirname(iface)                            # .../1-2 (the device)
+
+    def attr(path, name, base=10):
+        with open(os.path.join(path, name)) as f:
+            return int(f.read().strip(), base)
+    try:
+        vid, bus, addr = attr(dev, "idVendor", 16), attr(dev, "busnum"), attr(dev, "devnum")
+        number = attr(iface, "bInterfaceNumber", 16)
+    except (OSError, ValueError):
+        return ["cannot find its USB device in sysfs to set the event character"]
+    if vid != _FTDI_VID:
+        return []                       # not an FTDI chip: no such setting
+    try:
+        import usb.core
+    except ImportError:
+        return ["the event character needs pyusb (pip install pyusb)"]
+    try:
+        device = usb.core.find(bus=bus, address=addr)
+        if device is None:
+            return [f"USB device {bus}:{addr} not found by pyusb"]
+        # wValue: the character, bit 8 enables it; wIndex: the port (interface + 1)
+        device.ctrl_transfer(0x40, _SIO_SET_EVENT_CHAR, proto.SLIP_END | 0x100, number + 1)
+    except Exception as exc:            # no permission (usb.core.USBError), no backend
+        return [f"cannot set the event character through pyusb ({exc}; needs access to "
+                f"the USB device, e.g. a udev rule for {vid:04x})"]
+    return []
 
 
 @dataclass
@@ -123,6 +206,7 @@ def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
         raise BackendError("BUSY", str(exc)) from None
     except LinkError as exc:
         raise BackendError(NO_BOARD, str(exc)) from None
+    tune_port(url)
     try:
         info = link.hello()
         check_info(url, info)

@@ -1,9 +1,10 @@
 """The host driver of the board link: sequencing, retransmission, events (docs/link.md).
 
 The wire format (frames, CRC, spaces, codes) is :mod:`copperline.firmware.board_interface`;
-:class:`Link` speaks it over a serial port: stop-and-wait requests that it retransmits
-after a timeout (the board re-sends its last response when it sees the same request, same
-seq and CRC, again), and event frames handed over as they arrive.
+:class:`Link` speaks it over a serial port: requests that it retransmits after a timeout
+(the board re-sends a stored response when it sees the same request, same seq and CRC,
+again), one at a time or, for event reads, two in flight
+(:meth:`Link.read_events_pipelined`), and event frames handed over as they arrive.
 
 The driver opens its port with :func:`serial.serial_for_url`, so ``/dev/ttyUSB1``,
 ``socket://127.0.0.1:PORT`` and ``loop://`` all work.
@@ -18,6 +19,7 @@ import select
 import struct
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -89,6 +91,24 @@ class BoardInfo:
 READ_POLL_S = 0.02
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A request on its way: its bytes, when its last attempt was sent, its answer."""
+    ftype: int
+    seq: int
+    wire: bytes
+    what: str
+    line_s: float
+    sent: float
+    give_up: float
+    attempt: int = 0
+    first_sent: float = 0.0
+    ahead: bool = False                 # sent while another answer was still coming
+    waited: bool = False                # a read was to be sent once this answer began
+    started: threading.Event = field(default_factory=threading.Event)
+    answers: queue.Queue = field(default_factory=queue.Queue)
+
+
 def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
     """Open a serial port or pyserial URL (``socket://``, ``loop://``, ``/dev/tty...``)."""
     import serial
@@ -107,7 +127,8 @@ def open_port(url: str, baud: int, timeout: float = READ_POLL_S):
 class Link:
     """A synchronous request/response API over one serial port, with a reader thread.
 
-    Requests are stop-and-wait: one outstanding request, retransmitted when its answer
+    Requests are stop-and-wait (event reads may be pipelined, two in flight:
+    :meth:`read_events_pipelined`): one outstanding request, retransmitted when its answer
     is late, with a timeout and a frame size adapted to the line
     (:class:`~copperline.host.retransmit.RetransmitPolicy`: at most ``timeout`` per
     attempt, backing off); a request fails (:class:`LinkTimeout`) once
@@ -136,9 +157,10 @@ class Link:
         self._seq = random.randrange(256)   # a fresh start never matches a stale request
         #: The largest READ and WRITE counts this board takes (set by :meth:`hello`).
         self.max_read_words, self.chunk_words = MAX_READ_WORDS, DEFAULT_CHUNK_WORDS
-        self._lock = threading.Lock()         # one request at a time
-        self._responses: queue.Queue[Frame] = queue.Queue()
-        self._waiting: int | None = None      # seq of the outstanding request
+        self._lock = threading.Lock()         # one caller's requests at a time
+        self._wanted = 0                      # callers waiting for the lock (see request)
+        self._wanted_lock = threading.Lock()
+        self._waiting: dict[int, _Pending] = {}   # outstanding requests by seq
         self._on_event = on_event
         self._on_lost = on_lost
         self._events: queue.Queue[tuple[int, int, bytes]] = queue.Queue(maxsize=65536)
@@ -203,6 +225,11 @@ class Link:
                     return
             for frame in self._decoder.feed(data):
                 self._dispatch(frame)
+            head = self._decoder.header()
+            if head is not None:                # a response has begun: its request ran
+                pending = self._waiting.get(head[1])
+                if pending is not None and head[0] == pending.ftype | RESP:
+                    pending.started.set()
             self.stats.crc_errors = self._decoder.crc_errors
             self.stats.framing_errors = self._decoder.framing_errors
 
@@ -210,8 +237,10 @@ class Link:
         if frame.type == T_EVENT:
             self._event(frame)
         elif frame.type & RESP:
-            if frame.seq == self._waiting:
-                self._responses.put(frame)
+            pending = self._waiting.get(frame.seq)
+            if pending is not None:
+                pending.started.set()
+                pending.answers.put(frame)
             else:
                 self.stats.duplicates += 1
         else:
@@ -251,59 +280,91 @@ class Link:
         counts into the timeout). ``attempts``: give up (:class:`LinkTimeout`) after that
         many, before the time budget, so that a caller may try a smaller request (only
         for requests that may be executed twice: reads of memory, writes of data)."""
-        what = what or f"request {ftype:#04x}"
-        with self._lock:
-            if self._closed.is_set():
-                raise LinkError(f"link {self.url} is closed")
-            self._seq = (self._seq + 1) & 0xFF
-            seq = self._seq
-            wire = encode_frame(ftype, seq, body)
-            # (type, seq, status, CRC, delimiters: 7 bytes besides the data)
-            line_s = self.policy.line_s(len(wire) + 7 + answer_bytes)
-            while not self._responses.empty():   # stale answers to an abandoned request
-                self._responses.get_nowait()
-            self._waiting = seq
-            self.stats.requests += 1
-            give_up = time.monotonic() + (self.retries + 1) * self.timeout
-            attempt = 0
+        with self._wanted_lock:
+            self._wanted += 1                 # (a pipelined read sends no more meanwhile)
+        try:
+            self._lock.acquire()
+        finally:
+            with self._wanted_lock:
+                self._wanted -= 1
+        try:
+            pending = self._send(ftype, body, what, answer_bytes)
             try:
-                while True:
-                    if attempt:
-                        self.stats.retransmits += 1
-                        log.info("link %s: %s seq %d: no answer, retransmit %d",
-                                 self.url, what, seq, attempt)
-                    sent = time.monotonic()
-                    damaged = self._decoder.crc_errors + self._decoder.framing_errors
-                    self._port.write(wire)
-                    deadline = min(give_up, sent + self.policy.timeout(line_s))
-                    while True:
-                        left = deadline - time.monotonic()
-                        if left <= 0 or self._closed.is_set():
-                            break
-                        try:
-                            frame = self._responses.get(timeout=min(left, 0.05))
-                        except queue.Empty:
-                            continue
-                        if frame.type != (ftype | RESP) or not frame.body:
-                            raise LinkError(f"{what}: board answered type {frame.type:#04x} "
-                                            f"to seq {seq} (expected {ftype | RESP:#04x})")
-                        self.policy.answered(time.monotonic() - sent, line_s, attempt)
-                        if frame.body[0] != ST_OK:
-                            raise LinkStatusError(frame.body[0], what)
-                        return frame.body[1:]
-                    if self._closed.is_set():
-                        raise LinkError(f"{what}: link {self.url} closed")
-                    self.policy.timed_out(line_s, corrupted=damaged != (
-                        self._decoder.crc_errors + self._decoder.framing_errors))
-                    attempt += 1
-                    if time.monotonic() >= give_up or attempt == attempts:
-                        break
+                return self._await(pending, attempts)
             finally:
-                self._waiting = None
-            raise LinkTimeout(f"{what}: no answer from {self.url} after {attempt} "
-                              f"attempt(s) in {(self.retries + 1) * self.timeout * 1000:.0f} ms "
-                              "(is the board connected, flashed with copperline, and at the "
-                              "same baud?)")
+                self._waiting.pop(pending.seq, None)
+        finally:
+            self._lock.release()
+
+    def _send(self, ftype: int, body: bytes, what: str, answer_bytes: int,
+              ahead: bool = False) -> _Pending:
+        """Send a new request (the caller holds the lock) and register it for its answer."""
+        if self._closed.is_set():
+            raise LinkError(f"link {self.url} is closed")
+        self._seq = (self._seq + 1) & 0xFF
+        wire = encode_frame(ftype, self._seq, body)
+        now = time.monotonic()
+        # (type, seq, status, CRC, delimiters: 7 bytes besides the data)
+        pending = _Pending(ftype, self._seq, wire, what or f"request {ftype:#04x}",
+                           self.policy.line_s(len(wire) + 7 + answer_bytes), now,
+                           now + (self.retries + 1) * self.timeout, first_sent=now,
+                           ahead=ahead)
+        self._waiting[pending.seq] = pending
+        self.stats.requests += 1
+        self._port.write(wire)
+        return pending
+
+    def _damaged(self) -> int:
+        return self._decoder.crc_errors + self._decoder.framing_errors
+
+    def _await(self, p: _Pending, attempts: int | None = None) -> bytes:
+        """The answer to ``p`` (the body after the status byte), retransmitting ``p``
+        while it is late; :class:`LinkTimeout` once its time budget (or ``attempts``)
+        is spent."""
+        damaged = self._damaged()
+        while True:
+            deadline = min(p.give_up, p.sent + self.policy.timeout(p.line_s))
+            while True:
+                left = deadline - time.monotonic()
+                try:        # (an answer that came while the caller was busy counts)
+                    frame = p.answers.get(timeout=min(left, 0.05)) if left > 0 else \
+                        p.answers.get_nowait()
+                except queue.Empty:
+                    if left <= 0 or self._closed.is_set():
+                        break
+                    continue
+                if frame.type != (p.ftype | RESP) or not frame.body:
+                    raise LinkError(f"{p.what}: board answered type {frame.type:#04x} "
+                                    f"to seq {p.seq} (expected {p.ftype | RESP:#04x})")
+                now = time.monotonic()
+                if p.attempt and now - p.sent < self.policy.line_s(len(p.wire)):
+                    # sooner than the board could have read the retransmission: the
+                    # answer to the first attempt, which was slow, not lost (a virtual
+                    # board slower than real time): an RTT sample from there, no reset
+                    # of the backoff
+                    self.policy.answered(now - p.first_sent, p.line_s, 0)
+                else:
+                    # (a request sent ahead waited for the answer before it: no sample)
+                    self.policy.answered(now - p.sent, p.line_s, max(p.attempt, int(p.ahead)))
+                if frame.body[0] != ST_OK:
+                    raise LinkStatusError(frame.body[0], p.what)
+                return frame.body[1:]
+            if self._closed.is_set():
+                raise LinkError(f"{p.what}: link {self.url} closed")
+            self.policy.timed_out(p.line_s, corrupted=damaged != self._damaged())
+            p.attempt += 1
+            if time.monotonic() >= p.give_up or p.attempt == attempts:
+                break
+            self.stats.retransmits += 1
+            log.info("link %s: %s seq %d: no answer, retransmit %d",
+                     self.url, p.what, p.seq, p.attempt)
+            damaged = self._damaged()
+            p.sent = time.monotonic()
+            self._port.write(p.wire)
+        raise LinkTimeout(f"{p.what}: no answer from {self.url} after {p.attempt} "
+                          f"attempt(s) in {(self.retries + 1) * self.timeout * 1000:.0f} ms "
+                          "(is the board connected, flashed with copperline, and at the "
+                          "same baud?)")
 
     @property
     def frame_words(self) -> int:
@@ -442,7 +503,89 @@ class Link:
         max_records = self.frame_words // 2 if max_records is None else max_records
         if not 1 <= max_records <= most:
             raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
-        words = self.read(SPACE_EVENTS, 0, 2 * max_records)
-        return [hi << 32 | lo for lo, hi in zip(words[::2], words[1::2])
-                if not (lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD)]
+        return _records(self.read(SPACE_EVENTS, 0, 2 * max_records))
+
+    def read_events_pipelined(self, max_records: int, reads: int,
+                              on_read: Callable[[list[int]], None] | None = None
+                              ) -> list[list[int]]:
+        """Up to ``reads`` pulls of ``max_records`` records each, with two in flight:
+        the next READ is sent as soon as the board has *begun* answering the one before
+        (so it is executed after it, and it arrives while that answer is on the line,
+        when the board's receive buffer is free), which keeps the line busy instead of
+        idle for a round trip per read. No more are sent after a read that was not full.
+        Returns the records of each read, in order; ``on_read(records)`` is also called
+        for each read as it arrives, while the next one is on the line (so the host's
+        work on them does not leave the line idle).
+
+        Reliable as :meth:`read_events`: the board keeps the answers of the last two
+        requests (one slot per seq parity), and a third is only sent once the first of
+        them was answered, so a lost answer is always retransmitted from its stored
+        copy. The calling thread holds the link meanwhile; when another thread asks for
+        it, no more reads are sent (it waits for the ones in flight, at most two)."""
+        most = self.max_read_words // 2
+        if not 1 <= max_records <= most:
+            raise ValueError(f"read_events: max_records {max_records} outside 1..{most}")
+        body = read_body(0, 2 * max_records)
+        what = f"read EVENTS[0:+{2 * max_records}]"
+        out: list[list[int]] = []
+        give_way = time.monotonic() + self.timeout
+        while self._wanted and time.monotonic() < give_way:
+            time.sleep(0.0002)                # another caller first (locks are not fair)
+        with self._lock:
+            inflight: deque[_Pending] = deque()
+            more = reads
+            try:
+                while True:
+                    if not inflight:
+                        if more <= 0:
+                            break
+                        inflight.append(self._send(T_READ | SPACE_EVENTS, body, what,
+                                                   8 * max_records))
+                        more -= 1
+                    head = inflight[0]
+                    if len(inflight) == 1 and more > 0:
+                        more -= self._send_ahead(inflight, body, what, max_records)
+                    data = self._await(head)
+                    inflight.popleft()
+                    self._waiting.pop(head.seq, None)
+                    if len(data) != 8 * max_records:
+                        raise LinkError(f"read: asked for {2 * max_records} words, got "
+                                        f"{len(data)} bytes")
+                    records = _records(struct.unpack(f"<{2 * max_records}I", data))
+                    out.append(records)
+                    if len(records) < max_records:
+                        more = 0
+                    if inflight:                # queued behind the answer just received
+                        nxt = inflight[0]
+                        nxt.sent = max(nxt.sent, time.monotonic())
+                        if not nxt.attempt:
+                            nxt.first_sent = nxt.sent
+                        if more > 0:            # the line first, then the host's work
+                            more -= self._send_ahead(inflight, body, what, max_records)
+                    if on_read is not None:
+                        on_read(records)
+            finally:
+                for p in inflight:
+                    self._waiting.pop(p.seq, None)
+        return out
+
+    def _send_ahead(self, inflight: deque, body: bytes, what: str, max_records: int) -> int:
+        """Once the board has begun answering the one read in flight, send the next
+        (1), unless another caller waits for the link or no answer begins in time (0)."""
+        head = inflight[0]
+        if head.waited:                 # (once per read: a late answer is not waited twice)
+            return 0
+        head.waited = True
+        if self._wanted or not head.started.wait(max(0.0, min(
+                head.give_up, head.sent + self.policy.timeout(head.line_s)) - time.monotonic())):
+            return 0
+        inflight.append(self._send(T_READ | SPACE_EVENTS, body, what, 8 * max_records,
+                                   ahead=True))
+        return 1
+
+
+def _records(words) -> list[int]:
+    """The records of an EVENTS read: every pair that is not the empty marker."""
+    return [hi << 32 | lo for lo, hi in zip(words[::2], words[1::2])
+            if not (lo == EVENT_NONE_WORD and hi == EVENT_NONE_WORD)]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import array
 import contextlib
 import json
+import os
 import random
 import socket
 import subprocess
@@ -416,15 +417,23 @@ VIRTUAL_CORE_HZ = 3_000_000             # the iCEBreaker core: 4 contexts -> 4 p
 VIRTUAL_VSYNC_HZ = 1000.0
 
 
+def virtual_board_baud() -> int:
+    """The virtual board's line rate in tests: ``COPPER_TEST_BAUD`` (e.g. to find the
+    fastest line the e2e tests pass at) or the boards' default."""
+    from copperline.firmware.board_interface import DEFAULT_BAUD
+    return int(os.environ.get("COPPER_TEST_BAUD") or DEFAULT_BAUD)
+
+
 def virtual_board_server(port: int = 0, *, vsync_hz: float = VIRTUAL_VSYNC_HZ):
-    """A started virtual iCEBreaker (Verilator, paced, 1 Mbaud) on 127.0.0.1:``port``,
-    its core with a fast vsync so that programs that wait for vsync finish quickly."""
+    """A started virtual iCEBreaker (Verilator, paced, at :func:`virtual_board_baud`) on
+    127.0.0.1:``port``, its core with a fast vsync so that programs that wait for vsync
+    finish quickly."""
     from copperline.boards.registry import get_board
     from copperline.boards.virtual import VirtualBoardServer
     core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
     core.vsync_hz = vsync_hz                           # ... with a fast vsync
-    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000, baud=1_000_000,
-                              core=core, engine="verilator").start()
+    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000,
+                              baud=virtual_board_baud(), core=core, engine="verilator").start()
 
 
 class FaultyProxy:

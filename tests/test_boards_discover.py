@@ -74,4 +74,5 @@ def test_hil_attached_board_says_hello():
     with Link(discover.resolve_port(board, None)) as link:
         info = link.hello()
     assert info.clock_hz == board.clock_hz
-    assert info.baud == 1_000_000
+    from copperline.firmware.board_interface import DEFAULT_BAUD
+    assert info.baud == DEFAULT_BAUD

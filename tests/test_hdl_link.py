@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 from copperline.hdl.link import Link, info_words
 from copperline.hdl.top import LinkTop, Scratch
 from copperline.firmware import board_interface as proto
+from copperline.firmware.board_interface import DEFAULT_BAUD
 
 CLOCK = 12_000_000
 TIMEOUT_US = 20          # idle timeout of the simulated top: 240 cycles
@@ -77,7 +78,7 @@ def test_echo_with_bytes_that_need_escaping():
 def test_identify_reads_info_words():
     frames, _ = run_bytes([read(proto.SPACE_INFO, 0, 16, 1)])
     w = words(frames[0])
-    assert w == info_words(clock_hz=CLOCK, baud=1_000_000)
+    assert w == info_words(clock_hz=CLOCK, baud=DEFAULT_BAUD)
     assert w[0] == proto.INFO_MAGIC and w[2] == CLOCK
 
 
@@ -153,6 +154,19 @@ def test_duplicate_request_resends_response_without_executing_again():
     assert words(frames[2]) == [2]            # the write counted once, then the read
 
 
+def test_pipelined_request_is_taken_while_a_response_goes_out_and_both_stay_resendable():
+    """Request b arrives while a's response is still being sent (the receive buffer is
+    free once a was executed); a's retransmission after b was executed gets a's stored
+    response (the other response slot), b's gets b's, and nothing runs twice."""
+    a = read(proto.SPACE_INFO, 0, 20, 10)      # ~175 cycles of response on the byte stream
+    b = req(proto.T_WRITE | proto.SPACE_SCRATCH, 11, struct.pack("<HI", 0, 0xC0FFEE))
+    frames, _ = run_bytes([a, 150, b, 600, a, 600, b, 600, read(proto.SPACE_INFO, 16, 4, 12)],
+                          gap=0)
+    assert [f.seq for f in frames] == [10, 11, 10, 11, 12]
+    assert frames[2] == frames[0] and frames[3] == frames[1]
+    assert words(frames[4]) == [3, 0, 0, 0]    # frames_ok: a, b, the read; nothing dropped
+
+
 def test_same_seq_with_other_content_is_a_new_request():
     frames, _ = run_bytes([req(proto.T_ECHO, 8, b"a"), 200, req(proto.T_ECHO, 8, b"b")])
     assert [f.body for f in frames] == [b"\x00a", b"\x00b"]
@@ -211,10 +225,11 @@ def test_event_frames_have_their_own_sequence_and_dropped_count():
 
 
 def test_full_path_through_uart_pins():
-    """Bit-level: UART rx pin -> link -> UART tx pin, at 1 Mbaud on a 12 MHz clock."""
+    """Bit-level: UART rx pin -> link -> UART tx pin, at the default rate (3 Mbaud on a
+    12 MHz clock: 4 clocks per bit)."""
     dut = LinkTop(clock_hz=CLOCK)
     frame = req(proto.T_ECHO, 42, b"\xc0pins\xdb")
-    div = 12
+    div = CLOCK // DEFAULT_BAUD
     line_out = []
     sim = Simulator(dut)
     sim.add_clock(1 / CLOCK)

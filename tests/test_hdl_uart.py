@@ -4,7 +4,7 @@ import pytest
 from amaranth import Elaboratable, Module
 from amaranth.sim import Simulator
 
-from copperline.hdl.uart import UARTRx, UARTTx, divisor
+from copperline.hdl.uart import BitTiming, UARTRx, UARTTx, bit_timing, divisor
 
 CLOCK = 12_000_000
 
@@ -15,7 +15,17 @@ def test_divisor_exact_for_both_boards():
     assert divisor(12_000_000, 115_200) == 104
 
 
+def test_bit_timing_3_mbaud_on_both_boards_and_12_mbaud_at_48_mhz():
+    assert bit_timing(12_000_000, 3_000_000) == BitTiming(4)           # iCEBreaker: exact
+    assert bit_timing(25_000_000, 3_000_000) == BitTiming(8, 1, 3)     # ULX3S: 8 1/3 clocks
+    assert bit_timing(48_000_000, 12_000_000) == BitTiming(4)          # iCEBreaker PLL
+    assert bit_timing(100_000_000, 3_000_000) == BitTiming(33)         # 1 % off: whole
+    assert divisor(25_000_000, 3_000_000) == 8
+
+
 @pytest.mark.parametrize("clock,baud,msg", [(12_000_000, 5_000_000, "too fast"),
+                                            (12_000_000, 12_000_000,
+                                             "needs >= 4 cycles/bit: at most 3000000 baud"),
                                             (12_000_000, 2_500_000, "off"),
                                             (12_000_000, 0, "positive")])
 def test_divisor_refuses_bad_rates(clock, baud, msg):
@@ -39,11 +49,11 @@ def _drive_line(ctx, rx, bits, cycles_per_bit):
     return run()
 
 
-def _receive(data_bits, cycles_per_bit, baud=1_000_000):
-    dut = UARTRx(clock_hz=CLOCK, baud=baud)
+def _receive(data_bits, cycles_per_bit, baud=1_000_000, clock=CLOCK):
+    dut = UARTRx(clock_hz=clock, baud=baud)
     got, errors = [], []
     sim = Simulator(dut)
-    sim.add_clock(1 / CLOCK)
+    sim.add_clock(1 / clock)
 
     async def monitor(ctx):
         ctx.set(dut.source.ready, 1)
@@ -75,6 +85,15 @@ def test_rx_tolerates_baud_skew(skew):
     assert got == data and errors == []
 
 
+@pytest.mark.parametrize("skew", [0.98, 1.0, 1.02])
+def test_rx_fractional_period_tolerates_baud_skew(skew):
+    # 3 Mbaud on the ULX3S's 25 MHz: bits of 8 or 9 clocks, 8 1/3 on average
+    data = [0x55, 0x00, 0xFF, 0xC0, 0x3A, 0x81, 0x7E]
+    bits = [1, 1] + [b for byte in data for b in _bits(byte)]
+    got, errors = _receive(bits, 25 / 3 * skew, baud=3_000_000, clock=25_000_000)
+    assert got == data and errors == []
+
+
 def test_rx_framing_error_then_recovers():
     bits = _bits(0xA5, stop=0) + [0] * 10 + [1, 1, 1] + _bits(0x5A)
     got, errors = _receive(bits, 12)
@@ -83,9 +102,9 @@ def test_rx_framing_error_then_recovers():
 
 
 class _Loop(Elaboratable):
-    def __init__(self):
-        self.tx = UARTTx(clock_hz=CLOCK)
-        self.rx = UARTRx(clock_hz=CLOCK)
+    def __init__(self, clock=CLOCK, baud=3_000_000):
+        self.tx = UARTTx(clock_hz=clock, baud=baud)
+        self.rx = UARTRx(clock_hz=clock, baud=baud)
 
     def elaborate(self, platform):
         m = Module()
@@ -94,12 +113,14 @@ class _Loop(Elaboratable):
         return m
 
 
-def test_tx_to_rx_loopback_back_to_back():
-    dut = _Loop()
+@pytest.mark.parametrize("clock,baud", [(CLOCK, 3_000_000), (CLOCK, 1_000_000),
+                                        (25_000_000, 3_000_000)])
+def test_tx_to_rx_loopback_back_to_back(clock, baud):
+    dut = _Loop(clock, baud)
     data = list(range(0, 256, 7)) + [0xC0, 0xDB]
-    got = []
+    got, at = [], []                        # the bytes received and when
     sim = Simulator(dut)
-    sim.add_clock(1 / CLOCK)
+    sim.add_clock(1 / clock)
 
     async def send(ctx):
         for b in data:
@@ -111,12 +132,18 @@ def test_tx_to_rx_loopback_back_to_back():
 
     async def recv(ctx):
         ctx.set(dut.rx.source.ready, 1)
+        t = 0
         while True:
             await ctx.tick()
+            t += 1
             if ctx.get(dut.rx.source.valid):
                 got.append(ctx.get(dut.rx.source.payload))
+                at.append(t)
 
     sim.add_testbench(recv, background=True)
     sim.add_testbench(send)
     sim.run()
     assert got == data
+    # back to back, the frames follow the rate: 10 bits of clock / baud each, on average
+    span = (at[-1] - at[0]) / (len(at) - 1)
+    assert abs(span - 10 * clock / baud) <= 2 / (len(at) - 1), span

@@ -63,8 +63,9 @@ def test_encode_frame_rejects_out_of_range():
 # ------------------------------------------------------------------ a board model ---------
 
 class ModelBoard:
-    """The board side in Python: echo, read/write of a scratch dict, duplicate detection,
-    with knobs to lose requests or responses and to send events."""
+    """The board side in Python: echo, read/write of a scratch dict, an EVENTS FIFO,
+    duplicate detection (a stored response per seq parity, as the gateware), with knobs
+    to lose requests or responses and to send events."""
 
     def __init__(self):
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -74,13 +75,19 @@ class ModelBoard:
         self.lose_requests = 0
         self.lose_responses = 0
         self.silent = False
+        self.answer_delays = []   # seconds to wait before answering the next requests
         self.max_body = None      # requests with a longer body never get through
         self.max_answer = None    # nor responses with a longer one
         self.info = None          # INFO words (name -> value) to answer with, or none
         self.counts = []          # words carried by each READ and WRITE
         self.seqs = []
+        self.fifo = None          # pull-mode event records (u64) popped by EVENTS reads
+        #                           (None: EVENTS reads the scratch dict like the others)
+        self.arrivals = 0         # requests handled (retransmissions too)
+        self.lose_arrivals = set()    # the requests (by arrival number) not heard
+        self.mute_arrivals = set()    # the requests whose response is lost
         self.conn = None
-        self._last = None
+        self._last = {}
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -102,16 +109,24 @@ class ModelBoard:
         if self.lose_requests:
             self.lose_requests -= 1
             return
+        self.arrivals += 1
+        if self.arrivals in self.lose_arrivals:
+            return
         if self.max_body is not None and len(f.body) > self.max_body:
             return
         self.seqs.append(f.seq)
         key = (f.seq, f.type, f.body)
-        if self._last and self._last[0] == key:
-            resp = self._last[1]
+        last = self._last.get(f.seq & 1)
+        if last and last[0] == key:
+            resp = last[1]
         else:
             self.executed += 1
             resp = proto.encode_frame(f.type | proto.RESP, f.seq, self._execute(f))
-            self._last = (key, resp)
+            self._last[f.seq & 1] = (key, resp)
+        if self.arrivals in self.mute_arrivals:
+            return
+        if self.answer_delays:
+            time.sleep(self.answer_delays.pop(0))
         if self.lose_responses:
             self.lose_responses -= 1
             return
@@ -134,6 +149,13 @@ class ModelBoard:
                 if self.info is None:
                     return bytes([proto.ST_BAD_ADDR])
                 words = [self.info.get(k, 0) for k in proto.INFO_FIELDS][addr:addr + n]
+                return b"\x00" + struct.pack(f"<{n}I", *words)
+            if f.type & 0xF == proto.SPACE_EVENTS and self.fifo is not None:
+                words = []
+                for _ in range(n // 2):
+                    r = self.fifo.pop(0) if self.fifo else None
+                    words += ([proto.EVENT_NONE_WORD] * 2 if r is None else
+                              [r & 0xFFFFFFFF, r >> 32])
                 return b"\x00" + struct.pack(f"<{n}I", *words)
             self.counts.append(n)
             return b"\x00" + struct.pack(f"<{n}I", *(self.mem.get(addr + i, 0) for i in range(n)))
@@ -178,6 +200,62 @@ def test_retransmit_after_lost_response_executes_once(model):
         link.write(proto.SPACE_SCRATCH, 0, [7])
         assert link.stats.retransmits == 1
     assert model.executed == 1 and model.seqs[0] == model.seqs[1]
+
+
+def test_pipelined_event_reads_keep_the_order_and_stop_after_a_partial_one(model):
+    model.fifo = list(range(1, 95))          # 94 records: 9 full reads of 10, then 4
+    with Link(model.url, timeout=0.5) as link:
+        reads = link.read_events_pipelined(10, reads=20)
+    # (the read sent ahead while the partial one was answered comes back empty)
+    assert [len(r) for r in reads] in ([10] * 9 + [4], [10] * 9 + [4, 0])
+    assert [x for r in reads for x in r] == list(range(1, 95))
+    assert model.executed == len(reads) and link.stats.retransmits == 0
+
+
+def test_a_slow_consumer_of_pipelined_reads_causes_no_retransmission(model):
+    """The answer to the read sent ahead arrives while the caller works on the records
+    before it (longer than that read's timeout): it counts, nothing is sent again."""
+    model.fifo = list(range(1, 101))
+    with Link(model.url, timeout=0.5) as link:
+        link.echo(b"x")                              # a round trip measured: short timeouts
+        reads = link.read_events_pipelined(10, reads=10,
+                                           on_read=lambda records: time.sleep(0.03))
+        assert [x for r in reads for x in r] == list(range(1, 101))
+        assert link.stats.retransmits == 0
+
+
+def test_pipelined_event_reads_survive_lost_requests_and_answers(model):
+    """A lost answer while the next read is already in flight is resent from the board's
+    other slot (nothing popped twice); a lost request is simply sent again; the records
+    come out in FIFO order, each once."""
+    model.fifo = list(range(1, 201))
+    model.mute_arrivals = {2, 5, 6}           # answers lost (two in a row: both slots)
+    model.lose_arrivals = {9, 12}             # requests lost
+    with Link(model.url, timeout=0.1, retries=20) as link:
+        got = []
+        while len(got) < 200:
+            got += [x for r in link.read_events_pipelined(8, reads=6) for x in r]
+    assert got == list(range(1, 201))
+    assert link.stats.retransmits >= 5
+
+
+def test_an_answer_sooner_than_the_retransmission_could_be_read_is_a_sample(model):
+    """A slow board (a virtual board under load) answers the first attempt just after the
+    host retransmitted: too soon for an answer to the retransmission (its bytes alone take
+    longer on the line), so the first attempt was slow, not lost: its whole round trip is
+    the sample (the turnaround learnt is the slow one), instead of every large frame
+    being sent twice."""
+    model.answer_delays = [0.07]
+    with Link(model.url, baud=9600, timeout=0.2, retries=5) as link:
+        link.policy.max_s = 0.05                        # (the first attempt times out)
+        assert link.echo(b"x" * 20) == b"x" * 20       # 27 bytes: 28 ms at 9600 baud
+        assert link.stats.retransmits == 1
+        line = link.policy.line_s(27 + 7 + 20)
+        assert link.policy.srtt >= 0.07 - line - 0.002     # from the first attempt
+        link.policy.max_s = 0.2
+        assert link.echo(b"y" * 20) == b"y" * 20
+        assert link.stats.retransmits == 1
+    assert model.executed == 2
 
 
 def test_sequence_wraps(model):
@@ -340,3 +418,66 @@ def test_frames_too_big_for_the_line_are_sent_again_in_halves(model):
         assert link.read_many(proto.SPACE_SCRATCH, 0, 300) == list(range(300))
         assert max(n for n in model.counts[-10:]) <= 31
         assert link.stats.retransmits > 0
+
+
+# ------------------------------------------------------------ USB adapter tuning ----------
+
+def _fake_sysfs(tmp_path, timer="16", vendor="0403", writable=True):
+    """A sysfs tree with ttyUSB0 on interface 1 of an FTDI chip."""
+    dev = tmp_path / "devices" / "usb1" / "1-2"
+    iface = dev / "1-2:1.1"
+    (iface / "ttyUSB0").mkdir(parents=True)
+    for name, value in (("idVendor", vendor), ("busnum", "1"), ("devnum", "99")):
+        (dev / name).write_text(value + "\n")
+    (iface / "bInterfaceNumber").write_text("01\n")
+    if writable:
+        (iface / "ttyUSB0" / "latency_timer").write_text(timer + "\n")
+    else:                           # (a directory: unwritable even for root)
+        (iface / "ttyUSB0" / "latency_timer").mkdir()
+    links = tmp_path / "bus" / "usb-serial" / "devices"
+    links.mkdir(parents=True)
+    (links / "ttyUSB0").symlink_to(iface / "ttyUSB0")
+    return iface / "ttyUSB0" / "latency_timer"
+
+
+def test_tune_port_sets_the_latency_timer_and_warns_once_about_the_rest(tmp_path, caplog,
+                                                                         monkeypatch):
+    from copperline.host import fpga_connection as fc
+    monkeypatch.setattr(fc, "_warned", set())
+    timer = _fake_sysfs(tmp_path)
+    monkeypatch.setattr(fc, "_set_event_char", lambda node: [] if
+                        (node.endswith("ttyUSB0")) else ["?"])
+    assert fc.tune_port("/dev/ttyUSB0", sysfs=str(tmp_path)) == []
+    assert timer.read_text() == "1"
+    assert not caplog.records
+    # the event character through pyusb: no such device here, said once
+    monkeypatch.undo()
+    monkeypatch.setattr(fc, "_warned", set())
+    with caplog.at_level("WARNING"):
+        problems = fc.tune_port("/dev/ttyUSB0", sysfs=str(tmp_path))
+        assert fc.tune_port("/dev/ttyUSB0", sysfs=str(tmp_path)) == problems
+    assert problems and "event character" in problems[0]
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+def test_tune_port_names_what_to_do_when_the_timer_cannot_be_set(tmp_path, caplog, monkeypatch):
+    from copperline.host import fpga_connection as fc
+    monkeypatch.setattr(fc, "_warned", set())
+    monkeypatch.setattr(fc, "_set_event_char", lambda node: [])
+    _fake_sysfs(tmp_path, writable=False)
+    timer = tmp_path / "bus" / "usb-serial" / "devices" / "ttyUSB0" / "latency_timer"
+    with caplog.at_level("WARNING"):
+        problems = fc.tune_port("/dev/ttyUSB0", sysfs=str(tmp_path))
+    assert len(problems) == 1 and f"echo 1 > {timer}" in problems[0]
+    assert "latency timer" in caplog.text
+
+
+def test_tune_port_skips_urls_and_other_chips_silently(tmp_path, caplog, monkeypatch):
+    from copperline.host import fpga_connection as fc
+    monkeypatch.setattr(fc, "_warned", set())
+    _fake_sysfs(tmp_path, timer="1", vendor="1a86")       # a CH340: timer only
+    with caplog.at_level("WARNING"):
+        assert fc.tune_port("socket://127.0.0.1:7654", sysfs=str(tmp_path)) == []
+        assert fc.tune_port("loop://", sysfs=str(tmp_path)) == []
+        assert fc.tune_port("/dev/ttyUSB0", sysfs=str(tmp_path)) == []
+    assert not caplog.records
