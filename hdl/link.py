@@ -27,10 +27,11 @@ from copperline.firmware import board_interface as proto
 
 __all__ = ["BusSignature", "Link", "info_words"]
 
-#: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is
-#: combinational from ``space``/``addr``/``write``/``wdata`` (never from ``we``/``re``,
-#: which depend on it); ``rdata`` is valid the cycle after ``re``. ``write`` tells, for
-#: the whole request, whether it writes or reads.
+#: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is a
+#: function of ``space``/``addr``/``write``/``wdata`` (never of ``we``/``re``, which
+#: depend on it) that may lag them by one clock (the top may register it): the link
+#: samples it only once they have held for a whole clock. ``rdata`` is valid the cycle
+#: after ``re``. ``write`` tells, for the whole request, whether it writes or reads.
 BusSignature = wiring.Signature({
     "space": Out(4),
     "addr": Out(16),
@@ -298,7 +299,9 @@ class Link(wiring.Component):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [word.eq(Cat(word[8:], rx_r.data)), bi.eq(bi + 1)]
                 with m.If(bi == 3):
-                    m.next = "W_COMMIT"
+                    m.next = "W_CHECK"
+            with m.State("W_CHECK"):            # the bus's err for the completed word
+                m.next = "W_COMMIT"
             with m.State("W_COMMIT"):
                 with m.If(is_info | bus.err):
                     finish(proto.ST_BAD_ADDR)
@@ -343,7 +346,9 @@ class Link(wiring.Component):
                         m.d.sync += tx_len.eq(wp + 1)
                         finish(proto.ST_OK)
                     with m.Else():
-                        m.next = "R_REQ"
+                        m.next = "R_NEXT"
+            with m.State("R_NEXT"):             # the bus's err for the next address
+                m.next = "R_REQ"
 
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(2), tx_w.data.eq(status), tx_w.en.eq(1)]
