@@ -1,5 +1,5 @@
-"""ULX3S: Lattice ECP5 (LFE5U-12F/25F/45F/85F, CABGA381), 25 MHz oscillator, FT231X UART
-(which is also the JTAG programmer)."""
+"""ULX3S: Lattice ECP5 (LFE5U-12F/25F/45F/85F, CABGA381), 25 MHz oscillator (the PLL makes
+the 100 MHz fabric clock), FT231X UART (which is also the JTAG programmer)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _board(variant: str) -> Board:
         title=f"ULX3S {variant}",
         family="ecp5",
         platform=_platform_factory(variant),
-        clock_hz=25_000_000,
+        # fabric 100 MHz from the ECP5 PLL (EHXPLLL on the 25 MHz oscillator)
+        clock_hz=100_000_000,
+        osc_hz=25_000_000,
         led_link=("led", 0),
         led_error=("led", 1),
         usb=(UsbId(0x0403, 0x6015, description="FT231X"),),
@@ -34,7 +36,7 @@ def _board(variant: str) -> Board:
         flash_commands=_flash_commands,
         programmers=("openfpgaloader",),
         aliases=("ulx3s",) if variant == "85F" else (),
-        # 5 contexts -> 5 phases -> a 5 MHz core cycle (25 MHz / 4 is not whole MHz).
+        # 5 contexts -> 5 phases -> a 20 MHz core cycle.
         core={"contexts": 5, "program_words": 1024},
     )
 
