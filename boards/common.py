@@ -329,8 +329,13 @@ def parse_breakdown(text: str, family: str) -> dict:
 
 
 def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None = None,
-          with_core: bool = True) -> dict:
+          with_core: bool = True, seeds=(1,)) -> dict:
     """Synthesise, place and route, pack; write and return ``report.json``.
+
+    Place and route runs with the first of ``seeds`` for the bitstream; every further
+    seed places and routes the same netlist again (its files ``copper_seed<N>.*``, no
+    bitstream) and ``report["seeds"]`` gives LC / FF / RAM / Fmax per seed; ``timing_met``
+    then asks every seed to meet the clock.
 
     The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
     each stage reports through :mod:`copperline.progress`."""
@@ -370,8 +375,13 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     # The per-component breakdown: a second synthesis that keeps the top's parts apart,
     # alongside place and route (it does not touch the bitstream's netlist).
     breakdown_proc = _start_breakdown(board, out, env)
+    seeds = tuple(seeds) or (1,)
+    pnr_cmd = None
     for cmd in commands:
         tool = cmd[0]
+        if tool.startswith("nextpnr"):
+            cmd = cmd + ["--seed", str(seeds[0])]
+            pnr_cmd = cmd
         label = STAGE_NAMES.get(tool, tool)
         t0 = time.monotonic()
         argv = [_resolve(tool, env)] + cmd[1:]
@@ -387,11 +397,48 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
         stages.append({"stage": tool, "seconds": secs})
         prog.say(f"{label} done in {secs:.1f} s")
 
+    per_seed = {seeds[0]: _seed_figures(board, out / "copper_report.json")}
+    for seed in seeds[1:]:
+        names = {"copper_report.json": f"copper_report_seed{seed}.json",
+                 "copper.tim": f"copper_seed{seed}.tim", "copper.asc": f"copper_seed{seed}.asc",
+                 "copper.config": f"copper_seed{seed}.config"}
+        argv = [_resolve(pnr_cmd[0], env)] + [names.get(a, a) for a in pnr_cmd[1:-1]] + [str(seed)]
+        label = f"place & route, seed {seed}"
+        t0 = time.monotonic()
+        with prog.step(label, _estimate(board, pnr_cmd[0], last), done=False):
+            proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
+        secs = round(time.monotonic() - t0, 2)
+        (out / f"{pnr_cmd[0]}_seed{seed}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise BoardError(f"{label} failed (exit {proc.returncode}); "
+                             f"log: {out / (pnr_cmd[0] + f'_seed{seed}.log')}")
+        stages.append({"stage": f"{pnr_cmd[0]} seed {seed}", "seconds": secs})
+        prog.say(f"{label} done in {secs:.1f} s")
+        per_seed[seed] = _seed_figures(board, out / names["copper_report.json"])
+
     breakdown = _finish_breakdown(board, out, breakdown_proc)
     report = make_report(board, out, baud=baud, stages=stages, with_core=with_core,
                          seconds=round(time.monotonic() - t_all, 2), breakdown=breakdown)
+    report["seeds"] = {str(k): v for k, v in per_seed.items()}
+    if len(per_seed) > 1:
+        report["timing_met"] = all(v["timing_met"] for v in per_seed.values())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _seed_figures(board: Board, path: Path) -> dict:
+    """LC / FF / RAM / Fmax of one place and route, from its nextpnr ``--report``."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BoardError(f"nextpnr report {path} unreadable: {exc}") from None
+    util = raw.get("utilization", {})
+    cells = UTILISATION_CELLS[board.family]
+    used = {k: util[c]["used"] for k, c in cells.items() if c in util}
+    fmax = {net: round(f["achieved"], 2) for net, f in raw.get("fmax", {}).items()}
+    met = all(f["achieved"] >= f["constraint"] for f in raw.get("fmax", {}).values())
+    return {"logic": used.get("logic"), "ff": used.get("ff"), "bram": used.get("bram"),
+            "spram": used.get("spram"), "fmax_mhz": fmax, "timing_met": met}
 
 
 def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: float,
@@ -454,6 +501,12 @@ def format_report(report: dict) -> str:
                      + ("OK" if c["met"] else "FAILED"))
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), "
                  f"built in {report['seconds']:.1f} s")
+    seeds = report.get("seeds") or {}
+    if len(seeds) > 1:
+        for seed, f in seeds.items():
+            fm = ", ".join(f"{v:.2f}" for v in f["fmax_mhz"].values())
+            lines.append(f"  seed {seed}: logic {f['logic']}, Fmax {fm} MHz "
+                         + ("OK" if f["timing_met"] else "FAILED"))
     if report.get("timing_met") is False:
         lines.append("  TIMING NOT MET: this bitstream may misbehave on the board; "
                      "`copper build` exits with status 3")

@@ -156,15 +156,17 @@ PNR_OPTS = {"ice40": [], "ecp5": []}
 
 
 def collision_free_memories(design) -> tuple[str, ...]:
-    """The memory names ``design`` (a core, or a top holding one) declares collision-free:
-    its ``COLLISION_FREE_MEMORIES``, else its core's (``make_core``/``core_config``)."""
+    """The memory names ``design`` declares collision-free: its own
+    ``COLLISION_FREE_MEMORIES`` (a core), else those of a top's link and core."""
     own = getattr(design, "COLLISION_FREE_MEMORIES", None)
     if own is not None:
         return tuple(own)
+    from copperline.hdl.link import Link
+    names = tuple(Link.COLLISION_FREE_MEMORIES)      # a top: its link's, and its core's
     if getattr(design, "core_config", None) is not None:
         from copperline.hdl.core import Core
-        return tuple(Core.COLLISION_FREE_MEMORIES)
-    return ()
+        names += tuple(Core.COLLISION_FREE_MEMORIES)
+    return names
 
 
 def prepare_rtlil(il: str, design) -> str:

@@ -396,11 +396,13 @@ class LinkTop(wiring.Component):
         err_n = max(1, round(0.2 / tick_s))
         link_t = Signal(range(link_n + 1))
         err_t = Signal(range(err_n + 1))
-        with m.If(link.activity):
+        activity, error = Signal(), Signal()     # the link's pulses, registered (timing)
+        m.d.sync += [activity.eq(link.activity), error.eq(link.error)]
+        with m.If(activity):
             m.d.sync += link_t.eq(link_n)
         with m.Elif(tick & (link_t != 0)):
             m.d.sync += link_t.eq(link_t - 1)
-        with m.If(link.error):
+        with m.If(error):
             m.d.sync += err_t.eq(err_n)
         with m.Elif(tick & (err_t != 0)):
             m.d.sync += err_t.eq(err_t - 1)
