@@ -93,14 +93,18 @@ class Board:
 
 # --------------------------------------------------------------------------- the top -----
 
-#: PLL settings per (family, oscillator Hz, fabric Hz), from ``icepll -i 12 -o 48`` (iCE40
-#: SB_PLL40_PAD, SIMPLE feedback: f = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ), VCO
-#: 768 MHz) and ``ecppll -i 25 -o 100`` (ECP5 EHXPLLL, feedback from CLKOP:
-#: f = fin * CLKFB_DIV / CLKI_DIV, VCO = f * CLKOP_DIV = 600 MHz).
+#: PLL settings per (family, oscillator Hz, fabric Hz), as ``icepll -i 12 -o 48`` gives
+#: them (iCE40 SB_PLL40_PAD, SIMPLE feedback: f = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ),
+#: VCO = fin * (DIVF + 1) / (DIVR + 1) = 768 MHz, in 533..1066) and ``ecppll -i 25 -o 100``
+#: (ECP5 EHXPLLL, feedback from CLKOP: f = fin * CLKFB_DIV / CLKI_DIV, VCO = f * CLKOP_DIV
+#: = 600 MHz, in 400..800; CLKOP_CPHASE = (CLKOP_DIV - 1) // 2).
 PLL_SETTINGS = {
     ("ice40", 12_000_000, 48_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 4, "FILTER_RANGE": 1},
+    ("ice40", 12_000_000, 24_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1},
     ("ecp5", 25_000_000, 100_000_000): {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6,
                                         "CLKOP_CPHASE": 2},
+    ("ecp5", 25_000_000, 75_000_000): {"CLKI_DIV": 1, "CLKFB_DIV": 3, "CLKOP_DIV": 8,
+                                       "CLKOP_CPHASE": 3},
 }
 
 

@@ -4,6 +4,7 @@ the 100 MHz fabric clock), FT231X UART (which is also the JTAG programmer)."""
 from __future__ import annotations
 
 from copperline.boards.common import Board, UsbId
+from copperline.hdl.synth import ECP5_CORE_OPTIONS
 
 VARIANTS = ("12F", "25F", "45F", "85F")
 
@@ -36,8 +37,9 @@ def _board(variant: str) -> Board:
         flash_commands=_flash_commands,
         programmers=("openfpgaloader",),
         aliases=("ulx3s",) if variant == "85F" else (),
-        # 5 contexts -> 5 phases -> a 20 MHz core cycle.
-        core={"contexts": 5, "program_words": 1024},
+        # 4 contexts -> 4 phases -> a 25 MHz core cycle, with the core's ECP5 options
+        # (the configuration of its published ECP5 figures, copperline.hdl.synth)
+        core={"contexts": 4, "program_words": 1024, **ECP5_CORE_OPTIONS},
     )
 
 

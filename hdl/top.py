@@ -50,13 +50,22 @@ class CoreConfig:
     #: Amaranth model stands in (simulation: the virtual board).
     program_memory: str = "bram"
     spram_primitive: bool = False
+    #: The core's ECP5 options (``Core`` and ``copperline.hdl.synth.ECP5_CORE_OPTIONS``):
+    #: LUT RAM for the small memories, block RAMs read through their output registers
+    #: (``prog_outreg`` needs 4 contexts), as ``DP16KD`` primitives with ``bram_primitive``
+    #: (the Amaranth models stand in in simulation).
+    lut_ram: bool = False
+    prog_outreg: bool = False
+    bram_primitive: bool = False
+    fifo_outreg: bool = False
     #: Simulation only: the core's warp (``Core(warp_us=...)``), 0 = none.
     warp_us: int = 0
 
     def simulation(self, warp_us: int = 0) -> "CoreConfig":
         """The same core with simulation models instead of FPGA primitives (and the
         simulation-only warp of ``warp_us`` microseconds, 0 = none)."""
-        return dataclasses.replace(self, spram_primitive=False, warp_us=warp_us)
+        return dataclasses.replace(self, spram_primitive=False, bram_primitive=False,
+                                   warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
         phases = phases_for(self.contexts)
@@ -316,6 +325,8 @@ class LinkTop(wiring.Component):
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
                     program_words=c.program_words, fifo_depth=c.fifo_depth,
                     program_memory=c.program_memory, spram_primitive=c.spram_primitive,
+                    lut_ram=c.lut_ram, prog_outreg=c.prog_outreg,
+                    bram_primitive=c.bram_primitive, fifo_outreg=c.fifo_outreg,
                     warp_us=c.warp_us)
 
     def event_bytes(self) -> int:
