@@ -93,8 +93,8 @@ def test_board_clocks_come_from_the_pll():
             assert p["CLKOP_CPHASE"] == (p["CLKOP_DIV"] - 1) // 2
     for name in ("ulx3s-12f", "ulx3s-85f"):
         b = get_board(name)
-        assert (b.osc_hz, b.clock_hz) == (25_000_000, 100_000_000)
-        assert b.core_config().core_hz(b.clock_hz) >= 20_000_000
+        assert (b.osc_hz, b.clock_hz) == (25_000_000, 60_000_000)
+        assert b.core_config().core_hz(b.clock_hz) == 15_000_000
         assert ("ecp5", b.osc_hz, b.clock_hz) in PLL_SETTINGS
 
 
