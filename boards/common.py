@@ -65,6 +65,9 @@ class Board:
     title: str
     family: str                              # "ice40" | "ecp5"
     platform: Callable[[], object]           # amaranth-boards platform factory
+    #: The fabric clock: what the top (link, UARTs, core phases) runs at, on the board
+    #: and in its models (the virtual board, ``copper run --board``). When it differs
+    #: from ``osc_hz`` the board wrapper makes it with the FPGA's PLL (:data:`PLL_SETTINGS`).
     clock_hz: int
     led_link: tuple[str, int]                # resource name, number
     led_error: tuple[str, int]
@@ -76,6 +79,12 @@ class Board:
     #: Copper core parameters (contexts, program words): ``copperline.hdl.top.CoreConfig``
     #: keyword arguments. ``None`` builds the link-only top.
     core: dict | None = None
+    #: The board's oscillator (the platform's default clock); None: ``clock_hz``, no PLL.
+    osc_hz: int | None = None
+
+    @property
+    def uses_pll(self) -> bool:
+        return self.osc_hz is not None and self.osc_hz != self.clock_hz
 
     def core_config(self):
         from copperline.hdl.top import CoreConfig
@@ -84,19 +93,87 @@ class Board:
 
 # --------------------------------------------------------------------------- the top -----
 
-def board_top(board: Board, *, baud: int, with_core: bool = True):
-    """An Elaboratable binding the board-independent top to ``board``'s pins."""
-    from amaranth import Elaboratable, Module
+#: PLL settings per (family, oscillator Hz, fabric Hz), as ``icepll -i 12 -o 48`` gives
+#: them (iCE40 SB_PLL40_PAD, SIMPLE feedback: f = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ),
+#: VCO = fin * (DIVF + 1) / (DIVR + 1) = 768 MHz, in 533..1066) and ``ecppll -i 25 -o 100``
+#: (ECP5 EHXPLLL, feedback from CLKOP: f = fin * CLKFB_DIV / CLKI_DIV, VCO = f * CLKOP_DIV
+#: = 600 MHz, in 400..800; CLKOP_CPHASE = (CLKOP_DIV - 1) // 2).
+PLL_SETTINGS = {
+    ("ice40", 12_000_000, 48_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 4, "FILTER_RANGE": 1},
+    ("ice40", 12_000_000, 24_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1},
+    ("ecp5", 25_000_000, 100_000_000): {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6,
+                                        "CLKOP_CPHASE": 2},
+    ("ecp5", 25_000_000, 60_000_000): {"CLKI_DIV": 5, "CLKFB_DIV": 12, "CLKOP_DIV": 10,
+                                       "CLKOP_CPHASE": 4},
+}
+
+
+def _pll_clock(m, platform, board: Board):
+    """Instantiate ``board``'s PLL from its oscillator pin and return (fabric clock, lock)."""
+    from amaranth import C, Instance, Signal
     from amaranth.lib import io
+
+    key = (board.family, board.osc_hz, board.clock_hz)
+    if key not in PLL_SETTINGS:
+        raise NotImplementedError(
+            f"no PLL settings for a {board.clock_hz / 1e6:g} MHz fabric from a "
+            f"{board.osc_hz / 1e6:g} MHz oscillator on {board.family} (add them to "
+            "copperline.boards.common.PLL_SETTINGS)")
+    p = PLL_SETTINGS[key]
+    clk, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
+    osc = platform.request(platform.default_clk, 0, dir="-")
+    if board.family == "ice40":
+        # The PLL takes the pad itself (no SB_IO in between): the 12 MHz pin is a PLL pad.
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD",
+            p_FEEDBACK_PATH="SIMPLE", p_PLLOUT_SELECT="GENCLK",
+            p_DIVR=C(p["DIVR"], 4), p_DIVF=C(p["DIVF"], 7), p_DIVQ=C(p["DIVQ"], 3),
+            p_FILTER_RANGE=C(p["FILTER_RANGE"], 3),
+            io_PACKAGEPIN=osc.io, i_RESETB=C(1, 1), i_BYPASS=C(0, 1),
+            o_PLLOUTGLOBAL=clk, o_LOCK=lock)
+    else:
+        m.submodules.osc = osc_buf = io.Buffer("i", osc)
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=str(board.osc_hz / 1e6),
+            a_FREQUENCY_PIN_CLKOP=str(board.clock_hz / 1e6),
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_CLKI=osc_buf.i, i_CLKFB=clk, i_RST=C(0, 1), i_STDBY=C(0, 1),
+            i_PHASESEL0=C(0, 1), i_PHASESEL1=C(0, 1), i_PHASEDIR=C(1, 1),
+            i_PHASESTEP=C(1, 1), i_PHASELOADREG=C(1, 1), i_PLLWAKESYNC=C(0, 1),
+            i_ENCLKOP=C(0, 1), o_CLKOP=clk, o_LOCK=lock)
+    return clk, lock
+
+
+def board_top(board: Board, *, baud: int, with_core: bool = True):
+    """An Elaboratable binding the board-independent top to ``board``'s pins; with
+    ``board.uses_pll`` it also makes the fabric clock (``sync``) with the FPGA's PLL and
+    holds ``sync`` in reset until the PLL locks."""
+    from amaranth import ClockDomain, Elaboratable, Module
+    from amaranth.lib import io
+    from amaranth.lib.cdc import ResetSynchronizer
 
     from copperline.hdl.top import LinkTop
 
     class BoardTop(Elaboratable):
+        core_config = board.core_config() if with_core else None
+
         def elaborate(self, platform):
             m = Module()
+            if board.uses_pll:
+                clk, lock = _pll_clock(m, platform, board)
+                m.domains.sync = cd_sync = ClockDomain("sync")
+                m.d.comb += cd_sync.clk.eq(clk)
+                m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
+                platform.add_clock_constraint(clk, board.clock_hz)
             m.submodules.top = top = LinkTop(
-                clock_hz=board.clock_hz, baud=baud,
-                core=board.core_config() if with_core else None)
+                clock_hz=board.clock_hz, baud=baud, core=self.core_config)
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
@@ -159,9 +236,110 @@ def _estimate(board: Board, stage: str, last: dict, program: str | None = None) 
     return f"typically ~{typical} s" if typical else None
 
 
+def flow_overrides(family: str) -> dict:
+    """Amaranth build overrides that give a board build the core's synthesis flow
+    (:data:`copperline.hdl.synth.SYNTH_OPTS`, ``PNR_OPTS``) and nextpnr's JSON report."""
+    from copperline.hdl.synth import PNR_OPTS, SYNTH_OPTS
+    # (--timing-allow-fail: a build that misses its clock still writes its bitstream and
+    # report; ``copper build`` then says so loudly and exits with status 3)
+    return {"synth_opts": SYNTH_OPTS[family],
+            "nextpnr_opts": " ".join(PNR_OPTS[family] + ["--timing-allow-fail", "--report",
+                                                         "copper_report.json"])}
+
+
+def prepare_rtlil(il: str, top) -> str:
+    from copperline.hdl import synth
+    return synth.prepare_rtlil(il, top)
+
+
+#: The parts of the top the breakdown keeps apart (module names under ``copper.top``),
+#: by the name the report gives them; the rest of the top (LED stretchers, glue) is
+#: ``top``, the board wrapper (pins, PLL, reset) ``board``.
+BREAKDOWN_PARTS = {"link": "link", "core": "core", "corebus": "bus decode",
+                   "scratch": "scratch", "uart_rx": "uart rx", "uart_tx": "uart tx"}
+
+
+def _breakdown_script(family: str, il: str) -> str:
+    """Yosys commands that synthesise ``il`` (the build's RTLIL) with the build's flow
+    while keeping ``copper.top`` and its :data:`BREAKDOWN_PARTS` as modules of their own
+    (each part's submodules are flattened into it)."""
+    import re
+    from copperline.hdl.synth import SYNTH_CMD
+    parts = "|".join(re.escape(p) for p in BREAKDOWN_PARTS)
+    keep = sorted(set(re.findall(rf"^module \\(copper\.top(?:\.(?:{parts})(?:\$\d+)?)?)$",
+                                 il, re.M)))
+    return (f"read_rtlil copper.il; hierarchy -top copper; "
+            f"setattr -mod -set keep_hierarchy 1 {' '.join(keep)}; "
+            f"{SYNTH_CMD[family]} -top copper; tee -q -o breakdown_stat.txt stat")
+
+
+def _start_breakdown(board: Board, out: Path, env: dict):
+    script = _breakdown_script(board.family, (out / "copper.il").read_text())
+    argv = [_resolve("yosys", env), "-q", "-p", script]
+    log.debug("running %s in %s", argv, out)
+    return subprocess.Popen(argv, cwd=out, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish_breakdown(board: Board, out: Path, proc) -> dict:
+    text, _ = proc.communicate()
+    (out / "breakdown.log").write_text(text or "")
+    if proc.returncode != 0:
+        log.warning("the per-component breakdown failed (exit %s); log: %s",
+                    proc.returncode, out / "breakdown.log")
+        return {}
+    return parse_breakdown((out / "breakdown_stat.txt").read_text(), board.family)
+
+
+def parse_breakdown(text: str, family: str) -> dict:
+    """Per-component LUT4 / flip-flop / carry / block-RAM counts from yosys ``stat`` of
+    the hierarchy-keeping synthesis (:func:`_breakdown_script`)."""
+    import re
+    parts = {}
+    for block in re.split(r"^=== ", text, flags=re.M)[1:]:
+        name = block.split(" ===", 1)[0].strip().lstrip("\\")
+        if name == "design hierarchy" or not name.startswith("copper"):
+            continue
+        cells = {}
+        for mm in re.finditer(r"^\s+(\d+)\s+(\$?[\w$.]+)\s*$|^\s+(\$?[\w$.]+)\s+(\d+)\s*$",
+                              block, re.M):
+            if mm.group(1):
+                cells[mm.group(2)] = int(mm.group(1))
+            else:
+                cells[mm.group(3)] = int(mm.group(4))
+        if family == "ice40":
+            row = {"lut4": cells.get("SB_LUT4", 0), "carry": cells.get("SB_CARRY", 0),
+                   "ff": sum(v for k, v in cells.items() if k.startswith("SB_DFF")),
+                   "bram": cells.get("SB_RAM40_4K", 0), "spram": cells.get("SB_SPRAM256KA", 0)}
+        else:
+            row = {"lut4": cells.get("LUT4", 0), "carry": cells.get("CCU2C", 0),
+                   "ff": sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF")),
+                   "bram": cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0)}
+        if name == "copper":
+            label = "board"
+        elif name == "copper.top":
+            label = "top"
+        else:
+            part = name[len("copper.top."):].split("$")[0] if name.startswith("copper.top.") else ""
+            label = BREAKDOWN_PARTS.get(part)
+            if label is None:
+                continue
+        if label in parts:
+            for k, v in row.items():
+                parts[label][k] += v
+        else:
+            parts[label] = row
+    return parts
+
+
 def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None = None,
-          with_core: bool = True) -> dict:
+          with_core: bool = True, seeds=(1,)) -> dict:
     """Synthesise, place and route, pack; write and return ``report.json``.
+
+    Place and route runs with the first of ``seeds`` for the bitstream; every further
+    seed places and routes the same netlist again (its files ``copper_seed<N>.*``, no
+    bitstream) and ``report["seeds"]`` gives LC / FF / RAM / Fmax per seed; ``timing_met``
+    then asks every seed to meet the clock.
 
     The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
     each stage reports through :mod:`copperline.progress`."""
@@ -188,15 +366,26 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     t0 = time.monotonic()
     with prog.step(label, _estimate(board, "elaborate", last)):
         platform = board.platform()
-        plan = platform.prepare(board_top(board, baud=baud, with_core=with_core), name="copper",
-                                nextpnr_opts="--report copper_report.json")
+        top = board_top(board, baud=baud, with_core=with_core)
+        plan = platform.prepare(top, name="copper", **flow_overrides(board.family))
         plan.extract(str(out))
+        # the core's synthesis flow (copperline.hdl.synth): the same RTLIL pass and options
+        il = out / "copper.il"
+        il.write_text(prepare_rtlil(il.read_text(), top))
     stages.append({"stage": "elaborate", "seconds": round(time.monotonic() - t0, 2)})
     with open(out / "build_copper.json") as f:
         commands = json.load(f)["commands"]
 
+    # The per-component breakdown: a second synthesis that keeps the top's parts apart,
+    # alongside place and route (it does not touch the bitstream's netlist).
+    breakdown_proc = _start_breakdown(board, out, env)
+    seeds = tuple(seeds) or (1,)
+    pnr_cmd = None
     for cmd in commands:
         tool = cmd[0]
+        if tool.startswith("nextpnr"):
+            cmd = cmd + ["--seed", str(seeds[0])]
+            pnr_cmd = cmd
         label = STAGE_NAMES.get(tool, tool)
         t0 = time.monotonic()
         argv = [_resolve(tool, env)] + cmd[1:]
@@ -212,14 +401,57 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
         stages.append({"stage": tool, "seconds": secs})
         prog.say(f"{label} done in {secs:.1f} s")
 
+    per_seed = {seeds[0]: _seed_figures(board, out / "copper_report.json")}
+    for seed in seeds[1:]:
+        names = {"copper_report.json": f"copper_report_seed{seed}.json",
+                 "copper.tim": f"copper_seed{seed}.tim", "copper.asc": f"copper_seed{seed}.asc",
+                 "copper.config": f"copper_seed{seed}.config"}
+        argv = [_resolve(pnr_cmd[0], env)] + [names.get(a, a) for a in pnr_cmd[1:-1]] + [str(seed)]
+        label = f"place & route, seed {seed}"
+        t0 = time.monotonic()
+        with prog.step(label, _estimate(board, pnr_cmd[0], last), done=False):
+            proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
+        secs = round(time.monotonic() - t0, 2)
+        (out / f"{pnr_cmd[0]}_seed{seed}.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise BoardError(f"{label} failed (exit {proc.returncode}); "
+                             f"log: {out / (pnr_cmd[0] + f'_seed{seed}.log')}")
+        stages.append({"stage": f"{pnr_cmd[0]} seed {seed}", "seconds": secs})
+        prog.say(f"{label} done in {secs:.1f} s")
+        per_seed[seed] = _seed_figures(board, out / names["copper_report.json"])
+
+    breakdown = _finish_breakdown(board, out, breakdown_proc)
     report = make_report(board, out, baud=baud, stages=stages, with_core=with_core,
-                         seconds=round(time.monotonic() - t_all, 2))
+                         seconds=round(time.monotonic() - t_all, 2), breakdown=breakdown)
+    if breakdown:
+        # (nextpnr counts no iCE40 flip-flops of their own: the synthesis count, summed)
+        for v in per_seed.values():
+            if v["ff"] is None:
+                v["ff"] = sum(r["ff"] for r in breakdown.values())
+    report["seeds"] = {str(k): v for k, v in per_seed.items()}
+    if len(per_seed) > 1:
+        report["timing_met"] = all(v["timing_met"] for v in per_seed.values())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
+def _seed_figures(board: Board, path: Path) -> dict:
+    """LC / FF / RAM / Fmax of one place and route, from its nextpnr ``--report``."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BoardError(f"nextpnr report {path} unreadable: {exc}") from None
+    util = raw.get("utilization", {})
+    cells = UTILISATION_CELLS[board.family]
+    used = {k: util[c]["used"] for k, c in cells.items() if c in util}
+    fmax = {net: round(f["achieved"], 2) for net, f in raw.get("fmax", {}).items()}
+    met = all(f["achieved"] >= f["constraint"] for f in raw.get("fmax", {}).values())
+    return {"logic": used.get("logic"), "ff": used.get("ff"), "bram": used.get("bram"),
+            "spram": used.get("spram"), "fmax_mhz": fmax, "timing_met": met}
+
+
 def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: float,
-                with_core: bool = True) -> dict:
+                with_core: bool = True, breakdown: dict | None = None) -> dict:
     """Utilisation and timing from nextpnr's ``--report`` JSON."""
     path = out / "copper_report.json"
     try:
@@ -241,9 +473,15 @@ def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: fl
     return {
         "board": board.name, "title": board.title, "family": board.family,
         "device": getattr(board.platform(), "device", ""),
-        "clock_hz": board.clock_hz, "baud": baud,
+        "clock_hz": board.clock_hz, "osc_hz": board.osc_hz or board.clock_hz,
+        "pll": board.uses_pll, "baud": baud,
         "core": (board.core if with_core else None),
+        "core_hz": (board.core_config().core_hz(board.clock_hz)
+                    if with_core and board.core is not None else None),
         "utilisation": cells, "clocks": clocks,
+        # per component, from a synthesis that keeps the parts apart (so its total can
+        # differ a little from the flattened bitstream's): see _breakdown_script
+        "breakdown": breakdown or {},
         "timing_met": all(c["met"] for c in clocks.values()) if clocks else None,
         "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
         "stages": stages, "seconds": seconds,
@@ -253,17 +491,34 @@ def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: fl
 def format_report(report: dict) -> str:
     core = report.get("core")
     what = (f"core {core['contexts']} contexts x {core['program_words']} words"
+            + (f" at {report['core_hz'] / 1e6:g} MHz" if report.get("core_hz") else "")
             if core else "link only, no core")
-    lines = [f"{report['title']} ({report['device']}), clock {report['clock_hz'] / 1e6:g} MHz, "
+    pll = (f" (PLL from {report['osc_hz'] / 1e6:g} MHz)" if report.get("pll") else "")
+    lines = [f"{report['title']} ({report['device']}), clock {report['clock_hz'] / 1e6:g} MHz{pll}, "
              f"link {report['baud']} baud, {what}"]
     for key, c in report["utilisation"].items():
         pct = 100 * c["used"] / c["available"] if c["available"] else 0
         lines.append(f"  {key:6} {c['used']:6} / {c['available']:<6} ({pct:4.1f} %)  {c['cell']}")
+    bd = report.get("breakdown") or {}
+    if bd:
+        lines.append("  per component (hierarchy kept; LUT4 / FF / carry / block RAM):")
+        for name, r in sorted(bd.items(), key=lambda kv: -kv[1]["lut4"]):
+            lines.append(f"    {name:11} {r['lut4']:5} LUT4 {r['ff']:5} FF {r['carry']:4} carry "
+                         f"{r['bram']:2} BRAM" + (f" {r['spram']} SPRAM" if r.get("spram") else ""))
     for net, c in report["clocks"].items():
         lines.append(f"  Fmax {c['achieved_mhz']:.2f} MHz for {net} (needs {c['constraint_mhz']:.2f}) "
                      + ("OK" if c["met"] else "FAILED"))
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), "
                  f"built in {report['seconds']:.1f} s")
+    seeds = report.get("seeds") or {}
+    if len(seeds) > 1:
+        for seed, f in seeds.items():
+            fm = ", ".join(f"{v:.2f}" for v in f["fmax_mhz"].values())
+            lines.append(f"  seed {seed}: logic {f['logic']}, Fmax {fm} MHz "
+                         + ("OK" if f["timing_met"] else "FAILED"))
+    if report.get("timing_met") is False:
+        lines.append("  TIMING NOT MET: this bitstream may misbehave on the board; "
+                     "`copper build` exits with status 3")
     return "\n".join(lines)
 
 

@@ -30,10 +30,11 @@ from copperline.firmware import board_interface as proto
 
 __all__ = ["BusSignature", "Link", "info_words"]
 
-#: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is
-#: combinational from ``space``/``addr``/``write``/``wdata`` (never from ``we``/``re``,
-#: which depend on it); ``rdata`` is valid the cycle after ``re``. ``write`` tells, for
-#: the whole request, whether it writes or reads.
+#: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is a
+#: function of ``space``/``addr``/``write``/``wdata`` (never of ``we``/``re``, which
+#: depend on it) that may lag them by one clock (the top may register it): the link
+#: samples it only once they have held for a whole clock. ``rdata`` is valid the cycle
+#: after ``re``. ``write`` tells, for the whole request, whether it writes or reads.
 BusSignature = wiring.Signature({
     "space": Out(4),
     "addr": Out(16),
@@ -76,6 +77,12 @@ class Link(wiring.Component):
         clock edge, e.g. while the UART is busy sending a byte), for a simulator that
         gates the link's clock.
     """
+
+    #: Memories whose read port never meets a write of the same address in one clock
+    #: (``copperline.hdl.synth.collision_dont_care``): ``rx_mem`` is written only while
+    #: no frame waits and read only while one does; ``tx_mem`` is written by the
+    #: dispatcher only while no response is pending or being sent, and read only then.
+    COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem")
 
     def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
                  buf_bytes: int = proto.DEFAULT_BUF_BYTES, quiet: bool = False):
@@ -142,9 +149,15 @@ class Link(wiring.Component):
         tok_end = Signal()
         tok_err = Signal()
 
+        # (``tq_*``: the decoded tokens registered, below; ``tq_end & tq_open``: a
+        # delimiter that ends a non-empty frame is on its way, so a byte right behind it is
+        # dropped like one that finds the frame waiting, whether the frame then passes
+        # its check or not; over a UART bytes are never that close)
+        tq_data = Signal(8)
+        tq_byte, tq_end, tq_err, tq_esc, tq_open = Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.comb += self.rx.ready.eq(1)         # never stall the UART; drops are counted
         with m.If(self.rx.valid):
-            with m.If(frame_ready):
+            with m.If(frame_ready | (tq_end & tq_open)):
                 m.d.sync += self.rx_dropped.eq(self.rx_dropped + 1)
             with m.Elif(self.rx.payload == proto.SLIP_END):
                 # A delimiter always ends the frame, even right after an escape (then bad).
@@ -163,19 +176,25 @@ class Link(wiring.Component):
             with m.Else():
                 m.d.comb += [tok_data.eq(self.rx.payload), tok_byte.eq(1)]
 
-        m.d.comb += [rx_w.addr.eq(rx_len), rx_w.data.eq(tok_data),
-                     rx_crc.data.eq(tok_data), rx_crc.start.eq(rx_len == 0)]
-        with m.If(tok_byte):
+        # The decoded tokens, registered (timing): the frame logic sees each one a clock
+        # after its byte (``tok_esc``: an escape was pending at the delimiter).
+        m.d.sync += [tq_data.eq(tok_data), tq_byte.eq(tok_byte), tq_end.eq(tok_end),
+                     tq_err.eq(tok_err), tq_esc.eq(tok_end & rx_esc),
+                     tq_open.eq((rx_len != 0) | rx_bad | rx_esc | tq_byte | tq_err)]
+
+        m.d.comb += [rx_w.addr.eq(rx_len), rx_w.data.eq(tq_data),
+                     rx_crc.data.eq(tq_data), rx_crc.start.eq(rx_len == 0)]
+        with m.If(tq_byte):
             with m.If(rx_len < buf):
                 m.d.comb += [rx_w.en.eq(1), rx_crc.valid.eq(1)]
-                m.d.sync += [rx_len.eq(rx_len + 1), last2.eq(Cat(tok_data, last2[:8]))]
+                m.d.sync += [rx_len.eq(rx_len + 1), last2.eq(Cat(tq_data, last2[:8]))]
             with m.Else():
                 m.d.sync += rx_bad.eq(1)
-        with m.If(tok_err):
+        with m.If(tq_err):
             m.d.sync += rx_bad.eq(1)
-        with m.If(tok_end):
-            with m.If((rx_len != 0) | rx_bad | rx_esc):
-                with m.If(~rx_bad & ~rx_esc & (rx_len >= 4) & rx_crc.match_detected):
+        with m.If(tq_end):
+            with m.If((rx_len != 0) | rx_bad | tq_esc):
+                with m.If(~rx_bad & ~tq_esc & (rx_len >= 4) & rx_crc.match_detected):
                     m.d.sync += [frame_ready.eq(1), frame_len.eq(rx_len), frame_crc.eq(last2)]
                 with m.Else():
                     m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
@@ -219,7 +238,14 @@ class Link(wiring.Component):
         info_err = Signal()
         is_info = Signal()
 
-        m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv), blen.eq(frame_len - 4),
+        # (the request's class and length checks, registered before HEADER: timing)
+        is_echo, is_write, is_read = Signal(), Signal(), Signal()
+        w_len_bad, r_len_bad = Signal(), Signal()
+        w_words = Signal.like(blen)
+        last_word = Signal()                    # n == 1, registered before it is needed
+        crc_same = Signal(2)                    # per response slot: the frame's CRC is its last one's
+        req_bad = Signal()                      # the bus said err (or INFO is written)
+        m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv),
                      is_info.eq(space == proto.SPACE_INFO)]
         with m.If(adv):
             m.d.sync += rp.eq(rp + 1)
@@ -248,17 +274,23 @@ class Link(wiring.Component):
                     m.next = "PRIME"
             with m.State("PRIME"):
                 m.d.comb += adv.eq(1)
+                m.d.sync += blen.eq(frame_len - 4)
                 m.next = "TYPE"
             with m.State("TYPE"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += typ.eq(rx_r.data)
+                m.d.sync += [typ.eq(rx_r.data), crc_same.eq(Cat(last_valid[i] & (frame_crc == last_crc[i]) for i in range(2)))]
                 m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += adv.eq(1)
                 s_new = rx_r.data[0]
-                m.d.sync += [seq.eq(rx_r.data), slot.eq(s_new)]
-                with m.If(last_valid[s_new] & (rx_r.data == last_seq[s_new]) &
-                          (frame_crc == last_crc[s_new])):
+                m.d.sync += [seq.eq(rx_r.data), slot.eq(s_new),
+                             is_echo.eq(typ == proto.T_ECHO),
+                             is_write.eq(typ[4:] == proto.T_WRITE >> 4),
+                             is_read.eq(typ[4:] == proto.T_READ >> 4),
+                             w_len_bad.eq((blen < 6) | (blen[:2] != 2)),
+                             r_len_bad.eq(blen != 3),
+                             w_words.eq((blen - 2) >> 2)]
+                with m.If(crc_same.bit_select(s_new, 1) & (rx_r.data == last_seq[s_new])):
                     m.next = "RESEND"
                 with m.Else():
                     m.d.sync += [last_seq[s_new].eq(rx_r.data), last_crc[s_new].eq(frame_crc),
@@ -270,16 +302,16 @@ class Link(wiring.Component):
                 m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
                              self.activity.eq(1)]
                 m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3)]
-                with m.If(typ == proto.T_ECHO):
+                with m.If(is_echo):
                     m.next = "ECHO"
-                with m.Elif(typ[4:] == proto.T_WRITE >> 4):
-                    with m.If((blen < 6) | (blen[:2] != 2)):
+                with m.Elif(is_write):
+                    with m.If(w_len_bad):
                         finish(proto.ST_BAD_LEN)
                     with m.Else():
-                        m.d.sync += n.eq((blen - 2) >> 2)
+                        m.d.sync += n.eq(w_words)
                         m.next = "W_ADDR0"
-                with m.Elif(typ[4:] == proto.T_READ >> 4):
-                    with m.If(blen != 3):
+                with m.Elif(is_read):
+                    with m.If(r_len_bad):
                         finish(proto.ST_BAD_LEN)
                     with m.Else():
                         m.next = "R_ADDR0"
@@ -308,14 +340,20 @@ class Link(wiring.Component):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [word.eq(Cat(word[8:], rx_r.data)), bi.eq(bi + 1)]
                 with m.If(bi == 3):
-                    m.next = "W_COMMIT"
+                    m.next = "W_CHECK"
+            with m.State("W_CHECK"):            # the bus's err for the completed word
+                m.d.sync += last_word.eq(n == 1)
+                m.next = "W_DECIDE"
+            with m.State("W_DECIDE"):           # ... registered (timing)
+                m.d.sync += req_bad.eq(is_info | bus.err)
+                m.next = "W_COMMIT"
             with m.State("W_COMMIT"):
-                with m.If(is_info | bus.err):
+                with m.If(req_bad):
                     finish(proto.ST_BAD_ADDR)
                 with m.Else():
                     m.d.comb += bus.we.eq(1)
                     m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
-                    with m.If(n == 1):
+                    with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():
                         m.next = "W_BYTE"
@@ -334,15 +372,16 @@ class Link(wiring.Component):
                 with m.If((rx_r.data == 0) | (rx_r.data > proto.MAX_READ_WORDS)):
                     finish(proto.ST_BAD_LEN)
                 with m.Else():
-                    m.next = "R_REQ"
+                    m.next = "R_NEXT"
             with m.State("R_REQ"):
-                with m.If(addr_err):
+                with m.If(req_bad):
                     finish(proto.ST_BAD_ADDR)
                 with m.Else():
                     m.d.comb += bus.re.eq(1)
                     m.next = "R_DATA"
             with m.State("R_DATA"):
-                m.d.sync += [word.eq(Mux(is_info, info_data, bus.rdata)), bi.eq(0)]
+                m.d.sync += [word.eq(Mux(is_info, info_data, bus.rdata)), bi.eq(0),
+                             last_word.eq(n == 1)]
                 m.next = "R_BYTE"
             with m.State("R_BYTE"):
                 m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(word[:8]),
@@ -350,11 +389,16 @@ class Link(wiring.Component):
                 m.d.sync += [word.eq(word >> 8), wp.eq(wp + 1), bi.eq(bi + 1)]
                 with m.If(bi == 3):
                     m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
-                    with m.If(n == 1):
+                    with m.If(last_word):
                         m.d.sync += tx_len.eq(wp + 1)
                         finish(proto.ST_OK)
                     with m.Else():
-                        m.next = "R_REQ"
+                        m.next = "R_NEXT"
+            with m.State("R_NEXT"):             # the bus's err for the next address
+                m.next = "R_DECIDE"
+            with m.State("R_DECIDE"):           # ... registered (timing)
+                m.d.sync += req_bad.eq(addr_err)
+                m.next = "R_REQ"
 
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
@@ -399,6 +443,7 @@ class Link(wiring.Component):
         ev_bytes = 2 + 4 + self.event_bytes
         ev_frame = Signal(8 * ev_bytes)
         ev_byte = Signal(8)
+        tok_q = Signal(8)
         m.d.comb += [tx_r.addr.eq(Cat(ti[:abits], tx_slot)), tx_crc.data.eq(tok),
                      tx_crc.start.eq(ti == 0)]
         m.d.comb += ev_byte.eq(ev_frame.word_select(ti, 8))
@@ -422,9 +467,12 @@ class Link(wiring.Component):
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency
+                m.next = "LOAD"
+            with m.State("LOAD"):               # the byte, registered (timing)
+                m.d.sync += tok_q.eq(Mux(from_ev, ev_byte, tx_r.data))
                 m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [tok.eq(Mux(from_ev, ev_byte, tx_r.data)), tok_valid.eq(1)]
+                m.d.comb += [tok.eq(tok_q), tok_valid.eq(1)]
                 with m.If(tok_ready):
                     m.d.comb += tx_crc.valid.eq(1)
                     m.d.sync += ti.eq(ti + 1)
@@ -446,13 +494,15 @@ class Link(wiring.Component):
                     m.d.sync += resp_sending.eq(0)
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | (rx_len != 0) |
+                                 tq_byte | tq_end |
                                  rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending)
         if hasattr(self, "quiet"):
             # Quiet: no register changes at the next edge, for each part of the link:
             crc_init = crc_params.compute(b"")       # what .crc shows after a start
             ev_valid = self.events.valid if self.event_bytes else C(0)
             # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
-            rx_still = (~self.rx.valid & (rx_len == 0) & ~rx_bad & ~rx_esc & (idle == 0) &
+            rx_still = (~self.rx.valid & ~tq_byte & ~tq_end & ~tq_err &
+                        (rx_len == 0) & ~rx_bad & ~rx_esc & (idle == 0) &
                         (rx_crc.crc == crc_init))
             # dispatch: idle and staying so (no frame, or its answer must wait)
             dispatch_still = (dispatch_fsm.ongoing("IDLE") &
@@ -470,5 +520,6 @@ class Link(wiring.Component):
             # of a complete frame, which takes five more bytes at least), and no event
             # record offered (the transmitter takes one whenever it is back in IDLE).
             m.d.comb += self.detached.eq((rx_len == 0) & ~rx_bad & ~rx_esc & ~frame_ready &
+                                         ~tq_byte & ~tq_end & ~tq_err &
                                          dispatch_fsm.ongoing("IDLE") & ~ev_valid)
         return m

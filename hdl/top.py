@@ -6,7 +6,8 @@ whose register bus is decoded here (:class:`CoreBus`) onto the core's host ports
 core's event stream goes back out as event frames. Without the core (``core=None``) only
 the INFO space (served by the link) and a 16-word SCRATCH space answer; the core's spaces
 (PROG, CTL, FENCE, REGS, STATUS) answer ``bad address``, so a host sees at once that the
-bitstream has no core.
+bitstream has no core. With the core, SCRATCH answers ``bad address`` (its RAM is only
+in the link-only top).
 
 The core runs ``phases`` fabric clocks per core cycle (docs/core.md), so its cycle rate
 is ``clock_hz / phases``; that is the ``clock_hz`` INFO reports (timestamps count it) and
@@ -49,13 +50,22 @@ class CoreConfig:
     #: Amaranth model stands in (simulation: the virtual board).
     program_memory: str = "bram"
     spram_primitive: bool = False
+    #: The core's ECP5 options (``Core`` and ``copperline.hdl.synth.ECP5_CORE_OPTIONS``):
+    #: LUT RAM for the small memories, block RAMs read through their output registers
+    #: (``prog_outreg`` needs 4 contexts), as ``DP16KD`` primitives with ``bram_primitive``
+    #: (the Amaranth models stand in in simulation).
+    lut_ram: bool = False
+    prog_outreg: bool = False
+    bram_primitive: bool = False
+    fifo_outreg: bool = False
     #: Simulation only: the core's warp (``Core(warp_us=...)``), 0 = none.
     warp_us: int = 0
 
     def simulation(self, warp_us: int = 0) -> "CoreConfig":
         """The same core with simulation models instead of FPGA primitives (and the
         simulation-only warp of ``warp_us`` microseconds, 0 = none)."""
-        return dataclasses.replace(self, spram_primitive=False, warp_us=warp_us)
+        return dataclasses.replace(self, spram_primitive=False, bram_primitive=False,
+                                   warp_us=warp_us)
 
     def core_hz(self, fabric_hz: int) -> int:
         phases = phases_for(self.contexts)
@@ -97,7 +107,13 @@ class CoreBus(wiring.Component):
     ``slot * FENCE_TIMELINES + timeline``; REGS ``register index`` (raw bits); STATUS
     ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS (pull mode) ``2 * i`` low and
     ``2 * i + 1`` high word of the FIFO's head record, popped by the high word's read
-    (both words ``0xFFFFFFFF``: empty); SCRATCH 16 words of RAM.
+    (both words ``0xFFFFFFFF``: empty). SCRATCH is only in the link-only top: here it
+    errs like any unknown space.
+
+    Registered decode (timing): ``err`` is decided one clock after the bus's
+    space/addr/write/wdata (the link waits for it, see ``BusSignature``), and a write
+    (``we``) reaches the core's ports, and an EVENTS read its pop, one clock after the
+    bus cycle, from registered copies of the bus.
     """
 
     def __init__(self, core, *, quiet: bool = False):
@@ -115,14 +131,12 @@ class CoreBus(wiring.Component):
         core, bus = self.core, self.bus
         C = core.contexts
         sb, pb = core.slot_bits, core.pc_bits
-        m.submodules.scratch = scratch = Scratch()
-
         sp = bus.space
         a = bus.addr
         slot_of_prog = a >> pb
         slot4 = a >> 2
         regs_n = core.layers * isa.REG_STRIDE
-        # --- errors (combinational in the cycle of we/re)
+        # --- errors: decoded from the bus's request, registered
         err = Signal()
         with m.Switch(sp):
             with m.Case(proto.SPACE_PROG):
@@ -144,25 +158,27 @@ class CoreBus(wiring.Component):
                 m.d.comb += err.eq(bus.write | (slot4 >= C))
             with m.Case(proto.SPACE_EVENTS):
                 m.d.comb += err.eq(bus.write | (a >= 2 * proto.MAX_READ_WORDS))
-            with m.Case(proto.SPACE_SCRATCH):
-                m.d.comb += err.eq(scratch.bus.err)
             with m.Default():
                 m.d.comb += err.eq(1)
-        m.d.comb += bus.err.eq(err)
-        ok = ~err
+        m.d.sync += bus.err.eq(err)
 
-        # --- scratch
-        m.d.comb += [scratch.bus.space.eq(sp), scratch.bus.addr.eq(a),
-                     scratch.bus.wdata.eq(bus.wdata),
-                     scratch.bus.we.eq(bus.we & (sp == proto.SPACE_SCRATCH)),
-                     scratch.bus.re.eq(bus.re & (sp == proto.SPACE_SCRATCH))]
+        # --- writes: a registered copy of the bus cycle (the link raises ``we`` only
+        # when ``err`` is low), applied to the core in the next clock
+        wr = Signal()
+        wr_sp = Signal.like(sp)
+        wr_a = Signal.like(a)
+        wr_d = Signal.like(bus.wdata)
+        m.d.sync += wr.eq(bus.we)
+        with m.If(bus.we):
+            m.d.sync += [wr_sp.eq(sp), wr_a.eq(a), wr_d.eq(bus.wdata)]
 
         # --- PROG and FENCE writes: the core always accepts them
-        m.d.comb += [core.prog_wr.payload.addr.eq(a), core.prog_wr.payload.data.eq(bus.wdata),
-                     core.prog_wr.valid.eq(bus.we & ok & (sp == proto.SPACE_PROG)),
-                     core.fence_wr.payload.slot.eq(slot4), core.fence_wr.payload.timeline.eq(a[:2]),
-                     core.fence_wr.payload.value.eq(bus.wdata),
-                     core.fence_wr.valid.eq(bus.we & ok & (sp == proto.SPACE_FENCE))]
+        m.d.comb += [core.prog_wr.payload.addr.eq(wr_a), core.prog_wr.payload.data.eq(wr_d),
+                     core.prog_wr.valid.eq(wr & (wr_sp == proto.SPACE_PROG)),
+                     core.fence_wr.payload.slot.eq(wr_a >> 2),
+                     core.fence_wr.payload.timeline.eq(wr_a[:2]),
+                     core.fence_wr.payload.value.eq(wr_d),
+                     core.fence_wr.valid.eq(wr & (wr_sp == proto.SPACE_FENCE))]
 
         # --- CTL: commands are accepted in the first clock of a core cycle; until then
         # they wait here, and later writes merge into the same command.
@@ -171,17 +187,17 @@ class CoreBus(wiring.Component):
         n_start, n_stop, n_reset = Signal(C), Signal(C), Signal(C)
         n_tb = Signal()
         all_slots = (1 << C) - 1
-        with m.If(bus.we & ok & (sp == proto.SPACE_CTL)):
-            with m.If(a == proto.CTL_EVENT_MODE_ADDR):
-                m.d.sync += self.push.eq(bus.wdata[0])
-            with m.Elif(a == proto.CTL_RESET_ADDR):
+        with m.If(wr & (wr_sp == proto.SPACE_CTL)):
+            with m.If(wr_a == proto.CTL_EVENT_MODE_ADDR):
+                m.d.sync += self.push.eq(wr_d[0])
+            with m.Elif(wr_a == proto.CTL_RESET_ADDR):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
-            with m.Elif(a == proto.CTL_START_MASK_ADDR):
-                m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
+            with m.Elif(wr_a == proto.CTL_START_MASK_ADDR):
+                m.d.comb += [n_start.eq(wr_d[:C]), n_tb.eq(wr_d[31])]
             with m.Else():
                 bit = Signal(C)
-                m.d.comb += bit.eq(1 << a[:sb])
-                with m.Switch(bus.wdata[:3]):
+                m.d.comb += bit.eq(1 << wr_a[:sb])
+                with m.Switch(wr_d[:3]):
                     with m.Case(proto.CTL_START):
                         m.d.comb += n_start.eq(bit)
                     with m.Case(proto.CTL_START_TB):
@@ -199,7 +215,7 @@ class CoreBus(wiring.Component):
                      cmd.payload.start.eq(p_start), cmd.payload.stop.eq(p_stop),
                      cmd.payload.reset.eq(p_reset), cmd.payload.timebase.eq(p_tb)]
         if hasattr(self, "quiet"):
-            m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re)
+            m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re & ~wr & ~self.ev_pop)
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [p_start.eq(n_start), p_stop.eq(n_stop), p_reset.eq(n_reset),
                          p_tb.eq(n_tb)]
@@ -226,7 +242,9 @@ class CoreBus(wiring.Component):
             with m.Else():
                 m.d.sync += [have.eq(0),
                              ev_word.eq(Mux(have, ev_bits[32:], proto.EVENT_NONE_WORD))]
-                m.d.comb += self.ev_pop.eq(have)
+        # (the pop, registered: the record leaves the FIFO one clock after its high word
+        # was read, long before the link's next read)
+        m.d.sync += self.ev_pop.eq(bus.re & (sp == proto.SPACE_EVENTS) & a[0] & have)
         with m.If(bus.re):
             m.d.sync += rsel.eq(sp)
             with m.Switch(a[:2]):
@@ -245,8 +263,6 @@ class CoreBus(wiring.Component):
                 m.d.comb += bus.rdata.eq(status_word)
             with m.Case(proto.SPACE_EVENTS):
                 m.d.comb += bus.rdata.eq(ev_word)
-            with m.Default():
-                m.d.comb += bus.rdata.eq(scratch.bus.rdata)
         return m
 
 
@@ -309,6 +325,8 @@ class LinkTop(wiring.Component):
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
                     program_words=c.program_words, fifo_depth=c.fifo_depth,
                     program_memory=c.program_memory, spram_primitive=c.spram_primitive,
+                    lut_ram=c.lut_ram, prog_outreg=c.prog_outreg,
+                    bram_primitive=c.bram_primitive, fifo_outreg=c.fifo_outreg,
                     warp_us=c.warp_us)
 
     def event_bytes(self) -> int:
@@ -376,16 +394,28 @@ class LinkTop(wiring.Component):
                          self.line_calm.eq(Mux(still, utx.calm, 0)),
                          utx.skip.eq(self.line_skip)]
 
-        # LED pulse stretchers (visible on a board; harmless in simulation).
-        link_t = Signal(range(self.clock_hz // 20 + 1))
-        err_t = Signal(range(self.clock_hz // 5 + 1))
-        with m.If(link.activity):
-            m.d.sync += link_t.eq(self.clock_hz // 20)
-        with m.Elif(link_t != 0):
+        # LED pulse stretchers (visible on a board; harmless in simulation), counting
+        # ticks of a free-running prescaler (~1 ms: its top bit's falling edge), so that
+        # no wide counter sits on the fabric clock's critical path.
+        pre = Signal(max(1, (self.clock_hz // 1000).bit_length() - 1))
+        pre_top = Signal()
+        tick = Signal()
+        tick_s = (1 << len(pre)) / self.clock_hz
+        m.d.sync += [pre.eq(pre + 1), pre_top.eq(pre[-1])]
+        m.d.comb += tick.eq(pre_top & ~pre[-1])
+        link_n = max(1, round(0.05 / tick_s))
+        err_n = max(1, round(0.2 / tick_s))
+        link_t = Signal(range(link_n + 1))
+        err_t = Signal(range(err_n + 1))
+        activity, error = Signal(), Signal()     # the link's pulses, registered (timing)
+        m.d.sync += [activity.eq(link.activity), error.eq(link.error)]
+        with m.If(activity):
+            m.d.sync += link_t.eq(link_n)
+        with m.Elif(tick & (link_t != 0)):
             m.d.sync += link_t.eq(link_t - 1)
-        with m.If(link.error):
-            m.d.sync += err_t.eq(self.clock_hz // 5)
-        with m.Elif(err_t != 0):
+        with m.If(error):
+            m.d.sync += err_t.eq(err_n)
+        with m.Elif(tick & (err_t != 0)):
             m.d.sync += err_t.eq(err_t - 1)
         m.d.comb += [self.led_link.eq(link_t != 0), self.led_error.eq(err_t != 0)]
         return m

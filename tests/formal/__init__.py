@@ -68,7 +68,7 @@ PROOFS = {p.name: p for p in [
     Proof("link_first_frame", _link(False), "bmc", 14, cover_depth=14,
           states="link: any first frame from reset is executed iff its CRC is good "
                  "(>= 4 bytes)"),
-    Proof("link_second_frame", _link(True), "bmc", 40, cover_depth=40,
+    Proof("link_second_frame", _link(True), "bmc", 48, cover_depth=48,
           states="link: after a good first frame, any second frame is executed iff its "
                  "CRC is good and it is not a repeat (same seq and CRC)"),
 ]}
