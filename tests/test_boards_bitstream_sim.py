@@ -258,3 +258,33 @@ def test_the_cli_names_the_flag_for_the_family_and_a_missing_build(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "run `copper build --board ulx3s-12f` first" in r.stderr
+
+
+ECP5_PLL_VLOG = r"""module top(a);
+  EHXPLLL #(
+    .CLKFB_DIV(32'd12),
+    .CLKI_DIV(32'd5),
+    .CLKOP_DIV(32'd10),
+    .FEEDBK_PATH("CLKOP")
+  ) \top.pll  (
+    .CLKFB(\top.clk ),
+    .CLKI(\top.osc ),
+    .CLKOP(\top.clk ),
+    .CLKOS(),
+    .LOCK(\top.lock )
+  );
+endmodule
+"""
+
+
+def test_an_ecp5_pll_becomes_an_ideal_clock_at_its_frequency():
+    from copperline.boards.bitstream_sim import ideal_ecp5_pll
+    vlog, out_hz, notes = ideal_ecp5_pll(ECP5_PLL_VLOG)
+    assert "EHXPLLL" not in vlog.replace("// \\top.pll: EHXPLLL", "")
+    assert "assign \\top.clk = \\top.osc ;" in vlog and "assign \\top.lock = 1'b1;" in vlog
+    assert out_hz(25_000_000) == 60_000_000
+    with pytest.raises(NotImplementedError, match="FEEDBK_PATH"):
+        ideal_ecp5_pll(ECP5_PLL_VLOG.replace('"CLKOP"', '"INT_OP"'))
+    with pytest.raises(NotImplementedError, match="CLKOS"):
+        ideal_ecp5_pll(ECP5_PLL_VLOG.replace(".CLKOS()", ".CLKOS(\\top.x )"))
+    assert ideal_ecp5_pll("module top(a);\nendmodule\n")[1] is None

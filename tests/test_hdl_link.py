@@ -158,9 +158,11 @@ def test_pipelined_request_is_taken_while_a_response_goes_out_and_both_stay_rese
     """Request b arrives while a's response is still being sent (the receive buffer is
     free once a was executed); a's retransmission after b was executed gets a's stored
     response (the other response slot), b's gets b's, and nothing runs twice."""
-    a = read(proto.SPACE_INFO, 0, 20, 10)      # ~175 cycles of response on the byte stream
+    # a: ~160 cycles to execute (registered bus decode), then ~175 cycles of response on the
+    # byte stream; b comes 200 cycles after a, while that response goes out
+    a = read(proto.SPACE_INFO, 0, 20, 10)
     b = req(proto.T_WRITE | proto.SPACE_SCRATCH, 11, struct.pack("<HI", 0, 0xC0FFEE))
-    frames, _ = run_bytes([a, 150, b, 600, a, 600, b, 600, read(proto.SPACE_INFO, 16, 4, 12)],
+    frames, _ = run_bytes([a, 200, b, 600, a, 600, b, 600, read(proto.SPACE_INFO, 16, 4, 12)],
                           gap=0)
     assert [f.seq for f in frames] == [10, 11, 10, 11, 12]
     assert frames[2] == frames[0] and frames[3] == frames[1]
