@@ -432,7 +432,7 @@ def check_dp16kd(vlog: str) -> int:
         if width[0] != width[1] or width[0] not in ("1", "2", "4", "9", "18", "36"):
             problems.append(f"DATA_WIDTH {width[0]}/{width[1]}")
         for x in "AB":
-            if p.get(f"REGMODE_{x}", '"NOREG"') != '"NOREG"':
+            if p.get(f"REGMODE_{x}", '"NOREG"') not in ('"NOREG"', '"OUTREG"'):
                 problems.append(f"REGMODE_{x} {p[f'REGMODE_{x}']}")
             if p.get(f"CLK{x}MUX", f'"CLK{x}"') != f'"CLK{x}"':
                 problems.append(f"CLK{x}MUX {p[f'CLK{x}MUX']}")

@@ -3,7 +3,8 @@
 // ports and parameters only, no behaviour). Covered, and checked on every instance of a
 // netlist before it is simulated (bitstream_sim.check_dp16kd): the same DATA_WIDTH on
 // both ports (1, 2, 4, 9, 18 true dual port; 36 = pseudo dual port: A writes, B reads),
-// REGMODE "NOREG", zero INITVALs, chip selects matching CSDECODE, clocks not inverted,
+// REGMODE "NOREG" or "OUTREG" (the word goes through one more register, clocked
+// when OCE is high), zero INITVALs, chip selects matching CSDECODE, clocks not inverted,
 // RSTA/RSTB tied low. Layout as yosys's brams_map_16kd.v drives the pins: the word
 // address is AD[13:k] (k = 0, 1, 2, 3, 4, 5 for widths 1, 2, 4, 9, 18, 36); the 9-bit
 // lanes of width 18 are enabled by AD[1:0], of width 36 by ADA[3:0]; width 36 writes
@@ -58,7 +59,12 @@
 				do_b <= mem[ib];
 		end
 
-	wire [17:0] oa = W == 36 ? do_b[17:0] : do_a[17:0];
-	wire [17:0] ob = W == 36 ? do_b[35:18] : do_b[17:0];
+	reg [35:0] q_a = 36'd0, q_b = 36'd0;   // the output registers of REGMODE "OUTREG"
+	always @(posedge CLKA) if (OCEA) q_a <= do_a;
+	always @(posedge CLKB) if (OCEB) q_b <= do_b;
+	wire [35:0] ra = REGMODE_A == "OUTREG" ? q_a : do_a;
+	wire [35:0] rb = REGMODE_B == "OUTREG" ? q_b : do_b;
+	wire [17:0] oa = W == 36 ? rb[17:0] : ra[17:0];
+	wire [17:0] ob = W == 36 ? rb[35:18] : rb[17:0];
 	assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = oa;
 	assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = ob;

@@ -225,6 +225,9 @@ def test_block_rams_beyond_the_model_are_refused():
     with pytest.raises(NotImplementedError, match=r"ram: DATA_WIDTH 9/18"):
         check_dp16kd(ram)
     assert check_dp16kd(ram.replace("32'd18", "32'd9")) == 1
+    assert check_dp16kd(ram.replace("32'd18", "32'd9").replace('"NOREG"', '"OUTREG"')) == 1
+    with pytest.raises(NotImplementedError, match="REGMODE_A"):
+        check_dp16kd(ram.replace("32'd18", "32'd9").replace('"NOREG"', '"RESETREG"'))
 
 
 def test_ecp5_pads_become_wires():
