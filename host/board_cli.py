@@ -7,8 +7,10 @@ Output as every ``copper`` subcommand (docs/cli.md): ``--json`` prints one objec
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import socket
+import threading
 from pathlib import Path
 
 from copperline.cli_output import CliError, done, wrote, written
@@ -193,9 +195,6 @@ def _check_free(host: str, port: int, spec: str) -> None:
 
 
 def cmd_sim(args) -> int:
-    import json
-    import threading
-
     from copperline.boards.common import BoardError
     from copperline.boards.virtual import VirtualBoardServer
     from copperline.sim.cxxrtl_build import NativeBuildError
@@ -216,15 +215,21 @@ def cmd_sim(args) -> int:
         raise CliError(f"virtual board: {exc.strerror or exc}") from None
     except (BoardError, NativeBuildError, ValueError) as exc:
         raise CliError(f"virtual board: {exc}", "BUILD_FAILED") from None
-    try:            # (Ctrl-C is how a server stops: exit 0 from here on)
+    return _serve_until_interrupted(
+        server, args.json, {"board": board.name, "engine": args.engine,
+                            "clock_hz": board.clock_hz, "baud": baud},
+        f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine})")
+
+
+def _serve_until_interrupted(server, as_json: bool, facts: dict, title: str) -> int:
+    """Start ``server``, say where it listens (one JSON object with ``facts``, or
+    ``title`` in words) and serve until Ctrl-C, which is how a server stops: exit 0."""
+    try:
         server.start()
-        if args.json:
-            print(json.dumps({"ok": True, "board": board.name, "engine": args.engine,
-                              "clock_hz": board.clock_hz, "baud": baud, "url": server.url}),
-                  flush=True)
+        if as_json:
+            print(json.dumps({"ok": True, **facts, "url": server.url}), flush=True)
         else:
-            print(f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine}) "
-                  f"listening on {server.url}", flush=True)
+            print(f"{title} listening on {server.url}", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
@@ -236,9 +241,6 @@ def cmd_sim(args) -> int:
 def _serve_built(args, board, host: str, port: int) -> int:
     """``copper board sim --from-bitstream|--from-netlist``: the flashed design itself
     (copperline.boards.bitstream_sim), its clock and baud those of the build."""
-    import json
-    import threading
-
     from copperline import progress as prog
     from copperline.boards import bitstream_sim
     from copperline.sim.cxxrtl_build import NativeBuildError
@@ -266,19 +268,9 @@ def _serve_built(args, board, host: str, port: int) -> int:
         server.close()
         raise CliError(f"--baud {args.baud}: the build runs its link at {design.baud} baud "
                        "(rebuild with copper build --baud)", "BAD_ARG", 2)
-    try:
-        server.start()
-        if args.json:
-            print(json.dumps({"ok": True, "board": board.name, "engine": "verilator",
-                              "source": source, "file": design.source,
-                              "clock_hz": design.fabric_hz, "baud": design.baud,
-                              "url": server.url}), flush=True)
-        else:
-            print(f"{board.title} {source} {design.source} ({design.fabric_hz / 1e6:g} MHz, "
-                  f"{design.baud} baud, Verilator) listening on {server.url}", flush=True)
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-    return 0
+    return _serve_until_interrupted(
+        server, args.json, {"board": board.name, "engine": "verilator", "source": source,
+                            "file": design.source, "clock_hz": design.fabric_hz,
+                            "baud": design.baud},
+        f"{board.title} {source} {design.source} ({design.fabric_hz / 1e6:g} MHz, "
+        f"{design.baud} baud, Verilator)")
