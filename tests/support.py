@@ -580,3 +580,29 @@ def soft_copperd(sock: str, *extra: str):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def copper_run_on_board_equals_vm(prog, url: str, clock_args: list[str], tmp_path,
+                                  timeout: float = 60) -> tuple[float, list[dict]]:
+    """``copper run PROG --backend fpga --port URL`` and ``--backend soft`` (virtual
+    clock) with the same clock; asserts ``copper trace compare --tolerance-us 0`` passes
+    and the events are equal. Returns (seconds the board run took, its events)."""
+    hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
+    t0 = time.monotonic()
+    r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", url,
+                        "--trace", str(hw)] + clock_args, capture_output=True, text=True,
+                       timeout=timeout)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([COPPER, "run", str(prog), "--backend", "soft", "--clock", "virtual",
+                        "--trace", str(vm)] + clock_args, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([COPPER, "trace", "compare", str(hw), str(vm), "--tolerance-us", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS" in r.stdout
+    hw_events = [json.loads(line) for line in hw.read_text().splitlines()[1:]]
+    vm_events = [json.loads(line) for line in vm.read_text().splitlines()[1:]]
+    assert hw_events == vm_events
+    return took, hw_events

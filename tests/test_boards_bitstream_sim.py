@@ -26,7 +26,7 @@ import pytest
 
 from copperline.firmware.compiler import compile_program
 from copperline.host.fpga import FpgaBackend
-from tests.support import COPPER, ENDING_PROGRAM, TICKER, poll
+from tests.support import COPPER, ENDING_PROGRAM, TICKER, copper_run_on_board_equals_vm, poll
 
 pytestmark = pytest.mark.slow
 
@@ -146,24 +146,11 @@ def test_load_start_events_fence_stop_on_the_flashed_design(flashed):
 def test_copper_run_on_the_flashed_design_equals_the_vm_trace(flashed, tmp_path):
     prog = tmp_path / "prog.json"
     prog.write_text(json.dumps(ENDING_PROGRAM))
-    hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
     with _opened(flashed.url) as (be, _):
         clock = ["--clock-hz", str(be.clock_hz), "--vsync-hz", f"{be.vsync_hz:g}"]
-    t0 = time.monotonic()
-    r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", flashed.url,
-                        "--trace", str(hw)] + clock, capture_output=True, text=True, timeout=300)
-    took = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([COPPER, "run", str(prog), "--backend", "soft", "--clock", "virtual",
-                        "--trace", str(vm)] + clock, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([COPPER, "trace", "compare", str(hw), str(vm), "--tolerance-us", "0"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "PASS" in r.stdout
-    hw_events = [json.loads(line) for line in hw.read_text().splitlines()[1:]]
-    vm_events = [json.loads(line) for line in vm.read_text().splitlines()[1:]]
-    assert hw_events == vm_events and len(hw_events) == 16
+    took, events = copper_run_on_board_equals_vm(prog, flashed.url, clock, tmp_path,
+                                                 timeout=300)
+    assert len(events) == 16
     print(f"{flashed.board.name} {flashed.design.source}: setup {flashed.setup_s:.1f} s, copper run {took:.1f} s, "
           f"{flashed.link.request_stats().speed_hz / 1e6:.2f} M fabric cycles/s")
 

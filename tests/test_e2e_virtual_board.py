@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import time
 
 import pytest
@@ -24,8 +23,9 @@ from copperline.host.fpga import FpgaBackend
 from copperline.host.run import run_realtime, run_virtual
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
-from tests.support import (COPPER, ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
-                           VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, poll,
+from tests.support import (ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
+                           VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, copper_run_on_board_equals_vm,
+                           poll,
                            stepper as _stepper, virtual_board_server)
 
 WORDS = 1024                    # program words per context (SPRAM)
@@ -167,20 +167,8 @@ def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
     prog = tmp_path / "prog.json"
     prog.write_text(json.dumps(ENDING_PROGRAM))
     common = ["--clock-hz", str(CORE_HZ), "--vsync-hz", str(VSYNC_HZ)]
-    hw, vm = tmp_path / "hw.jsonl", tmp_path / "vm.jsonl"
-    r = subprocess.run([COPPER, "run", str(prog), "--backend", "fpga", "--port", board.url,
-                        "--trace", str(hw)] + common, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([COPPER, "run", str(prog), "--backend", "soft", "--clock", "virtual",
-                        "--trace", str(vm)] + common, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([COPPER, "trace", "compare", str(hw), str(vm), "--tolerance-us", "0"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "PASS" in r.stdout
-    hw_events = [json.loads(line) for line in hw.read_text().splitlines()[1:]]
-    vm_events = [json.loads(line) for line in vm.read_text().splitlines()[1:]]
-    assert hw_events == vm_events and len(hw_events) == 16
+    _, events = copper_run_on_board_equals_vm(prog, board.url, common, tmp_path)
+    assert len(events) == 16
 
 
 def test_trace_is_identical_through_a_noisy_line(board):
