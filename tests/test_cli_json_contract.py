@@ -105,7 +105,7 @@ def test_error_shapes(capsys, tmp_path, trace):
         (["run", trace, "--json"], "BAD_FORMAT"),
         (["run", SPRITE, "--frames", "0", "--json"], "BAD_ARG"),
         (["build", "--board", "icebraker", "--json"], "BAD_ARG"),
-        (["build", "--board", "icebreaker", "--baud", "2500000", "--build-dir", tmp_path,
+        (["build", "--board", "icebreaker", "--baud", "7000000", "--build-dir", tmp_path,
           "--json"], "BAD_ARG"),
         (["flash", "--board", "icebreaker", "--build-dir", tmp_path, "--json"], "FLASH_FAILED"),
         (["board", "info", "--port", "socket://127.0.0.1:1", "--json"], "NO_BOARD"),
