@@ -124,6 +124,14 @@ LAYER_BITS = 5
 REG_STRIDE = 8
 
 
+def int_range(width: int, signed: bool) -> tuple[int, int]:
+    """The smallest and largest value of a ``width``-bit field (two's complement if
+    ``signed``)."""
+    if signed:
+        return -(1 << (width - 1)), (1 << (width - 1)) - 1
+    return 0, (1 << width) - 1
+
+
 @dataclass(frozen=True)
 class RegisterField:
     """One per-layer register: its index within the layer, width and signedness."""
@@ -135,11 +143,11 @@ class RegisterField:
 
     @property
     def min(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
+        return int_range(self.width, self.signed)[0]
 
     @property
     def max(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        return int_range(self.width, self.signed)[1]
 
     def wrap(self, value: int) -> int:
         """Reduce ``value`` modulo 2**width into this register's range (two's complement)."""
@@ -236,11 +244,11 @@ class BitField:
 
     @property
     def min(self) -> int:
-        return -(1 << (self.width - 1)) if self.signed else 0
+        return int_range(self.width, self.signed)[0]
 
     @property
     def max(self) -> int:
-        return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
+        return int_range(self.width, self.signed)[1]
 
     def insert(self, word: int, value: int) -> int:
         if not self.min <= value <= self.max:
