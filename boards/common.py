@@ -338,8 +338,10 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
 
     Place and route runs with the first of ``seeds`` for the bitstream; every further
     seed places and routes the same netlist again (its files ``copper_seed<N>.*``, no
-    bitstream) and ``report["seeds"]`` gives LC / FF / RAM / Fmax per seed; ``timing_met``
-    then asks every seed to meet the clock.
+    bitstream) and ``report["seeds"]`` gives LC / FF / RAM / Fmax per seed,
+    ``report["fmax_median_mhz"]`` the median Fmax over them per clock; ``timing_met``
+    then asks every seed to meet the clock. Seeds are whole numbers >= 1 (ValueError
+    otherwise); a repeated seed runs once.
 
     The build lands in :func:`build_dir_for` (the build cache unless ``build_dir``);
     each stage reports through :mod:`copperline.progress`."""
@@ -348,6 +350,10 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
 
     baud = baud or DEFAULT_BAUD
     divisor(board.clock_hz, baud)   # refuses a baud the clock cannot make, before any work
+    seeds = tuple(dict.fromkeys(seeds)) or (1,)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 1]
+    if bad:
+        raise ValueError(f"seeds {bad}: a nextpnr seed is a whole number >= 1")
     out = build_dir_for(board, build_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -379,7 +385,6 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
     # The per-component breakdown: a second synthesis that keeps the top's parts apart,
     # alongside place and route (it does not touch the bitstream's netlist).
     breakdown_proc = _start_breakdown(board, out, env)
-    seeds = tuple(seeds) or (1,)
     pnr_cmd = None
     for cmd in commands:
         tool = cmd[0]
@@ -414,8 +419,9 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
         secs = round(time.monotonic() - t0, 2)
         (out / f"{pnr_cmd[0]}_seed{seed}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
-            raise BoardError(f"{label} failed (exit {proc.returncode}); "
-                             f"log: {out / (pnr_cmd[0] + f'_seed{seed}.log')}")
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
+                             f"log: {out / (pnr_cmd[0] + f'_seed{seed}.log')}\n{tail}")
         stages.append({"stage": f"{pnr_cmd[0]} seed {seed}", "seconds": secs})
         prog.say(f"{label} done in {secs:.1f} s")
         per_seed[seed] = _seed_figures(board, out / names["copper_report.json"])
@@ -429,6 +435,7 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
             if v["ff"] is None:
                 v["ff"] = sum(r["ff"] for r in breakdown.values())
     report["seeds"] = {str(k): v for k, v in per_seed.items()}
+    report["fmax_median_mhz"] = fmax_median(report["seeds"])
     if len(per_seed) > 1:
         report["timing_met"] = all(v["timing_met"] for v in per_seed.values())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -488,6 +495,66 @@ def make_report(board: Board, out: Path, *, baud: int, stages: list, seconds: fl
     }
 
 
+def fmax_median(seeds: dict) -> dict:
+    """``{net: median Fmax in MHz}`` over the seeds' ``fmax_mhz`` (``report["seeds"]``)."""
+    import statistics
+    nets: dict[str, list[float]] = {}
+    for figures in seeds.values():
+        for net, mhz in (figures.get("fmax_mhz") or {}).items():
+            nets.setdefault(net, []).append(mhz)
+    return {net: round(statistics.median(v), 2) for net, v in nets.items()}
+
+
+def timing_failures(report: dict) -> list[str]:
+    """What missed its clock, in words: ``clk 20.1 MHz < 24.0 MHz`` for the bitstream's
+    place and route, ``seed 2: clk 22.3 MHz < 24.0 MHz`` for a further seed."""
+    need = {net: c["constraint_mhz"] for net, c in report.get("clocks", {}).items()}
+    out = [f"{net} {c['achieved_mhz']} MHz < {c['constraint_mhz']} MHz"
+           for net, c in report.get("clocks", {}).items() if not c["met"]]
+    seeds = report.get("seeds") or {}
+    for seed, f in list(seeds.items())[1:]:         # the first is the bitstream's: above
+        if f.get("timing_met") is False:
+            slow = [f"{net} {mhz} MHz < {need[net]} MHz"
+                    for net, mhz in f["fmax_mhz"].items() if net in need and mhz < need[net]]
+            out.append(f"seed {seed}: " + (", ".join(slow) or "a clock missed its constraint"))
+    return out
+
+
+def _fmax_vs_clock(fmax: dict, clocks: dict) -> str:
+    return ", ".join(f"{mhz:.2f} MHz for {net}"
+                     + (f" (needs {clocks[net]['constraint_mhz']:.2f})" if net in clocks else "")
+                     for net, mhz in fmax.items())
+
+
+def format_seeds(report: dict) -> list[str]:
+    """One line per place-and-route seed (LC, FF, block RAM, Fmax against the constraint,
+    met or NOT MET) and the median Fmax; none for a single seed 1 (the report's own
+    utilisation and Fmax lines are that seed's)."""
+    seeds = report.get("seeds") or {}
+    if not seeds or list(seeds) == ["1"]:
+        return []
+    clocks = report.get("clocks", {})
+    logic = {"ice40": "LC", "ecp5": "LUT"}.get(report.get("family"), "logic")
+    rams = (("bram", "DP16KD" if report.get("family") == "ecp5" else "BRAM"),
+            ("spram", "SPRAM"))
+    first = next(iter(seeds))
+    lines = [f"  place and route per seed (the bitstream is seed {first}'s):"]
+    width = max(len(s) for s in seeds)
+    for seed, f in seeds.items():
+        parts = [f"{f['logic']} {logic}"]
+        if f.get("ff") is not None:
+            parts.append(f"{f['ff']} FF")
+        parts += [f"{f[k]} {name}" for k, name in rams if f.get(k) is not None]
+        lines.append(f"    seed {seed:>{width}}: {', '.join(parts)}; Fmax "
+                     f"{_fmax_vs_clock(f['fmax_mhz'], clocks)} "
+                     + ("met" if f["timing_met"] else "NOT MET"))
+    median = report.get("fmax_median_mhz") or fmax_median(seeds)
+    met = sum(1 for f in seeds.values() if f["timing_met"])
+    lines.append(f"  median Fmax over {len(seeds)} seeds: {_fmax_vs_clock(median, clocks)}; "
+                 f"{met} of {len(seeds)} seeds meet timing")
+    return lines
+
+
 def format_report(report: dict) -> str:
     core = report.get("core")
     what = (f"core {core['contexts']} contexts x {core['program_words']} words"
@@ -510,15 +577,17 @@ def format_report(report: dict) -> str:
                      + ("OK" if c["met"] else "FAILED"))
     lines.append(f"  bitstream {report['bitstream']} ({report['bitstream_bytes']} bytes), "
                  f"built in {report['seconds']:.1f} s")
-    seeds = report.get("seeds") or {}
-    if len(seeds) > 1:
-        for seed, f in seeds.items():
-            fm = ", ".join(f"{v:.2f}" for v in f["fmax_mhz"].values())
-            lines.append(f"  seed {seed}: logic {f['logic']}, Fmax {fm} MHz "
-                         + ("OK" if f["timing_met"] else "FAILED"))
+    lines += format_seeds(report)
     if report.get("timing_met") is False:
-        lines.append("  TIMING NOT MET: this bitstream may misbehave on the board; "
-                     "`copper build` exits with status 3")
+        if all(c["met"] for c in report["clocks"].values()):
+            seeds = report.get("seeds") or {}
+            missed = [s for s, f in seeds.items() if f.get("timing_met") is False]
+            lines.append(f"  TIMING NOT MET by seed {', '.join(missed)}: the bitstream's "
+                         f"seed {next(iter(seeds), '?')} meets the clock, but not every "
+                         "placement does (no margin); `copper build` exits with status 3")
+        else:
+            lines.append("  TIMING NOT MET: this bitstream may misbehave on the board; "
+                         "`copper build` exits with status 3")
     return "\n".join(lines)
 
 

@@ -54,6 +54,157 @@ def test_missing_tool_is_a_clear_error(tmp_path, monkeypatch):
         build(get_board("icebreaker"), build_dir=tmp_path)
 
 
+# -- copper build --seeds: the parser, the report's seed lines, the exit status -----------
+# (fed a report dict: no nextpnr run; test_icebreaker_link_only_builds_two_seeds builds)
+
+def _parse_build(*argv):
+    from copperline.host.cli import build_parser
+    return build_parser().parse_args(["build", "--board", "icebreaker", *argv])
+
+
+def test_seeds_option_defaults_to_seed_1_and_takes_several():
+    assert _parse_build().seeds == [1]
+    assert _parse_build("--seeds", "1", "2", "3").seeds == [1, 2, 3]
+    assert _parse_build("--seeds", "7").seeds == [7]
+
+
+@pytest.mark.parametrize("bad,says", [("0", "0 is not a seed"), ("-2", "-2 is not a seed"),
+                                      ("x", "'x' is not a seed"), ("1.5", "'1.5' is not a seed")])
+def test_seeds_option_refuses_what_is_not_a_seed(capsys, bad, says):
+    from copperline.host.cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--board", "icebreaker", "--seeds", "1", bad])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --seeds: {says}: seeds are whole numbers >= 1" in err
+    rc = main(["build", "--board", "icebreaker", "--seeds", "1", "1"])       # twice
+    assert rc == 2 and "seed 1 given twice" in capsys.readouterr().err
+
+
+def test_build_refuses_a_seed_below_1(tmp_path):
+    with pytest.raises(ValueError, match=r"seeds \[0\]: a nextpnr seed is a whole number >= 1"):
+        build(get_board("icebreaker"), build_dir=tmp_path, seeds=(1, 0))
+
+
+def _seed(logic, fmax, met, ff=1623):
+    return {"logic": logic, "ff": ff, "bram": 16, "spram": 2, "fmax_mhz": {"clk": fmax},
+            "timing_met": met}
+
+
+def _report(tmp_path, seeds: dict) -> dict:
+    """A report as build() returns it for the iCEBreaker (figures made up)."""
+    from copperline.boards.common import fmax_median
+    first = next(iter(seeds.values()))
+    met = first["fmax_mhz"]["clk"] >= 24.0
+    bit = tmp_path / "icebreaker" / "copper.bin"
+    bit.parent.mkdir(parents=True, exist_ok=True)
+    bit.write_bytes(b"\0" * 16)
+    return {
+        "board": "icebreaker", "title": "iCEBreaker", "family": "ice40", "device": "iCE40UP5K",
+        "clock_hz": 24_000_000, "osc_hz": 12_000_000, "pll": True, "baud": 3_000_000,
+        "core": {"contexts": 4, "program_words": 1024}, "core_hz": 6_000_000,
+        "utilisation": {"logic": {"cell": "ICESTORM_LC", "used": first["logic"],
+                                  "available": 5280}},
+        "clocks": {"clk": {"achieved_mhz": first["fmax_mhz"]["clk"], "constraint_mhz": 24.0,
+                           "met": met}},
+        "breakdown": {}, "bitstream": str(bit), "bitstream_bytes": 16,
+        "stages": [], "seconds": 1.0, "seeds": seeds,
+        "fmax_median_mhz": fmax_median(seeds),
+        "timing_met": all(f["timing_met"] for f in seeds.values()),
+    }
+
+
+def test_report_has_a_line_per_seed_and_the_median(tmp_path):
+    from copperline.boards.common import format_report
+    r = _report(tmp_path, {"1": _seed(3231, 37.94, True), "2": _seed(3240, 22.5, False),
+                           "3": _seed(3228, 35.0, True)})
+    assert r["fmax_median_mhz"] == {"clk": 35.0}
+    lines = format_report(r).splitlines()
+    at = lines.index("  place and route per seed (the bitstream is seed 1's):")
+    assert lines[at + 1:] == [
+        "    seed 1: 3231 LC, 1623 FF, 16 BRAM, 2 SPRAM; Fmax 37.94 MHz for clk (needs 24.00) met",
+        "    seed 2: 3240 LC, 1623 FF, 16 BRAM, 2 SPRAM; Fmax 22.50 MHz for clk (needs 24.00) NOT MET",
+        "    seed 3: 3228 LC, 1623 FF, 16 BRAM, 2 SPRAM; Fmax 35.00 MHz for clk (needs 24.00) met",
+        "  median Fmax over 3 seeds: 35.00 MHz for clk (needs 24.00); 2 of 3 seeds meet timing",
+        "  TIMING NOT MET by seed 2: the bitstream's seed 1 meets the clock, but not every "
+        "placement does (no margin); `copper build` exits with status 3"]
+
+
+def test_report_of_the_default_seed_alone_is_unchanged(tmp_path):
+    from copperline.boards.common import format_report
+    text = format_report(_report(tmp_path, {"1": _seed(3231, 37.94, True)}))
+    assert "seed" not in text and "median" not in text          # the tutorial's output
+    assert text.splitlines()[-1].startswith("  bitstream ")
+    # one other seed is named, with its median (its own)
+    text = format_report(_report(tmp_path, {"5": _seed(3231, 30.0, True)}))
+    assert "    seed 5: 3231 LC" in text and "median Fmax over 1 seeds: 30.00 MHz" in text
+
+
+def test_median_of_an_even_number_of_seeds():
+    from copperline.boards.common import fmax_median
+    assert fmax_median({"1": _seed(1, 30.0, True), "2": _seed(1, 34.0, True)}) == {"clk": 32.0}
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_copper_build_with_seeds_prints_each_and_exits_3_when_one_misses(
+        capsys, monkeypatch, tmp_path, as_json):
+    import copperline.boards.common as common
+    from copperline.host.cli import main
+    asked = {}
+    seeds = {"1": _seed(3231, 37.94, True), "2": _seed(3240, 22.5, False)}
+
+    def fake_build(board, **kw):
+        asked.update(kw)
+        return _report(tmp_path, seeds)
+    monkeypatch.setattr(common, "build", fake_build)
+    argv = ["build", "--board", "icebreaker", "--seeds", "1", "2"] + (["--json"] if as_json else [])
+    assert main(argv) == 3
+    assert asked["seeds"] == [1, 2]
+    out = capsys.readouterr().out
+    if as_json:
+        obj = json.loads(out)
+        assert obj["ok"] is False and obj["error"]["code"] == "TIMING_FAILED"
+        assert obj["error"]["message"] == "timing not met: seed 2: clk 22.5 MHz < 24.0 MHz"
+        assert obj["report"]["seeds"] == seeds
+        assert obj["report"]["fmax_median_mhz"] == {"clk": 30.22}
+    else:
+        assert "    seed 2: 3240 LC, 1623 FF, 16 BRAM, 2 SPRAM; Fmax 22.50 MHz for clk " \
+               "(needs 24.00) NOT MET" in out
+        assert "  median Fmax over 2 seeds: 30.22 MHz for clk (needs 24.00); 1 of 2 seeds " \
+               "meet timing" in out
+        assert "TIMING NOT MET by seed 2" in out
+    # every seed met: exit 0, the report as the ok object
+    seeds["2"] = _seed(3240, 29.0, True)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    if as_json:
+        obj = json.loads(out)
+        assert obj["ok"] is True and obj["seeds"]["2"]["fmax_mhz"] == {"clk": 29.0}
+        assert obj["timing_met"] is True
+    else:
+        assert "2 of 2 seeds meet timing" in out and "NOT MET" not in out
+
+
+@pytest.mark.slow     # the link-only top: ~20 s for synthesis and two place & routes
+def test_icebreaker_link_only_builds_two_seeds(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "copperline.host.cli", "build", "--board",
+                           "icebreaker", "--no-core", "--seeds", "1", "2",
+                           "--build-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "place & route, seed 2 done in" in proc.stderr               # progress per seed
+    out = tmp_path / "icebreaker"
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["seeds"]) == ["1", "2"]
+    for f in report["seeds"].values():
+        assert f["logic"] > 0 and f["ff"] > 0 and f["bram"] >= 2 and f["spram"] == 0
+        assert f["fmax_mhz"]["clk"] > 24.0 and f["timing_met"] is True
+    assert report["seeds"]["1"]["fmax_mhz"] == {
+        net: c["achieved_mhz"] for net, c in report["clocks"].items()}   # the bitstream's
+    assert (out / "copper_seed2.asc").is_file() and (out / "copper_report_seed2.json").is_file()
+    assert "    seed 2: " in proc.stdout and "median Fmax over 2 seeds: " in proc.stdout
+
+
 @pytest.mark.slow     # ~20 s once YoWASP is warm; the first YoWASP run compiles ~40 s more
 def test_icebreaker_builds_with_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "copperline.host.cli", "build", "--board",
