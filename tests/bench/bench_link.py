@@ -14,9 +14,12 @@
 4. The virtual board's speed (fabric cycles per second) while programs of several shapes
    run.
 
-``python -m tests.bench link [--baud N]`` (``make bench BENCH=link``): the line rate
-(default ``DEFAULT_BAUD``, 3 Mbaud; the iCEBreaker's 12 MHz clock makes clock / n for
-n >= 4).
+``python -m tests.bench link [--board NAME] [--baud N]`` (``make bench BENCH=link``): the
+top runs at the board's fabric clock (``get_board(NAME).clock_hz``, NAME default
+``icebreaker``) with the board's core, so the figures follow the board when its clock
+changes; the line rate defaults to the one ``copper build --board NAME`` and ``copper
+board sim`` build in (``DEFAULT_BAUD``, 3 Mbaud), checked against that clock as the build
+checks it. The first line printed says which clock and baud were measured.
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from pathlib import Path
 from copperline.firmware import board_interface as proto
 from copperline.host.link import Link
 
-CLOCK = 12_000_000
-BAUD = proto.DEFAULT_BAUD          # (main's --baud sets these two)
+#: The board measured, its fabric clock and the line rate: main() sets them from
+#: ``--board`` / ``--baud`` (:func:`configure`).
+BOARD = "icebreaker"
+CLOCK = 24_000_000
+BAUD = proto.DEFAULT_BAUD
 BYTE_S = 10 / BAUD
 
 
@@ -246,16 +252,43 @@ def _event_stream(core, seconds: float = 3.0) -> None:
           f"at {board_s / (t1 - t0):.2f}x real time)")
 
 
-def main(argv: list[str]) -> int:
-    global BAUD, BYTE_S
-    from copperline.boards.registry import get_board
+def configure(argv: list[str]):
+    """Parse ``argv`` and set :data:`BOARD`, :data:`CLOCK`, :data:`BAUD`, :data:`BYTE_S`
+    from the board definition; returns the board. A board or baud the build would refuse
+    is a usage error (exit 2)."""
+    global BOARD, CLOCK, BAUD, BYTE_S
+    from copperline.boards.common import BoardError
+    from copperline.boards.registry import board_names, get_board
+    from copperline.hdl.uart import divisor
 
     ap = argparse.ArgumentParser(prog="python -m tests.bench link")
-    ap.add_argument("--baud", type=int, default=proto.DEFAULT_BAUD, help="line rate")
+    ap.add_argument("--board", default="icebreaker",
+                    help=f"the board whose top, fabric clock and core are measured (one of: "
+                         f"{', '.join(board_names())}; default icebreaker)")
+    ap.add_argument("--baud", type=int, default=None,
+                    help=f"line rate (default: the board build's, {proto.DEFAULT_BAUD})")
     args = ap.parse_args(argv)
-    BAUD, BYTE_S = args.baud, 10 / args.baud
+    try:
+        board = get_board(args.board)
+    except BoardError as exc:
+        ap.error(f"--board: {exc}")
+    if board.core_config() is None:
+        ap.error(f"--board {board.name}: the board has no core to measure")
+    baud = args.baud or proto.DEFAULT_BAUD        # what copper build / board sim build in
+    try:
+        divisor(board.clock_hz, baud)
+    except ValueError as exc:
+        ap.error(f"--baud {baud}: {exc}")
+    BOARD, CLOCK, BAUD, BYTE_S = board.name, board.clock_hz, baud, 10 / baud
+    return board
 
-    core = get_board("icebreaker").core_config().simulation()   # SPRAM model, 4 x 1024
+
+def main(argv: list[str]) -> int:
+    board = configure(argv)
+    core = board.core_config().simulation()       # memory models (SPRAM), the board's sizes
+    print(f"board {board.name} ({board.title}): the top at its fabric clock "
+          f"{CLOCK / 1e6:g} MHz (get_board({board.name!r}).clock_hz), link {BAUD} baud, core "
+          f"{core.contexts} contexts x {core.program_words} words", flush=True)
     write = proto.encode_frame(proto.T_WRITE | proto.SPACE_PROG, 1,
                                proto.write_body(0, range(0xC0, 0xC0 + proto.DEFAULT_CHUNK_WORDS)))
     status = proto.encode_frame(proto.T_READ | proto.SPACE_STATUS, 2, proto.read_body(0, 4))
