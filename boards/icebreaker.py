@@ -1,4 +1,4 @@
-"""iCEBreaker: Lattice iCE40UP5K-SG48, 12 MHz oscillator (the PLL makes the 24 MHz fabric
+"""iCEBreaker: Lattice iCE40UP5K-SG48, 12 MHz oscillator (the PLL makes the 48 MHz fabric
 clock), FT2232H (interface A: SPI flash programming, interface B: the UART the link uses)."""
 
 from __future__ import annotations
@@ -23,11 +23,9 @@ BOARD = Board(
     title="iCEBreaker",
     family="ice40",
     platform=_platform,
-    # The fabric clock from the iCE40 PLL (SB_PLL40_PAD on the 12 MHz oscillator's pin):
-    # 24 MHz for now. The goal is 48 MHz (a 12 MHz core cycle; the PLL settings are in
-    # boards/common.py), but the link's dispatch FSM still keeps the full top below that
-    # on the UP5K (docs/boards.md, "Clocks").
-    clock_hz=24_000_000,
+    # The fabric clock from the iCE40 PLL (SB_PLL40_PAD on the 12 MHz oscillator's pin;
+    # settings in boards/common.py PLL_SETTINGS).
+    clock_hz=48_000_000,
     osc_hz=12_000_000,
     led_link=("led_g", 0),
     led_error=("led_r", 0),
@@ -36,7 +34,7 @@ BOARD = Board(
     bitstream="copper.bin",
     flash_commands=_flash_commands,
     programmers=("iceprog", "openfpgaloader"),
-    # 4 contexts -> 4 phases -> a 6 MHz core cycle. Program memory in the two SPRAMs
+    # 4 contexts -> 4 phases -> a 12 MHz core cycle. Program memory in the two SPRAMs
     # (SB_SPRAM256KA): 4 x 1024 words, the VM's size, and no block RAM for programs.
     core={"contexts": 4, "program_words": 1024, "program_memory": "spram",
           "spram_primitive": True},

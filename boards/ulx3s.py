@@ -1,5 +1,5 @@
 """ULX3S: Lattice ECP5 (LFE5U-12F/25F/45F/85F, CABGA381), 25 MHz oscillator (the PLL makes
-the 60 MHz fabric clock), FT231X UART (which is also the JTAG programmer)."""
+the 100 MHz fabric clock), FT231X UART (which is also the JTAG programmer)."""
 
 from __future__ import annotations
 
@@ -27,11 +27,9 @@ def _board(variant: str) -> Board:
         title=f"ULX3S {variant}",
         family="ecp5",
         platform=_platform_factory(variant),
-        # The fabric clock from the ECP5 PLL (EHXPLLL on the 25 MHz oscillator): 60 MHz
-        # for now. The goal is 100 MHz (PLL settings in boards/common.py), but the link's
-        # receive buffer (block RAM clock-to-out into the dispatch FSM) keeps the top
-        # below that (docs/boards.md, "Clocks").
-        clock_hz=60_000_000,
+        # The fabric clock from the ECP5 PLL (EHXPLLL on the 25 MHz oscillator; settings
+        # in boards/common.py PLL_SETTINGS).
+        clock_hz=100_000_000,
         osc_hz=25_000_000,
         led_link=("led", 0),
         led_error=("led", 1),
@@ -40,7 +38,7 @@ def _board(variant: str) -> Board:
         flash_commands=_flash_commands,
         programmers=("openfpgaloader",),
         aliases=("ulx3s",) if variant == "85F" else (),
-        # 4 contexts -> 4 phases -> a 15 MHz core cycle, with the core's ECP5 options
+        # 4 contexts -> 4 phases -> a 25 MHz core cycle, with the core's ECP5 options
         # (the configuration of its published ECP5 figures, copperline.hdl.synth)
         core={"contexts": 4, "program_words": 1024, **ECP5_CORE_OPTIONS},
     )

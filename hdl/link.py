@@ -32,9 +32,11 @@ __all__ = ["BusSignature", "Link", "info_words"]
 
 #: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is a
 #: function of ``space``/``addr``/``write``/``wdata`` (never of ``we``/``re``, which
-#: depend on it) that may lag them by one clock (the top may register it): the link
-#: samples it only once they have held for a whole clock. ``rdata`` is valid the cycle
+#: depend on it) that may lag them by two clocks (the top may decode it in two registered
+#: steps): the link samples it only once they have held for two whole clocks. ``rdata`` is valid the cycle
 #: after ``re``. ``write`` tells, for the whole request, whether it writes or reads.
+#: ``space``/``addr``/``wdata`` hold through the clock after ``we``, so the top may apply
+#: a write a clock late without copying the request.
 BusSignature = wiring.Signature({
     "space": Out(4),
     "addr": Out(16),
@@ -57,6 +59,13 @@ def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_B
              layers, fence_timelines, round(vsync_hz * 1000), fabric_hz or clock_hz]
     words += [0] * (proto.INFO_CONST_WORDS - len(words))
     return words
+
+
+def _one_hot(fsm):
+    """Asks synthesis to re-encode ``fsm`` one-hot: each state is then one flip-flop and
+    its next-state logic shallow. (Yosys leaves a state register with an initial value,
+    which every Amaranth signal has, as it is unless the encoding is asked for.)"""
+    fsm.state.attrs["fsm_encoding"] = "one-hot"
 
 
 class Link(wiring.Component):
@@ -139,10 +148,15 @@ class Link(wiring.Component):
         frame_len = Signal(range(buf + 1))
         frame_crc = Signal(16)
         rx_len = Signal(range(buf + 1))
+        # rx_len's tests, kept as flags beside it (timing): != 0, < buf, >= 4
+        rx_any, rx_room, rx_min = Signal(), Signal(init=1), Signal()
         rx_bad = Signal()
         rx_esc = Signal()
         last2 = Signal(16)                      # the last two bytes: the frame's CRC
-        idle = Signal(range(self.idle_timeout + 1))
+        # The idle timeout counts down from ``idle_load`` and fires when it wraps below 0
+        # (its top bit: no comparator): ``idle_timeout + 1`` clocks after the last byte.
+        idle_load = self.idle_timeout - 1
+        idle = Signal(idle_load.bit_length() + 1, init=idle_load)
 
         tok_data = Signal(8)
         tok_byte = Signal()
@@ -180,39 +194,49 @@ class Link(wiring.Component):
         # after its byte (``tok_esc``: an escape was pending at the delimiter).
         m.d.sync += [tq_data.eq(tok_data), tq_byte.eq(tok_byte), tq_end.eq(tok_end),
                      tq_err.eq(tok_err), tq_esc.eq(tok_end & rx_esc),
-                     tq_open.eq((rx_len != 0) | rx_bad | rx_esc | tq_byte | tq_err)]
+                     tq_open.eq(rx_any | rx_bad | rx_esc | tq_byte | tq_err)]
 
         m.d.comb += [rx_w.addr.eq(rx_len), rx_w.data.eq(tq_data),
-                     rx_crc.data.eq(tq_data), rx_crc.start.eq(rx_len == 0)]
+                     rx_crc.data.eq(tq_data), rx_crc.start.eq(~rx_any)]
         with m.If(tq_byte):
-            with m.If(rx_len < buf):
+            with m.If(rx_room):
                 m.d.comb += [rx_w.en.eq(1), rx_crc.valid.eq(1)]
-                m.d.sync += [rx_len.eq(rx_len + 1), last2.eq(Cat(tq_data, last2[:8]))]
+                m.d.sync += [rx_len.eq(rx_len + 1), last2.eq(Cat(tq_data, last2[:8])),
+                             rx_any.eq(1), rx_room.eq(rx_len != buf - 1),
+                             rx_min.eq(rx_min | (rx_len == 3))]
             with m.Else():
                 m.d.sync += rx_bad.eq(1)
         with m.If(tq_err):
             m.d.sync += rx_bad.eq(1)
         with m.If(tq_end):
-            with m.If((rx_len != 0) | rx_bad | tq_esc):
-                with m.If(~rx_bad & ~tq_esc & (rx_len >= 4) & rx_crc.match_detected):
-                    m.d.sync += [frame_ready.eq(1), frame_len.eq(rx_len), frame_crc.eq(last2)]
+            # (the length and CRC are taken at every delimiter, whether the frame passes
+            # or not: no delimiter is decoded while a frame waits, and the wide load then
+            # hangs off one flag instead of the whole check: timing)
+            m.d.sync += [frame_len.eq(rx_len), frame_crc.eq(last2)]
+            with m.If(rx_any | rx_bad | tq_esc):
+                with m.If(~rx_bad & ~tq_esc & rx_min & rx_crc.match_detected):
+                    m.d.sync += frame_ready.eq(1)
                 with m.Else():
                     m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
                     m.d.comb += self.error.eq(1)
-            m.d.sync += [rx_len.eq(0), rx_bad.eq(0)]
+            m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0), rx_bad.eq(0)]
 
         # Idle timeout: a frame that stops arriving half-way is dropped, so a host that
         # restarts mid-frame is understood at once (no 0xC0 needed first).
-        with m.If(self.rx.valid | ((rx_len == 0) & ~rx_bad & ~rx_esc)):
-            m.d.sync += idle.eq(0)
-        with m.Elif(idle == self.idle_timeout):
-            m.d.sync += [rx_len.eq(0), rx_bad.eq(0), rx_esc.eq(0), idle.eq(0),
+        with m.If(self.rx.valid | (~rx_any & ~rx_bad & ~rx_esc)):
+            m.d.sync += idle.eq(idle_load)
+        with m.Elif(idle[-1]):
+            m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0),
+                         rx_bad.eq(0), rx_esc.eq(0), idle.eq(idle_load),
                          self.rx_timeouts.eq(self.rx_timeouts + 1)]
             m.d.comb += self.error.eq(1)
         with m.Else():
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += idle.eq(idle - 1)
 
         # --------------------------------------------------------------- dispatch ------
+        # Every decision below is taken on registered values (a flag computed a state
+        # earlier): the line gives the dispatcher ~100 clocks per byte, so a state more
+        # costs nothing, and the fabric clock is set by the longest path.
         resp_pending = Signal()                 # tx_mem holds a response to send
         resp_sending = Signal()
         tx_len = Signal(range(buf + 1))
@@ -224,41 +248,51 @@ class Link(wiring.Component):
         last_crc = Array(Signal(16, name=f"last_crc{i}") for i in range(2))
         last_valid = Array(Signal(name=f"last_valid{i}") for i in range(2))
         slot_len = Array(Signal(range(buf + 1), name=f"slot_len{i}") for i in range(2))
-        rp = Signal(range(buf + 1))             # rx_mem read pointer; rx_r.data == mem[rp-1]
+        # rx_mem is read through a register (``rxb``; the block RAM's clock-to-out is a
+        # large part of a clock at 100 MHz on the ECP5): both advance on ``adv``, so
+        # rxb == mem[rp - 2] once two reads are primed
+        rp = Signal(range(buf + 1))
+        rxb = Signal(8)
         adv = Signal()
         wp = Signal(range(buf + 1))             # tx_mem write pointer
         n = Signal(range(buf + 1))
         status = Signal(8)
         space = Signal(4)
         addr = Signal(16)
+        addr_next = Signal()                    # addr moves on at the next word's first byte
         word = Signal(32)
         bi = Signal(2)
         blen = Signal(range(buf + 1))
         info_data = Signal(32)
-        info_err = Signal()
         is_info = Signal()
 
         # (the request's class and length checks, registered before HEADER: timing)
         is_echo, is_write, is_read = Signal(), Signal(), Signal()
-        w_len_bad, r_len_bad = Signal(), Signal()
+        w_len_bad, r_len_bad, count_bad = Signal(), Signal(), Signal()
         w_words = Signal.like(blen)
         last_word = Signal()                    # n == 1, registered before it is needed
+        echo_more = Signal()                    # n != 0 in ECHO, registered likewise
         crc_same = Signal(2)                    # per response slot: the frame's CRC is its last one's
+        seq_same = Signal(2)                    # ... and its sequence number
         req_bad = Signal()                      # the bus said err (or INFO is written)
         m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv),
                      is_info.eq(space == proto.SPACE_INFO)]
         with m.If(adv):
-            m.d.sync += rp.eq(rp + 1)
+            m.d.sync += [rp.eq(rp + 1), rxb.eq(rx_r.data)]
 
-        # INFO space: constants, then the link's own counters.
-        info_table = Array([C(w, 32) for w in self.info] +
-                           [self.frames_ok, self.frames_bad, self.rx_timeouts, self.rx_dropped])
-        m.d.comb += info_err.eq(addr >= len(info_table))
+        # INFO space: 16 constant words (a 4-input function per bit: one LUT each), then
+        # the link's own four counters.
+        n_info = proto.INFO_CONST_WORDS + 4
+        info_const = Array(C(w, 32) for w in self.info)[addr[:4]]
+        info_count = Array([self.frames_ok, self.frames_bad, self.rx_timeouts,
+                            self.rx_dropped])[addr[:2]]
+        info_err = (addr[5:] != 0) | (addr[4] & (addr[2:4] != 0))
+        assert n_info == 20     # (the bit test above)
         bus = self.bus
         m.d.comb += [bus.space.eq(space), bus.addr.eq(addr), bus.wdata.eq(word),
-                     bus.write.eq(typ[4:] == proto.T_WRITE >> 4)]
+                     bus.write.eq(is_write)]
         with m.If(bus.re & is_info):
-            m.d.sync += info_data.eq(info_table[addr])
+            m.d.sync += info_data.eq(Mux(addr[4], info_count, info_const))
         addr_err = Mux(is_info, info_err, bus.err)
 
         def finish(st):
@@ -271,37 +305,45 @@ class Link(wiring.Component):
             with m.State("IDLE"):
                 with m.If(frame_ready & ~resp_pending & ~resp_sending):
                     m.d.sync += rp.eq(0)
-                    m.next = "PRIME"
-            with m.State("PRIME"):
+                    m.next = "PRIME0"
+            with m.State("PRIME0"):
                 m.d.comb += adv.eq(1)
                 m.d.sync += blen.eq(frame_len - 4)
+                m.next = "PRIME1"
+            with m.State("PRIME1"):
+                m.d.comb += adv.eq(1)
                 m.next = "TYPE"
             with m.State("TYPE"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [typ.eq(rx_r.data), crc_same.eq(Cat(last_valid[i] & (frame_crc == last_crc[i]) for i in range(2)))]
+                m.d.sync += [typ.eq(rxb),
+                             crc_same.eq(Cat(last_valid[i] & (frame_crc == last_crc[i])
+                                             for i in range(2)))]
                 m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += adv.eq(1)
-                s_new = rx_r.data[0]
-                m.d.sync += [seq.eq(rx_r.data), slot.eq(s_new),
+                m.d.sync += [seq.eq(rxb), slot.eq(rxb[0]),
+                             seq_same.eq(Cat(rxb == last_seq[i] for i in range(2))),
                              is_echo.eq(typ == proto.T_ECHO),
                              is_write.eq(typ[4:] == proto.T_WRITE >> 4),
                              is_read.eq(typ[4:] == proto.T_READ >> 4),
                              w_len_bad.eq((blen < 6) | (blen[:2] != 2)),
                              r_len_bad.eq(blen != 3),
                              w_words.eq((blen - 2) >> 2)]
-                with m.If(crc_same.bit_select(s_new, 1) & (rx_r.data == last_seq[s_new])):
+                m.next = "DECIDE"
+            with m.State("DECIDE"):             # a retransmission, or a new request
+                with m.If((crc_same & seq_same).bit_select(slot, 1)):
                     m.next = "RESEND"
                 with m.Else():
-                    m.d.sync += [last_seq[s_new].eq(rx_r.data), last_crc[s_new].eq(frame_crc),
-                                 last_valid[s_new].eq(1), self.frames_ok.eq(self.frames_ok + 1)]
-                    m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), s_new)),
+                    m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(frame_crc),
+                                 last_valid[slot].eq(1), self.frames_ok.eq(self.frames_ok + 1)]
+                    m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), slot)),
                                  tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
                              self.activity.eq(1)]
-                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3)]
+                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3),
+                             addr_next.eq(0), echo_more.eq(blen != 0)]
                 with m.If(is_echo):
                     m.next = "ECHO"
                 with m.Elif(is_write):
@@ -319,30 +361,37 @@ class Link(wiring.Component):
                     finish(proto.ST_BAD_TYPE)
 
             with m.State("ECHO"):
-                with m.If(n != 0):
-                    m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(rx_r.data),
+                with m.If(echo_more):
+                    m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(rxb),
                                  tx_w.en.eq(1), adv.eq(1)]
-                    m.d.sync += [wp.eq(wp + 1), n.eq(n - 1)]
+                    m.d.sync += [wp.eq(wp + 1), n.eq(n - 1), echo_more.eq(n != 1)]
                 with m.Else():
                     m.d.sync += tx_len.eq(wp)
                     finish(proto.ST_OK)
 
-            # WRITE: addr u16, then n words; each word goes out on the bus as it completes.
+            # WRITE: addr u16, then n words; each word goes out on the bus as it
+            # completes. The bus's space/addr/wdata hold through the clock after ``we``
+            # (the top applies the write then): addr moves on with the next word's first
+            # byte, and wdata shifts only then.
             with m.State("W_ADDR0"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += addr[:8].eq(rx_r.data)
+                m.d.sync += addr[:8].eq(rxb)
                 m.next = "W_ADDR1"
             with m.State("W_ADDR1"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [addr[8:].eq(rx_r.data), bi.eq(0)]
+                m.d.sync += [addr[8:].eq(rxb), bi.eq(0)]
                 m.next = "W_BYTE"
             with m.State("W_BYTE"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [word.eq(Cat(word[8:], rx_r.data)), bi.eq(bi + 1)]
+                m.d.sync += [word.eq(Cat(word[8:], rxb)), bi.eq(bi + 1), addr_next.eq(0)]
+                with m.If(addr_next):
+                    m.d.sync += addr.eq(addr + 1)
                 with m.If(bi == 3):
                     m.next = "W_CHECK"
             with m.State("W_CHECK"):            # the bus's err for the completed word
                 m.d.sync += last_word.eq(n == 1)
+                m.next = "W_CHECK2"
+            with m.State("W_CHECK2"):           # ... decoded in two steps
                 m.next = "W_DECIDE"
             with m.State("W_DECIDE"):           # ... registered (timing)
                 m.d.sync += req_bad.eq(is_info | bus.err)
@@ -352,7 +401,7 @@ class Link(wiring.Component):
                     finish(proto.ST_BAD_ADDR)
                 with m.Else():
                     m.d.comb += bus.we.eq(1)
-                    m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
+                    m.d.sync += [addr_next.eq(1), n.eq(n - 1)]
                     with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():
@@ -361,15 +410,18 @@ class Link(wiring.Component):
             # READ: addr u16, count u8; each word read from the bus into the response.
             with m.State("R_ADDR0"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += addr[:8].eq(rx_r.data)
+                m.d.sync += addr[:8].eq(rxb)
                 m.next = "R_ADDR1"
             with m.State("R_ADDR1"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += addr[8:].eq(rx_r.data)
+                m.d.sync += addr[8:].eq(rxb)
                 m.next = "R_COUNT"
             with m.State("R_COUNT"):
-                m.d.sync += n.eq(rx_r.data)
-                with m.If((rx_r.data == 0) | (rx_r.data > proto.MAX_READ_WORDS)):
+                m.d.sync += [n.eq(rxb),
+                             count_bad.eq((rxb == 0) | (rxb > proto.MAX_READ_WORDS))]
+                m.next = "R_CHECK"
+            with m.State("R_CHECK"):
+                with m.If(count_bad):
                     finish(proto.ST_BAD_LEN)
                 with m.Else():
                     m.next = "R_NEXT"
@@ -395,6 +447,8 @@ class Link(wiring.Component):
                     with m.Else():
                         m.next = "R_NEXT"
             with m.State("R_NEXT"):             # the bus's err for the next address
+                m.next = "R_NEXT2"
+            with m.State("R_NEXT2"):            # ... decoded in two steps
                 m.next = "R_DECIDE"
             with m.State("R_DECIDE"):           # ... registered (timing)
                 m.d.sync += req_bad.eq(addr_err)
@@ -408,9 +462,19 @@ class Link(wiring.Component):
             with m.State("RESEND"):
                 m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
                 m.next = "IDLE"
+        _one_hot(dispatch_fsm)
 
         # --------------------------------------------------------------- transmit ------
-        # Framer tokens -> SLIP encoder -> self.tx.
+        # Framer tokens -> SLIP encoder (``enc``) -> a one-byte buffer -> self.tx. (The
+        # buffer keeps the UART's ready off the framer's paths: timing. A byte lasts >= 40
+        # clocks on the line, so the buffer refills long before the UART takes the next.)
+        enc = stream.Signature(8).create()
+        tx_full = Signal()
+        m.d.comb += [self.tx.valid.eq(tx_full), enc.ready.eq(~tx_full)]
+        with m.If(enc.valid & ~tx_full):
+            m.d.sync += [tx_full.eq(1), self.tx.payload.eq(enc.payload)]
+        with m.Elif(self.tx.ready):
+            m.d.sync += tx_full.eq(0)
         tok = Signal(8)
         tok_is_end = Signal()
         tok_valid = Signal()
@@ -419,34 +483,36 @@ class Link(wiring.Component):
         esc_byte = Signal(8)
         special = (tok == proto.SLIP_END) | (tok == proto.SLIP_ESC)
         with m.If(esc_pending):
-            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(esc_byte)]
-            with m.If(self.tx.ready):
+            m.d.comb += [enc.valid.eq(1), enc.payload.eq(esc_byte)]
+            with m.If(enc.ready):
                 m.d.sync += esc_pending.eq(0)
         with m.Else():
-            m.d.comb += [self.tx.valid.eq(tok_valid), tok_ready.eq(self.tx.ready)]
+            m.d.comb += [enc.valid.eq(tok_valid), tok_ready.eq(enc.ready)]
             with m.If(tok_is_end):
-                m.d.comb += self.tx.payload.eq(proto.SLIP_END)
+                m.d.comb += enc.payload.eq(proto.SLIP_END)
             with m.Elif(special):
-                m.d.comb += self.tx.payload.eq(proto.SLIP_ESC)
-                with m.If(tok_valid & self.tx.ready):
+                m.d.comb += enc.payload.eq(proto.SLIP_ESC)
+                with m.If(tok_valid & enc.ready):
                     m.d.sync += [esc_pending.eq(1),
                                  esc_byte.eq(Mux(tok == proto.SLIP_END, proto.SLIP_ESC_END,
                                                  proto.SLIP_ESC_ESC))]
             with m.Else():
-                m.d.comb += self.tx.payload.eq(tok)
+                m.d.comb += enc.payload.eq(tok)
 
         ti = Signal(range(buf + 1))
         tn = Signal(range(buf + 1))
+        last_tok = Signal()                     # ti + 1 == tn, registered in LOAD
         from_ev = Signal()
         tx_slot = Signal()
         ev_seq = Signal(8)
         ev_bytes = 2 + 4 + self.event_bytes
+        # An event frame (type, seq, dropped, record) is taken whole when it starts (the
+        # record may leave the FIFO, e.g. at a reset, before the frame is out) and shifted
+        # out a byte at a time: a load-or-shift LUT per bit, no byte multiplexer.
         ev_frame = Signal(8 * ev_bytes)
-        ev_byte = Signal(8)
         tok_q = Signal(8)
         m.d.comb += [tx_r.addr.eq(Cat(ti[:abits], tx_slot)), tx_crc.data.eq(tok),
                      tx_crc.start.eq(ti == 0)]
-        m.d.comb += ev_byte.eq(ev_frame.word_select(ti, 8))
 
         with m.FSM(name="transmit") as tx_fsm:
             with m.State("IDLE"):
@@ -457,11 +523,20 @@ class Link(wiring.Component):
                     m.next = "SOF"
                 if self.event_bytes:
                     with m.Elif(self.events.valid):
-                        m.d.comb += self.events.ready.eq(1)
+                        m.next = "EV_TAKE"
+            if self.event_bytes:
+                # (``ready`` from a state of its own, not from ``valid``: the core's FIFO
+                # sees a flip-flop, not the link's logic: timing. The record may be gone
+                # by now, after a reset: then nothing is sent.)
+                with m.State("EV_TAKE"):
+                    m.d.comb += self.events.ready.eq(1)
+                    with m.If(self.events.valid):
                         m.d.sync += [from_ev.eq(1), tn.eq(ev_bytes), ev_seq.eq(ev_seq + 1),
                                      ev_frame.eq(Cat(C(proto.T_EVENT, 8), ev_seq, self.dropped,
                                                      self.events.payload))]
                         m.next = "SOF"
+                    with m.Else():
+                        m.next = "IDLE"
             with m.State("SOF"):
                 m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
                 with m.If(tok_ready):
@@ -469,14 +544,15 @@ class Link(wiring.Component):
             with m.State("FETCH"):              # tx_mem read latency
                 m.next = "LOAD"
             with m.State("LOAD"):               # the byte, registered (timing)
-                m.d.sync += tok_q.eq(Mux(from_ev, ev_byte, tx_r.data))
+                m.d.sync += [tok_q.eq(Mux(from_ev, ev_frame[:8], tx_r.data)),
+                             last_tok.eq(ti + 1 == tn)]
                 m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += [tok.eq(tok_q), tok_valid.eq(1)]
                 with m.If(tok_ready):
                     m.d.comb += tx_crc.valid.eq(1)
-                    m.d.sync += ti.eq(ti + 1)
-                    with m.If(ti + 1 == tn):
+                    m.d.sync += [ti.eq(ti + 1), ev_frame.eq(ev_frame >> 8)]
+                    with m.If(last_tok):
                         m.next = "CRC_HI"
                     with m.Else():
                         m.next = "FETCH"
@@ -493,25 +569,29 @@ class Link(wiring.Component):
                 with m.If(tok_ready):
                     m.d.sync += resp_sending.eq(0)
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | (rx_len != 0) |
+        _one_hot(tx_fsm)
+        m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | rx_any |
                                  tq_byte | tq_end |
-                                 rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending)
+                                 rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending | tx_full)
         if hasattr(self, "quiet"):
             # Quiet: no register changes at the next edge, for each part of the link:
             crc_init = crc_params.compute(b"")       # what .crc shows after a start
             ev_valid = self.events.valid if self.event_bytes else C(0)
             # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
             rx_still = (~self.rx.valid & ~tq_byte & ~tq_end & ~tq_err &
-                        (rx_len == 0) & ~rx_bad & ~rx_esc & (idle == 0) &
+                        ~rx_any & ~rx_bad & ~rx_esc & (idle == idle_load) &
                         (rx_crc.crc == crc_init))
             # dispatch: idle and staying so (no frame, or its answer must wait)
             dispatch_still = (dispatch_fsm.ongoing("IDLE") &
                               ~(frame_ready & ~resp_pending & ~resp_sending))
             # transmit: a byte offered to a busy UART (most clocks of a frame going out),
             # or idle with nothing to send; the CRC holds in both (ti == 0: at its start)
-            tx_still = ((self.tx.valid & ~self.tx.ready) |
-                        (tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) &
-                         ~resp_pending & ~ev_valid))
+            # (or a byte in the buffer that the busy UART does not take, with the
+            # encoder waiting behind it or nothing to send)
+            tx_idle = (tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) &
+                       ~resp_pending & ~ev_valid)
+            tx_still = ((tx_full & ~self.tx.ready & (enc.valid | tx_idle)) |
+                        (~tx_full & tx_idle))
             tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
             # The memories' read data may still change but nobody looks at it before a
             # fresh read (PRIME, FETCH).
@@ -519,7 +599,7 @@ class Link(wiring.Component):
             # Detached: no frame begun or waiting (the bus is only driven by the dispatch
             # of a complete frame, which takes five more bytes at least), and no event
             # record offered (the transmitter takes one whenever it is back in IDLE).
-            m.d.comb += self.detached.eq((rx_len == 0) & ~rx_bad & ~rx_esc & ~frame_ready &
+            m.d.comb += self.detached.eq(~rx_any & ~rx_bad & ~rx_esc & ~frame_ready &
                                          ~tq_byte & ~tq_end & ~tq_err &
                                          dispatch_fsm.ongoing("IDLE") & ~ev_valid)
         return m

@@ -110,10 +110,10 @@ class CoreBus(wiring.Component):
     (both words ``0xFFFFFFFF``: empty). SCRATCH is only in the link-only top: here it
     errs like any unknown space.
 
-    Registered decode (timing): ``err`` is decided one clock after the bus's
+    Registered decode (timing): ``err`` is decided two clocks after the bus's
     space/addr/write/wdata (the link waits for it, see ``BusSignature``), and a write
     (``we``) reaches the core's ports, and an EVENTS read its pop, one clock after the
-    bus cycle, from registered copies of the bus.
+    bus cycle (the link holds the bus's request through that clock).
     """
 
     def __init__(self, core, *, quiet: bool = False):
@@ -136,49 +136,63 @@ class CoreBus(wiring.Component):
         slot_of_prog = a >> pb
         slot4 = a >> 2
         regs_n = core.layers * isa.REG_STRIDE
-        # --- errors: decoded from the bus's request, registered
+        # --- errors: decoded from the bus's request in two registered steps (timing; the
+        # link allows ``err`` to lag two clocks): first what each field says, then err.
+        w = bus.wdata
+        fields = {      # name: (value, wanted) -- registered as a flag each
+            "write": bus.write,
+            "prog_ok": (slot_of_prog < C),
+            "slot_ok": (a < C),
+            "slot4_ok": (slot4 < C),
+            "regs_ok": (a < regs_n),
+            "events_ok": (a < 2 * proto.MAX_READ_WORDS),
+            "a_reset": (a == proto.CTL_RESET_ADDR),
+            "a_mode": (a == proto.CTL_EVENT_MODE_ADDR),
+            "a_mask": (a == proto.CTL_START_MASK_ADDR),
+            "w_cmd": (w[3:] == 0) & (w[:3] >= proto.CTL_START) & (w[:3] <= proto.CTL_START_TB),
+            "w_one": (w == 1),
+            "w_bit": (w[1:] == 0),
+            "w_mask": (w[:C] != 0) & (w[C:31] == 0),
+            "w_fence": (w[isa.FENCE_VALUE_BITS:] == 0),
+        }
+        f = {}
+        for name, value in fields.items():
+            f[name] = Signal(name=f"err_{name}")
+            m.d.sync += f[name].eq(value)
+        sp_q = Signal.like(sp)
+        m.d.sync += sp_q.eq(sp)
         err = Signal()
-        with m.Switch(sp):
+        with m.Switch(sp_q):
             with m.Case(proto.SPACE_PROG):
-                m.d.comb += err.eq((slot_of_prog >= C) | ~bus.write)
+                m.d.comb += err.eq(~f["prog_ok"] | ~f["write"])
             with m.Case(proto.SPACE_CTL):
-                is_slot = a < C
-                m.d.comb += err.eq(~bus.write | ~(
-                    (is_slot & (bus.wdata >= proto.CTL_START) &
-                     (bus.wdata <= proto.CTL_START_TB)) |
-                    ((a == proto.CTL_RESET_ADDR) & (bus.wdata == 1)) |
-                    ((a == proto.CTL_EVENT_MODE_ADDR) & (bus.wdata <= 1)) |
-                    ((a == proto.CTL_START_MASK_ADDR) & (bus.wdata[:C] != 0) &
-                     (bus.wdata[C:31] == 0))))
+                m.d.comb += err.eq(~f["write"] | ~(
+                    (f["slot_ok"] & f["w_cmd"]) | (f["a_reset"] & f["w_one"]) |
+                    (f["a_mode"] & f["w_bit"]) | (f["a_mask"] & f["w_mask"])))
             with m.Case(proto.SPACE_FENCE):
-                m.d.comb += err.eq(~bus.write | (slot4 >= C) | (bus.wdata > isa.FENCE_VALUE_MAX))
+                m.d.comb += err.eq(~f["write"] | ~f["slot4_ok"] | ~f["w_fence"])
             with m.Case(proto.SPACE_REGS):
-                m.d.comb += err.eq(bus.write | (a >= regs_n))
+                m.d.comb += err.eq(f["write"] | ~f["regs_ok"])
             with m.Case(proto.SPACE_STATUS):
-                m.d.comb += err.eq(bus.write | (slot4 >= C))
+                m.d.comb += err.eq(f["write"] | ~f["slot4_ok"])
             with m.Case(proto.SPACE_EVENTS):
-                m.d.comb += err.eq(bus.write | (a >= 2 * proto.MAX_READ_WORDS))
+                m.d.comb += err.eq(f["write"] | ~f["events_ok"])
             with m.Default():
                 m.d.comb += err.eq(1)
         m.d.sync += bus.err.eq(err)
 
-        # --- writes: a registered copy of the bus cycle (the link raises ``we`` only
-        # when ``err`` is low), applied to the core in the next clock
+        # --- writes reach the core's ports one clock after the bus's ``we`` (timing): the
+        # link holds space/addr/wdata through that clock (``BusSignature``)
         wr = Signal()
-        wr_sp = Signal.like(sp)
-        wr_a = Signal.like(a)
-        wr_d = Signal.like(bus.wdata)
         m.d.sync += wr.eq(bus.we)
-        with m.If(bus.we):
-            m.d.sync += [wr_sp.eq(sp), wr_a.eq(a), wr_d.eq(bus.wdata)]
 
         # --- PROG and FENCE writes: the core always accepts them
-        m.d.comb += [core.prog_wr.payload.addr.eq(wr_a), core.prog_wr.payload.data.eq(wr_d),
-                     core.prog_wr.valid.eq(wr & (wr_sp == proto.SPACE_PROG)),
-                     core.fence_wr.payload.slot.eq(wr_a >> 2),
-                     core.fence_wr.payload.timeline.eq(wr_a[:2]),
-                     core.fence_wr.payload.value.eq(wr_d),
-                     core.fence_wr.valid.eq(wr & (wr_sp == proto.SPACE_FENCE))]
+        m.d.comb += [core.prog_wr.payload.addr.eq(a), core.prog_wr.payload.data.eq(bus.wdata),
+                     core.prog_wr.valid.eq(wr & (sp_q == proto.SPACE_PROG)),
+                     core.fence_wr.payload.slot.eq(a >> 2),
+                     core.fence_wr.payload.timeline.eq(a[:2]),
+                     core.fence_wr.payload.value.eq(bus.wdata),
+                     core.fence_wr.valid.eq(wr & (sp_q == proto.SPACE_FENCE))]
 
         # --- CTL: commands are accepted in the first clock of a core cycle; until then
         # they wait here, and later writes merge into the same command.
@@ -187,17 +201,18 @@ class CoreBus(wiring.Component):
         n_start, n_stop, n_reset = Signal(C), Signal(C), Signal(C)
         n_tb = Signal()
         all_slots = (1 << C) - 1
-        with m.If(wr & (wr_sp == proto.SPACE_CTL)):
-            with m.If(wr_a == proto.CTL_EVENT_MODE_ADDR):
-                m.d.sync += self.push.eq(wr_d[0])
-            with m.Elif(wr_a == proto.CTL_RESET_ADDR):
+        # (the address tests are the error decode's flags: the request has held since)
+        with m.If(wr & (sp_q == proto.SPACE_CTL)):
+            with m.If(f["a_mode"]):
+                m.d.sync += self.push.eq(bus.wdata[0])
+            with m.Elif(f["a_reset"]):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
-            with m.Elif(wr_a == proto.CTL_START_MASK_ADDR):
-                m.d.comb += [n_start.eq(wr_d[:C]), n_tb.eq(wr_d[31])]
+            with m.Elif(f["a_mask"]):
+                m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
             with m.Else():
                 bit = Signal(C)
-                m.d.comb += bit.eq(1 << wr_a[:sb])
-                with m.Switch(wr_d[:3]):
+                m.d.comb += bit.eq(1 << a[:sb])
+                with m.Switch(bus.wdata[:3]):
                     with m.Case(proto.CTL_START):
                         m.d.comb += n_start.eq(bit)
                     with m.Case(proto.CTL_START_TB):
@@ -395,9 +410,9 @@ class LinkTop(wiring.Component):
                          utx.skip.eq(self.line_skip)]
 
         # LED pulse stretchers (visible on a board; harmless in simulation), counting
-        # ticks of a free-running prescaler (~1 ms: its top bit's falling edge), so that
-        # no wide counter sits on the fabric clock's critical path.
-        pre = Signal(max(1, (self.clock_hz // 1000).bit_length() - 1))
+        # ticks of a free-running prescaler (~5-10 ms: its top bit's falling edge), so
+        # that the counters are a few bits and no wide one sits on the critical path.
+        pre = Signal(max(1, (self.clock_hz // 100).bit_length() - 1))
         pre_top = Signal()
         tick = Signal()
         tick_s = (1 << len(pre)) / self.clock_hz

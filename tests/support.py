@@ -413,7 +413,11 @@ def check_closed_engine(engine) -> None:
 
 # -- the virtual board ------------------------------------------------------------------------
 
-VIRTUAL_CORE_HZ = 3_000_000             # the iCEBreaker core: 4 contexts -> 4 phases
+#: The virtual board's fabric clock in tests: ``COPPER_TEST_CLOCK_HZ`` (e.g. the board's own
+#: 48 MHz, with ``COPPER_TEST_BAUD``, to run the e2e tests at the line's fastest rate) or
+#: 12 MHz, which the simulator runs four times as fast as the board's clock.
+VIRTUAL_CLOCK_HZ = int(os.environ.get("COPPER_TEST_CLOCK_HZ") or 12_000_000)
+VIRTUAL_CORE_HZ = VIRTUAL_CLOCK_HZ // 4  # the iCEBreaker core: 4 contexts -> 4 phases
 VIRTUAL_VSYNC_HZ = 1000.0
 
 
@@ -424,16 +428,19 @@ def virtual_board_baud() -> int:
     return int(os.environ.get("COPPER_TEST_BAUD") or DEFAULT_BAUD)
 
 
-def virtual_board_server(port: int = 0, *, vsync_hz: float = VIRTUAL_VSYNC_HZ):
-    """A started virtual iCEBreaker (Verilator, paced, at :func:`virtual_board_baud`) on
+def virtual_board_server(port: int = 0, *, vsync_hz: float = VIRTUAL_VSYNC_HZ,
+                         clock_hz: int = VIRTUAL_CLOCK_HZ, baud: int | None = None):
+    """A started virtual iCEBreaker (Verilator, paced, at ``clock_hz`` and ``baud``, by
+    default :data:`VIRTUAL_CLOCK_HZ` and :func:`virtual_board_baud`) on
     127.0.0.1:``port``, its core with a fast vsync so that programs that wait for vsync
     finish quickly."""
     from copperline.boards.registry import get_board
     from copperline.boards.virtual import VirtualBoardServer
     core = get_board("icebreaker").core_config()      # the board's core (SPRAM model) ...
     core.vsync_hz = vsync_hz                           # ... with a fast vsync
-    return VirtualBoardServer("127.0.0.1", port, clock_hz=12_000_000,
-                              baud=virtual_board_baud(), core=core, engine="verilator").start()
+    return VirtualBoardServer("127.0.0.1", port, clock_hz=clock_hz,
+                              baud=baud or virtual_board_baud(), core=core,
+                              engine="verilator").start()
 
 
 class FaultyProxy:

@@ -11,6 +11,9 @@ import pytest
 from copperline.boards.common import BoardError, build, toolchain_env
 from copperline.boards.registry import all_boards, get_board
 
+#: the iCEBreaker's fabric clock, the constraint its builds must meet
+ICEBREAKER_MHZ = get_board("icebreaker").clock_hz / 1e6
+
 
 def test_registry_names_and_aliases():
     names = [b.name for b in all_boards()]
@@ -43,9 +46,10 @@ def test_toolchain_env_defaults_to_yowasp(monkeypatch):
 
 
 def test_build_refuses_a_baud_the_clock_cannot_make(tmp_path):
-    # (24 MHz / 5.5 Mbaud: 4 clocks a bit make 6 Mbaud, 9 % off)
-    with pytest.raises(ValueError, match="baud 5500000"):
-        build(get_board("icebreaker"), build_dir=tmp_path, baud=5_500_000)
+    # (48 MHz / 13 Mbaud: 4 clocks a bit make 12 Mbaud, 8 % off, and 3.7 clocks a bit
+    # are too few for a fractional divisor)
+    with pytest.raises(ValueError, match="baud 13000000"):
+        build(get_board("icebreaker"), build_dir=tmp_path, baud=13_000_000)
 
 
 def test_missing_tool_is_a_clear_error(tmp_path, monkeypatch):
@@ -198,7 +202,7 @@ def test_icebreaker_link_only_builds_two_seeds(tmp_path):
     assert list(report["seeds"]) == ["1", "2"]
     for f in report["seeds"].values():
         assert f["logic"] > 0 and f["ff"] > 0 and f["bram"] >= 2 and f["spram"] == 0
-        assert f["fmax_mhz"]["clk"] > 24.0 and f["timing_met"] is True
+        assert f["fmax_mhz"]["clk"] > ICEBREAKER_MHZ and f["timing_met"] is True
     assert report["seeds"]["1"]["fmax_mhz"] == {
         net: c["achieved_mhz"] for net, c in report["clocks"].items()}   # the bitstream's
     assert (out / "copper_seed2.asc").is_file() and (out / "copper_report_seed2.json").is_file()
@@ -219,9 +223,9 @@ def test_icebreaker_builds_with_report(tmp_path):
     assert logic["cell"] == "ICESTORM_LC" and 0 < logic["used"] < logic["available"] == 5280
     assert report["utilisation"]["bram"]["used"] >= 2          # the link's frame buffers
     (clock,) = report["clocks"].values()
-    assert clock["constraint_mhz"] == 24.0 and clock["achieved_mhz"] > 24.0
+    assert clock["constraint_mhz"] == ICEBREAKER_MHZ and clock["achieved_mhz"] > ICEBREAKER_MHZ
     assert report["pll"] is True and report["osc_hz"] == 12_000_000
-    assert report["core_hz"] == 6_000_000
+    assert report["core_hz"] == 12_000_000
     bd = report["breakdown"]
     assert {"link", "core", "bus decode", "uart rx", "uart tx"} <= set(bd)
     assert all(r["lut4"] > 0 for name, r in bd.items() if name != "board")
@@ -232,8 +236,8 @@ def test_icebreaker_builds_with_report(tmp_path):
 def test_board_clocks_come_from_the_pll():
     from copperline.boards.common import PLL_SETTINGS
     ice = get_board("icebreaker")
-    assert (ice.osc_hz, ice.clock_hz) == (12_000_000, 24_000_000) and ice.uses_pll
-    assert ice.core_config().core_hz(ice.clock_hz) == 6_000_000
+    assert (ice.osc_hz, ice.clock_hz) == (12_000_000, 48_000_000) and ice.uses_pll
+    assert ice.core_config().core_hz(ice.clock_hz) == 12_000_000
     for (family, osc, fabric), p in PLL_SETTINGS.items():
         if family == "ice40":
             vco = osc * (p["DIVF"] + 1) // (p["DIVR"] + 1)
@@ -244,8 +248,8 @@ def test_board_clocks_come_from_the_pll():
             assert p["CLKOP_CPHASE"] == (p["CLKOP_DIV"] - 1) // 2
     for name in ("ulx3s-12f", "ulx3s-85f"):
         b = get_board(name)
-        assert (b.osc_hz, b.clock_hz) == (25_000_000, 60_000_000)
-        assert b.core_config().core_hz(b.clock_hz) == 15_000_000
+        assert (b.osc_hz, b.clock_hz) == (25_000_000, 100_000_000)
+        assert b.core_config().core_hz(b.clock_hz) == 25_000_000
         assert ("ecp5", b.osc_hz, b.clock_hz) in PLL_SETTINGS
 
 

@@ -171,6 +171,24 @@ def test_copper_run_fpga_trace_equals_the_vm_trace(board, tmp_path):
     assert len(events) == 16
 
 
+@pytest.mark.parametrize("baud", [3_000_000, 12_000_000], ids=["3M", "12M"])
+def test_at_the_boards_own_clock_the_trace_equals_the_vm_trace(tmp_path, baud):
+    """The iCEBreaker's own fabric clock (48 MHz: a 12 MHz core) with its default line
+    and its fastest (12 Mbaud: 4 clocks a bit): load, start, events, status, the trace
+    at 0 us. (The other tests run a 12 MHz top, which the simulator runs faster.)"""
+    from copperline.boards.registry import get_board
+    clock_hz = get_board("icebreaker").clock_hz
+    server = virtual_board_server(clock_hz=clock_hz, baud=baud)
+    try:
+        prog = tmp_path / "prog.json"
+        prog.write_text(json.dumps(ENDING_PROGRAM))
+        clock = ["--clock-hz", str(clock_hz // 4), "--vsync-hz", str(VSYNC_HZ)]
+        _, events = copper_run_on_board_equals_vm(prog, server.url, clock, tmp_path)
+        assert len(events) == 16
+    finally:
+        server.close()
+
+
 def test_trace_is_identical_through_a_noisy_line(board):
     """1e-3 of the bytes corrupted or dropped, both ways: requests and event reads are
     retransmitted, nothing is lost or doubled, the trace still equals the VM's."""
