@@ -146,13 +146,14 @@ class Link(wiring.Component):
         # ---------------------------------------------------------------- receive ------
         frame_ready = Signal()                  # a checked frame waits in rx_mem
         frame_len = Signal(range(buf + 1))
-        frame_crc = Signal(16)
         rx_len = Signal(range(buf + 1))
         # rx_len's tests, kept as flags beside it (timing): != 0, < buf, >= 4
         rx_any, rx_room, rx_min = Signal(), Signal(init=1), Signal()
         rx_bad = Signal()
         rx_esc = Signal()
-        last2 = Signal(16)                      # the last two bytes: the frame's CRC
+        # the last two bytes: the frame's CRC (no byte is decoded while a frame waits, so
+        # the dispatcher reads it here)
+        last2 = Signal(16)
         # The idle timeout counts down from ``idle_load`` and fires when it wraps below 0
         # (its top bit: no comparator): ``idle_timeout + 1`` clocks after the last byte.
         idle_load = self.idle_timeout - 1
@@ -167,11 +168,12 @@ class Link(wiring.Component):
         # delimiter that ends a non-empty frame is on its way, so a byte right behind it is
         # dropped like one that finds the frame waiting, whether the frame then passes
         # its check or not; over a UART bytes are never that close)
+        end_q, end_good = Signal(), Signal()     # (below: a frame's verdict)
         tq_data = Signal(8)
         tq_byte, tq_end, tq_err, tq_esc, tq_open = Signal(), Signal(), Signal(), Signal(), Signal()
         m.d.comb += self.rx.ready.eq(1)         # never stall the UART; drops are counted
         with m.If(self.rx.valid):
-            with m.If(frame_ready | (tq_end & tq_open)):
+            with m.If(frame_ready | (tq_end & tq_open) | end_q):
                 m.d.sync += self.rx_dropped.eq(self.rx_dropped + 1)
             with m.Elif(self.rx.payload == proto.SLIP_END):
                 # A delimiter always ends the frame, even right after an escape (then bad).
@@ -209,16 +211,20 @@ class Link(wiring.Component):
         with m.If(tq_err):
             m.d.sync += rx_bad.eq(1)
         with m.If(tq_end):
-            # (the length and CRC are taken at every delimiter, whether the frame passes
-            # or not: no delimiter is decoded while a frame waits, and the wide load then
-            # hangs off one flag instead of the whole check: timing)
-            m.d.sync += [frame_len.eq(rx_len), frame_crc.eq(last2)]
-            with m.If(rx_any | rx_bad | tq_esc):
-                with m.If(~rx_bad & ~tq_esc & rx_min & rx_crc.match_detected):
-                    m.d.sync += frame_ready.eq(1)
-                with m.Else():
-                    m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
-                    m.d.comb += self.error.eq(1)
+            # (the length is taken at every delimiter, whether the frame passes or not: no
+            # delimiter is decoded while a frame waits, and the load then hangs off one
+            # flag instead of the whole check: timing)
+            m.d.sync += frame_len.eq(rx_len)
+        # The verdict on a frame that ended, registered (timing): it is taken a clock
+        # after its delimiter (``end_q``), from a check made at the delimiter.
+        m.d.sync += [end_q.eq(tq_end & (rx_any | rx_bad | tq_esc)),
+                     end_good.eq(~rx_bad & ~tq_esc & rx_min & rx_crc.match_detected)]
+        with m.If(end_q):
+            with m.If(end_good):
+                m.d.sync += frame_ready.eq(1)
+            with m.Else():
+                m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
+                m.d.comb += self.error.eq(1)
             m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0), rx_bad.eq(0)]
 
         # Idle timeout: a frame that stops arriving half-way is dropped, so a host that
@@ -316,7 +322,7 @@ class Link(wiring.Component):
             with m.State("TYPE"):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [typ.eq(rxb),
-                             crc_same.eq(Cat(last_valid[i] & (frame_crc == last_crc[i])
+                             crc_same.eq(Cat(last_valid[i] & (last2 == last_crc[i])
                                              for i in range(2)))]
                 m.next = "SEQ"
             with m.State("SEQ"):
@@ -334,7 +340,7 @@ class Link(wiring.Component):
                 with m.If((crc_same & seq_same).bit_select(slot, 1)):
                     m.next = "RESEND"
                 with m.Else():
-                    m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(frame_crc),
+                    m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(last2),
                                  last_valid[slot].eq(1), self.frames_ok.eq(self.frames_ok + 1)]
                     m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), slot)),
                                  tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
@@ -475,13 +481,19 @@ class Link(wiring.Component):
             m.d.sync += [tx_full.eq(1), self.tx.payload.eq(enc.payload)]
         with m.Elif(self.tx.ready):
             m.d.sync += tx_full.eq(0)
+        # The token (a byte of the frame) is always a register, ``tok``, loaded a state
+        # before it goes out with whether SLIP must escape it (timing).
         tok = Signal(8)
+        tok_special = Signal()
+
+        def load_tok(value):
+            m.d.sync += [tok.eq(value),
+                         tok_special.eq((value == proto.SLIP_END) | (value == proto.SLIP_ESC))]
         tok_is_end = Signal()
         tok_valid = Signal()
         tok_ready = Signal()
         esc_pending = Signal()
         esc_byte = Signal(8)
-        special = (tok == proto.SLIP_END) | (tok == proto.SLIP_ESC)
         with m.If(esc_pending):
             m.d.comb += [enc.valid.eq(1), enc.payload.eq(esc_byte)]
             with m.If(enc.ready):
@@ -490,12 +502,13 @@ class Link(wiring.Component):
             m.d.comb += [enc.valid.eq(tok_valid), tok_ready.eq(enc.ready)]
             with m.If(tok_is_end):
                 m.d.comb += enc.payload.eq(proto.SLIP_END)
-            with m.Elif(special):
+            with m.Elif(tok_special):
                 m.d.comb += enc.payload.eq(proto.SLIP_ESC)
                 with m.If(tok_valid & enc.ready):
                     m.d.sync += [esc_pending.eq(1),
-                                 esc_byte.eq(Mux(tok == proto.SLIP_END, proto.SLIP_ESC_END,
-                                                 proto.SLIP_ESC_ESC))]
+                                 # (0xC0 and 0xDB differ in bit 0)
+                                 esc_byte.eq(Mux(tok[0], proto.SLIP_ESC_ESC,
+                                                 proto.SLIP_ESC_END))]
             with m.Else():
                 m.d.comb += enc.payload.eq(tok)
 
@@ -510,7 +523,6 @@ class Link(wiring.Component):
         # record may leave the FIFO, e.g. at a reset, before the frame is out) and shifted
         # out a byte at a time: a load-or-shift LUT per bit, no byte multiplexer.
         ev_frame = Signal(8 * ev_bytes)
-        tok_q = Signal(8)
         m.d.comb += [tx_r.addr.eq(Cat(ti[:abits], tx_slot)), tx_crc.data.eq(tok),
                      tx_crc.start.eq(ti == 0)]
 
@@ -544,24 +556,28 @@ class Link(wiring.Component):
             with m.State("FETCH"):              # tx_mem read latency
                 m.next = "LOAD"
             with m.State("LOAD"):               # the byte, registered (timing)
-                m.d.sync += [tok_q.eq(Mux(from_ev, ev_frame[:8], tx_r.data)),
-                             last_tok.eq(ti + 1 == tn)]
+                load_tok(Mux(from_ev, ev_frame[:8], tx_r.data))
+                m.d.sync += last_tok.eq(ti + 1 == tn)
                 m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [tok.eq(tok_q), tok_valid.eq(1)]
+                m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
                     m.d.comb += tx_crc.valid.eq(1)
                     m.d.sync += [ti.eq(ti + 1), ev_frame.eq(ev_frame >> 8)]
                     with m.If(last_tok):
-                        m.next = "CRC_HI"
+                        m.next = "LOAD_CRC_HI"
                     with m.Else():
                         m.next = "FETCH"
+            with m.State("LOAD_CRC_HI"):
+                load_tok(tx_crc.crc[8:])
+                m.next = "CRC_HI"
             with m.State("CRC_HI"):
-                m.d.comb += [tok.eq(tx_crc.crc[8:]), tok_valid.eq(1)]
+                m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
+                    load_tok(tx_crc.crc[:8])
                     m.next = "CRC_LO"
             with m.State("CRC_LO"):
-                m.d.comb += [tok.eq(tx_crc.crc[:8]), tok_valid.eq(1)]
+                m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
                     m.next = "EOF"
             with m.State("EOF"):
@@ -571,14 +587,15 @@ class Link(wiring.Component):
                     m.next = "IDLE"
         _one_hot(tx_fsm)
         m.d.comb += self.busy.eq(frame_ready | resp_pending | resp_sending | rx_any |
-                                 tq_byte | tq_end |
+                                 tq_byte | tq_end | end_q |
                                  rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending | tx_full)
         if hasattr(self, "quiet"):
             # Quiet: no register changes at the next edge, for each part of the link:
             crc_init = crc_params.compute(b"")       # what .crc shows after a start
             ev_valid = self.events.valid if self.event_bytes else C(0)
             # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
-            rx_still = (~self.rx.valid & ~tq_byte & ~tq_end & ~tq_err &
+            # (``end_good`` may change, but it is only read with ``end_q``)
+            rx_still = (~self.rx.valid & ~tq_byte & ~tq_end & ~end_q & ~tq_err &
                         ~rx_any & ~rx_bad & ~rx_esc & (idle == idle_load) &
                         (rx_crc.crc == crc_init))
             # dispatch: idle and staying so (no frame, or its answer must wait)
@@ -600,6 +617,6 @@ class Link(wiring.Component):
             # of a complete frame, which takes five more bytes at least), and no event
             # record offered (the transmitter takes one whenever it is back in IDLE).
             m.d.comb += self.detached.eq(~rx_any & ~rx_bad & ~rx_esc & ~frame_ready &
-                                         ~tq_byte & ~tq_end & ~tq_err &
+                                         ~tq_byte & ~tq_end & ~end_q & ~tq_err &
                                          dispatch_fsm.ongoing("IDLE") & ~ev_valid)
         return m

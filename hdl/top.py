@@ -226,17 +226,19 @@ class CoreBus(wiring.Component):
         with m.Elif(n_tb & n_reset.any()):
             m.d.sync += self.active.eq(0)
         cmd = core.cmd
-        m.d.comb += [cmd.valid.eq(p_start.any() | p_stop.any() | p_reset.any() | p_tb),
+        # (``valid`` is a flip-flop of its own, set with the command: the core's time base
+        # reset hangs off it, timing)
+        p_any = Signal()
+        m.d.comb += [cmd.valid.eq(p_any),
                      cmd.payload.start.eq(p_start), cmd.payload.stop.eq(p_stop),
                      cmd.payload.reset.eq(p_reset), cmd.payload.timebase.eq(p_tb)]
         if hasattr(self, "quiet"):
             m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re & ~wr & ~self.ev_pop)
-        with m.If(cmd.valid & cmd.ready):
-            m.d.sync += [p_start.eq(n_start), p_stop.eq(n_stop), p_reset.eq(n_reset),
-                         p_tb.eq(n_tb)]
-        with m.Else():
-            m.d.sync += [p_start.eq(p_start | n_start), p_stop.eq(p_stop | n_stop),
-                         p_reset.eq(p_reset | n_reset), p_tb.eq(p_tb | n_tb)]
+        taken = cmd.valid & cmd.ready
+        nxt = [Mux(taken, n, p | n) for p, n in ((p_start, n_start), (p_stop, n_stop),
+                                                 (p_reset, n_reset), (p_tb, n_tb))]
+        m.d.sync += [p_start.eq(nxt[0]), p_stop.eq(nxt[1]), p_reset.eq(nxt[2]), p_tb.eq(nxt[3]),
+                     p_any.eq(Cat(*nxt).any())]
 
         # --- reads: one clock of latency
         m.d.comb += [core.reg_addr.eq(a), core.status_slot.eq(slot4)]
