@@ -123,6 +123,14 @@ def _kzero(k):
     return int(delay_is_zero_const(k))
 
 
+def _reported_pc(is_fence, pc, pc1):
+    """The pc a context reports (status port, stop event): the op after a FENCE it is
+    blocked on (as the VM), else its pc. E enters state FENCE only for a FENCE that is not
+    met, with the pc held at the FENCE and the reported pc its successor, and no other
+    state reports anything but the pc, so ``pc1`` (``pc + 1``) in state FENCE is exact."""
+    return Mux(is_fence, pc1, pc)
+
+
 class _Stages(SimpleNamespace):
     """What the stages of :meth:`Core.elaborate` hand on to the later ones: one instance per
     elaboration, holding the Module ``m``, the submodules, the signals a stage makes for a
@@ -490,19 +498,18 @@ class Core(wiring.Component):
         # the ring where the context's next fetch picks it up. No per-context muxes.
         ring_st = [Signal(3, name=f"ring_st{i}") for i in range(P)]
         ring_pc = [Signal(pb, name=f"ring_pc{i}") for i in range(P)]
-        # ring_rep: the pc the status port reports (the op after a blocked FENCE, as the
-        # VM does), so that no adder sits between the ring and the port
-        ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
+        # (the pc the status port reports, the op after a blocked FENCE as the VM does,
+        # is not kept: it is ``pc + 1`` in state FENCE and ``pc`` in every other state,
+        # see :func:`_reported_pc`; ``n_rep``, E's result, only serves ``sim_next_pc``)
         n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
         # (``prog_outreg``: E's fetch address, ``_active(n_st) ? n_pc : 0``)
         n_fetch = Signal(pb)
         back = 4 % P
         for i in range(P):
             if i == back:
-                m.d.sync += [ring_st[i].eq(n_st), ring_pc[i].eq(n_pc), ring_rep[i].eq(n_rep)]
+                m.d.sync += [ring_st[i].eq(n_st), ring_pc[i].eq(n_pc)]
             else:
-                m.d.sync += [ring_st[i].eq(ring_st[i - 1]), ring_pc[i].eq(ring_pc[i - 1]),
-                             ring_rep[i].eq(ring_rep[i - 1])]
+                m.d.sync += [ring_st[i].eq(ring_st[i - 1]), ring_pc[i].eq(ring_pc[i - 1])]
 
         # per-context counters in a P-deep block RAM: read in F, written in E
         dlay = delay_layout(chz)
@@ -522,7 +529,7 @@ class Core(wiring.Component):
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
         m.d.comb += [ctx_rp.addr.eq(ph_f), ctx_wp.addr.eq(ph_e)]
-        vars(p).update(ring_st=ring_st, ring_pc=ring_pc, ring_rep=ring_rep, n_pc=n_pc,
+        vars(p).update(ring_st=ring_st, ring_pc=ring_pc, n_pc=n_pc,
                        n_rep=n_rep, n_st=n_st, n_fetch=n_fetch, wdshape=wdshape, ctx_rp=ctx_rp,
                        ctx_wp=ctx_wp)
 
@@ -896,7 +903,7 @@ class Core(wiring.Component):
         o_payload, o_pc, o_rf_we, o_st = p.o_payload, p.o_pc, p.o_rf_we, p.o_st
         o_vdep, o_wd, o_wh, onehot_x, pc1_x = p.o_vdep, p.o_wd, p.o_wh, p.onehot_x, p.pc1_x
         pc_inc, pc_x, ph, prog, reg_e = p.pc_inc, p.pc_x, p.ph, p.prog, p.reg_e
-        reg_idx_x, ring_rep, st_fe_x, st_x = p.reg_idx_x, p.ring_rep, p.st_fe_x, p.st_x
+        reg_idx_x, st_fe_x, st_x = p.reg_idx_x, p.st_fe_x, p.st_x
         tb_reset, valid_xx, w_ok, warp_c = p.tb_reset, p.valid_xx, p.w_ok, p.warp_c
         x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
         # an illegal word faults (the outcome assumes a valid word). The validity test is
@@ -972,7 +979,8 @@ class Core(wiring.Component):
         # and reason depend on the command.
         reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
                              Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
-                             Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
+                             Mux(act_x, _reported_pc(st_fe_x, pc_x, pc1_x), 0)), 6 + pb,
+              reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         if prog.outreg:
@@ -1147,27 +1155,28 @@ class Core(wiring.Component):
     def _status_port(self, m, p):
         """The host's read-back: register values, and the status port's per-slot state and
         reported pc."""
-        C, pb = self.contexts, self.pc_bits
-        n_rep, n_st, ph_e, rf = p.n_rep, p.n_st, p.ph_e, p.rf
+        C, P, pb = self.contexts, self.phases, self.pc_bits
+        n_rep, n_st, ph_f, rf = p.n_rep, p.n_st, p.ph_f, p.rf
+        ring_st, ring_pc = p.ring_st, p.ring_pc
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
-        # the status port: per slot a copy of its ring entry (state, reported pc), written
-        # when E writes the ring, so the port is a slot-indexed mux of registers (no
-        # phase arithmetic before it). For the context in E this is its state before E;
-        # engines read ``sim_next`` for it.
+        # the status port reads the ring: every context's entry is there at all times
+        # (``ring[i]`` holds context ``ph_f - i`` mod P, the result of its last E), so the
+        # port is a ring entry selected by ``ph_f - status_slot`` (P per-slot copies of
+        # the entries cost 13 flip-flops per context, each an LC of its own). For the
+        # context in E this is its state before E; engines read ``sim_next`` for it.
         m.d.comb += [self.sim_next_state.eq(n_st), self.sim_next_pc.eq(n_rep)]
-        slot_st = [Signal(3, name=f"status_st{k}") for k in range(C)]
-        slot_pc = [Signal(pb, name=f"status_pc{k}") for k in range(C)]
-        for k in range(C):
-            with m.If(ph_e == k):
-                m.d.sync += [slot_st[k].eq(n_st), slot_pc[k].eq(n_rep)]
+        idx = Signal(range(P))
+        if P & (P - 1) == 0:
+            m.d.comb += idx.eq((ph_f - self.status_slot)[:(P - 1).bit_length()])
+        else:
+            m.d.comb += idx.eq(Mux(ph_f >= self.status_slot, ph_f - self.status_slot,
+                                   ph_f + P - self.status_slot))
         s_st = Signal(3)
         s_pc = Signal(pb)
-        if C == 1:
-            m.d.comb += [s_st.eq(slot_st[0]), s_pc.eq(slot_pc[0])]
-        else:
-            m.d.comb += [s_st.eq(Array(slot_st)[self.status_slot]),
-                         s_pc.eq(Array(slot_pc)[self.status_slot])]
-        m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
+        m.d.comb += [s_st.eq(Array(ring_st)[idx]), s_pc.eq(Array(ring_pc)[idx])]
+        # the reported pc: ``pc + 1`` in state FENCE (:func:`_reported_pc`)
+        m.d.comb += [self.status_state.eq(s_st),
+                     self.status_pc.eq((s_pc + (s_st == CtxState.FENCE))[:pb])]
 
     def _warp(self, m, p):
         """Decide warped core cycles (simulation only; docs/core.md, "Warp").
