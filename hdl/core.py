@@ -123,14 +123,6 @@ def _kzero(k):
     return int(delay_is_zero_const(k))
 
 
-def _reported_pc(is_fence, pc, pc1):
-    """The pc a context reports (status port, stop event): the op after a FENCE it is
-    blocked on (as the VM), else its pc. E enters state FENCE only for a FENCE that is not
-    met, with the pc held at the FENCE and the reported pc its successor, and no other
-    state reports anything but the pc, so ``pc1`` (``pc + 1``) in state FENCE is exact."""
-    return Mux(is_fence, pc1, pc)
-
-
 class _Stages(SimpleNamespace):
     """What the stages of :meth:`Core.elaborate` hand on to the later ones: one instance per
     elaboration, holding the Module ``m``, the submodules, the signals a stage makes for a
@@ -498,18 +490,19 @@ class Core(wiring.Component):
         # the ring where the context's next fetch picks it up. No per-context muxes.
         ring_st = [Signal(3, name=f"ring_st{i}") for i in range(P)]
         ring_pc = [Signal(pb, name=f"ring_pc{i}") for i in range(P)]
-        # (the pc the status port reports, the op after a blocked FENCE as the VM does,
-        # is not kept: it is ``pc + 1`` in state FENCE and ``pc`` in every other state,
-        # see :func:`_reported_pc`; ``n_rep``, E's result, only serves ``sim_next_pc``)
+        # ring_rep: the pc the status port reports (the op after a blocked FENCE, as the
+        # VM does), so that no adder sits between the ring and the port
+        ring_rep = [Signal(pb, name=f"ring_rep{i}") for i in range(P)]
         n_st, n_pc, n_rep = Signal(3), Signal(pb), Signal(pb)
         # (``prog_outreg``: E's fetch address, ``_active(n_st) ? n_pc : 0``)
         n_fetch = Signal(pb)
         back = 4 % P
         for i in range(P):
             if i == back:
-                m.d.sync += [ring_st[i].eq(n_st), ring_pc[i].eq(n_pc)]
+                m.d.sync += [ring_st[i].eq(n_st), ring_pc[i].eq(n_pc), ring_rep[i].eq(n_rep)]
             else:
-                m.d.sync += [ring_st[i].eq(ring_st[i - 1]), ring_pc[i].eq(ring_pc[i - 1])]
+                m.d.sync += [ring_st[i].eq(ring_st[i - 1]), ring_pc[i].eq(ring_pc[i - 1]),
+                             ring_rep[i].eq(ring_rep[i - 1])]
 
         # per-context counters in a P-deep block RAM: read in F, written in E
         dlay = delay_layout(chz)
@@ -519,7 +512,12 @@ class Core(wiring.Component):
                                         # "the delay is 0" and "idle == watchdog_ops" of the
                                         # values stored, precomputed (R's issue decision
                                         # reads two bits instead of two wide tests)
-                                        "dz": unsigned(1), "wh": unsigned(1)})
+                                        "dz": unsigned(1), "wh": unsigned(1),
+                                        # "idle reads as 0": a FENCE that has to wait
+                                        # resets the idle count with this bit (R applies
+                                        # it in the LUTs after its adder), not with an
+                                        # AND per bit in front of the RAM in E
+                                        "iz": unsigned(1)})
         # ram_style: a block RAM, not P x 57 flip-flops plus a 57-bit read mux
         # (with ``lut_ram``, LUT RAM like the other small memories: a block RAM's
         # clock-to-out is most of a fast clock)
@@ -529,7 +527,7 @@ class Core(wiring.Component):
         ctx_rp = ctx_mem.read_port()
         ctx_wp = ctx_mem.write_port()
         m.d.comb += [ctx_rp.addr.eq(ph_f), ctx_wp.addr.eq(ph_e)]
-        vars(p).update(ring_st=ring_st, ring_pc=ring_pc, n_pc=n_pc,
+        vars(p).update(ring_st=ring_st, ring_pc=ring_pc, ring_rep=ring_rep, n_pc=n_pc,
                        n_rep=n_rep, n_st=n_st, n_fetch=n_fetch, wdshape=wdshape, ctx_rp=ctx_rp,
                        ctx_wp=ctx_wp)
 
@@ -634,20 +632,29 @@ class Core(wiring.Component):
 
         cx = ctx_rp.data
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
-        wd_x, lv_x = Signal(wdshape), Signal(isa.LOOP_SLOTS)
+        lv_x = Signal(isa.LOOP_SLOTS)
         # the decremented delay, precomputed here (a 27-bit subtractor out of X)
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
         if self.warp_cycles:      # a warped cycle counts its warp's microseconds more
             r_dhi = (r_dhi - warp_r)[:len(cx.hi)]
         m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
-        wd1_x = Signal(wdshape)
-        m.d.sync += wd1_x.eq(cx.idle + 1)
+        # the idle count after this cycle for an active context: ``idle + 1`` if it issues
+        # (X's ``issue``, decided here), else ``idle``; X only zeroes it for a WAIT or
+        # takes 0/1 for a context that is not active. One register (a copy of ``idle``
+        # and ``idle + 1`` side by side took an LC per bit more); the issue bit joins in
+        # the LUT after the adder, not as its carry-in (it is late: the chain would
+        # start after it).
+        r_st = p.ring_st[1]
+        r_issue = ~_active(r_st) | ((r_st == CtxState.RUNNING) & cx.dz & ~cx.wh)
+        wdn_x = Signal(wdshape)
+        m.d.sync += wdn_x.eq(Mux(cx.iz, r_issue, Mux(r_issue, cx.idle + 1, cx.idle)))
         # the tests of the next values: the delay after one count down is 0 (it is 1 now),
         # the idle count after one more op hits the watchdog
         d1_x, wh1_x = Signal(), Signal()
         r_d1 = delay_one(cx.hi, cx.lo, chz)
-        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(cx.idle == self.watchdog_ops - 1)]
+        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(Mux(cx.iz, self.watchdog_ops == 1,
+                                                          cx.idle == self.watchdog_ops - 1))]
         cx_wh_x = Signal()
         m.d.sync += cx_wh_x.eq(cx.wh)
         # op classes, registered; validity (no reserved bit set) is finished in X from
@@ -700,10 +707,10 @@ class Core(wiring.Component):
         for z in seg_ok:
             vv = vv & z
         m.d.comb += valid_xx.eq(vv)
-        m.d.sync += [wd_x.eq(cx.idle), lv_x.eq(cx.armed)]
+        m.d.sync += lv_x.eq(cx.armed)
         vars(p).update(flags=flags, loop_rp=loop_rp, loop_wp=loop_wp,
                        fence_rp=fence_rp, fw=fw, cx=cx, hi_x=hi_x, lo_x=lo_x, lv_x=lv_x,
-                       wd_x=wd_x, dhi_x=dhi_x, dlo_x=dlo_x, wd1_x=wd1_x, d1_x=d1_x, wh1_x=wh1_x,
+                       wdn_x=wdn_x, dhi_x=dhi_x, dlo_x=dlo_x, d1_x=d1_x, wh1_x=wh1_x,
                        cx_wh_x=cx_wh_x, cls_x=cls_x, valid_xx=valid_xx)
 
     def _decide(self, m, p):
@@ -713,8 +720,8 @@ class Core(wiring.Component):
         cls_x, cx, cx_wh_x, d1_x, dec, dhi_x = p.cls_x, p.cx, p.cx_wh_x, p.d1_x, p.dec, p.dhi_x
         dlo_x, fence_rp, flags, fld, fw = p.dlo_x, p.fence_rp, p.flags, p.fld, p.fw
         hi_x, lo_x, loop_rp, lv_x, ph, raw = p.hi_x, p.lo_x, p.loop_rp, p.lv_x, p.ph, p.raw
-        rf, ring_pc, ring_st, vs, wd1_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wd1_x
-        wd_x, wh1_x = p.wd_x, p.wh1_x
+        rf, ring_pc, ring_st, vs, wdn_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wdn_x
+        wh1_x = p.wh1_x
         st_x, pc_x = ring_st[2], ring_pc[2]
         # precomputed in R: active, pc + 1, the state tests
         act_x = Signal()
@@ -731,7 +738,6 @@ class Core(wiring.Component):
         eff_lv = Signal(isa.LOOP_SLOTS)
         m.d.comb += [eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0))]
         pc_inc = Mux(act_x, pc1_x, 1)[:pb]
-        wd_inc = Mux(act_x, wd1_x, 1)
 
         # fence test of this context's timeline; a write in this very clock (the host
         # writes slot s in phase s, X's phase) counts too. Values only grow, so "the new
@@ -795,7 +801,7 @@ class Core(wiring.Component):
 
         o_st, o_pc = Signal(3), Signal(pb)
         o_hi, o_lo = Signal.like(hi_x), Signal.like(lo_x)
-        o_wd, o_lv = Signal.like(wd_x), Signal.like(lv_x)
+        o_wd, o_lv = Signal.like(wdn_x), Signal.like(lv_x)
         o_kind = Signal(3)
         o_payload = Signal(PAYLOAD_BITS)
         o_rf_we, o_loop_we, o_fdep, o_ldep, o_vdep = (Signal() for _ in range(5))
@@ -847,8 +853,9 @@ class Core(wiring.Component):
             o_st.eq(pick(Mux(issue | vres | fres, CtxState.RUNNING, st_x),
                          (to_fault, CtxState.FAULTED), (op["halt"], CtxState.DONE),
                          (op["wait_vs"], CtxState.VSYNC))),
-            o_wd.eq(pick(Mux(act_x, wd_x, 0), (op["wait_us"] | op["wait_vs"], 0),
-                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"], wd_inc))),
+            # (idle + 1 after an issued op, 0 after a WAIT, unchanged otherwise; a context
+            # being started: 1, or 0 for a WAIT)
+            o_wd.eq(Mux(op["wait_us"] | op["wait_vs"], 0, Mux(act_x, wdn_x, issue))),
             o_lv.eq(Mux(op["loop"], loop_armed_back(lv_x, onehot_x, act_x), eff_lv)),
             o_kind.eq(pick(EventKind.NONE, (to_fault | op["halt"], EventKind.STATE),
                            (op["reg"], EventKind.REG), (op["irq"], EventKind.IRQ),
@@ -903,7 +910,7 @@ class Core(wiring.Component):
         o_payload, o_pc, o_rf_we, o_st = p.o_payload, p.o_pc, p.o_rf_we, p.o_st
         o_vdep, o_wd, o_wh, onehot_x, pc1_x = p.o_vdep, p.o_wd, p.o_wh, p.onehot_x, p.pc1_x
         pc_inc, pc_x, ph, prog, reg_e = p.pc_inc, p.pc_x, p.ph, p.prog, p.reg_e
-        reg_idx_x, st_fe_x, st_x = p.reg_idx_x, p.st_fe_x, p.st_x
+        reg_idx_x, ring_rep, st_fe_x, st_x = p.reg_idx_x, p.ring_rep, p.st_fe_x, p.st_x
         tb_reset, valid_xx, w_ok, warp_c = p.tb_reset, p.valid_xx, p.w_ok, p.warp_c
         x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
         # an illegal word faults (the outcome assumes a valid word). The validity test is
@@ -979,8 +986,7 @@ class Core(wiring.Component):
         # and reason depend on the command.
         reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
                              Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
-                             Mux(act_x, _reported_pc(st_fe_x, pc_x, pc1_x), 0)), 6 + pb,
-              reset_less=True)
+                             Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         if prog.outreg:
@@ -1020,7 +1026,8 @@ class Core(wiring.Component):
         reg_e("flt_hi", f_lt_hi, 1)
         reg_e("flt_lo", f_lt_lo, 1)
 
-        reg_e("reg_idx", reg_idx_x, 8)
+        # (the register index E writes is the REG event's payload[23:16], ``e_payload``:
+        # E writes the register file only for a REG op, whose payload holds the index)
         # MOVE's value and ADD's delta share their bits (checked in __init__)
         reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
         # the register's mask, registered (E's value is then one LUT after the adder)
@@ -1063,7 +1070,8 @@ class Core(wiring.Component):
             m.d.comb += [rf.rd_add.eq(e["imm"]), e_reg_new.eq(rf.rd_sum & e["mask"])]
         else:
             m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
-        m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
+        m.d.comb += [rf.wr_addr.eq(e["payload"][REG_WORD_BITS:]), rf.wr_data.eq(e_reg_new),
+                     rf.wr_en.eq(rf_we)]
         m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
                      loop_wp.data.eq(loop_counter_next(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
@@ -1101,12 +1109,20 @@ class Core(wiring.Component):
                                        Mux(fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_fetch"]))))
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
-        exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
-        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
-                     ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
-                     ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])),
-                     ctx_wp.data.dz.eq(Mux(lx, _kzero(delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)),
-                                           e["o_dz"])),
+        # (``lx`` is a LOOP that issued, whose outcome is the branch's delay: only the bits
+        # in which the exit's constant differs from the branch's need a select, at 12 MHz
+        # the low ones; at 1 MHz, where ``hi`` counts cycles, a few more)
+        k_exit = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
+        k_branch = delay_const(chz, isa.CYCLES_BRANCH - 1)
+
+        def on_exit(i, value):
+            kx, kb = k_exit[i].value, k_branch[i].value
+            return Cat(Mux(lx, kx >> b & 1, value[b]) if (kx ^ kb) >> b & 1 else value[b]
+                       for b in range(len(value)))
+        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(on_exit(0, e["o_hi"])),
+                     ctx_wp.data.lo.eq(on_exit(1, e["o_lo"])),
+                     ctx_wp.data.idle.eq(e["o_wd"]), ctx_wp.data.iz.eq(fblk),
+                     ctx_wp.data.dz.eq(Mux(lx, _kzero(k_exit), e["o_dz"])),
                      ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
                      ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
         vars(p).update(valid_ctx=valid_ctx, rf_we=rf_we, ev_kind=ev_kind, ev_payload=ev_payload,
@@ -1134,7 +1150,9 @@ class Core(wiring.Component):
         # a REG event's value (after the register file read and the adder) is registered
         # apart and joins the payload after the register (one LUT before the FIFO's RAM)
         rec_isreg = Signal()
-        rec_val = Signal(REG_WORD_BITS)
+        # (no reset: read only with ``rec_isreg``; so it is the same flip-flops as the
+        # write data the read-back copy's old-data read registers, and Yosys merges them)
+        rec_val = Signal(REG_WORD_BITS, reset_less=True)
         # state records (a start, or a STATE event) may take the FIFO's reserved places
         rec_urgent = Signal()
         m.d.sync += [rec_valid.eq(tap.valid),
@@ -1155,15 +1173,15 @@ class Core(wiring.Component):
     def _status_port(self, m, p):
         """The host's read-back: register values, and the status port's per-slot state and
         reported pc."""
-        C, P, pb = self.contexts, self.phases, self.pc_bits
+        P = self.phases
         n_rep, n_st, ph_f, rf = p.n_rep, p.n_st, p.ph_f, p.rf
-        ring_st, ring_pc = p.ring_st, p.ring_pc
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
-        # the status port reads the ring: every context's entry is there at all times
+        # the status port reads the ring: every context's entry is in it at all times
         # (``ring[i]`` holds context ``ph_f - i`` mod P, the result of its last E), so the
-        # port is a ring entry selected by ``ph_f - status_slot`` (P per-slot copies of
-        # the entries cost 13 flip-flops per context, each an LC of its own). For the
-        # context in E this is its state before E; engines read ``sim_next`` for it.
+        # port is the entry ``ph_f - status_slot`` (per-slot copies of the entries, a mux
+        # of registers indexed by ``status_slot`` alone, cost 13 flip-flops per context,
+        # each an LC of its own). For the context in E this is its state before E;
+        # engines read ``sim_next`` for it.
         m.d.comb += [self.sim_next_state.eq(n_st), self.sim_next_pc.eq(n_rep)]
         idx = Signal(range(P))
         if P & (P - 1) == 0:
@@ -1171,12 +1189,8 @@ class Core(wiring.Component):
         else:
             m.d.comb += idx.eq(Mux(ph_f >= self.status_slot, ph_f - self.status_slot,
                                    ph_f + P - self.status_slot))
-        s_st = Signal(3)
-        s_pc = Signal(pb)
-        m.d.comb += [s_st.eq(Array(ring_st)[idx]), s_pc.eq(Array(ring_pc)[idx])]
-        # the reported pc: ``pc + 1`` in state FENCE (:func:`_reported_pc`)
-        m.d.comb += [self.status_state.eq(s_st),
-                     self.status_pc.eq((s_pc + (s_st == CtxState.FENCE))[:pb])]
+        m.d.comb += [self.status_state.eq(Array(p.ring_st)[idx]),
+                     self.status_pc.eq(Array(p.ring_rep)[idx])]
 
     def _warp(self, m, p):
         """Decide warped core cycles (simulation only; docs/core.md, "Warp").

@@ -97,7 +97,8 @@ class RegFile(wiring.Component):
             # register -> select -> adder -> this register) has no route to a second
             # flip-flop (Yosys' own transparency bypass registered the data apart).
             fwd_hit = Signal(name="exec_fwd_hit")
-            fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data")
+            # (no reset, as the core's copy: read only with ``fwd_hit``)
+            fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data", reset_less=True)
             m.d.sync += [fwd_hit.eq(self.wr_en & (self.wr_addr == raddr)),
                          fwd_data.eq(self.wr_data)]
             m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
