@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, Array, Mux, Cat, Const, unsigned
+from amaranth import (Module, Signal, Array, Mux, Cat, Const, ClockDomain, ClockSignal,
+                      unsigned)
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
@@ -620,15 +621,37 @@ class Core(wiring.Component):
 
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
-        fence_wp = fence_mem.write_port()
+        fw = self.fence_wr.payload
+        if self.lut_ram:
+            fence_wp = fence_mem.write_port()
+        else:
+            # The host writes at any time, and R's read must not see a write of its own
+            # clock (the old value; that write is seen by the slot's next read, or by X's
+            # same-clock test, ``w_ok``). A block RAM does not promise that for a write
+            # to the row being read, and Yosys' emulation (the write delayed a clock, a
+            # bypass register and a mux after the RAM) cost ~75 LCs. Here the write is
+            # registered and enters the RAM on the falling edge of the next clock: a
+            # read on a rising edge sees every write of the clocks before its own and
+            # never meets one (the RAM's ports work on opposite edges).
+            m.domains.fence_neg = fneg = ClockDomain("fence_neg", clk_edge="neg", local=True,
+                                                     reset_less=True)
+            m.d.comb += fneg.clk.eq(ClockSignal("sync"))
+            fence_wp = fence_mem.write_port(domain="fence_neg")
+            fw_d = Signal(data.StructLayout({"valid": 1, "slot": len(fw.slot),
+                                              "timeline": len(fw.timeline),
+                                              "value": len(fw.value)}), reset_less=True)
+            m.d.sync += [fw_d.valid.eq(self.fence_wr.valid), fw_d.slot.eq(fw.slot),
+                         fw_d.timeline.eq(fw.timeline), fw_d.value.eq(fw.value)]
         fence_rp = fence_mem.read_port()
         m.d.comb += [
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
         ]
-        fw = self.fence_wr.payload
-        m.d.comb += [fence_wp.addr.eq(Cat(fw.timeline, fw.slot)), fence_wp.data.eq(fw.value),
-                     fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
+        wsrc = fw_d if not self.lut_ram else fw
+        m.d.comb += [fence_wp.addr.eq(Cat(wsrc.timeline, wsrc.slot)),
+                     fence_wp.data.eq(wsrc.value),
+                     fence_wp.en.eq(self.fence_wr.valid if self.lut_ram else fw_d.valid),
+                     self.fence_wr.ready.eq(1)]
 
         cx = ctx_rp.data
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
@@ -895,7 +918,8 @@ class Core(wiring.Component):
                        loop_count=loop_count, loop_exit=loop_exit, o_vdep=o_vdep, o_pc=o_pc,
                        o_st=o_st, o_hi=o_hi, o_lo=o_lo, o_lv=o_lv, o_wd=o_wd, o_kind=o_kind,
                        o_payload=o_payload, o_ldep=o_ldep, o_loop_we=o_loop_we, o_rf_we=o_rf_we,
-                       o_dz=o_dz, o_wh=o_wh, reg_idx_x=reg_idx_x, e_reg_new=e_reg_new)
+                       o_dz=o_dz, o_wh=o_wh, reg_idx_x=reg_idx_x, e_reg_new=e_reg_new,
+                       k_branch=k_branch)
 
     def _register_for_e(self, m, p):
         """X -> E registers: the outcome, this context's command bits and the values E takes on
@@ -1112,8 +1136,7 @@ class Core(wiring.Component):
         # (``lx`` is a LOOP that issued, whose outcome is the branch's delay: only the bits
         # in which the exit's constant differs from the branch's need a select, at 12 MHz
         # the low ones; at 1 MHz, where ``hi`` counts cycles, a few more)
-        k_exit = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
-        k_branch = delay_const(chz, isa.CYCLES_BRANCH - 1)
+        k_exit, k_branch = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1), p.k_branch
 
         def on_exit(i, value):
             kx, kb = k_exit[i].value, k_branch[i].value

@@ -76,11 +76,16 @@ class Vsync(wiring.Component):
             step = step + self.skip
             calm = ~self.external & ~edge_r
             m.d.comb += self.far.eq(Cat(calm & (left > 2 * n + 6) for n in self.warp_levels))
-        m.d.sync += left.eq(Mux(self.advance & one, self.period, left - step))
+        # one load condition and one select of the loaded constant, so that each bit is
+        # one LUT beside its carry (the count down, the load and the constant's select):
+        # a reload at the end of a period, or the time-base reset (the reset cycle is
+        # cycle 0; if it also ends in this clock, cycle 1 follows: ``period - 1``)
+        load = Signal()
+        m.d.comb += load.eq(self.reset | (self.advance & one))
+        m.d.sync += left.eq(Mux(load, Mux(self.reset & self.advance, self.period - 1,
+                                          self.period), left - step))
         with m.If(self.reset):
-            # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
-            m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0),
-                         one.eq(Mux(self.advance, self.period == 2, 0))]
+            m.d.sync += [edge_r.eq(0), one.eq(Mux(self.advance, self.period == 2, 0))]
         with m.Elif(self.advance):
             m.d.sync += prev_in.eq(sync_in)
             m.d.sync += [edge_r.eq(Mux(self.external, sync_in & ~prev_in, one)),
