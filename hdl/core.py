@@ -676,8 +676,15 @@ class Core(wiring.Component):
         # the idle count after one more op hits the watchdog
         d1_x, wh1_x = Signal(), Signal()
         r_d1 = delay_one(cx.hi, cx.lo, chz)
-        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(Mux(cx.iz, self.watchdog_ops == 1,
-                                                          cx.idle == self.watchdog_ops - 1))]
+        wd = self.watchdog_ops
+        if wd & (wd - 1) == 0 and wd > 1:
+            # (``idle == 2**k - 1``: the carry into bit k of ``idle + 1``, the adder
+            # above, with bit k clear; no equality tree beside it)
+            k = wd.bit_length() - 1
+            r_wh1 = (cx.idle + 1)[k] & ~cx.idle[k]
+        else:
+            r_wh1 = cx.idle == wd - 1
+        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(Mux(cx.iz, wd == 1, r_wh1))]
         cx_wh_x = Signal()
         m.d.sync += cx_wh_x.eq(cx.wh)
         # op classes, registered; validity (no reserved bit set) is finished in X from
@@ -708,6 +715,8 @@ class Core(wiring.Component):
             "illegal": ~ok, "halt": ok & dec.flag("HALT"), "nop": ok & dec.flag("NOP"),
             "wait_us": ok & dec.flag("WAIT") & ~raw("WAIT", "vsync"),
             "wait_vs": ok & dec.flag("WAIT") & raw("WAIT", "vsync"),
+            # (either WAIT, one register: the idle count's zeroing is one LUT from it)
+            "wait": ok & dec.flag("WAIT"),
             "reg": ok & (dec.flag("MOVE") | dec.flag("ADD")), "irq": ok & dec.flag("IRQ"),
             "bind": ok & dec.flag("BIND_LAYER"), "jump": ok & dec.flag("JUMP"),
             "loop_any": ok & dec.flag("LOOP"),
@@ -861,8 +870,8 @@ class Core(wiring.Component):
                          (cnt_dn, d1_x),
                          (op["wait_us"], (fld("WAIT", "us") == 1) if cpu1 else 0))),
             o_wh.eq(pick(Mux(act_x, cx_wh_x, 0),
-                         (op["wait_us"] | op["wait_vs"], 0),
-                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"],
+                         (op["wait"], 0),
+                         (issue & ~cls_x["wait"],
                           Mux(act_x, wh1_x, int(self.watchdog_ops == 1))))),
         ]
         for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
@@ -878,7 +887,7 @@ class Core(wiring.Component):
                          (op["wait_vs"], CtxState.VSYNC))),
             # (idle + 1 after an issued op, 0 after a WAIT, unchanged otherwise; a context
             # being started: 1, or 0 for a WAIT)
-            o_wd.eq(Mux(op["wait_us"] | op["wait_vs"], 0, Mux(act_x, wdn_x, issue))),
+            o_wd.eq(Mux(op["wait"], 0, Mux(act_x, wdn_x, issue))),
             o_lv.eq(Mux(op["loop"], loop_armed_back(lv_x, onehot_x, act_x), eff_lv)),
             o_kind.eq(pick(EventKind.NONE, (to_fault | op["halt"], EventKind.STATE),
                            (op["reg"], EventKind.REG), (op["irq"], EventKind.IRQ),
@@ -934,7 +943,7 @@ class Core(wiring.Component):
         o_payload, o_pc, o_rf_we, o_st = p.o_payload, p.o_pc, p.o_rf_we, p.o_st
         o_vdep, o_wd, o_wh, onehot_x, pc1_x = p.o_vdep, p.o_wd, p.o_wh, p.onehot_x, p.pc1_x
         pc_inc, pc_x, ph, prog, reg_e = p.pc_inc, p.pc_x, p.ph, p.prog, p.reg_e
-        reg_idx_x, ring_rep, st_fe_x, st_x = p.reg_idx_x, p.ring_rep, p.st_fe_x, p.st_x
+        reg_idx_x, st_fe_x, st_x = p.reg_idx_x, p.st_fe_x, p.st_x
         tb_reset, valid_xx, w_ok, warp_c = p.tb_reset, p.valid_xx, p.w_ok, p.warp_c
         x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
         # an illegal word faults (the outcome assumes a valid word). The validity test is
@@ -1007,10 +1016,12 @@ class Core(wiring.Component):
         # (none for the other cases). Its pc is the reported pc of a running context (for
         # a stop: pc + 1 while blocked on a FENCE; a context that issues an illegal word
         # is RUNNING, whose reported pc is its pc) and 0 for a start, so only the state
-        # and reason depend on the command.
-        reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
-                             Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
-                             Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
+        # and reason depend on the command. (The pc is E's: the ring's entry of E's
+        # context, ``ring_rep[3]``, is X's ``ring_rep[2]`` one clock on, and the status
+        # port keeps it anyway; a copy here was ten flip-flops of their own.)
+        reg_e("kill_st", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
+                             Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3]), 6,
+              reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         if prog.outreg:
@@ -1021,7 +1032,11 @@ class Core(wiring.Component):
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
         # (a REG event's payload: the register index here, its value joins after E)
-        reg_e("payload", Mux(g_run & o_rf_we, Cat(Const(0, REG_WORD_BITS), reg_idx_x), o_payload),
+        # (a REG event's payload: the register index here, its value joins after E. An
+        # OR, not a select over the other payloads: the op classes exclude each other,
+        # and a select would add its condition to every payload bit's LUT)
+        reg_e("payload", o_payload | Mux(g_run & o_rf_we, Cat(Const(0, REG_WORD_BITS),
+                                                               reg_idx_x), 0),
               PAYLOAD_BITS)
         reg_e("is_reg", g_run & o_rf_we, 1)
         reg_e("valid", x_valid, 1)
@@ -1032,9 +1047,12 @@ class Core(wiring.Component):
         reg_e("o_wh", o_wh, 1)
         reg_e("o_lv", o_lv)
         # the armed bits after a LOOP that falls through (its own bit cleared)
-        reg_e("lv_exit", loop_armed_exit(eff_lv, onehot_x), isa.LOOP_SLOTS)
+        # (E clears the LOOP's own bit from ``o_lv`` when it falls through: a LOOP's
+        # ``o_lv`` has that bit set and the others as they were, so one register of the
+        # LOOP's bit, not a second copy of the armed bits)
+        reg_e("onehot", onehot_x, isa.LOOP_SLOTS)
         reg_e("loop_we", g_run & o_loop_we, 1)
-        reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
+        reg_e("loop_slot", loop_slot)
         # the counter's next value: both candidates minus 1 (from the RAM, from the
         # word), E selects (``counting`` is three LUT levels deep: no select and no carry
         # chain after it here)
@@ -1096,7 +1114,7 @@ class Core(wiring.Component):
             m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
         m.d.comb += [rf.wr_addr.eq(e["payload"][REG_WORD_BITS:]), rf.wr_data.eq(e_reg_new),
                      rf.wr_en.eq(rf_we)]
-        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
+        m.d.comb += [loop_wp.addr.eq(Cat(e["loop_slot"], p.ph_e[:self.slot_bits])),
                      loop_wp.data.eq(loop_counter_next(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
@@ -1113,7 +1131,8 @@ class Core(wiring.Component):
                            e["kind"])),
             # (the payload without a REG event's value, which the FIFO path adds after
             # its register)
-            ev_pl_base.eq(Mux(kill, e["kill_pl"], e["payload"])),
+            ev_pl_base.eq(Mux(kill, Cat(e["kill_st"], Mux(e["act"], p.ring_rep[3], 0)),
+                              e["payload"])),
             ev_payload.eq(ev_pl_base | Mux(rf_we, e_reg_new, 0))]
         # the ring's next entry: the base result, or a late override; the reported pc
         # (n_rep) is the next op. Two LUT levels each: ``fblk`` (or ``lx``'s mux), then
@@ -1147,7 +1166,8 @@ class Core(wiring.Component):
                      ctx_wp.data.idle.eq(e["o_wd"]), ctx_wp.data.iz.eq(fblk),
                      ctx_wp.data.dz.eq(Mux(lx, _kzero(k_exit), e["o_dz"])),
                      ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
-                     ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
+                     ctx_wp.data.armed.eq(Mux(lx, loop_armed_exit(e["o_lv"], e["onehot"]),
+                                              e["o_lv"]))]
         vars(p).update(valid_ctx=valid_ctx, rf_we=rf_we, ev_kind=ev_kind, ev_payload=ev_payload,
                        ev_pl_base=ev_pl_base, ev_started=ev_started)
 
