@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Signal, Array, Mux, Cat, Const, unsigned
+from amaranth import (Module, Signal, Array, Mux, Cat, Const, ClockDomain, ClockSignal,
+                      unsigned)
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
 
@@ -512,7 +513,12 @@ class Core(wiring.Component):
                                         # "the delay is 0" and "idle == watchdog_ops" of the
                                         # values stored, precomputed (R's issue decision
                                         # reads two bits instead of two wide tests)
-                                        "dz": unsigned(1), "wh": unsigned(1)})
+                                        "dz": unsigned(1), "wh": unsigned(1),
+                                        # "idle reads as 0": a FENCE that has to wait
+                                        # resets the idle count with this bit (R applies
+                                        # it in the LUTs after its adder), not with an
+                                        # AND per bit in front of the RAM in E
+                                        "iz": unsigned(1)})
         # ram_style: a block RAM, not P x 57 flip-flops plus a 57-bit read mux
         # (with ``lut_ram``, LUT RAM like the other small memories: a block RAM's
         # clock-to-out is most of a fast clock)
@@ -615,32 +621,70 @@ class Core(wiring.Component):
 
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
-        fence_wp = fence_mem.write_port()
+        fw = self.fence_wr.payload
+        if self.lut_ram:
+            fence_wp = fence_mem.write_port()
+        else:
+            # The host writes at any time, and R's read must not see a write of its own
+            # clock (the old value; that write is seen by the slot's next read, or by X's
+            # same-clock test, ``w_ok``). A block RAM does not promise that for a write
+            # to the row being read, and Yosys' emulation (the write delayed a clock, a
+            # bypass register and a mux after the RAM) cost ~75 LCs. Here the write is
+            # registered and enters the RAM on the falling edge of the next clock: a
+            # read on a rising edge sees every write of the clocks before its own and
+            # never meets one (the RAM's ports work on opposite edges).
+            m.domains.fence_neg = fneg = ClockDomain("fence_neg", clk_edge="neg", local=True,
+                                                     reset_less=True)
+            m.d.comb += fneg.clk.eq(ClockSignal("sync"))
+            fence_wp = fence_mem.write_port(domain="fence_neg")
+            fw_d = Signal(data.StructLayout({"valid": 1, "slot": len(fw.slot),
+                                              "timeline": len(fw.timeline),
+                                              "value": len(fw.value)}), reset_less=True)
+            m.d.sync += [fw_d.valid.eq(self.fence_wr.valid), fw_d.slot.eq(fw.slot),
+                         fw_d.timeline.eq(fw.timeline), fw_d.value.eq(fw.value)]
         fence_rp = fence_mem.read_port()
         m.d.comb += [
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
         ]
-        fw = self.fence_wr.payload
-        m.d.comb += [fence_wp.addr.eq(Cat(fw.timeline, fw.slot)), fence_wp.data.eq(fw.value),
-                     fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
+        wsrc = fw_d if not self.lut_ram else fw
+        m.d.comb += [fence_wp.addr.eq(Cat(wsrc.timeline, wsrc.slot)),
+                     fence_wp.data.eq(wsrc.value),
+                     fence_wp.en.eq(self.fence_wr.valid if self.lut_ram else fw_d.valid),
+                     self.fence_wr.ready.eq(1)]
 
         cx = ctx_rp.data
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)
-        wd_x, lv_x = Signal(wdshape), Signal(isa.LOOP_SLOTS)
+        lv_x = Signal(isa.LOOP_SLOTS)
         # the decremented delay, precomputed here (a 27-bit subtractor out of X)
         dhi_x, dlo_x = Signal.like(cx.hi), Signal.like(cx.lo)
         r_dhi, r_dlo = delay_dec(cx.hi, cx.lo, chz)
         if self.warp_cycles:      # a warped cycle counts its warp's microseconds more
             r_dhi = (r_dhi - warp_r)[:len(cx.hi)]
         m.d.sync += [dhi_x.eq(r_dhi), dlo_x.eq(r_dlo)]
-        wd1_x = Signal(wdshape)
-        m.d.sync += wd1_x.eq(cx.idle + 1)
+        # the idle count after this cycle for an active context: ``idle + 1`` if it issues
+        # (X's ``issue``, decided here), else ``idle``; X only zeroes it for a WAIT or
+        # takes 0/1 for a context that is not active. One register (a copy of ``idle``
+        # and ``idle + 1`` side by side took an LC per bit more); the issue bit joins in
+        # the LUT after the adder, not as its carry-in (it is late: the chain would
+        # start after it).
+        r_st = p.ring_st[1]
+        r_issue = ~_active(r_st) | ((r_st == CtxState.RUNNING) & cx.dz & ~cx.wh)
+        wdn_x = Signal(wdshape)
+        m.d.sync += wdn_x.eq(Mux(cx.iz, r_issue, Mux(r_issue, cx.idle + 1, cx.idle)))
         # the tests of the next values: the delay after one count down is 0 (it is 1 now),
         # the idle count after one more op hits the watchdog
         d1_x, wh1_x = Signal(), Signal()
         r_d1 = delay_one(cx.hi, cx.lo, chz)
-        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(cx.idle == self.watchdog_ops - 1)]
+        wd = self.watchdog_ops
+        if wd & (wd - 1) == 0 and wd > 1:
+            # (``idle == 2**k - 1``: the carry into bit k of ``idle + 1``, the adder
+            # above, with bit k clear; no equality tree beside it)
+            k = wd.bit_length() - 1
+            r_wh1 = (cx.idle + 1)[k] & ~cx.idle[k]
+        else:
+            r_wh1 = cx.idle == wd - 1
+        m.d.sync += [d1_x.eq(r_d1), wh1_x.eq(Mux(cx.iz, wd == 1, r_wh1))]
         cx_wh_x = Signal()
         m.d.sync += cx_wh_x.eq(cx.wh)
         # op classes, registered; validity (no reserved bit set) is finished in X from
@@ -671,6 +715,8 @@ class Core(wiring.Component):
             "illegal": ~ok, "halt": ok & dec.flag("HALT"), "nop": ok & dec.flag("NOP"),
             "wait_us": ok & dec.flag("WAIT") & ~raw("WAIT", "vsync"),
             "wait_vs": ok & dec.flag("WAIT") & raw("WAIT", "vsync"),
+            # (either WAIT, one register: the idle count's zeroing is one LUT from it)
+            "wait": ok & dec.flag("WAIT"),
             "reg": ok & (dec.flag("MOVE") | dec.flag("ADD")), "irq": ok & dec.flag("IRQ"),
             "bind": ok & dec.flag("BIND_LAYER"), "jump": ok & dec.flag("JUMP"),
             "loop_any": ok & dec.flag("LOOP"),
@@ -693,10 +739,10 @@ class Core(wiring.Component):
         for z in seg_ok:
             vv = vv & z
         m.d.comb += valid_xx.eq(vv)
-        m.d.sync += [wd_x.eq(cx.idle), lv_x.eq(cx.armed)]
+        m.d.sync += lv_x.eq(cx.armed)
         vars(p).update(flags=flags, loop_rp=loop_rp, loop_wp=loop_wp,
                        fence_rp=fence_rp, fw=fw, cx=cx, hi_x=hi_x, lo_x=lo_x, lv_x=lv_x,
-                       wd_x=wd_x, dhi_x=dhi_x, dlo_x=dlo_x, wd1_x=wd1_x, d1_x=d1_x, wh1_x=wh1_x,
+                       wdn_x=wdn_x, dhi_x=dhi_x, dlo_x=dlo_x, d1_x=d1_x, wh1_x=wh1_x,
                        cx_wh_x=cx_wh_x, cls_x=cls_x, valid_xx=valid_xx)
 
     def _decide(self, m, p):
@@ -706,8 +752,8 @@ class Core(wiring.Component):
         cls_x, cx, cx_wh_x, d1_x, dec, dhi_x = p.cls_x, p.cx, p.cx_wh_x, p.d1_x, p.dec, p.dhi_x
         dlo_x, fence_rp, flags, fld, fw = p.dlo_x, p.fence_rp, p.flags, p.fld, p.fw
         hi_x, lo_x, loop_rp, lv_x, ph, raw = p.hi_x, p.lo_x, p.loop_rp, p.lv_x, p.ph, p.raw
-        rf, ring_pc, ring_st, vs, wd1_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wd1_x
-        wd_x, wh1_x = p.wd_x, p.wh1_x
+        rf, ring_pc, ring_st, vs, wdn_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wdn_x
+        wh1_x = p.wh1_x
         st_x, pc_x = ring_st[2], ring_pc[2]
         # precomputed in R: active, pc + 1, the state tests
         act_x = Signal()
@@ -724,7 +770,6 @@ class Core(wiring.Component):
         eff_lv = Signal(isa.LOOP_SLOTS)
         m.d.comb += [eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0))]
         pc_inc = Mux(act_x, pc1_x, 1)[:pb]
-        wd_inc = Mux(act_x, wd1_x, 1)
 
         # fence test of this context's timeline; a write in this very clock (the host
         # writes slot s in phase s, X's phase) counts too. Values only grow, so "the new
@@ -788,7 +833,7 @@ class Core(wiring.Component):
 
         o_st, o_pc = Signal(3), Signal(pb)
         o_hi, o_lo = Signal.like(hi_x), Signal.like(lo_x)
-        o_wd, o_lv = Signal.like(wd_x), Signal.like(lv_x)
+        o_wd, o_lv = Signal.like(wdn_x), Signal.like(lv_x)
         o_kind = Signal(3)
         o_payload = Signal(PAYLOAD_BITS)
         o_rf_we, o_loop_we, o_fdep, o_ldep, o_vdep = (Signal() for _ in range(5))
@@ -825,8 +870,8 @@ class Core(wiring.Component):
                          (cnt_dn, d1_x),
                          (op["wait_us"], (fld("WAIT", "us") == 1) if cpu1 else 0))),
             o_wh.eq(pick(Mux(act_x, cx_wh_x, 0),
-                         (op["wait_us"] | op["wait_vs"], 0),
-                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"],
+                         (op["wait"], 0),
+                         (issue & ~cls_x["wait"],
                           Mux(act_x, wh1_x, int(self.watchdog_ops == 1))))),
         ]
         for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
@@ -840,8 +885,9 @@ class Core(wiring.Component):
             o_st.eq(pick(Mux(issue | vres | fres, CtxState.RUNNING, st_x),
                          (to_fault, CtxState.FAULTED), (op["halt"], CtxState.DONE),
                          (op["wait_vs"], CtxState.VSYNC))),
-            o_wd.eq(pick(Mux(act_x, wd_x, 0), (op["wait_us"] | op["wait_vs"], 0),
-                         (issue & ~cls_x["wait_us"] & ~cls_x["wait_vs"], wd_inc))),
+            # (idle + 1 after an issued op, 0 after a WAIT, unchanged otherwise; a context
+            # being started: 1, or 0 for a WAIT)
+            o_wd.eq(Mux(op["wait"], 0, Mux(act_x, wdn_x, issue))),
             o_lv.eq(Mux(op["loop"], loop_armed_back(lv_x, onehot_x, act_x), eff_lv)),
             o_kind.eq(pick(EventKind.NONE, (to_fault | op["halt"], EventKind.STATE),
                            (op["reg"], EventKind.REG), (op["irq"], EventKind.IRQ),
@@ -881,7 +927,8 @@ class Core(wiring.Component):
                        loop_count=loop_count, loop_exit=loop_exit, o_vdep=o_vdep, o_pc=o_pc,
                        o_st=o_st, o_hi=o_hi, o_lo=o_lo, o_lv=o_lv, o_wd=o_wd, o_kind=o_kind,
                        o_payload=o_payload, o_ldep=o_ldep, o_loop_we=o_loop_we, o_rf_we=o_rf_we,
-                       o_dz=o_dz, o_wh=o_wh, reg_idx_x=reg_idx_x, e_reg_new=e_reg_new)
+                       o_dz=o_dz, o_wh=o_wh, reg_idx_x=reg_idx_x, e_reg_new=e_reg_new,
+                       k_branch=k_branch)
 
     def _register_for_e(self, m, p):
         """X -> E registers: the outcome, this context's command bits and the values E takes on
@@ -896,7 +943,7 @@ class Core(wiring.Component):
         o_payload, o_pc, o_rf_we, o_st = p.o_payload, p.o_pc, p.o_rf_we, p.o_st
         o_vdep, o_wd, o_wh, onehot_x, pc1_x = p.o_vdep, p.o_wd, p.o_wh, p.onehot_x, p.pc1_x
         pc_inc, pc_x, ph, prog, reg_e = p.pc_inc, p.pc_x, p.ph, p.prog, p.reg_e
-        reg_idx_x, ring_rep, st_fe_x, st_x = p.reg_idx_x, p.ring_rep, p.st_fe_x, p.st_x
+        reg_idx_x, st_fe_x, st_x = p.reg_idx_x, p.st_fe_x, p.st_x
         tb_reset, valid_xx, w_ok, warp_c = p.tb_reset, p.valid_xx, p.w_ok, p.warp_c
         x_valid = ph < C        # a phase without a context (contexts < 4) writes nothing
         # an illegal word faults (the outcome assumes a valid word). The validity test is
@@ -969,10 +1016,12 @@ class Core(wiring.Component):
         # (none for the other cases). Its pc is the reported pc of a running context (for
         # a stop: pc + 1 while blocked on a FENCE; a context that issues an illegal word
         # is RUNNING, whose reported pc is its pc) and 0 for a start, so only the state
-        # and reason depend on the command.
-        reg_e("kill_pl", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
-                             Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3],
-                             Mux(act_x, ring_rep[2], 0)), 6 + pb, reset_less=True)
+        # and reason depend on the command. (The pc is E's: the ring's entry of E's
+        # context, ``ring_rep[3]``, is X's ``ring_rep[2]`` one clock on, and the status
+        # port keeps it anyway; a copy here was ten flip-flops of their own.)
+        reg_e("kill_st", Cat(Mux(x_stop_act, CtxState.STOPPED, CtxState.FAULTED)[:3],
+                             Mux(x_stop_act, Reason.HOST, Reason.ILLEGAL)[:3]), 6,
+              reset_less=True)
         reg_e("g_st", g_st)
         reg_e("g_pc", g_pc)
         if prog.outreg:
@@ -983,7 +1032,11 @@ class Core(wiring.Component):
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
         # (a REG event's payload: the register index here, its value joins after E)
-        reg_e("payload", Mux(g_run & o_rf_we, Cat(Const(0, REG_WORD_BITS), reg_idx_x), o_payload),
+        # (a REG event's payload: the register index here, its value joins after E. An
+        # OR, not a select over the other payloads: the op classes exclude each other,
+        # and a select would add its condition to every payload bit's LUT)
+        reg_e("payload", o_payload | Mux(g_run & o_rf_we, Cat(Const(0, REG_WORD_BITS),
+                                                               reg_idx_x), 0),
               PAYLOAD_BITS)
         reg_e("is_reg", g_run & o_rf_we, 1)
         reg_e("valid", x_valid, 1)
@@ -994,9 +1047,12 @@ class Core(wiring.Component):
         reg_e("o_wh", o_wh, 1)
         reg_e("o_lv", o_lv)
         # the armed bits after a LOOP that falls through (its own bit cleared)
-        reg_e("lv_exit", loop_armed_exit(eff_lv, onehot_x), isa.LOOP_SLOTS)
+        # (E clears the LOOP's own bit from ``o_lv`` when it falls through: a LOOP's
+        # ``o_lv`` has that bit set and the others as they were, so one register of the
+        # LOOP's bit, not a second copy of the armed bits)
+        reg_e("onehot", onehot_x, isa.LOOP_SLOTS)
         reg_e("loop_we", g_run & o_loop_we, 1)
-        reg_e("loop_addr", Cat(loop_slot, ph[:sb]))
+        reg_e("loop_slot", loop_slot)
         # the counter's next value: both candidates minus 1 (from the RAM, from the
         # word), E selects (``counting`` is three LUT levels deep: no select and no carry
         # chain after it here)
@@ -1012,7 +1068,8 @@ class Core(wiring.Component):
         reg_e("flt_hi", f_lt_hi, 1)
         reg_e("flt_lo", f_lt_lo, 1)
 
-        reg_e("reg_idx", reg_idx_x, 8)
+        # (the register index E writes is the REG event's payload[23:16], ``e_payload``:
+        # E writes the register file only for a REG op, whose payload holds the index)
         # MOVE's value and ADD's delta share their bits (checked in __init__)
         reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
         # the register's mask, registered (E's value is then one LUT after the adder)
@@ -1055,8 +1112,9 @@ class Core(wiring.Component):
             m.d.comb += [rf.rd_add.eq(e["imm"]), e_reg_new.eq(rf.rd_sum & e["mask"])]
         else:
             m.d.comb += e_reg_new.eq((rf.rd_data + e["imm"])[:REG_WORD_BITS] & e["mask"])
-        m.d.comb += [rf.wr_addr.eq(e["reg_idx"]), rf.wr_data.eq(e_reg_new), rf.wr_en.eq(rf_we)]
-        m.d.comb += [loop_wp.addr.eq(e["loop_addr"]),
+        m.d.comb += [rf.wr_addr.eq(e["payload"][REG_WORD_BITS:]), rf.wr_data.eq(e_reg_new),
+                     rf.wr_en.eq(rf_we)]
+        m.d.comb += [loop_wp.addr.eq(Cat(e["loop_slot"], p.ph_e[:self.slot_bits])),
                      loop_wp.data.eq(loop_counter_next(e["counting"], e["loop_ram1"], e["loop_cnt1"])),
                      loop_wp.en.eq(e["loop_we"] & ~kill)]
 
@@ -1073,7 +1131,8 @@ class Core(wiring.Component):
                            e["kind"])),
             # (the payload without a REG event's value, which the FIFO path adds after
             # its register)
-            ev_pl_base.eq(Mux(kill, e["kill_pl"], e["payload"])),
+            ev_pl_base.eq(Mux(kill, Cat(e["kill_st"], Mux(e["act"], p.ring_rep[3], 0)),
+                              e["payload"])),
             ev_payload.eq(ev_pl_base | Mux(rf_we, e_reg_new, 0))]
         # the ring's next entry: the base result, or a late override; the reported pc
         # (n_rep) is the next op. Two LUT levels each: ``fblk`` (or ``lx``'s mux), then
@@ -1093,14 +1152,22 @@ class Core(wiring.Component):
                                        Mux(fblk, alt_pc_e, Mux(lx, e["pc_inc"], e["g_fetch"]))))
         # counters: only a running context reads them (a start ignores them), so E writes
         # the outcome's values whatever it decided; a FENCE that has to wait resets idle
-        exit_hi, exit_lo = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)
-        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(Mux(lx, exit_hi, e["o_hi"])),
-                     ctx_wp.data.lo.eq(Mux(lx, exit_lo, e["o_lo"])),
-                     ctx_wp.data.idle.eq(Mux(fblk, 0, e["o_wd"])),
-                     ctx_wp.data.dz.eq(Mux(lx, _kzero(delay_const(chz, isa.CYCLES_LOOP_EXIT - 1)),
-                                           e["o_dz"])),
+        # (``lx`` is a LOOP that issued, whose outcome is the branch's delay: only the bits
+        # in which the exit's constant differs from the branch's need a select, at 12 MHz
+        # the low ones; at 1 MHz, where ``hi`` counts cycles, a few more)
+        k_exit, k_branch = delay_const(chz, isa.CYCLES_LOOP_EXIT - 1), p.k_branch
+
+        def on_exit(i, value):
+            kx, kb = k_exit[i].value, k_branch[i].value
+            return Cat(Mux(lx, kx >> b & 1, value[b]) if (kx ^ kb) >> b & 1 else value[b]
+                       for b in range(len(value)))
+        m.d.comb += [ctx_wp.en.eq(valid_ctx), ctx_wp.data.hi.eq(on_exit(0, e["o_hi"])),
+                     ctx_wp.data.lo.eq(on_exit(1, e["o_lo"])),
+                     ctx_wp.data.idle.eq(e["o_wd"]), ctx_wp.data.iz.eq(fblk),
+                     ctx_wp.data.dz.eq(Mux(lx, _kzero(k_exit), e["o_dz"])),
                      ctx_wp.data.wh.eq(Mux(fblk, 0, e["o_wh"])),
-                     ctx_wp.data.armed.eq(Mux(lx, e["lv_exit"], e["o_lv"]))]
+                     ctx_wp.data.armed.eq(Mux(lx, loop_armed_exit(e["o_lv"], e["onehot"]),
+                                              e["o_lv"]))]
         vars(p).update(valid_ctx=valid_ctx, rf_we=rf_we, ev_kind=ev_kind, ev_payload=ev_payload,
                        ev_pl_base=ev_pl_base, ev_started=ev_started)
 
@@ -1126,7 +1193,9 @@ class Core(wiring.Component):
         # a REG event's value (after the register file read and the adder) is registered
         # apart and joins the payload after the register (one LUT before the FIFO's RAM)
         rec_isreg = Signal()
-        rec_val = Signal(REG_WORD_BITS)
+        # (no reset: read only with ``rec_isreg``; so it is the same flip-flops as the
+        # write data the read-back copy's old-data read registers, and Yosys merges them)
+        rec_val = Signal(REG_WORD_BITS, reset_less=True)
         # state records (a start, or a STATE event) may take the FIFO's reserved places
         rec_urgent = Signal()
         m.d.sync += [rec_valid.eq(tap.valid),
@@ -1147,27 +1216,24 @@ class Core(wiring.Component):
     def _status_port(self, m, p):
         """The host's read-back: register values, and the status port's per-slot state and
         reported pc."""
-        C, pb = self.contexts, self.pc_bits
-        n_rep, n_st, ph_e, rf = p.n_rep, p.n_st, p.ph_e, p.rf
+        P = self.phases
+        n_rep, n_st, ph_f, rf = p.n_rep, p.n_st, p.ph_f, p.rf
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
-        # the status port: per slot a copy of its ring entry (state, reported pc), written
-        # when E writes the ring, so the port is a slot-indexed mux of registers (no
-        # phase arithmetic before it). For the context in E this is its state before E;
+        # the status port reads the ring: every context's entry is in it at all times
+        # (``ring[i]`` holds context ``ph_f - i`` mod P, the result of its last E), so the
+        # port is the entry ``ph_f - status_slot`` (per-slot copies of the entries, a mux
+        # of registers indexed by ``status_slot`` alone, cost 13 flip-flops per context,
+        # each an LC of its own). For the context in E this is its state before E;
         # engines read ``sim_next`` for it.
         m.d.comb += [self.sim_next_state.eq(n_st), self.sim_next_pc.eq(n_rep)]
-        slot_st = [Signal(3, name=f"status_st{k}") for k in range(C)]
-        slot_pc = [Signal(pb, name=f"status_pc{k}") for k in range(C)]
-        for k in range(C):
-            with m.If(ph_e == k):
-                m.d.sync += [slot_st[k].eq(n_st), slot_pc[k].eq(n_rep)]
-        s_st = Signal(3)
-        s_pc = Signal(pb)
-        if C == 1:
-            m.d.comb += [s_st.eq(slot_st[0]), s_pc.eq(slot_pc[0])]
+        idx = Signal(range(P))
+        if P & (P - 1) == 0:
+            m.d.comb += idx.eq((ph_f - self.status_slot)[:(P - 1).bit_length()])
         else:
-            m.d.comb += [s_st.eq(Array(slot_st)[self.status_slot]),
-                         s_pc.eq(Array(slot_pc)[self.status_slot])]
-        m.d.comb += [self.status_state.eq(s_st), self.status_pc.eq(s_pc)]
+            m.d.comb += idx.eq(Mux(ph_f >= self.status_slot, ph_f - self.status_slot,
+                                   ph_f + P - self.status_slot))
+        m.d.comb += [self.status_state.eq(Array(p.ring_st)[idx]),
+                     self.status_pc.eq(Array(p.ring_rep)[idx])]
 
     def _warp(self, m, p):
         """Decide warped core cycles (simulation only; docs/core.md, "Warp").

@@ -138,12 +138,16 @@ class EventFIFO(wiring.Component):
         with m.If(do_read):
             m.d.sync += consume.eq(consume + 1)
         # the level and its two flags, the flags from tests of the current level
+        # (``roomy`` from itself and an equality: ``level + 1 < room`` is ``roomy`` and
+        # ``level != room - 1``, ``level - 1 < room`` is ``roomy`` or ``level == room``;
+        # a ``<`` with a constant is a carry chain whose cells take an LC each)
+        room = inner - self.reserve
         with m.If(do_write & ~do_read):
             m.d.sync += [level.eq(level + 1), full.eq(level == inner - 1), held.eq(1),
-                         roomy.eq(level + 1 < inner - self.reserve)]
+                         roomy.eq(roomy & (level != room - 1))]
         with m.If(do_read & ~do_write):
             m.d.sync += [level.eq(level - 1), full.eq(0), held.eq(level != 1),
-                         roomy.eq(level - 1 < inner - self.reserve)]
+                         roomy.eq(roomy | (level == room))]
         with m.If(do_read):
             m.d.sync += out_valid.eq(1)
         with m.Elif(self.source.ready):

@@ -59,30 +59,37 @@ class Vsync(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Cycles left until the next internal edge; ``period`` in cycle 0.
-        left = Signal(range(self.period + 1), init=self.period)
+        # Cycles since the last internal edge (0 in cycle 0): ``period - done`` is the
+        # number of cycles left until the next one (the generator counted those down
+        # before; counting up, every reload is a load of 0, the flip-flops' own
+        # synchronous reset, and each bit is one LUT beside its carry)
+        w = len(Signal(range(self.period + 1)))
+        done = Signal(w)
+        left = (self.period - done)[:w]            # (the warp's test only)
         edge_r = Signal()
         sync_in = Signal()
         prev_in = Signal()
         m.submodules.sync = FFSynchronizer(self.vsync_in, sync_in)
         m.d.comb += [self.edge.eq(edge_r & ~self.reset), self.edge_reg.eq(edge_r)]
-        # ``one``: left == 1, kept as a register (the wide test only feeds it, one step
-        # ahead: left == 2 before a count down)
+        # ``one``: one cycle left, kept as a register (the wide test only feeds it, one
+        # step ahead: two left before a count)
         one = Signal()
-        # ``left`` has no enable (a subtraction of ``advance``): the reset would otherwise
+        # ``done`` has no enable (an addition of ``advance``): the reset would otherwise
         # join the enable of all its flip-flops
         step = self.advance
         if self.warp_levels:
             step = step + self.skip
             calm = ~self.external & ~edge_r
             m.d.comb += self.far.eq(Cat(calm & (left > 2 * n + 6) for n in self.warp_levels))
-        m.d.sync += left.eq(Mux(self.advance & one, self.period, left - step))
+        # a reload at the end of a period, or the time-base reset (the reset cycle is
+        # cycle 0; if it also ends in this clock, cycle 1 follows)
+        load = Signal()
+        m.d.comb += load.eq(self.reset | (self.advance & one))
+        m.d.sync += done.eq(Mux(load, self.reset & self.advance, done + step))
         with m.If(self.reset):
-            # the reset cycle is cycle 0; if it also ends in this clock, cycle 1 follows
-            m.d.sync += [left.eq(Mux(self.advance, self.period - 1, self.period)), edge_r.eq(0),
-                         one.eq(Mux(self.advance, self.period == 2, 0))]
+            m.d.sync += [edge_r.eq(0), one.eq(Mux(self.advance, self.period == 2, 0))]
         with m.Elif(self.advance):
             m.d.sync += prev_in.eq(sync_in)
             m.d.sync += [edge_r.eq(Mux(self.external, sync_in & ~prev_in, one)),
-                         one.eq(~one & (left == 2))]
+                         one.eq(~one & (done == self.period - 2))]
         return m
