@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import (Module, Signal, Array, Mux, Cat, Const, ClockDomain, ClockSignal,
+from amaranth import (Module, Signal, Array, Mux, Cat, Const,
                       unsigned)
 from amaranth.lib import wiring, data, stream, memory
 from amaranth.lib.wiring import In, Out
@@ -622,36 +622,18 @@ class Core(wiring.Component):
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
         fw = self.fence_wr.payload
-        if self.lut_ram:
-            fence_wp = fence_mem.write_port()
-        else:
-            # The host writes at any time, and R's read must not see a write of its own
-            # clock (the old value; that write is seen by the slot's next read, or by X's
-            # same-clock test, ``w_ok``). A block RAM does not promise that for a write
-            # to the row being read, and Yosys' emulation (the write delayed a clock, a
-            # bypass register and a mux after the RAM) cost ~75 LCs. Here the write is
-            # registered and enters the RAM on the falling edge of the next clock: a
-            # read on a rising edge sees every write of the clocks before its own and
-            # never meets one (the RAM's ports work on opposite edges).
-            m.domains.fence_neg = fneg = ClockDomain("fence_neg", clk_edge="neg", local=True,
-                                                     reset_less=True)
-            m.d.comb += fneg.clk.eq(ClockSignal("sync"))
-            fence_wp = fence_mem.write_port(domain="fence_neg")
-            fw_d = Signal(data.StructLayout({"valid": 1, "slot": len(fw.slot),
-                                              "timeline": len(fw.timeline),
-                                              "value": len(fw.value)}), reset_less=True)
-            m.d.sync += [fw_d.valid.eq(self.fence_wr.valid), fw_d.slot.eq(fw.slot),
-                         fw_d.timeline.eq(fw.timeline), fw_d.value.eq(fw.value)]
+        # (a block RAM's read meeting a write of the same row returns the old value, as R
+        # needs, by Yosys' emulation: the falling-edge write that would save it needs
+        # NegClk bits on which nextpnr and icebox_vlog disagree for the UP5K, so the
+        # simulation of the bitstream could not check it)
+        fence_wp = fence_mem.write_port()
         fence_rp = fence_mem.read_port()
         m.d.comb += [
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
         ]
-        wsrc = fw_d if not self.lut_ram else fw
-        m.d.comb += [fence_wp.addr.eq(Cat(wsrc.timeline, wsrc.slot)),
-                     fence_wp.data.eq(wsrc.value),
-                     fence_wp.en.eq(self.fence_wr.valid if self.lut_ram else fw_d.valid),
-                     self.fence_wr.ready.eq(1)]
+        m.d.comb += [fence_wp.addr.eq(Cat(fw.timeline, fw.slot)), fence_wp.data.eq(fw.value),
+                     fence_wp.en.eq(self.fence_wr.valid), self.fence_wr.ready.eq(1)]
 
         cx = ctx_rp.data
         hi_x, lo_x = Signal.like(cx.hi), Signal.like(cx.lo)

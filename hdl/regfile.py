@@ -7,7 +7,7 @@ word into a number with ``isa.register_field(index).wrap(raw)``.
 
 from __future__ import annotations
 
-from amaranth import Module, Array, Const, Mux, Signal, ClockDomain, ClockSignal
+from amaranth import Module, Array, Const, Mux, Signal
 from amaranth.lib import wiring, memory
 from amaranth.lib.wiring import In, Out
 
@@ -82,23 +82,6 @@ class RegFile(wiring.Component):
                                                (self.host_mem, self.host_addr, self.host_data, False)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
-            if not transparent and self.ram_style is None:
-                # The read-back copy (block RAM): the host's read must not see the write of
-                # its own clock (old data), which a block RAM does not promise for a write
-                # to the row being read, and Yosys' emulation (the write delayed a clock,
-                # a bypass register and a mux after the RAM) cost ~35 LCs. Here the RAM is
-                # read on the falling edge in the middle of the address's clock (it sees
-                # every write of the clocks before, none of its own) into a register on
-                # the next rising edge: the data one clock after the address, as before.
-                # (No reset: the read port's own data register had none either.)
-                m.domains.host_neg = hn = ClockDomain("host_neg", clk_edge="neg", local=True,
-                                                      reset_less=True)
-                m.d.comb += hn.clk.eq(ClockSignal("sync"))
-                rp = mem.read_port(domain="host_neg")
-                held = Signal(REG_WORD_BITS, name="host_data_held", reset_less=True)
-                m.d.comb += [rp.addr.eq(raddr), rdata.eq(held)]
-                m.d.sync += held.eq(rp.data)
-                continue
             rp = mem.read_port()
             m.d.comb += rp.addr.eq(raddr)
             if not transparent:

@@ -65,10 +65,10 @@ PROOFS = {p.name: p for p in [
     Proof("loop_rearm", _loop, "prove", 3, cover_depth=12,
           states="nested LOOPs (any counts, any two slots): inner falls through on its "
                  "N1-th issue of every pass, outer on its N2-th; no other slot armed"),
-    Proof("link_first_frame", _link(False), "bmc", 14, cover_depth=14,
+    Proof("link_first_frame", _link(False), "bmc", 17, cover_depth=17,
           states="link: any first frame from reset is executed iff its CRC is good "
                  "(>= 4 bytes)"),
-    Proof("link_second_frame", _link(True), "bmc", 48, cover_depth=48,
+    Proof("link_second_frame", _link(True), "bmc", 54, cover_depth=54,
           states="link: after a good first frame, any second frame is executed iff its "
                  "CRC is good and it is not a repeat (same seq and CRC)"),
 ]}

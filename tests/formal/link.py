@@ -34,7 +34,7 @@ from copperline.firmware import board_interface as proto
 from copperline.hdl.link import Link, info_words
 
 #: clocks from the 0xC0 that ends a frame to its ``activity`` pulse
-LATENCY = 6
+LATENCY = 9
 
 
 def first_frame() -> list[int]:
