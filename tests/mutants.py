@@ -130,7 +130,7 @@ MUTANTS = {m.name: m for m in [
            (f"{F}[fifo_plain_d4_r1]", f"{FIFO}::test_fifo_drops_and_counts_when_full[plain]"),
            occurrence=1),
     Mutant("link_crc_skipped", "copperline.hdl.link",
-           "(rx_len >= 4) & rx_crc.match_detected):", "(rx_len >= 4)):",
+           "rx_min & rx_crc.match_detected)]", "rx_min)]",
            "the link executes frames without checking their CRC",
            (f"{F}[link_first_frame]", f"{LINK}::test_bad_crc_is_dropped_and_counted_then_next_frame_works")),
     Mutant("link_repeat_check_skipped", "copperline.hdl.link",
