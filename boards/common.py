@@ -90,6 +90,12 @@ class Board:
         from copperline.hdl.top import CoreConfig
         return CoreConfig(**self.core) if self.core is not None else None
 
+    @property
+    def link_tx_outreg(self) -> bool:
+        """Whether the link reads its transmit buffer through a register
+        (``copperline.hdl.link.Link(tx_outreg=...)``): on the ECP5."""
+        return self.family == "ecp5"
+
 
 # --------------------------------------------------------------------------- the top -----
 
@@ -173,7 +179,8 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
                 m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
                 platform.add_clock_constraint(clk, board.clock_hz)
             m.submodules.top = top = LinkTop(
-                clock_hz=board.clock_hz, baud=baud, core=self.core_config)
+                clock_hz=board.clock_hz, baud=baud, core=self.core_config,
+                link_tx_outreg=board.link_tx_outreg)
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)

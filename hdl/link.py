@@ -81,6 +81,11 @@ class Link(wiring.Component):
         Size of one event record on ``events`` (0: no event stream).
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
+    tx_outreg : bool
+        Read the transmit buffer through a register of its own (a clock more per byte):
+        the ECP5's block RAM clock-to-out (~6 ns) leaves no room at 100 MHz for the
+        token's escape test behind it. The iCE40 does not need it (and its placement is
+        better without).
     quiet : bool
         Simulation only: add the ``quiet`` output (no observable state change at the next
         clock edge, e.g. while the UART is busy sending a byte), for a simulator that
@@ -94,7 +99,8 @@ class Link(wiring.Component):
     COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem")
 
     def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
-                 buf_bytes: int = proto.DEFAULT_BUF_BYTES, quiet: bool = False):
+                 buf_bytes: int = proto.DEFAULT_BUF_BYTES, tx_outreg: bool = False,
+                 quiet: bool = False):
         if len(info) != proto.INFO_CONST_WORDS:
             raise ValueError(f"info must hold {proto.INFO_CONST_WORDS} words, got {len(info)}")
         if buf_bytes < 3 + 4 * proto.MAX_READ_WORDS:
@@ -103,6 +109,7 @@ class Link(wiring.Component):
         self.idle_timeout = idle_timeout
         self.event_bytes = event_bytes
         self.buf_bytes = buf_bytes
+        self.tx_outreg = tx_outreg
         members = {
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -523,6 +530,11 @@ class Link(wiring.Component):
         # record may leave the FIFO, e.g. at a reset, before the frame is out) and shifted
         # out a byte at a time: a load-or-shift LUT per bit, no byte multiplexer.
         ev_frame = Signal(8 * ev_bytes)
+        if self.tx_outreg:
+            txb = Signal(8)
+            m.d.sync += txb.eq(tx_r.data)
+        else:
+            txb = tx_r.data
         m.d.comb += [tx_r.addr.eq(Cat(ti[:abits], tx_slot)), tx_crc.data.eq(tok),
                      tx_crc.start.eq(ti == 0)]
 
@@ -554,9 +566,12 @@ class Link(wiring.Component):
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency
-                m.next = "LOAD"
-            with m.State("LOAD"):               # the byte, registered (timing)
-                load_tok(Mux(from_ev, ev_frame[:8], tx_r.data))
+                m.next = "FETCH2" if self.tx_outreg else "LOAD"
+            if self.tx_outreg:
+                with m.State("FETCH2"):         # ... and its data registered (``txb``)
+                    m.next = "LOAD"
+            with m.State("LOAD"):               # the token, registered (timing)
+                load_tok(Mux(from_ev, ev_frame[:8], txb))
                 m.d.sync += last_tok.eq(ti + 1 == tn)
                 m.next = "DATA"
             with m.State("DATA"):
@@ -610,8 +625,8 @@ class Link(wiring.Component):
             tx_still = ((tx_full & ~self.tx.ready & (enc.valid | tx_idle)) |
                         (~tx_full & tx_idle))
             tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
-            # The memories' read data may still change but nobody looks at it before a
-            # fresh read (PRIME, FETCH).
+            # The memories' read data (and ``txb``) may still change, but nobody looks at
+            # it before a fresh read (PRIME, FETCH).
             m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still)
             # Detached: no frame begun or waiting (the bus is only driven by the dispatch
             # of a complete frame, which takes five more bytes at least), and no event

@@ -289,13 +289,14 @@ class LinkTop(wiring.Component):
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
                  byte_io: bool = False, core: CoreConfig | None = None,
-                 gated_link: bool = False):
+                 gated_link: bool = False, link_tx_outreg: bool = False):
         self.clock_hz = clock_hz
         self.core_config = core
         self.core_hz = core.core_hz(clock_hz) if core else clock_hz
         self.baud = baud
         self.byte_io = byte_io
         self.gated_link = gated_link
+        self.link_tx_outreg = link_tx_outreg     # Link(tx_outreg=...): the ECP5's builds
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
         members = {"led_link": Out(1), "led_error": Out(1), "busy": Out(1)}
         if byte_io:
@@ -359,7 +360,8 @@ class LinkTop(wiring.Component):
         link_side = side("link")
         bus_quiet = None    # with gated_link: the bus decode holds still
         if self.core_config is None:
-            link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link)
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link,
+                        tx_outreg=self.link_tx_outreg)
             scratch = Scratch()
             m.submodules.link = link_side(link)
             m.submodules.scratch = link_side(scratch)
@@ -369,7 +371,7 @@ class LinkTop(wiring.Component):
         else:
             nbytes = self.event_bytes()
             link = Link(info=self.info(), idle_timeout=self.idle_timeout, event_bytes=nbytes,
-                        quiet=self.gated_link)
+                        quiet=self.gated_link, tx_outreg=self.link_tx_outreg)
             m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()
             corebus = CoreBus(core, quiet=self.gated_link)

@@ -75,6 +75,17 @@ def test_echo_with_bytes_that_need_escaping():
     assert dec.crc_errors == 0
 
 
+def test_echo_and_identify_with_the_transmit_buffer_read_through_a_register():
+    # (Link(tx_outreg=True), the ECP5 boards' link: a clock more per byte, the same frames)
+    dut = LinkTop(clock_hz=CLOCK, byte_io=True, idle_timeout_us=TIMEOUT_US, link_tx_outreg=True)
+    body = bytes([0xC0, 0xDB, 0x00, 0xFF]) * 3
+    frames, dec = run_bytes([req(proto.T_ECHO, 7, body), 600, read(proto.SPACE_INFO, 0, 16, 8)],
+                            dut=dut)
+    assert frames[0] == proto.Frame(proto.T_ECHO | proto.RESP, 7, b"\x00" + body)
+    assert words(frames[1]) == info_words(clock_hz=CLOCK, baud=DEFAULT_BAUD)
+    assert dec.crc_errors == 0
+
+
 def test_identify_reads_info_words():
     frames, _ = run_bytes([read(proto.SPACE_INFO, 0, 16, 1)])
     w = words(frames[0])

@@ -27,7 +27,8 @@ def designs():
     yield "core", Core(clock_hz=12_000_000)
     for board in all_boards():
         config = board.core_config()
-        yield f"{board.name}-top", LinkTop(clock_hz=board.clock_hz, core=config)
+        yield f"{board.name}-top", LinkTop(clock_hz=board.clock_hz, core=config,
+                                           link_tx_outreg=board.link_tx_outreg)
 
 
 def digest(design) -> str:
