@@ -139,7 +139,7 @@ class CoreBus(wiring.Component):
         # --- errors: decoded from the bus's request in two registered steps (timing; the
         # link allows ``err`` to lag two clocks): first what each field says, then err.
         w = bus.wdata
-        fields = {      # name: (value, wanted) -- registered as a flag each
+        fields = {      # name: what the request says, registered as a flag each
             "write": bus.write,
             "prog_ok": (slot_of_prog < C),
             "slot_ok": (a < C),
