@@ -399,19 +399,10 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
             cmd = cmd + ["--seed", str(seeds[0])]
             pnr_cmd = cmd
         label = STAGE_NAMES.get(tool, tool)
-        t0 = time.monotonic()
         argv = [_resolve(tool, env)] + cmd[1:]
-        log.debug("running %s in %s", argv, out)
-        with prog.step(label, _estimate(board, tool, last, argv[0]), done=False):
-            proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
-        secs = round(time.monotonic() - t0, 2)
-        (out / f"{tool}.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
-                             f"log: {out / (tool + '.log')}\n{tail}")
+        secs = _run_stage(label, argv, out, env, out / f"{tool}.log",
+                          _estimate(board, tool, last, argv[0]))
         stages.append({"stage": tool, "seconds": secs})
-        prog.say(f"{label} done in {secs:.1f} s")
 
     per_seed = {seeds[0]: _seed_figures(board, out / "copper_report.json")}
     for seed in seeds[1:]:
@@ -419,18 +410,10 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
                  "copper.tim": f"copper_seed{seed}.tim", "copper.asc": f"copper_seed{seed}.asc",
                  "copper.config": f"copper_seed{seed}.config"}
         argv = [_resolve(pnr_cmd[0], env)] + [names.get(a, a) for a in pnr_cmd[1:-1]] + [str(seed)]
-        label = f"place & route, seed {seed}"
-        t0 = time.monotonic()
-        with prog.step(label, _estimate(board, pnr_cmd[0], last), done=False):
-            proc = subprocess.run(argv, cwd=out, env=env, capture_output=True, text=True)
-        secs = round(time.monotonic() - t0, 2)
-        (out / f"{pnr_cmd[0]}_seed{seed}.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
-                             f"log: {out / (pnr_cmd[0] + f'_seed{seed}.log')}\n{tail}")
+        secs = _run_stage(f"place & route, seed {seed}", argv, out, env,
+                          out / f"{pnr_cmd[0]}_seed{seed}.log",
+                          _estimate(board, pnr_cmd[0], last))
         stages.append({"stage": f"{pnr_cmd[0]} seed {seed}", "seconds": secs})
-        prog.say(f"{label} done in {secs:.1f} s")
         per_seed[seed] = _seed_figures(board, out / names["copper_report.json"])
 
     breakdown = _finish_breakdown(board, out, breakdown_proc)
@@ -447,6 +430,25 @@ def build(board: Board, *, build_dir: str | Path | None = None, baud: int | None
         report["timing_met"] = all(v["timing_met"] for v in per_seed.values())
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _run_stage(label: str, argv: list[str], cwd: Path, env: dict, log_path: Path,
+               estimate: str) -> float:
+    """Run one build tool with a progress line, its output into ``log_path``; the seconds
+    it took, or BoardError with the log's tail."""
+    from copperline import progress as prog
+    t0 = time.monotonic()
+    log.debug("running %s in %s", argv, cwd)
+    with prog.step(label, estimate, done=False):
+        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    secs = round(time.monotonic() - t0, 2)
+    log_path.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        raise BoardError(f"{label} failed (exit {proc.returncode}) after {secs} s; "
+                         f"log: {log_path}\n{tail}")
+    prog.say(f"{label} done in {secs:.1f} s")
+    return secs
 
 
 def _seed_figures(board: Board, path: Path) -> dict:
