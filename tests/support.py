@@ -411,6 +411,21 @@ def check_closed_engine(engine) -> None:
         engine.run_until(10)
 
 
+@contextlib.contextmanager
+def opened_backend(url: str, **options):
+    """An open :class:`~copperline.host.fpga.FpgaBackend` on ``url`` (``options`` to its
+    constructor) and the list its events go to; closed afterwards."""
+    from copperline.host.fpga import FpgaBackend
+    got: list[dict] = []
+    be = FpgaBackend(port=url, **options)
+    be.set_event_sink(got.append)
+    be.open()
+    try:
+        yield be, got
+    finally:
+        be.close()
+
+
 # -- the virtual board ------------------------------------------------------------------------
 
 #: The virtual board's fabric clock in tests: ``COPPER_TEST_CLOCK_HZ`` (e.g. the board's own

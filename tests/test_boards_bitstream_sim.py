@@ -17,7 +17,6 @@ design (~80 s each), cached.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import time
@@ -25,8 +24,8 @@ import time
 import pytest
 
 from copperline.firmware.compiler import compile_program
-from copperline.host.fpga import FpgaBackend
-from tests.support import COPPER, ENDING_PROGRAM, TICKER, copper_run_on_board_equals_vm, poll
+from tests.support import (COPPER, ENDING_PROGRAM, TICKER, copper_run_on_board_equals_vm,
+                           opened_backend, poll)
 
 pytestmark = pytest.mark.slow
 
@@ -90,18 +89,10 @@ def test_the_ulx3s_12f_synthesises_the_85f_design():
     assert files[0] == files[1]
 
 
-@contextlib.contextmanager
 def _opened(url: str):
-    got: list[dict] = []
     # the simulated netlist runs 30-100x slower than the board: a 2 s wait per attempt
     # (copper run keeps the link's own, and retransmits more)
-    be = FpgaBackend(port=url, timeout=2.0, command_timeout=60.0)
-    be.set_event_sink(got.append)
-    be.open()
-    try:
-        yield be, got
-    finally:
-        be.close()
+    return opened_backend(url, timeout=2.0, command_timeout=60.0)
 
 
 def test_the_netlist_has_the_memories_the_tools_leave_out(flashed):

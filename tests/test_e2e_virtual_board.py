@@ -11,7 +11,6 @@ The simulator is compiled once (cached in the build cache, verilator-board/); th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 
@@ -23,7 +22,7 @@ from copperline.host.fpga import FpgaBackend
 from copperline.host.run import run_realtime, run_virtual
 from copperline.sim.engine import MachineParams
 from copperline.sim.vm import Machine
-from tests.support import (ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ,
+from tests.support import (ENDING_PROGRAM, TICKER, VIRTUAL_CORE_HZ as CORE_HZ, opened_backend,
                            VIRTUAL_VSYNC_HZ as VSYNC_HZ, FaultyProxy, copper_run_on_board_equals_vm,
                            poll,
                            stepper as _stepper, virtual_board_server)
@@ -40,19 +39,6 @@ def board():
     server = virtual_board_server()
     yield server
     server.close()
-
-
-@contextlib.contextmanager
-def _opened(url: str, **options):
-    """An open FpgaBackend on ``url`` and the list its events go to; closed afterwards."""
-    got: list[dict] = []
-    be = FpgaBackend(port=url, **options)
-    be.set_event_sink(got.append)
-    be.open()
-    try:
-        yield be, got
-    finally:
-        be.close()
 
 
 def _run(url: str, image, **options):
@@ -82,7 +68,7 @@ def _vm_trace(image):
 # ------------------------------------------------------------------- the backend ----------
 
 def test_identify_load_start_events_status_regs(board):
-    with _opened(board.url) as (be, got):
+    with opened_backend(board.url) as (be, got):
         assert (be.clock_hz, be.vsync_hz, be.contexts, be.program_words) == \
             (CORE_HZ, VSYNC_HZ, 4, WORDS)
         pid = be.load(compile_program(ENDING_PROGRAM))
@@ -100,7 +86,7 @@ def test_identify_load_start_events_status_regs(board):
 
 
 def test_fence_by_timeline_name_reaches_the_program(board):
-    with _opened(board.url) as (be, got):
+    with opened_backend(board.url) as (be, got):
         pid = be.load(compile_program(FENCED))
         be.start(pid)
         assert poll(lambda: any(e.get("tag") == "before" for e in got))
@@ -115,7 +101,7 @@ def test_fence_by_timeline_name_reaches_the_program(board):
 
 
 def test_stop_emits_stopped_and_unload_frees_the_slot(board):
-    with _opened(board.url) as (be, got):
+    with opened_backend(board.url) as (be, got):
         ids = [be.load(compile_program(TICKER)) for _ in range(4)]
         with pytest.raises(BackendError) as err:
             be.load(compile_program(TICKER))
@@ -139,7 +125,7 @@ def test_stop_of_a_program_that_overflows_the_fifo_is_prompt(board):
     flood = {"version": 1, "program": [{"label": "l"}, {"op": "WAIT", "us": 4},
                                        {"op": "ADD", "reg": "layer[1].x", "delta": 1},
                                        {"op": "JUMP", "label": "l"}]}
-    with _opened(board.url, command_timeout=30.0) as (be, got):
+    with opened_backend(board.url, command_timeout=30.0) as (be, got):
         pid = be.load(compile_program(flood))
         be.start(pid)
         assert poll(lambda: any(e.get("event") == "dropped" for e in got))
@@ -154,7 +140,7 @@ def test_stop_of_a_program_that_overflows_the_fifo_is_prompt(board):
 
 def test_program_too_big_for_the_board_is_bad_arg(board):
     big = {"version": 1, "program": [{"op": "NOP"}] * WORDS + [{"op": "HALT"}]}
-    with _opened(board.url) as (be, _):
+    with opened_backend(board.url) as (be, _):
         with pytest.raises(BackendError) as err:
             be.load(compile_program(big, program_words=2 * WORDS))
         assert err.value.code == "BAD_ARG"
@@ -310,7 +296,7 @@ def test_state_records_survive_a_flooded_fifo(board):
     flood = {"version": 1, "program": [{"label": "l"}, {"op": "WAIT", "us": 2},
                                        {"op": "ADD", "reg": "layer[1].x", "delta": 1},
                                        {"op": "JUMP", "label": "l"}]}
-    with _opened(board.url, command_timeout=30.0) as (be, got):
+    with opened_backend(board.url, command_timeout=30.0) as (be, got):
         floods = [be.load(compile_program(flood)) for _ in range(3)]
         ticker = be.load(compile_program(TICKER))
         for pid in floods:
@@ -346,7 +332,7 @@ def test_board_loss_ends_programs_then_reconnects(caplog):
     server = virtual_board_server()
     port = server.address[1]
     try:
-        with _opened(server.url, reconnect_s=0.2, poll_s=0.2) as (be, got):
+        with opened_backend(server.url, reconnect_s=0.2, poll_s=0.2) as (be, got):
             pid = _ticking(be, got)
             server.close()                               # unplugged
             assert poll(lambda: any(e.get("reason") == "link-lost" for e in got), 10)
@@ -394,7 +380,7 @@ def test_fallback_soft_keeps_the_program_running():
 def test_a_start_mask_starts_slots_in_one_core_cycle_and_bad_masks_are_refused(board):
     from copperline.firmware import board_interface as proto
     from copperline.host.link import LinkStatusError
-    with _opened(board.url) as (be, got):
+    with opened_backend(board.url) as (be, got):
         ids = [be.load(compile_program(TICKER)) for _ in range(3)]
         be.start_many(ids)
         assert len({be.start_cycle(i) for i in ids}) == 1          # the same core cycle
