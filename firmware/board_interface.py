@@ -8,9 +8,8 @@ the RTL engines, the cocotb driver) decodes with it. Pure Python: no Amaranth.
 
 Link frames in brief: a frame is ``type, seq, body..., crc_hi, crc_lo`` (CRC-16/CCITT-FALSE
 over type+seq+body, big-endian), SLIP-escaped and sent between 0xC0 delimiters. Requests
-are answered by a response of ``type | RESP`` with the same ``seq`` and a status byte;
-event frames (type ``T_EVENT``) carry their own sequence number so that loss is
-detectable.
+are answered by a response of ``type | RESP`` with the same ``seq`` and a status byte.
+The board sends nothing unasked: the host pulls event records by reading the EVENTS space.
 
 An event record is ``kind`` (3 bits), ``started`` (1), ``slot`` (``slot_bits``),
 ``payload`` (24), ``timestamp`` (32, the global core cycle), packed LSB first in that
@@ -34,7 +33,8 @@ DEFAULT_BAUD = 3_000_000
 DEFAULT_CLOCK_HZ = 12_000_000
 
 # --- link frames --------------------------------------------------------------------------
-LINK_VERSION = 1
+#: 2: no event frames (records are only pulled), no event-mode CTL address.
+LINK_VERSION = 2
 SLIP_END = 0xC0
 SLIP_ESC = 0xDB
 SLIP_ESC_END = 0xDC
@@ -43,7 +43,6 @@ SLIP_ESC_ESC = 0xDD
 T_ECHO = 0x02          # body echoed back (link test, throughput)
 T_WRITE = 0x10         # | space: body = addr u16, then u32 words
 T_READ = 0x20          # | space: body = addr u16, count u8 -> u32 words
-T_EVENT = 0x40         # board -> host, unsolicited: body = dropped u32, event bytes
 RESP = 0x80            # response type = request type | RESP; body = status u8, data
 
 #: Address spaces of WRITE/READ. INFO is served by the link itself; the rest by the top.
@@ -99,8 +98,6 @@ CTL_RESET_SLOT = 3
 CTL_START_TB = 4
 #: CTL address where 1 resets every slot and the time base.
 CTL_RESET_ADDR = 0x100
-#: CTL address of the event delivery mode: 1 push (event frames, the default), 0 pull.
-CTL_EVENT_MODE_ADDR = 0x101
 #: CTL address that starts several slots in one core cycle: the word is a slot mask
 #: (bit i = slot i), plus CTL_MASK_TIMEBASE to reset the time base in that cycle too.
 CTL_START_MASK_ADDR = 0x102

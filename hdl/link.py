@@ -15,8 +15,8 @@ to the transmitter. A request with the same sequence number *and* CRC as the las
 its slot is a retransmission: the stored response is sent again without executing anything
 twice, also when the host has sent the next request since (pipelined reads).
 
-Transmit path: responses and event frames (from the ``events`` stream) are framed with
-their CRC and SLIP-escaped; responses take priority.
+Transmit path: responses are framed with their CRC and SLIP-escaped. (The board sends
+nothing unasked: the host pulls event records with READs of the EVENTS space.)
 """
 
 from __future__ import annotations
@@ -77,8 +77,6 @@ class Link(wiring.Component):
         The 16 constant INFO words (see :func:`info_words`).
     idle_timeout : int
         Clock cycles without a received byte after which a half-received frame is dropped.
-    event_bytes : int
-        Size of one event record on ``events`` (0: no event stream).
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
     tx_outreg : bool
@@ -98,7 +96,7 @@ class Link(wiring.Component):
     #: dispatcher only while no response is pending or being sent, and read only then.
     COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem")
 
-    def __init__(self, *, info: list[int], idle_timeout: int, event_bytes: int = 0,
+    def __init__(self, *, info: list[int], idle_timeout: int,
                  buf_bytes: int = proto.DEFAULT_BUF_BYTES, tx_outreg: bool = False,
                  quiet: bool = False):
         if len(info) != proto.INFO_CONST_WORDS:
@@ -107,7 +105,6 @@ class Link(wiring.Component):
             raise ValueError(f"buf_bytes {buf_bytes} cannot hold a {proto.MAX_READ_WORDS}-word read")
         self.info = info
         self.idle_timeout = idle_timeout
-        self.event_bytes = event_bytes
         self.buf_bytes = buf_bytes
         self.tx_outreg = tx_outreg
         members = {
@@ -125,13 +122,9 @@ class Link(wiring.Component):
         if quiet:
             # simulation only: no state change at the next clock edge that anyone can
             # observe (the virtual board's gated link clock, docs/boards.md); and
-            # ``detached``: the link touches neither the bus nor the event stream before
-            # another frame arrives (at most it finishes sending a response)
+            # ``detached``: the link does not touch the bus before another frame arrives (at most it finishes sending a response)
             members["quiet"] = Out(1)
             members["detached"] = Out(1)
-        if event_bytes:
-            members["events"] = In(stream.Signature(8 * event_bytes))
-            members["dropped"] = In(32)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -522,14 +515,7 @@ class Link(wiring.Component):
         ti = Signal(range(buf + 1))
         tn = Signal(range(buf + 1))
         last_tok = Signal()                     # ti + 1 == tn, registered in LOAD
-        from_ev = Signal()
         tx_slot = Signal()
-        ev_seq = Signal(8)
-        ev_bytes = 2 + 4 + self.event_bytes
-        # An event frame (type, seq, dropped, record) is taken whole when it starts (the
-        # record may leave the FIFO, e.g. at a reset, before the frame is out) and shifted
-        # out a byte at a time: a load-or-shift LUT per bit, no byte multiplexer.
-        ev_frame = Signal(8 * ev_bytes)
         if self.tx_outreg:
             txb = Signal(8)
             m.d.sync += txb.eq(tx_r.data)
@@ -542,25 +528,9 @@ class Link(wiring.Component):
             with m.State("IDLE"):
                 m.d.sync += ti.eq(0)
                 with m.If(resp_pending):
-                    m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), from_ev.eq(0),
+                    m.d.sync += [resp_pending.eq(0), resp_sending.eq(1),
                                  tn.eq(slot_len[slot]), tx_slot.eq(slot)]
                     m.next = "SOF"
-                if self.event_bytes:
-                    with m.Elif(self.events.valid):
-                        m.next = "EV_TAKE"
-            if self.event_bytes:
-                # (``ready`` from a state of its own, not from ``valid``: the core's FIFO
-                # sees a flip-flop, not the link's logic: timing. The record may be gone
-                # by now, after a reset: then nothing is sent.)
-                with m.State("EV_TAKE"):
-                    m.d.comb += self.events.ready.eq(1)
-                    with m.If(self.events.valid):
-                        m.d.sync += [from_ev.eq(1), tn.eq(ev_bytes), ev_seq.eq(ev_seq + 1),
-                                     ev_frame.eq(Cat(C(proto.T_EVENT, 8), ev_seq, self.dropped,
-                                                     self.events.payload))]
-                        m.next = "SOF"
-                    with m.Else():
-                        m.next = "IDLE"
             with m.State("SOF"):
                 m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
                 with m.If(tok_ready):
@@ -571,14 +541,14 @@ class Link(wiring.Component):
                 with m.State("FETCH2"):         # ... and its data registered (``txb``)
                     m.next = "LOAD"
             with m.State("LOAD"):               # the token, registered (timing)
-                load_tok(Mux(from_ev, ev_frame[:8], txb))
+                load_tok(txb)
                 m.d.sync += last_tok.eq(ti + 1 == tn)
                 m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
                     m.d.comb += tx_crc.valid.eq(1)
-                    m.d.sync += [ti.eq(ti + 1), ev_frame.eq(ev_frame >> 8)]
+                    m.d.sync += ti.eq(ti + 1)
                     with m.If(last_tok):
                         m.next = "LOAD_CRC_HI"
                     with m.Else():
@@ -607,7 +577,6 @@ class Link(wiring.Component):
         if hasattr(self, "quiet"):
             # Quiet: no register changes at the next edge, for each part of the link:
             crc_init = crc_params.compute(b"")       # what .crc shows after a start
-            ev_valid = self.events.valid if self.event_bytes else C(0)
             # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
             # (``end_good`` may change, but it is only read with ``end_q``)
             rx_still = (~self.rx.valid & ~tq_byte & ~tq_end & ~end_q & ~tq_err &
@@ -620,8 +589,7 @@ class Link(wiring.Component):
             # or idle with nothing to send; the CRC holds in both (ti == 0: at its start)
             # (or a byte in the buffer that the busy UART does not take, with the
             # encoder waiting behind it or nothing to send)
-            tx_idle = (tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) &
-                       ~resp_pending & ~ev_valid)
+            tx_idle = tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) & ~resp_pending
             tx_still = ((tx_full & ~self.tx.ready & (enc.valid | tx_idle)) |
                         (~tx_full & tx_idle))
             tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
@@ -629,9 +597,8 @@ class Link(wiring.Component):
             # it before a fresh read (PRIME, FETCH).
             m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still)
             # Detached: no frame begun or waiting (the bus is only driven by the dispatch
-            # of a complete frame, which takes five more bytes at least), and no event
-            # record offered (the transmitter takes one whenever it is back in IDLE).
+            # of a complete frame, which takes five more bytes at least).
             m.d.comb += self.detached.eq(~rx_any & ~rx_bad & ~rx_esc & ~frame_ready &
                                          ~tq_byte & ~tq_end & ~end_q & ~tq_err &
-                                         dispatch_fsm.ongoing("IDLE") & ~ev_valid)
+                                         dispatch_fsm.ongoing("IDLE"))
         return m

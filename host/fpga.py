@@ -18,12 +18,9 @@ is discovered by its USB id (``copperline.boards.discover``).
   phase a fresh VM has, which is what makes fpga and VM traces equal cycle for cycle.
 * **fences**: a timeline *name* maps to each loaded program's local index; every slot that
   uses it is written.
-* **events**: pulled by default (``events="pull"``): a reader thread READs the EVENTS
-  space in batches of up to 63 records, so every record is carried by an acknowledged,
-  retransmitted request and none is lost to line noise. ``events="push"`` takes the
-  board's unsolicited event frames instead (lower latency, lost when the line corrupts
-  them: reported as ``{"event": "dropped", "reason": "link"}``). The board's own FIFO
-  drops are reported as ``{"event": "dropped", "reason": "fifo"}``
+* **events**: pulled: a reader thread READs the EVENTS space in batches of up to 63
+  records, so every record is carried by an acknowledged, retransmitted request and none
+  is lost to line noise. The board's own FIFO drops are reported as ``{"event": "dropped", "reason": "fifo"}``
   (:mod:`copperline.host.fpga_events`).
 * **board gone**: a failed port, a link timeout, or a board that lost its programs (reset,
   re-flashed) ends the board's programs with ``{"event": "state", "state": "faulted",
@@ -87,10 +84,8 @@ class FpgaBackend(Backend):
         Link retransmission (see :class:`~copperline.host.link.Link`).
     reconnect_s, poll_s :
         How often to look for a lost board, and to check a present one (status poll).
-    events : "pull" or "push"
-        How event records come back (see the module docstring).
     event_poll_s :
-        Pull mode: pause between polls that found fewer than a full batch while a
+        Pause between polls that found fewer than a full batch while a
         program runs (10x longer while none does).
     """
 
@@ -100,12 +95,8 @@ class FpgaBackend(Backend):
     def __init__(self, port: str | None = None, board: str | None = None, *,
                  baud: int | None = None, timeout: float = 0.2,
                  retries: int = 5, reconnect_s: float = 1.0, poll_s: float = 1.0,
-                 command_timeout: float = 5.0, events: str = "pull",
-                 event_poll_s: float = 0.002):
+                 command_timeout: float = 5.0, event_poll_s: float = 0.002):
         super().__init__()
-        if events not in ("pull", "push"):
-            raise ValueError(f"events must be 'pull' or 'push' (got {events!r})")
-        self.events_mode = events
         self.event_poll_s = event_poll_s
         self._poller: threading.Thread | None = None
         self.port = port
@@ -139,7 +130,6 @@ class FpgaBackend(Backend):
         """Open the link, identify the board, reset it; BackendError NO_BOARD if that fails."""
         session = connect(find_board_url(self.port, self.board), baud=self.baud,
                           timeout=self.timeout, retries=self.retries,
-                          push=self.events_mode == "push", on_event=self._on_frame,
                           on_lost=self._on_lost)
         info, link = session.info, session.link
         with self._lock:
@@ -150,10 +140,9 @@ class FpgaBackend(Backend):
             self.layers = info.layers
             self._pump = EventPump(info, session.dropped)
             self.link, self.lost_reason = link, None
-        if self.events_mode == "pull":
-            self._poller = threading.Thread(target=self._pull, args=(link,),
-                                            name="fpga-events", daemon=True)
-            self._poller.start()
+        self._poller = threading.Thread(target=self._pull, args=(link,),
+                                        name="fpga-events", daemon=True)
+        self._poller.start()
         log.info("fpga backend: board on %s: core clock %d Hz, %d contexts x %d words, "
                  "fabric %d Hz, %d baud", session.url, info.clock_hz, info.contexts,
                  info.program_words, info.fabric_hz, info.baud)
@@ -218,16 +207,6 @@ class FpgaBackend(Backend):
                     busy=lambda: any(p.state == "running" or p.waiter is not None
                                      for p in list(self._progs.values())),
                     on_record=self._record, on_error=lost, poll_s=self.event_poll_s)
-
-    def _on_frame(self, seq: int, dropped: int, body: bytes) -> None:
-        """Push mode: an event frame (reader thread)."""
-        with self._lock:
-            if self._pump is None:
-                return
-            out, raw = self._pump.frame(seq, dropped, body)
-        for ev in out:
-            self.emit(ev)
-        self._record(raw)
 
     def _record(self, raw: int | bytes) -> None:
         out: list[dict] = []
@@ -297,8 +276,7 @@ class FpgaBackend(Backend):
             return
         out: list[dict] = []
         with self._lock:
-            if self.events_mode == "pull":
-                out = self._pump.board_dropped(words[3])
+            out = self._pump.board_dropped(words[3])
         for ev in out:
             self.emit(ev)
         with self._lock:
@@ -396,7 +374,7 @@ class FpgaBackend(Backend):
     def _wait(self, p: _Prog, what: str) -> bool:
         """Wait for ``p``'s ``what`` ("start", "stop") record. The board keeps room in
         its event FIFO for state records, so one comes once the records ahead of it are
-        read; False after ``command_timeout`` (a push-mode frame lost on the line)."""
+        read; False after ``command_timeout`` (the host fell that far behind)."""
         ev = p.waiter
         if ev is None:
             return True
@@ -461,7 +439,7 @@ class FpgaBackend(Backend):
         code = self._board(do)
         if code == _STOPPED_CODE or code in _RUNNING_CODES:
             if not self._wait(p, "stop") and p.state == "running":
-                # The record was lost (a push-mode frame corrupted on the line): say it
+                # The record did not come in time (the host is behind the board): say it
                 # anyway, from the board's status (its cycle is the time of this read).
                 words = self._board(lambda link: link.status(slot))
                 with self._lock:

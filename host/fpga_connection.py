@@ -194,14 +194,13 @@ def clear_registers(link: Link, info: BoardInfo, timeout: float = 2.0) -> None:
             break
 
 
-def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
-            on_event: Callable[[int, int, bytes], None],
+def connect(url: str, *, baud: int, timeout: float, retries: int,
             on_lost: Callable[[str], None]) -> BoardSession:
     """Open the link to ``url``, identify the board and reset it (see the module doc);
-    events then come as pushed frames (``push``) or wait to be pulled."""
+    event records then wait in the board's FIFO to be pulled."""
     try:
         link = Link(url, baud=baud, timeout=timeout, retries=retries,
-                    on_event=on_event, on_lost=on_lost)
+                    on_lost=on_lost)
     except LinkBusy as exc:                   # (a tty another process holds)
         raise BackendError("BUSY", str(exc)) from None
     except LinkError as exc:
@@ -211,9 +210,7 @@ def connect(url: str, *, baud: int, timeout: float, retries: int, push: bool,
         info = link.hello()
         check_info(url, info)
         link.reset()                                     # stop everything, time base 0
-        link.event_mode(push=False)
         clear_registers(link, info)                      # the VM's machine reset
-        link.event_mode(push=push)
         dropped = link.status(0)[3] if info.contexts else 0
     except BackendError:
         link.close()

@@ -3,10 +3,9 @@
 :class:`EventPump` turns what the board sends into trace events: it decodes each record,
 unwraps its 32-bit cycle stamp into the backend's global cycle (restarting the count when
 a start reset the board's time base), converts it for the program in its slot, and says
-what was lost: frames missing from the push-mode sequence (``dropped``, reason ``link``)
-and records the board's full FIFO refused (``dropped``, reason ``fifo``).
+what was lost: records the board's full FIFO refused (``dropped``, reason ``fifo``).
 
-:func:`pull_events` is the pull-mode reader: records carried by acknowledged,
+:func:`pull_events` is the reader: records carried by acknowledged,
 retransmitted READs of the EVENTS space, so none is lost to line noise.
 """
 
@@ -35,7 +34,6 @@ class EventPump:
         self._slot_bits = slot_bits_for(info.contexts)
         self._unwrap = TimestampUnwrapper()
         self._timebase_slots: set[int] = set()   # started with a time-base reset, record pending
-        self._frame_seq: int | None = None
         self._board_dropped = dropped
 
     def expect_timebase_reset(self, slot: int) -> None:
@@ -56,17 +54,6 @@ class EventPump:
                         "reason": "fifo"})
         self._board_dropped = count
         return out
-
-    def frame(self, seq: int, dropped: int, body: bytes) -> tuple[list[dict], bytes]:
-        """A push-mode event frame: the loss events it reveals, and its record's bytes."""
-        out = []
-        if self._frame_seq is not None:
-            gap = (seq - self._frame_seq - 1) & 0xFF
-            if gap:
-                out.append({"event": "dropped", "count": gap, "reason": "link"})
-        self._frame_seq = seq
-        out += self.board_dropped(dropped)
-        return out, body[:self.event_bytes]
 
     def record(self, raw: int | bytes) -> tuple[Record, int, list[dict]] | None:
         """One record: (the record, its global cycle, its trace events); None (logged)

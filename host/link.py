@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from copperline.firmware.board_interface import (
-    BUSY_NOTICE, CTL_EVENT_MODE_ADDR, CTL_MASK_TIMEBASE, CTL_RESET_ADDR, CTL_START,
+    BUSY_NOTICE, CTL_MASK_TIMEBASE, CTL_RESET_ADDR, CTL_START,
     CTL_START_MASK_ADDR, CTL_START_TB, CTL_STOP, DEFAULT_BAUD, DEFAULT_CHUNK_WORDS,
-    EVENT_NONE_WORD, INFO_FIELDS, INFO_MAGIC, MAX_READ_WORDS, RESP, SPACE_CTL, SPACE_EVENTS,
+    EVENT_NONE_WORD, INFO_FIELDS, INFO_MAGIC, LINK_VERSION, MAX_READ_WORDS, RESP, SPACE_CTL, SPACE_EVENTS,
     SPACE_FENCE, SPACE_INFO, SPACE_NAMES, SPACE_PROG, SPACE_REGS, SPACE_STATUS, ST_OK,
-    STATUS_NAMES, STATUS_WORDS, T_ECHO, T_EVENT, T_READ, T_WRITE, Frame, FrameDecoder,
+    STATUS_NAMES, STATUS_WORDS, T_ECHO, T_READ, T_WRITE, Frame, FrameDecoder,
     encode_frame, read_body, write_body)
 from copperline.host.retransmit import RetransmitPolicy
 
@@ -62,11 +62,8 @@ class LinkStats:
     requests: int = 0
     retransmits: int = 0
     duplicates: int = 0         # responses whose seq we no longer wait for
-    events: int = 0
-    events_lost: int = 0        # gaps in the event sequence numbers
     crc_errors: int = 0
     framing_errors: int = 0
-    dropped_by_board: int = 0   # the board's own dropped-event counter, last seen
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -132,14 +129,12 @@ class Link:
     is late, with a timeout and a frame size adapted to the line
     (:class:`~copperline.host.retransmit.RetransmitPolicy`: at most ``timeout`` per
     attempt, backing off); a request fails (:class:`LinkTimeout`) once
-    ``(retries + 1) * timeout`` seconds passed without a valid answer. Events are handed to ``on_event(seq, dropped, body)``
-    from the reader thread (or queued for :meth:`next_event` when no callback is set).
-    ``on_lost(reason)`` is called (from the reader thread) when the port fails.
+    ``(retries + 1) * timeout`` seconds passed without a valid answer. The board sends
+    nothing unasked: event records are pulled (:meth:`read_events`). ``on_lost(reason)`` is called (from the reader thread) when the port fails.
     """
 
     def __init__(self, url: str, *, baud: int = DEFAULT_BAUD, timeout: float = 0.2,
                  retries: int = 5, port=None,
-                 on_event: Callable[[int, int, bytes], None] | None = None,
                  on_lost: Callable[[str], None] | None = None):
         self.url = url
         self.timeout = timeout
@@ -161,10 +156,7 @@ class Link:
         self._wanted = 0                      # callers waiting for the lock (see request)
         self._wanted_lock = threading.Lock()
         self._waiting: dict[int, _Pending] = {}   # outstanding requests by seq
-        self._on_event = on_event
         self._on_lost = on_lost
-        self._events: queue.Queue[tuple[int, int, bytes]] = queue.Queue(maxsize=65536)
-        self._event_seq: int | None = None
         self._closed = threading.Event()
         self._greeting = bytearray()          # the first bytes received (a busy notice?)
         self._reader = threading.Thread(target=self._read_loop, name=f"link-reader {url}",
@@ -234,9 +226,7 @@ class Link:
             self.stats.framing_errors = self._decoder.framing_errors
 
     def _dispatch(self, frame: Frame) -> None:
-        if frame.type == T_EVENT:
-            self._event(frame)
-        elif frame.type & RESP:
+        if frame.type & RESP:
             pending = self._waiting.get(frame.seq)
             if pending is not None:
                 pending.started.set()
@@ -245,33 +235,6 @@ class Link:
                 self.stats.duplicates += 1
         else:
             log.debug("link %s: ignoring frame type %#04x", self.url, frame.type)
-
-    def _event(self, frame: Frame) -> None:
-        if len(frame.body) < 4:
-            self.stats.framing_errors += 1
-            return
-        (dropped,) = struct.unpack_from("<I", frame.body)
-        if self._event_seq is not None:
-            gap = (frame.seq - self._event_seq - 1) & 0xFF
-            self.stats.events_lost += gap
-        self._event_seq = frame.seq
-        self.stats.events += 1
-        self.stats.dropped_by_board = dropped
-        item = (frame.seq, dropped, frame.body[4:])
-        if self._on_event is not None:
-            self._on_event(*item)
-        else:
-            try:
-                self._events.put_nowait(item)
-            except queue.Full:
-                self.stats.events_lost += 1
-
-    def next_event(self, timeout: float | None = None) -> tuple[int, int, bytes] | None:
-        """The next queued event ``(seq, board_dropped, body)``, or None after ``timeout``."""
-        try:
-            return self._events.get(timeout=timeout)
-        except queue.Empty:
-            return None
 
     def request(self, ftype: int, body: bytes = b"", what: str = "",
                 answer_bytes: int = 0, attempts: int | None = None) -> bytes:
@@ -451,6 +414,10 @@ class Link:
         if words[0] != INFO_MAGIC:
             raise LinkError(f"{self.url}: not a copperline board (magic {words[0]:#010x})")
         info = BoardInfo(dict(zip(INFO_FIELDS, words)))
+        if info.link_version != LINK_VERSION:
+            raise LinkError(f"{self.url}: the board speaks link version {info.link_version}, "
+                            f"this host {LINK_VERSION}: rebuild and flash its bitstream "
+                            "(`copper build` and `copper flash`)")
         # a board built with other sizes (an older bitstream: 64-word reads) sets the limits
         self.max_read_words = max(2, min(MAX_READ_WORDS, info.max_read_words))
         # (a WRITE frame's 6 other bytes: type, seq, addr u16, CRC u16)
@@ -484,11 +451,6 @@ class Link:
 
     def status(self, slot: int) -> list[int]:
         return self.read(SPACE_STATUS, slot * STATUS_WORDS, STATUS_WORDS)
-
-    def event_mode(self, push: bool) -> None:
-        """``push=True``: the board sends event frames (fast, lost if the line corrupts
-        them); ``False``: records stay in the board's FIFO until :meth:`read_events`."""
-        self.write(SPACE_CTL, CTL_EVENT_MODE_ADDR, [1 if push else 0])
 
     def read_events(self, max_records: int | None = None) -> list[int]:
         """Pull up to ``max_records`` event records (pull mode; default: as many as a

@@ -1,5 +1,5 @@
 """Link gateware (amaranth.sim): framing, CRC, resync after garbage, idle timeout,
-duplicate detection, status codes, events, and the full path through the UART pins."""
+duplicate detection, status codes, event reads, and the full path through the UART pins."""
 
 import random
 import struct
@@ -17,7 +17,7 @@ CLOCK = 12_000_000
 TIMEOUT_US = 20          # idle timeout of the simulated top: 240 cycles
 
 
-def run_bytes(script, *, dut=None, gap=2, settle=1500, events=None):
+def run_bytes(script, *, dut=None, gap=2, settle=1500):
     """Feed ``script`` (bytes to send, or ints = idle cycles) to a byte-level top;
     return the decoded frames it sent and the decoder (for its error counters)."""
     dut = dut or LinkTop(clock_hz=CLOCK, byte_io=True, idle_timeout_us=TIMEOUT_US)
@@ -47,8 +47,6 @@ def run_bytes(script, *, dut=None, gap=2, settle=1500, events=None):
         await ctx.tick().repeat(settle)
 
     sim.add_testbench(collect, background=True)
-    if events is not None:
-        sim.add_testbench(events(dut), background=True)
     sim.add_testbench(feed)
     sim.run()
     dec = proto.FrameDecoder()
@@ -199,44 +197,6 @@ def test_bytes_arriving_while_busy_are_counted():
     assert words(frames[1]) == [3]           # rx_dropped
 
 
-class _EventTop(Elaboratable):
-    """A link with an event stream, bus on scratch, byte streams exposed."""
-
-    def __init__(self):
-        self.link = Link(info=info_words(clock_hz=CLOCK, baud=1_000_000), idle_timeout=240,
-                         event_bytes=8)
-        self.rx, self.tx = self.link.rx, self.link.tx
-        self.events, self.dropped = self.link.events, self.link.dropped
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.link = self.link
-        m.submodules.scratch = scratch = Scratch()
-        wiring.connect(m, self.link.bus, scratch.bus)
-        return m
-
-
-def test_event_frames_have_their_own_sequence_and_dropped_count():
-    sent = [0x1122334455667788 + i for i in range(5)]
-
-    def events(dut):
-        async def push(ctx):
-            ctx.set(dut.dropped, 42)
-            for ev in sent:
-                ctx.set(dut.events.payload, ev)
-                ctx.set(dut.events.valid, 1)
-                await ctx.tick().until(dut.events.ready)
-            ctx.set(dut.events.valid, 0)
-        return push
-
-    frames, _ = run_bytes([req(proto.T_ECHO, 77, b"interleaved")], dut=_EventTop(),
-                          events=events, settle=2500)
-    evs = [f for f in frames if f.type == proto.T_EVENT]
-    assert [f.seq for f in evs] == [0, 1, 2, 3, 4]
-    assert [struct.unpack("<IQ", f.body) for f in evs] == [(42, e) for e in sent]
-    assert proto.Frame(proto.T_ECHO | proto.RESP, 77, b"\x00interleaved") in frames
-
-
 def test_full_path_through_uart_pins():
     """Bit-level: UART rx pin -> link -> UART tx pin, at the default rate (3 Mbaud on a
     12 MHz clock: 4 clocks per bit)."""
@@ -303,9 +263,11 @@ def test_core_behind_the_link_runs_an_uploaded_program():
         read(proto.SPACE_STATUS, 4, 4, 4), 300,
         read(proto.SPACE_REGS, reg, 1, 5), 300,
         req(proto.T_WRITE | proto.SPACE_CTL, 6, struct.pack("<HI", 1, 9)), 300,   # bad value
-        req(proto.T_WRITE | proto.SPACE_PROG, 7, struct.pack("<HI", 4 * 256, 0)),  # no slot 4
+        req(proto.T_WRITE | proto.SPACE_PROG, 7, struct.pack("<HI", 4 * 256, 0)), 300,  # no slot 4
+        read(proto.SPACE_EVENTS, 0, 8, 8), 600,
+        req(proto.T_WRITE | proto.SPACE_CTL, 9, struct.pack("<HI", 0x101, 1)),   # no such address
     ], dut=dut, settle=3000)
-    resp = [f for f in frames if f.type != proto.T_EVENT]
+    resp = frames
     info = dict(zip(proto.INFO_FIELDS, words(resp[0])))
     assert (info["clock_hz"], info["fabric_hz"], info["contexts"], info["core_version"]) == \
         (3_000_000, CLOCK, 4, isa.ISA_VERSION)
@@ -313,9 +275,16 @@ def test_core_behind_the_link_runs_an_uploaded_program():
     state, pc, _cycle, dropped = words(resp[3])
     assert (state, pc, dropped) == (4, 3, 0)          # DONE at the HALT
     assert words(resp[4]) == [104]
-    assert [f.body[0] for f in resp[5:]] == [proto.ST_BAD_ADDR, proto.ST_BAD_ADDR]
-
-    evs = [struct.unpack("<IQ", f.body)[1] for f in frames if f.type == proto.T_EVENT]
+    assert [f.body[0] for f in resp[5:7]] == [proto.ST_BAD_ADDR, proto.ST_BAD_ADDR]
+    # (the board sends nothing unasked: the records wait to be read)
+    assert [f.type for f in frames] == [t | proto.RESP for t in (
+        proto.T_READ, proto.T_WRITE | proto.SPACE_PROG, proto.T_WRITE | proto.SPACE_CTL,
+        proto.T_READ | proto.SPACE_STATUS, proto.T_READ | proto.SPACE_REGS,
+        proto.T_WRITE | proto.SPACE_CTL, proto.T_WRITE | proto.SPACE_PROG,
+        proto.T_READ | proto.SPACE_EVENTS, proto.T_WRITE | proto.SPACE_CTL)]
+    w = words(resp[7])
+    evs = [hi << 32 | lo for lo, hi in zip(w[::2], w[1::2]) if lo != proto.EVENT_NONE_WORD]
+    assert resp[8].body[0] == proto.ST_BAD_ADDR        # 0x101 (link version 1's event mode)
     kinds = [e & 7 for e in evs]
     stamps = [e >> 30 & 0xFFFFFFFF for e in evs]      # kind 3, started 1, slot 2, payload 24
     assert evs[0] >> 3 & 1 and (evs[0] >> 4 & 3) == 1  # started, slot 1
@@ -324,9 +293,8 @@ def test_core_behind_the_link_runs_an_uploaded_program():
     assert irq_at - stamps[0] == 1 + 10 * 3            # MOVE (1 cycle), then WAIT 10 us
 
 
-def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing():
-    """CTL[0x101] = 0: no event frames; READ EVENTS returns the records two words each,
-    then the empty marker; the same READ again (a retransmission) gets the stored answer
+def test_events_are_read_and_a_retransmission_pops_nothing():
+    """READ EVENTS returns the records two words each, then the empty marker; the same READ again (a retransmission) gets the stored answer
     and pops nothing more; START_TB (CTL 4) makes the start global cycle 0."""
     from copperline.firmware.compiler import compile_program
     from copperline.hdl.top import CoreConfig
@@ -339,8 +307,6 @@ def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing(
                   core=CoreConfig(contexts=4, program_words=256))
     ev_read = read(proto.SPACE_EVENTS, 0, 8, 5)
     frames, _ = run_bytes([
-        req(proto.T_WRITE | proto.SPACE_CTL, 1, struct.pack("<HI", proto.CTL_EVENT_MODE_ADDR, 0)),
-        300,
         req(proto.T_WRITE | proto.SPACE_PROG, 2, struct.pack(f"<H{len(img.code)}I", 0, *img.code)),
         300,
         req(proto.T_WRITE | proto.SPACE_CTL, 3, struct.pack("<HI", 0, proto.CTL_START_TB)), 600,
@@ -349,11 +315,11 @@ def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing(
         read(proto.SPACE_EVENTS, 0, 2, 6), 300,
         req(proto.T_WRITE | proto.SPACE_EVENTS, 7, struct.pack("<HI", 0, 0)),
     ], dut=dut, settle=600)
-    assert not [f for f in frames if f.type == proto.T_EVENT]
     resp = [f for f in frames if f.type & proto.RESP]
-    assert [f.body[0] for f in resp[:3]] == [proto.ST_OK] * 3
-    w = words(resp[3])
-    assert words(resp[4]) == w                              # stored response, same records
+    assert len(resp) == len(frames)
+    assert [f.body[0] for f in resp[:2]] == [proto.ST_OK] * 2
+    w = words(resp[2])
+    assert words(resp[3]) == w                              # stored response, same records
     recs = [hi << 32 | lo for lo, hi in zip(w[::2], w[1::2]) if lo != proto.EVENT_NONE_WORD]
     assert len(recs) == 3 and w[6:] == [proto.EVENT_NONE_WORD] * 2
     conv = RecordConverter(3_000_000)
@@ -362,5 +328,5 @@ def test_pull_mode_events_are_read_not_pushed_and_a_retransmission_pops_nothing(
     assert [(e.get("tag") or e["state"], e["cycle"]) for e in evs] == \
         [("running", 0), ("a", 0), ("b", 1 + 2 * 3), ("done", 2 + 2 * 3)]
     assert decode_record(recs[0], 2).timestamp == 0          # START_TB: global cycle 0
-    assert words(resp[5]) == [proto.EVENT_NONE_WORD] * 2     # nothing popped twice
-    assert resp[6].body[0] == proto.ST_BAD_ADDR              # EVENTS is read-only
+    assert words(resp[4]) == [proto.EVENT_NONE_WORD] * 2     # nothing popped twice
+    assert resp[5].body[0] == proto.ST_BAD_ADDR              # EVENTS is read-only

@@ -13,11 +13,6 @@ from copperline.firmware.compiler import compile_program
 from copperline.host.backend import BackendError
 from copperline.host.fpga import FpgaBackend
 
-def test_bad_event_mode_is_a_value_error():
-    with pytest.raises(ValueError, match="events"):
-        FpgaBackend(port="loop://", events="carrier-pigeon")
-
-
 def test_no_board_attached_is_a_clear_error(monkeypatch):
     import copperline.boards.discover as discover
     monkeypatch.setattr(discover, "find_ports", lambda board: [])

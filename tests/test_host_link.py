@@ -161,9 +161,8 @@ class ModelBoard:
             return b"\x00" + struct.pack(f"<{n}I", *(self.mem.get(addr + i, 0) for i in range(n)))
         return bytes([proto.ST_BAD_TYPE])
 
-    def send_event(self, seq, dropped, body):
-        self.conn.sendall(proto.encode_frame(proto.T_EVENT, seq,
-                                             struct.pack("<I", dropped) + body))
+    def send_frame(self, ftype, seq, body):
+        self.conn.sendall(proto.encode_frame(ftype, seq, body))
 
     def close(self):
         if self.conn:
@@ -280,24 +279,30 @@ def test_board_error_status_is_raised(model):
             link.read(proto.SPACE_INFO, 0, 1)
 
 
-def test_events_and_loss_detection(model):
-    got = []
-    with Link(model.url, timeout=0.5, on_event=lambda *e: got.append(e)) as link:
+def test_an_unasked_frame_is_ignored_and_requests_go_on(model):
+    # (a link-version-1 board sent event frames, type 0x40, unasked)
+    with Link(model.url, timeout=0.5) as link:
         link.echo(b"")                      # the model has accepted the connection now
-        for seq in (0, 1, 3, 4):            # event 2 is lost on the way
-            model.send_event(seq, 9, b"ev%d" % seq)
-        deadline = time.monotonic() + 2
-        while len(got) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert [g[0] for g in got] == [0, 1, 3, 4]
-        assert got[0] == (0, 9, b"ev0")
-        assert link.stats.events_lost == 1 and link.stats.dropped_by_board == 9
+        model.send_frame(0x40, 0, b"\x09\x00\x00\x00record..")
+        assert link.echo(b"after") == b"after"
+        assert link.stats.duplicates == 0 and link.stats.crc_errors == 0
+
+
+def test_hello_refuses_another_link_version(model):
+    model.info = {"magic": proto.INFO_MAGIC, "link_version": 1, "buf_bytes": 512,
+                  "max_read_words": 126}
+    with Link(model.url, timeout=0.5) as link:
+        with pytest.raises(LinkError, match=r"link version 1, this host 2: rebuild and flash"):
+            link.hello()
+        model.info["link_version"] = proto.LINK_VERSION
+        assert link.hello().link_version == proto.LINK_VERSION
 
 
 def test_hello_takes_the_sizes_of_an_older_board(model):
     # a bitstream with 64-word reads and a 262-byte buffer: the driver's reads, event
     # pulls and upload frames shrink to fit it
-    model.info = {"magic": proto.INFO_MAGIC, "buf_bytes": 262, "max_read_words": 64}
+    model.info = {"magic": proto.INFO_MAGIC, "link_version": proto.LINK_VERSION,
+                  "buf_bytes": 262, "max_read_words": 64}
     with Link(model.url, timeout=0.5) as link:
         assert (link.max_read_words, link.chunk_words) == (126, 126)
         link.hello()
