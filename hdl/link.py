@@ -93,8 +93,9 @@ class Link(wiring.Component):
     #: Memories whose read port never meets a write of the same address in one clock
     #: (``copperline.hdl.synth.collision_dont_care``): ``rx_mem`` is written only while
     #: no frame waits and read only while one does; ``tx_mem`` is written by the
-    #: dispatcher only while no response is pending or being sent, and read only then.
-    COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem")
+    #: dispatcher only while no response is pending or being sent, and read only then;
+    #: ``info_mem`` is written by the counter updater only while nothing else reads it.
+    COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem", "info_mem")
 
     def __init__(self, *, info: list[int], idle_timeout: int,
                  buf_bytes: int = proto.DEFAULT_BUF_BYTES, tx_outreg: bool = False,
@@ -111,10 +112,6 @@ class Link(wiring.Component):
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
             "bus": Out(BusSignature),
-            "frames_ok": Out(16),   # counters wrap; the host reads them as INFO words 16..19
-            "frames_bad": Out(16),
-            "rx_timeouts": Out(16),
-            "rx_dropped": Out(16),
             "activity": Out(1),     # one-cycle pulse per good request (LEDs)
             "error": Out(1),        # one-cycle pulse per dropped frame or timeout (LEDs)
             "busy": Out(1),         # a frame is being received, executed or sent
@@ -140,13 +137,22 @@ class Link(wiring.Component):
         rx_r = rx_mem.read_port()
         tx_w = tx_mem.write_port()
         tx_r = tx_mem.read_port()
+        # INFO: the 16 constant words, then the link's four counters (16 bits, wrapping),
+        # in one block RAM. The counters count there too (``_counters``): a flag per
+        # counter, then a read and a write of its word, instead of four adders and a
+        # multiplexer in logic.
+        m.submodules.info_mem = info_mem = Memory(
+            shape=32, depth=2 * proto.INFO_CONST_WORDS,
+            init=list(self.info) + [0] * proto.INFO_CONST_WORDS)
+        info_r = info_mem.read_port()
+        info_w = info_mem.write_port()
+        count = {name: Signal(name=f"count_{name}") for name in proto.INFO_FIELDS[16:]}
         m.submodules.rx_crc = rx_crc = crc.Processor(crc_params)
         m.submodules.tx_crc = tx_crc = crc.Processor(crc_params)
 
         # ---------------------------------------------------------------- receive ------
         frame_ready = Signal()                  # a checked frame waits in rx_mem
-        frame_len = Signal(range(buf + 1))
-        rx_len = Signal(range(buf + 1))
+        rx_len = Signal(range(buf + 1))         # (a waiting frame's length, until dispatched)
         # rx_len's tests, kept as flags beside it (timing): != 0, < buf, >= 4
         rx_any, rx_room, rx_min = Signal(), Signal(init=1), Signal()
         rx_bad = Signal()
@@ -174,7 +180,7 @@ class Link(wiring.Component):
         m.d.comb += self.rx.ready.eq(1)         # never stall the UART; drops are counted
         with m.If(self.rx.valid):
             with m.If(frame_ready | (tq_end & tq_open) | end_q):
-                m.d.sync += self.rx_dropped.eq(self.rx_dropped + 1)
+                m.d.comb += count["rx_dropped"].eq(1)
             with m.Elif(self.rx.payload == proto.SLIP_END):
                 # A delimiter always ends the frame, even right after an escape (then bad).
                 m.d.comb += tok_end.eq(1)
@@ -210,22 +216,19 @@ class Link(wiring.Component):
                 m.d.sync += rx_bad.eq(1)
         with m.If(tq_err):
             m.d.sync += rx_bad.eq(1)
-        with m.If(tq_end):
-            # (the length is taken at every delimiter, whether the frame passes or not: no
-            # delimiter is decoded while a frame waits, and the load then hangs off one
-            # flag instead of the whole check: timing)
-            m.d.sync += frame_len.eq(rx_len)
         # The verdict on a frame that ended, registered (timing): it is taken a clock
         # after its delimiter (``end_q``), from a check made at the delimiter.
         m.d.sync += [end_q.eq(tq_end & (rx_any | rx_bad | tq_esc)),
                      end_good.eq(~rx_bad & ~tq_esc & rx_min & rx_crc.match_detected)]
+        # (a good frame's length stays in rx_len until the dispatcher takes it: no byte is
+        # decoded while a frame waits)
         with m.If(end_q):
             with m.If(end_good):
                 m.d.sync += frame_ready.eq(1)
             with m.Else():
-                m.d.sync += self.frames_bad.eq(self.frames_bad + 1)
-                m.d.comb += self.error.eq(1)
-            m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0), rx_bad.eq(0)]
+                m.d.sync += rx_len.eq(0)
+                m.d.comb += [count["frames_bad"].eq(1), self.error.eq(1)]
+            m.d.sync += [rx_any.eq(0), rx_room.eq(1), rx_min.eq(0), rx_bad.eq(0)]
 
         # Idle timeout: a frame that stops arriving half-way is dropped, so a host that
         # restarts mid-frame is understood at once (no 0xC0 needed first).
@@ -233,9 +236,8 @@ class Link(wiring.Component):
             m.d.sync += idle.eq(idle_load)
         with m.Elif(idle[-1]):
             m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0),
-                         rx_bad.eq(0), rx_esc.eq(0), idle.eq(idle_load),
-                         self.rx_timeouts.eq(self.rx_timeouts + 1)]
-            m.d.comb += self.error.eq(1)
+                         rx_bad.eq(0), rx_esc.eq(0), idle.eq(idle_load)]
+            m.d.comb += [count["rx_timeouts"].eq(1), self.error.eq(1)]
         with m.Else():
             m.d.sync += idle.eq(idle - 1)
 
@@ -269,7 +271,6 @@ class Link(wiring.Component):
         word = Signal(32)
         bi = Signal(2)
         blen = Signal(range(buf + 1))
-        info_data = Signal(32)
         is_info = Signal()
 
         # (the request's class and length checks, registered before HEADER: timing)
@@ -286,19 +287,16 @@ class Link(wiring.Component):
         with m.If(adv):
             m.d.sync += [rp.eq(rp + 1), rxb.eq(rx_r.data)]
 
-        # INFO space: 16 constant words (a 4-input function per bit: one LUT each), then
-        # the link's own four counters.
-        n_info = proto.INFO_CONST_WORDS + 4
-        info_const = Array(C(w, 32) for w in self.info)[addr[:4]]
-        info_count = Array([self.frames_ok, self.frames_bad, self.rx_timeouts,
-                            self.rx_dropped])[addr[:2]]
+        # INFO space: words 0..19 of ``info_mem``, read like the bus (data a clock after
+        # ``re``), but not while the counter updater uses the memory
         info_err = (addr[5:] != 0) | (addr[4] & (addr[2:4] != 0))
-        assert n_info == 20     # (the bit test above)
+        assert len(proto.INFO_FIELDS) == 20     # (the bit test above)
+        counting = self._counters(m, info_r, info_w, count)
         bus = self.bus
         m.d.comb += [bus.space.eq(space), bus.addr.eq(addr), bus.wdata.eq(word),
                      bus.write.eq(is_write)]
-        with m.If(bus.re & is_info):
-            m.d.sync += info_data.eq(Mux(addr[4], info_count, info_const))
+        with m.If(~counting):
+            m.d.comb += [info_r.addr.eq(addr), info_r.en.eq(bus.re & is_info)]
         addr_err = Mux(is_info, info_err, bus.err)
 
         def finish(st):
@@ -314,7 +312,7 @@ class Link(wiring.Component):
                     m.next = "PRIME0"
             with m.State("PRIME0"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += blen.eq(frame_len - 4)
+                m.d.sync += [blen.eq(rx_len - 4), rx_len.eq(0)]
                 m.next = "PRIME1"
             with m.State("PRIME1"):
                 m.d.comb += adv.eq(1)
@@ -341,7 +339,8 @@ class Link(wiring.Component):
                     m.next = "RESEND"
                 with m.Else():
                     m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(last2),
-                                 last_valid[slot].eq(1), self.frames_ok.eq(self.frames_ok + 1)]
+                                 last_valid[slot].eq(1)]
+                    m.d.comb += count["frames_ok"].eq(1)
                     m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), slot)),
                                  tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
                     m.next = "HEADER"
@@ -434,11 +433,13 @@ class Link(wiring.Component):
             with m.State("R_REQ"):
                 with m.If(req_bad):
                     finish(proto.ST_BAD_ADDR)
+                with m.Elif(is_info & counting):
+                    pass                        # (info_mem is busy: next clock)
                 with m.Else():
                     m.d.comb += bus.re.eq(1)
                     m.next = "R_DATA"
             with m.State("R_DATA"):
-                m.d.sync += [word.eq(Mux(is_info, info_data, bus.rdata)), bi.eq(0),
+                m.d.sync += [word.eq(Mux(is_info, info_r.data, bus.rdata)), bi.eq(0),
                              last_word.eq(n == 1)]
                 m.next = "R_BYTE"
             with m.State("R_BYTE"):
@@ -576,6 +577,8 @@ class Link(wiring.Component):
                                  rx_esc | ~tx_fsm.ongoing("IDLE") | esc_pending | tx_full)
         if hasattr(self, "quiet"):
             # Quiet: no register changes at the next edge, for each part of the link:
+            # (the counters: nothing to count, no update under way)
+            count_still = ~counting & ~Cat(*count.values()).any() & ~self._count_pending.any()
             crc_init = crc_params.compute(b"")       # what .crc shows after a start
             # receive: no byte, no frame begun, the timeout counter at rest, CRC at start
             # (``end_good`` may change, but it is only read with ``end_q``)
@@ -595,10 +598,38 @@ class Link(wiring.Component):
             tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
             # The memories' read data (and ``txb``) may still change, but nobody looks at
             # it before a fresh read (PRIME, FETCH).
-            m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still)
+            m.d.comb += self.quiet.eq(rx_still & dispatch_still & tx_still & tx_crc_still &
+                                      count_still)
             # Detached: no frame begun or waiting (the bus is only driven by the dispatch
             # of a complete frame, which takes five more bytes at least).
             m.d.comb += self.detached.eq(~rx_any & ~rx_bad & ~rx_esc & ~frame_ready &
                                          ~tq_byte & ~tq_end & ~end_q & ~tq_err &
                                          dispatch_fsm.ongoing("IDLE"))
         return m
+
+    def _counters(self, m, info_r, info_w, count) -> Value:
+        """The INFO counters, kept in ``info_mem`` (words 16..19): each ``count`` pulse
+        sets a flag; one flag at a time, the updater reads the counter's word and writes
+        it back plus one (three clocks, so twelve for all four: a count is lost only if
+        a counter's events come closer than that, and a UART delivers a byte every ten
+        bit times, 40 clocks at least, in the fastest case). Returns ``counting``, a register: the updater has the
+        memory's ports this clock (the dispatcher then waits with its INFO read)."""
+        pending = self._count_pending = Signal(len(count))
+        which = Signal(range(len(count)))
+        reading, writing = Signal(), Signal()
+        done = Signal(len(count))
+        m.d.sync += pending.eq((pending & ~done) | Cat(*count.values()))
+        with m.If(reading):
+            m.d.sync += [reading.eq(0), writing.eq(1)]
+            m.d.comb += [done.eq(1 << which), info_r.en.eq(1),
+                         info_r.addr.eq(proto.INFO_CONST_WORDS + which)]
+        with m.Elif(writing):
+            m.d.sync += writing.eq(0)
+            m.d.comb += [info_w.en.eq(1), info_w.addr.eq(proto.INFO_CONST_WORDS + which),
+                         info_w.data.eq((info_r.data + 1)[:16])]
+        with m.Elif(pending.any()):
+            m.d.sync += reading.eq(1)
+            for i in reversed(range(len(count))):
+                with m.If(pending[i]):
+                    m.d.sync += which.eq(i)
+        return reading | writing
