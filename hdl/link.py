@@ -247,7 +247,6 @@ class Link(wiring.Component):
         # costs nothing, and the fabric clock is set by the longest path.
         resp_pending = Signal()                 # tx_mem holds a response to send
         resp_sending = Signal()
-        tx_len = Signal(range(buf + 1))
 
         typ = Signal(8)
         seq = Signal(8)
@@ -264,7 +263,7 @@ class Link(wiring.Component):
         adv = Signal()
         wp = Signal(range(buf + 1))             # tx_mem write pointer
         n = Signal(range(buf + 1))
-        status = Signal(8)
+        status = Signal(range(max(proto.STATUS_NAMES) + 1))
         space = Signal(4)
         addr = Signal(16)
         addr_next = Signal()                    # addr moves on at the next word's first byte
@@ -279,8 +278,7 @@ class Link(wiring.Component):
         w_words = Signal.like(blen)
         last_word = Signal()                    # n == 1, registered before it is needed
         echo_more = Signal()                    # n != 0 in ECHO, registered likewise
-        crc_same = Signal(2)                    # per response slot: the frame's CRC is its last one's
-        seq_same = Signal(2)                    # ... and its sequence number
+        repeat = Signal()                       # seq and CRC are those of its slot's last request
         req_bad = Signal()                      # the bus said err (or INFO is written)
         m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv),
                      is_info.eq(space == proto.SPACE_INFO)]
@@ -302,7 +300,7 @@ class Link(wiring.Component):
         def finish(st):
             m.d.sync += status.eq(st)
             if st != proto.ST_OK:
-                m.d.sync += tx_len.eq(3)
+                m.d.sync += wp.eq(3)            # (the response: type, seq, status)
             m.next = "FINISH"
 
         with m.FSM(name="dispatch") as dispatch_fsm:
@@ -319,23 +317,25 @@ class Link(wiring.Component):
                 m.next = "TYPE"
             with m.State("TYPE"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [typ.eq(rxb),
-                             crc_same.eq(Cat(last_valid[i] & (last2 == last_crc[i])
-                                             for i in range(2)))]
+                m.d.sync += typ.eq(rxb)
                 m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += adv.eq(1)
+                # (the retransmission test compares with the request's own slot only)
                 m.d.sync += [seq.eq(rxb), slot.eq(rxb[0]),
-                             seq_same.eq(Cat(rxb == last_seq[i] for i in range(2))),
+                             repeat.eq(last_valid[rxb[0]] & (last2 == last_crc[rxb[0]]) &
+                                       (rxb == last_seq[rxb[0]])),
                              is_echo.eq(typ == proto.T_ECHO),
                              is_write.eq(typ[4:] == proto.T_WRITE >> 4),
                              is_read.eq(typ[4:] == proto.T_READ >> 4),
-                             w_len_bad.eq((blen < 6) | (blen[:2] != 2)),
+                             # (addr u16 + whole words, one at least: blen = 4k + 2,
+                             # k >= 1; bit tests, not a `<` carry chain)
+                             w_len_bad.eq((blen[:2] != 2) | (blen[2:] == 0)),
                              r_len_bad.eq(blen != 3),
                              w_words.eq((blen - 2) >> 2)]
                 m.next = "DECIDE"
             with m.State("DECIDE"):             # a retransmission, or a new request
-                with m.If((crc_same & seq_same).bit_select(slot, 1)):
+                with m.If(repeat):
                     m.next = "RESEND"
                 with m.Else():
                     m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(last2),
@@ -347,7 +347,7 @@ class Link(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
                              self.activity.eq(1)]
-                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen), tx_len.eq(3),
+                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen),
                              addr_next.eq(0), echo_more.eq(blen != 0)]
                 with m.If(is_echo):
                     m.next = "ECHO"
@@ -371,7 +371,6 @@ class Link(wiring.Component):
                                  tx_w.en.eq(1), adv.eq(1)]
                     m.d.sync += [wp.eq(wp + 1), n.eq(n - 1), echo_more.eq(n != 1)]
                 with m.Else():
-                    m.d.sync += tx_len.eq(wp)
                     finish(proto.ST_OK)
 
             # WRITE: addr u16, then n words; each word goes out on the bus as it
@@ -449,7 +448,6 @@ class Link(wiring.Component):
                 with m.If(bi == 3):
                     m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
                     with m.If(last_word):
-                        m.d.sync += tx_len.eq(wp + 1)
                         finish(proto.ST_OK)
                     with m.Else():
                         m.next = "R_NEXT"
@@ -464,7 +462,7 @@ class Link(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
                              tx_w.en.eq(1)]
-                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), slot_len[slot].eq(tx_len)]
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), slot_len[slot].eq(wp)]
                 m.next = "IDLE"
             with m.State("RESEND"):
                 m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
@@ -515,7 +513,7 @@ class Link(wiring.Component):
 
         ti = Signal(range(buf + 1))
         tn = Signal(range(buf + 1))
-        last_tok = Signal()                     # ti + 1 == tn, registered in LOAD
+        past_end = Signal()                     # ti == tn: every byte is out (FETCH)
         tx_slot = Signal()
         if self.tx_outreg:
             txb = Signal(8)
@@ -537,26 +535,24 @@ class Link(wiring.Component):
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency
+                m.d.sync += past_end.eq(ti == tn)
                 m.next = "FETCH2" if self.tx_outreg else "LOAD"
             if self.tx_outreg:
                 with m.State("FETCH2"):         # ... and its data registered (``txb``)
                     m.next = "LOAD"
             with m.State("LOAD"):               # the token, registered (timing)
-                load_tok(txb)
-                m.d.sync += last_tok.eq(ti + 1 == tn)
-                m.next = "DATA"
+                with m.If(past_end):            # (then the CRC: the last byte is in it)
+                    load_tok(tx_crc.crc[8:])
+                    m.next = "CRC_HI"
+                with m.Else():
+                    load_tok(txb)
+                    m.next = "DATA"
             with m.State("DATA"):
                 m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
                     m.d.comb += tx_crc.valid.eq(1)
                     m.d.sync += ti.eq(ti + 1)
-                    with m.If(last_tok):
-                        m.next = "LOAD_CRC_HI"
-                    with m.Else():
-                        m.next = "FETCH"
-            with m.State("LOAD_CRC_HI"):
-                load_tok(tx_crc.crc[8:])
-                m.next = "CRC_HI"
+                    m.next = "FETCH"
             with m.State("CRC_HI"):
                 m.d.comb += tok_valid.eq(1)
                 with m.If(tok_ready):
