@@ -101,11 +101,12 @@ class CoreBus(wiring.Component):
 
     PROG ``slot * program_words + word``; CTL ``slot`` (1 start, 2 stop, 3 reset, 4 start
     and reset the time base) or
-    ``0x100`` (reset all + time base) or ``0x101`` (event mode: 1 push, 0 pull) or
+    ``0x100`` (reset all + time base) or
     ``0x102`` (start the slots of a mask in one core cycle; bit 31: and reset the time
-    base); FENCE
+    base), every other CTL address errs (also ``0x101``, once the event mode: events
+    are only pulled); FENCE
     ``slot * FENCE_TIMELINES + timeline``; REGS ``register index`` (raw bits); STATUS
-    ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS (pull mode) ``2 * i`` low and
+    ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS ``2 * i`` low and
     ``2 * i + 1`` high word of the FIFO's head record, popped by the high word's read
     (both words ``0xFFFFFFFF``: empty). SCRATCH is only in the link-only top: here it
     errs like any unknown space.
@@ -120,8 +121,7 @@ class CoreBus(wiring.Component):
         self.core = core
         members = {"bus": In(BusSignature),
                    "active": Out(1),            # a start since the last reset-all
-                   "push": Out(1, init=1),      # event mode: frames (1) or pulled (0)
-                   "ev_pop": Out(1)}            # pull mode: the head record was read
+                   "ev_pop": Out(1)}            # the FIFO's head record was read
         if quiet:
             members["quiet"] = Out(1)    # simulation only: no bus cycle, no command waiting
         super().__init__(members)
@@ -147,11 +147,9 @@ class CoreBus(wiring.Component):
             "regs_ok": (a < regs_n),
             "events_ok": (a < 2 * proto.MAX_READ_WORDS),
             "a_reset": (a == proto.CTL_RESET_ADDR),
-            "a_mode": (a == proto.CTL_EVENT_MODE_ADDR),
             "a_mask": (a == proto.CTL_START_MASK_ADDR),
             "w_cmd": (w[3:] == 0) & (w[:3] >= proto.CTL_START) & (w[:3] <= proto.CTL_START_TB),
             "w_one": (w == 1),
-            "w_bit": (w[1:] == 0),
             "w_mask": (w[:C] != 0) & (w[C:31] == 0),
             "w_fence": (w[isa.FENCE_VALUE_BITS:] == 0),
         }
@@ -168,7 +166,7 @@ class CoreBus(wiring.Component):
             with m.Case(proto.SPACE_CTL):
                 m.d.comb += err.eq(~f["write"] | ~(
                     (f["slot_ok"] & f["w_cmd"]) | (f["a_reset"] & f["w_one"]) |
-                    (f["a_mode"] & f["w_bit"]) | (f["a_mask"] & f["w_mask"])))
+                    (f["a_mask"] & f["w_mask"])))
             with m.Case(proto.SPACE_FENCE):
                 m.d.comb += err.eq(~f["write"] | ~f["slot4_ok"] | ~f["w_fence"])
             with m.Case(proto.SPACE_REGS):
@@ -203,9 +201,7 @@ class CoreBus(wiring.Component):
         all_slots = (1 << C) - 1
         # (the address tests are the error decode's flags: the request has held since)
         with m.If(wr & (sp_q == proto.SPACE_CTL)):
-            with m.If(f["a_mode"]):
-                m.d.sync += self.push.eq(bus.wdata[0])
-            with m.Elif(f["a_reset"]):
+            with m.If(f["a_reset"]):
                 m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
             with m.Elif(f["a_mask"]):
                 m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
@@ -253,8 +249,8 @@ class CoreBus(wiring.Component):
         ev_word = Signal(32)
         with m.If(bus.re & (sp == proto.SPACE_EVENTS)):
             with m.If(~a[0]):
-                m.d.sync += [have.eq(ev.valid & ~self.push),
-                             ev_word.eq(Mux(ev.valid & ~self.push, ev_bits[:32],
+                m.d.sync += [have.eq(ev.valid),
+                             ev_word.eq(Mux(ev.valid, ev_bits[:32],
                                             proto.EVENT_NONE_WORD))]
             with m.Else():
                 m.d.sync += [have.eq(0),
@@ -387,10 +383,7 @@ class LinkTop(wiring.Component):
                                           corebus.active),
                              self.warped.eq(core.warped)]
             ev = core.events
-            m.d.comb += [link.events.valid.eq(ev.valid & corebus.push),
-                         ev.ready.eq(Mux(corebus.push, link.events.ready, corebus.ev_pop)),
-                         link.events.payload.eq(ev.payload.as_value()),
-                         link.dropped.eq(core.dropped)]
+            m.d.comb += ev.ready.eq(corebus.ev_pop)
 
         if self.byte_io:
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
