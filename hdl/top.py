@@ -149,24 +149,24 @@ class CoreBus(wiring.Component):
         ok = Signal()
         with m.Switch(sp):
             with m.Case(proto.SPACE_PROG):
-                m.d.sync += ok.eq(wr_ok & _below(a[pb:], C))
+                m.d.comb += ok.eq(wr_ok & _below(a[pb:], C))
             with m.Case(proto.SPACE_CTL):
                 w_cmd = (w[3:] == 0) & (w[:3] != 0) & (~w[2] | (w[:2] == 0))      # 1..4
-                m.d.sync += ok.eq(wr_ok & (
+                m.d.comb += ok.eq(wr_ok & (
                     (_below(a, C) & w_cmd) |
                     (a == proto.CTL_RESET_ADDR) & (w == 1) |
                     (a == proto.CTL_START_MASK_ADDR) & (w[:C] != 0) & w_hi0))
             with m.Case(proto.SPACE_FENCE):
-                m.d.sync += ok.eq(wr_ok & _below(a[2:], C) & (w[isa.FENCE_VALUE_BITS:] == 0))
+                m.d.comb += ok.eq(wr_ok & _below(a[2:], C) & (w[isa.FENCE_VALUE_BITS:] == 0))
             with m.Case(proto.SPACE_REGS):
-                m.d.sync += ok.eq(rd_ok & _below(a, regs_n))
+                m.d.comb += ok.eq(rd_ok & _below(a, regs_n))
             with m.Case(proto.SPACE_STATUS):
-                m.d.sync += ok.eq(rd_ok & _below(a[2:], C))
+                m.d.comb += ok.eq(rd_ok & _below(a[2:], C))
             with m.Case(proto.SPACE_EVENTS):
-                m.d.sync += ok.eq(rd_ok & _below(a, 2 * proto.MAX_READ_WORDS))
+                m.d.comb += ok.eq(rd_ok & _below(a, 2 * proto.MAX_READ_WORDS))
             with m.Default():
-                m.d.sync += ok.eq(0)
-        m.d.comb += bus.err.eq(~ok)
+                m.d.comb += ok.eq(0)
+        m.d.sync += bus.err.eq(~ok)
 
         # --- writes reach the core's ports one clock after the bus's ``we`` (timing): the
         # link holds space/addr/wdata through that clock (``BusSignature``)
