@@ -112,10 +112,17 @@ class CoreBus(wiring.Component):
     (both words ``0xFFFFFFFF``: empty). SCRATCH is only in the link-only top: here it
     errs like any unknown space.
 
-    Registered decode (timing): ``err`` is decided two clocks after the bus's
-    space/addr/write/wdata (the link waits for it, see ``BusSignature``), and a write
-    (``we``) reaches the core's ports, and an EVENTS read its pop, one clock after the
-    bus cycle (the link holds the bus's request through that clock).
+    Registered decode (timing; ``BusSignature``): ``err`` is one flip-flop, decided from
+    the bus's space/addr/write/wdata a clock after them (the link allows two), with the
+    compares against constants as bit tests (no carry chains). A write (``we``) reaches
+    the core's ports, and an EVENTS read its pop, one clock after the bus cycle (the link
+    holds the bus's request through that clock); a CTL write that reaches ``we`` passed
+    the error decode, so a few address and value bits tell its command. A read loads one
+    register at ``re`` from every source (the register file's read-back, a RAM read every
+    clock, already holds the address's word then: the address has held since the error
+    decode); each bit of it is a chain of LUTs two sources each (``SB_LUT4`` instances on
+    the iCE40, whose delay-driven mapping would spend more on a shallower path), steered
+    by selects registered the clock before ``re``.
     """
 
     def __init__(self, core, *, quiet: bool = False):
