@@ -2,8 +2,8 @@
 
 :class:`LinkTop` is what every board builds: the UART pins go through
 :class:`~copperline.hdl.uart.UARTRx`/``UARTTx`` into :class:`~copperline.hdl.link.Link`,
-whose register bus is decoded here (:class:`CoreBus`) onto the core's host ports, and the
-core's event stream goes back out as event frames. Without the core (``core=None``) only
+whose register bus is decoded here (:class:`CoreBus`) onto the core's host ports (the
+host pulls the core's event records through the EVENTS space). Without the core (``core=None``) only
 the INFO space (served by the link) and a 16-word SCRATCH space answer; the core's spaces
 (PROG, CTL, FENCE, REGS, STATUS) answer ``bad address``, so a host sees at once that the
 bitstream has no core. With the core, SCRATCH answers ``bad address`` (its RAM is only
@@ -25,6 +25,7 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.vendor import SiliconBluePlatform
 
 from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
@@ -103,24 +104,32 @@ class CoreBus(wiring.Component):
     and reset the time base) or
     ``0x100`` (reset all + time base) or
     ``0x102`` (start the slots of a mask in one core cycle; bit 31: and reset the time
-    base); FENCE
+    base), every other CTL address errs (also ``0x101``, once the event mode: events
+    are only pulled); FENCE
     ``slot * FENCE_TIMELINES + timeline``; REGS ``register index`` (raw bits); STATUS
     ``slot * 4 + (state, pc, cycle, dropped)``; EVENTS ``2 * i`` low and
     ``2 * i + 1`` high word of the FIFO's head record, popped by the high word's read
     (both words ``0xFFFFFFFF``: empty). SCRATCH is only in the link-only top: here it
     errs like any unknown space.
 
-    Registered decode (timing): ``err`` is decided two clocks after the bus's
-    space/addr/write/wdata (the link waits for it, see ``BusSignature``), and a write
-    (``we``) reaches the core's ports, and an EVENTS read its pop, one clock after the
-    bus cycle (the link holds the bus's request through that clock).
+    Registered decode (timing; ``BusSignature``): ``err`` is one flip-flop, decided from
+    the bus's space/addr/write/wdata a clock after them (the link allows two), with the
+    compares against constants as bit tests (no carry chains). A write (``we``) reaches
+    the core's ports, and an EVENTS read its pop, one clock after the bus cycle (the link
+    holds the bus's request through that clock); a CTL write that reaches ``we`` passed
+    the error decode, so a few address and value bits tell its command. A read loads one
+    register at ``re`` from every source (the register file's read-back, a RAM read every
+    clock, already holds the address's word then: the address has held since the error
+    decode); each bit of it is a chain of LUTs two sources each (``SB_LUT4`` instances on
+    the iCE40, whose delay-driven mapping would spend more on a shallower path), steered
+    by selects registered the clock before ``re``.
     """
 
     def __init__(self, core, *, quiet: bool = False):
         self.core = core
         members = {"bus": In(BusSignature),
                    "active": Out(1),            # a start since the last reset-all
-                   "ev_pop": Out(1)}            # the head record was read (EVENTS)
+                   "ev_pop": Out(1)}            # the FIFO's head record was read
         if quiet:
             members["quiet"] = Out(1)    # simulation only: no bus cycle, no command waiting
         super().__init__(members)
@@ -130,53 +139,41 @@ class CoreBus(wiring.Component):
         core, bus = self.core, self.bus
         C = core.contexts
         sb, pb = core.slot_bits, core.pc_bits
-        sp = bus.space
-        a = bus.addr
-        slot_of_prog = a >> pb
-        slot4 = a >> 2
+        sp, a, w = bus.space, bus.addr, bus.wdata
         regs_n = core.layers * isa.REG_STRIDE
-        # --- errors: decoded from the bus's request in two registered steps (timing; the
-        # link allows ``err`` to lag two clocks): first what each field says, then err.
-        w = bus.wdata
-        fields = {      # name: what the request says, registered as a flag each
-            "write": bus.write,
-            "prog_ok": (slot_of_prog < C),
-            "slot_ok": (a < C),
-            "slot4_ok": (slot4 < C),
-            "regs_ok": (a < regs_n),
-            "events_ok": (a < 2 * proto.MAX_READ_WORDS),
-            "a_reset": (a == proto.CTL_RESET_ADDR),
-            "a_mask": (a == proto.CTL_START_MASK_ADDR),
-            "w_cmd": (w[3:] == 0) & (w[:3] >= proto.CTL_START) & (w[:3] <= proto.CTL_START_TB),
-            "w_one": (w == 1),
-            "w_mask": (w[:C] != 0) & (w[C:31] == 0),
-            "w_fence": (w[isa.FENCE_VALUE_BITS:] == 0),
-        }
-        f = {}
-        for name, value in fields.items():
-            f[name] = Signal(name=f"err_{name}")
-            m.d.sync += f[name].eq(value)
-        sp_q = Signal.like(sp)
-        m.d.sync += sp_q.eq(sp)
-        err = Signal()
-        with m.Switch(sp_q):
+        # (the CTL decode below tells the commands apart by a few bits, given the request
+        # passed the error decode)
+        assert (proto.CTL_RESET_ADDR, proto.CTL_START_MASK_ADDR) == (0x100, 0x102) and C <= 0x100
+        assert (proto.CTL_START, proto.CTL_STOP, proto.CTL_RESET_SLOT,
+                proto.CTL_START_TB) == (1, 2, 3, 4)
+        assert proto.STATUS_WORDS == 4 and proto.TIMESTAMP_BITS == 32
+
+        # --- errors: what the request says, decoded into one registered flag (the link
+        # allows ``err`` to lag two clocks); compares with constants as bit tests (a
+        # ``<`` would be a carry chain)
+        wr_ok, rd_ok = bus.write, ~bus.write
+        w_hi0 = w[C:31] == 0
+        ok = Signal()
+        with m.Switch(sp):
             with m.Case(proto.SPACE_PROG):
-                m.d.comb += err.eq(~f["prog_ok"] | ~f["write"])
+                m.d.comb += ok.eq(wr_ok & _below(a[pb:], C))
             with m.Case(proto.SPACE_CTL):
-                m.d.comb += err.eq(~f["write"] | ~(
-                    (f["slot_ok"] & f["w_cmd"]) | (f["a_reset"] & f["w_one"]) |
-                    (f["a_mask"] & f["w_mask"])))
+                w_cmd = (w[3:] == 0) & (w[:3] != 0) & (~w[2] | (w[:2] == 0))      # 1..4
+                m.d.comb += ok.eq(wr_ok & (
+                    (_below(a, C) & w_cmd) |
+                    (a == proto.CTL_RESET_ADDR) & (w == 1) |
+                    (a == proto.CTL_START_MASK_ADDR) & (w[:C] != 0) & w_hi0))
             with m.Case(proto.SPACE_FENCE):
-                m.d.comb += err.eq(~f["write"] | ~f["slot4_ok"] | ~f["w_fence"])
+                m.d.comb += ok.eq(wr_ok & _below(a[2:], C) & (w[isa.FENCE_VALUE_BITS:] == 0))
             with m.Case(proto.SPACE_REGS):
-                m.d.comb += err.eq(f["write"] | ~f["regs_ok"])
+                m.d.comb += ok.eq(rd_ok & _below(a, regs_n))
             with m.Case(proto.SPACE_STATUS):
-                m.d.comb += err.eq(f["write"] | ~f["slot4_ok"])
+                m.d.comb += ok.eq(rd_ok & _below(a[2:], C))
             with m.Case(proto.SPACE_EVENTS):
-                m.d.comb += err.eq(f["write"] | ~f["events_ok"])
+                m.d.comb += ok.eq(rd_ok & _below(a, 2 * proto.MAX_READ_WORDS))
             with m.Default():
-                m.d.comb += err.eq(1)
-        m.d.sync += bus.err.eq(err)
+                m.d.comb += ok.eq(0)
+        m.d.sync += bus.err.eq(~ok)
 
         # --- writes reach the core's ports one clock after the bus's ``we`` (timing): the
         # link holds space/addr/wdata through that clock (``BusSignature``)
@@ -184,41 +181,35 @@ class CoreBus(wiring.Component):
         m.d.sync += wr.eq(bus.we)
 
         # --- PROG and FENCE writes: the core always accepts them
-        m.d.comb += [core.prog_wr.payload.addr.eq(a), core.prog_wr.payload.data.eq(bus.wdata),
-                     core.prog_wr.valid.eq(wr & (sp_q == proto.SPACE_PROG)),
+        m.d.comb += [core.prog_wr.payload.addr.eq(a), core.prog_wr.payload.data.eq(w),
+                     core.prog_wr.valid.eq(wr & (sp == proto.SPACE_PROG)),
                      core.fence_wr.payload.slot.eq(a >> 2),
                      core.fence_wr.payload.timeline.eq(a[:2]),
-                     core.fence_wr.payload.value.eq(bus.wdata),
-                     core.fence_wr.valid.eq(wr & (sp_q == proto.SPACE_FENCE))]
+                     core.fence_wr.payload.value.eq(w),
+                     core.fence_wr.valid.eq(wr & (sp == proto.SPACE_FENCE))]
 
         # --- CTL: commands are accepted in the first clock of a core cycle; until then
         # they wait here, and later writes merge into the same command.
         p_start, p_stop, p_reset = Signal(C), Signal(C), Signal(C)
         p_tb = Signal()
-        n_start, n_stop, n_reset = Signal(C), Signal(C), Signal(C)
-        n_tb = Signal()
-        all_slots = (1 << C) - 1
-        # (the address tests are the error decode's flags: the request has held since)
-        with m.If(wr & (sp_q == proto.SPACE_CTL)):
-            with m.If(f["a_reset"]):
-                m.d.comb += [n_reset.eq(all_slots), n_tb.eq(1)]
-            with m.Elif(f["a_mask"]):
-                m.d.comb += [n_start.eq(bus.wdata[:C]), n_tb.eq(bus.wdata[31])]
-            with m.Else():
-                bit = Signal(C)
-                m.d.comb += bit.eq(1 << a[:sb])
-                with m.Switch(bus.wdata[:3]):
-                    with m.Case(proto.CTL_START):
-                        m.d.comb += n_start.eq(bit)
-                    with m.Case(proto.CTL_START_TB):
-                        m.d.comb += [n_start.eq(bit), n_tb.eq(1)]
-                    with m.Case(proto.CTL_STOP):
-                        m.d.comb += n_stop.eq(bit)
-                    with m.Case(proto.CTL_RESET_SLOT):
-                        m.d.comb += n_reset.eq(bit)
-        with m.If(n_start.any()):
+        # (a write that reaches here passed the error decode: address bit 8 tells a slot
+        # from 0x100/0x102, bit 1 those two apart, and the value's bits the command: 1
+        # START and 4 START_TB have bit 1 clear, 2 STOP and 3 RESET_SLOT set, bit 0 tells
+        # those two apart and bit 2 is START_TB's time base reset)
+        ctl = Signal()
+        m.d.comb += ctl.eq(wr & (sp == proto.SPACE_CTL))
+        reset_all = ctl & a[8] & ~a[1]
+        mask = ctl & a[8] & a[1]
+        slot_cmd = ctl & ~a[8]
+        bit = Signal(C)
+        m.d.comb += bit.eq(1 << a[:sb])
+        n_start = Mux(slot_cmd & ~w[1], bit, 0) | Mux(mask, w[:C], 0)
+        n_stop = Mux(slot_cmd & w[1] & ~w[0], bit, 0)
+        n_reset = Mux(slot_cmd & w[1] & w[0], bit, 0) | Mux(reset_all, (1 << C) - 1, 0)
+        n_tb = reset_all | (mask & w[31]) | (slot_cmd & w[2])
+        with m.If((slot_cmd & ~w[1]) | mask):
             m.d.sync += self.active.eq(1)
-        with m.Elif(n_tb & n_reset.any()):
+        with m.Elif(reset_all):
             m.d.sync += self.active.eq(0)
         cmd = core.cmd
         # (``valid`` is a flip-flop of its own, set with the command: the core's time base
@@ -230,52 +221,111 @@ class CoreBus(wiring.Component):
         if hasattr(self, "quiet"):
             m.d.comb += self.quiet.eq(~cmd.valid & ~bus.we & ~bus.re & ~wr & ~self.ev_pop)
         taken = cmd.valid & cmd.ready
-        nxt = [Mux(taken, n, p | n) for p, n in ((p_start, n_start), (p_stop, n_stop),
-                                                 (p_reset, n_reset), (p_tb, n_tb))]
-        m.d.sync += [p_start.eq(nxt[0]), p_stop.eq(nxt[1]), p_reset.eq(nxt[2]), p_tb.eq(nxt[3]),
-                     p_any.eq(Cat(*nxt).any())]
+        # (every CTL write that passed the error decode is a command of its own)
+        m.d.sync += [p.eq(n | Mux(taken, 0, p)) for p, n in ((p_start, n_start), (p_stop, n_stop),
+                                                            (p_reset, n_reset), (p_tb, n_tb))]
+        m.d.sync += p_any.eq(ctl | (p_any & ~taken))
 
-        # --- reads: one clock of latency
-        m.d.comb += [core.reg_addr.eq(a), core.status_slot.eq(slot4)]
-        rsel = Signal(4)
-        status_word = Signal(32)
+        # --- reads: one read register, loaded at ``re`` from the space's source; the
+        # register file's read-back (a RAM read every clock) already holds the address's
+        # word then: the address has held since the error decode (the link decides on
+        # ``err`` before ``re``)
+        m.d.comb += [core.reg_addr.eq(a), core.status_slot.eq(a >> 2)]
+        rd = Signal(32, reset_less=True)
+        m.d.comb += bus.rdata.eq(rd)
         # EVENTS: the low word's read latches whether there is a record, so the high word
         # (and the pop) belong to the same record even if one arrives in between.
         ev = core.events
-        ev_bits = Signal(64)
-        m.d.comb += ev_bits.eq(ev.payload.as_value())
+        ev_bits = ev.payload.as_value()
         have = Signal()
-        ev_word = Signal(32)
-        with m.If(bus.re & (sp == proto.SPACE_EVENTS)):
-            with m.If(~a[0]):
-                m.d.sync += [have.eq(ev.valid),
-                             ev_word.eq(Mux(ev.valid, ev_bits[:32],
-                                            proto.EVENT_NONE_WORD))]
-            with m.Else():
-                m.d.sync += [have.eq(0),
-                             ev_word.eq(Mux(have, ev_bits[32:], proto.EVENT_NONE_WORD))]
+        is_ev = sp == proto.SPACE_EVENTS
+        # Which source the read takes (one-hot), and each bit of the read register as a
+        # chain of LUTs: the first picks one of two sources, 0 or 1 by two selects, each
+        # further one passes its input on or, by its select, picks one of two sources
+        # by its input (then a 0 or 1 set up by the first): two sources per LUT.
+        is_st = sp == proto.SPACE_STATUS
+        pick = {"cycle": is_st & (a[:2] == proto.STATUS_CYCLE),
+                "dropped": is_st & (a[:2] == proto.STATUS_DROPPED),
+                "lo": is_ev & ~a[0] & ev.valid,
+                "hi": is_ev & a[0] & have,
+                "none": is_ev & Mux(a[0], ~have, ~ev.valid),
+                "regs": sp == proto.SPACE_REGS,
+                "pc": is_st & (a[:2] == proto.STATUS_PC),
+                "state": is_st & (a[:2] == proto.STATUS_STATE)}
+        src = {"cycle": core.cycle, "dropped": core.dropped,
+               "lo": ev_bits[:32], "hi": ev_bits[32:64], "regs": core.reg_data,
+               "pc": core.status_pc, "state": core.status_state}
+        order = ["cycle", "dropped", "lo", "hi", "regs", "pc", "state"]  # later: arrive late
+        # (on the iCE40 each LUT of the chain is an ``SB_LUT4`` of its own: left to it,
+        # the delay-driven mapping spends LUTs on a shallower read path than it needs)
+        ice40 = isinstance(platform, SiliconBluePlatform)
+        # (the selects are registered, from the clock before ``re``: the request has held
+        # since the error decode, and a record at the FIFO's head stays until popped here)
+        sels = {}
+
+        def sel(e):
+            key = repr(e)
+            if key not in sels:
+                sels[key] = Signal(name=f"rd_sel{len(sels)}", reset_less=True)
+                m.d.sync += sels[key].eq(e)
+            return sels[key]
+
+        lo_q = sel(pick["lo"])
+        with m.If(bus.re & is_ev):
+            m.d.sync += have.eq(lo_q)
+        word = []
+        for i in range(32):
+            here = [n for n in order if i < len(src[n])]
+            first, rest = here[:2], [here[k:k + 2] for k in range(2, len(here), 2)]
+            later_b = [g[1] for g in rest if len(g) == 2]
+            x = sel(Cat(*(pick[n] for n in pick if n not in first)).any())
+            y = sel(Cat(*(pick[n] for n in [first[1], "none"] + later_b)).any())
+            v = _lut(m, ice40, lambda x, y, d0, d1: _mux(x, y, _mux(y, d1, d0)),
+                     x, y, src[first[0]][i], src[first[1]][i])
+            for g in rest:
+                t = sel(Cat(*(pick[n] for n in g)).any())
+                if len(g) == 2:
+                    v = _lut(m, ice40, lambda t, v, d0, d1: _mux(t, _mux(v, d1, d0), v),
+                             t, v, src[g[0]][i], src[g[1]][i])
+                else:
+                    v = _lut(m, ice40, lambda t, v, d0: _mux(t, d0, v), t, v, src[g[0]][i])
+            word.append(v)
+        with m.If(bus.re):
+            m.d.sync += rd.eq(Cat(*word))
         # (the pop, registered: the record leaves the FIFO one clock after its high word
         # was read, long before the link's next read)
         m.d.sync += self.ev_pop.eq(bus.re & (sp == proto.SPACE_EVENTS) & a[0] & have)
-        with m.If(bus.re):
-            m.d.sync += rsel.eq(sp)
-            with m.Switch(a[:2]):
-                with m.Case(proto.STATUS_STATE):
-                    m.d.sync += status_word.eq(core.status_state)
-                with m.Case(proto.STATUS_PC):
-                    m.d.sync += status_word.eq(core.status_pc)
-                with m.Case(proto.STATUS_CYCLE):
-                    m.d.sync += status_word.eq(core.cycle)
-                with m.Case(proto.STATUS_DROPPED):
-                    m.d.sync += status_word.eq(core.dropped)
-        with m.Switch(rsel):
-            with m.Case(proto.SPACE_REGS):
-                m.d.comb += bus.rdata.eq(core.reg_data)
-            with m.Case(proto.SPACE_STATUS):
-                m.d.comb += bus.rdata.eq(status_word)
-            with m.Case(proto.SPACE_EVENTS):
-                m.d.comb += bus.rdata.eq(ev_word)
         return m
+
+
+def _mux(s, a, b):
+    """``a`` if ``s`` else ``b``, of Amaranth values or of 0/1 (a LUT's truth table)."""
+    return Mux(s, a, b) if isinstance(s, Value) else (a if s else b)
+
+
+def _lut(m, ice40: bool, fn, *ins):
+    """``fn`` of up to four one-bit inputs (written with :func:`_mux`, ``&``, ``|``, ``~``
+    is not allowed): an ``SB_LUT4`` on the iCE40, else the expression."""
+    if not ice40:
+        return fn(*ins)
+    init = 0
+    for k in range(1 << len(ins)):
+        if fn(*(k >> j & 1 for j in range(len(ins)))):
+            init |= 1 << k
+    o = Signal()
+    pins = list(ins) + [C(0, 1)] * (4 - len(ins))
+    m.submodules += Instance("SB_LUT4", p_LUT_INIT=C(init, 16), i_I0=pins[0], i_I1=pins[1],
+                             i_I2=pins[2], i_I3=pins[3], o_O=o)
+    return o
+
+
+def _below(x, k: int):
+    """``x < k`` for a constant ``k`` as bit tests (``x`` below ``k`` at the highest bit
+    where they differ), which synthesis makes LUTs of; a ``<`` would be a carry chain."""
+    if k >= 1 << len(x):
+        return C(1)
+    terms = [~x[i] & (x[i + 1:] == k >> (i + 1)) for i in range(len(x)) if k >> i & 1]
+    return Cat(*terms).any() if terms else C(0)
 
 
 class LinkTop(wiring.Component):
