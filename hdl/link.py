@@ -269,13 +269,12 @@ class Link(wiring.Component):
         addr_next = Signal()                    # addr moves on at the next word's first byte
         word = Signal(32)
         bi = Signal(2)
-        blen = Signal(range(buf + 1))
         is_info = Signal()
 
         # (the request's class and length checks, registered before HEADER: timing)
         is_echo, is_write, is_read = Signal(), Signal(), Signal()
         w_len_bad, r_len_bad, count_bad = Signal(), Signal(), Signal()
-        w_words = Signal.like(blen)
+        n_first = Signal(range(buf + 1))        # n in HEADER: a WRITE's words, else body bytes
         last_word = Signal()                    # n == 1, registered before it is needed
         echo_more = Signal()                    # n != 0 in ECHO, registered likewise
         repeat = Signal()                       # seq and CRC are those of its slot's last request
@@ -310,7 +309,6 @@ class Link(wiring.Component):
                     m.next = "PRIME0"
             with m.State("PRIME0"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [blen.eq(rx_len - 4), rx_len.eq(0)]
                 m.next = "PRIME1"
             with m.State("PRIME1"):
                 m.d.comb += adv.eq(1)
@@ -321,6 +319,7 @@ class Link(wiring.Component):
                 m.next = "SEQ"
             with m.State("SEQ"):
                 m.d.comb += adv.eq(1)
+                body = rx_len - 4               # (bytes after type and seq, before the CRC)
                 # (the retransmission test compares with the request's own slot only)
                 m.d.sync += [seq.eq(rxb), slot.eq(rxb[0]),
                              repeat.eq(last_valid[rxb[0]] & (last2 == last_crc[rxb[0]]) &
@@ -328,11 +327,15 @@ class Link(wiring.Component):
                              is_echo.eq(typ == proto.T_ECHO),
                              is_write.eq(typ[4:] == proto.T_WRITE >> 4),
                              is_read.eq(typ[4:] == proto.T_READ >> 4),
-                             # (addr u16 + whole words, one at least: blen = 4k + 2,
-                             # k >= 1; bit tests, not a `<` carry chain)
-                             w_len_bad.eq((blen[:2] != 2) | (blen[2:] == 0)),
-                             r_len_bad.eq(blen != 3),
-                             w_words.eq((blen - 2) >> 2)]
+                             # (the frame, rx_len bytes, is type, seq, body, CRC: a
+                             # WRITE's body is addr u16 and one word at least, rx_len =
+                             # 4k + 2 with k >= 2, told by bit tests, not a `<` carry
+                             # chain; a READ's is 3 bytes)
+                             w_len_bad.eq((rx_len[:2] != 2) | (rx_len[3:] == 0)),
+                             r_len_bad.eq(rx_len != 7),
+                             n_first.eq(Mux(typ[4:] == proto.T_WRITE >> 4, body >> 2, body)),
+                             echo_more.eq(body != 0),
+                             rx_len.eq(0)]            # (the frame buffer's length: taken)
                 m.next = "DECIDE"
             with m.State("DECIDE"):             # a retransmission, or a new request
                 with m.If(repeat):
@@ -347,15 +350,14 @@ class Link(wiring.Component):
             with m.State("HEADER"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
                              self.activity.eq(1)]
-                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(blen),
-                             addr_next.eq(0), echo_more.eq(blen != 0)]
+                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(n_first),
+                             addr_next.eq(0)]
                 with m.If(is_echo):
                     m.next = "ECHO"
                 with m.Elif(is_write):
                     with m.If(w_len_bad):
                         finish(proto.ST_BAD_LEN)
                     with m.Else():
-                        m.d.sync += n.eq(w_words)
                         m.next = "W_ADDR0"
                 with m.Elif(is_read):
                     with m.If(r_len_bad):
