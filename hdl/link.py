@@ -27,6 +27,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from copperline.firmware import board_interface as proto
+from copperline.hdl.lut import all_of, is_ice40, lut, mux
 
 __all__ = ["BusSignature", "Link", "info_words"]
 
@@ -77,6 +78,12 @@ class Link(wiring.Component):
         The 16 constant INFO words (see :func:`info_words`).
     idle_timeout : int
         Clock cycles without a received byte after which a half-received frame is dropped.
+    idle_tick : int
+        0: the idle timeout counts clocks. Else it counts pulses on the ``tick`` input,
+        which come every ``idle_tick`` clocks (a counter the top has anyway): the frame
+        is then dropped between ``idle_timeout`` and ``idle_timeout + 3 * idle_tick``
+        clocks after its last byte (a pulse may come early once, e.g. when the counter
+        is reset), with a counter of a few bits instead of ~20.
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
     tx_outreg : bool
@@ -94,10 +101,12 @@ class Link(wiring.Component):
     #: (``copperline.hdl.synth.collision_dont_care``): ``rx_mem`` is written only while
     #: no frame waits and read only while one does; ``tx_mem`` is written by the
     #: dispatcher only while no response is pending or being sent, and read only then;
-    #: ``info_mem`` is written by the counter updater only while nothing else reads it.
-    COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem", "info_mem")
+    #: ``info_mem`` is written by the counter updater only while nothing else reads it;
+    #: ``slot_mem``'s CRCs are read in TYPE and written in DECIDE, its lengths written in
+    #: FINISH and read once the transmitter starts, a clock later at the earliest.
+    COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem", "info_mem", "slot_mem")
 
-    def __init__(self, *, info: list[int], idle_timeout: int,
+    def __init__(self, *, info: list[int], idle_timeout: int, idle_tick: int = 0,
                  buf_bytes: int = proto.DEFAULT_BUF_BYTES, tx_outreg: bool = False,
                  quiet: bool = False):
         if len(info) != proto.INFO_CONST_WORDS:
@@ -106,6 +115,7 @@ class Link(wiring.Component):
             raise ValueError(f"buf_bytes {buf_bytes} cannot hold a {proto.MAX_READ_WORDS}-word read")
         self.info = info
         self.idle_timeout = idle_timeout
+        self.idle_tick = idle_tick
         self.buf_bytes = buf_bytes
         self.tx_outreg = tx_outreg
         members = {
@@ -116,6 +126,8 @@ class Link(wiring.Component):
             "error": Out(1),        # one-cycle pulse per dropped frame or timeout (LEDs)
             "busy": Out(1),         # a frame is being received, executed or sent
         }
+        if idle_tick:
+            members["tick"] = In(1)     # a pulse every ``idle_tick`` clocks
         if quiet:
             # simulation only: no state change at the next clock edge that anyone can
             # observe (the virtual board's gated link clock, docs/boards.md); and
@@ -161,8 +173,13 @@ class Link(wiring.Component):
         # the dispatcher reads it here)
         last2 = Signal(16)
         # The idle timeout counts down from ``idle_load`` and fires when it wraps below 0
-        # (its top bit: no comparator): ``idle_timeout + 1`` clocks after the last byte.
-        idle_load = self.idle_timeout - 1
+        # (its top bit: no comparator): ``idle_timeout + 1`` clocks after the last byte,
+        # or ``idle_load + 1`` ticks (one may come early, the first at once).
+        if self.idle_tick:
+            idle_load = -(-self.idle_timeout // self.idle_tick) + 1
+            idle_step = self.tick
+        else:
+            idle_load, idle_step = self.idle_timeout - 1, C(1)
         idle = Signal(idle_load.bit_length() + 1, init=idle_load)
 
         tok_data = Signal(8)
@@ -238,7 +255,7 @@ class Link(wiring.Component):
             m.d.sync += [rx_len.eq(0), rx_any.eq(0), rx_room.eq(1), rx_min.eq(0),
                          rx_bad.eq(0), rx_esc.eq(0), idle.eq(idle_load)]
             m.d.comb += [count["rx_timeouts"].eq(1), self.error.eq(1)]
-        with m.Else():
+        with m.Elif(idle_step):
             m.d.sync += idle.eq(idle - 1)
 
         # --------------------------------------------------------------- dispatch ------
@@ -249,12 +266,19 @@ class Link(wiring.Component):
         resp_sending = Signal()
 
         typ = Signal(8)
-        seq = Signal(8)
         slot = Signal()                         # response slot of the request (seq[0])
         last_seq = Array(Signal(8, name=f"last_seq{i}") for i in range(2))
-        last_crc = Array(Signal(16, name=f"last_crc{i}") for i in range(2))
+        # Per response slot, in a block RAM on the iCE40 (52 flip-flops that only held
+        # copies, an LC each): the CRC of its last request at address ``slot`` (read in
+        # TYPE, the slot being the sequence number's bit 0, which the frame buffer's read
+        # port shows then; written in DECIDE) and its response's length at ``2 + slot``
+        # (written in FINISH, read by the transmitter as it starts the response)
+        slot_mem = Memory(shape=16, depth=4, init=[],
+                          attrs={"ram_style": "block"} if is_ice40(platform) else None)
+        m.submodules.slot_mem = slot_mem
+        slot_r = slot_mem.read_port()
+        slot_w = slot_mem.write_port()
         last_valid = Array(Signal(name=f"last_valid{i}") for i in range(2))
-        slot_len = Array(Signal(range(buf + 1), name=f"slot_len{i}") for i in range(2))
         # rx_mem is read through a register (``rxb``; the block RAM's clock-to-out is a
         # large part of a clock at 100 MHz on the ECP5): both advance on ``adv``, so
         # rxb == mem[rp - 2] once two reads are primed
@@ -314,16 +338,20 @@ class Link(wiring.Component):
                 m.d.comb += adv.eq(1)
                 m.next = "TYPE"
             with m.State("TYPE"):
-                m.d.comb += adv.eq(1)
+                m.d.comb += [adv.eq(1), slot_r.addr.eq(rx_r.data[0]),
+                             slot_r.en.eq(1)]
                 m.d.sync += typ.eq(rxb)
                 m.next = "SEQ"
             with m.State("SEQ"):
-                m.d.comb += adv.eq(1)
                 body = rx_len - 4               # (bytes after type and seq, before the CRC)
-                # (the retransmission test compares with the request's own slot only)
-                m.d.sync += [seq.eq(rxb), slot.eq(rxb[0]),
-                             repeat.eq(last_valid[rxb[0]] & (last2 == last_crc[rxb[0]]) &
-                                       (rxb == last_seq[rxb[0]])),
+                # The response's seq, and the slot's last one, written at once: a
+                # retransmission writes what is there already (the transmitter is idle).
+                m.d.comb += [adv.eq(1), tx_w.addr.eq(Cat(C(1, abits), rxb[0])),
+                             tx_w.data.eq(rxb), tx_w.en.eq(1)]
+                m.d.sync += [last_seq[rxb[0]].eq(rxb), last_valid[rxb[0]].eq(1)]
+                m.d.sync += [slot.eq(rxb[0]),
+                             repeat.eq(self._repeat_test(m, platform, rxb, last2, last_seq,
+                                                         slot_r.data, last_valid)),
                              is_echo.eq(typ == proto.T_ECHO),
                              is_write.eq(typ[4:] == proto.T_WRITE >> 4),
                              is_read.eq(typ[4:] == proto.T_READ >> 4),
@@ -341,15 +369,13 @@ class Link(wiring.Component):
                 with m.If(repeat):
                     m.next = "RESEND"
                 with m.Else():
-                    m.d.sync += [last_seq[slot].eq(seq), last_crc[slot].eq(last2),
-                                 last_valid[slot].eq(1)]
+                    m.d.comb += [slot_w.addr.eq(slot), slot_w.data.eq(last2), slot_w.en.eq(1)]
                     m.d.comb += count["frames_ok"].eq(1)
                     m.d.comb += [tx_w.addr.eq(Cat(C(0, abits), slot)),
                                  tx_w.data.eq(typ | proto.RESP), tx_w.en.eq(1)]
                     m.next = "HEADER"
             with m.State("HEADER"):
-                m.d.comb += [tx_w.addr.eq(Cat(C(1, abits), slot)), tx_w.data.eq(seq), tx_w.en.eq(1),
-                             self.activity.eq(1)]
+                m.d.comb += self.activity.eq(1)
                 m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(n_first),
                              addr_next.eq(0)]
                 with m.If(is_echo):
@@ -464,7 +490,8 @@ class Link(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
                              tx_w.en.eq(1)]
-                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), slot_len[slot].eq(wp)]
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                m.d.comb += [slot_w.addr.eq(2 + slot), slot_w.data.eq(wp), slot_w.en.eq(1)]
                 m.next = "IDLE"
             with m.State("RESEND"):
                 m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
@@ -529,11 +556,12 @@ class Link(wiring.Component):
             with m.State("IDLE"):
                 m.d.sync += ti.eq(0)
                 with m.If(resp_pending):
-                    m.d.sync += [resp_pending.eq(0), resp_sending.eq(1),
-                                 tn.eq(slot_len[slot]), tx_slot.eq(slot)]
+                    m.d.comb += [slot_r.addr.eq(2 + slot), slot_r.en.eq(1)]
+                    m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), tx_slot.eq(slot)]
                     m.next = "SOF"
-            with m.State("SOF"):
+            with m.State("SOF"):                # (the response's length, read in IDLE)
                 m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
+                m.d.sync += tn.eq(slot_r.data)
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency
@@ -604,6 +632,26 @@ class Link(wiring.Component):
                                          ~tq_byte & ~tq_end & ~end_q & ~tq_err &
                                          dispatch_fsm.ongoing("IDLE"))
         return m
+
+    @staticmethod
+    def _repeat_test(m, platform, seq, crc, last_seq, slot_crc, last_valid) -> Value:
+        """Whether a frame with ``seq`` and ``crc`` repeats the last request of its own
+        response slot (``seq[0]``; ``slot_crc`` is that slot's last CRC): one LUT per two
+        bits of the CRC, one per bit of the sequence number selecting the slot's copy,
+        then a tree of ANDs (hand-mapped: the delay-driven mapping spent half as much
+        again). Bit 0 of the sequence numbers is the slot itself."""
+        ice40 = is_ice40(platform)
+        s = seq[0]
+
+        def same(x, a, b):
+            return lut(m, ice40, lambda s, x, a, b: x ^ mux(s, b, a) ^ 1, s, x, a, b)
+        bits = [lut(m, ice40, lambda x0, y0, x1, y1: (x0 ^ y0 ^ 1) & (x1 ^ y1 ^ 1),
+                    crc[k], slot_crc[k], crc[k + 1], slot_crc[k + 1])
+                for k in range(0, len(crc), 2)]
+        bits += [same(seq[k], last_seq[0][k], last_seq[1][k]) for k in range(1, len(seq))]
+        bits.append(lut(m, ice40, lambda s, a, b: mux(s, b, a), s, last_valid[0],
+                        last_valid[1]))
+        return all_of(m, ice40, bits)
 
     def _counters(self, m, info_r, info_w, count) -> Value:
         """The INFO counters, kept in ``info_mem`` (words 16..19): each ``count`` pulse

@@ -25,13 +25,13 @@ from amaranth import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.vendor import SiliconBluePlatform
 
 from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD
 from copperline.hdl.core import Core, phases_for
 from copperline.hdl.link import BusSignature, Link, info_words
+from copperline.hdl.lut import below, is_ice40, lut, mux
 from copperline.hdl.uart import UARTRx, UARTTx, bit_timing
 
 __all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
@@ -156,21 +156,21 @@ class CoreBus(wiring.Component):
         ok = Signal()
         with m.Switch(sp):
             with m.Case(proto.SPACE_PROG):
-                m.d.comb += ok.eq(wr_ok & _below(a[pb:], C))
+                m.d.comb += ok.eq(wr_ok & below(a[pb:], C))
             with m.Case(proto.SPACE_CTL):
                 w_cmd = (w[3:] == 0) & (w[:3] != 0) & (~w[2] | (w[:2] == 0))      # 1..4
                 m.d.comb += ok.eq(wr_ok & (
-                    (_below(a, C) & w_cmd) |
+                    (below(a, C) & w_cmd) |
                     (a == proto.CTL_RESET_ADDR) & (w == 1) |
                     (a == proto.CTL_START_MASK_ADDR) & (w[:C] != 0) & w_hi0))
             with m.Case(proto.SPACE_FENCE):
-                m.d.comb += ok.eq(wr_ok & _below(a[2:], C) & (w[isa.FENCE_VALUE_BITS:] == 0))
+                m.d.comb += ok.eq(wr_ok & below(a[2:], C) & (w[isa.FENCE_VALUE_BITS:] == 0))
             with m.Case(proto.SPACE_REGS):
-                m.d.comb += ok.eq(rd_ok & _below(a, regs_n))
+                m.d.comb += ok.eq(rd_ok & below(a, regs_n))
             with m.Case(proto.SPACE_STATUS):
-                m.d.comb += ok.eq(rd_ok & _below(a[2:], C))
+                m.d.comb += ok.eq(rd_ok & below(a[2:], C))
             with m.Case(proto.SPACE_EVENTS):
-                m.d.comb += ok.eq(rd_ok & _below(a, 2 * proto.MAX_READ_WORDS))
+                m.d.comb += ok.eq(rd_ok & below(a, 2 * proto.MAX_READ_WORDS))
             with m.Default():
                 m.d.comb += ok.eq(0)
         m.d.sync += bus.err.eq(~ok)
@@ -258,7 +258,7 @@ class CoreBus(wiring.Component):
         order = ["cycle", "dropped", "lo", "hi", "regs", "pc", "state"]  # later: arrive late
         # (on the iCE40 each LUT of the chain is an ``SB_LUT4`` of its own: left to it,
         # the delay-driven mapping spends LUTs on a shallower read path than it needs)
-        ice40 = isinstance(platform, SiliconBluePlatform)
+        ice40 = is_ice40(platform)
         # (the selects are registered, from the clock before ``re``: the request has held
         # since the error decode, and a record at the FIFO's head stays until popped here)
         sels = {}
@@ -280,15 +280,15 @@ class CoreBus(wiring.Component):
             later_b = [g[1] for g in rest if len(g) == 2]
             x = sel(Cat(*(pick[n] for n in pick if n not in first)).any())
             y = sel(Cat(*(pick[n] for n in [first[1], "none"] + later_b)).any())
-            v = _lut(m, ice40, lambda x, y, d0, d1: _mux(x, y, _mux(y, d1, d0)),
+            v = lut(m, ice40, lambda x, y, d0, d1: mux(x, y, mux(y, d1, d0)),
                      x, y, src[first[0]][i], src[first[1]][i])
             for g in rest:
                 t = sel(Cat(*(pick[n] for n in g)).any())
                 if len(g) == 2:
-                    v = _lut(m, ice40, lambda t, v, d0, d1: _mux(t, _mux(v, d1, d0), v),
+                    v = lut(m, ice40, lambda t, v, d0, d1: mux(t, mux(v, d1, d0), v),
                              t, v, src[g[0]][i], src[g[1]][i])
                 else:
-                    v = _lut(m, ice40, lambda t, v, d0: _mux(t, d0, v), t, v, src[g[0]][i])
+                    v = lut(m, ice40, lambda t, v, d0: mux(t, d0, v), t, v, src[g[0]][i])
             word.append(v)
         with m.If(bus.re):
             m.d.sync += rd.eq(Cat(*word))
@@ -297,35 +297,6 @@ class CoreBus(wiring.Component):
         m.d.sync += self.ev_pop.eq(bus.re & (sp == proto.SPACE_EVENTS) & a[0] & have)
         return m
 
-
-def _mux(s, a, b):
-    """``a`` if ``s`` else ``b``, of Amaranth values or of 0/1 (a LUT's truth table)."""
-    return Mux(s, a, b) if isinstance(s, Value) else (a if s else b)
-
-
-def _lut(m, ice40: bool, fn, *ins):
-    """``fn`` of up to four one-bit inputs (written with :func:`_mux`, ``&``, ``|``, ``~``
-    is not allowed): an ``SB_LUT4`` on the iCE40, else the expression."""
-    if not ice40:
-        return fn(*ins)
-    init = 0
-    for k in range(1 << len(ins)):
-        if fn(*(k >> j & 1 for j in range(len(ins)))):
-            init |= 1 << k
-    o = Signal()
-    pins = list(ins) + [C(0, 1)] * (4 - len(ins))
-    m.submodules += Instance("SB_LUT4", p_LUT_INIT=C(init, 16), i_I0=pins[0], i_I1=pins[1],
-                             i_I2=pins[2], i_I3=pins[3], o_O=o)
-    return o
-
-
-def _below(x, k: int):
-    """``x < k`` for a constant ``k`` as bit tests (``x`` below ``k`` at the highest bit
-    where they differ), which synthesis makes LUTs of; a ``<`` would be a carry chain."""
-    if k >= 1 << len(x):
-        return C(1)
-    terms = [~x[i] & (x[i + 1:] == k >> (i + 1)) for i in range(len(x)) if k >> i & 1]
-    return Cat(*terms).any() if terms else C(0)
 
 
 class LinkTop(wiring.Component):
@@ -382,6 +353,19 @@ class LinkTop(wiring.Component):
                           layers=c.layers, fence_timelines=isa.FENCE_TIMELINES,
                           vsync_hz=c.vsync_hz)
 
+    def _idle_tick(self, per: int) -> int:
+        """The link's idle-timeout tick in clocks (``Link(idle_tick=...)``): a power of two
+        of ``per`` (the clocks one count of the tick's counter lasts) near an eighth of
+        the timeout, or 0 (count clocks) for a timeout too short for that."""
+        eighth = self.idle_timeout // 8
+        return 0 if eighth < 2 * per else (2 << self._tick_bit(eighth, per)) * per
+
+    @staticmethod
+    def _tick_bit(clocks: int, per: int) -> int:
+        """The counter bit whose falling edges come every ``clocks`` clocks or sooner (a
+        power of two of ``per``)."""
+        return max(0, (clocks // per).bit_length() - 2)
+
     def make_core(self):
         c = self.core_config
         return Core(self.core_hz, c.vsync_hz, layers=c.layers, contexts=c.contexts,
@@ -404,7 +388,8 @@ class LinkTop(wiring.Component):
         link_side = side("link")
         bus_quiet = None    # with gated_link: the bus decode holds still
         if self.core_config is None:
-            link = Link(info=self.info(), idle_timeout=self.idle_timeout, quiet=self.gated_link,
+            link = Link(info=self.info(), idle_timeout=self.idle_timeout,
+                        idle_tick=self._idle_tick(1), quiet=self.gated_link,
                         tx_outreg=self.link_tx_outreg)
             scratch = Scratch()
             m.submodules.link = link_side(link)
@@ -414,6 +399,7 @@ class LinkTop(wiring.Component):
             bus_quiet = ~link.bus.we        # the scratch RAM writes only then
         else:
             link = Link(info=self.info(), idle_timeout=self.idle_timeout,
+                        idle_tick=self._idle_tick(phases_for(self.core_config.contexts)),
                         quiet=self.gated_link, tx_outreg=self.link_tx_outreg)
             m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()
@@ -453,15 +439,31 @@ class LinkTop(wiring.Component):
                          self.line_calm.eq(Mux(still, utx.calm, 0)),
                          utx.skip.eq(self.line_skip)]
 
+        # Ticks: the falling edges of a bit of a counter the top has anyway, the core's
+        # cycle count (a prescaler of its own without the core): the link's idle timeout
+        # and the LED stretchers count them, so that their counters are a few bits and no
+        # wide one sits on the critical path.
+        if self.core_config is not None:
+            count, per = core.cycle, phases_for(self.core_config.contexts)
+        else:
+            width = max((self.clock_hz // 100).bit_length() - 1,
+                        self._tick_bit(link.idle_tick, 1) + 1)
+            count, per = Signal(width), 1
+            m.d.sync += count.eq(count + 1)
+
+        def tick_every(bit: int):
+            """A one-clock pulse every ``2 ** (bit + 1) * per`` clocks."""
+            was, pulse = Signal(), Signal()
+            m.d.sync += was.eq(count[bit])
+            m.d.comb += pulse.eq(was & ~count[bit])
+            return pulse
+        if link.idle_tick:
+            m.d.comb += link.tick.eq(tick_every(self._tick_bit(link.idle_tick, per)))
         # LED pulse stretchers (visible on a board; harmless in simulation), counting
-        # ticks of a free-running prescaler (~5-10 ms: its top bit's falling edge), so
-        # that the counters are a few bits and no wide one sits on the critical path.
-        pre = Signal(max(1, (self.clock_hz // 100).bit_length() - 1))
-        pre_top = Signal()
-        tick = Signal()
-        tick_s = (1 << len(pre)) / self.clock_hz
-        m.d.sync += [pre.eq(pre + 1), pre_top.eq(pre[-1])]
-        m.d.comb += tick.eq(pre_top & ~pre[-1])
+        # ticks of ~2.5-5 ms
+        led_bit = min(len(count) - 1, max(0, (self.clock_hz // 200 // per).bit_length() - 2))
+        tick = tick_every(led_bit)
+        tick_s = (2 << led_bit) * per / self.clock_hz
         link_n = max(1, round(0.05 / tick_s))
         err_n = max(1, round(0.2 / tick_s))
         link_t = Signal(range(link_n + 1))
