@@ -33,9 +33,9 @@ __all__ = ["BusSignature", "Link", "info_words"]
 
 #: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is a
 #: function of ``space``/``addr``/``write``/``wdata`` (never of ``we``/``re``, which
-#: depend on it) that may lag them by two clocks (the top may decode it in two registered
-#: steps): the link samples it only once they have held for two whole clocks. ``rdata`` is valid the cycle
-#: after ``re``. ``write`` tells, for the whole request, whether it writes or reads.
+#: depend on it) that may lag them by a clock (the top may decode it into a register):
+#: the link samples it only once they have held for a whole clock. ``rdata`` is valid
+#: the cycle after ``re``. ``write`` tells, for the whole request, whether it writes or reads.
 #: ``space``/``addr``/``wdata`` hold through the clock after ``we``, so the top may apply
 #: a write a clock late without copying the request.
 BusSignature = wiring.Signature({
@@ -298,9 +298,10 @@ class Link(wiring.Component):
         # (the request's class and length checks, registered before HEADER: timing)
         is_echo, is_write, is_read = Signal(), Signal(), Signal()
         w_len_bad, r_len_bad, count_bad = Signal(), Signal(), Signal()
-        n_first = Signal(range(buf + 1))        # n in HEADER: a WRITE's words, else body bytes
-        last_word = Signal()                    # n == 1, registered before it is needed
-        echo_more = Signal()                    # n != 0 in ECHO, registered likewise
+        # (WRITE and ECHO end with the frame, whose body's last byte is mem[rx_len - 3]
+        # (rxb is mem[rp - 2]); a READ counts its words in n)
+        last_word = Signal()                    # the word is the last, registered before use
+        echo_more = Signal()                    # rxb is a body byte in ECHO, likewise
         repeat = Signal()                       # seq and CRC are those of its slot's last request
         req_bad = Signal()                      # the bus said err (or INFO is written)
         m.d.comb += [rx_r.addr.eq(rp), rx_r.en.eq(adv),
@@ -361,9 +362,7 @@ class Link(wiring.Component):
                              # chain; a READ's is 3 bytes)
                              w_len_bad.eq((rx_len[:2] != 2) | (rx_len[3:] == 0)),
                              r_len_bad.eq(rx_len != 7),
-                             n_first.eq(Mux(typ[4:] == proto.T_WRITE >> 4, body >> 2, body)),
-                             echo_more.eq(body != 0),
-                             rx_len.eq(0)]            # (the frame buffer's length: taken)
+                             echo_more.eq(body != 0)]
                 m.next = "DECIDE"
             with m.State("DECIDE"):             # a retransmission, or a new request
                 with m.If(repeat):
@@ -376,7 +375,7 @@ class Link(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += self.activity.eq(1)
-                m.d.sync += [space.eq(typ[:4]), wp.eq(3), n.eq(n_first),
+                m.d.sync += [space.eq(typ[:4]), wp.eq(3),
                              addr_next.eq(0)]
                 with m.If(is_echo):
                     m.next = "ECHO"
@@ -397,7 +396,7 @@ class Link(wiring.Component):
                 with m.If(echo_more):
                     m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(rxb),
                                  tx_w.en.eq(1), adv.eq(1)]
-                    m.d.sync += [wp.eq(wp + 1), n.eq(n - 1), echo_more.eq(n != 1)]
+                    m.d.sync += [wp.eq(wp + 1), echo_more.eq(rp + 1 != rx_len)]
                 with m.Else():
                     finish(proto.ST_OK)
 
@@ -421,9 +420,7 @@ class Link(wiring.Component):
                 with m.If(bi == 3):
                     m.next = "W_CHECK"
             with m.State("W_CHECK"):            # the bus's err for the completed word
-                m.d.sync += last_word.eq(n == 1)
-                m.next = "W_CHECK2"
-            with m.State("W_CHECK2"):           # ... decoded in two steps
+                m.d.sync += last_word.eq(rp == rx_len)    # (rxb: the byte after the word)
                 m.next = "W_DECIDE"
             with m.State("W_DECIDE"):           # ... registered (timing)
                 m.d.sync += req_bad.eq(is_info | bus.err)
@@ -433,7 +430,7 @@ class Link(wiring.Component):
                     finish(proto.ST_BAD_ADDR)
                 with m.Else():
                     m.d.comb += bus.we.eq(1)
-                    m.d.sync += [addr_next.eq(1), n.eq(n - 1)]
+                    m.d.sync += addr_next.eq(1)
                     with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():
@@ -480,8 +477,6 @@ class Link(wiring.Component):
                     with m.Else():
                         m.next = "R_NEXT"
             with m.State("R_NEXT"):             # the bus's err for the next address
-                m.next = "R_NEXT2"
-            with m.State("R_NEXT2"):            # ... decoded in two steps
                 m.next = "R_DECIDE"
             with m.State("R_DECIDE"):           # ... registered (timing)
                 m.d.sync += req_bad.eq(addr_err)
@@ -490,11 +485,12 @@ class Link(wiring.Component):
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
                              tx_w.en.eq(1)]
-                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                # (the frame buffer is free: its length goes back to 0)
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), rx_len.eq(0)]
                 m.d.comb += [slot_w.addr.eq(2 + slot), slot_w.data.eq(wp), slot_w.en.eq(1)]
                 m.next = "IDLE"
             with m.State("RESEND"):
-                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0)]
+                m.d.sync += [resp_pending.eq(1), frame_ready.eq(0), rx_len.eq(0)]
                 m.next = "IDLE"
         _one_hot(dispatch_fsm)
 
@@ -558,10 +554,14 @@ class Link(wiring.Component):
                 with m.If(resp_pending):
                     m.d.comb += [slot_r.addr.eq(2 + slot), slot_r.en.eq(1)]
                     m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), tx_slot.eq(slot)]
-                    m.next = "SOF"
-            with m.State("SOF"):                # (the response's length, read in IDLE)
-                m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
+                    m.next = "LEN"
+            with m.State("LEN"):                # the response's length, read in IDLE
+                # (taken the clock after the read: the simulated bitstream's block RAM did
+                # not hold its data through clocks without a read, SOF's wait for the UART)
                 m.d.sync += tn.eq(slot_r.data)
+                m.next = "SOF"
+            with m.State("SOF"):
+                m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency

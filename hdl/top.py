@@ -113,7 +113,7 @@ class CoreBus(wiring.Component):
     errs like any unknown space.
 
     Registered decode (timing; ``BusSignature``): ``err`` is one flip-flop, decided from
-    the bus's space/addr/write/wdata a clock after them (the link allows two), with the
+    the bus's space/addr/write/wdata a clock after them (as the link allows), with the
     compares against constants as bit tests (no carry chains). A write (``we``) reaches
     the core's ports, and an EVENTS read its pop, one clock after the bus cycle (the link
     holds the bus's request through that clock); a CTL write that reaches ``we`` passed
@@ -149,7 +149,7 @@ class CoreBus(wiring.Component):
         assert proto.STATUS_WORDS == 4 and proto.TIMESTAMP_BITS == 32
 
         # --- errors: what the request says, decoded into one registered flag (the link
-        # allows ``err`` to lag two clocks); compares with constants as bit tests (a
+        # allows ``err`` to lag a clock); compares with constants as bit tests (a
         # ``<`` would be a carry chain)
         wr_ok, rd_ok = bus.write, ~bus.write
         w_hi0 = w[C:31] == 0
