@@ -68,7 +68,7 @@ PROOFS = {p.name: p for p in [
     Proof("link_first_frame", _link(False), "bmc", 17, cover_depth=17,
           states="link: any first frame from reset is executed iff its CRC is good "
                  "(>= 4 bytes)"),
-    Proof("link_second_frame", _link(True), "bmc", 54, cover_depth=54,
+    Proof("link_second_frame", _link(True), "bmc", 56, cover_depth=56,
           states="link: after a good first frame, any second frame is executed iff its "
                  "CRC is good and it is not a repeat (same seq and CRC)"),
 ]}
