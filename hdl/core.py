@@ -627,7 +627,7 @@ class Core(wiring.Component):
         # NegClk bits on which nextpnr and icebox_vlog disagree for the UP5K, so the
         # simulation of the bitstream could not check it)
         fence_wp = fence_mem.write_port()
-        fence_rp = fence_mem.read_port()
+        fence_rp = fence_mem.read_port(transparent_for=(fence_wp,))
         m.d.comb += [
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),

@@ -82,7 +82,7 @@ class RegFile(wiring.Component):
                                                (self.host_mem, self.host_addr, self.host_data, False)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
-            rp = mem.read_port()
+            rp = mem.read_port(transparent_for=() if transparent else (wp,))
             m.d.comb += rp.addr.eq(raddr)
             if not transparent:
                 m.d.comb += rdata.eq(rp.data)
