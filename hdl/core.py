@@ -221,8 +221,9 @@ class Core(wiring.Component):
     #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
     #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
-    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`).
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "exec_mem", "event_mem")
+    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``wbuf_mem`` (the SPRAM's
+    #: write buffer) is written only in a clock whose read the buffer does not use.
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "exec_mem", "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -569,30 +570,41 @@ class Core(wiring.Component):
         acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
         first, last, ph_f, prog, stale = p.first, p.last, p.ph_f, p.prog, p.stale
         wr = self.prog_wr
+        # The buffer's word and word address are kept in a block RAM row (``wbuf_mem``),
+        # not in 42 flip-flops of their own (each an LC: their inputs are the port's
+        # bits); the slot stays in a register for the arbitration. A write is taken
+        # while the buffer is empty or commits, and the row it writes is read from the
+        # next clock on, so it commits two clocks after it came at the earliest.
         wb_valid = Signal()
-        wb_addr = Signal.like(wr.payload.addr)
-        wb_data = Signal(isa.WORD_BITS)
-        m.d.comb += wr.ready.eq(~wb_valid)
-        with m.If(wr.valid & ~wb_valid):
-            m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
-        wb_slot = wb_addr[pb:]
+        wb_slot = Signal(sb)
         commit = Signal()
+        take = Signal()
+        m.d.comb += [wr.ready.eq(~wb_valid | commit), take.eq(wr.valid & wr.ready)]
+        m.submodules.wbuf_mem = wbuf = memory.Memory(shape=isa.WORD_BITS + pb, depth=2, init=[],
+                                                     attrs={"ram_style": "block"})
+        wbuf_wp, wbuf_rp = wbuf.write_port(), wbuf.read_port()
+        m.d.comb += [wbuf_wp.addr.eq(0), wbuf_rp.addr.eq(0), wbuf_wp.en.eq(take),
+                     wbuf_wp.data.eq(Cat(wr.payload.data, wr.payload.addr[:pb]))]
+        wb_data, wb_word = wbuf_rp.data[:isa.WORD_BITS], wbuf_rp.data[isa.WORD_BITS:]
+        with m.If(take):
+            m.d.sync += wb_slot.eq(wr.payload.addr[pb:])
         f_next = Signal(range(P))          # F's context in the next clock
         m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
         start_mask = Mux(first, acc_cmd.start, cmd_start_held)
-        # the buffer's content in the next clock: what it holds (unless it commits now)
-        # or the write entering now (so a word can commit in the clock after it came)
+        # the buffer holds a word in the next clock that may commit then: one it holds now
+        # and does not commit now (a word written now is read from the RAM a clock later)
         nb_valid = Signal()
-        nb_slot = Signal(sb)
-        m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
-                     nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
+        m.d.comb += nb_valid.eq(wb_valid & ~commit)
+        nb_slot = wb_slot
         commit_d = Signal()
         m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
                                 & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
         m.d.sync += commit.eq(commit_d)
-        with m.If(commit):
+        with m.If(take):
+            m.d.sync += wb_valid.eq(1)
+        with m.Elif(commit):
             m.d.sync += wb_valid.eq(0)
-        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
+        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(Cat(wb_word, wb_slot)),
                      prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
         stale_set = commit & (ph_f < 2)
         with m.If(stale_set):
