@@ -53,18 +53,20 @@ def _borrow(a, b):
 
 
 def fence_terms(stored, value):
-    """The FENCE test's three terms, each one 12-bit carry chain (a 24-bit chain after
-    the fence RAM was the slowest path): ``(stored high > value high, stored high <
-    value high, stored low < value low)``. X registers them; :func:`fence_blocked`
-    finishes the test in E. ``tests/formal`` proves the pair equals ``stored < value``."""
+    """The FENCE test's three terms on 12-bit halves (a 24-bit chain after the fence RAM
+    was the slowest path): ``(stored high > value high, stored high != value high,
+    stored low < value low)``, the two ordering tests one carry chain each, the
+    inequality a LUT tree (a third chain took an LC per bit). X registers them;
+    :func:`fence_blocked` finishes the test in E. ``tests/formal`` proves the pair
+    equals ``stored < value``."""
     fh = isa.FENCE_VALUE_BITS // 2
-    return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),
+    return (_borrow(value[fh:], stored[fh:]), stored[fh:] != value[fh:],
             _borrow(stored[:fh], value[:fh]))
 
 
-def fence_blocked(gt_hi, lt_hi, lt_lo):
+def fence_blocked(gt_hi, ne_hi, lt_lo):
     """The FENCE is not met (``stored < value``) from the terms of :func:`fence_terms`."""
-    return ~gt_hi & (lt_hi | lt_lo)
+    return ~gt_hi & (ne_hi | lt_lo)
 
 
 def fence_write_met(written, value):
@@ -774,15 +776,16 @@ class Core(wiring.Component):
         m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
                            & (fw.timeline == fld("FENCE", "timeline")))
         # The RAM comparison is split into 12-bit halves (a 24-bit carry chain after the
-        # RAM was the slowest path): X registers "high half >", "high half <" and "low
-        # half <" separately, each straight from its carry chain (no LUT and no route
-        # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
-        # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
+        # RAM was the slowest path): X registers "high half >", "high half !=" and "low
+        # half <" separately, the ordering tests straight from their carry chains (no
+        # LUT and no route after them); the write's test clears the FENCE's "depends"
+        # bit instead (``fdep``, after a chain from registers); E finishes "not met" in
+        # one LUT (``fblk``).
         fv = fld("FENCE", "value")
-        # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
-        # the chain's own carry out, with no inverter that would keep the flip-flop out
-        # of the chain's last logic cell; E finishes it, ``fence_blocked``)
-        f_gt_hi, f_lt_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
+        # (met = high > | ~(high !=) & ~(low <): each chain registered as its own carry
+        # out, with no inverter that would keep the flip-flop out of the chain's last
+        # logic cell; E finishes it, ``fence_blocked``)
+        f_gt_hi, f_ne_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
         w_ok = fwd & fence_write_met(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
@@ -871,11 +874,13 @@ class Core(wiring.Component):
         for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
             k = Mux(branch, k_branch[i], Mux(vres, k_vs[i], Mux(fres, k_fr[i], k_simple[i])))
             m.d.comb += o.eq(pick(k, (cnt_dn, dv), (op["wait_us"], wv)))
+        sel_inc = Signal()
+        m.d.comb += sel_inc.eq(fres | any_of("reg", "irq", "bind", "wait_us", "wait_vs", "nop",
+                                             "fence"))
         m.d.comb += [
-            o_pc.eq(pick(eff_pc, (fres | any_of("reg", "irq", "bind", "wait_us", "wait_vs", "nop",
-                                                 "fence"), pc_inc),
-                         (op["jump"], fld("JUMP", "target")),
-                         (op["loop_inf"] | op["loop"], fld("LOOP", "target")))),
+            # (as selects, not an AND-OR: three LUTs per bit, each with one select)
+            o_pc.eq(Mux(sel_inc | op["jump"], Mux(sel_inc, pc_inc, fld("JUMP", "target")),
+                        Mux(op["loop_inf"] | op["loop"], fld("LOOP", "target"), eff_pc))),
             o_st.eq(pick(Mux(issue | vres | fres, CtxState.RUNNING, st_x),
                          (to_fault, CtxState.FAULTED), (op["halt"], CtxState.DONE),
                          (op["wait_vs"], CtxState.VSYNC))),
@@ -916,7 +921,7 @@ class Core(wiring.Component):
         e_reg_new = Signal(REG_WORD_BITS)
         vars(p).update(pc_x=pc_x, st_x=st_x, act_x=act_x, pc1_x=pc1_x, st_fe_x=st_fe_x,
                        eff_lv=eff_lv, pc_inc=pc_inc, o_fdep=o_fdep, f_gt_hi=f_gt_hi,
-                       f_lt_hi=f_lt_hi, f_lt_lo=f_lt_lo, w_ok=w_ok, counting=counting,
+                       f_ne_hi=f_ne_hi, f_lt_lo=f_lt_lo, w_ok=w_ok, counting=counting,
                        issue=issue, loop_slot=loop_slot, onehot_x=onehot_x,
                        loop_count=loop_count, loop_exit=loop_exit, o_vdep=o_vdep, o_pc=o_pc,
                        o_st=o_st, o_hi=o_hi, o_lo=o_lo, o_lv=o_lv, o_wd=o_wd, o_kind=o_kind,
@@ -930,7 +935,7 @@ class Core(wiring.Component):
         C, sb, pb = self.contexts, self.slot_bits, self.pc_bits
         act_x, cmd_ok_x, cmd_reset, cmd_start = p.act_x, p.cmd_ok_x, p.cmd_reset, p.cmd_start
         cmd_stop, counting, eff_lv, f_gt_hi = p.cmd_stop, p.counting, p.eff_lv, p.f_gt_hi
-        f_lt_hi, f_lt_lo, fld, issue = p.f_lt_hi, p.f_lt_lo, p.fld, p.issue
+        f_ne_hi, f_lt_lo, fld, issue = p.f_ne_hi, p.f_lt_lo, p.fld, p.issue
         loop_count, loop_exit, loop_rp = p.loop_count, p.loop_exit, p.loop_rp
         loop_slot, o_dz, o_fdep, o_hi, o_kind = p.loop_slot, p.o_dz, p.o_fdep, p.o_hi, p.o_kind
         o_ldep, o_lo, o_loop_we, o_lv = p.o_ldep, p.o_lo, p.o_loop_we, p.o_lv
@@ -1059,7 +1064,7 @@ class Core(wiring.Component):
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
         reg_e("fdep", g_run & o_fdep & ~w_ok, 1)
         reg_e("fgt", f_gt_hi, 1)
-        reg_e("flt_hi", f_lt_hi, 1)
+        reg_e("fne_hi", f_ne_hi, 1)
         reg_e("flt_lo", f_lt_lo, 1)
 
         # (the register index E writes is the REG event's payload[23:16], ``e_payload``:
@@ -1085,7 +1090,7 @@ class Core(wiring.Component):
         m.d.comb += kill.eq(e["kill_cmd"] | e["ill"])
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["flt_hi"], e["flt_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["fne_hi"], e["flt_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()
