@@ -223,9 +223,10 @@ class Core(wiring.Component):
     #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
     #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
-    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``wbuf_mem`` (the SPRAM's
+    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``stamp_mem`` is written
+    #: in phase 0 and read in phase 1. ``wbuf_mem`` (the SPRAM's
     #: write buffer) is written only in a clock whose read the buffer does not use.
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "exec_mem", "event_mem", "wbuf_mem")
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "exec_mem", "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -465,15 +466,23 @@ class Core(wiring.Component):
                                   (g[gh:] + (last & lo_ones))[:TIMESTAMP_BITS - gh]))]
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
-        # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
-        # at the end of phase 1, so it is the previous cycle in phase 1 (E of the last
-        # context ran in phase 0) and this cycle in the others. ``tap`` (E's clock) takes
-        # ``g`` itself in phase 1 (E of context 0).
+        # the core cycle of the record entering the FIFO (one clock after E): ``g`` as it
+        # is in phase 1, from phase 2 on, so it is the previous cycle in phase 1 (E of the
+        # last context ran in phase 0) and this cycle in the others. ``tap`` (E's clock)
+        # takes ``g`` itself in phase 1 (E of context 0). It is held in a block RAM read
+        # in phase 1 (its output holds until the next read), not in 32 flip-flops that
+        # only copy ``g``: ``g`` is written in phase 0, and a time-base reset accepted in
+        # phase 0 reads the row that is never written (0) instead.
         second = Signal()
         m.d.sync += second.eq(first)
         g_e = Signal(TIMESTAMP_BITS)
-        with m.If(second):
-            m.d.sync += g_e.eq(g)
+        m.submodules.stamp_mem = stamp_mem = memory.Memory(
+            shape=TIMESTAMP_BITS, depth=2, init=[0, 0],
+            attrs={"ram_style": "distributed" if self.lut_ram else "block"})
+        stamp_wp, stamp_rp = stamp_mem.write_port(), stamp_mem.read_port()
+        m.d.comb += [stamp_wp.addr.eq(0), stamp_wp.data.eq(g), stamp_wp.en.eq(first),
+                     stamp_rp.addr.eq(tb_r), stamp_rp.en.eq(second),
+                     g_e.eq(stamp_rp.data)]
         if self.warp_cycles:
             m.d.comb += [vs.skip.eq(warp_skip), self.warped.eq(warp_skip)]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
