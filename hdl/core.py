@@ -224,9 +224,10 @@ class Core(wiring.Component):
     #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
     #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``stamp_mem`` is written
-    #: in phase 0 and read in phase 1. ``wbuf_mem`` (the SPRAM's
+    #: in phase 0 and read in phase 1; ``imm_mem`` written for R's context and read for
+    #: X's. ``wbuf_mem`` (the SPRAM's
     #: write buffer) is written only in a clock whose read the buffer does not use.
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "exec_mem", "event_mem", "wbuf_mem")
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -1078,8 +1079,17 @@ class Core(wiring.Component):
 
         # (the register index E writes is the REG event's payload[23:16], ``e_payload``:
         # E writes the register file only for a REG op, whose payload holds the index)
-        # MOVE's value and ADD's delta share their bits (checked in __init__)
-        reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
+        # MOVE's value and ADD's delta share their bits (checked in __init__). E's copy
+        # comes from a block RAM row per context, written with R's word (the program
+        # memory's output) and read in X: flip-flops copying ``word_x`` took an LC each
+        mv = isa.OP_BY_NAME["MOVE"].bit("value")
+        imm_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.phases, init=[],
+                                attrs={"ram_style": "distributed" if self.lut_ram else "block"})
+        m.submodules.imm_mem = imm_mem
+        imm_wp, imm_rp = imm_mem.write_port(), imm_mem.read_port()
+        m.d.comb += [imm_wp.addr.eq(p.ph_r), imm_wp.data.eq(p.word[mv.lsb:mv.lsb + mv.width]),
+                     imm_wp.en.eq(1), imm_rp.addr.eq(ph)]
+        p.e["imm"] = imm_rp.data
         # the register's mask, registered (E's value is then one LUT after the adder)
         reg_e("mask", field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()]), REG_WORD_BITS)
         vars(p).update(g_run=g_run)
