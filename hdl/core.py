@@ -646,8 +646,9 @@ class Core(wiring.Component):
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
         fw = self.fence_wr.payload
-        # (a block RAM's read meeting a write of the same row returns the old value, as R
-        # needs, by Yosys' emulation: the falling-edge write that would save it needs
+        # (read transparently: a host write in R's clock is in X's value. Yosys emulates
+        # that with one register of the write data and a mux after the RAM, its old-data
+        # emulation took two registers; the falling-edge write that would save both needs
         # NegClk bits on which nextpnr and icebox_vlog disagree for the UP5K, so the
         # simulation of the bitstream could not check it)
         fence_wp = fence_mem.write_port()
