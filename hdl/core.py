@@ -53,18 +53,20 @@ def _borrow(a, b):
 
 
 def fence_terms(stored, value):
-    """The FENCE test's three terms, each one 12-bit carry chain (a 24-bit chain after
-    the fence RAM was the slowest path): ``(stored high > value high, stored high <
-    value high, stored low < value low)``. X registers them; :func:`fence_blocked`
-    finishes the test in E. ``tests/formal`` proves the pair equals ``stored < value``."""
+    """The FENCE test's three terms on 12-bit halves (a 24-bit chain after the fence RAM
+    was the slowest path): ``(stored high > value high, stored high != value high,
+    stored low < value low)``, the two ordering tests one carry chain each, the
+    inequality a LUT tree (a third chain took an LC per bit). X registers them;
+    :func:`fence_blocked` finishes the test in E. ``tests/formal`` proves the pair
+    equals ``stored < value``."""
     fh = isa.FENCE_VALUE_BITS // 2
-    return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),
+    return (_borrow(value[fh:], stored[fh:]), stored[fh:] != value[fh:],
             _borrow(stored[:fh], value[:fh]))
 
 
-def fence_blocked(gt_hi, lt_hi, lt_lo):
+def fence_blocked(gt_hi, ne_hi, lt_lo):
     """The FENCE is not met (``stored < value``) from the terms of :func:`fence_terms`."""
-    return ~gt_hi & (lt_hi | lt_lo)
+    return ~gt_hi & (ne_hi | lt_lo)
 
 
 def fence_write_met(written, value):
@@ -221,8 +223,11 @@ class Core(wiring.Component):
     #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
     #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
-    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`).
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "exec_mem", "event_mem")
+    #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``stamp_mem`` is written
+    #: in phase 0 and read in phase 1; ``imm_mem`` written for R's context and read for
+    #: X's. ``wbuf_mem`` (the SPRAM's
+    #: write buffer) is written only in a clock whose read the buffer does not use.
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -462,15 +467,23 @@ class Core(wiring.Component):
                                   (g[gh:] + (last & lo_ones))[:TIMESTAMP_BITS - gh]))]
         with m.If(tb_reset):
             m.d.sync += g.eq(0)
-        # the core cycle of the record entering the FIFO (one clock after E): ``g`` taken
-        # at the end of phase 1, so it is the previous cycle in phase 1 (E of the last
-        # context ran in phase 0) and this cycle in the others. ``tap`` (E's clock) takes
-        # ``g`` itself in phase 1 (E of context 0).
+        # the core cycle of the record entering the FIFO (one clock after E): ``g`` as it
+        # is in phase 1, from phase 2 on, so it is the previous cycle in phase 1 (E of the
+        # last context ran in phase 0) and this cycle in the others. ``tap`` (E's clock)
+        # takes ``g`` itself in phase 1 (E of context 0). It is held in a block RAM read
+        # in phase 1 (its output holds until the next read), not in 32 flip-flops that
+        # only copy ``g``: ``g`` is written in phase 0, and a time-base reset accepted in
+        # phase 0 reads the row that is never written (0) instead.
         second = Signal()
         m.d.sync += second.eq(first)
         g_e = Signal(TIMESTAMP_BITS)
-        with m.If(second):
-            m.d.sync += g_e.eq(g)
+        m.submodules.stamp_mem = stamp_mem = memory.Memory(
+            shape=TIMESTAMP_BITS, depth=2, init=[0, 0],
+            attrs={"ram_style": "distributed" if self.lut_ram else "block"})
+        stamp_wp, stamp_rp = stamp_mem.write_port(), stamp_mem.read_port()
+        m.d.comb += [stamp_wp.addr.eq(0), stamp_wp.data.eq(g), stamp_wp.en.eq(first),
+                     stamp_rp.addr.eq(tb_r), stamp_rp.en.eq(second),
+                     g_e.eq(stamp_rp.data)]
         if self.warp_cycles:
             m.d.comb += [vs.skip.eq(warp_skip), self.warped.eq(warp_skip)]
         # (``vs.edge`` is 0 in phase 1 after a reset; phase 0 masks it here)
@@ -569,30 +582,41 @@ class Core(wiring.Component):
         acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
         first, last, ph_f, prog, stale = p.first, p.last, p.ph_f, p.prog, p.stale
         wr = self.prog_wr
+        # The buffer's word and word address are kept in a block RAM row (``wbuf_mem``),
+        # not in 42 flip-flops of their own (each an LC: their inputs are the port's
+        # bits); the slot stays in a register for the arbitration. A write is taken
+        # while the buffer is empty or commits, and the row it writes is read from the
+        # next clock on, so it commits two clocks after it came at the earliest.
         wb_valid = Signal()
-        wb_addr = Signal.like(wr.payload.addr)
-        wb_data = Signal(isa.WORD_BITS)
-        m.d.comb += wr.ready.eq(~wb_valid)
-        with m.If(wr.valid & ~wb_valid):
-            m.d.sync += [wb_valid.eq(1), wb_addr.eq(wr.payload.addr), wb_data.eq(wr.payload.data)]
-        wb_slot = wb_addr[pb:]
+        wb_slot = Signal(sb)
         commit = Signal()
+        take = Signal()
+        m.d.comb += [wr.ready.eq(~wb_valid | commit), take.eq(wr.valid & wr.ready)]
+        m.submodules.wbuf_mem = wbuf = memory.Memory(shape=isa.WORD_BITS + pb, depth=2, init=[],
+                                                     attrs={"ram_style": "block"})
+        wbuf_wp, wbuf_rp = wbuf.write_port(), wbuf.read_port()
+        m.d.comb += [wbuf_wp.addr.eq(0), wbuf_rp.addr.eq(0), wbuf_wp.en.eq(take),
+                     wbuf_wp.data.eq(Cat(wr.payload.data, wr.payload.addr[:pb]))]
+        wb_data, wb_word = wbuf_rp.data[:isa.WORD_BITS], wbuf_rp.data[isa.WORD_BITS:]
+        with m.If(take):
+            m.d.sync += wb_slot.eq(wr.payload.addr[pb:])
         f_next = Signal(range(P))          # F's context in the next clock
         m.d.comb += f_next.eq(Mux(ph_f == P - 1, 0, ph_f + 1))
         start_mask = Mux(first, acc_cmd.start, cmd_start_held)
-        # the buffer's content in the next clock: what it holds (unless it commits now)
-        # or the write entering now (so a word can commit in the clock after it came)
+        # the buffer holds a word in the next clock that may commit then: one it holds now
+        # and does not commit now (a word written now is read from the RAM a clock later)
         nb_valid = Signal()
-        nb_slot = Signal(sb)
-        m.d.comb += [nb_valid.eq(Mux(wb_valid, ~commit, wr.valid)),
-                     nb_slot.eq(Mux(wb_valid, wb_slot, wr.payload.addr[pb:]))]
+        m.d.comb += nb_valid.eq(wb_valid & ~commit)
+        nb_slot = wb_slot
         commit_d = Signal()
         m.d.comb += commit_d.eq(nb_valid & (nb_slot == f_next[:sb]) & (f_next < C)
                                 & ((f_next <= 2) | ~start_mask.bit_select(f_next, 1)))
         m.d.sync += commit.eq(commit_d)
-        with m.If(commit):
+        with m.If(take):
+            m.d.sync += wb_valid.eq(1)
+        with m.Elif(commit):
             m.d.sync += wb_valid.eq(0)
-        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wb_addr),
+        m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(Cat(wb_word, wb_slot)),
                      prog.wr_data.eq(wb_data), prog.wr_en.eq(commit)]
         stale_set = commit & (ph_f < 2)
         with m.If(stale_set):
@@ -622,12 +646,13 @@ class Core(wiring.Component):
         loop_rp = loop_mem.read_port()
         loop_wp = loop_mem.write_port()
         fw = self.fence_wr.payload
-        # (a block RAM's read meeting a write of the same row returns the old value, as R
-        # needs, by Yosys' emulation: the falling-edge write that would save it needs
+        # (read transparently: a host write in R's clock is in X's value. Yosys emulates
+        # that with one register of the write data and a mux after the RAM, its old-data
+        # emulation took two registers; the falling-edge write that would save both needs
         # NegClk bits on which nextpnr and icebox_vlog disagree for the UP5K, so the
         # simulation of the bitstream could not check it)
         fence_wp = fence_mem.write_port()
-        fence_rp = fence_mem.read_port()
+        fence_rp = fence_mem.read_port(transparent_for=(fence_wp,))
         m.d.comb += [
             loop_rp.addr.eq(Cat(raw("LOOP", "slot"), ph_r[:sb])),
             fence_rp.addr.eq(Cat(raw("FENCE", "timeline"), ph_r[:sb])),
@@ -762,15 +787,16 @@ class Core(wiring.Component):
         m.d.comb += fwd.eq(self.fence_wr.valid & (fw.slot == ph[:sb])
                            & (fw.timeline == fld("FENCE", "timeline")))
         # The RAM comparison is split into 12-bit halves (a 24-bit carry chain after the
-        # RAM was the slowest path): X registers "high half >", "high half <" and "low
-        # half <" separately, each straight from its carry chain (no LUT and no route
-        # after it); the write's test clears the FENCE's "depends" bit instead (``fdep``,
-        # after a chain from registers); E finishes "not met" in one LUT (``fblk``).
+        # RAM was the slowest path): X registers "high half >", "high half !=" and "low
+        # half <" separately, the ordering tests straight from their carry chains (no
+        # LUT and no route after them); the write's test clears the FENCE's "depends"
+        # bit instead (``fdep``, after a chain from registers); E finishes "not met" in
+        # one LUT (``fblk``).
         fv = fld("FENCE", "value")
-        # (met = high > | ~(high <) & ~(low <): every test a carry chain, registered as
-        # the chain's own carry out, with no inverter that would keep the flip-flop out
-        # of the chain's last logic cell; E finishes it, ``fence_blocked``)
-        f_gt_hi, f_lt_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
+        # (met = high > | ~(high !=) & ~(low <): each chain registered as its own carry
+        # out, with no inverter that would keep the flip-flop out of the chain's last
+        # logic cell; E finishes it, ``fence_blocked``)
+        f_gt_hi, f_ne_hi, f_lt_lo = fence_terms(fence_rp.data, fv)
         w_ok = fwd & fence_write_met(fw.value, fv)
 
         # LOOP: the counter after this issue is 0 (falls through) when it was counting
@@ -859,11 +885,13 @@ class Core(wiring.Component):
         for i, (o, dv, wv) in enumerate(((o_hi, dhi_x, w_hi), (o_lo, dlo_x, w_lo))):
             k = Mux(branch, k_branch[i], Mux(vres, k_vs[i], Mux(fres, k_fr[i], k_simple[i])))
             m.d.comb += o.eq(pick(k, (cnt_dn, dv), (op["wait_us"], wv)))
+        sel_inc = Signal()
+        m.d.comb += sel_inc.eq(fres | any_of("reg", "irq", "bind", "wait_us", "wait_vs", "nop",
+                                             "fence"))
         m.d.comb += [
-            o_pc.eq(pick(eff_pc, (fres | any_of("reg", "irq", "bind", "wait_us", "wait_vs", "nop",
-                                                 "fence"), pc_inc),
-                         (op["jump"], fld("JUMP", "target")),
-                         (op["loop_inf"] | op["loop"], fld("LOOP", "target")))),
+            # (as selects, not an AND-OR: three LUTs per bit, each with one select)
+            o_pc.eq(Mux(sel_inc | op["jump"], Mux(sel_inc, pc_inc, fld("JUMP", "target")),
+                        Mux(op["loop_inf"] | op["loop"], fld("LOOP", "target"), eff_pc))),
             o_st.eq(pick(Mux(issue | vres | fres, CtxState.RUNNING, st_x),
                          (to_fault, CtxState.FAULTED), (op["halt"], CtxState.DONE),
                          (op["wait_vs"], CtxState.VSYNC))),
@@ -904,7 +932,7 @@ class Core(wiring.Component):
         e_reg_new = Signal(REG_WORD_BITS)
         vars(p).update(pc_x=pc_x, st_x=st_x, act_x=act_x, pc1_x=pc1_x, st_fe_x=st_fe_x,
                        eff_lv=eff_lv, pc_inc=pc_inc, o_fdep=o_fdep, f_gt_hi=f_gt_hi,
-                       f_lt_hi=f_lt_hi, f_lt_lo=f_lt_lo, w_ok=w_ok, counting=counting,
+                       f_ne_hi=f_ne_hi, f_lt_lo=f_lt_lo, w_ok=w_ok, counting=counting,
                        issue=issue, loop_slot=loop_slot, onehot_x=onehot_x,
                        loop_count=loop_count, loop_exit=loop_exit, o_vdep=o_vdep, o_pc=o_pc,
                        o_st=o_st, o_hi=o_hi, o_lo=o_lo, o_lv=o_lv, o_wd=o_wd, o_kind=o_kind,
@@ -918,7 +946,7 @@ class Core(wiring.Component):
         C, sb, pb = self.contexts, self.slot_bits, self.pc_bits
         act_x, cmd_ok_x, cmd_reset, cmd_start = p.act_x, p.cmd_ok_x, p.cmd_reset, p.cmd_start
         cmd_stop, counting, eff_lv, f_gt_hi = p.cmd_stop, p.counting, p.eff_lv, p.f_gt_hi
-        f_lt_hi, f_lt_lo, fld, issue = p.f_lt_hi, p.f_lt_lo, p.fld, p.issue
+        f_ne_hi, f_lt_lo, fld, issue = p.f_ne_hi, p.f_lt_lo, p.fld, p.issue
         loop_count, loop_exit, loop_rp = p.loop_count, p.loop_exit, p.loop_rp
         loop_slot, o_dz, o_fdep, o_hi, o_kind = p.loop_slot, p.o_dz, p.o_fdep, p.o_hi, p.o_kind
         o_ldep, o_lo, o_loop_we, o_lv = p.o_ldep, p.o_lo, p.o_loop_we, p.o_lv
@@ -1047,13 +1075,22 @@ class Core(wiring.Component):
         reg_e("lx", g_run & o_ldep & loop_exit, 1)
         reg_e("fdep", g_run & o_fdep & ~w_ok, 1)
         reg_e("fgt", f_gt_hi, 1)
-        reg_e("flt_hi", f_lt_hi, 1)
+        reg_e("fne_hi", f_ne_hi, 1)
         reg_e("flt_lo", f_lt_lo, 1)
 
         # (the register index E writes is the REG event's payload[23:16], ``e_payload``:
         # E writes the register file only for a REG op, whose payload holds the index)
-        # MOVE's value and ADD's delta share their bits (checked in __init__)
-        reg_e("imm", fld("MOVE", "value"), REG_WORD_BITS)
+        # MOVE's value and ADD's delta share their bits (checked in __init__). E's copy
+        # comes from a block RAM row per context, written with R's word (the program
+        # memory's output) and read in X: flip-flops copying ``word_x`` took an LC each
+        mv = isa.OP_BY_NAME["MOVE"].bit("value")
+        imm_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.phases, init=[],
+                                attrs={"ram_style": "distributed" if self.lut_ram else "block"})
+        m.submodules.imm_mem = imm_mem
+        imm_wp, imm_rp = imm_mem.write_port(), imm_mem.read_port()
+        m.d.comb += [imm_wp.addr.eq(p.ph_r), imm_wp.data.eq(p.word[mv.lsb:mv.lsb + mv.width]),
+                     imm_wp.en.eq(1), imm_rp.addr.eq(ph)]
+        p.e["imm"] = imm_rp.data
         # the register's mask, registered (E's value is then one LUT after the adder)
         reg_e("mask", field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()]), REG_WORD_BITS)
         vars(p).update(g_run=g_run)
@@ -1073,7 +1110,7 @@ class Core(wiring.Component):
         m.d.comb += kill.eq(e["kill_cmd"] | e["ill"])
         lx = e["lx"]
         fblk = Signal()     # a FENCE that is not met blocks
-        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["flt_hi"], e["flt_lo"]))
+        m.d.comb += fblk.eq(e["fdep"] & fence_blocked(e["fgt"], e["fne_hi"], e["flt_lo"]))
         # (every LOOP word is valid, so a falling-through LOOP never faults)
         assert isa.OP_BY_NAME["LOOP"].reserved_mask & ((1 << isa.OPCODE_SHIFT) - 1) == 0
         rf_we = Signal()

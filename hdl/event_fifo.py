@@ -142,11 +142,14 @@ class EventFIFO(wiring.Component):
         # ``level != room - 1``, ``level - 1 < room`` is ``roomy`` or ``level == room``;
         # a ``<`` with a constant is a carry chain whose cells take an LC each)
         room = inner - self.reserve
+        # (one adder of +1 or -1: two adders and a select took twice the cells)
+        with m.If(do_write ^ do_read):
+            m.d.sync += level.eq(level + Mux(do_write, 1, (1 << len(level)) - 1))
         with m.If(do_write & ~do_read):
-            m.d.sync += [level.eq(level + 1), full.eq(level == inner - 1), held.eq(1),
+            m.d.sync += [full.eq(level == inner - 1), held.eq(1),
                          roomy.eq(roomy & (level != room - 1))]
         with m.If(do_read & ~do_write):
-            m.d.sync += [level.eq(level - 1), full.eq(0), held.eq(level != 1),
+            m.d.sync += [full.eq(0), held.eq(level != 1),
                          roomy.eq(roomy | (level == room))]
         with m.If(do_read):
             m.d.sync += out_valid.eq(1)

@@ -50,7 +50,8 @@ class RegFile(wiring.Component):
     rd_add, rd_sum : with ``sum_port``: ``rd_sum = rd_data + rd_add`` (16 bits), the
         forwarding select after two adders instead of before one (the executor's ADD)
     wr_addr, wr_data, wr_en : executor write
-    host_addr, host_data : host read-back, data one clock after the address
+    host_addr, host_data : host read-back, data one clock after the address (a write in
+        the address's clock is in it)
     """
 
     def __init__(self, layers: int = isa.DEFAULT_LAYERS, ram_style: str | None = None,
@@ -78,13 +79,16 @@ class RegFile(wiring.Component):
         m = Module()
         m.submodules.exec_mem = self.exec_mem
         m.submodules.host_mem = self.host_mem
-        for mem, raddr, rdata, transparent in ((self.exec_mem, self.rd_addr, self.rd_data, True),
-                                               (self.host_mem, self.host_addr, self.host_data, False)):
+        for mem, raddr, rdata, forward in ((self.exec_mem, self.rd_addr, self.rd_data, True),
+                                           (self.host_mem, self.host_addr, self.host_data, False)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
-            rp = mem.read_port()
+            # (the read-back copy reads transparently: Yosys emulates that with one
+            # register of the write data and a mux, its old-data emulation took two
+            # registers; either value is right for a host that reads at any time)
+            rp = mem.read_port(transparent_for=() if forward else (wp,))
             m.d.comb += rp.addr.eq(raddr)
-            if not transparent:
+            if not forward:
                 m.d.comb += rdata.eq(rp.data)
                 continue
             # A plain synchronous read (block RAM; or LUT RAM read in the clock of the

@@ -64,7 +64,7 @@ EQ = "tests/test_sim_equivalence.py"
 
 MUTANTS = {m.name: m for m in [
     Mutant("fence_high_half_off", "copperline.hdl.core",
-           "return (_borrow(value[fh:], stored[fh:]), _borrow(stored[fh:], value[fh:]),",
+           "return (_borrow(value[fh:], stored[fh:]), stored[fh:] != value[fh:],",
            "return (Const(0, 1), Const(0, 1),",
            "FENCE compares the low 12 bits only (high half disabled)",
            (f"{F}[fence_compare]", "tests/test_hdl_core_fence.py")),

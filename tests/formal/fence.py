@@ -1,7 +1,7 @@
 """Formal wrapper: the FENCE comparator (``fence_terms``/``fence_blocked`` in hdl/core.py).
 
-The core compares a fence value with a FENCE's operand in two 12-bit halves (three carry
-chains registered in X, finished in E). Asserted for every pair of 24-bit values: the
+The core compares a fence value with a FENCE's operand in two 12-bit halves (high >,
+high != and low <, registered in X, finished in E). Asserted for every pair of 24-bit values: the
 FENCE blocks exactly when ``stored < value`` (a plain 24-bit comparison), and a host
 write in the FENCE's own clock meets it exactly when ``written >= value``. The proof is
 combinational (all inputs are free constants), so k-induction with k = 1 covers every
