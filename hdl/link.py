@@ -272,7 +272,7 @@ class Link(wiring.Component):
         # copies, an LC each): the CRC of its last request at address ``slot`` (read in
         # TYPE, the slot being the sequence number's bit 0, which the frame buffer's read
         # port shows then; written in DECIDE) and its response's length at ``2 + slot``
-        # (written in FINISH, read by the transmitter as it starts the response)
+        # (written in FINISH, read by the transmitter while the response goes out)
         slot_mem = Memory(shape=16, depth=4, init=[],
                           attrs={"ram_style": "block"} if is_ice40(platform) else None)
         m.submodules.slot_mem = slot_mem
@@ -288,7 +288,7 @@ class Link(wiring.Component):
         wp = Signal(range(buf + 1))             # tx_mem write pointer
         n = Signal(range(buf + 1))
         status = Signal(range(max(proto.STATUS_NAMES) + 1))
-        space = Signal(4)
+        space = typ[:4]                         # (the request type's low nibble)
         addr = Signal(16)
         addr_next = Signal()                    # addr moves on at the next word's first byte
         word = Signal(32)
@@ -319,7 +319,6 @@ class Link(wiring.Component):
                      bus.write.eq(is_write)]
         with m.If(~counting):
             m.d.comb += [info_r.addr.eq(addr), info_r.en.eq(bus.re & is_info)]
-        addr_err = Mux(is_info, info_err, bus.err)
 
         def finish(st):
             m.d.sync += status.eq(st)
@@ -375,7 +374,7 @@ class Link(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 m.d.comb += self.activity.eq(1)
-                m.d.sync += [space.eq(typ[:4]), wp.eq(3),
+                m.d.sync += [wp.eq(3),
                              addr_next.eq(0)]
                 with m.If(is_echo):
                     m.next = "ECHO"
@@ -383,12 +382,12 @@ class Link(wiring.Component):
                     with m.If(w_len_bad):
                         finish(proto.ST_BAD_LEN)
                     with m.Else():
-                        m.next = "W_ADDR0"
+                        m.next = "ADDR0"
                 with m.Elif(is_read):
                     with m.If(r_len_bad):
                         finish(proto.ST_BAD_LEN)
                     with m.Else():
-                        m.next = "R_ADDR0"
+                        m.next = "ADDR0"
                 with m.Else():
                     finish(proto.ST_BAD_TYPE)
 
@@ -400,31 +399,41 @@ class Link(wiring.Component):
                 with m.Else():
                     finish(proto.ST_OK)
 
-            # WRITE: addr u16, then n words; each word goes out on the bus as it
-            # completes. The bus's space/addr/wdata hold through the clock after ``we``
-            # (the top applies the write then): addr moves on with the next word's first
-            # byte, and wdata shifts only then.
-            with m.State("W_ADDR0"):
+            # WRITE and READ: addr u16, ...
+            with m.State("ADDR0"):
                 m.d.comb += adv.eq(1)
                 m.d.sync += addr[:8].eq(rxb)
-                m.next = "W_ADDR1"
-            with m.State("W_ADDR1"):
+                m.next = "ADDR1"
+            with m.State("ADDR1"):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [addr[8:].eq(rxb), bi.eq(0)]
-                m.next = "W_BYTE"
+                with m.If(is_write):
+                    m.next = "W_BYTE"
+                with m.Else():
+                    m.next = "R_COUNT"
+            # Before each word's bus cycle, the bus's err for its address (and data)
+            # lags a clock (CHECK), and is registered (BUS_DECIDE: timing).
+            with m.State("CHECK"):
+                m.d.sync += last_word.eq(rp == rx_len)    # (a WRITE's: rxb is the byte after the word)
+                m.next = "BUS_DECIDE"
+            with m.State("BUS_DECIDE"):
+                m.d.sync += req_bad.eq(Mux(is_info, is_write | info_err, bus.err))
+                with m.If(is_write):
+                    m.next = "W_COMMIT"
+                with m.Else():
+                    m.next = "R_REQ"
+
+            # ... WRITE: then the words; each word goes out on the bus as it completes.
+            # The bus's space/addr/wdata hold through the clock after ``we`` (the top
+            # applies the write then): addr moves on with the next word's first byte, and
+            # wdata shifts only then.
             with m.State("W_BYTE"):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [word.eq(Cat(word[8:], rxb)), bi.eq(bi + 1), addr_next.eq(0)]
                 with m.If(addr_next):
                     m.d.sync += addr.eq(addr + 1)
                 with m.If(bi == 3):
-                    m.next = "W_CHECK"
-            with m.State("W_CHECK"):            # the bus's err for the completed word
-                m.d.sync += last_word.eq(rp == rx_len)    # (rxb: the byte after the word)
-                m.next = "W_DECIDE"
-            with m.State("W_DECIDE"):           # ... registered (timing)
-                m.d.sync += req_bad.eq(is_info | bus.err)
-                m.next = "W_COMMIT"
+                    m.next = "CHECK"
             with m.State("W_COMMIT"):
                 with m.If(req_bad):
                     finish(proto.ST_BAD_ADDR)
@@ -436,15 +445,7 @@ class Link(wiring.Component):
                     with m.Else():
                         m.next = "W_BYTE"
 
-            # READ: addr u16, count u8; each word read from the bus into the response.
-            with m.State("R_ADDR0"):
-                m.d.comb += adv.eq(1)
-                m.d.sync += addr[:8].eq(rxb)
-                m.next = "R_ADDR1"
-            with m.State("R_ADDR1"):
-                m.d.comb += adv.eq(1)
-                m.d.sync += addr[8:].eq(rxb)
-                m.next = "R_COUNT"
+            # ... READ: then count u8; each word read from the bus into the response.
             with m.State("R_COUNT"):
                 m.d.sync += [n.eq(rxb),
                              count_bad.eq((rxb == 0) | (rxb > proto.MAX_READ_WORDS))]
@@ -453,7 +454,7 @@ class Link(wiring.Component):
                 with m.If(count_bad):
                     finish(proto.ST_BAD_LEN)
                 with m.Else():
-                    m.next = "R_NEXT"
+                    m.next = "CHECK"
             with m.State("R_REQ"):
                 with m.If(req_bad):
                     finish(proto.ST_BAD_ADDR)
@@ -475,12 +476,7 @@ class Link(wiring.Component):
                     with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():
-                        m.next = "R_NEXT"
-            with m.State("R_NEXT"):             # the bus's err for the next address
-                m.next = "R_DECIDE"
-            with m.State("R_DECIDE"):           # ... registered (timing)
-                m.d.sync += req_bad.eq(addr_err)
-                m.next = "R_REQ"
+                        m.next = "CHECK"
 
             with m.State("FINISH"):
                 m.d.comb += [tx_w.addr.eq(Cat(C(2, abits), slot)), tx_w.data.eq(status),
@@ -537,9 +533,11 @@ class Link(wiring.Component):
                 m.d.comb += enc.payload.eq(tok)
 
         ti = Signal(range(buf + 1))
-        tn = Signal(range(buf + 1))
-        past_end = Signal()                     # ti == tn: every byte is out (FETCH)
+        past_end = Signal()                     # every byte is out (FETCH)
         tx_slot = Signal()
+        # (the response's length: slot_mem read all along while it goes out)
+        with m.If(resp_sending):
+            m.d.comb += [slot_r.addr.eq(2 + tx_slot), slot_r.en.eq(1)]
         if self.tx_outreg:
             txb = Signal(8)
             m.d.sync += txb.eq(tx_r.data)
@@ -552,20 +550,14 @@ class Link(wiring.Component):
             with m.State("IDLE"):
                 m.d.sync += ti.eq(0)
                 with m.If(resp_pending):
-                    m.d.comb += [slot_r.addr.eq(2 + slot), slot_r.en.eq(1)]
                     m.d.sync += [resp_pending.eq(0), resp_sending.eq(1), tx_slot.eq(slot)]
-                    m.next = "LEN"
-            with m.State("LEN"):                # the response's length, read in IDLE
-                # (taken the clock after the read: the simulated bitstream's block RAM did
-                # not hold its data through clocks without a read, SOF's wait for the UART)
-                m.d.sync += tn.eq(slot_r.data)
-                m.next = "SOF"
+                    m.next = "SOF"
             with m.State("SOF"):
                 m.d.comb += [tok_is_end.eq(1), tok_valid.eq(1)]
                 with m.If(tok_ready):
                     m.next = "FETCH"
             with m.State("FETCH"):              # tx_mem read latency
-                m.d.sync += past_end.eq(ti == tn)
+                m.d.sync += past_end.eq(ti == slot_r.data[:len(ti)])
                 m.next = "FETCH2" if self.tx_outreg else "LOAD"
             if self.tx_outreg:
                 with m.State("FETCH2"):         # ... and its data registered (``txb``)
