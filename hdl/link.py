@@ -27,7 +27,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from copperline.firmware import board_interface as proto
-from copperline.hdl.lut import all_of, is_ice40, lut, mux
+from copperline.hdl.lut import all_of, below, is_ice40, lut, mux
 
 __all__ = ["BusSignature", "Link", "info_words"]
 
@@ -87,10 +87,11 @@ class Link(wiring.Component):
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
     tx_outreg : bool
-        Read the transmit buffer through a register of its own (a clock more per byte):
-        the ECP5's block RAM clock-to-out (~6 ns) leaves no room at 100 MHz for the
-        token's escape test behind it. The iCE40 does not need it (and its placement is
-        better without).
+        Read the transmit buffer through a register of its own (a clock more per byte),
+        and pass the bytes to the UART through a one-byte buffer: the ECP5's block RAM
+        clock-to-out (~6 ns) leaves no room at 100 MHz for the token's escape test
+        behind it, nor the UART's ready for the framer. The iCE40 needs neither (and its
+        placement is better without).
     quiet : bool
         Simulation only: add the ``quiet`` output (no observable state change at the next
         clock edge, e.g. while the UART is busy sending a byte), for a simulator that
@@ -448,7 +449,7 @@ class Link(wiring.Component):
             # ... READ: then count u8; each word read from the bus into the response.
             with m.State("R_COUNT"):
                 m.d.sync += [n.eq(rxb),
-                             count_bad.eq((rxb == 0) | (rxb > proto.MAX_READ_WORDS))]
+                             count_bad.eq((rxb == 0) | ~below(rxb, proto.MAX_READ_WORDS + 1))]
                 m.next = "R_CHECK"
             with m.State("R_CHECK"):
                 with m.If(count_bad):
@@ -491,16 +492,22 @@ class Link(wiring.Component):
         _one_hot(dispatch_fsm)
 
         # --------------------------------------------------------------- transmit ------
-        # Framer tokens -> SLIP encoder (``enc``) -> a one-byte buffer -> self.tx. (The
-        # buffer keeps the UART's ready off the framer's paths: timing. A byte lasts >= 40
-        # clocks on the line, so the buffer refills long before the UART takes the next.)
+        # Framer tokens -> SLIP encoder (``enc``) -> self.tx, through a one-byte buffer
+        # with ``tx_outreg`` (it keeps the UART's ready off the framer's paths: the ECP5's
+        # timing. A byte lasts >= 40 clocks on the line, so the buffer refills long before
+        # the UART takes the next.)
         enc = stream.Signature(8).create()
-        tx_full = Signal()
-        m.d.comb += [self.tx.valid.eq(tx_full), enc.ready.eq(~tx_full)]
-        with m.If(enc.valid & ~tx_full):
-            m.d.sync += [tx_full.eq(1), self.tx.payload.eq(enc.payload)]
-        with m.Elif(self.tx.ready):
-            m.d.sync += tx_full.eq(0)
+        if self.tx_outreg:
+            tx_full = Signal()
+            m.d.comb += [self.tx.valid.eq(tx_full), enc.ready.eq(~tx_full)]
+            with m.If(enc.valid & ~tx_full):
+                m.d.sync += [tx_full.eq(1), self.tx.payload.eq(enc.payload)]
+            with m.Elif(self.tx.ready):
+                m.d.sync += tx_full.eq(0)
+        else:
+            tx_full = C(0)
+            m.d.comb += [self.tx.valid.eq(enc.valid), self.tx.payload.eq(enc.payload),
+                         enc.ready.eq(self.tx.ready)]
         # The token (a byte of the frame) is always a register, ``tok``, loaded a state
         # before it goes out with whether SLIP must escape it (timing).
         tok = Signal(8)
@@ -611,8 +618,11 @@ class Link(wiring.Component):
             # (or a byte in the buffer that the busy UART does not take, with the
             # encoder waiting behind it or nothing to send)
             tx_idle = tx_fsm.ongoing("IDLE") & ~esc_pending & (ti == 0) & ~resp_pending
-            tx_still = ((tx_full & ~self.tx.ready & (enc.valid | tx_idle)) |
-                        (~tx_full & tx_idle))
+            if self.tx_outreg:
+                tx_still = ((tx_full & ~self.tx.ready & (enc.valid | tx_idle)) |
+                            (~tx_full & tx_idle))
+            else:       # (a byte offered to the busy UART, or nothing to send)
+                tx_still = (enc.valid & ~self.tx.ready) | tx_idle
             tx_crc_still = (ti != 0) | (tx_crc.crc == crc_init)
             # The memories' read data (and ``txb``) may still change, but nobody looks at
             # it before a fresh read (PRIME, FETCH).

@@ -103,8 +103,11 @@ def _reload(m: Module, timing: BitTiming, timer: Signal, acc: Signal | None, ext
 class UARTRx(wiring.Component):
     """Receives 8N1 bytes from ``rx`` and offers them on ``source``.
 
-    The line is sampled in the middle of each bit. There is no flow control: a byte the
-    consumer does not take before the next one completes is lost and counted in ``overruns``.
+    The line is sampled in the middle of each bit. There is no flow control: the byte on
+    ``source`` is the receiver's shift register itself (no copy: area), which stays put
+    until the next byte's first data bit, one and a half bit times after its start bit at
+    the earliest; a consumer takes it at once (the link always does). A byte not taken
+    before the next one completes is lost and counted in ``overruns``.
     A missing stop bit pulses ``frame_error`` and waits for the line to go idle (high).
 
     ``sim_ports=True`` (simulation only) adds ``idle``: nothing in progress (no byte being
@@ -135,6 +138,7 @@ class UARTRx(wiring.Component):
         bit = Signal(range(8))
         shreg = Signal(8)
 
+        m.d.comb += self.source.payload.eq(shreg)
         with m.If(self.source.valid & self.source.ready):
             m.d.sync += self.source.valid.eq(0)
         m.d.sync += self.frame_error.eq(0)
@@ -167,7 +171,7 @@ class UARTRx(wiring.Component):
                 with m.Elif(rx):
                     with m.If(self.source.valid & ~self.source.ready):
                         m.d.sync += self.overruns.eq(self.overruns + 1)
-                    m.d.sync += [self.source.payload.eq(shreg), self.source.valid.eq(1)]
+                    m.d.sync += self.source.valid.eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += self.frame_error.eq(1)
