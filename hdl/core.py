@@ -220,14 +220,16 @@ class Core(wiring.Component):
     #: and written for E's (two and three phases apart, ``phases >= 4``). The synthesis
     #: flow (:func:`copperline.hdl.synth.collision_dont_care`) drops the read-old-data
     #: bypass Yosys would add for them.
-    #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
-    #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
+    #: ``exec_mem`` and ``host_mem`` (the register file's executor and read-back copies)
+    #: forward the write of the same clock themselves, from one register of the write
+    #: data (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
     #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``stamp_mem`` is written
     #: in phase 0 and read in phase 1; ``imm_mem`` written for R's context and read for
     #: X's. ``wbuf_mem`` (the SPRAM's
     #: write buffer) is written only in a clock whose read the buffer does not use.
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "event_mem", "wbuf_mem")
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "host_mem",
+                               "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
