@@ -220,14 +220,16 @@ class Core(wiring.Component):
     #: and written for E's (two and three phases apart, ``phases >= 4``). The synthesis
     #: flow (:func:`copperline.hdl.synth.collision_dont_care`) drops the read-old-data
     #: bypass Yosys would add for them.
-    #: ``exec_mem`` (the register file's executor copy) forwards the write of the same
-    #: clock itself (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
+    #: ``exec_mem`` and ``host_mem`` (the register file's executor and read-back copies)
+    #: forward the write of the same clock themselves, from one register of the write
+    #: data (:class:`~copperline.hdl.regfile.RegFile`); the event FIFO's
     #: ``event_mem`` reads a row only while it holds records, never the row being
     #: written (:class:`~copperline.hdl.event_fifo.EventFIFO`). ``stamp_mem`` is written
     #: in phase 0 and read in phase 1; ``imm_mem`` written for R's context and read for
     #: X's. ``wbuf_mem`` (the SPRAM's
     #: write buffer) is written only in a clock whose read the buffer does not use.
-    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "event_mem", "wbuf_mem")
+    COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "host_mem",
+                               "event_mem", "wbuf_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -762,11 +764,15 @@ class Core(wiring.Component):
         rf, ring_pc, ring_st, vs, wdn_x = p.rf, p.ring_pc, p.ring_st, p.vs, p.wdn_x
         wh1_x = p.wh1_x
         st_x, pc_x = ring_st[2], ring_pc[2]
-        # precomputed in R: active, pc + 1, the state tests
+        # precomputed in R: active, the next op's pc (``pc + 1``, 1 for a start: the
+        # only user of ``pc + 1`` alone, the stop of a FENCE, is of an active context),
+        # the state tests
         act_x = Signal()
         pc1_x = Signal(pb)
         st_run_x, st_vs_x, st_fe_x = Signal(), Signal(), Signal()
-        m.d.sync += [act_x.eq(_active(ring_st[1])), pc1_x.eq(ring_pc[1] + 1),
+        p.pc_inc_r = pc_inc_r = Signal(pb)
+        m.d.comb += pc_inc_r.eq(Mux(_active(ring_st[1]), ring_pc[1] + 1, 1))
+        m.d.sync += [act_x.eq(_active(ring_st[1])), pc1_x.eq(pc_inc_r),
                      st_run_x.eq(ring_st[1] == CtxState.RUNNING),
                      st_vs_x.eq(ring_st[1] == CtxState.VSYNC),
                      st_fe_x.eq(ring_st[1] == CtxState.FENCE)]
@@ -776,7 +782,7 @@ class Core(wiring.Component):
         eff_pc = Signal(pb)
         eff_lv = Signal(isa.LOOP_SLOTS)
         m.d.comb += [eff_pc.eq(Mux(act_x, pc_x, 0)), eff_lv.eq(Mux(act_x, lv_x, 0))]
-        pc_inc = Mux(act_x, pc1_x, 1)[:pb]
+        pc_inc = pc1_x
 
         # fence test of this context's timeline; a write in this very clock (the host
         # writes slot s in phase s, X's phase) counts too. Values only grow, so "the new
@@ -1038,7 +1044,7 @@ class Core(wiring.Component):
             # the outcome's fetch address (0 for a context that stops running), so that
             # E's fetch address is one select like its pc, not a test of its state
             reg_e("g_fetch", Mux(_active(g_st), g_pc, 0), pb)
-        reg_e("pc_inc", pc_inc, pb)
+        # (E's ``pc_inc`` comes from the immediate's RAM row, below)
         # the event (none depends on the late overrides); a REG event's value comes in E
         reg_e("kind", o_kind, 3)
         # (a REG event's payload: the register index here, its value joins after E)
@@ -1062,7 +1068,7 @@ class Core(wiring.Component):
         # LOOP's bit, not a second copy of the armed bits)
         reg_e("onehot", onehot_x, isa.LOOP_SLOTS)
         reg_e("loop_we", g_run & o_loop_we, 1)
-        reg_e("loop_slot", loop_slot)
+        # (E's ``loop_slot`` comes from the immediate's RAM row, below)
         # the counter's next value: both candidates minus 1 (from the RAM, from the
         # word), E selects (``counting`` is three LUT levels deep: no select and no carry
         # chain after it here)
@@ -1082,15 +1088,24 @@ class Core(wiring.Component):
         # E writes the register file only for a REG op, whose payload holds the index)
         # MOVE's value and ADD's delta share their bits (checked in __init__). E's copy
         # comes from a block RAM row per context, written with R's word (the program
-        # memory's output) and read in X: flip-flops copying ``word_x`` took an LC each
+        # memory's output) and read in X: flip-flops copying ``word_x`` took an LC each.
+        # The row also holds E's ``pc_inc`` (R's ``pc_inc_r``, which X registers as
+        # ``pc1_x``) and the LOOP's slot (R's word), copies of X's registers otherwise.
+        # Read every clock (the read data is used only the clock after its read).
         mv = isa.OP_BY_NAME["MOVE"].bit("value")
-        imm_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.phases, init=[],
+        pb = self.pc_bits
+        slot_w = isa.OP_BY_NAME["LOOP"].bit("slot").width
+        imm_mem = memory.Memory(shape=REG_WORD_BITS + pb + slot_w, depth=self.phases, init=[],
                                 attrs={"ram_style": "distributed" if self.lut_ram else "block"})
         m.submodules.imm_mem = imm_mem
         imm_wp, imm_rp = imm_mem.write_port(), imm_mem.read_port()
-        m.d.comb += [imm_wp.addr.eq(p.ph_r), imm_wp.data.eq(p.word[mv.lsb:mv.lsb + mv.width]),
+        m.d.comb += [imm_wp.addr.eq(p.ph_r),
+                     imm_wp.data.eq(Cat(p.word[mv.lsb:mv.lsb + mv.width], p.pc_inc_r,
+                                        p.raw("LOOP", "slot"))),
                      imm_wp.en.eq(1), imm_rp.addr.eq(ph)]
-        p.e["imm"] = imm_rp.data
+        p.e["imm"] = imm_rp.data[:REG_WORD_BITS]
+        p.e["pc_inc"] = imm_rp.data[REG_WORD_BITS:REG_WORD_BITS + pb]
+        p.e["loop_slot"] = imm_rp.data[REG_WORD_BITS + pb:]
         # the register's mask, registered (E's value is then one LUT after the adder)
         reg_e("mask", field_mask(reg_idx_x[:(isa.REG_STRIDE - 1).bit_length()]), REG_WORD_BITS)
         vars(p).update(g_run=g_run)

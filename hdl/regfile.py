@@ -30,9 +30,10 @@ def field_mask(index_low_bits):
 class RegFile(wiring.Component):
     """Register file with an executor read/write pair and a host read-back port.
 
-    Two block-RAM copies are written together: one serves the executor's read (which is
-    transparent for the write, so an op sees the write of the op one clock before it),
-    the other the host, so read-back never steals an executor cycle.
+    Two block-RAM copies are written together: one serves the executor's read, the other
+    the host, so read-back never steals an executor cycle. Both see the write of the same
+    clock (so an op sees the write of the op one clock before it), forwarded from one
+    register of the write data.
 
     Parameters
     ----------
@@ -79,33 +80,33 @@ class RegFile(wiring.Component):
         m = Module()
         m.submodules.exec_mem = self.exec_mem
         m.submodules.host_mem = self.host_mem
-        for mem, raddr, rdata, forward in ((self.exec_mem, self.rd_addr, self.rd_data, True),
-                                           (self.host_mem, self.host_addr, self.host_data, False)):
+        # ``fwd_data`` is the write data registered every clock, like the core's own copy
+        # of E's result: Yosys merges the two, and the forwarding loop (this register ->
+        # select -> adder -> this register) has no route to a second flip-flop (Yosys' own
+        # transparency bypass registered the data apart). (no reset, as the core's copy:
+        # read only with a hit)
+        fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data", reset_less=True)
+        m.d.sync += fwd_data.eq(self.wr_data)
+        for mem, raddr, rdata, name in ((self.exec_mem, self.rd_addr, self.rd_data, "exec"),
+                                        (self.host_mem, self.host_addr, self.host_data, "host")):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
-            # (the read-back copy reads transparently: Yosys emulates that with one
-            # register of the write data and a mux, its old-data emulation took two
-            # registers; either value is right for a host that reads at any time)
-            rp = mem.read_port(transparent_for=() if forward else (wp,))
-            m.d.comb += rp.addr.eq(raddr)
-            if not forward:
-                m.d.comb += rdata.eq(rp.data)
-                continue
             # A plain synchronous read (block RAM; or LUT RAM read in the clock of the
             # address, into flip-flops, so that E's adder starts from registers) and the
-            # write of the same clock forwarded from a register. What the RAM reads from
-            # a row being written is never used: the core lists ``exec_mem`` in
-            # ``COLLISION_FREE_MEMORIES``, so Yosys adds no read-old-data logic.
-            # ``fwd_data`` is the write data registered every clock, like the core's own
-            # copy of E's result: Yosys merges the two, and the forwarding loop (this
-            # register -> select -> adder -> this register) has no route to a second
-            # flip-flop (Yosys' own transparency bypass registered the data apart).
-            fwd_hit = Signal(name="exec_fwd_hit")
-            # (no reset, as the core's copy: read only with ``fwd_hit``)
-            fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data", reset_less=True)
-            m.d.sync += [fwd_hit.eq(self.wr_en & (self.wr_addr == raddr)),
-                         fwd_data.eq(self.wr_data)]
+            # write of the same clock forwarded from ``fwd_data``. What the RAM reads from
+            # a row being written is never used: the core lists both copies in
+            # ``COLLISION_FREE_MEMORIES``, so Yosys adds no read-old-data logic. The
+            # read-back copy forwards the same way (a write in the address's clock is in
+            # the data, as a transparent read had it), sharing ``fwd_data``: Yosys'
+            # transparency emulation registered the write data a second time (16
+            # flip-flops that only copied E's result, an LC each on the UP5K).
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(raddr)
+            fwd_hit = Signal(name=f"{name}_fwd_hit")
+            m.d.sync += fwd_hit.eq(self.wr_en & (self.wr_addr == raddr))
             m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
+            if name == "host":
+                continue
             # the sum: both candidates added, then selected (the select joins the LUT
             # that follows the adder anyway: the RAM output and the forwarded value go
             # straight into their carry chains)

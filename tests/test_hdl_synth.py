@@ -15,8 +15,10 @@ def test_core_synthesizes_for_up5k(capsys):
         print(f"\nUP5K core: {r.lcs} LUT4 (logic cells), {r.ffs} FF, {r.brams} SB_RAM40_4K, "
               f"{r.sprams} SB_SPRAM256KA, Fmax {r.fmax_mhz:.1f} MHz "
               f"(harness adds {r.harness_ffs} FFs)")
-    # 4 x 1024 program words live in the two SPRAMs, not in block RAM
-    assert r.sprams == 2 and r.brams <= 16 and r.lcs > 0 and r.fmax_mhz > 0
+    # 4 x 1024 program words live in the two SPRAMs, not in block RAM (the block RAMs
+    # are small rows that replaced flip-flops: the iCEBreaker board has 30, the link
+    # takes 6)
+    assert r.sprams == 2 and r.brams <= 20 and r.lcs > 0 and r.fmax_mhz > 0
 
 
 def test_collision_dont_care_marks_only_the_listed_memories():
@@ -34,11 +36,15 @@ def test_collision_dont_care_marks_only_the_listed_memories():
             masks[cur] = st.split()[-1]
             cur = None
     assert masks["ctx_mem"] == "1'1" and masks["loop_mem"] == "1'1"
-    # the register file's executor copy forwards its writes itself; the FIFO never reads
-    # the row it writes
-    assert masks["exec_mem"] == "1'1" and masks["event_mem"] == "1'1"
-    # the host writes fences at any time and reads the register file back at any time
-    assert masks["fence_mem"] == "1'0" and masks["host_mem"] == "1'0"
+    # the register file's two copies forward E's write of the same clock themselves (the
+    # read-back copy too, since it selects E's registered write data on an address hit:
+    # what its RAM reads from a row being written is never used, so the host reading back
+    # at any time still sees that write); the FIFO never reads the row it writes
+    assert masks["exec_mem"] == "1'1" and masks["host_mem"] == "1'1"
+    assert masks["event_mem"] == "1'1"
+    # the host writes fences at any time, and the fence RAM's own transparent read is
+    # what brings that write to X
+    assert masks["fence_mem"] == "1'0"
 
 
 def test_collision_dont_care_leaves_asynchronous_reads():
