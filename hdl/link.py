@@ -287,7 +287,7 @@ class Link(wiring.Component):
         rxb = Signal(8)
         adv = Signal()
         wp = Signal(range(buf + 1))             # tx_mem write pointer
-        n = Signal(range(buf + 1))
+        n = Signal(range(proto.MAX_READ_WORDS + 1))   # words a READ has left
         status = Signal(range(max(proto.STATUS_NAMES) + 1))
         space = typ[:4]                         # (the request type's low nibble)
         addr = Signal(16)

@@ -13,8 +13,8 @@ The core runs ``phases`` fabric clocks per core cycle (docs/core.md), so its cyc
 is ``clock_hz / phases``; that is the ``clock_hz`` INFO reports (timestamps count it) and
 ``fabric_hz`` is the board clock.
 
-LEDs: ``led_link`` stretches each good request to ~50 ms; ``led_error`` lights for ~200 ms
-after a bad frame or an idle timeout.
+LEDs: ``led_link`` lights for 50-200 ms after each good request, ``led_error`` for
+150-400 ms after a bad frame or an idle timeout.
 """
 
 from __future__ import annotations
@@ -446,7 +446,7 @@ class LinkTop(wiring.Component):
         if self.core_config is not None:
             count, per = core.cycle, phases_for(self.core_config.contexts)
         else:
-            width = max((self.clock_hz // 100).bit_length() - 1,
+            width = max((self.clock_hz // 10).bit_length() - 1,
                         self._tick_bit(link.idle_tick, 1) + 1)
             count, per = Signal(width), 1
             m.d.sync += count.eq(count + 1)
@@ -459,23 +459,20 @@ class LinkTop(wiring.Component):
             return pulse
         if link.idle_tick:
             m.d.comb += link.tick.eq(tick_every(self._tick_bit(link.idle_tick, per)))
-        # LED pulse stretchers (visible on a board; harmless in simulation), counting
-        # ticks of ~2.5-5 ms
-        led_bit = min(len(count) - 1, max(0, (self.clock_hz // 200 // per).bit_length() - 2))
+        # LED pulse stretchers (visible on a board; harmless in simulation): ticks of
+        # 50-100 ms; the link LED stays lit for 1-2 of them after a good request, the
+        # error LED for 3-4 after a bad frame or a timeout
+        led_bit = min(len(count) - 1, max(0, (self.clock_hz // 10 // per).bit_length() - 2))
         tick = tick_every(led_bit)
-        tick_s = (2 << led_bit) * per / self.clock_hz
-        link_n = max(1, round(0.05 / tick_s))
-        err_n = max(1, round(0.2 / tick_s))
-        link_t = Signal(range(link_n + 1))
-        err_t = Signal(range(err_n + 1))
+        link_t, err_t = Signal(2), Signal(3)
         activity, error = Signal(), Signal()     # the link's pulses, registered (timing)
         m.d.sync += [activity.eq(link.activity), error.eq(link.error)]
         with m.If(activity):
-            m.d.sync += link_t.eq(link_n)
+            m.d.sync += link_t.eq(2)
         with m.Elif(tick & (link_t != 0)):
             m.d.sync += link_t.eq(link_t - 1)
         with m.If(error):
-            m.d.sync += err_t.eq(err_n)
+            m.d.sync += err_t.eq(4)
         with m.Elif(tick & (err_t != 0)):
             m.d.sync += err_t.eq(err_t - 1)
         m.d.comb += [self.led_link.eq(link_t != 0), self.led_error.eq(err_t != 0)]

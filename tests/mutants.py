@@ -134,7 +134,7 @@ MUTANTS = {m.name: m for m in [
            "the link executes frames without checking their CRC",
            (f"{F}[link_first_frame]", f"{LINK}::test_bad_crc_is_dropped_and_counted_then_next_frame_works")),
     Mutant("link_repeat_check_skipped", "copperline.hdl.link",
-           "with m.If((crc_same & seq_same).bit_select(slot, 1)):",
+           "with m.If(repeat):",
            "with m.If(0):",
            "the link executes a retransmitted request again",
            (f"{F}[link_second_frame]",
