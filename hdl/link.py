@@ -27,9 +27,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from copperline.firmware import board_interface as proto
+from copperline.firmware import isa
 from copperline.hdl.lut import all_of, below, is_ice40, lut, mux
 
-__all__ = ["BusSignature", "Link", "info_words"]
+__all__ = ["BusSignature", "Link", "addr_bits_for", "info_words"]
 
 #: The register bus the link drives. ``err`` and ``rdata`` come from the top: ``err`` is a
 #: function of ``space``/``addr``/``write``/``wdata`` (never of ``we``/``re``, which
@@ -62,6 +63,16 @@ def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_B
     return words
 
 
+def addr_bits_for(*, contexts: int = 0, program_words: int = 0, layers: int = 0) -> int:
+    """The address bits a link keeps for a core of that size (:class:`Link`
+    ``addr_bits``): enough for the largest address any space answers."""
+    top = max(contexts * program_words, proto.CTL_START_MASK_ADDR + 1,
+              contexts * isa.FENCE_TIMELINES, layers * isa.REG_STRIDE,
+              contexts * proto.STATUS_WORDS, 2 * proto.MAX_READ_WORDS,
+              len(proto.INFO_FIELDS), proto.SCRATCH_WORDS)
+    return max(9, (top - 1).bit_length())
+
+
 def _one_hot(fsm):
     """Asks synthesis to re-encode ``fsm`` one-hot: each state is then one flip-flop and
     its next-state logic shallow. (Yosys leaves a state register with an initial value,
@@ -84,6 +95,10 @@ class Link(wiring.Component):
         is then dropped between ``idle_timeout`` and ``idle_timeout + 3 * idle_tick``
         clocks after its last byte (a pulse may come early once, e.g. when the counter
         is reset), with a counter of a few bits instead of ~20.
+    addr_bits : int
+        Bits of a request's address the link keeps (9..16; :func:`addr_bits_for`): a
+        higher address only sets a flag, which the bus shows as all of bits
+        ``addr_bits``..15 set, so it is still refused.
     buf_bytes : int
         Size of the receive and response buffers (largest frame without its CRC + 2).
     tx_outreg : bool
@@ -108,6 +123,7 @@ class Link(wiring.Component):
     COLLISION_FREE_MEMORIES = ("rx_mem", "tx_mem", "info_mem", "slot_mem")
 
     def __init__(self, *, info: list[int], idle_timeout: int, idle_tick: int = 0,
+                 addr_bits: int = 16,
                  buf_bytes: int = proto.DEFAULT_BUF_BYTES, tx_outreg: bool = False,
                  quiet: bool = False):
         if len(info) != proto.INFO_CONST_WORDS:
@@ -117,6 +133,9 @@ class Link(wiring.Component):
         self.info = info
         self.idle_timeout = idle_timeout
         self.idle_tick = idle_tick
+        if not 9 <= addr_bits <= 16:
+            raise ValueError(f"addr_bits {addr_bits} outside 9..16")
+        self.addr_bits = addr_bits
         self.buf_bytes = buf_bytes
         self.tx_outreg = tx_outreg
         members = {
@@ -290,7 +309,13 @@ class Link(wiring.Component):
         n = Signal(range(proto.MAX_READ_WORDS + 1))   # words a READ has left
         status = Signal(range(max(proto.STATUS_NAMES) + 1))
         space = typ[:4]                         # (the request type's low nibble)
-        addr = Signal(16)
+        # The request's address: its low ``addr_bits`` bits, and whether any higher one is
+        # set (``high``, kept through the increments): the bus sees all 16 bits, the high
+        # ones as that flag, so every space still answers ``bad address`` up there.
+        held = Signal(self.addr_bits)
+        high = Signal()
+        addr = Cat(held, high.replicate(16 - self.addr_bits))[:16]
+        addr_inc = held + 1
         addr_next = Signal()                    # addr moves on at the next word's first byte
         word = Signal(32)
         bi = Signal(2)
@@ -302,6 +327,8 @@ class Link(wiring.Component):
         # (WRITE and ECHO end with the frame, whose body's last byte is mem[rx_len - 3]
         # (rxb is mem[rp - 2]); a READ counts its words in n)
         last_word = Signal()                    # the word is the last, registered before use
+        end_next = Signal()                     # rxb, once advanced, is past the body
+        m.d.comb += end_next.eq(rp + 1 == rx_len)
         echo_more = Signal()                    # rxb is a body byte in ECHO, likewise
         repeat = Signal()                       # seq and CRC are those of its slot's last request
         req_bad = Signal()                      # the bus said err (or INFO is written)
@@ -396,18 +423,18 @@ class Link(wiring.Component):
                 with m.If(echo_more):
                     m.d.comb += [tx_w.addr.eq(Cat(wp[:abits], slot)), tx_w.data.eq(rxb),
                                  tx_w.en.eq(1), adv.eq(1)]
-                    m.d.sync += [wp.eq(wp + 1), echo_more.eq(rp + 1 != rx_len)]
+                    m.d.sync += [wp.eq(wp + 1), echo_more.eq(~end_next)]
                 with m.Else():
                     finish(proto.ST_OK)
 
             # WRITE and READ: addr u16, ...
             with m.State("ADDR0"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += addr[:8].eq(rxb)
+                m.d.sync += held[:8].eq(rxb)
                 m.next = "ADDR1"
             with m.State("ADDR1"):
                 m.d.comb += adv.eq(1)
-                m.d.sync += [addr[8:].eq(rxb), bi.eq(0)]
+                m.d.sync += [held[8:].eq(rxb), high.eq(rxb[self.addr_bits - 8:] != 0), bi.eq(0)]
                 with m.If(is_write):
                     m.next = "W_BYTE"
                 with m.Else():
@@ -415,7 +442,6 @@ class Link(wiring.Component):
             # Before each word's bus cycle, the bus's err for its address (and data)
             # lags a clock (CHECK), and is registered (BUS_DECIDE: timing).
             with m.State("CHECK"):
-                m.d.sync += last_word.eq(rp == rx_len)    # (a WRITE's: rxb is the byte after the word)
                 m.next = "BUS_DECIDE"
             with m.State("BUS_DECIDE"):
                 m.d.sync += req_bad.eq(Mux(is_info, is_write | info_err, bus.err))
@@ -432,8 +458,9 @@ class Link(wiring.Component):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [word.eq(Cat(word[8:], rxb)), bi.eq(bi + 1), addr_next.eq(0)]
                 with m.If(addr_next):
-                    m.d.sync += addr.eq(addr + 1)
+                    m.d.sync += [held.eq(addr_inc), high.eq(high | addr_inc[-1])]
                 with m.If(bi == 3):
+                    m.d.sync += last_word.eq(end_next)
                     m.next = "CHECK"
             with m.State("W_COMMIT"):
                 with m.If(req_bad):
@@ -473,7 +500,7 @@ class Link(wiring.Component):
                              tx_w.en.eq(1)]
                 m.d.sync += [word.eq(word >> 8), wp.eq(wp + 1), bi.eq(bi + 1)]
                 with m.If(bi == 3):
-                    m.d.sync += [addr.eq(addr + 1), n.eq(n - 1)]
+                    m.d.sync += [held.eq(addr_inc), high.eq(high | addr_inc[-1]), n.eq(n - 1)]
                     with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():

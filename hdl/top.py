@@ -30,7 +30,7 @@ from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD
 from copperline.hdl.core import Core, phases_for
-from copperline.hdl.link import BusSignature, Link, info_words
+from copperline.hdl.link import BusSignature, Link, addr_bits_for, info_words
 from copperline.hdl.lut import below, is_ice40, lut, mux
 from copperline.hdl.uart import UARTRx, UARTTx, bit_timing
 
@@ -398,8 +398,11 @@ class LinkTop(wiring.Component):
             m.d.comb += self.busy.eq(link.busy)
             bus_quiet = ~link.bus.we        # the scratch RAM writes only then
         else:
+            c = self.core_config
             link = Link(info=self.info(), idle_timeout=self.idle_timeout,
-                        idle_tick=self._idle_tick(phases_for(self.core_config.contexts)),
+                        idle_tick=self._idle_tick(phases_for(c.contexts)),
+                        addr_bits=addr_bits_for(contexts=c.contexts,
+                                                program_words=c.program_words, layers=c.layers),
                         quiet=self.gated_link, tx_outreg=self.link_tx_outreg)
             m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()

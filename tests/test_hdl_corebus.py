@@ -78,3 +78,19 @@ def test_events_are_pulled_without_a_mode_write_and_a_lone_high_word_pops_nothin
     assert decoded[0].started and decoded[0].slot == 0 and decoded[0].timestamp == 0
     irqs = [d for d in decoded if d.kind == 2]                   # IRQ a, IRQ b: not lost
     assert len(irqs) == 2 and irqs[1].timestamp - irqs[0].timestamp == 1 + 2 * 3
+
+
+def test_addresses_beyond_the_kept_bits_are_refused_not_aliased():
+    """The link keeps 10 address bits for this core (4 x 256 program words): a PROG write
+    at 0xFC05 must not land on word 5, a write running from word 1023 into 1024 stops
+    there, and a READ up there answers bad address too."""
+    from copperline.hdl.link import addr_bits_for
+    assert addr_bits_for(contexts=4, program_words=256, layers=16) == 10
+    frames, _ = run_bytes([
+        req(proto.T_WRITE | proto.SPACE_PROG, 1, struct.pack("<HI", 0xFC05, 7)), 300,
+        req(proto.T_WRITE | proto.SPACE_PROG, 2, struct.pack("<HII", 1023, 7, 7)), 300,
+        req(proto.T_WRITE | proto.SPACE_PROG, 3, struct.pack("<HI", 5, 7)), 300,
+        read(proto.SPACE_STATUS, 0x4000, 1, 4), 300,
+    ], dut=_top(), settle=600)
+    assert [f.body[0] for f in frames] == [proto.ST_BAD_ADDR, proto.ST_BAD_ADDR, proto.ST_OK,
+                                           proto.ST_BAD_ADDR]
