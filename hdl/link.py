@@ -151,7 +151,8 @@ class Link(wiring.Component):
         if quiet:
             # simulation only: no state change at the next clock edge that anyone can
             # observe (the virtual board's gated link clock, docs/boards.md); and
-            # ``detached``: the link does not touch the bus before another frame arrives (at most it finishes sending a response)
+            # ``detached``: the link does not touch the bus before another frame arrives
+            # (at most it finishes sending a response)
             members["quiet"] = Out(1)
             members["detached"] = Out(1)
         super().__init__(members)
@@ -184,7 +185,7 @@ class Link(wiring.Component):
 
         # ---------------------------------------------------------------- receive ------
         frame_ready = Signal()                  # a checked frame waits in rx_mem
-        rx_len = Signal(range(buf + 1))         # (a waiting frame's length, until dispatched)
+        rx_len = Signal(range(buf + 1))         # (a waiting frame's length, until executed)
         # rx_len's tests, kept as flags beside it (timing): != 0, < buf, >= 4
         rx_any, rx_room, rx_min = Signal(), Signal(init=1), Signal()
         rx_bad = Signal()
@@ -257,8 +258,8 @@ class Link(wiring.Component):
         # after its delimiter (``end_q``), from a check made at the delimiter.
         m.d.sync += [end_q.eq(tq_end & (rx_any | rx_bad | tq_esc)),
                      end_good.eq(~rx_bad & ~tq_esc & rx_min & rx_crc.match_detected)]
-        # (a good frame's length stays in rx_len until the dispatcher takes it: no byte is
-        # decoded while a frame waits)
+        # (a good frame's length stays in rx_len until its request is executed, FINISH or
+        # RESEND: no byte is decoded while a frame waits)
         with m.If(end_q):
             with m.If(end_good):
                 m.d.sync += frame_ready.eq(1)

@@ -5,12 +5,10 @@ import random
 import struct
 
 import pytest
-from amaranth import Elaboratable, Module
-from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
-from copperline.hdl.link import Link, info_words
-from copperline.hdl.top import LinkTop, Scratch
+from copperline.hdl.link import info_words
+from copperline.hdl.top import LinkTop
 from copperline.firmware import board_interface as proto
 from copperline.firmware.board_interface import DEFAULT_BAUD
 
