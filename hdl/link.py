@@ -317,6 +317,7 @@ class Link(wiring.Component):
         high = Signal()
         addr = Cat(held, high.replicate(16 - self.addr_bits))[:16]
         addr_inc = held + 1
+        next_addr = [held.eq(addr_inc), high.eq(high | addr_inc[-1])]   # (a word on)
         addr_next = Signal()                    # addr moves on at the next word's first byte
         word = Signal(32)
         bi = Signal(2)
@@ -459,7 +460,7 @@ class Link(wiring.Component):
                 m.d.comb += adv.eq(1)
                 m.d.sync += [word.eq(Cat(word[8:], rxb)), bi.eq(bi + 1), addr_next.eq(0)]
                 with m.If(addr_next):
-                    m.d.sync += [held.eq(addr_inc), high.eq(high | addr_inc[-1])]
+                    m.d.sync += next_addr
                 with m.If(bi == 3):
                     m.d.sync += last_word.eq(end_next)
                     m.next = "CHECK"
@@ -501,7 +502,7 @@ class Link(wiring.Component):
                              tx_w.en.eq(1)]
                 m.d.sync += [word.eq(word >> 8), wp.eq(wp + 1), bi.eq(bi + 1)]
                 with m.If(bi == 3):
-                    m.d.sync += [held.eq(addr_inc), high.eq(high | addr_inc[-1]), n.eq(n - 1)]
+                    m.d.sync += [*next_addr, n.eq(n - 1)]
                     with m.If(last_word):
                         finish(proto.ST_OK)
                     with m.Else():
