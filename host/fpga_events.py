@@ -29,7 +29,6 @@ class EventPump:
     """Records of one board session -> trace events (not thread-safe: the backend locks)."""
 
     def __init__(self, info: BoardInfo, dropped: int):
-        self.event_bytes = info.event_bytes
         self.converter = RecordConverter(info.clock_hz, info.layers)
         self._slot_bits = slot_bits_for(info.contexts)
         self._unwrap = TimestampUnwrapper()
