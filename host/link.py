@@ -159,6 +159,8 @@ class Link:
         self._on_lost = on_lost
         self._closed = threading.Event()
         self._greeting = bytearray()          # the first bytes received (a busy notice?)
+        #: The request whose answer is coming in now (or None), and when bytes last came.
+        self._arriving: tuple[_Pending | None, float] = (None, 0.0)
         self._reader = threading.Thread(target=self._read_loop, name=f"link-reader {url}",
                                         daemon=True)
         self._reader.start()
@@ -218,10 +220,13 @@ class Link:
             for frame in self._decoder.feed(data):
                 self._dispatch(frame)
             head = self._decoder.header()
+            arriving = None
             if head is not None:                # a response has begun: its request ran
                 pending = self._waiting.get(head[1])
                 if pending is not None and head[0] == pending.ftype | RESP:
                     pending.started.set()
+                    arriving = pending
+            self._arriving = (arriving, time.monotonic())
             self.stats.crc_errors = self._decoder.crc_errors
             self.stats.framing_errors = self._decoder.framing_errors
 
@@ -293,8 +298,12 @@ class Link:
                     frame = p.answers.get(timeout=min(left, 0.05)) if left > 0 else \
                         p.answers.get_nowait()
                 except queue.Empty:
-                    if left <= 0 or self._closed.is_set():
+                    if self._closed.is_set():
                         break
+                    if left <= 0:
+                        if not self._still_arriving(p):
+                            break
+                        deadline = time.monotonic() + self.policy.timeout(0.0)
                     continue
                 if frame.type != (p.ftype | RESP) or not frame.body:
                     raise LinkError(f"{p.what}: board answered type {frame.type:#04x} "
@@ -328,6 +337,15 @@ class Link:
                           f"attempt(s) in {(self.retries + 1) * self.timeout * 1000:.0f} ms "
                           "(is the board connected, flashed with copperline, and at the "
                           "same baud?)")
+
+    def _still_arriving(self, p: _Pending) -> bool:
+        """True while ``p``'s answer is coming in: its first bytes are here and more came
+        within a turnaround. Such an answer is not late, only longer on a slower line (a
+        virtual board below real time) than the baud rate says; retransmitting then would
+        only make the board send it again."""
+        pending, at = self._arriving
+        return (pending is p and time.monotonic() - at < self.policy.timeout(0.0)
+                and time.monotonic() < p.give_up)
 
     @property
     def frame_words(self) -> int:

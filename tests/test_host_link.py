@@ -78,6 +78,7 @@ class ModelBoard:
         self.answer_delays = []   # seconds to wait before answering the next requests
         self.max_body = None      # requests with a longer body never get through
         self.max_answer = None    # nor responses with a longer one
+        self.trickle_s = 0.0      # seconds between the bytes of a response (a slow line)
         self.info = None          # INFO words (name -> value) to answer with, or none
         self.counts = []          # words carried by each READ and WRITE
         self.seqs = []
@@ -131,6 +132,13 @@ class ModelBoard:
             self.lose_responses -= 1
             return
         if self.max_answer is not None and len(resp) > self.max_answer:
+            return
+        if self.trickle_s:                    # (its header at once, as in one USB packet)
+            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conn.sendall(resp[:4])
+            for b in resp[4:]:
+                time.sleep(self.trickle_s)
+                self.conn.sendall(bytes([b]))
             return
         self.conn.sendall(resp)
 
@@ -254,6 +262,19 @@ def test_an_answer_sooner_than_the_retransmission_could_be_read_is_a_sample(mode
         link.policy.max_s = 0.2
         assert link.echo(b"y" * 20) == b"y" * 20
         assert link.stats.retransmits == 1
+    assert model.executed == 2
+
+
+def test_an_answer_still_coming_in_is_not_retransmitted(model):
+    """A line slower than its baud rate (a virtual board below real time) delivers a
+    long answer over several timeouts: as long as its bytes keep coming, the host waits
+    for it instead of asking again (which would only make the board send it twice)."""
+    with Link(model.url, timeout=0.5) as link:
+        link.echo(b"x")                              # a round trip measured: short timeouts
+        link.policy.max_s = 0.03
+        model.trickle_s = 0.002                      # 47 bytes: about 0.1 s
+        assert link.echo(b"y" * 40) == b"y" * 40
+        assert link.stats.retransmits == 0 and link.stats.duplicates == 0
     assert model.executed == 2
 
 

@@ -246,6 +246,7 @@ def _event_stream(core, seconds: float = 3.0) -> None:
         a, n0, t0 = srv.link.request_stats(), len(got), time.perf_counter()
         time.sleep(seconds)
         b, window, t1 = srv.link.request_stats(), got[n0:], time.perf_counter()
+        stats = be.link_stats()
         be.stop(pid)
     board_s = (b.cycles - a.cycles) / CLOCK
     regs = sum(1 for e in window if e.get("event") == "reg")
@@ -255,7 +256,9 @@ def _event_stream(core, seconds: float = 3.0) -> None:
           f"% of the line's {line:.0f}/s (pipelined reads of up to "
           f"{proto.MAX_READ_WORDS // 2} records, two in flight; "
           f"{dropped / board_s:.0f}/s dropped by the full FIFO, reported; the simulator ran "
-          f"at {board_s / (t1 - t0):.2f}x real time)")
+          f"at {board_s / (t1 - t0):.2f}x real time); link since it opened: "
+          f"{stats['requests']} requests, {stats['retransmits']} retransmitted, "
+          f"{stats['duplicates']} duplicate answers")
 
 
 def configure(argv: list[str]):
