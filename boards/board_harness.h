@@ -18,6 +18,10 @@
 //                         (k < line_calm(); 0 otherwise)
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
 //   uint32_t warped();    core cycles a warp skipped at the end of this clock (0: none)
+//   bool video_pixel(), video_de(); uint16_t video_rgb(); bool video_frame_start();
+//   bool tb_reset();      the display output (a new pixel this clock, active video, its
+//                         RGB444 colour r << 8 | g << 4 | b, a frame's first pixel) and
+//                         the core's time-base reset (all 0 in a top without display)
 //
 // The top is the board top in a reset-less clock domain (a virtual board never asserts
 // reset; without a reset input the simulators drop the reset logic).
@@ -31,6 +35,12 @@
 //          a pure function of the input (tests compare runs byte for byte).
 // --stamp : each byte on stdout is preceded by the fabric cycle (u64, little-endian) in
 //          which its stop bit was sampled.
+// --video-fd=N --video-size=WxH: every whole frame of active video after a time-base
+//          reset goes to file descriptor N as a record "CPVF", u32 frame number (0: the
+//          frame that began with the reset), u16 W, u16 H, then W*H u16 RGB444 pixels
+//          (little-endian, rows top first). Frames before the first reset and a frame
+//          a reset cuts short are not sent. Use with --no-idle-skip and --warp=0: the
+//          display never idles.
 // stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N
 //          link_ticks=N line_ticks=N" about once a second, on SIGUSR1, and at exit
 //          (cycles: simulated fabric cycles; ticks: clocks evaluated; warped: warped core
@@ -94,6 +104,8 @@ int run_board(Model &top, int argc, char **argv) {
 	uint32_t div = 12, frac_num = 0, frac_den = 1;   // a bit: div + frac_num/frac_den clocks
 	uint64_t warp_n = 0, warp_max = 0;
 	bool pace = true, idle_skip = true, gate = true, replay = false, stamp = false;
+	int video_fd = -1;
+	uint32_t video_w = 0, video_h = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "--hz=", 5)) fabric_hz = strtoull(argv[i] + 5, 0, 10);
 		else if (!strncmp(argv[i], "--div=", 6)) div = strtoul(argv[i] + 6, 0, 10);
@@ -107,12 +119,44 @@ int run_board(Model &top, int argc, char **argv) {
 		else if (!strcmp(argv[i], "--stamp")) stamp = true;
 		else if (!strncmp(argv[i], "--warp=", 7)) warp_n = strtoull(argv[i] + 7, 0, 10);
 		else if (!strncmp(argv[i], "--warp-max=", 11)) warp_max = strtoull(argv[i] + 11, 0, 10);
+		else if (!strncmp(argv[i], "--video-fd=", 11)) video_fd = atoi(argv[i] + 11);
+		else if (!strncmp(argv[i], "--video-size=", 13)) {
+			if (sscanf(argv[i] + 13, "%ux%u", &video_w, &video_h) != 2) video_w = 0;
+		}
 		else { fprintf(stderr, "error unknown argument %s\n", argv[i]); return 2; }
 	}
 	if (div < 4 || fabric_hz == 0 || frac_den == 0 || frac_num >= frac_den) {
 		fprintf(stderr, "error bad --div/--frac/--hz\n");
 		return 2;
 	}
+	if (video_fd >= 0 && (video_w == 0 || video_h == 0)) {
+		fprintf(stderr, "error --video-fd needs --video-size=WxH\n");
+		return 2;
+	}
+	// the display capture: pixels of the frame being shown since the last time-base reset
+	std::vector<uint16_t> video_frame(video_w * video_h);
+	uint32_t video_pos = 0, video_number = 0;
+	bool video_on = false;         // a time-base reset was seen: frames are numbered
+	auto capture = [&]() {
+		if (top.tb_reset()) { video_on = true; video_number = 0; video_pos = 0; }
+		if (top.video_frame_start()) video_pos = 0;
+		if (!video_on || !top.video_pixel() || !top.video_de()) return;
+		if (video_pos < video_frame.size()) video_frame[video_pos] = top.video_rgb();
+		if (++video_pos != video_frame.size()) return;
+		uint8_t head[12] = {'C', 'P', 'V', 'F'};
+		memcpy(head + 4, &video_number, 4);
+		uint16_t wh[2] = {(uint16_t)video_w, (uint16_t)video_h};
+		memcpy(head + 8, wh, 4);
+		const uint8_t *parts[2] = {head, (const uint8_t *)video_frame.data()};
+		size_t sizes[2] = {sizeof head, video_frame.size() * 2};
+		for (int p = 0; p < 2; p++)
+			for (size_t off = 0; off < sizes[p];) {
+				ssize_t n = write(video_fd, parts[p] + off, sizes[p] - off);
+				if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; video_fd = -1; return; }
+				off += n;
+			}
+		video_number++;
+	};
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -265,6 +309,7 @@ int run_board(Model &top, int argc, char **argv) {
 			bool link_clock = !(gate && top.link_quiet());
 			top.tick(link_clock);        // one clock: rising edge, outputs settled
 			ticks++;
+			if (video_fd >= 0) capture();
 			link_ticks += link_clock;
 			done++;
 			if (top.busy()) busy_cycles++;

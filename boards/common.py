@@ -81,14 +81,37 @@ class Board:
     core: dict | None = None
     #: The board's oscillator (the platform's default clock); None: ``clock_hz``, no PLL.
     osc_hz: int | None = None
+    #: The video mode of its display output (a key of
+    #: ``copperline.firmware.display.MODES``); None: no display. The core's vsync is the
+    #: display's frame rate (:meth:`display`).
+    video: str | None = None
 
     @property
     def uses_pll(self) -> bool:
         return self.osc_hz is not None and self.osc_hz != self.clock_hz
 
     def core_config(self):
+        """The core's parameters (``copperline.hdl.top.CoreConfig``), None without a
+        core; with a display, its vsync is the display's frames."""
         from copperline.hdl.top import CoreConfig
-        return CoreConfig(**self.core) if self.core is not None else None
+        if self.core is None:
+            return None
+        config = CoreConfig(**self.core)
+        if self.video is not None:
+            config.vsync_hz = self.display(config).vsync_hz
+        return config
+
+    def display(self, config=None):
+        """The board's :class:`~copperline.firmware.display.Display` (mode, core
+        timing), or None when it has no display output."""
+        from copperline.firmware.display import MODES, Display
+        from copperline.hdl.core import phases_for
+        from copperline.hdl.top import CoreConfig
+        if self.video is None or self.core is None:
+            return None
+        config = config or CoreConfig(**self.core)
+        return Display(MODES[self.video], phases_for(config.contexts),
+                       config.core_hz(self.clock_hz), config.layers)
 
     @property
     def link_tx_outreg(self) -> bool:

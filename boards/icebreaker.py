@@ -8,7 +8,31 @@ from copperline.boards.common import Board, UsbId
 
 def _platform():
     from amaranth_boards.icebreaker import ICEBreakerPlatform
-    return ICEBreakerPlatform()
+    platform = ICEBreakerPlatform()
+    platform.add_resources(DVI_PMOD)
+    return platform
+
+
+def _dvi_pmod():
+    """The 12-bit DVI Pmod (1BitSquared; a TFP410 taking RGB444 and syncs) on PMOD1A
+    (red, green) and PMOD1B (blue, clock, syncs, data enable): connector pin numbers."""
+    from amaranth.build import Attrs, Pins, Resource, Subsignal
+
+    def pins(names, conn):
+        return Pins(names, dir="o", conn=("pmod", conn))
+    return Resource(
+        "dvi", 0,
+        Subsignal("r", pins("8 2 7 1", 0)),        # r[0] .. r[3]
+        Subsignal("g", pins("10 4 9 3", 0)),
+        Subsignal("b", pins("3 8 7 1", 1)),
+        Subsignal("clk", pins("2", 1)),
+        Subsignal("hsync", pins("4", 1)),
+        Subsignal("vsync", pins("10", 1)),
+        Subsignal("de", pins("9", 1)),
+        Attrs(IO_STANDARD="SB_LVCMOS"))
+
+
+DVI_PMOD = [_dvi_pmod()]
 
 
 def _flash_commands(programmer: str, bitstream: str, sram: bool) -> list[list[str]]:
@@ -38,4 +62,6 @@ BOARD = Board(
     # (SB_SPRAM256KA): 4 x 1024 words, the VM's size, and no block RAM for programs.
     core={"contexts": 4, "program_words": 1024, "program_memory": "spram",
           "spram_primitive": True},
+    # 640x480 from the 48 MHz fabric clock (24 MHz pixels) on the 12-bit DVI Pmod
+    video="640x480@60-24MHz",
 )

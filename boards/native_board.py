@@ -28,7 +28,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth import ClockDomain, ClockSignal, Elaboratable, Module, Signal
+from amaranth import Cat, ClockDomain, ClockSignal, Elaboratable, Module, Signal
 
 from copperline.sim.cxxrtl_build import NativeBuildError, build_native
 
@@ -43,8 +43,10 @@ HARNESSES = {"verilator": Path(__file__).with_name("verilator_harness.cc"),
 class FreeRunning(Elaboratable):
     """``top`` in reset-less clock domains, with ports ``clk``, ``link_clk``, ``line_clk``,
     ``uart_rx``, ``uart_tx``, ``busy``, ``link_quiet``, ``line_quiet``,
-    ``line_calm``/``line_skip`` and the core's simulation-only ``warp``/``warped`` (unused
-    stand-ins when the top has no gated link or no warp).
+    ``line_calm``/``line_skip``, the core's simulation-only ``warp``/``warped``, and the
+    display's ``video_pixel``, ``video_de``, ``video_rgb`` (RGB444, ``r << 8 | g << 4 | b``),
+    ``video_frame_start`` with the core's ``tb_reset`` (unused stand-ins when the top has
+    no gated link, no warp or no display).
 
     A virtual board never asserts reset (registers start from their initial values, as
     after configuration), so the reset input would only cost: without it Verilator drops
@@ -68,6 +70,12 @@ class FreeRunning(Elaboratable):
         self.line_quiet = top.line_quiet if self.gated else Signal(name="line_quiet")
         self.line_calm = top.line_calm if self.gated else Signal(name="line_calm")
         self.line_skip = top.line_skip if self.gated else Signal(name="line_skip")
+        self.has_video = getattr(top, "video", None) is not None
+        self.video_pixel = Signal(name="video_pixel")
+        self.video_de = Signal(name="video_de")
+        self.video_rgb = Signal(12, name="video_rgb")
+        self.video_frame_start = Signal(name="video_frame_start")
+        self.tb_reset = Signal(name="tb_reset")
 
     def elaborate(self, platform):
         m = Module()
@@ -79,12 +87,23 @@ class FreeRunning(Elaboratable):
             m.d.comb += self.warped.eq(0)
         if not self.gated:
             m.d.comb += [self.link_quiet.eq(0), self.line_quiet.eq(1), self.line_calm.eq(0)]
+        if self.has_video:
+            v = self.top.video
+            m.d.comb += [self.video_pixel.eq(v.pixel), self.video_de.eq(v.de),
+                         self.video_rgb.eq(Cat(v.b, v.g, v.r)),
+                         self.video_frame_start.eq(v.frame_start),
+                         self.tb_reset.eq(self.top.tb_reset)]
+        else:
+            m.d.comb += [self.video_pixel.eq(0), self.video_de.eq(0), self.video_rgb.eq(0),
+                         self.video_frame_start.eq(0), self.tb_reset.eq(0)]
         return m
 
     def ports(self) -> list:
         return [ClockSignal("sync"), ClockSignal("link"), ClockSignal("line"),
                 self.top.uart_rx, self.top.uart_tx, self.top.busy, self.link_quiet,
-                self.line_quiet, self.line_calm, self.line_skip, self.warp, self.warped]
+                self.line_quiet, self.line_calm, self.line_skip, self.warp, self.warped,
+                self.video_pixel, self.video_de, self.video_rgb, self.video_frame_start,
+                self.tb_reset]
 
 
 def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike | None = None,
@@ -156,13 +175,18 @@ class NativeBoardLink:
     ``idle_skip=True`` stops the clock while the top is idle and the host silent;
     ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp);
     ``warp_max``: the most fabric cycles one warp skips (0: unknown), which keeps warps
-    from overtaking ``--replay`` input.
+    from overtaking ``--replay`` input; ``on_frame(number, width, height, rgb444)``: the
+    display's frames (``rgb444``: row-major ``u16`` values ``r << 8 | g << 4 | b``), from
+    a reader thread; the board then never skips idle time nor warps (the display never
+    idles), and ``video_size`` is the frame's (width, height).
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
                  pace: bool = True, idle_skip: bool = True, warp_phases: int = 0,
-                 warp_max: int = 0):
+                 warp_max: int = 0, on_frame=None, video_size: tuple[int, int] = (0, 0)):
         from copperline.hdl.uart import bit_timing
+        if on_frame is not None:        # every clock of the display is simulated
+            idle_skip, warp_phases, warp_max = False, 0, 0
         self.exe = str(exe)
         self.on_output = on_output
         self.clock_hz = clock_hz
@@ -170,6 +194,9 @@ class NativeBoardLink:
         self.args = [self.exe, f"--hz={clock_hz}", f"--div={timing.div}",
                      f"--frac={timing.num}/{timing.den}",
                      f"--warp={warp_phases}", f"--warp-max={warp_max}"]
+        self.on_frame = on_frame
+        self.video_size = video_size
+        self._video_r = self._video_w = None
         if not pace:
             self.args.append("--no-pace")
         if not idle_skip:
@@ -186,9 +213,19 @@ class NativeBoardLink:
         return self.stats.cycles
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, bufsize=0)
-        for target, name in ((self._read_out, "board-sim-out"), (self._read_err, "board-sim-err")):
+        args, fds = list(self.args), ()
+        if self.on_frame is not None:
+            self._video_r, self._video_w = os.pipe()
+            args += [f"--video-fd={self._video_w}",
+                     f"--video-size={self.video_size[0]}x{self.video_size[1]}"]
+            fds = (self._video_w,)
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, bufsize=0, pass_fds=fds)
+        readers = [(self._read_out, "board-sim-out"), (self._read_err, "board-sim-err")]
+        if self.on_frame is not None:
+            os.close(self._video_w)             # (the simulator holds its end)
+            readers.append((self._read_video, "board-sim-video"))
+        for target, name in readers:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -206,6 +243,26 @@ class NativeBoardLink:
                 self.on_output(data)
             except Exception:   # a broken consumer must not stop the board
                 log.exception("virtual board: output handler failed")
+
+    def _read_video(self) -> None:
+        """Frames from the harness (board_harness.h, ``--video-fd``) to ``on_frame``."""
+        import struct
+        with os.fdopen(self._video_r, "rb") as pipe:
+            while True:
+                head = pipe.read(12)
+                if len(head) < 12:
+                    return
+                magic, number, width, height = struct.unpack("<4sIHH", head)
+                if magic != b"CPVF":
+                    log.error("virtual board: bad video record %r; capture stopped", head)
+                    return
+                pixels = pipe.read(2 * width * height)
+                if len(pixels) < 2 * width * height:
+                    return
+                try:
+                    self.on_frame(number, width, height, pixels)
+                except Exception:       # a broken consumer must not stop the board
+                    log.exception("virtual board: frame handler failed")
 
     def _read_err(self) -> None:
         for raw in self._proc.stderr:

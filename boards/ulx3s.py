@@ -41,6 +41,8 @@ def _board(variant: str) -> Board:
         # 4 contexts -> 4 phases -> a 25 MHz core cycle, with the core's ECP5 options
         # (the configuration of its published ECP5 figures, copperline.hdl.synth)
         core={"contexts": 4, "program_words": 1024, **ECP5_CORE_OPTIONS},
+        # 640x480 (25 MHz pixels, VESA's 800 x 525) on the GPDI connector
+        video="640x480@60-25MHz",
     )
 
 

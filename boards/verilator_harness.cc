@@ -1,7 +1,8 @@
 // The virtual board's Verilator model in the harness of board_harness.h.
 //
 // The model class is `Vtop` (verilator --prefix Vtop) with ports clk, link_clk, line_clk,
-// uart_rx, warp, line_skip, uart_tx, busy, link_quiet, line_quiet, line_calm and warped.
+// uart_rx, warp, line_skip, uart_tx, busy, link_quiet, line_quiet, line_calm, warped,
+// and the display's video_pixel, video_de, video_rgb, video_frame_start and tb_reset.
 
 #include "Vtop.h"
 #include "Vtop___024root.h"
@@ -46,6 +47,11 @@ struct VerilatorModel {
 	bool busy() { return top.busy; }
 	void set_warp(bool v) { top.warp = v; }
 	uint32_t warped() { return top.warped; }
+	bool video_pixel() { return top.video_pixel; }
+	bool video_de() { return top.video_de; }
+	uint16_t video_rgb() { return top.video_rgb; }
+	bool video_frame_start() { return top.video_frame_start; }
+	bool tb_reset() { return top.tb_reset; }
 };
 
 int main(int argc, char **argv) {

@@ -127,16 +127,18 @@ REFUSE_LINGER_S = 5.0
 WARP_US = 1024
 
 
-def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True):
+def make_top(clock_hz: int, baud: int, core=None, *, byte_io: bool = True, display=None):
     """The board-independent top as the virtual board runs it (``core``: a
-    ``CoreConfig``, or None for the link-only top). ``byte_io=False`` keeps the UART pins
-    (the native engines)."""
+    ``CoreConfig``, or None for the link-only top; ``display``: a
+    ``copperline.firmware.display.Display`` adds the compositor and its video output).
+    ``byte_io=False`` keeps the UART pins (the native engines)."""
     from copperline.hdl.top import LinkTop
     if core is not None:
-        # the SPRAM model instead of SB_SPRAM256KA; the native engines' harness warps
-        core = core.simulation(warp_us=0 if byte_io else WARP_US)
+        # the SPRAM model instead of SB_SPRAM256KA; the native engines' harness warps,
+        # except while a display runs (its every clock is simulated)
+        core = core.simulation(warp_us=0 if byte_io or display is not None else WARP_US)
     return LinkTop(clock_hz=clock_hz, baud=baud, byte_io=byte_io, core=core,
-                   gated_link=not byte_io)
+                   gated_link=not byte_io, display=display)
 
 
 def warp_params(top) -> tuple[int, int]:
@@ -151,10 +153,15 @@ def warp_params(top) -> tuple[int, int]:
 
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
-                build_dir: str | None = None, pace: bool = True, progress=None):
+                build_dir: str | None = None, pace: bool = True, progress=None,
+                display=None, on_frame=None):
     """The simulated link of a virtual board: a :class:`SimulatedLink` (amaranth) or a
     :class:`~copperline.boards.native_board.NativeBoardLink` (verilator, cxxrtl: compiled
-    and cached; a Verilator that cannot build falls back to CXXRTL with a warning)."""
+    and cached; a Verilator that cannot build falls back to CXXRTL with a warning).
+    ``display`` with ``on_frame(number, width, height, rgb444)``: the top drives a
+    display, whose frames go to ``on_frame`` (native engines only)."""
+    if display is not None and engine == "amaranth":
+        raise ValueError("the display output needs a native engine (verilator or cxxrtl)")
     if engine == "amaranth":
         top = top if top is not None else make_top(clock_hz, baud, core)
         return SimulatedLink(top, on_output, clock_hz=clock_hz)
@@ -164,7 +171,8 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
 
         def build(engine):
             # a fresh top per build: an elaboratable is elaborated once
-            design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False)
+            design = top if top is not None else make_top(clock_hz, baud, core, byte_io=False,
+                                                          display=display)
             return build_simulator(design, engine=engine, build_dir=build_dir,
                                    name="virtual board", progress=progress), warp_params(design)
         try:
@@ -174,9 +182,43 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
                 raise
             log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
             exe, warp = build("cxxrtl")
+        video = {} if display is None else {
+            "on_frame": on_frame, "video_size": (display.mode.h_active, display.mode.v_active)}
         return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace,
-                               warp_phases=warp[0], warp_max=warp[1])
+                               warp_phases=warp[0], warp_max=warp[1], **video)
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
+
+
+class FrameWriter:
+    """Writes the virtual board's display frames as ``DIR/frame-NNNNN.png`` (numbered from
+    the frame that began with the last time-base reset, as ``copper render --exact``
+    numbers its frames; a later reset starts again at 0 and overwrites), the first
+    ``limit`` of each run (all when None). :attr:`written` counts the files."""
+
+    def __init__(self, directory: str, limit: int | None = None):
+        from pathlib import Path
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.limit = limit
+        self.written = 0
+        self.last = -1
+        self._changed = threading.Condition()
+
+    def __call__(self, number: int, width: int, height: int, rgb444: bytes) -> None:
+        from copperline.frames import frame_path, rgb444_to_rgb888, save_rgb888
+        if self.limit is not None and number >= self.limit:
+            return
+        save_rgb888(frame_path(self.directory, number), width, height,
+                    rgb444_to_rgb888(rgb444))
+        with self._changed:
+            self.written += 1
+            self.last = number
+            self._changed.notify_all()
+
+    def wait_for(self, number: int, timeout: float) -> bool:
+        """Wait until frame ``number`` is written (True) or ``timeout`` seconds pass."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.last >= number, timeout)
 
 
 class VirtualBoardServer:
@@ -194,12 +236,18 @@ class VirtualBoardServer:
     ``core``: a ``CoreConfig`` or None (link only), used when no ``top`` is given.
     ``link_factory``: instead of an engine, ``link_factory(on_output)`` makes the link (the
     flashed design's simulator, :mod:`copperline.boards.bitstream_sim`).
+    ``display`` and ``video_dir``: the top drives that display, and the frames it shows
+    after each time-base reset are written to ``video_dir`` (:class:`FrameWriter`; the
+    first ``video_frames`` of them, all when None).
     """
 
     def __init__(self, host: str, port: int, *, clock_hz: int, baud: int, top=None,
                  core=None, engine: str = "amaranth", build_dir: str | None = None,
-                 pace: bool = True, progress=None, link_factory=None):
+                 pace: bool = True, progress=None, link_factory=None, display=None,
+                 video_dir: str | None = None, video_frames: int | None = None):
         self.clock_hz = clock_hz
+        self.frames = (FrameWriter(video_dir, video_frames) if video_dir is not None
+                       else None)
         self.engine = engine
         self._client: socket.socket | None = None
         self._holder = ""           # "HOST:PORT since HH:MM:SS UTC" of the client
@@ -225,7 +273,8 @@ class VirtualBoardServer:
             else:
                 self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
                                         core=core, top=top, build_dir=build_dir, pace=pace,
-                                        progress=progress)
+                                        progress=progress, display=display,
+                                        on_frame=self.frames)
         except BaseException:
             self._sock.close()
             raise

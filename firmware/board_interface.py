@@ -71,7 +71,7 @@ INFO_MAGIC = 0x4B4C5043    # b"CPLK" little-endian
 #: Names of the INFO words, in address order (words 0..15 are constants, 16.. counters).
 INFO_FIELDS = ("magic", "link_version", "clock_hz", "baud", "buf_bytes", "max_read_words",
                "event_bytes", "core_version", "program_words", "contexts", "layers",
-               "fence_timelines", "vsync_hz_x1000", "fabric_hz", "reserved14", "reserved15",
+               "fence_timelines", "vsync_hz_x1000", "fabric_hz", "vsync_period", "reserved15",
                "frames_ok", "frames_bad", "rx_timeouts", "rx_dropped")
 INFO_CONST_WORDS = 16
 

@@ -58,7 +58,8 @@ def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_B
     """The constant INFO words (addresses 0..15) in :data:`proto.INFO_FIELDS` order."""
     words = [proto.INFO_MAGIC, proto.LINK_VERSION, clock_hz, baud, buf_bytes,
              proto.MAX_READ_WORDS, event_bytes, core_version, program_words, contexts,
-             layers, fence_timelines, round(vsync_hz * 1000), fabric_hz or clock_hz]
+             layers, fence_timelines, round(vsync_hz * 1000), fabric_hz or clock_hz,
+             isa.vsync_period_cycles(clock_hz, vsync_hz) if vsync_hz else 0]
     words += [0] * (proto.INFO_CONST_WORDS - len(words))
     return words
 

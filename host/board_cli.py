@@ -89,6 +89,13 @@ def register(subparsers) -> None:
                    help="where the simulator is compiled (default: the build cache); with "
                         "--from-bitstream/--from-netlist also where `copper build` put the "
                         "board's build")
+    q.add_argument("--video", metavar="DIR", default=None,
+                   help="simulate the board's display too and write every frame it shows "
+                        "after a program's start (a time-base reset) as DIR/frame-NNNNN.png, "
+                        "numbered as `copper render --exact` numbers them; every clock is "
+                        "then simulated (no idle skip, no warp)")
+    q.add_argument("--video-frames", type=int, default=None, metavar="N",
+                   help="with --video: write only the first N frames of each run")
     q.add_argument("--json", action="store_true",
                    help="print one JSON object once listening (then serve until Ctrl-C)")
     q.set_defaults(func=cmd_sim)
@@ -225,6 +232,7 @@ def cmd_sim(args) -> int:
     board = _board(args.board)
     host, port = _parse_listen(args.listen)
     _check_free(host, port, args.listen)
+    display = _video_display(args, board)
     if args.from_bitstream or args.from_netlist:
         return _serve_built(args, board, host, port)
     baud = args.baud or DEFAULT_BAUD
@@ -232,7 +240,8 @@ def cmd_sim(args) -> int:
         server = VirtualBoardServer(
             host, port, clock_hz=board.clock_hz, baud=baud,
             core=None if args.no_core else board.core_config(), engine=args.engine,
-            build_dir=args.build_dir, pace=not args.no_pace)
+            build_dir=args.build_dir, pace=not args.no_pace, display=display,
+            video_dir=args.video, video_frames=args.video_frames)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise port_in_use(host, port, args.listen) from None
@@ -243,6 +252,29 @@ def cmd_sim(args) -> int:
         server, args.json, {"board": board.name, "engine": args.engine,
                             "clock_hz": board.clock_hz, "baud": baud},
         f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine})")
+
+
+def _video_display(args, board):
+    """The display ``copper board sim --video`` simulates, or None; a usage error names
+    why it cannot."""
+    if args.video is None:
+        if args.video_frames is not None:
+            raise CliError("--video-frames needs --video DIR", "BAD_ARG", 2)
+        return None
+    if args.video_frames is not None and args.video_frames < 1:
+        raise CliError(f"--video-frames must be >= 1 (got {args.video_frames})", "BAD_ARG", 2)
+    display = board.display()
+    if display is None or args.no_core:
+        raise CliError(f"--video: {board.title} has no display output"
+                       + (" without its core (--no-core)" if args.no_core else ""),
+                       "BAD_ARG", 2)
+    if args.engine == "amaranth":
+        raise CliError("--video needs a native engine: --engine verilator (the default) or "
+                       "cxxrtl", "BAD_ARG", 2)
+    if args.from_bitstream or args.from_netlist:
+        raise CliError("--video with --from-bitstream/--from-netlist is not implemented: "
+                       "the display is captured from the RTL only", "NOT_IMPLEMENTED", 2)
+    return display
 
 
 def _serve_until_interrupted(server, as_json: bool, facts: dict, title: str) -> int:

@@ -135,7 +135,11 @@ class FpgaBackend(Backend):
         with self._lock:
             self.info, self.url = info, session.url
             self.clock_hz = info.clock_hz
-            self.vsync_hz = info.vsync_hz_x1000 / 1000
+            # the exact period (a display's frame rate is no whole number of mHz);
+            # a board without the word (0) gives its rate in mHz
+            period = info.words.get("vsync_period", 0)
+            self.vsync_hz = (info.clock_hz / period if period
+                             else info.vsync_hz_x1000 / 1000)
             self.contexts, self.program_words = info.contexts, info.program_words
             self.layers = info.layers
             self._pump = EventPump(info, session.dropped)
