@@ -16,6 +16,13 @@ reset to 0, which would leave every layer of a program that only positions them
 invisible (alpha 0, visible 0); so, unless ``reset_values`` is asked for, a layer's
 ``alpha`` and ``visible`` that no event ever wrote are drawn as 255 and 1. Only layers
 that some event touched (a register write or a bind) are drawn.
+
+**Exact frames** (``copper render --exact``, :func:`render_exact`) are another thing: the
+pictures of the board's display model (:mod:`copperline.firmware.display`, which holds every
+pixel rule), frame k = ``scale_up(render_frame(display, k, history.value))`` from the
+register writes of a program run on the VM at the display's clock and frame rate, or of a
+trace recorded at them; :mod:`copperline.host.frames` writes and reads the PNGs. The
+display of a board is :func:`board_display` (``--board``, default icebreaker).
 """
 
 from __future__ import annotations

@@ -228,7 +228,8 @@ def cmd_render_exact(args) -> int:
     w, h = d.mode.h_active, d.mode.v_active
     files = [written(p, "frame") for p in r.paths]
     obj = {"exact": True, "frames": r.frames, "board": r.board, "mode": d.mode.name,
-           "size": [w, h], "canvas": [d.canvas_w, d.canvas_h], "pixel_hz": d.pixel_hz,
+           "size": [w, h], "canvas": [d.canvas_w, d.canvas_h],
+           "pixel_hz": int(d.pixel_hz) if float(d.pixel_hz).is_integer() else d.pixel_hz,
            "clock_hz": d.clock_hz, "frame_cycles": d.frame_cycles, "vsync_hz": d.vsync_hz,
            "source": str(args.source), "source_kind": r.source.kind,
            "writes": len(r.source.writes), "output": str(args.output),

@@ -327,3 +327,21 @@ def test_cli_errors(prog, tmp_path, capsys):
                  "--json"]) == 2
     obj = json.loads(capsys.readouterr().out)
     assert obj["error"]["code"] == "CANNOT_WRITE" and str(notes / "sub") in obj["error"]["message"]
+
+
+def test_frames_after_a_running_traces_end_are_flagged(tmp_path, caplog):
+    # the trace stops at cycle 5000 with its program still running: frames past it could
+    # miss writes, so render says so (and draws the last values)
+    t = _trace(tmp_path / "short.jsonl", [
+        {"event": "state", "prog": 1, "state": "running", "cycle": 0},
+        _reg("layer[0].visible", 1, 0), _reg("layer[0].alpha", 255, 1)], until_cycle=5000)
+    with caplog.at_level("WARNING"):
+        render.render_exact(str(t), 2, str(tmp_path / "o"))
+    assert "ends at cycle 5000 (frame 0)" in caplog.text
+    caplog.clear()
+    done = _trace(tmp_path / "done.jsonl", [
+        _reg("layer[0].visible", 1, 0), {"event": "state", "prog": 1, "state": "done",
+                                         "cycle": 2}], until_cycle=5000)
+    with caplog.at_level("WARNING"):
+        render.render_exact(str(done), 2, str(tmp_path / "o"))
+    assert "ends at cycle" not in caplog.text          # an ended program writes no more
