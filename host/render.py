@@ -52,6 +52,10 @@ class RenderError(Exception):
     """The source cannot be rendered (not a trace nor a program, no VM, bad output...)."""
 
 
+class CannotWrite(RenderError):
+    """An output file or directory cannot be written (the message names it)."""
+
+
 @dataclass
 class Frame:
     """The display state at one vsync edge."""
@@ -453,7 +457,10 @@ def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> 
         raise RenderError(f"{source}: neither a trace (first line is no trace header) nor "
                           "a program (.json or .cop)")
     history = RegisterHistory(w.writes)
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise CannotWrite(f"{out}: cannot write: {exc.strerror or exc}") from None
     paths = []
     estimate = n * EXACT_S_PER_FRAME
     step = (progress.step(f"rendering {n} exact frames", f"~{progress.fmt_s(estimate)}")
@@ -461,7 +468,11 @@ def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> 
     with step:
         for k in range(n):
             path = ff.frame_path(out, k)
-            ff.write_frame(path, render_frame(display, k, history.value))
+            canvas = render_frame(display, k, history.value)
+            try:
+                ff.write_frame(path, canvas)
+            except OSError as exc:
+                raise CannotWrite(f"{path}: cannot write: {exc.strerror or exc}") from None
             paths.append(path)
     return ExactRender(display, name, w, n, paths, time.monotonic() - t0)
 

@@ -215,15 +215,18 @@ def cmd_render_exact(args) -> int:
     try:
         given = [opt for opt, v in (("--size", args.size), ("--layer-size", args.layer_size),
                                     ("--clock-hz", args.clock_hz), ("--vsync-hz", args.vsync_hz),
-                                    ("--reset-values", args.reset_values)) if v]
+                                    ("--reset-values", args.reset_values or None))
+                 if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)}: not with --exact (the board's display "
                              "decides the picture, its core clock and frame rate: --board)")
         r = render.render_exact(args.source, args.frames, args.output, board=args.board)
+    except render.CannotWrite as exc:
+        raise _error(str(exc), "CANNOT_WRITE") from None
     except (TraceError, ValueError, render.RenderError) as exc:
         raise _error(str(exc)) from None
     except OSError as exc:
-        raise _error(f"{args.output}: cannot write: {exc.strerror or exc}", "CANNOT_WRITE") from None
+        raise _error(f"{args.source}: cannot read: {exc.strerror or exc}") from None
     d = r.display
     w, h = d.mode.h_active, d.mode.v_active
     files = [written(p, "frame") for p in r.paths]

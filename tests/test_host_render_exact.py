@@ -345,3 +345,18 @@ def test_frames_after_a_running_traces_end_are_flagged(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         render.render_exact(str(done), 2, str(tmp_path / "o"))
     assert "ends at cycle" not in caplog.text          # an ended program writes no more
+
+
+def test_cli_zero_values_of_drawing_options_are_refused_too(prog, tmp_path, capsys):
+    assert main(["render", "--exact", str(prog), "--frames", "1", "--clock-hz", "0",
+                 "-o", str(tmp_path / "o")]) == 2
+    assert "--clock-hz: not with --exact" in capsys.readouterr().err
+
+
+def test_a_frame_that_cannot_be_written(prog, tmp_path, capsys):
+    out = tmp_path / "o"
+    (out / "frame-00001.png").mkdir(parents=True)        # frame 1's file is a directory
+    assert main(["render", "--exact", str(prog), "--frames", "2", "-o", str(out), "--json"]) == 2
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["error"]["code"] == "CANNOT_WRITE"
+    assert str(out / "frame-00001.png") in obj["error"]["message"]
