@@ -205,11 +205,10 @@ class FrameWriter:
         self._changed = threading.Condition()
 
     def __call__(self, number: int, width: int, height: int, rgb444: bytes) -> None:
-        from copperline.frames import frame_path, rgb444_to_rgb888, save_rgb888
+        from copperline.firmware.frames import frame_path, write_rgb444
         if self.limit is not None and number >= self.limit:
             return
-        save_rgb888(frame_path(self.directory, number), width, height,
-                    rgb444_to_rgb888(rgb444))
+        write_rgb444(frame_path(self.directory, number), width, height, rgb444)
         with self._changed:
             self.written += 1
             self.last = number

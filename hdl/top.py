@@ -305,7 +305,10 @@ class LinkTop(wiring.Component):
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
                  byte_io: bool = False, core: CoreConfig | None = None,
-                 gated_link: bool = False, link_tx_outreg: bool = False):
+                 gated_link: bool = False, link_tx_outreg: bool = False, display=None):
+        if display is not None:
+            raise NotImplementedError("LinkTop(display=...): the compositor is not in the top yet")
+        self.display = display
         self.clock_hz = clock_hz
         self.core_config = core
         self.core_hz = core.core_hz(clock_hz) if core else clock_hz

@@ -16,10 +16,18 @@ reset to 0, which would leave every layer of a program that only positions them
 invisible (alpha 0, visible 0); so, unless ``reset_values`` is asked for, a layer's
 ``alpha`` and ``visible`` that no event ever wrote are drawn as 255 and 1. Only layers
 that some event touched (a register write or a bind) are drawn.
+
+**Exact frames** (``copper render --exact``, :func:`render_exact`) are another thing: the
+pictures of the board's display model (:mod:`copperline.firmware.display`, which holds every
+pixel rule), frame k = ``scale_up(render_frame(display, k, history.value))`` from the
+register writes of a program run on the VM at the display's clock and frame rate, or of a
+trace recorded at them; :mod:`copperline.firmware.frames` writes and reads the PNGs. The
+display of a board is ``Board.display()`` (``--board``, default icebreaker).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +50,10 @@ TEXT = (230, 230, 230)
 
 class RenderError(Exception):
     """The source cannot be rendered (not a trace nor a program, no VM, bad output...)."""
+
+
+class CannotWrite(RenderError):
+    """An output file or directory cannot be written (the message names it)."""
 
 
 @dataclass
@@ -244,3 +256,192 @@ def write_frames(frames: list[Frame], out: str, *, size=(640, 480), layer_size=(
     for f, img in zip(frames, images):
         img.save(os.path.join(out, f"frame_{f.index:04d}.png"))
     return out
+
+
+# ---------------------------------------------------------------------------------
+# Exact frames: the display model's pictures (copper render --exact)
+# ---------------------------------------------------------------------------------
+
+#: The board ``copper render --exact`` shows when none is named.
+DEFAULT_BOARD = "icebreaker"
+#: About how long one exact frame takes (render_frame + PNG), for the progress estimate:
+#: a render that takes longer than a couple of seconds says so.
+EXACT_S_PER_FRAME = 0.03
+
+
+def display_for_board(name: str | None = None) -> "Display":
+    """The display of the board called ``name`` (default :data:`DEFAULT_BOARD`)."""
+    from copperline.boards.common import BoardError
+    from copperline.boards.registry import get_board
+    try:
+        board = get_board(name or DEFAULT_BOARD)
+    except BoardError as exc:
+        raise RenderError(f"--board: {exc}") from None
+    display = board.display()
+    if display is None:
+        raise RenderError(f"--board {board.name}: {board.title} has no display output")
+    return display
+
+
+@dataclass
+class Writes:
+    """Register writes ``(global issue cycle, register index, value)`` and where from."""
+    source: str
+    kind: str                      # "program" or "trace"
+    writes: list[tuple[int, int, int]]
+    #: Cycles covered: writes issued in cycles < ``until`` are all there (None: the
+    #: trace's programs ended, nothing comes after).
+    until: int | None = None
+
+
+def writes_from_program(path: str, display, n: int) -> Writes:
+    """Run a program (.json or .cop) on the soft VM in virtual time at the display's core
+    clock and frame rate for ``n`` frames (cycles ``0 .. n * frame_cycles - 1``) and
+    collect its register writes."""
+    try:
+        from copperline.sim.engine import EngineError, MachineParams
+        from copperline.sim.vm import Machine
+    except ImportError as exc:
+        raise RenderError(f"{path}: rendering a program needs the soft VM "
+                          f"(copperline.sim.vm): {exc}") from None
+    from copperline.firmware.compiler import load_any
+    image = load_any(path)
+    params = MachineParams(display.clock_hz, display.vsync_hz, layers=display.layers)
+    if params.vsync_period != display.frame_cycles:
+        raise RenderError(f"the VM's vsync period {params.vsync_period} is not the "
+                          f"display's frame of {display.frame_cycles} cycles")
+    m = Machine(params)
+    try:
+        m.start(m.load(image))
+        events = m.run_until(n * display.frame_cycles)
+    except EngineError as exc:
+        raise RenderError(f"{path}: {exc}") from None
+    start = m.slot_start(0)
+    writes = [(start + e["cycle"], isa.parse_register(e["reg"], layers=display.layers),
+               e["value"]) for e in events if e["event"] == "reg"]
+    return Writes(path, "program", writes, n * display.frame_cycles)
+
+
+def writes_from_trace(path: str, display, board: str = DEFAULT_BOARD) -> Writes:
+    """The ``reg`` events of a trace as global writes. The trace must have been recorded
+    at the display's core clock and frame period and be complete (no ``dropped``
+    event). Program cycles count from each program's start: global cycle 0 (``copper
+    run``), or the start action the header records."""
+    from copperline.firmware.trace import load_trace
+    t = load_trace(path)
+    period = isa.vsync_period_cycles(t.clock_hz, t.vsync_hz)
+    if t.clock_hz != display.clock_hz or period != display.frame_cycles:
+        raise RenderError(
+            f"{path}: recorded at clock_hz {t.clock_hz} with a vsync period of {period} "
+            f"cycles (vsync_hz {t.vsync_hz:g}), but the {board} display shows a frame "
+            f"every {display.frame_cycles} cycles of a {display.clock_hz} Hz core; give "
+            f"the board the trace was recorded for (--board NAME), or record the trace "
+            f"for this one: copper run PROG --board {board} --trace OUT.jsonl")
+    dropped = [e for e in t.events if e["event"] == "dropped"]
+    if dropped:
+        raise RenderError(f"{path}: {sum(e['count'] for e in dropped)} event(s) were "
+                          "dropped while recording ('dropped' events): register writes are "
+                          "missing, so its frames cannot be exact; record it again")
+    start_at = _start_cycles(t)
+    writes = []
+    for e in t.events:
+        if e["event"] != "reg":
+            continue
+        cycle = _cycle(e, t.clock_hz) + start_at.get(e["prog"], 0)
+        writes.append((cycle, isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS),
+                       e["value"]))
+    ended = {e["prog"] for e in t.events
+             if e["event"] == "state" and e["state"] in ("done", "stopped", "faulted")}
+    progs = {e["prog"] for e in t.events if "prog" in e}
+    until = None
+    if not progs or not progs <= ended:
+        until = t.header.get("until_cycle")
+        if until is None:
+            until = 1 + max((_cycle(e, t.clock_hz) + start_at.get(e.get("prog"), 0)
+                             for e in t.events if "time_us" in e or "cycle" in e), default=0)
+    return Writes(path, "trace", writes, until)
+
+
+def _start_cycles(t) -> dict[int, int]:
+    """Each program's start (global cycle) from the trace header's recorded actions (a
+    one-program trace without them: started at 0)."""
+    out = {}
+    for a in t.header.get("actions") or ():
+        if a.get("kind") == "start" and a.get("prog") is not None:
+            cycle = a.get("landed", a.get("cycle"))
+            if cycle is None:
+                raise RenderError(f"{t.path}: the cycle program {a['prog']} started in is "
+                                  "not known (a real-time run), so its frames cannot be exact")
+            out[a["prog"]] = cycle
+    return out
+
+
+@dataclass
+class ExactRender:
+    """What :func:`render_exact` wrote."""
+    display: "Display"
+    board: str
+    source: Writes
+    frames: int
+    paths: list[str]
+    elapsed_s: float
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else float("inf")
+
+
+def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> ExactRender:
+    """Write ``OUT/frame-00000.png`` ... for frames ``0 .. n-1`` of ``source`` (a program
+    run on the VM, or a trace) as the display of ``board`` shows them: frame k is
+    ``scale_up(render_frame(display, k, history.value))`` in RGB888."""
+    import time
+
+    from copperline import progress
+    from copperline.firmware.display import RegisterHistory, render_frame
+    from copperline.firmware import frames as ff
+
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"--frames must be >= 1 (got {n})")
+    if not os.path.exists(source):
+        raise RenderError(f"{source}: no such file")
+    if out.lower().endswith((".gif", ".png")):
+        raise RenderError(f"{out}: --exact writes a directory of frame-NNNNN.png files; "
+                          "give a directory")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RenderError(f"{out}: exists and is not a directory (--exact writes a "
+                          "directory of PNGs)")
+    name = board or DEFAULT_BOARD
+    display = display_for_board(name)
+    t0 = time.monotonic()
+    if is_trace(source):
+        w = writes_from_trace(source, display, name)
+        if w.until is not None and w.until < n * display.frame_cycles:
+            log.warning("%s: the trace ends at cycle %d (frame %d) and its programs were "
+                        "still running; later frames show its last register values",
+                        source, w.until, w.until // display.frame_cycles)
+    elif source.lower().endswith((".json", ".cop")):
+        w = writes_from_program(source, display, n)
+    else:
+        raise RenderError(f"{source}: neither a trace (first line is no trace header) nor "
+                          "a program (.json or .cop)")
+    history = RegisterHistory(w.writes)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise CannotWrite(f"{out}: cannot write: {exc.strerror or exc}") from None
+    paths = []
+    estimate = n * EXACT_S_PER_FRAME
+    step = (progress.step(f"rendering {n} exact frames", f"~{progress.fmt_s(estimate)}")
+            if estimate > 2 else contextlib.nullcontext())
+    with step:
+        for k in range(n):
+            path = ff.frame_path(out, k)
+            canvas = render_frame(display, k, history.value)
+            try:
+                ff.write_frame(path, canvas)
+            except OSError as exc:
+                raise CannotWrite(f"{path}: cannot write: {exc.strerror or exc}") from None
+            paths.append(path)
+    return ExactRender(display, name, w, n, paths, time.monotonic() - t0)
+

@@ -72,17 +72,26 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser(
-        "render", help="draw each frame's layers from a trace or a program (GIF or PNGs)",
+        "render", help="draw each frame's layers from a trace or a program (GIF or PNGs); "
+                       "--exact: the display's frames as PNGs",
         description="Draw the layers (x, y, z, alpha, visible) as they are at each vsync "
                     "edge: from a trace by replaying its reg events, or from a program "
-                    "(.json/.cop) by running the soft VM in virtual time.")
+                    "(.json/.cop) by running the soft VM in virtual time. With --exact, "
+                    "write the board's display model's frames instead (640x480 RGB PNGs, "
+                    "pixel for pixel what the board shows: firmware/display.py).")
     p.add_argument("source", metavar="PROG|TRACE",
                    help="a trace (.jsonl) or a program (.json or .cop)")
     p.add_argument("--frames", type=int, required=True, metavar="N", help="frames to draw")
     p.add_argument("-o", "--output", required=True, metavar="OUT.gif|DIR",
-                   help="an animated GIF, or a directory that receives frame_0001.png ...")
-    p.add_argument("--size", default="640x480", metavar="WxH", help="canvas in pixels (640x480)")
-    p.add_argument("--layer-size", default="48x48", metavar="WxH",
+                   help="an animated GIF, or a directory that receives frame_0001.png ... "
+                        "(--exact: a directory that receives frame-00000.png ...)")
+    p.add_argument("--exact", action="store_true",
+                   help="the display model's frames 0..N-1 (frame 0 starts at the program's "
+                        "start), exactly as the board's display shows them: no overlay")
+    p.add_argument("--board", metavar="NAME", default=None,
+                   help="--exact only: whose display (mode, core clock); default icebreaker")
+    p.add_argument("--size", default=None, metavar="WxH", help="canvas in pixels (640x480)")
+    p.add_argument("--layer-size", default=None, metavar="WxH",
                    help="size drawn for each layer (48x48): registers carry no size")
     p.add_argument("--reset-values", action="store_true",
                    help="draw alpha/visible a layer never had written as their reset value 0 "
@@ -169,9 +178,14 @@ def cmd_render(args) -> int:
 
     from copperline.firmware.trace import TraceError
     from copperline.host import render
+    if args.exact:
+        return cmd_render_exact(args)
     try:
-        size = _size(args.size, "--size")
-        layer_size = _size(args.layer_size, "--layer-size")
+        if args.board is not None:
+            raise ValueError("--board goes with --exact (the drawing takes --clock-hz and "
+                             "--vsync-hz)")
+        size = _size(args.size or "640x480", "--size")
+        layer_size = _size(args.layer_size or "48x48", "--layer-size")
         if args.frames < 1:
             raise ValueError(f"--frames must be >= 1 (got {args.frames})")
         frames = render.frames_from_source(args.source, args.frames, clock_hz=args.clock_hz,
@@ -192,3 +206,37 @@ def cmd_render(args) -> int:
         human = wrote(out, what)
     return done(args, {"frames": len(frames), "size": list(size), "output": str(out),
                        "files": files}, human)
+
+
+def cmd_render_exact(args) -> int:
+    """``copper render --exact``: the display model's frames 0..N-1 as PNGs in a directory."""
+    from copperline.firmware.trace import TraceError
+    from copperline.host import render
+    try:
+        given = [opt for opt, v in (("--size", args.size), ("--layer-size", args.layer_size),
+                                    ("--clock-hz", args.clock_hz), ("--vsync-hz", args.vsync_hz),
+                                    ("--reset-values", args.reset_values or None))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: not with --exact (the board's display "
+                             "decides the picture, its core clock and frame rate: --board)")
+        r = render.render_exact(args.source, args.frames, args.output, board=args.board)
+    except render.CannotWrite as exc:
+        raise _error(str(exc), "CANNOT_WRITE") from None
+    except (TraceError, ValueError, render.RenderError) as exc:
+        raise _error(str(exc)) from None
+    except OSError as exc:
+        raise _error(f"{args.source}: cannot read: {exc.strerror or exc}") from None
+    d = r.display
+    w, h = d.mode.h_active, d.mode.v_active
+    files = [written(p, "frame") for p in r.paths]
+    obj = {"exact": True, "frames": r.frames, "board": r.board, "mode": d.mode.name,
+           "size": [w, h], "canvas": [d.canvas_w, d.canvas_h],
+           "pixel_hz": int(d.pixel_hz) if float(d.pixel_hz).is_integer() else d.pixel_hz,
+           "clock_hz": d.clock_hz, "frame_cycles": d.frame_cycles, "vsync_hz": d.vsync_hz,
+           "source": str(args.source), "source_kind": r.source.kind,
+           "writes": len(r.source.writes), "output": str(args.output),
+           "elapsed_s": round(r.elapsed_s, 3), "files": files}
+    human = (f"wrote {r.frames} PNGs to {args.output}/ (frames 0..{r.frames - 1}, {w}x{h}, "
+             f"exact: {r.board}'s {d.mode.name} display, {d.clock_hz / 1e6:g} MHz core)")
+    return done(args, obj, human)
