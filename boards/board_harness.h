@@ -35,12 +35,12 @@
 //          a pure function of the input (tests compare runs byte for byte).
 // --stamp : each byte on stdout is preceded by the fabric cycle (u64, little-endian) in
 //          which its stop bit was sampled.
-// --video-fd=N --video-size=WxH: every whole frame of active video after a time-base
-//          reset goes to file descriptor N as a record "CPVF", u32 frame number (0: the
-//          frame that began with the reset), u16 W, u16 H, then W*H u16 RGB444 pixels
-//          (little-endian, rows top first). Frames before the first reset and a frame
-//          a reset cuts short are not sent. Use with --no-idle-skip and --warp=0: the
-//          display never idles.
+// --video-fd=N --video-size=WxH: the display, on file descriptor N: each time-base reset
+//          as a record "CPVR", u32 resets so far, u32 0; then every whole frame of active
+//          video as a record "CPVF", u32 frame number (0: the frame that began with the
+//          last reset), u16 W, u16 H, then W*H u16 RGB444 pixels (little-endian, rows top
+//          first). Frames before the first reset and a frame a reset cuts short are not
+//          sent. Use with --no-idle-skip and --warp=0: the display never idles.
 // stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N
 //          link_ticks=N line_ticks=N" about once a second, on SIGUSR1, and at exit
 //          (cycles: simulated fabric cycles; ticks: clocks evaluated; warped: warped core
@@ -135,10 +135,22 @@ int run_board(Model &top, int argc, char **argv) {
 	}
 	// the display capture: pixels of the frame being shown since the last time-base reset
 	std::vector<uint16_t> video_frame(video_w * video_h);
-	uint32_t video_pos = 0, video_number = 0;
+	uint32_t video_pos = 0, video_number = 0, video_resets = 0;
 	bool video_on = false;         // a time-base reset was seen: frames are numbered
+	auto video_send = [&](const uint8_t *data, size_t size) {
+		for (size_t off = 0; off < size && video_fd >= 0;) {
+			ssize_t n = write(video_fd, data + off, size - off);
+			if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; video_fd = -1; return; }
+			off += n;
+		}
+	};
 	auto capture = [&]() {
-		if (top.tb_reset()) { video_on = true; video_number = 0; video_pos = 0; }
+		if (top.tb_reset()) {
+			video_on = true; video_number = 0; video_pos = 0; video_resets++;
+			uint8_t rec[12] = {'C', 'P', 'V', 'R'};
+			memcpy(rec + 4, &video_resets, 4);
+			video_send(rec, sizeof rec);
+		}
 		if (top.video_frame_start()) video_pos = 0;
 		if (!video_on || !top.video_pixel() || !top.video_de()) return;
 		if (video_pos < video_frame.size()) video_frame[video_pos] = top.video_rgb();
@@ -147,14 +159,8 @@ int run_board(Model &top, int argc, char **argv) {
 		memcpy(head + 4, &video_number, 4);
 		uint16_t wh[2] = {(uint16_t)video_w, (uint16_t)video_h};
 		memcpy(head + 8, wh, 4);
-		const uint8_t *parts[2] = {head, (const uint8_t *)video_frame.data()};
-		size_t sizes[2] = {sizeof head, video_frame.size() * 2};
-		for (int p = 0; p < 2; p++)
-			for (size_t off = 0; off < sizes[p];) {
-				ssize_t n = write(video_fd, parts[p] + off, sizes[p] - off);
-				if (n < 0) { if (errno == EINTR || errno == EAGAIN) continue; video_fd = -1; return; }
-				off += n;
-			}
+		video_send(head, sizeof head);
+		video_send((const uint8_t *)video_frame.data(), video_frame.size() * 2);
 		video_number++;
 	};
 	signal(SIGPIPE, SIG_IGN);

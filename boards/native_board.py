@@ -175,17 +175,18 @@ class NativeBoardLink:
     ``idle_skip=True`` stops the clock while the top is idle and the host silent;
     ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp);
     ``warp_max``: the most fabric cycles one warp skips (0: unknown), which keeps warps
-    from overtaking ``--replay`` input; ``on_frame(number, width, height, rgb444)``: the
-    display's frames (``rgb444``: row-major ``u16`` values ``r << 8 | g << 4 | b``), from
-    a reader thread; the board then never skips idle time nor warps (the display never
-    idles), and ``video_size`` is the frame's (width, height).
+    from overtaking ``--replay`` input; ``video``: the display's receiver (from a reader
+    thread): ``video.reset()`` at each time-base reset, then ``video.frame(number, width,
+    height, rgb444)`` for each whole frame after it (``rgb444``: row-major ``u16`` values
+    ``r << 8 | g << 4 | b``); the board then never skips idle time nor warps (the display
+    never idles), and ``video_size`` is the frame's (width, height).
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,
                  pace: bool = True, idle_skip: bool = True, warp_phases: int = 0,
-                 warp_max: int = 0, on_frame=None, video_size: tuple[int, int] = (0, 0)):
+                 warp_max: int = 0, video=None, video_size: tuple[int, int] = (0, 0)):
         from copperline.hdl.uart import bit_timing
-        if on_frame is not None:        # every clock of the display is simulated
+        if video is not None:           # every clock of the display is simulated
             idle_skip, warp_phases, warp_max = False, 0, 0
         self.exe = str(exe)
         self.on_output = on_output
@@ -194,7 +195,7 @@ class NativeBoardLink:
         self.args = [self.exe, f"--hz={clock_hz}", f"--div={timing.div}",
                      f"--frac={timing.num}/{timing.den}",
                      f"--warp={warp_phases}", f"--warp-max={warp_max}"]
-        self.on_frame = on_frame
+        self.video = video
         self.video_size = video_size
         self._video_r = self._video_w = None
         if not pace:
@@ -214,7 +215,7 @@ class NativeBoardLink:
 
     def start(self) -> None:
         args, fds = list(self.args), ()
-        if self.on_frame is not None:
+        if self.video is not None:
             self._video_r, self._video_w = os.pipe()
             args += [f"--video-fd={self._video_w}",
                      f"--video-size={self.video_size[0]}x{self.video_size[1]}"]
@@ -222,7 +223,7 @@ class NativeBoardLink:
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, bufsize=0, pass_fds=fds)
         readers = [(self._read_out, "board-sim-out"), (self._read_err, "board-sim-err")]
-        if self.on_frame is not None:
+        if self.video is not None:
             os.close(self._video_w)             # (the simulator holds its end)
             readers.append((self._read_video, "board-sim-video"))
         for target, name in readers:
@@ -245,7 +246,7 @@ class NativeBoardLink:
                 log.exception("virtual board: output handler failed")
 
     def _read_video(self) -> None:
-        """Frames from the harness (board_harness.h, ``--video-fd``) to ``on_frame``."""
+        """Frames from the harness (board_harness.h, ``--video-fd``) to ``video``."""
         import struct
         with os.fdopen(self._video_r, "rb") as pipe:
             while True:
@@ -253,16 +254,23 @@ class NativeBoardLink:
                 if len(head) < 12:
                     return
                 magic, number, width, height = struct.unpack("<4sIHH", head)
+                if magic == b"CPVR":
+                    self._to_video(self.video.reset)
+                    continue
                 if magic != b"CPVF":
                     log.error("virtual board: bad video record %r; capture stopped", head)
                     return
                 pixels = pipe.read(2 * width * height)
                 if len(pixels) < 2 * width * height:
                     return
-                try:
-                    self.on_frame(number, width, height, pixels)
-                except Exception:       # a broken consumer must not stop the board
-                    log.exception("virtual board: frame handler failed")
+                self._to_video(self.video.frame, number, width, height, pixels)
+
+    @staticmethod
+    def _to_video(call, *args) -> None:
+        try:
+            call(*args)
+        except Exception:       # a broken consumer must not stop the board
+            log.exception("virtual board: display receiver failed")
 
     def _read_err(self) -> None:
         for raw in self._proc.stderr:

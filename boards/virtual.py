@@ -154,12 +154,12 @@ def warp_params(top) -> tuple[int, int]:
 
 def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, top=None,
                 build_dir: str | None = None, pace: bool = True, progress=None,
-                display=None, on_frame=None):
+                display=None, video=None):
     """The simulated link of a virtual board: a :class:`SimulatedLink` (amaranth) or a
     :class:`~copperline.boards.native_board.NativeBoardLink` (verilator, cxxrtl: compiled
     and cached; a Verilator that cannot build falls back to CXXRTL with a warning).
-    ``display`` with ``on_frame(number, width, height, rgb444)``: the top drives a
-    display, whose frames go to ``on_frame`` (native engines only)."""
+    ``display`` with ``video`` (a :class:`FrameWriter` or the like): the top drives a
+    display, whose frames go to ``video`` (native engines only)."""
     if display is not None and engine == "amaranth":
         raise ValueError("the display output needs a native engine (verilator or cxxrtl)")
     if engine == "amaranth":
@@ -183,28 +183,38 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
             log.warning("virtual board: Verilator failed, using CXXRTL (~6x slower): %s", exc)
             exe, warp = build("cxxrtl")
         video = {} if display is None else {
-            "on_frame": on_frame, "video_size": (display.mode.h_active, display.mode.v_active)}
+            "video": video, "video_size": (display.mode.h_active, display.mode.v_active)}
         return NativeBoardLink(exe, on_output, clock_hz=clock_hz, baud=baud, pace=pace,
                                warp_phases=warp[0], warp_max=warp[1], **video)
     raise ValueError(f"virtual board engine {engine!r}: expected one of {', '.join(ENGINES)}")
 
 
 class FrameWriter:
-    """Writes the virtual board's display frames as ``DIR/frame-NNNNN.png`` (numbered from
-    the frame that began with the last time-base reset, as ``copper render --exact``
-    numbers its frames; a later reset starts again at 0 and overwrites), the first
-    ``limit`` of each run (all when None). :attr:`written` counts the files."""
+    """Writes the virtual board's display frames as ``DIR/frame-NNNNN.png``, numbered from
+    the frame that began with the last time-base reset (a program's start), as ``copper
+    render --exact`` numbers its frames: the first ``limit`` of each run (all when None);
+    a later reset starts again at 0 and overwrites them. :attr:`runs` counts the resets,
+    :attr:`written` the files."""
 
     def __init__(self, directory: str, limit: int | None = None):
         from pathlib import Path
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.limit = limit
+        self.runs = 0
         self.written = 0
-        self.last = -1
+        self.last = -1                  # the last frame written in this run
         self._changed = threading.Condition()
 
-    def __call__(self, number: int, width: int, height: int, rgb444: bytes) -> None:
+    def reset(self) -> None:
+        """A time-base reset: the frames that follow are a new run's, from 0."""
+        with self._changed:
+            self.runs += 1
+            self.last = -1
+            self._changed.notify_all()
+
+    def frame(self, number: int, width: int, height: int, rgb444: bytes) -> None:
+        """Frame ``number`` of this run (RGB444 words, see ``board_harness.h``)."""
         from copperline.firmware.frames import frame_path, write_rgb444
         if self.limit is not None and number >= self.limit:
             return
@@ -214,10 +224,12 @@ class FrameWriter:
             self.last = number
             self._changed.notify_all()
 
-    def wait_for(self, number: int, timeout: float) -> bool:
-        """Wait until frame ``number`` is written (True) or ``timeout`` seconds pass."""
+    def wait_for(self, number: int, timeout: float, run: int | None = None) -> bool:
+        """Wait until frame ``number`` of the current run (of run ``run``, counting
+        resets from 1, when given) is written: True, or False after ``timeout`` s."""
         with self._changed:
-            return self._changed.wait_for(lambda: self.last >= number, timeout)
+            return self._changed.wait_for(
+                lambda: (run is None or self.runs == run) and self.last >= number, timeout)
 
 
 class VirtualBoardServer:
@@ -273,7 +285,7 @@ class VirtualBoardServer:
                 self.link = make_engine(engine, self._send, clock_hz=clock_hz, baud=baud,
                                         core=core, top=top, build_dir=build_dir, pace=pace,
                                         progress=progress, display=display,
-                                        on_frame=self.frames)
+                                        video=self.frames)
         except BaseException:
             self._sock.close()
             raise
