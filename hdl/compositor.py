@@ -112,6 +112,7 @@ class Compositor(wiring.Component):
     COLLISION_FREE_MEMORIES = ("line_mem",)
 
     def __init__(self, display: Display):
+        self._MustUse__silence = True       # (a refused display: no "never used" warning)
         m = display.mode
         self.display = display
         L, C = display.layers, display.contexts
@@ -160,6 +161,7 @@ class Compositor(wiring.Component):
         })
         self.line_mem = memory.Memory(shape=PIXEL_BITS, depth=self.depth, init=[],
                                       attrs={"ram_style": "block"})
+        self._MustUse__silence = False
 
     def elaborate(self, platform):
         d, mo = self.display, self.display.mode
