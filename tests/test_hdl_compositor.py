@@ -284,3 +284,150 @@ def test_video_timing(fpp):
     assert [t for t, *_, fs in strobes if fs] == [t0 + lat + k * d.frame_cycles * C
                                                   for k in (0, 1)]
     check_frames(cap, d, static_history({0: dict(x=2, y=0, alpha=255, z=0, visible=1)}).value, 2)
+
+
+# -- the real Core driving the compositor ------------------------------------------------
+
+class CoreAndCompositor(Elaboratable):
+    """A Core with its display port and the compositor, wired as a board top does:
+    ``advance`` in the core's last phase, the time-base reset with the core's accept of
+    a time-base command (phase 0), the register read through ``display_addr/data``."""
+
+    def __init__(self, display):
+        from copperline.hdl.core import Core
+        self.core = Core(display.clock_hz, display.vsync_hz, contexts=CONTEXTS,
+                         program_words=32, watchdog_ops=1000, display_port=True)
+        assert self.core.phases == display.contexts
+        self.comp = Compositor(display)
+        self.display = display
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.comp = comp = self.comp
+        m.d.comb += [comp.advance.eq(core.phase == core.phases - 1),
+                     comp.tb_reset.eq(core.cmd.valid & core.cmd.ready & core.cmd.payload.timebase),
+                     core.display_addr.eq(comp.reg_addr), comp.reg_data.eq(core.display_data)]
+        return m
+
+
+def _vm_writes(display, programs, until):
+    """The VM's events of ``programs`` (slot -> program JSON) started together at cycle 0,
+    and the register writes ``(cycle, index, value)`` among them."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.sim.engine import MachineParams
+    from copperline.sim.vm import Machine
+    vm = Machine(MachineParams(clock_hz=display.clock_hz, vsync_hz=display.vsync_hz,
+                               contexts=CONTEXTS, program_words=32, watchdog_ops=1000))
+    slots = {}
+    for slot in sorted(programs):
+        got = vm.load(compile_program(programs[slot]))
+        assert got == slot
+        slots[slot] = got
+    for slot in slots:
+        vm.start(slot)
+    events = vm.run_until(until)
+    return events, [(e["cycle"], isa.parse_register(e["reg"]), e["value"] & 0xFFFF)
+                    for e in events if e["event"] == "reg"]
+
+
+def _tuned(display, build, targets, until):
+    """``build(waits)`` -> programs, with ``waits`` (one per target) tuned on the VM so
+    that the write marked ``target`` k (slot, register name, value) issues in cycle
+    ``targets[k][3]``."""
+    waits = [1] * len(targets)
+    for _ in range(4 * len(targets) + 4):
+        events, _ = _vm_writes(display, build(waits), until)
+        ok = True
+        for k, (slot, reg, value, cycle) in enumerate(targets):
+            got = [e["cycle"] for e in events if e["event"] == "reg" and e["slot"] == slot
+                   and e["reg"] == reg and e["value"] == value]
+            assert got, (slot, reg, value)
+            if got[0] != cycle:
+                waits[k] += cycle - got[0]
+                ok = False
+                break
+        if ok:
+            return build(waits)
+    raise AssertionError("the waits did not settle")
+
+
+def test_real_core_writes_at_the_sample_boundaries():
+    """The Core's register writes, at the cycles the VM says, reach the compositor's
+    samples as the model says: slot 3's write in the cycle before a sample (its execute
+    is in the sample cycle's phase 0, the forwarded one) is seen, slot 0's write in the
+    sample's cycle is not, two slots writing one register in one cycle leave the later
+    slot's value; a write after ``WAIT vsync`` lands in the next frame's blanking."""
+    d = small_mode(canvas_w=16, layers=8)
+    s = lambda line, n, f: sample_cycle(d, 0, line, n, f)  # noqa: E731
+
+    def mv(reg, value):
+        return {"op": "MOVE", "reg": reg, "value": value}
+
+    init = [mv("layer[0].visible", 1), mv("layer[0].alpha", 255), mv("layer[0].x", 2),
+            mv("layer[1].visible", 1), mv("layer[1].alpha", 128), mv("layer[1].x", 6),
+            mv("layer[1].z", 3), mv("layer[2].visible", 1), mv("layer[2].x", 9),
+            mv("layer[2].y", 1), mv("layer[2].z", 2)]
+    targets = [(0, "layer[0].x", 10, s(1, 0, "x")),            # not seen on line 1
+               (0, "layer[1].z", 1, s(1, 1, "z")),             # not seen on line 1
+               (0, "layer[1].x", 0, s(2, 1, "x") - 1),         # seen on line 2
+               (3, "layer[1].z", -1, s(1, 1, "z") - 1),        # seen on line 1
+               (1, "layer[2].alpha", 40, s(2, 2, "alpha") - 1),
+               (2, "layer[2].alpha", 230, s(2, 2, "alpha") - 1)]   # slot 2's wins
+
+    def build(w):
+        def prog(ops):
+            return {"version": 1, "program": ops + [{"op": "HALT"}]}
+        wait = lambda k: {"op": "WAIT", "us": w[k]}  # noqa: E731
+        return {
+            0: prog(init + [wait(0), mv("layer[0].x", 10), wait(1), mv("layer[1].z", 1),
+                            wait(2), mv("layer[1].x", 0), {"op": "WAIT", "vsync": True},
+                            mv("layer[0].x", 5)]),
+            1: prog([wait(4), mv("layer[2].alpha", 40)]),
+            2: prog([wait(5), mv("layer[2].alpha", 230)]),
+            3: prog([wait(3), mv("layer[1].z", -1)]),
+        }
+    frames = 2
+    until = frames * d.frame_cycles
+    programs = _tuned(d, build, targets, until)
+    vm_events, writes = _vm_writes(d, programs, until)
+    assert writes[-1] == (d.frame_cycles + isa.VSYNC_LATENCY, isa.register_index(0, "x"), 5)
+
+    from copperline.firmware.compiler import compile_program
+    from tests.support import event_record, write_programs
+    top = CoreAndCompositor(d)
+    core, comp = top.core, top.comp
+    records, cap = [], Capture()
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        await write_programs(ctx, core, {k: compile_program(p).code for k, p in programs.items()})
+        ctx.set(core.cmd.valid, 1)
+        ctx.set(core.cmd.payload.start, 0b1111)
+        ctx.set(core.cmd.payload.timebase, 1)
+        while not ctx.get(core.cmd.ready):
+            await ctx.tick()
+        t = 0
+        await _sample(ctx, comp, t, 0, cap, False)
+        await ctx.tick()
+        ctx.set(core.cmd.valid, 0)
+        for t in range(1, until * core.phases + comp.latency + 2):
+            if ctx.get(core.events.valid):
+                records.append(event_record(ctx, core))
+            await _sample(ctx, comp, t, 0, cap, False)
+            await ctx.tick()
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    from copperline.firmware.board_interface import EventKind
+    core_writes = [(ts, p >> 16, p & 0xFFFF) for ts, _, _, kind, p in records
+                   if kind == EventKind.REG]
+    assert core_writes == writes, "the Core's writes are the VM's"
+    hist = RegisterHistory(writes)
+    check_frames(cap, d, hist.value, frames)
+    # the boundaries matter: the picture with each write a cycle later/earlier differs
+    for shift in (-1, 1):
+        moved = RegisterHistory([(c + shift, i, v) for c, i, v in writes])
+        assert render_frame(d, 0, moved.value) != render_frame(d, 0, hist.value)
