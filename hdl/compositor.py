@@ -63,17 +63,20 @@ def _field(name):
 
 def composer_budget(display: Display) -> dict:
     """The composer's worst case against its window, in fabric clocks (all layers hit):
-    ``window`` (two output lines minus the register fetch), ``needed`` (its issues and
-    waits, plus every display slot of two lines, which hold it up). Raises nothing."""
+    ``window`` (two output lines minus the register fetch), ``needed`` (the sort's
+    passes and the draws; the display's clocks are not the composer's). Raises
+    nothing."""
     L, C = display.layers, display.contexts
     fetch = L * len(FIELD_ORDER) * C
     window = 2 * display.line_cycles * C - fetch
-    passes = L + 1
-    issues = passes * 2 * L + L * (2 + LAYER_SIZE)
-    waits = passes * 2 + 2
-    needed = issues + waits + 2 * display.canvas_w
-    return {"window": window, "needed": needed, "fetch": fetch, "issues": issues,
-            "waits": waits, "display_slots": 2 * display.canvas_w}
+    # (the composer reads in odd clocks: two clocks a read; a pass reads two words a
+    # layer, then waits two clocks (and one to an odd clock); a draw reads two words,
+    # then 17 beats of 4 clocks)
+    sort = (L + 1) * (4 * L + 3)
+    draw = L * (2 * 2 + 1 + 4 * (LAYER_SIZE + 1))
+    needed = sort + draw + 4
+    return {"window": window, "needed": needed, "fetch": fetch, "sort": sort,
+            "draw": draw}
 
 
 class Compositor(wiring.Component):
@@ -288,18 +291,25 @@ class Compositor(wiring.Component):
         def table_addr(n, widx):
             return Cat(Const(widx, 2) if isinstance(widx, int) else widx, n, table_hi, Const(0, 1))
 
-        # -- the memory pipeline: issue (address), stage 2 (data), stage 3 (write) --------
+        # -- the memory pipeline -----------------------------------------------------------
+        # The display reads a canvas pixel in an even clock of the line (its first output
+        # pixel's first clock) and writes BACKGROUND back in the next (odd) clock: the
+        # composer reads in odd clocks and writes in even ones, and never waits for it.
         slot = Signal()        # the display's read
         m.d.comb += slot.eq(new_px & ~px[0] & below(px, mo.h_active))
-        op1, op2 = Signal(3), Signal(3)
-        addr1, addr2 = Signal(hb + 1), Signal(hb + 1)
-        c_op = Signal(3)       # the composer's op this clock (when no slot)
+        odd = Signal()
+        m.d.sync += odd.eq(~odd)
+        with m.If(line_end | resync):
+            m.d.sync += odd.eq(0)
+        op1 = Signal(3)
+        addr1 = Signal(hb + 1)
+        c_op = Signal(3)       # the composer's read this clock (odd clocks)
         c_addr = Signal(hb + 1)
         cx = Signal(hb)
         m.d.comb += cx.eq(px >> 1)
         m.d.comb += rp.addr.eq(Mux(slot, Cat(cx, dbuf), c_addr))
         m.d.sync += [op1.eq(Mux(slot, Mux(dclr, _OP_DISP_CLR, _OP_DISP), c_op)),
-                     addr1.eq(rp.addr), addr2.eq(addr1)]
+                     addr1.eq(rp.addr)]
         data = rp.data
 
         # composer state
@@ -308,16 +318,18 @@ class Compositor(wiring.Component):
         bvalid, lvalid = Signal(), Signal()
         cdata = Signal(PIXEL_BITS)
         xpos = Signal(xb)
-        w = Signal(9)
+        w = Signal(9)           # the blend weight (alpha_weight) and 256 - w
+        wb = Signal(9)
+        src = Signal(PIXEL_BITS)    # the drawn layer's colour
         j = Signal(nb)
         zsel = Signal()
-        k = Signal(range(LAYER_SIZE))
-        go = ~slot
+        k = Signal(range(LAYER_SIZE + 1))
+        st = Signal(2)          # clock in a pixel's beat (0: its read, an odd clock)
+        go = odd
 
-        # stage 2
-        m.d.sync += op2.eq(Mux((op1 == _OP_PIX) | (op1 == _OP_DISP_CLR), op1, _OP_NONE))
+        # stage 2: the data of the composer's reads
         with m.Switch(op1):
-            with m.Case(_OP_Z1, _OP_PIX):
+            with m.Case(_OP_Z1):
                 m.d.sync += cdata.eq(data)
             with m.Case(_OP_Z0):
                 key = Cat(addr1[2:2 + nb], cdata[1:1 + self.zlo_bits], data)
@@ -329,22 +341,45 @@ class Compositor(wiring.Component):
                 m.d.sync += xpos.eq(data[:xb])
             with m.Case(_OP_AR):
                 alpha = data[:_field("alpha").width]
-                m.d.sync += w.eq(alpha + (alpha >> 7))
+                m.d.sync += [w.eq(alpha + (alpha >> 7)), wb.eq(256 - alpha - (alpha >> 7))]
 
-        # stage 3: the write
-        colour = Array(Const(r | g << 4 | bl << 8, PIXEL_BITS) for r, g, bl in
-                       [PALETTE[i % len(PALETTE)] for i in range(1 << nb)])[last[:nb]]
-        blended = []
+        # The blend, bit-serial over the 4 bits of the source and the destination channel,
+        # most significant first, 4 clocks a pixel: ``acc = 2 * acc + s_i * w + d_i * (256
+        # - w)`` makes ``acc = s * w + d * (256 - w)``, and ``acc >> 8`` is display.blend.
+        # ``s_i * w + d_i * (256 - w)`` is one LUT a bit (0, w, 256 - w or 256), then one
+        # adder. Step 1 (st 1) takes the destination's top bit from the RAM's output, the
+        # others from ``dsh`` (the rest, shifted); the sum is written in the next st 1.
+        first_step = st == 1
+        s_bit = Signal(3)
+        d_bit = Signal(3)
+        dsh = Signal(PIXEL_BITS)
+        accs = []
         for c in range(3):
-            s_c, d_c = colour[4 * c:4 * c + 4], cdata[4 * c:4 * c + 4]
-            diff = s_c - d_c
-            blended.append((d_c + ((diff * w) >> 8))[:4])
+            sc = src[4 * c:4 * c + 4]
+            m.d.comb += [s_bit[c].eq(Array(sc[i] for i in (0, 3, 2, 1))[st]),
+                         d_bit[c].eq(Mux(first_step, data[4 * c + 3], dsh[4 * c + 3]))]
+            acc = Signal(PIXEL_BITS, name=f"acc{c}")
+            term = Signal(9, name=f"term{c}")
+            m.d.comb += term.eq(Mux(s_bit[c], Mux(d_bit[c], 256, w), Mux(d_bit[c], wb, 0)))
+            m.d.sync += acc.eq(Mux(first_step, 0, acc << 1)[:PIXEL_BITS] + term)
+            accs.append(acc)
+        with m.If(first_step):
+            m.d.sync += dsh.eq(data << 1)
+        with m.Else():
+            m.d.sync += dsh.eq(dsh << 1)
+        blended = Cat(*(a[8:12] for a in accs))
+        wa = Signal(hb + 1)      # the address of the pixel being blended, and "write it"
+        wv = Signal()
+        c_we = Signal()          # the composer's write (st 1 of the next pixel's beat)
+
         bgw = BACKGROUND[0] | BACKGROUND[1] << 4 | BACKGROUND[2] << 8
-        m.d.comb += wp.addr.eq(Mux(op2 != _OP_NONE, addr2, table_addr(fn, twidx)))
-        m.d.comb += wp.data.eq(Mux(op2 == _OP_PIX, Cat(*blended),
-                                   Mux(op2 == _OP_DISP_CLR, bgw, tword)))
-        m.d.comb += wp.en.eq((op2 != _OP_NONE) | tpend)
-        with m.If((op2 == _OP_NONE) & ~(second & fetching)):   # (phase 1 sets it)
+        with m.If(op1 == _OP_DISP_CLR):
+            m.d.comb += [wp.addr.eq(addr1), wp.data.eq(bgw), wp.en.eq(1)]
+        with m.Elif(c_we):
+            m.d.comb += [wp.addr.eq(wa), wp.data.eq(blended), wp.en.eq(1)]
+        with m.Else():
+            m.d.comb += [wp.addr.eq(table_addr(fn, twidx)), wp.data.eq(tword), wp.en.eq(tpend)]
+        with m.If((op1 != _OP_DISP_CLR) & ~c_we & ~(second & fetching)):   # (phase 1 sets it)
             m.d.sync += tpend.eq(0)
 
         # the composer: passes of the selection sort, each followed by a draw
@@ -352,6 +387,8 @@ class Compositor(wiring.Component):
         xcol = Signal(hb)
         m.d.comb += xcol.eq(xpos[:xb - 1])
         m.d.comb += [c_op.eq(_OP_NONE), c_addr.eq(0)]
+        palette = Array(Const(r | g << 4 | bl << 8, PIXEL_BITS) for r, g, bl in
+                        [PALETTE[i % len(PALETTE)] for i in range(1 << nb)])
         state = Signal(range(_S_DP + 1))
         with m.Switch(state):
             with m.Case(_S_IDLE):
@@ -359,9 +396,9 @@ class Compositor(wiring.Component):
                     m.d.sync += [lvalid.eq(0), bvalid.eq(0), j.eq(0), zsel.eq(0),
                                  state.eq(_S_SORT)]
             with m.Case(_S_SORT):
-                m.d.comb += [c_op.eq(Mux(zsel, _OP_Z0, _OP_Z1)),
-                             c_addr.eq(table_addr(j, Mux(zsel, _W_ZHI, _W_ZLO)))]
                 with m.If(go):
+                    m.d.comb += [c_op.eq(Mux(zsel, _OP_Z0, _OP_Z1)),
+                                 c_addr.eq(table_addr(j, Mux(zsel, _W_ZHI, _W_ZLO)))]
                     m.d.sync += zsel.eq(~zsel)
                     with m.If(zsel):
                         m.d.sync += j.eq(j + 1)
@@ -372,27 +409,33 @@ class Compositor(wiring.Component):
             with m.Case(_S_SDEC):
                 m.d.sync += [bvalid.eq(0), j.eq(0), zsel.eq(0)]
                 with m.If(bvalid):
-                    m.d.sync += [last.eq(best), lvalid.eq(1), state.eq(_S_DX)]
+                    m.d.sync += [last.eq(best), lvalid.eq(1), src.eq(palette[best[:nb]]),
+                                 state.eq(_S_DX)]
                 with m.Else():
                     m.d.sync += state.eq(_S_IDLE)
             with m.Case(_S_DX):
-                m.d.comb += [c_op.eq(_OP_XR), c_addr.eq(table_addr(last[:nb], _W_X))]
                 with m.If(go):
+                    m.d.comb += [c_op.eq(_OP_XR), c_addr.eq(table_addr(last[:nb], _W_X))]
                     m.d.sync += state.eq(_S_DA)
             with m.Case(_S_DA):
-                m.d.comb += [c_op.eq(_OP_AR), c_addr.eq(table_addr(last[:nb], _W_ALPHA))]
                 with m.If(go):
-                    m.d.sync += [k.eq(0), state.eq(_S_DP)]
+                    m.d.comb += [c_op.eq(_OP_AR), c_addr.eq(table_addr(last[:nb], _W_ALPHA))]
+                    m.d.sync += [k.eq(0), st.eq(3), wv.eq(0), state.eq(_S_DP)]
             with m.Case(_S_DP):
-                m.d.comb += [c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE)),
-                             c_addr.eq(Cat(xcol, cbuf))]
-                with m.If(go):
-                    m.d.sync += [xpos.eq(xpos + 1), k.eq(k + 1)]
-                    with m.If(k == LAYER_SIZE - 1):
+                # beats of 4 clocks: st 0 reads pixel k (odd clock), st 1 writes pixel k-1
+                # and takes pixel k's address, moving on; beat 16 only writes
+                m.d.sync += st.eq(st + 1)
+                with m.If((st == 0) & (k != LAYER_SIZE)):
+                    m.d.comb += [c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE)),
+                                 c_addr.eq(Cat(xcol, cbuf))]
+                with m.If(st == 1):
+                    m.d.comb += c_we.eq(wv)
+                    m.d.sync += [wa.eq(Cat(xcol, cbuf)), wv.eq(in_canvas & (k != LAYER_SIZE)),
+                                 xpos.eq(xpos + 1), k.eq(k + 1)]
+                    with m.If(k == LAYER_SIZE):
                         m.d.sync += state.eq(_S_SORT)
         with m.If(resync):
             m.d.sync += state.eq(_S_IDLE)
-        # (the composer's op is dropped in a slot clock: ``op1`` takes the display's)
 
         # -- the outputs: two registers after the counters --------------------------------
         h_sync0 = mo.h_active + mo.h_front
@@ -414,5 +457,5 @@ class Compositor(wiring.Component):
         #: internal signals, for tests
         self.probe = dict(state=state, fetching=fetching, row=row, hcyc=hcyc, lc=lc,
                           best=best, last=last, bvalid=bvalid, xpos=xpos, w=w, op1=op1,
-                          op2=op2, tpend=tpend, trig=trig)
+                          tpend=tpend, trig=trig)
         return m
