@@ -54,7 +54,7 @@ _W_X, _W_ALPHA, _W_ZHI, _W_ZLO = range(4)
 # op kinds in the memory pipeline
 _OP_NONE, _OP_DISP, _OP_DISP_CLR, _OP_Z1, _OP_Z0, _OP_XR, _OP_AR, _OP_PIX = range(8)
 # composer states
-_S_IDLE, _S_SORT, _S_SWAIT, _S_SDEC, _S_DX, _S_DA, _S_DP = range(7)
+_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SDEC, _S_DX, _S_DA, _S_DP = range(8)
 
 
 def _field(name):
@@ -70,9 +70,9 @@ def composer_budget(display: Display) -> dict:
     fetch = L * len(FIELD_ORDER) * C
     window = 2 * display.line_cycles * C - fetch
     # (the composer reads in odd clocks: two clocks a read; a pass reads two words a
-    # layer, then waits two clocks (and one to an odd clock); a draw reads two words,
+    # layer, then waits three clocks (and one to an odd clock); a draw reads two words,
     # then 17 beats of 4 clocks)
-    sort = (L + 1) * (4 * L + 3)
+    sort = (L + 1) * (4 * L + 4)
     draw = L * (2 * 2 + 1 + 4 * (LAYER_SIZE + 1))
     needed = sort + draw + 4
     return {"window": window, "needed": needed, "fetch": fetch, "sort": sort,
@@ -328,20 +328,30 @@ class Compositor(wiring.Component):
         go = odd
 
         # stage 2: the data of the composer's reads
+        z0hit = Signal()        # a Z0 read of a layer that hits (its Z1 word is in cdata)
+        m.d.sync += z0hit.eq((c_op == _OP_Z0) & ~slot & cdata[0])
+        take = Signal()         # the key read in the clock before is the best so far
+        key_n, key_hi = Signal(nb), Signal(PIXEL_BITS)
+        m.d.sync += [take.eq(0), key_n.eq(addr1[2:2 + nb]), key_hi.eq(data)]
         with m.Switch(op1):
             with m.Case(_OP_Z1):
                 m.d.sync += cdata.eq(data)
             with m.Case(_OP_Z0):
+                # (the orderings as the borrows of subtractions, one carry chain each, with
+                # "no last" / "no best yet" as their top bits; registered as ``take``, and
+                # the key with it: ``best`` takes it in the next clock)
                 key = Cat(addr1[2:2 + nb], cdata[1:1 + self.zlo_bits], data)
-                hit = cdata[0]
-                cand = hit & (~lvalid | (key > last)) & (~bvalid | (key < best))
-                with m.If(cand):
-                    m.d.sync += [best.eq(key), bvalid.eq(1)]
+                above = (Cat(last, lvalid).as_unsigned() - Cat(key, 1).as_unsigned())[key_bits + 1]
+                below_best = (Cat(key, 0).as_unsigned()
+                              - Cat(best, ~bvalid).as_unsigned())[key_bits + 1]
+                m.d.sync += take.eq(z0hit & above & below_best)
             with m.Case(_OP_XR):
                 m.d.sync += xpos.eq(data[:xb])
             with m.Case(_OP_AR):
                 alpha = data[:_field("alpha").width]
                 m.d.sync += [w.eq(alpha + (alpha >> 7)), wb.eq(256 - alpha - (alpha >> 7))]
+        with m.If(take):
+            m.d.sync += [best.eq(Cat(key_n, cdata[1:1 + self.zlo_bits], key_hi)), bvalid.eq(1)]
 
         # The blend, bit-serial over the 4 bits of the source and the destination channel,
         # most significant first, 4 clocks a pixel: ``acc = 2 * acc + s_i * w + d_i * (256
@@ -405,6 +415,8 @@ class Compositor(wiring.Component):
                         with m.If(j == L - 1):
                             m.d.sync += state.eq(_S_SWAIT)
             with m.Case(_S_SWAIT):
+                m.d.sync += state.eq(_S_SWAIT2)
+            with m.Case(_S_SWAIT2):
                 m.d.sync += state.eq(_S_SDEC)
             with m.Case(_S_SDEC):
                 m.d.sync += [bvalid.eq(0), j.eq(0), zsel.eq(0)]
