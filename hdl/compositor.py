@@ -50,6 +50,8 @@ __all__ = ["Compositor", "composer_budget"]
 PIXEL_BITS = 12
 #: Table words per layer: x, alpha, z high, (z low, hit).
 _W_X, _W_ALPHA, _W_ZHI, _W_ZLO = range(4)
+# (the composer's read address builds these as (in DA, 0) and (not zsel, 1))
+assert (_W_X, _W_ALPHA, _W_ZHI, _W_ZLO) == (0b00, 0b01, 0b10, 0b11)
 
 # op kinds in the memory pipeline
 _OP_NONE, _OP_DISP, _OP_DISP_CLR, _OP_Z1, _OP_Z0, _OP_XR, _OP_AR, _OP_PIX = range(8)
@@ -383,20 +385,25 @@ class Compositor(wiring.Component):
         c_we = Signal()          # the composer's write (st 1 of the next pixel's beat)
 
         bgw = BACKGROUND[0] | BACKGROUND[1] << 4 | BACKGROUND[2] << 8
-        with m.If(op1 == _OP_DISP_CLR):
-            m.d.comb += [wp.addr.eq(addr1), wp.data.eq(bgw), wp.en.eq(1)]
-        with m.Elif(c_we):
-            m.d.comb += [wp.addr.eq(wa), wp.data.eq(blended), wp.en.eq(1)]
-        with m.Else():
-            m.d.comb += [wp.addr.eq(table_addr(fn, twidx)), wp.data.eq(tword), wp.en.eq(tpend)]
-        with m.If((op1 != _OP_DISP_CLR) & ~c_we & ~(second & fetching)):   # (phase 1 sets it)
+        # (odd clocks: the display's BACKGROUND; even clocks: the composer's pixel, or a
+        # table word of the fetch, while the composer is idle)
+        in_dp = Signal()
+        m.d.comb += [wp.addr.eq(Mux(odd, addr1, Mux(in_dp, wa, table_addr(fn, twidx)))),
+                     wp.data.eq(Mux(odd, bgw, Mux(in_dp, blended, tword))),
+                     wp.en.eq(Mux(odd, op1 == _OP_DISP_CLR, c_we | tpend))]
+        with m.If(~odd & ~(second & fetching)):   # (phase 1 sets it)
             m.d.sync += tpend.eq(0)
 
         # the composer: passes of the selection sort, each followed by a draw
         in_canvas = ~xpos[xb - 1] & below(xpos[:xb - 1], cw)
         xcol = Signal(hb)
         m.d.comb += xcol.eq(xpos[:xb - 1])
-        m.d.comb += [c_op.eq(_OP_NONE), c_addr.eq(0)]
+        m.d.comb += c_op.eq(_OP_NONE)
+        in_sort = Signal()
+        in_da = Signal()
+        m.d.comb += c_addr.eq(Mux(in_dp, Cat(xcol, cbuf),
+                                  table_addr(Mux(in_sort, j, last[:nb]),
+                                             Mux(in_sort, Cat(~zsel, 1), Cat(in_da, 0)))))
         palette = Array(Const(r | g << 4 | bl << 8, PIXEL_BITS) for r, g, bl in
                         [PALETTE[i % len(PALETTE)] for i in range(1 << nb)])
         state = Signal(range(_S_DP + 1))
@@ -406,9 +413,9 @@ class Compositor(wiring.Component):
                     m.d.sync += [lvalid.eq(0), bvalid.eq(0), j.eq(0), zsel.eq(0),
                                  state.eq(_S_SORT)]
             with m.Case(_S_SORT):
+                m.d.comb += in_sort.eq(1)
                 with m.If(go):
-                    m.d.comb += [c_op.eq(Mux(zsel, _OP_Z0, _OP_Z1)),
-                                 c_addr.eq(table_addr(j, Mux(zsel, _W_ZHI, _W_ZLO)))]
+                    m.d.comb += c_op.eq(Mux(zsel, _OP_Z0, _OP_Z1))
                     m.d.sync += zsel.eq(~zsel)
                     with m.If(zsel):
                         m.d.sync += j.eq(j + 1)
@@ -427,19 +434,20 @@ class Compositor(wiring.Component):
                     m.d.sync += state.eq(_S_IDLE)
             with m.Case(_S_DX):
                 with m.If(go):
-                    m.d.comb += [c_op.eq(_OP_XR), c_addr.eq(table_addr(last[:nb], _W_X))]
+                    m.d.comb += c_op.eq(_OP_XR)
                     m.d.sync += state.eq(_S_DA)
             with m.Case(_S_DA):
+                m.d.comb += in_da.eq(1)
                 with m.If(go):
-                    m.d.comb += [c_op.eq(_OP_AR), c_addr.eq(table_addr(last[:nb], _W_ALPHA))]
+                    m.d.comb += c_op.eq(_OP_AR)
                     m.d.sync += [k.eq(0), st.eq(3), wv.eq(0), state.eq(_S_DP)]
             with m.Case(_S_DP):
                 # beats of 4 clocks: st 0 reads pixel k (odd clock), st 1 writes pixel k-1
                 # and takes pixel k's address, moving on; beat 16 only writes
+                m.d.comb += in_dp.eq(1)
                 m.d.sync += st.eq(st + 1)
                 with m.If((st == 0) & (k != LAYER_SIZE)):
-                    m.d.comb += [c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE)),
-                                 c_addr.eq(Cat(xcol, cbuf))]
+                    m.d.comb += c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE))
                 with m.If(st == 1):
                     m.d.comb += c_we.eq(wv)
                     m.d.sync += [wa.eq(Cat(xcol, cbuf)), wv.eq(in_canvas & (k != LAYER_SIZE)),
