@@ -8,8 +8,8 @@ hardware") for the design; in short:
   reloaded with 0 at the end of the core cycle a time-base reset marks, so they show
   cycle 0's positions during cycle 1): every position is known a whole core cycle
   ahead, and a time-base reset in any clock of its cycle still gives frame 0 from its
-  first pixel. Outputs are registered twice more: a pixel is presented
-  :attr:`Compositor.latency` (= ``contexts + 2``) fabric clocks after the first fabric
+  first pixel. Outputs are registered three times more: a pixel is presented
+  :attr:`Compositor.latency` (= ``contexts + 3``) fabric clocks after the first fabric
   clock of its position.
 * **Register samples.** The sample of ``layer[n].field`` for canvas line ``l`` (core
   cycle ``s = line_fetch_cycle(l) + sample_offset(n, field)``) is read through the
@@ -56,7 +56,7 @@ assert (_W_X, _W_ALPHA, _W_ZHI, _W_ZLO) == (0b00, 0b01, 0b10, 0b11)
 # op kinds in the memory pipeline
 _OP_NONE, _OP_DISP, _OP_DISP_CLR, _OP_Z1, _OP_Z0, _OP_XR, _OP_AR, _OP_PIX = range(8)
 # composer states
-_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SDEC, _S_DX, _S_DA, _S_DP = range(8)
+_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SWAIT3, _S_SDEC, _S_DX, _S_DA, _S_DP = range(9)
 
 
 def _field(name):
@@ -72,10 +72,10 @@ def composer_budget(display: Display) -> dict:
     fetch = L * len(FIELD_ORDER) * C
     window = 2 * display.line_cycles * C - fetch
     # (the composer reads in odd clocks: two clocks a read; a pass reads two words a
-    # layer, then waits three clocks (and one to an odd clock); a draw reads two words,
-    # then 17 beats of 4 clocks)
-    sort = (L + 1) * (4 * L + 4)
-    draw = L * (2 * 2 + 1 + 4 * (LAYER_SIZE + 1))
+    # layer, then waits four clocks (and one to an odd clock); a draw reads two words,
+    # then 17 beats of 4 clocks and one)
+    sort = (L + 1) * (4 * L + 5)
+    draw = L * (2 * 2 + 2 + 4 * (LAYER_SIZE + 1))
     needed = sort + draw + 4
     return {"window": window, "needed": needed, "fetch": fetch, "sort": sort,
             "draw": draw}
@@ -154,7 +154,7 @@ class Compositor(wiring.Component):
                              f"{L} x {len(FIELD_ORDER)} registers, but two lines leave "
                              f"{b['window']}")
         #: fabric clocks from a position's clock to the outputs showing it
-        self.latency = C + 2
+        self.latency = C + 3
         self.budget = b
         self.reg_bits = (L * isa.REG_STRIDE - 1).bit_length()
         super().__init__({
@@ -294,25 +294,28 @@ class Compositor(wiring.Component):
             return Cat(Const(widx, 2) if isinstance(widx, int) else widx, n, table_hi, Const(0, 1))
 
         # -- the memory pipeline -----------------------------------------------------------
-        # The display reads a canvas pixel in an even clock of the line (its first output
-        # pixel's first clock) and writes BACKGROUND back in the next (odd) clock: the
-        # composer reads in odd clocks and writes in even ones, and never waits for it.
+        # The RAM's output is registered (``data``, two clocks after the address: the ECP5's
+        # block RAM output register; on the iCE40 12 flip-flops). The display reads a
+        # canvas pixel in an even clock of the line (its first output pixel's first clock)
+        # and writes BACKGROUND back two clocks later (even): the composer reads and
+        # writes in odd clocks only, and never waits for the display.
         slot = Signal()        # the display's read
         m.d.comb += slot.eq(new_px & ~px[0] & below(px, mo.h_active))
         odd = Signal()
         m.d.sync += odd.eq(~odd)
         with m.If(line_end | resync):
             m.d.sync += odd.eq(0)
-        op1 = Signal(3)
-        addr1 = Signal(hb + 1)
+        op1, op2 = Signal(3), Signal(3)
+        addr1, addr2 = Signal(hb + 1), Signal(hb + 1)
         c_op = Signal(3)       # the composer's read this clock (odd clocks)
         c_addr = Signal(hb + 1)
         cx = Signal(hb)
         m.d.comb += cx.eq(px >> 1)
         m.d.comb += rp.addr.eq(Mux(slot, Cat(cx, dbuf), c_addr))
         m.d.sync += [op1.eq(Mux(slot, Mux(dclr, _OP_DISP_CLR, _OP_DISP), c_op)),
-                     addr1.eq(rp.addr)]
-        data = rp.data
+                     addr1.eq(rp.addr), op2.eq(op1), addr2.eq(addr1)]
+        data = Signal(PIXEL_BITS)
+        m.d.sync += data.eq(rp.data)
 
         # composer state
         key_bits = self.key_bits
@@ -329,20 +332,20 @@ class Compositor(wiring.Component):
         st = Signal(2)          # clock in a pixel's beat (0: its read, an odd clock)
         go = odd
 
-        # stage 2: the data of the composer's reads
+        # stage 3: the data of the composer's reads
         z0hit = Signal()        # a Z0 read of a layer that hits (its Z1 word is in cdata)
-        m.d.sync += z0hit.eq((c_op == _OP_Z0) & ~slot & cdata[0])
+        m.d.sync += z0hit.eq((op1 == _OP_Z0) & cdata[0])
         take = Signal()         # the key read in the clock before is the best so far
         key_n, key_hi = Signal(nb), Signal(PIXEL_BITS)
-        m.d.sync += [take.eq(0), key_n.eq(addr1[2:2 + nb]), key_hi.eq(data)]
-        with m.Switch(op1):
+        m.d.sync += [take.eq(0), key_n.eq(addr2[2:2 + nb]), key_hi.eq(data)]
+        with m.Switch(op2):
             with m.Case(_OP_Z1):
                 m.d.sync += cdata.eq(data)
             with m.Case(_OP_Z0):
                 # (the orderings as the borrows of subtractions, one carry chain each, with
                 # "no last" / "no best yet" as their top bits; registered as ``take``, and
                 # the key with it: ``best`` takes it in the next clock)
-                key = Cat(addr1[2:2 + nb], cdata[1:1 + self.zlo_bits], data)
+                key = Cat(addr2[2:2 + nb], cdata[1:1 + self.zlo_bits], data)
                 above = (Cat(last, lvalid).as_unsigned() - Cat(key, 1).as_unsigned())[key_bits + 1]
                 below_best = (Cat(key, 0).as_unsigned()
                               - Cat(best, ~bvalid).as_unsigned())[key_bits + 1]
@@ -359,16 +362,16 @@ class Compositor(wiring.Component):
         # most significant first, 4 clocks a pixel: ``acc = 2 * acc + s_i * w + d_i * (256
         # - w)`` makes ``acc = s * w + d * (256 - w)``, and ``acc >> 8`` is display.blend.
         # ``s_i * w + d_i * (256 - w)`` is one LUT a bit (0, w, 256 - w or 256), then one
-        # adder. Step 1 (st 1) takes the destination's top bit from the RAM's output, the
-        # others from ``dsh`` (the rest, shifted); the sum is written in the next st 1.
-        first_step = st == 1
+        # adder. Step 1 (st 2) takes the destination's top bit from ``data``, the others
+        # from ``dsh`` (the rest, shifted); the sum is written in the next st 2.
+        first_step = st == 2
         s_bit = Signal(3)
         d_bit = Signal(3)
         dsh = Signal(PIXEL_BITS)
         accs = []
         for c in range(3):
             sc = src[4 * c:4 * c + 4]
-            m.d.comb += [s_bit[c].eq(Array(sc[i] for i in (0, 3, 2, 1))[st]),
+            m.d.comb += [s_bit[c].eq(Array(sc[i] for i in (1, 0, 3, 2))[st]),
                          d_bit[c].eq(Mux(first_step, data[4 * c + 3], dsh[4 * c + 3]))]
             acc = Signal(PIXEL_BITS, name=f"acc{c}")
             term = Signal(9, name=f"term{c}")
@@ -382,16 +385,16 @@ class Compositor(wiring.Component):
         blended = Cat(*(a[8:12] for a in accs))
         wa = Signal(hb + 1)      # the address of the pixel being blended, and "write it"
         wv = Signal()
-        c_we = Signal()          # the composer's write (st 1 of the next pixel's beat)
+        c_we = Signal()          # the composer's write (st 2 of the next pixel's beat)
 
         bgw = BACKGROUND[0] | BACKGROUND[1] << 4 | BACKGROUND[2] << 8
-        # (odd clocks: the display's BACKGROUND; even clocks: the composer's pixel, or a
+        # (even clocks: the display's BACKGROUND; odd clocks: the composer's pixel, or a
         # table word of the fetch, while the composer is idle)
         in_dp = Signal()
-        m.d.comb += [wp.addr.eq(Mux(odd, addr1, Mux(in_dp, wa, table_addr(fn, twidx)))),
-                     wp.data.eq(Mux(odd, bgw, Mux(in_dp, blended, tword))),
-                     wp.en.eq(Mux(odd, op1 == _OP_DISP_CLR, c_we | tpend))]
-        with m.If(~odd & ~(second & fetching)):   # (phase 1 sets it)
+        m.d.comb += [wp.addr.eq(Mux(odd, Mux(in_dp, wa, table_addr(fn, twidx)), addr2)),
+                     wp.data.eq(Mux(odd, Mux(in_dp, blended, tword), bgw)),
+                     wp.en.eq(Mux(odd, c_we | tpend, op2 == _OP_DISP_CLR))]
+        with m.If(odd & ~(second & fetching)):   # (phase 1 sets it)
             m.d.sync += tpend.eq(0)
 
         # the composer: passes of the selection sort, each followed by a draw
@@ -424,6 +427,8 @@ class Compositor(wiring.Component):
             with m.Case(_S_SWAIT):
                 m.d.sync += state.eq(_S_SWAIT2)
             with m.Case(_S_SWAIT2):
+                m.d.sync += state.eq(_S_SWAIT3)
+            with m.Case(_S_SWAIT3):
                 m.d.sync += state.eq(_S_SDEC)
             with m.Case(_S_SDEC):
                 m.d.sync += [bvalid.eq(0), j.eq(0), zsel.eq(0)]
@@ -442,13 +447,13 @@ class Compositor(wiring.Component):
                     m.d.comb += c_op.eq(_OP_AR)
                     m.d.sync += [k.eq(0), st.eq(3), wv.eq(0), state.eq(_S_DP)]
             with m.Case(_S_DP):
-                # beats of 4 clocks: st 0 reads pixel k (odd clock), st 1 writes pixel k-1
+                # beats of 4 clocks: st 0 reads pixel k (odd clock), st 2 writes pixel k-1
                 # and takes pixel k's address, moving on; beat 16 only writes
                 m.d.comb += in_dp.eq(1)
                 m.d.sync += st.eq(st + 1)
                 with m.If((st == 0) & (k != LAYER_SIZE)):
                     m.d.comb += c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE))
-                with m.If(st == 1):
+                with m.If(st == 2):
                     m.d.comb += c_we.eq(wv)
                     m.d.sync += [wa.eq(Cat(xcol, cbuf)), wv.eq(in_canvas & (k != LAYER_SIZE)),
                                  xpos.eq(xpos + 1), k.eq(k + 1)]
@@ -457,21 +462,23 @@ class Compositor(wiring.Component):
         with m.If(resync):
             m.d.sync += state.eq(_S_IDLE)
 
-        # -- the outputs: two registers after the counters --------------------------------
+        # -- the outputs: three registers after the counters (the RAM's two, rgb) ---------
         h_sync0 = mo.h_active + mo.h_front
         de0 = ~below(row, mo.v_blank) & below(px, mo.h_active)
         hs0 = ~below(px, h_sync0) & below(px, h_sync0 + mo.h_sync)
         vs0 = ~below(row, mo.v_front) & below(row, mo.v_front + mo.v_sync)
         fs0 = (row == 0) & (px == 0) & new_px
         de1, hs1, vs1, new1, fs1 = (Signal(name=n) for n in ("de1", "hs1", "vs1", "new1", "fs1"))
-        m.d.sync += [de1.eq(de0), hs1.eq(hs0), vs1.eq(vs0), new1.eq(new_px), fs1.eq(fs0)]
+        de2, hs2, vs2, new2, fs2 = (Signal(name=n) for n in ("de2", "hs2", "vs2", "new2", "fs2"))
+        m.d.sync += [de1.eq(de0), hs1.eq(hs0), vs1.eq(vs0), new1.eq(new_px), fs1.eq(fs0),
+                     de2.eq(de1), hs2.eq(hs1), vs2.eq(vs1), new2.eq(new1), fs2.eq(fs1)]
         rgb = Signal(PIXEL_BITS)
-        m.d.sync += [self.de.eq(de1), self.hsync.eq(hs1 ^ int(mo.hsync_negative)),
-                     self.vsync.eq(vs1 ^ int(mo.vsync_negative)), self.pixel.eq(new1),
-                     self.frame_start.eq(fs1)]
-        with m.If((op1 == _OP_DISP) | (op1 == _OP_DISP_CLR)):
-            m.d.sync += rgb.eq(Mux(de1, data, 0))
-        with m.Elif(new1 & ~de1):
+        m.d.sync += [self.de.eq(de2), self.hsync.eq(hs2 ^ int(mo.hsync_negative)),
+                     self.vsync.eq(vs2 ^ int(mo.vsync_negative)), self.pixel.eq(new2),
+                     self.frame_start.eq(fs2)]
+        with m.If((op2 == _OP_DISP) | (op2 == _OP_DISP_CLR)):
+            m.d.sync += rgb.eq(Mux(de2, data, 0))
+        with m.Elif(new2 & ~de2):
             m.d.sync += rgb.eq(0)
         m.d.comb += [self.r.eq(rgb[0:4]), self.g.eq(rgb[4:8]), self.b.eq(rgb[8:12])]
         #: internal signals, for tests

@@ -264,7 +264,7 @@ def test_video_timing(fpp):
     cap = run_model(d, static_history({0: dict(x=2, y=0, alpha=255, z=0, visible=1)}).value,
                     frames=2, timing=True, tb_phase=2)
     t0, lat = cap.t0, cap.latency
-    assert lat == C + 2
+    assert lat == C + 3
     strobes = [s for s in cap.strobes if t0 + lat <= s[0] < t0 + lat + 2 * d.frame_cycles * C]
     assert [s[0] for s in strobes] == list(range(t0 + lat, strobes[-1][0] + 1, fpp))
     line_clocks = m.h_total * fpp
