@@ -103,7 +103,7 @@ def run_model(display, value, frames=1, tb_phase=0, pre_cycles=37, timing=False)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    cap.t0, cap.latency = t0, dut.latency
+    cap.t0, cap.latency, cap.dut = t0, dut.latency, dut
     return cap
 
 
@@ -165,6 +165,25 @@ def test_static_layers_pixel_exact(tb_phase):
     check_frames(cap, d, hist.value, 1)
     canvas = render_frame(d, 0, hist.value)
     assert sum(p != BACKGROUND for row in canvas for p in row) > len(canvas[0]) * 3
+
+
+def test_clipping_on_a_canvas_whose_table_shares_the_addresses():
+    """A 48-pixel canvas: a layer's pixels left of x = 0 would land on the table of the
+    layers' samples (the top rows of the buffer half of even lines), far x values would
+    wrap onto the canvas: clipped and refused, the picture is the model's."""
+    d = small_mode(canvas_w=48)
+    layers = {0: dict(x=-5, y=0, alpha=255, z=-100, visible=1),
+              1: dict(x=-15, y=-3, alpha=200, z=-99, visible=1),
+              2: dict(x=1028, y=0, alpha=255, z=0, visible=1),      # 1028 % 128 = 4
+              3: dict(x=-1020, y=0, alpha=255, z=0, visible=1),
+              4: dict(x=40, y=0, alpha=255, z=1, visible=1),
+              5: dict(x=-16, y=0, alpha=255, z=2, visible=1)}
+    layers |= {n: dict(x=3 * n - 30, y=n % 4 - 3, alpha=60 + 11 * n, z=n, visible=1)
+               for n in range(12, 16)}
+    hist = static_history(layers)
+    cap = run_model(d, hist.value)
+    assert cap.dut.half_bits == 7 and cap.dut.x_bits - 1 == 7    # (x's bits reach the table)
+    check_frames(cap, d, hist.value, 1)
 
 
 def test_tie_order_and_rounding_are_visible():
