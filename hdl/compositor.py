@@ -1,8 +1,8 @@
 """The layer compositor: the display model (:mod:`copperline.firmware.display`) in gateware.
 
 It shows ``scale_up(render_frame(display, frame, ...))`` pixel for pixel, sampling the
-Copper's registers at the model's cycles. See ``docs/display.md`` ("The compositor's
-hardware") for the design; in short:
+Copper's registers at the model's cycles. See ``docs/display.md`` for the design, the
+wiring to the core and the figures; in short:
 
 * **Time.** Its counters run one core cycle behind the global core cycle (they are
   reloaded with 0 at the end of the core cycle a time-base reset marks, so they show
@@ -26,11 +26,12 @@ hardware") for the design; in short:
   the model's blend. A pass that finds nothing ends the line.
 * **Line buffers.** One ``1024 x 12`` RAM on the boards (3 iCE40 block RAMs): canvas
   line ``l`` in half ``l % 2``, the table above canvas_w in half 0. One read and one
-  write per clock, shared by one pipeline: the display reads a canvas pixel in the
-  first clock of its first output pixel and, on the second output line of a canvas
+  write per clock (the read registered once more): the display reads a canvas pixel in
+  the first clock of its first output pixel and, on the second output line of a canvas
   line, writes ``BACKGROUND`` back two clocks later (so the buffer is clean for its next
   use; the display runs on blanking lines too, which cleans both buffers before a
-  frame's first line after any reset); the composer takes every other clock.
+  frame's first line after any reset); the composer reads and writes in the odd
+  clocks, which the display never takes.
 """
 
 from __future__ import annotations
