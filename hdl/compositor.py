@@ -182,8 +182,9 @@ class Compositor(wiring.Component):
         # -- the time base (one core cycle behind the global one) ------------------------
         first = Signal()           # phase 0 (the clock after ``advance``)
         second = Signal()          # phase 1
+        third = Signal()           # phase 2
         armed = Signal()           # a time-base reset seen in this core cycle
-        m.d.sync += [first.eq(self.advance), second.eq(first)]
+        m.d.sync += [first.eq(self.advance), second.eq(first), third.eq(second)]
         resync = Signal()
         m.d.comb += resync.eq(self.advance & (armed | self.tb_reset))
         m.d.sync += armed.eq(Mux(self.advance, 0, armed | self.tb_reset))
@@ -251,8 +252,11 @@ class Compositor(wiring.Component):
         with m.If(resync):
             m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0)]
 
-        # the sample, in phase 1: what the table keeps
-        rd = self.reg_data
+        # the sample: registered in phase 1 (the register file's forwarding select after
+        # its block RAM is a path of its own), what the table keeps worked out in phase 2
+        # and written in the next odd clock (phase 3 or later: before the address moves)
+        rd = Signal(16)
+        m.d.sync += rd.eq(self.reg_data)
         xf, yf = _field("x"), _field("y")
         xs = rd[:xf.width]
         # -15 <= x <= canvas_w - 1, as bit tests on the raw word
@@ -270,7 +274,7 @@ class Compositor(wiring.Component):
         tpend = Signal()
         fi = {f: FIELD_ORDER.index(f) for f in FIELD_ORDER}
         zf = _field("z")
-        with m.If(second & fetching):
+        with m.If(third & fetching):
             with m.Switch(ff):
                 with m.Case(fi["x"]):
                     m.d.sync += [xy_hit.eq(x_hit), tword.eq(rd[:PIXEL_BITS]), twidx.eq(_W_X),
@@ -395,7 +399,7 @@ class Compositor(wiring.Component):
         m.d.comb += [wp.addr.eq(Mux(odd, Mux(in_dp, wa, table_addr(fn, twidx)), addr2)),
                      wp.data.eq(Mux(odd, Mux(in_dp, blended, tword), bgw)),
                      wp.en.eq(Mux(odd, c_we | tpend, op2 == _OP_DISP_CLR))]
-        with m.If(odd & ~(second & fetching)):   # (phase 1 sets it)
+        with m.If(odd & ~(third & fetching)):   # (phase 2 sets it)
             m.d.sync += tpend.eq(0)
 
         # the composer: passes of the selection sort, each followed by a draw
