@@ -192,6 +192,9 @@ class Core(wiring.Component):
         happen counts as ``n * cycles_per_us + 1`` cycles, ``n`` the largest of
         ``warp_us``, ``warp_us // 2``, ... 1 that is safe (see "Warp" in docs/core.md):
         the virtual board skips idle core time.
+    display_port : bool
+        Add ``display_addr`` / ``display_data``: a third register-file copy for the layer
+        compositor (:class:`~copperline.hdl.compositor.Compositor`; one more block RAM).
 
     Attributes
     ----------
@@ -203,6 +206,10 @@ class Core(wiring.Component):
     fence_wr : In(stream.Signature({slot, timeline, value}))
         Fence value of ``slot``'s local ``timeline``; always ready.
     reg_addr, reg_data : register read-back (data one clock later, raw bits)
+    display_addr, display_data : with ``display_port``: the compositor's register read,
+        the read-back port's timing on a copy of its own (``RegFile.display_addr``): an
+        address given in phase 0 of a core cycle reads the value after every write of
+        the cycles before it and no write of its own cycle
     status_slot, status_state, status_pc : per-slot status (combinational)
     events : Out(stream.Signature(event_layout))
         The event stream (see :mod:`copperline.hdl.event_fifo`).
@@ -228,8 +235,10 @@ class Core(wiring.Component):
     #: in phase 0 and read in phase 1; ``imm_mem`` written for R's context and read for
     #: X's. ``wbuf_mem`` (the SPRAM's
     #: write buffer) is written only in a clock whose read the buffer does not use.
+    #: ``disp_mem`` (the compositor's copy, with ``display_port``) forwards like
+    #: ``host_mem``.
     COLLISION_FREE_MEMORIES = ("ctx_mem", "loop_mem", "stamp_mem", "imm_mem", "exec_mem", "host_mem",
-                               "event_mem", "wbuf_mem")
+                               "event_mem", "wbuf_mem", "disp_mem")
 
     def __init__(self, clock_hz: int, vsync_hz: float = isa.DEFAULT_VSYNC_HZ, *,
                  watchdog_ops: int = isa.DEFAULT_WATCHDOG_OPS, layers: int = isa.DEFAULT_LAYERS,
@@ -237,7 +246,7 @@ class Core(wiring.Component):
                  program_words: int = isa.DEFAULT_PROGRAM_WORDS, fifo_depth: int = 256,
                  program_memory: str = "auto", spram_primitive: bool = False,
                  lut_ram: bool = False, prog_outreg: bool = False, bram_primitive: bool = False,
-                 fifo_outreg: bool = False, warp_us: int = 0):
+                 fifo_outreg: bool = False, warp_us: int = 0, display_port: bool = False):
         self.cycles_per_us = isa.cycles_per_us(clock_hz)
         self.vsync_period = isa.vsync_period_cycles(clock_hz, vsync_hz)
         isa.check_machine(watchdog_ops=watchdog_ops, layers=layers, contexts=contexts)
@@ -275,8 +284,9 @@ class Core(wiring.Component):
         self.warp_levels_us = tuple(sorted({warp_us >> k for k in range(warp_us.bit_length())}))
         #: Core cycles the largest warp skips (a warped core cycle counts as its skip + 1).
         self.warp_cycles = warp_us * self.cycles_per_us
+        self.display_port = display_port
         self.regfile = RegFile(layers, ram_style="distributed" if lut_ram else None,
-                               sum_port=lut_ram)
+                               sum_port=lut_ram, display_port=display_port)
         resolve_kind(program_memory, None)      # validates the name
         self.program_memory = program_memory
         self.spram_primitive = spram_primitive
@@ -303,6 +313,9 @@ class Core(wiring.Component):
                                        attrs=small)
         # ``warped``: core cycles skipped at the end of this clock (0: none)
         warp_ports = {"warp": In(1), "warped": Out(range(self.warp_cycles + 1))} if warp_us else {}
+        if display_port:
+            warp_ports |= {"display_addr": In(isa.REG_STRIDE.bit_length() - 1 + isa.LAYER_BITS),
+                           "display_data": Out(REG_WORD_BITS)}
         super().__init__(warp_ports | {
             "prog_wr": In(stream.Signature(data.StructLayout({
                 "addr": unsigned(self.slot_bits + self.pc_bits), "data": unsigned(isa.WORD_BITS)}))),
@@ -1253,6 +1266,9 @@ class Core(wiring.Component):
         P = self.phases
         n_rep, n_st, ph_f, rf = p.n_rep, p.n_st, p.ph_f, p.rf
         m.d.comb += [rf.host_addr.eq(self.reg_addr), self.reg_data.eq(rf.host_data)]
+        if self.display_port:
+            m.d.comb += [rf.display_addr.eq(self.display_addr),
+                         self.display_data.eq(rf.display_data)]
         # the status port reads the ring: every context's entry is in it at all times
         # (``ring[i]`` holds context ``ph_f - i`` mod P, the result of its last E), so the
         # port is the entry ``ph_f - status_slot`` (per-slot copies of the entries, a mux

@@ -44,6 +44,12 @@ class RegFile(wiring.Component):
     sum_port : bool
         Add ``rd_add`` / ``rd_sum`` (the ECP5 build: E's slowest path was the select in
         front of its adder).
+    display_port : bool
+        Add a third copy, ``disp_mem``, read by the layer compositor
+        (:mod:`copperline.hdl.compositor`) through ``display_addr`` / ``display_data``:
+        written with the executor's writes like the others, forwarding the write of the
+        address's clock like the read-back copy (one block RAM; always block RAM, its
+        reader registers what it reads).
 
     Attributes
     ----------
@@ -53,10 +59,14 @@ class RegFile(wiring.Component):
     wr_addr, wr_data, wr_en : executor write
     host_addr, host_data : host read-back, data one clock after the address (a write in
         the address's clock is in it)
+    display_addr, display_data : with ``display_port``: the compositor's read, the same
+        timing as the read-back port (so an address given in the first clock of a core
+        cycle reads every write of the core cycles before it and none of its own: the
+        last context's write lands in that clock, context 0's one clock later)
     """
 
     def __init__(self, layers: int = isa.DEFAULT_LAYERS, ram_style: str | None = None,
-                 sum_port: bool = False):
+                 sum_port: bool = False, display_port: bool = False):
         if not 1 <= layers <= 1 << isa.LAYER_BITS:
             raise ValueError(f"layers must be 1..{1 << isa.LAYER_BITS} (got {layers})")
         self.layers = layers
@@ -65,6 +75,9 @@ class RegFile(wiring.Component):
         abits = (self.depth - 1).bit_length()
         self.sum_port = sum_port
         sums = {"rd_add": In(REG_WORD_BITS), "rd_sum": Out(REG_WORD_BITS)} if sum_port else {}
+        self.display_port = display_port
+        if display_port:
+            sums |= {"display_addr": In(abits), "display_data": Out(REG_WORD_BITS)}
         super().__init__(sums | {
             "rd_addr": In(abits), "rd_data": Out(REG_WORD_BITS),
             "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
@@ -75,11 +88,19 @@ class RegFile(wiring.Component):
         attrs = {"ram_style": ram_style} if ram_style else None
         self.exec_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[], attrs=attrs)
         self.host_mem = memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[], attrs=attrs)
+        self.disp_mem = (memory.Memory(shape=REG_WORD_BITS, depth=self.depth, init=[],
+                                       attrs={"ram_style": "block"})
+                         if display_port else None)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.exec_mem = self.exec_mem
         m.submodules.host_mem = self.host_mem
+        copies = [(self.exec_mem, self.rd_addr, self.rd_data, "exec"),
+                  (self.host_mem, self.host_addr, self.host_data, "host")]
+        if self.display_port:
+            m.submodules.disp_mem = self.disp_mem
+            copies.append((self.disp_mem, self.display_addr, self.display_data, "disp"))
         # ``fwd_data`` is the write data registered every clock, like the core's own copy
         # of E's result: Yosys merges the two, and the forwarding loop (this register ->
         # select -> adder -> this register) has no route to a second flip-flop (Yosys' own
@@ -87,8 +108,7 @@ class RegFile(wiring.Component):
         # read only with a hit)
         fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data", reset_less=True)
         m.d.sync += fwd_data.eq(self.wr_data)
-        for mem, raddr, rdata, name in ((self.exec_mem, self.rd_addr, self.rd_data, "exec"),
-                                        (self.host_mem, self.host_addr, self.host_data, "host")):
+        for mem, raddr, rdata, name in copies:
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
             # A plain synchronous read (block RAM; or LUT RAM read in the clock of the
@@ -105,7 +125,7 @@ class RegFile(wiring.Component):
             fwd_hit = Signal(name=f"{name}_fwd_hit")
             m.d.sync += fwd_hit.eq(self.wr_en & (self.wr_addr == raddr))
             m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
-            if name == "host":
+            if name != "exec":
                 continue
             # the sum: both candidates added, then selected (the select joins the LUT
             # that follows the adder anyway: the RAM output and the forwarded value go

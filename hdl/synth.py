@@ -259,8 +259,22 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
             tmp.cleanup()
 
 
+#: The compositor target's display per family: the boards' modes, 4 contexts (iCEBreaker:
+#: 48 MHz fabric, 12 MHz core; ULX3S: 100 MHz fabric, 25 MHz core).
+COMPOSITOR_DISPLAYS = {"ice40": ("640x480@60-24MHz", 4, 12_000_000),
+                       "ecp5": ("640x480@60-25MHz", 4, 25_000_000)}
+
+
+def compositor_display(family: str):
+    """The :class:`~copperline.firmware.display.Display` the ``compositor`` target builds."""
+    from copperline.firmware.display import MODES, Display
+    mode, contexts, core_hz = COMPOSITOR_DISPLAYS[family]
+    return Display(MODES[mode], contexts, core_hz)
+
+
 def main(argv=None) -> int:  # pragma: no cover - manual use
-    """``python -m copperline.hdl.synth [ice40|ecp5] [--words N] [--contexts C] [--seed N ...]``."""
+    """``python -m copperline.hdl.synth [ice40|ecp5] [--target core|compositor] [--words N]
+    [--contexts C] [--seed N ...]``."""
     import argparse
     from copperline.cache import cache_dir
     from copperline.hdl.core import Core
@@ -274,9 +288,23 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     ap.add_argument("--freq", type=float, default=None, help="nextpnr target MHz")
     ap.add_argument("--seed", type=int, nargs="+", default=[1],
                     help="nextpnr seed(s); Fmax is reported per seed and as the median")
+    ap.add_argument("--target", choices=("core", "compositor"), default="core",
+                    help="the core alone, or the layer compositor alone (the board's display "
+                         "mode; its default --freq is the board's fabric clock)")
     a = ap.parse_args(argv)
     from copperline import progress
     progress.enable("synth")
+    if a.target == "compositor":
+        from copperline.hdl.compositor import Compositor
+        disp = compositor_display(a.family)
+        freq = a.freq or (48.0 if a.family == "ice40" else 100.0)
+        r = synthesize(lambda: Compositor(disp), a.family,
+                       workdir=str(cache_dir() / f"synth-compositor-{a.family}"),
+                       freq_mhz=freq, seeds=a.seed)
+        out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
+        out.update(target="compositor", mode=disp.mode.name, contexts=disp.contexts)
+        print(json.dumps(out, indent=1))
+        return 0
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
     freq = a.freq or (60.0 if a.family == "ice40" else 150.0)
     r = synthesize(lambda: Core(DEFAULT_CLOCK_HZ, isa.DEFAULT_VSYNC_HZ, contexts=a.contexts, program_words=a.words,
