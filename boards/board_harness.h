@@ -19,9 +19,10 @@
 //   void set_warp(bool);  the core's warp request (simulation only, docs/core.md "Warp")
 //   uint32_t warped();    core cycles a warp skipped at the end of this clock (0: none)
 //   bool video_pixel(), video_de(); uint16_t video_rgb(); bool video_frame_start();
-//   bool tb_reset();      the display output (a new pixel this clock, active video, its
+//   bool run_start();     the display output (a new pixel this clock, active video, its
 //                         RGB444 colour r << 8 | g << 4 | b, a frame's first pixel) and
-//                         the core's time-base reset (all 0 in a top without display)
+//                         a program's start with a time-base reset (all 0 in a top
+//                         without display)
 //
 // The top is the board top in a reset-less clock domain (a virtual board never asserts
 // reset; without a reset input the simulators drop the reset logic).
@@ -35,12 +36,12 @@
 //          a pure function of the input (tests compare runs byte for byte).
 // --stamp : each byte on stdout is preceded by the fabric cycle (u64, little-endian) in
 //          which its stop bit was sampled.
-// --video-fd=N --video-size=WxH: the display, on file descriptor N: each time-base reset
-//          as a record "CPVR", u32 resets so far, u32 0; then every whole frame of active
-//          video as a record "CPVF", u32 frame number (0: the frame that began with the
-//          last reset), u16 W, u16 H, then W*H u16 RGB444 pixels (little-endian, rows top
-//          first). Frames before the first reset and a frame a reset cuts short are not
-//          sent. Use with --no-idle-skip and --warp=0: the display never idles.
+// --video-fd=N --video-size=WxH: the display, on file descriptor N: each program start
+//          with a time-base reset as a record "CPVR", u32 starts so far, u32 0; then every
+//          whole frame of active video as a record "CPVF", u32 frame number (0: the frame
+//          that began with the last such start), u16 W, u16 H, then W*H u16 RGB444 pixels
+//          (little-endian, rows top first). Frames before the first start and a frame a
+//          start cuts short are not sent. Use with --no-idle-skip and --warp=0: the display never idles.
 // stderr : "stats cycles=N wall_ns=N sim_ns=N busy_cycles=N skipped=N ticks=N warped=N
 //          link_ticks=N line_ticks=N" about once a second, on SIGUSR1, and at exit
 //          (cycles: simulated fabric cycles; ticks: clocks evaluated; warped: warped core
@@ -133,10 +134,10 @@ int run_board(Model &top, int argc, char **argv) {
 		fprintf(stderr, "error --video-fd needs --video-size=WxH\n");
 		return 2;
 	}
-	// the display capture: pixels of the frame being shown since the last time-base reset
+	// the display capture: pixels of the frame being shown since the last program start
 	std::vector<uint16_t> video_frame(video_w * video_h);
 	uint32_t video_pos = 0, video_number = 0, video_resets = 0;
-	bool video_on = false;         // a time-base reset was seen: frames are numbered
+	bool video_on = false;         // a program start was seen: frames are numbered
 	auto video_send = [&](const uint8_t *data, size_t size) {
 		for (size_t off = 0; off < size && video_fd >= 0;) {
 			ssize_t n = write(video_fd, data + off, size - off);
@@ -145,7 +146,7 @@ int run_board(Model &top, int argc, char **argv) {
 		}
 	};
 	auto capture = [&]() {
-		if (top.tb_reset()) {
+		if (top.run_start()) {
 			video_on = true; video_number = 0; video_pos = 0; video_resets++;
 			uint8_t rec[12] = {'C', 'P', 'V', 'R'};
 			memcpy(rec + 4, &video_resets, 4);

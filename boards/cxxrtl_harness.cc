@@ -3,7 +3,7 @@
 // The design's module is `p_top` with inputs p_clk, p_link__clk, p_line__clk, p_uart__rx,
 // p_warp, p_line__skip and outputs p_uart__tx, p_busy, p_link__quiet, p_line__quiet,
 // p_line__calm, p_warped, p_video__pixel, p_video__de, p_video__rgb,
-// p_video__frame__start, p_tb__reset (Amaranth port names escaped by write_cxxrtl).
+// p_video__frame__start, p_run__start (Amaranth port names escaped by write_cxxrtl).
 
 #include "design.h"
 #include "board_harness.h"
@@ -45,7 +45,7 @@ struct CxxrtlModel {
 	bool video_de() { return top.p_video__de.get<bool>(); }
 	uint16_t video_rgb() { return top.p_video__rgb.get<uint16_t>(); }
 	bool video_frame_start() { return top.p_video__frame__start.get<bool>(); }
-	bool tb_reset() { return top.p_tb__reset.get<bool>(); }
+	bool run_start() { return top.p_run__start.get<bool>(); }
 };
 
 int main(int argc, char **argv) {

@@ -45,8 +45,8 @@ class FreeRunning(Elaboratable):
     ``uart_rx``, ``uart_tx``, ``busy``, ``link_quiet``, ``line_quiet``,
     ``line_calm``/``line_skip``, the core's simulation-only ``warp``/``warped``, and the
     display's ``video_pixel``, ``video_de``, ``video_rgb`` (RGB444, ``r << 8 | g << 4 | b``),
-    ``video_frame_start`` with the core's ``tb_reset`` (unused stand-ins when the top has
-    no gated link, no warp or no display).
+    ``video_frame_start`` and ``run_start`` (a program's start with a time-base reset);
+    unused stand-ins when the top has no gated link, no warp or no display.
 
     A virtual board never asserts reset (registers start from their initial values, as
     after configuration), so the reset input would only cost: without it Verilator drops
@@ -75,7 +75,7 @@ class FreeRunning(Elaboratable):
         self.video_de = Signal(name="video_de")
         self.video_rgb = Signal(12, name="video_rgb")
         self.video_frame_start = Signal(name="video_frame_start")
-        self.tb_reset = Signal(name="tb_reset")
+        self.run_start = Signal(name="run_start")
 
     def elaborate(self, platform):
         m = Module()
@@ -92,10 +92,10 @@ class FreeRunning(Elaboratable):
             m.d.comb += [self.video_pixel.eq(v.pixel), self.video_de.eq(v.de),
                          self.video_rgb.eq(Cat(v.b, v.g, v.r)),
                          self.video_frame_start.eq(v.frame_start),
-                         self.tb_reset.eq(self.top.tb_reset)]
+                         self.run_start.eq(self.top.run_start)]
         else:
             m.d.comb += [self.video_pixel.eq(0), self.video_de.eq(0), self.video_rgb.eq(0),
-                         self.video_frame_start.eq(0), self.tb_reset.eq(0)]
+                         self.video_frame_start.eq(0), self.run_start.eq(0)]
         return m
 
     def ports(self) -> list:
@@ -103,7 +103,7 @@ class FreeRunning(Elaboratable):
                 self.top.uart_rx, self.top.uart_tx, self.top.busy, self.link_quiet,
                 self.line_quiet, self.line_calm, self.line_skip, self.warp, self.warped,
                 self.video_pixel, self.video_de, self.video_rgb, self.video_frame_start,
-                self.tb_reset]
+                self.run_start]
 
 
 def build_simulator(top, *, engine: str = "verilator", build_dir: str | os.PathLike | None = None,
@@ -176,7 +176,7 @@ class NativeBoardLink:
     ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp);
     ``warp_max``: the most fabric cycles one warp skips (0: unknown), which keeps warps
     from overtaking ``--replay`` input; ``video``: the display's receiver (from a reader
-    thread): ``video.reset()`` at each time-base reset, then ``video.frame(number, width,
+    thread): ``video.reset()`` at each program start with a time-base reset, then ``video.frame(number, width,
     height, rgb444)`` for each whole frame after it (``rgb444``: row-major ``u16`` values
     ``r << 8 | g << 4 | b``); the board then never skips idle time nor warps (the display
     never idles), and ``video_size`` is the frame's (width, height).

@@ -2,7 +2,7 @@
 //
 // The model class is `Vtop` (verilator --prefix Vtop) with ports clk, link_clk, line_clk,
 // uart_rx, warp, line_skip, uart_tx, busy, link_quiet, line_quiet, line_calm, warped,
-// and the display's video_pixel, video_de, video_rgb, video_frame_start and tb_reset.
+// and the display's video_pixel, video_de, video_rgb, video_frame_start and run_start.
 
 #include "Vtop.h"
 #include "Vtop___024root.h"
@@ -51,7 +51,7 @@ struct VerilatorModel {
 	bool video_de() { return top.video_de; }
 	uint16_t video_rgb() { return top.video_rgb; }
 	bool video_frame_start() { return top.video_frame_start; }
-	bool tb_reset() { return top.tb_reset; }
+	bool run_start() { return top.run_start; }
 };
 
 int main(int argc, char **argv) {

@@ -191,7 +191,7 @@ def make_engine(engine: str, on_output, *, clock_hz: int, baud: int, core=None, 
 
 class FrameWriter:
     """Writes the virtual board's display frames as ``DIR/frame-NNNNN.png``, numbered from
-    the frame that began with the last time-base reset (a program's start), as ``copper
+    the frame that began with the last program start (with a time-base reset), as ``copper
     render --exact`` numbers its frames: the first ``limit`` of each run (all when None);
     a later reset starts again at 0 and overwrites them. :attr:`runs` counts the resets,
     :attr:`written` the files."""
@@ -207,7 +207,8 @@ class FrameWriter:
         self._changed = threading.Condition()
 
     def reset(self) -> None:
-        """A time-base reset: the frames that follow are a new run's, from 0."""
+        """A program start with a time-base reset: the frames that follow are a new run's,
+        from 0."""
         with self._changed:
             self.runs += 1
             self.last = -1
@@ -248,7 +249,7 @@ class VirtualBoardServer:
     ``link_factory``: instead of an engine, ``link_factory(on_output)`` makes the link (the
     flashed design's simulator, :mod:`copperline.boards.bitstream_sim`).
     ``display`` and ``video_dir``: the top drives that display, and the frames it shows
-    after each time-base reset are written to ``video_dir`` (:class:`FrameWriter`; the
+    after each program start (with a time-base reset) are written to ``video_dir`` (:class:`FrameWriter`; the
     first ``video_frames`` of them, all when None).
     """
 

@@ -29,12 +29,18 @@ from amaranth.lib.wiring import In, Out
 from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD
+from copperline.hdl.compositor import Compositor
 from copperline.hdl.core import Core, phases_for
 from copperline.hdl.link import BusSignature, Link, addr_bits_for, info_words
 from copperline.hdl.lut import below, is_ice40, lut, mux
 from copperline.hdl.uart import UARTRx, UARTTx, bit_timing
 
-__all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop"]
+__all__ = ["Scratch", "CoreBus", "CoreConfig", "LinkTop", "VIDEO_SIGNATURE"]
+
+#: The top's video output: the compositor's (:class:`~copperline.hdl.compositor.Compositor`).
+VIDEO_SIGNATURE = wiring.Signature({
+    "r": Out(4), "g": Out(4), "b": Out(4), "de": Out(1), "hsync": Out(1), "vsync": Out(1),
+    "pixel": Out(1), "frame_start": Out(1)})
 
 
 @dataclasses.dataclass
@@ -306,8 +312,6 @@ class LinkTop(wiring.Component):
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
                  byte_io: bool = False, core: CoreConfig | None = None,
                  gated_link: bool = False, link_tx_outreg: bool = False, display=None):
-        if display is not None:
-            raise NotImplementedError("LinkTop(display=...): the compositor is not in the top yet")
         self.display = display
         self.clock_hz = clock_hz
         self.core_config = core
@@ -318,6 +322,18 @@ class LinkTop(wiring.Component):
         self.link_tx_outreg = link_tx_outreg     # Link(tx_outreg=...): the ECP5's builds
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
         members = {"led_link": Out(1), "led_error": Out(1), "busy": Out(1)}
+        if display is not None:
+            if core is None:
+                raise ValueError("a display needs the core (its registers)")
+            if (display.clock_hz, display.contexts) != (self.core_hz, phases_for(core.contexts)):
+                raise ValueError(f"the display's core timing ({display.clock_hz} Hz, "
+                                 f"{display.contexts} clocks a cycle) is not the core's")
+            if isa.vsync_period_cycles(self.core_hz, core.vsync_hz) != display.frame_cycles:
+                raise ValueError(f"the core's vsync ({core.vsync_hz} Hz) is not the display's "
+                                 f"frame ({display.frame_cycles} cycles)")
+            # the compositor's video output, and a program's start with a time-base reset
+            # (its frame is frame 0: a simulator numbers the frames it captures from it)
+            members |= {"video": Out(VIDEO_SIGNATURE), "run_start": Out(1)}
         if byte_io:
             members |= {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
         else:
@@ -376,7 +392,7 @@ class LinkTop(wiring.Component):
                     program_memory=c.program_memory, spram_primitive=c.spram_primitive,
                     lut_ram=c.lut_ram, prog_outreg=c.prog_outreg,
                     bram_primitive=c.bram_primitive, fifo_outreg=c.fifo_outreg,
-                    warp_us=c.warp_us)
+                    warp_us=c.warp_us, display_port=self.display is not None)
 
     def event_bytes(self) -> int:
         return proto.record_bytes(proto.slot_bits_for(self.core_config.contexts))
@@ -423,6 +439,16 @@ class LinkTop(wiring.Component):
                              self.warped.eq(core.warped)]
             ev = core.events
             m.d.comb += ev.ready.eq(corebus.ev_pop)
+            if self.display is not None:
+                m.submodules.compositor = comp = Compositor(self.display)
+                tb_reset = core.cmd.valid & core.cmd.ready & core.cmd.payload.timebase
+                m.d.comb += [comp.advance.eq(core.phase == core.phases - 1),
+                             comp.tb_reset.eq(tb_reset),
+                             self.run_start.eq(tb_reset & (core.cmd.payload.start != 0)),
+                             core.display_addr.eq(comp.reg_addr),
+                             comp.reg_data.eq(core.display_data)]
+                m.d.comb += [getattr(self.video, name).eq(getattr(comp, name))
+                             for name in VIDEO_SIGNATURE.members]
 
         if self.byte_io:
             wiring.connect(m, wiring.flipped(self.rx), link.rx)
