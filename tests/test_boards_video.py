@@ -1,0 +1,118 @@
+"""The display, pixel for pixel: the virtual board's video output against the model.
+
+The virtual iCEBreaker (Verilator, the board's RTL with the compositor and its display
+mode) runs programs through ``copper run --backend fpga`` while ``VirtualBoardServer(
+video_dir=...)`` captures its frames (``copper board sim --video DIR``); each captured
+frame must equal ``copper render --exact``'s, from the program (soft VM) and from the
+board's own trace, pixel for pixel. Programs: every example, and generated ones that
+write the layer registers at random times (mid-frame writes split frames at canvas-line
+resolution), with overlaps, z ties, clipping and alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from copperline.firmware import isa
+from copperline.firmware.display import BACKGROUND, LAYER_SIZE, to_rgb888
+from copperline.firmware.frames import compare_frames, frame_path, load_frame
+from copperline.host.cli import main
+
+EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.json"))
+#: Frames compared per program (each is 800k fabric clocks of simulation).
+FRAMES = 3
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    from copperline.boards.registry import get_board
+    from copperline.boards.virtual import VirtualBoardServer
+    from copperline.firmware.board_interface import DEFAULT_BAUD
+    icebreaker = get_board("icebreaker")
+    video = tmp_path_factory.mktemp("video")
+    server = VirtualBoardServer("127.0.0.1", 0, clock_hz=icebreaker.clock_hz,
+                                baud=DEFAULT_BAUD, core=icebreaker.core_config(),
+                                engine="verilator", display=icebreaker.display(),
+                                video_dir=str(video), video_frames=FRAMES).start()
+    yield server
+    server.close()
+
+
+def generated(seed: int) -> dict:
+    """A program that shows a few layers and then changes their registers at random
+    times: WAITs of 5 us .. 4 ms between MOVEs and ADDs (so writes land anywhere in a
+    frame, between and inside the compositor's register samples)."""
+    rng = random.Random(seed)
+    layers = rng.sample(range(isa.DEFAULT_LAYERS), 5)
+    ops = []
+    for n in layers:
+        for field, value in (("visible", 1), ("alpha", rng.choice((255, 255, 128, 40))),
+                             ("x", rng.randrange(-12, 320)), ("y", rng.randrange(-12, 240)),
+                             ("z", rng.choice((0, 0, 1, -3)))):
+            ops.append({"op": "MOVE", "reg": f"layer[{n}].{field}", "value": value})
+    ops.append({"label": "loop"})
+    for _ in range(12):
+        ops.append({"op": "WAIT", "us": rng.choice((5, 37, 250, 1200, 4000))})
+        n, field = rng.choice(layers), rng.choice(("x", "y", "x", "y", "alpha", "z",
+                                                   "visible"))
+        if field in ("x", "y"):
+            ops.append({"op": "ADD", "reg": f"layer[{n}].{field}",
+                        "delta": rng.randrange(-40, 41)})
+        else:
+            value = {"alpha": rng.randrange(256), "z": rng.randrange(-2, 3),
+                     "visible": rng.randrange(2)}[field]
+            ops.append({"op": "MOVE", "reg": f"layer[{n}].{field}", "value": value})
+    ops.append({"op": "JUMP", "label": "loop"})
+    return {"version": 1, "program": ops}
+
+
+def _run_and_compare(board, program: Path, tmp_path: Path) -> None:
+    writer = board.frames
+    run = writer.runs + 1
+    trace = tmp_path / "board.jsonl"
+    # (one frame more: the last compared frame is whole before the run ends)
+    assert main(["run", str(program), "--backend", "fpga", "--port", board.url,
+                 "--frames", str(FRAMES + 1), "--trace", str(trace)]) == 0
+    assert writer.wait_for(FRAMES - 1, timeout=120, run=run), \
+        f"{program.name}: the board showed {writer.last + 1} of {FRAMES} frames"
+    for source, out in ((program, tmp_path / "from-program"), (trace, tmp_path / "from-trace")):
+        assert main(["render", "--exact", str(source), "--frames", str(FRAMES),
+                     "-o", str(out)]) == 0
+        for k in range(FRAMES):
+            diff = compare_frames(frame_path(writer.directory, k), frame_path(out, k))
+            assert diff is None, f"{program.name}, frame {k} vs {source.name}: {diff}"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_examples_on_the_board_show_the_rendered_frames(board, example, tmp_path, capsys):
+    _run_and_compare(board, example, tmp_path)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_generated_programs_show_the_rendered_frames(board, seed, tmp_path, capsys):
+    program = tmp_path / f"generated-{seed}.json"
+    program.write_text(json.dumps(generated(seed)))
+    _run_and_compare(board, program, tmp_path)
+    # (the frames show layers, not only the background)
+    background = to_rgb888(BACKGROUND)
+    for k in range(FRAMES):
+        rows = load_frame(frame_path(board.frames.directory, k))
+        assert sum(p != background for row in rows for p in row) > 4 * LAYER_SIZE ** 2
+
+
+def test_the_capture_would_see_a_wrong_pixel(board, tmp_path, capsys):
+    """The comparison is not vacuous: a render of another program differs from the
+    board's frames of this one."""
+    program = tmp_path / "one.json"
+    program.write_text(json.dumps(generated(4)))
+    _run_and_compare(board, program, tmp_path)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(generated(5)))
+    assert main(["render", "--exact", str(other), "--frames", "1", "-o",
+                 str(tmp_path / "other")]) == 0
+    assert compare_frames(frame_path(board.frames.directory, 0),
+                          frame_path(tmp_path / "other", 0)) is not None
