@@ -85,6 +85,9 @@ class Board:
     #: ``copperline.firmware.display.MODES``); None: no display. The core's vsync is the
     #: display's frame rate (:meth:`display`).
     video: str | None = None
+    #: ``video_out(m, platform, video)`` binds the top's video output (``LinkTop.video``)
+    #: to the board's display connector; None: the board image has no display output yet.
+    video_out: Callable | None = field(default=None, repr=False)
 
     @property
     def uses_pll(self) -> bool:
@@ -201,9 +204,14 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
                 m.d.comb += cd_sync.clk.eq(clk)
                 m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
                 platform.add_clock_constraint(clk, board.clock_hz)
+            display = (board.display(self.core_config)
+                       if self.core_config is not None and board.video_out is not None
+                       else None)
             m.submodules.top = top = LinkTop(
                 clock_hz=board.clock_hz, baud=baud, core=self.core_config,
-                link_tx_outreg=board.link_tx_outreg)
+                link_tx_outreg=board.link_tx_outreg, display=display)
+            if display is not None:
+                board.video_out(m, platform, top.video)
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
@@ -286,7 +294,8 @@ def prepare_rtlil(il: str, top) -> str:
 #: by the name the report gives them; the rest of the top (LED stretchers, glue) is
 #: ``top``, the board wrapper (pins, PLL, reset) ``board``.
 BREAKDOWN_PARTS = {"link": "link", "core": "core", "corebus": "bus decode",
-                   "scratch": "scratch", "uart_rx": "uart rx", "uart_tx": "uart tx"}
+                   "scratch": "scratch", "uart_rx": "uart rx", "uart_tx": "uart tx",
+                   "compositor": "compositor"}
 
 
 def _breakdown_script(family: str, il: str) -> str:

@@ -35,6 +35,21 @@ def _dvi_pmod():
 DVI_PMOD = [_dvi_pmod()]
 
 
+def _video_out(m, platform, video):
+    """The compositor's output on the DVI Pmod: every pin through its SB_IO's output
+    flip-flop (so they change together), the pixel clock a clock later, rising in the
+    middle of each 2-clock pixel (the TFP410 samples on its rising edge)."""
+    from amaranth import Signal
+    from amaranth.lib import io
+    dvi = platform.request("dvi", 0, dir="-")
+    clk = Signal()
+    m.d.sync += clk.eq(video.pixel)         # high in a pixel's second fabric clock
+    for name, value in (("r", video.r), ("g", video.g), ("b", video.b), ("de", video.de),
+                        ("hsync", video.hsync), ("vsync", video.vsync), ("clk", clk)):
+        m.submodules[f"dvi_{name}"] = buf = io.FFBuffer("o", getattr(dvi, name))
+        m.d.comb += buf.o.eq(value)
+
+
 def _flash_commands(programmer: str, bitstream: str, sram: bool) -> list[list[str]]:
     if programmer == "iceprog":
         return [["iceprog"] + (["-S"] if sram else []) + [bitstream]]
@@ -64,4 +79,5 @@ BOARD = Board(
           "spram_primitive": True},
     # 640x480 from the 48 MHz fabric clock (24 MHz pixels) on the 12-bit DVI Pmod
     video="640x480@60-24MHz",
+    video_out=_video_out,
 )

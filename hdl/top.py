@@ -441,10 +441,16 @@ class LinkTop(wiring.Component):
             m.d.comb += ev.ready.eq(corebus.ev_pop)
             if self.display is not None:
                 m.submodules.compositor = comp = Compositor(self.display)
-                tb_reset = core.cmd.valid & core.cmd.ready & core.cmd.payload.timebase
+                # the time-base reset registered (timing): the core takes a command in
+                # the first clock of a core cycle, so this is still that cycle's, as the
+                # compositor asks
+                cmd = core.cmd
+                tb_reset, run_start = Signal(), Signal()
+                m.d.sync += [tb_reset.eq(cmd.valid & cmd.ready & cmd.payload.timebase),
+                             run_start.eq(cmd.valid & cmd.ready & cmd.payload.timebase &
+                                          (cmd.payload.start != 0))]
                 m.d.comb += [comp.advance.eq(core.phase == core.phases - 1),
-                             comp.tb_reset.eq(tb_reset),
-                             self.run_start.eq(tb_reset & (core.cmd.payload.start != 0)),
+                             comp.tb_reset.eq(tb_reset), self.run_start.eq(run_start),
                              core.display_addr.eq(comp.reg_addr),
                              comp.reg_data.eq(core.display_data)]
                 m.d.comb += [getattr(self.video, name).eq(getattr(comp, name))
