@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT
 
 EXAMPLES = REPO_ROOT / "examples"
 #: Copper programs: each runs on the VM.
-PROGRAMS = ["fence.json", "nested_loops.json", "sprite.json", "tick.json"]
+PROGRAMS = ["fence.json", "layers.json", "nested_loops.json", "sprite.json", "tick.json"]
 #: A program with mistakes, for the tutorial's ``copper check``: each is refused.
 BROKEN = ["broken/broken.json"]
 #: Client scripts: each runs against a copperd.
