@@ -1,0 +1,202 @@
+"""DVI output: TMDS encoding (DVI 1.0, section 3.2.3) and the 10:1 serialiser's word side.
+
+The video signals come from the fabric clock domain (``sync``), one pixel every few fabric
+clocks (``pixel`` high in the clock that presents it): ``r, g, b`` (RGB444, 4 bits each),
+``de``, ``hsync``, ``vsync`` (wire level, the mode's polarity already applied).
+
+- :class:`TMDSEncoder`: one channel's 8b/10b encoder with its running disparity, and the
+  four control symbols during blanking (``de`` low).
+- :class:`DVITransmitter`: three encoders in the fabric domain (blue carries (hsync,
+  vsync) as (C0, C1), green and red (0, 0)); each RGB444 channel ``c`` is sent as the
+  8-bit ``c * 17`` (what :func:`copperline.firmware.display.to_rgb888` gives), so a
+  monitor shows the display model's colours exactly. The three 10-bit symbols of a pixel
+  cross into the serialiser's domain (``tmds``, :data:`TMDS_CLOCKS_PER_PIXEL` of its
+  clocks per pixel) through an :class:`~amaranth.lib.fifo.AsyncFIFO` of 30-bit words, and
+  leave as two bits per ``tmds`` clock per channel (:attr:`DVITransmitter.data`,
+  :attr:`DVITransmitter.clock`, bit 0 of a symbol first), for double data rate output
+  registers (``ODDRX1F`` on the ECP5: ``amaranth.lib.io.DDRBuffer``; the board binding is
+  ``copperline.boards.ulx3s.gpdi_output``). The clock channel sends
+  :data:`CLOCK_SYMBOL` once per pixel, aligned with the data symbols.
+
+The two domains must run at exactly the same pixel rate (the ULX3S makes both clocks
+from one PLL VCO): the FIFO absorbs their phase, not a frequency difference. Reading
+starts when the FIFO holds :data:`START_LEVEL` words; should it ever run dry (a clock
+lost lock), the output sends blanking (control symbols (0, 0)) and starts again at that
+level.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.data import ArrayLayout
+from amaranth.lib.fifo import AsyncFIFO
+from amaranth.lib.wiring import In, Out
+
+#: The control symbols (DVI 1.0 section 3.3.3), indexed by ``C1 << 1 | C0``; an integer's
+#: bit 0 is the symbol's first bit on the wire (q_out[0]).
+CONTROL_SYMBOLS = (0b1101010100, 0b0010101011, 0b0101010100, 0b1010101011)
+#: What the TMDS clock channel sends per pixel: five ones then five zeros (bit 0 first),
+#: the pixel clock at the symbol boundary.
+CLOCK_SYMBOL = 0b0000011111
+#: Serialiser clocks per pixel: 10 bits per symbol, 2 per clock (DDR output registers).
+TMDS_CLOCKS_PER_PIXEL = 5
+#: Fabric clocks from ``en`` to ``valid`` in :class:`TMDSEncoder`.
+ENCODER_LATENCY = 2
+#: The clock domain of the serialiser side (5 x the pixel rate).
+TMDS_DOMAIN = "tmds"
+#: AsyncFIFO depth (30-bit words) and the fill level at which reading (re)starts.
+FIFO_DEPTH = 16
+START_LEVEL = 8
+
+
+def _popcount(bits):
+    return sum((bits[i] for i in range(len(bits))), start=Const(0, 4))
+
+
+class TMDSEncoder(wiring.Component):
+    """One TMDS channel, DVI 1.0 section 3.2.3, in two pipeline stages.
+
+    In the clock where ``en`` is high it takes ``data`` (8 bits), ``de`` and the control
+    bits ``c0``, ``c1``; :data:`ENCODER_LATENCY` clocks later ``valid`` is high for one
+    clock with that pixel's ``symbol`` (10 bits, bit 0 first on the wire), which holds
+    until the next one. ``en`` may be high in consecutive clocks. The running disparity
+    (``disparity``, the spec's cnt) advances with each data symbol and is 0 after a
+    control symbol.
+
+    Stage 1 (on ``en``): the transition-minimised 9-bit q_m. Stage 2: the DC balancing
+    against the running disparity.
+    """
+
+    data: In(8)
+    c0: In(1)
+    c1: In(1)
+    de: In(1)
+    en: In(1)
+    symbol: Out(10)
+    valid: Out(1)
+    disparity: Out(signed(5))
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # -- stage 1: q_m ----------------------------------------------------------------
+        d = self.data
+        use_xnor = (_popcount(d) > 4) | ((_popcount(d) == 4) & ~d[0])
+        q = [d[0]]
+        for i in range(1, 8):
+            q.append(Mux(use_xnor, ~(q[i - 1] ^ d[i]), q[i - 1] ^ d[i]))
+        qm = Signal(9)          # q_m[8] = 1: XOR was used
+        de1, ctl1, en1 = Signal(), Signal(2), Signal()
+        m.d.sync += en1.eq(self.en)
+        with m.If(self.en):
+            m.d.sync += [qm.eq(Cat(*q, ~use_xnor)), de1.eq(self.de),
+                         ctl1.eq(Cat(self.c0, self.c1))]
+
+        # -- stage 2: DC balance ---------------------------------------------------------
+        cnt = self.disparity
+        ones = _popcount(qm[:8])
+        # N1 - N0 of q_m[0:7], -8..8
+        diff = Signal(signed(5))
+        m.d.comb += diff.eq(ones * 2 - 8)             # (taken modulo 2**5: two's complement)
+        sym, new_cnt = Signal(10), Signal(signed(5))
+        ctl_table = Const.cast(Cat(*(Const(s, 10) for s in CONTROL_SYMBOLS)))
+        with m.If(~de1):
+            m.d.comb += [sym.eq(ctl_table.word_select(ctl1, 10)), new_cnt.eq(0)]
+        with m.Elif((cnt == 0) | (diff == 0)):
+            m.d.comb += sym.eq(Cat(Mux(qm[8], qm[:8], ~qm[:8]), qm[8], ~qm[8]))
+            with m.If(qm[8]):
+                m.d.comb += new_cnt.eq(cnt + diff)
+            with m.Else():
+                m.d.comb += new_cnt.eq(cnt - diff)
+        with m.Elif(((cnt > 0) & (diff > 0)) | ((cnt < 0) & (diff < 0))):
+            # invert: cnt + 2 * q_m[8] + (N0 - N1)
+            m.d.comb += [sym.eq(Cat(~qm[:8], qm[8], Const(1, 1))),
+                         new_cnt.eq(cnt + (qm[8] << 1) - diff)]
+        with m.Else():
+            # keep: cnt - 2 * ~q_m[8] + (N1 - N0)
+            m.d.comb += [sym.eq(Cat(qm[:8], qm[8], Const(0, 1))),
+                         new_cnt.eq(cnt - ((~qm[8]) << 1) + diff)]
+        m.d.sync += self.valid.eq(en1)
+        with m.If(en1):
+            m.d.sync += [self.symbol.eq(sym), cnt.eq(new_cnt)]
+        return m
+
+
+class DVITransmitter(wiring.Component):
+    """The video signals (fabric domain ``domain``) to two bits per ``tmds_domain`` clock
+    per TMDS channel.
+
+    Inputs (``domain``): ``r, g, b`` (RGB444), ``de``, ``hsync``, ``vsync``, ``pixel``
+    (high in the clock that presents a new pixel; the others are read in that clock
+    only). On average one pixel per :data:`TMDS_CLOCKS_PER_PIXEL` ``tmds_domain`` clocks:
+    both domains must come from one clock source at exactly that ratio.
+
+    Outputs (``tmds_domain``, registered): ``data`` (``ArrayLayout(3, 2)``: ``data[k]``
+    is the k-th bit of this clock on channels 0 (blue), 1 (green), 2 (red)) and
+    ``clock`` (``ArrayLayout(1, 2)``), the shapes of ``amaranth.lib.io.DDRBuffer``'s
+    ``o`` for a 3-pin and a 1-pin port: ``o[0]`` leaves first. ``running``: the FIFO
+    is being read (pixels are on the wire); ``underflows`` counts restarts (wraps).
+    """
+
+    r: In(4)
+    g: In(4)
+    b: In(4)
+    de: In(1)
+    hsync: In(1)
+    vsync: In(1)
+    pixel: In(1)
+    data: Out(ArrayLayout(3, 2))
+    clock: Out(ArrayLayout(1, 2))
+    running: Out(1)
+    underflows: Out(8)
+
+    def __init__(self, *, domain: str = "sync", tmds_domain: str = TMDS_DOMAIN,
+                 fifo_depth: int = FIFO_DEPTH, start_level: int = START_LEVEL):
+        if not 0 < start_level <= fifo_depth:
+            raise ValueError(f"start level {start_level} outside 1..{fifo_depth}")
+        self._domain, self._tmds = domain, tmds_domain
+        self._depth, self._start = fifo_depth, start_level
+        super().__init__()
+
+    def elaborate(self, platform):
+        from amaranth import DomainRenamer
+        m = Module()
+
+        # -- fabric domain: encode, write the 30-bit word ------------------------------------
+        enc = {}
+        for name, value in (("b", self.b), ("g", self.g), ("r", self.r)):
+            e = enc[name] = DomainRenamer(self._domain)(TMDSEncoder())
+            m.submodules[f"enc_{name}"] = e
+            m.d.comb += [e.data.eq(Cat(value, value)),       # c * 17
+                         e.de.eq(self.de), e.en.eq(self.pixel)]
+        m.d.comb += [enc["b"].c0.eq(self.hsync), enc["b"].c1.eq(self.vsync)]
+
+        m.submodules.fifo = fifo = AsyncFIFO(width=30, depth=self._depth,
+                                             w_domain=self._domain, r_domain=self._tmds)
+        m.d.comb += [fifo.w_data.eq(Cat(enc["b"].symbol, enc["g"].symbol, enc["r"].symbol)),
+                     fifo.w_en.eq(enc["b"].valid)]
+
+        # -- serialiser domain: a word every TMDS_CLOCKS_PER_PIXEL clocks, 2 bits a clock ----
+        tmds = m.d[self._tmds]
+        phase = Signal(range(TMDS_CLOCKS_PER_PIXEL))
+        tmds += phase.eq(Mux(phase == TMDS_CLOCKS_PER_PIXEL - 1, 0, phase + 1))
+        idle = Const(CONTROL_SYMBOLS[0] * (1 | 1 << 10 | 1 << 20), 30)
+        shift = Signal(30, init=idle.value)
+        clk_shift = Signal(10, init=CLOCK_SYMBOL)
+        with m.If(phase == 0):
+            tmds += clk_shift.eq(CLOCK_SYMBOL)
+            with m.If(self.running & fifo.r_rdy):
+                m.d.comb += fifo.r_en.eq(1)
+                tmds += shift.eq(fifo.r_data)
+            with m.Else():
+                tmds += shift.eq(idle)
+                with m.If(self.running):
+                    tmds += [self.running.eq(0), self.underflows.eq(self.underflows + 1)]
+                with m.Elif(fifo.r_level >= self._start):
+                    tmds += self.running.eq(1)
+        with m.Else():
+            channels = [Cat(shift[10 * k + 2:10 * k + 10], Const(0, 2)) for k in range(3)]
+            tmds += [shift.eq(Cat(*channels)), clk_shift.eq(clk_shift[2:])]
+        for k in range(2):
+            m.d.comb += [self.data[k].eq(Cat(shift[10 * ch + k] for ch in range(3))),
+                         self.clock[k].eq(clk_shift[k])]
+        return m
