@@ -80,10 +80,17 @@ class TMDSEncoder(wiring.Component):
 
         # -- stage 1: q_m ----------------------------------------------------------------
         d = self.data
-        use_xnor = (_popcount(d) > 4) | ((_popcount(d) == 4) & ~d[0])
-        q = [d[0]]
-        for i in range(1, 8):
-            q.append(Mux(use_xnor, ~(q[i - 1] ^ d[i]), q[i - 1] ^ d[i]))
+        n1_data = Signal(4)
+        m.d.comb += n1_data.eq(_popcount(d))
+        use_xnor = (n1_data > 4) | ((n1_data == 4) & ~d[0])
+        # q_m[i] = q_m[i-1] XOR d[i] (XNOR: one inversion per step), i.e. the parity of
+        # d[0..i], inverted at odd i when XNOR is used: no chain through the bits
+        q = []
+        for i in range(8):
+            parity = d[0]
+            for j in range(1, i + 1):
+                parity = parity ^ d[j]
+            q.append(parity ^ use_xnor if i % 2 else parity)
         qm = Signal(9)          # q_m[8] = 1: XOR was used
         de1, ctl1, en1 = Signal(), Signal(2), Signal()
         m.d.sync += en1.eq(self.en)
@@ -92,29 +99,34 @@ class TMDSEncoder(wiring.Component):
                          ctl1.eq(Cat(self.c0, self.c1))]
 
         # -- stage 2: DC balance ---------------------------------------------------------
+        # The spec's three branches as one: q_out[9] = invert, q_out[0:7] = q_m[0:7] ^
+        # invert, q_out[8] = q_m[8], where invert is ~q_m[8] when cnt = 0 or N1 = N0 of
+        # q_m[0:7], else whether cnt and N1 - N0 have the same sign; and cnt moves by
+        # -(N1 - N0) if invert else (N1 - N0), plus 2 * q_m[8] (inverted, unbalanced) or
+        # -2 * ~q_m[8] (kept, unbalanced).
         cnt = self.disparity
-        ones = _popcount(qm[:8])
-        # N1 - N0 of q_m[0:7], -8..8
-        diff = Signal(signed(5))
+        ones = Signal(4)
+        m.d.comb += ones.eq(_popcount(qm[:8]))
+        diff = Signal(signed(5))                        # N1 - N0 of q_m[0:7], -8..8
         m.d.comb += diff.eq(ones * 2 - 8)             # (taken modulo 2**5: two's complement)
+        balanced = (cnt == 0) | (ones == 4)
+        invert = Signal()
+        m.d.comb += invert.eq(Mux(balanced, ~qm[8], cnt[4] == diff[4]))
+        # -diff = ~diff + 1: the + 1 joins the correction k
+        k = Signal(signed(3))
+        with m.If(balanced):
+            m.d.comb += k.eq(invert)
+        with m.Elif(invert):
+            m.d.comb += k.eq(Mux(qm[8], 3, 1))
+        with m.Else():
+            m.d.comb += k.eq(Mux(qm[8], 0, -2))
         sym, new_cnt = Signal(10), Signal(signed(5))
         ctl_table = Const.cast(Cat(*(Const(s, 10) for s in CONTROL_SYMBOLS)))
         with m.If(~de1):
             m.d.comb += [sym.eq(ctl_table.word_select(ctl1, 10)), new_cnt.eq(0)]
-        with m.Elif((cnt == 0) | (diff == 0)):
-            m.d.comb += sym.eq(Cat(Mux(qm[8], qm[:8], ~qm[:8]), qm[8], ~qm[8]))
-            with m.If(qm[8]):
-                m.d.comb += new_cnt.eq(cnt + diff)
-            with m.Else():
-                m.d.comb += new_cnt.eq(cnt - diff)
-        with m.Elif(((cnt > 0) & (diff > 0)) | ((cnt < 0) & (diff < 0))):
-            # invert: cnt + 2 * q_m[8] + (N0 - N1)
-            m.d.comb += [sym.eq(Cat(~qm[:8], qm[8], Const(1, 1))),
-                         new_cnt.eq(cnt + (qm[8] << 1) - diff)]
         with m.Else():
-            # keep: cnt - 2 * ~q_m[8] + (N1 - N0)
-            m.d.comb += [sym.eq(Cat(qm[:8], qm[8], Const(0, 1))),
-                         new_cnt.eq(cnt - ((~qm[8]) << 1) + diff)]
+            m.d.comb += [sym.eq(Cat(qm[:8] ^ invert.replicate(8), qm[8], invert)),
+                         new_cnt.eq(cnt + (diff ^ invert.replicate(5)).as_signed() + k)]
         m.d.sync += self.valid.eq(en1)
         with m.If(en1):
             m.d.sync += [self.symbol.eq(sym), cnt.eq(new_cnt)]

@@ -374,3 +374,103 @@ def test_chain_every_pixel_arrives_in_order_once(tmds_phase):
     assert pixels[start:start + len(pattern)] == pattern
     rest = pixels[start + len(pattern):]
     assert rest and all(p == tail for p in rest)
+
+
+def _tiny_mode():
+    from copperline.firmware.display import VideoMode
+    # 6 active + 2 front + 3 sync + 1 back pixels a line, 3 + 1 + 1 + 1 lines, 4 clocks each
+    return VideoMode("tiny", 6, 2, 3, 1, 3, 1, 1, 1, 4, hsync_negative=True,
+                     vsync_negative=False)
+
+
+def test_test_picture_through_the_chain_decodes_to_the_mode():
+    """copperline.boards.ulx3s.VideoTiming (the bring-up top's picture) -> DVITransmitter:
+    the decoded lines have the mode's active / front / sync / back pixels, with the sync
+    levels of its polarity (negative hsync: low during sync; positive vsync)."""
+    from amaranth import Module
+    from copperline.boards.ulx3s import VideoTiming
+    mode = _tiny_mode()
+    m = Module()
+    m.submodules.timing = timing = VideoTiming(mode)
+    m.submodules.dvi = dvi = DVITransmitter()
+    m.d.comb += [getattr(dvi, s).eq(getattr(timing, s)) for s in Pixel._fields + ("pixel",)]
+    samples = []
+    frames = 3
+    n = frames * mode.h_total * mode.v_total + 20
+
+    async def watch(ctx):
+        for _ in range(n * TMDS_CLOCKS_PER_PIXEL):
+            await ctx.tick("tmds")
+            samples.append((ctx.get(dvi.data), ctx.get(dvi.clock)))
+
+    _simulate(m, watch, clocks=(("sync", 10e-9, None), ("tmds", 8e-9, 1e-9)))
+    pixels = decode_pixels(_decode_stream(samples))
+    # the expected frame, pixel by pixel (x, y from 0 at the first active pixel)
+    expect = []
+    for y in range(mode.v_total):
+        for x in range(mode.h_total):
+            hs = mode.h_active + mode.h_front <= x < mode.h_active + mode.h_front + mode.h_sync
+            vs = mode.v_active + mode.v_front <= y < mode.v_active + mode.v_front + mode.v_sync
+            de = x < mode.h_active and y < mode.v_active
+            expect.append((int(de), int(hs) ^ 1, int(vs)))
+    got = [(p.de, p.hsync, p.vsync) for p in pixels]
+    start = next(i for i in range(len(got)) if got[i:i + len(expect)] == expect)
+    assert start < 2 * len(expect) and got[start + len(expect):start + 2 * len(expect)] == expect
+    # the border is white, the frame's active pixels are c * 17 colours (decoded above)
+    assert pixels[start][:3] == (15, 15, 15)
+
+
+def test_clocks_make_exactly_the_pixel_rate():
+    from copperline.boards.common import PLL_SECONDARY_DOMAIN, PLL_SETTINGS, pll_secondary_hz
+    from copperline.boards.registry import get_board
+    from copperline.firmware.display import MODES
+    from copperline.hdl.dvi import TMDS_DOMAIN
+    assert PLL_SECONDARY_DOMAIN == TMDS_DOMAIN
+    for name in ("ulx3s-12f", "ulx3s-85f"):
+        b = get_board(name)
+        p = PLL_SETTINGS[(b.family, b.osc_hz, b.clock_hz)]
+        vco = b.osc_hz * p["CLKFB_DIV"] // p["CLKI_DIV"] * p["CLKOP_DIV"]
+        assert 400e6 <= vco <= 800e6 and vco == 500_000_000
+        tmds = pll_secondary_hz(b)
+        assert tmds == vco // p["CLKOS_DIV"] == 125_000_000
+        mode = MODES[b.video]
+        # 4 fabric clocks and 5 tmds clocks per pixel: the same 25 MHz, exactly
+        assert b.clock_hz * TMDS_CLOCKS_PER_PIXEL == tmds * mode.fabric_per_pixel
+        assert b.display().pixel_hz == tmds / TMDS_CLOCKS_PER_PIXEL
+        assert p["CLKOS_CPHASE"] == p["CLKOP_CPHASE"] == (p["CLKOP_DIV"] - 1) // 2
+    assert pll_secondary_hz(get_board("icebreaker")) is None
+
+
+def test_board_tops_bind_the_gpdi_pins_and_the_tmds_clock(tmp_path):
+    from copperline.boards.common import board_top, flow_overrides
+    from copperline.boards.registry import get_board
+    from copperline.boards.ulx3s import gpdi_test_top
+    b = get_board("ulx3s-85f")
+    b.platform().prepare(gpdi_test_top(b), name="copper",
+                         **flow_overrides("ecp5")).extract(str(tmp_path / "t"))
+    il = (tmp_path / "t" / "copper.il").read_text()
+    lpf = (tmp_path / "t" / "copper.lpf").read_text()
+    assert il.count("cell \\ODDRX1F ") == 4 and "CLKOS_DIV" in il
+    for pin in ("A16", "A14", "A12", "A17"):
+        assert f'SITE "{pin}"' in lpf
+    assert lpf.count("IO_TYPE=LVCMOS33D") == 4
+    assert 'FREQUENCY NET "pll_clk_tmds" 125000000.0 HZ' in lpf
+    # the link/core top of the board: the same PLL with the tmds domain ready for the video
+    b.platform().prepare(board_top(b, baud=1_000_000), name="copper",
+                         **flow_overrides("ecp5")).extract(str(tmp_path / "b"))
+    assert 'FREQUENCY NET "pll_clk_tmds"' in (tmp_path / "b" / "copper.lpf").read_text()
+    # the iCEBreaker's is unchanged: one clock
+    ice = get_board("icebreaker")
+    ice.platform().prepare(board_top(ice, baud=1_000_000), name="copper").extract(
+        str(tmp_path / "i"))
+    assert "tmds" not in (tmp_path / "i" / "copper.il").read_text()
+
+
+def test_gpdi_output_refuses_missing_video_signals():
+    from copperline.boards.ulx3s import gpdi_output
+
+    class Half:
+        r = g = b = de = None
+
+    with pytest.raises(TypeError, match="hsync, vsync, pixel"):
+        gpdi_output(None, None, Half())        # (refused before it touches the module)
