@@ -40,7 +40,7 @@ CLOCK_SYMBOL = 0b0000011111
 #: Serialiser clocks per pixel: 10 bits per symbol, 2 per clock (DDR output registers).
 TMDS_CLOCKS_PER_PIXEL = 5
 #: Fabric clocks from ``en`` to ``valid`` in :class:`TMDSEncoder`.
-ENCODER_LATENCY = 2
+ENCODER_LATENCY = 3
 #: The clock domain of the serialiser side (5 x the pixel rate).
 TMDS_DOMAIN = "tmds"
 #: AsyncFIFO depth (30-bit words) and the fill level at which reading (re)starts.
@@ -53,7 +53,7 @@ def _popcount(bits):
 
 
 class TMDSEncoder(wiring.Component):
-    """One TMDS channel, DVI 1.0 section 3.2.3, in two pipeline stages.
+    """One TMDS channel, DVI 1.0 section 3.2.3, in three pipeline stages.
 
     In the clock where ``en`` is high it takes ``data`` (8 bits), ``de`` and the control
     bits ``c0``, ``c1``; :data:`ENCODER_LATENCY` clocks later ``valid`` is high for one
@@ -62,8 +62,8 @@ class TMDSEncoder(wiring.Component):
     (``disparity``, the spec's cnt) advances with each data symbol and is 0 after a
     control symbol.
 
-    Stage 1 (on ``en``): the transition-minimised 9-bit q_m. Stage 2: the DC balancing
-    against the running disparity.
+    Stage 1 (on ``en``): the transition-minimised 9-bit q_m. Stage 2: its N1 - N0.
+    Stage 3: the DC balancing against the running disparity.
     """
 
     data: In(8)
@@ -98,18 +98,25 @@ class TMDSEncoder(wiring.Component):
             m.d.sync += [qm.eq(Cat(*q, ~use_xnor)), de1.eq(self.de),
                          ctl1.eq(Cat(self.c0, self.c1))]
 
-        # -- stage 2: DC balance ---------------------------------------------------------
+        # -- stage 2: N1 - N0 of q_m[0:7] ------------------------------------------------
+        ones = Signal(4)
+        m.d.comb += ones.eq(_popcount(qm[:8]))
+        qm2, diff, even2 = Signal(9), Signal(signed(5)), Signal()    # diff: -8..8
+        de2, ctl2, en2 = Signal(), Signal(2), Signal()
+        m.d.sync += en2.eq(en1)
+        with m.If(en1):
+            m.d.sync += [qm2.eq(qm), de2.eq(de1), ctl2.eq(ctl1), even2.eq(ones == 4),
+                         diff.eq(ones * 2 - 8)]     # (modulo 2**5: two's complement)
+
+        # -- stage 3: DC balance ---------------------------------------------------------
         # The spec's three branches as one: q_out[9] = invert, q_out[0:7] = q_m[0:7] ^
         # invert, q_out[8] = q_m[8], where invert is ~q_m[8] when cnt = 0 or N1 = N0 of
         # q_m[0:7], else whether cnt and N1 - N0 have the same sign; and cnt moves by
         # -(N1 - N0) if invert else (N1 - N0), plus 2 * q_m[8] (inverted, unbalanced) or
         # -2 * ~q_m[8] (kept, unbalanced).
         cnt = self.disparity
-        ones = Signal(4)
-        m.d.comb += ones.eq(_popcount(qm[:8]))
-        diff = Signal(signed(5))                        # N1 - N0 of q_m[0:7], -8..8
-        m.d.comb += diff.eq(ones * 2 - 8)             # (taken modulo 2**5: two's complement)
-        balanced = (cnt == 0) | (ones == 4)
+        qm = qm2
+        balanced = (cnt == 0) | even2
         invert = Signal()
         m.d.comb += invert.eq(Mux(balanced, ~qm[8], cnt[4] == diff[4]))
         # -diff = ~diff + 1: the + 1 joins the correction k
@@ -122,13 +129,13 @@ class TMDSEncoder(wiring.Component):
             m.d.comb += k.eq(Mux(qm[8], 0, -2))
         sym, new_cnt = Signal(10), Signal(signed(5))
         ctl_table = Const.cast(Cat(*(Const(s, 10) for s in CONTROL_SYMBOLS)))
-        with m.If(~de1):
-            m.d.comb += [sym.eq(ctl_table.word_select(ctl1, 10)), new_cnt.eq(0)]
+        with m.If(~de2):
+            m.d.comb += [sym.eq(ctl_table.word_select(ctl2, 10)), new_cnt.eq(0)]
         with m.Else():
             m.d.comb += [sym.eq(Cat(qm[:8] ^ invert.replicate(8), qm[8], invert)),
                          new_cnt.eq(cnt + (diff ^ invert.replicate(5)).as_signed() + k)]
-        m.d.sync += self.valid.eq(en1)
-        with m.If(en1):
+        m.d.sync += self.valid.eq(en2)
+        with m.If(en2):
             m.d.sync += [self.symbol.eq(sym), cnt.eq(new_cnt)]
         return m
 
@@ -189,12 +196,15 @@ class DVITransmitter(wiring.Component):
 
         # -- serialiser domain: a word every TMDS_CLOCKS_PER_PIXEL clocks, 2 bits a clock ----
         tmds = m.d[self._tmds]
-        phase = Signal(range(TMDS_CLOCKS_PER_PIXEL))
-        tmds += phase.eq(Mux(phase == TMDS_CLOCKS_PER_PIXEL - 1, 0, phase + 1))
+        # the word phase as a ring of TMDS_CLOCKS_PER_PIXEL flip-flops (bit 0: load a word):
+        # the FIFO's read enable comes straight from a flip-flop, no compare in front of
+        # the read pointer's increment and the memory's read address
+        phase = Signal(TMDS_CLOCKS_PER_PIXEL, init=1)
+        tmds += phase.eq(phase.rotate_left(1))
         idle = Const(CONTROL_SYMBOLS[0] * (1 | 1 << 10 | 1 << 20), 30)
         shift = Signal(30, init=idle.value)
         clk_shift = Signal(10, init=CLOCK_SYMBOL)
-        with m.If(phase == 0):
+        with m.If(phase[0]):
             tmds += clk_shift.eq(CLOCK_SYMBOL)
             with m.If(self.running & fifo.r_rdy):
                 m.d.comb += fifo.r_en.eq(1)
