@@ -164,10 +164,12 @@ def pll_secondary_hz(board: Board) -> int | None:
     return vco // p["CLKOS_DIV"]
 
 
-def _pll_clock(m, platform, board: Board):
+def _pll_clock(m, platform, board: Board, *, secondary: bool = False):
     """Instantiate ``board``'s PLL from its oscillator pin and return (fabric clock, lock,
-    second clock): the second is the ECP5's CLKOS when the settings have one
-    (:func:`pll_secondary_hz`), else None."""
+    second clock). The second is None unless ``secondary`` asks for it: then the ECP5's
+    CLKOS (:func:`pll_secondary_hz`; ValueError when the settings have none). Unasked,
+    CLKOS stays unconnected (the netlist simulation, ``copperline.boards.bitstream_sim``,
+    models CLKOP only and refuses a PLL whose CLKOS drives a net)."""
     from amaranth import C, Instance, Signal
     from amaranth.lib import io
 
@@ -192,10 +194,12 @@ def _pll_clock(m, platform, board: Board):
             o_PLLOUTGLOBAL=clk, o_LOCK=lock)
     else:
         m.submodules.osc = osc_buf = io.Buffer("i", osc)
-        secondary = {}
-        if "CLKOS_DIV" in p:
+        clkos_params = {}
+        if secondary:
+            if "CLKOS_DIV" not in p:
+                raise ValueError(f"{board.title}: its PLL settings make no second clock")
             clkos = Signal(name=f"pll_clk_{PLL_SECONDARY_DOMAIN}")
-            secondary = dict(
+            clkos_params = dict(
                 a_FREQUENCY_PIN_CLKOS=str(pll_secondary_hz(board) / 1e6),
                 p_OUTDIVIDER_MUXB="DIVB", p_CLKOS_ENABLE="ENABLED",
                 p_CLKOS_DIV=p["CLKOS_DIV"], p_CLKOS_CPHASE=p["CLKOS_CPHASE"],
@@ -214,7 +218,7 @@ def _pll_clock(m, platform, board: Board):
             i_CLKI=osc_buf.i, i_CLKFB=clk, i_RST=C(0, 1), i_STDBY=C(0, 1),
             i_PHASESEL0=C(0, 1), i_PHASESEL1=C(0, 1), i_PHASEDIR=C(1, 1),
             i_PHASESTEP=C(1, 1), i_PHASELOADREG=C(1, 1), i_PLLWAKESYNC=C(0, 1),
-            i_ENCLKOP=C(0, 1), o_CLKOP=clk, o_LOCK=lock, **secondary)
+            i_ENCLKOP=C(0, 1), o_CLKOP=clk, o_LOCK=lock, **clkos_params)
     return clk, lock, clkos
 
 
@@ -234,9 +238,9 @@ def add_secondary_domain(m, platform, board: Board, clkos, lock) -> None:
 def board_top(board: Board, *, baud: int, with_core: bool = True):
     """An Elaboratable binding the board-independent top to ``board``'s pins; with
     ``board.uses_pll`` it also makes the fabric clock (``sync``) with the FPGA's PLL and
-    holds ``sync`` in reset until the PLL locks; a PLL with a second output (the ULX3S's
-    125 MHz) also makes the :data:`PLL_SECONDARY_DOMAIN` domain (for
-    ``copperline.boards.ulx3s.gpdi_output``), likewise reset until the lock."""
+    holds ``sync`` in reset until the PLL locks. (A top with the ULX3S's video output also
+    asks the PLL for its second clock: ``_pll_clock(..., secondary=True)`` and
+    :func:`add_secondary_domain`, then ``copperline.boards.ulx3s.gpdi_output``.)"""
     from amaranth import ClockDomain, Elaboratable, Module
     from amaranth.lib import io
     from amaranth.lib.cdc import ResetSynchronizer
@@ -249,13 +253,11 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
         def elaborate(self, platform):
             m = Module()
             if board.uses_pll:
-                clk, lock, clkos = _pll_clock(m, platform, board)
+                clk, lock, _ = _pll_clock(m, platform, board)
                 m.domains.sync = cd_sync = ClockDomain("sync")
                 m.d.comb += cd_sync.clk.eq(clk)
                 m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
                 platform.add_clock_constraint(clk, board.clock_hz)
-                if clkos is not None:
-                    add_secondary_domain(m, platform, board, clkos, lock)
             m.submodules.top = top = LinkTop(
                 clock_hz=board.clock_hz, baud=baud, core=self.core_config,
                 link_tx_outreg=board.link_tx_outreg)

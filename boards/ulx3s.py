@@ -66,8 +66,9 @@ def gpdi_output(m, platform, video, *, domain: str = "sync", tmds_domain: str | 
     level, the mode's polarity applied) and ``pixel`` (high in the clock that presents a
     new pixel, one every 4 fabric clocks). ``tmds_domain`` (default
     :data:`copperline.boards.common.PLL_SECONDARY_DOMAIN`, "tmds") must be the 125 MHz
-    clock from the same PLL VCO: :func:`copperline.boards.common.board_top` makes it on a
-    ULX3S, as does ``_pll_clock`` + ``add_secondary_domain`` in a top of one's own.
+    clock from the same PLL VCO: ``copperline.boards.common._pll_clock(m, platform, board,
+    secondary=True)`` and ``add_secondary_domain`` make it (as :func:`gpdi_test_top`
+    does).
 
     The pins: amaranth-boards' ``hdmi`` resource, whose pairs are ``LVCMOS33D`` (the ECP5's
     emulated differential output: the pad drives the P pin, the tools add its complement on
@@ -160,9 +161,7 @@ def gpdi_test_top(board: Board):
             from amaranth import ClockDomain
             from amaranth.lib.cdc import ResetSynchronizer
             m = Module()
-            clk, lock, clkos = _pll_clock(m, platform, board)
-            if clkos is None:
-                raise ValueError(f"{board.title}: its PLL settings have no second output")
+            clk, lock, clkos = _pll_clock(m, platform, board, secondary=True)
             m.domains.sync = cd_sync = ClockDomain("sync")
             m.d.comb += cd_sync.clk.eq(clk)
             m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
