@@ -180,6 +180,8 @@ def _pll_clock(m, platform, board: Board, *, secondary: bool = False):
             f"{board.osc_hz / 1e6:g} MHz oscillator on {board.family} (add them to "
             "copperline.boards.common.PLL_SETTINGS)")
     p = PLL_SETTINGS[key]
+    if secondary and "CLKOS_DIV" not in p:
+        raise ValueError(f"{board.title}: its PLL settings make no second clock (CLKOS)")
     clk, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
     clkos = None
     osc = platform.request(platform.default_clk, 0, dir="-")
@@ -196,8 +198,6 @@ def _pll_clock(m, platform, board: Board, *, secondary: bool = False):
         m.submodules.osc = osc_buf = io.Buffer("i", osc)
         clkos_params = {}
         if secondary:
-            if "CLKOS_DIV" not in p:
-                raise ValueError(f"{board.title}: its PLL settings make no second clock")
             clkos = Signal(name=f"pll_clk_{PLL_SECONDARY_DOMAIN}")
             clkos_params = dict(
                 a_FREQUENCY_PIN_CLKOS=str(pll_secondary_hz(board) / 1e6),
@@ -235,17 +235,25 @@ def add_secondary_domain(m, platform, board: Board, clkos, lock) -> None:
     platform.add_clock_constraint(clkos, pll_secondary_hz(board))
 
 
-def board_top(board: Board, *, baud: int, with_core: bool = True):
+def board_top(board: Board, *, baud: int, with_core: bool = True, video=None):
     """An Elaboratable binding the board-independent top to ``board``'s pins; with
     ``board.uses_pll`` it also makes the fabric clock (``sync``) with the FPGA's PLL and
-    holds ``sync`` in reset until the PLL locks. (A top with the ULX3S's video output also
-    asks the PLL for its second clock: ``_pll_clock(..., secondary=True)`` and
-    :func:`add_secondary_domain`, then ``copperline.boards.ulx3s.gpdi_output``.)"""
+    holds ``sync`` in reset until the PLL locks.
+
+    ``video``: None (no display output), or a function ``video(m, platform, top)`` called
+    after the top (``top``: the ``LinkTop``) is in ``m``, which adds the display output:
+    the PLL then also makes its second clock, the :data:`PLL_SECONDARY_DOMAIN` domain
+    (:func:`add_secondary_domain`; on the ULX3S 125 MHz for
+    ``copperline.boards.ulx3s.gpdi_output``). Without it CLKOS stays unconnected."""
     from amaranth import ClockDomain, Elaboratable, Module
     from amaranth.lib import io
     from amaranth.lib.cdc import ResetSynchronizer
 
     from copperline.hdl.top import LinkTop
+
+    if video is not None and pll_secondary_hz(board) is None:
+        raise ValueError(f"{board.title}: a video output needs the PLL's second clock, "
+                         "which its PLL settings do not make")
 
     class BoardTop(Elaboratable):
         core_config = board.core_config() if with_core else None
@@ -253,11 +261,13 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
         def elaborate(self, platform):
             m = Module()
             if board.uses_pll:
-                clk, lock, _ = _pll_clock(m, platform, board)
+                clk, lock, clkos = _pll_clock(m, platform, board, secondary=video is not None)
                 m.domains.sync = cd_sync = ClockDomain("sync")
                 m.d.comb += cd_sync.clk.eq(clk)
                 m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
                 platform.add_clock_constraint(clk, board.clock_hz)
+                if clkos is not None:
+                    add_secondary_domain(m, platform, board, clkos, lock)
             m.submodules.top = top = LinkTop(
                 clock_hz=board.clock_hz, baud=baud, core=self.core_config,
                 link_tx_outreg=board.link_tx_outreg)
@@ -270,6 +280,8 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
                 "o", platform.request(*board.led_error, dir="-"))
             m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx),
                          led_link.o.eq(top.led_link), led_error.o.eq(top.led_error)]
+            if video is not None:
+                video(m, platform, top)
             return m
 
     return BoardTop()

@@ -66,9 +66,10 @@ def gpdi_output(m, platform, video, *, domain: str = "sync", tmds_domain: str | 
     level, the mode's polarity applied) and ``pixel`` (high in the clock that presents a
     new pixel, one every 4 fabric clocks). ``tmds_domain`` (default
     :data:`copperline.boards.common.PLL_SECONDARY_DOMAIN`, "tmds") must be the 125 MHz
-    clock from the same PLL VCO: ``copperline.boards.common._pll_clock(m, platform, board,
-    secondary=True)`` and ``add_secondary_domain`` make it (as :func:`gpdi_test_top`
-    does).
+    clock from the same PLL VCO: ``copperline.boards.common.board_top(board, baud=...,
+    video=lambda m, platform, top: gpdi_output(m, platform, <video signals>))`` makes it,
+    as do ``_pll_clock(m, platform, board, secondary=True)`` and ``add_secondary_domain``
+    in a top of one's own (:func:`gpdi_test_top`).
 
     The pins: amaranth-boards' ``hdmi`` resource, whose pairs are ``LVCMOS33D`` (the ECP5's
     emulated differential output: the pad drives the P pin, the tools add its complement on
@@ -181,20 +182,38 @@ def gpdi_test_top(board: Board):
     return GpdiTestTop()
 
 
-def build_gpdi_test(board: Board, *, build_dir=None, seeds=(1,)) -> dict:
-    """Synthesise, place and route (each of ``seeds``) and pack :func:`gpdi_test_top` with
-    the board build's flow (``copperline.boards.common.flow_overrides``); the build lands
-    in ``<cache>/<board>-gpdi-test/``. Returns ``{"dir", "bitstream", "seeds": {seed:
+def pattern_video(board: Board):
+    """A ``video`` function for ``copperline.boards.common.board_top``: the
+    :class:`VideoTiming` test picture in ``board``'s video mode on the GPDI connector
+    (the compositor's stand-in)."""
+    from copperline.firmware.display import MODES
+
+    def video(m, platform, top):
+        m.submodules.test_picture = timing = VideoTiming(MODES[board.video])
+        gpdi_output(m, platform, timing)
+    return video
+
+
+def build_gpdi_test(board: Board, *, build_dir=None, seeds=(1,), with_link: bool = False
+                    ) -> dict:
+    """Synthesise, place and route (each of ``seeds``) and pack :func:`gpdi_test_top`
+    (``with_link``: the board's whole top, link and core, with :func:`pattern_video`)
+    with the board build's flow (``copperline.boards.common.flow_overrides``); the build
+    lands in ``<cache>/<board>-gpdi-test/`` (``-gpdi-link/`` with the link). Returns ``{"dir", "bitstream", "seeds": {seed:
     {logic, ff, bram, fmax_mhz, timing_met}}, "constraints_mhz"}`` (nextpnr's figures)."""
     import json
 
     from copperline.boards import common
     from copperline.cache import cache_dir
 
-    out = cache_dir(build_dir) / f"{board.name}-gpdi-test"
+    out = cache_dir(build_dir) / f"{board.name}-gpdi-{'link' if with_link else 'test'}"
     out.mkdir(parents=True, exist_ok=True)
     env = common.toolchain_env()
-    top = gpdi_test_top(board)
+    if with_link:
+        from copperline.firmware.board_interface import DEFAULT_BAUD
+        top = common.board_top(board, baud=DEFAULT_BAUD, video=pattern_video(board))
+    else:
+        top = gpdi_test_top(board)
     plan = board.platform().prepare(top, name="copper", **common.flow_overrides(board.family))
     plan.extract(str(out))
     il = out / "copper.il"
@@ -226,10 +245,13 @@ def build_gpdi_test(board: Board, *, build_dir=None, seeds=(1,)) -> dict:
     return report
 
 
-if __name__ == "__main__":       # python -m copperline.boards.ulx3s [85F] [seed ...]
+if __name__ == "__main__":   # python -m copperline.boards.ulx3s [--link] [85F] [seed ...]
     import json
     import sys
     args = sys.argv[1:]
+    with_link = "--link" in args
+    args = [a for a in args if a != "--link"]
     variant = args.pop(0) if args and args[0].upper() in VARIANTS else "85F"
-    report = build_gpdi_test(_board(variant.upper()), seeds=tuple(int(a) for a in args) or (1,))
+    report = build_gpdi_test(_board(variant.upper()), with_link=with_link,
+                             seeds=tuple(int(a) for a in args) or (1,))
     print(json.dumps(report, indent=2))

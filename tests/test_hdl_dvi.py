@@ -477,3 +477,23 @@ def test_gpdi_output_refuses_missing_video_signals():
 
     with pytest.raises(TypeError, match="hsync, vsync, pixel"):
         gpdi_output(None, None, Half())        # (refused before it touches the module)
+
+
+def test_board_top_with_a_video_output_makes_the_tmds_clock(tmp_path):
+    """board_top(..., video=...): the link/core top plus the display output, the PLL's
+    CLKOS then driving the tmds domain (what the compositor's integration will pass)."""
+    from copperline.boards.common import board_top, flow_overrides
+    from copperline.boards.registry import get_board
+    from copperline.boards.ulx3s import pattern_video
+    b = get_board("ulx3s-85f")
+    b.platform().prepare(board_top(b, baud=1_000_000, video=pattern_video(b)), name="copper",
+                         **flow_overrides("ecp5")).extract(str(tmp_path))
+    il = (tmp_path / "copper.il").read_text()
+    lpf = (tmp_path / "copper.lpf").read_text()
+    pll = il.split("cell \\EHXPLLL", 1)[1].split("\n  end", 1)[0]
+    assert "CLKOS_DIV 4" in pll and "connect \\CLKOS " in pll
+    assert il.count("cell \\ODDRX1F ") == 4 and "cell \\copper.top " in il
+    assert 'FREQUENCY NET "pll_clk_tmds" 125000000.0 HZ' in lpf
+    assert 'SITE "A17"' in lpf and 'SITE "M1"' in lpf        # GPDI clock, UART rx
+    with pytest.raises(ValueError, match="second clock"):
+        board_top(get_board("icebreaker"), baud=1_000_000, video=lambda m, p, t: None)
