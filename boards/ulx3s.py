@@ -233,6 +233,7 @@ def build_gpdi_test(board: Board, *, build_dir=None, seeds=(1,), with_link: bool
     constraints = {n: round(f["constraint"], 2) for n, f in raw.get("fmax", {}).items()}
     for seed in seeds[1:]:
         names = {"copper_report.json": f"copper_report_seed{seed}.json",
+                 "copper.tim": f"copper_seed{seed}.tim",
                  "copper.config": f"copper_seed{seed}.config"}
         argv = ([common._resolve(pnr[0], env)] + [names.get(a, a) for a in pnr[1:-1]]
                 + [str(seed)])

@@ -196,24 +196,29 @@ class DVITransmitter(wiring.Component):
 
         # -- serialiser domain: a word every TMDS_CLOCKS_PER_PIXEL clocks, 2 bits a clock ----
         tmds = m.d[self._tmds]
-        # the word phase as a ring of TMDS_CLOCKS_PER_PIXEL flip-flops (bit 0: load a word):
-        # the FIFO's read enable comes straight from a flip-flop, no compare in front of
-        # the read pointer's increment and the memory's read address
+        # The word phase as a ring of TMDS_CLOCKS_PER_PIXEL flip-flops (bit 0: load a word).
+        # The FIFO's read enable is one flip-flop (``load``: a load clock while running),
+        # and the start condition is registered a clock ahead: the AsyncFIFO's own path
+        # (r_rdy's compare, the read pointer's increment) is then all that is left between
+        # flip-flops at 125 MHz.
         phase = Signal(TMDS_CLOCKS_PER_PIXEL, init=1)
         tmds += phase.eq(phase.rotate_left(1))
+        load, level_ok = Signal(), Signal()
+        tmds += [load.eq(phase[-1] & self.running & ~fifo.r_rst),
+                 level_ok.eq(fifo.r_level >= self._start)]
+        m.d.comb += fifo.r_en.eq(load)
         idle = Const(CONTROL_SYMBOLS[0] * (1 | 1 << 10 | 1 << 20), 30)
         shift = Signal(30, init=idle.value)
         clk_shift = Signal(10, init=CLOCK_SYMBOL)
         with m.If(phase[0]):
             tmds += clk_shift.eq(CLOCK_SYMBOL)
-            with m.If(self.running & fifo.r_rdy):
-                m.d.comb += fifo.r_en.eq(1)
+            with m.If(load & fifo.r_rdy):
                 tmds += shift.eq(fifo.r_data)
             with m.Else():
                 tmds += shift.eq(idle)
                 with m.If(self.running):
                     tmds += [self.running.eq(0), self.underflows.eq(self.underflows + 1)]
-                with m.Elif(fifo.r_level >= self._start):
+                with m.Elif(level_ok & ~fifo.r_rst):
                     tmds += self.running.eq(1)
         with m.Else():
             channels = [Cat(shift[10 * k + 2:10 * k + 10], Const(0, 2)) for k in range(3)]
