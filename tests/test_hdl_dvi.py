@@ -497,3 +497,45 @@ def test_board_top_with_a_video_output_makes_the_tmds_clock(tmp_path):
     assert 'SITE "A17"' in lpf and 'SITE "M1"' in lpf        # GPDI clock, UART rx
     with pytest.raises(ValueError, match="second clock"):
         board_top(get_board("icebreaker"), baud=1_000_000, video=lambda m, p, t: None)
+
+
+def test_chain_recovers_from_a_stall():
+    """Pixels stop for a while (the fabric side stalls): the output sends blanking, counts
+    the underflow, starts again once the FIFO holds START_LEVEL words, and every pixel of
+    both runs arrives in order, once."""
+    from copperline.hdl.dvi import START_LEVEL
+    first = chain_pattern(12)
+    # (syncs as the idle blanking before them leaves them: DVI sends none in active video)
+    second = [Pixel(i % 16, 15 - i % 16, (3 * i) % 16, 1, 0, 0) for i in range(30)]
+    dut = DVITransmitter()
+    samples = []
+    stall = 25                                   # pixel times without a pixel
+    n = len(first) + stall + len(second) + START_LEVEL + 10
+
+    tail = [Pixel(0, 0, 0, 0, 1, 1)] * 20     # (keeps the FIFO fed to the end)
+
+    async def feed(ctx):
+        for i, p in enumerate(first + [None] * stall + second + tail):
+            if p is not None:
+                for f, v in zip(Pixel._fields, p):
+                    ctx.set(getattr(dut, f), v)
+            ctx.set(dut.pixel, p is not None)
+            await ctx.tick("sync")
+            ctx.set(dut.pixel, 0)
+            await ctx.tick("sync").repeat(3)
+
+    async def watch(ctx):
+        for _ in range(n * TMDS_CLOCKS_PER_PIXEL):
+            await ctx.tick("tmds")
+            samples.append((ctx.get(dut.data), ctx.get(dut.clock)))
+        assert ctx.get(dut.underflows) == 1 and ctx.get(dut.running)
+
+    _simulate(dut, feed, watch, clocks=(("sync", 10e-9, None), ("tmds", 8e-9, 2e-9)))
+    pixels = decode_pixels(_decode_stream(samples))
+    a = pixels.index(first[0])
+    assert pixels[a:a + len(first)] == first
+    gap = pixels[a + len(first):]
+    b = gap.index(second[0])
+    # between the runs only blanking (control symbols (0, 0): idle, syncs as last sent)
+    assert b > 0 and all(p.de == 0 and p[:3] == (0, 0, 0) for p in gap[:b])
+    assert gap[b:b + len(second)] == second
