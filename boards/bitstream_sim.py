@@ -258,7 +258,8 @@ def ideal_ecp5_pll(vlog: str):
     """Replace the netlist's EHXPLLL by an ideal clock: its CLKOP net is driven by its CLKI
     net (the clock pin, which the harness then runs at the PLL's output frequency), LOCK is
     1. Returns (Verilog, a function of the pin's Hz giving the PLL's output Hz, or None
-    without a PLL, notes). Only CLKOP with feedback from CLKOP is modelled."""
+    without a PLL, notes). Only CLKOP with feedback from CLKOP is modelled; the other
+    outputs are held at 0."""
     found = list(_ECP5_PLL.finditer(vlog))
     if not found:
         return vlog, None, []
@@ -280,9 +281,10 @@ def ideal_ecp5_pll(vlog: str):
     for port in ("CLKI", "CLKOP", "LOCK"):
         if not conn.get(port):
             raise NotImplementedError(f"netlist simulation of a PLL without {port} connected")
-    for port in ("CLKOS", "CLKOS2", "CLKOS3"):
-        if conn.get(port):
-            raise NotImplementedError(f"netlist simulation of a PLL that uses {port}")
+    # The harness runs one clock: a second output (the ULX3S's 125 MHz DVI serialiser
+    # clock) is held still, so what it clocks (the GPDI output) is not simulated here
+    # (the display's pixels are checked in the RTL: copper board sim --video).
+    still = [port for port in ("CLKOS", "CLKOS2", "CLKOS3") if conn.get(port)]
 
     def out_hz(pin_hz: int) -> int:
         if (pin_hz * fb) % ki:
@@ -292,9 +294,14 @@ def ideal_ecp5_pll(vlog: str):
     # (an escaped identifier ends at whitespace: the space before "=" keeps it whole)
     body = (f"// {name.strip()}: {kind} (CLKI_DIV {ki}, CLKFB_DIV {fb}) simulated as an "
             "ideal clock: the pin runs at its output frequency, LOCK high\n"
-            f"assign {conn['CLKOP']} = {conn['CLKI']} ;\nassign {conn['LOCK']} = 1'b1;")
+            f"assign {conn['CLKOP']} = {conn['CLKI']} ;\nassign {conn['LOCK']} = 1'b1;"
+            + "".join(f"\nassign {conn[port]} = 1'b0;" for port in still))
     vlog = vlog[:m.start()] + body + vlog[m.end():]
-    return vlog, out_hz, [f"{kind}: ideal clock x{fb}/{ki}"]
+    notes = [f"{kind}: ideal clock x{fb}/{ki}"]
+    if still:
+        notes.append(f"{kind}: {', '.join(still)} held still (one clock is simulated: "
+                     "what they clock is not)")
+    return vlog, out_hz, notes
 
 
 def non_ansi_header(vlog: str) -> str:

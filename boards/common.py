@@ -127,21 +127,52 @@ class Board:
 
 #: PLL settings per (family, oscillator Hz, fabric Hz), as ``icepll -i 12 -o 48`` gives
 #: them (iCE40 SB_PLL40_PAD, SIMPLE feedback: f = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ),
-#: VCO = fin * (DIVF + 1) / (DIVR + 1) = 768 MHz, in 533..1066) and ``ecppll -i 25 -o 100``
-#: (ECP5 EHXPLLL, feedback from CLKOP: f = fin * CLKFB_DIV / CLKI_DIV, VCO = f * CLKOP_DIV
-#: = 600 MHz, in 400..800; CLKOP_CPHASE = (CLKOP_DIV - 1) // 2).
+#: VCO = fin * (DIVF + 1) / (DIVR + 1) = 768 MHz, in 533..1066) and ``ecppll -i 25 -o 60``
+#: (ECP5 EHXPLLL, feedback from CLKOP: f = fin * CLKFB_DIV / CLKI_DIV, VCO = f * CLKOP_DIV,
+#: in 400..800; CLKOP_CPHASE = (CLKOP_DIV - 1) // 2).
+#:
+#: The ULX3S's entry also makes the DVI serialiser's clock (:data:`PLL_SECONDARY_DOMAIN`,
+#: 125 MHz = 5 x the 25 MHz pixel rate: ``copperline.hdl.dvi``) on CLKOS, from the same VCO
+#: so that both run at exactly 25 M pixels/s: the VCO is a common multiple of 100 and 125
+#: MHz in 400..800, i.e. 500 MHz (CLKOP_DIV = 5: 100 MHz; CLKOS_DIV = 4: 125 MHz); with
+#: feedback from CLKOP, CLKFB_DIV / CLKI_DIV = 100 / 25 = 4 / 1; CLKOS_CPHASE =
+#: CLKOP_CPHASE puts CLKOS at 0 degrees to CLKOP (ecppll's rule for a secondary output at
+#: phase 0; the phase does not matter here: the two domains meet in an AsyncFIFO).
+#: ``ecppll -i 25 -o 100 --clkout1 125`` does not find it (it fits the primary first, VCO
+#: 600, and offers 150 MHz), hence by hand. (The 100 MHz fabric alone was VCO 600,
+#: CLKOP_DIV 6, CPHASE 2, before the ULX3S had a video output.)
 PLL_SETTINGS = {
     ("ice40", 12_000_000, 48_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 4, "FILTER_RANGE": 1},
     ("ice40", 12_000_000, 24_000_000): {"DIVR": 0, "DIVF": 63, "DIVQ": 5, "FILTER_RANGE": 1},
-    ("ecp5", 25_000_000, 100_000_000): {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6,
-                                        "CLKOP_CPHASE": 2},
+    ("ecp5", 25_000_000, 100_000_000): {"CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 5,
+                                        "CLKOP_CPHASE": 2, "CLKOS_DIV": 4, "CLKOS_CPHASE": 2},
     ("ecp5", 25_000_000, 60_000_000): {"CLKI_DIV": 5, "CLKFB_DIV": 12, "CLKOP_DIV": 10,
                                        "CLKOP_CPHASE": 4},
 }
+#: The clock domain of an ECP5 PLL's second output (CLKOS, when its settings have a
+#: ``CLKOS_DIV``): the DVI serialiser's (``copperline.hdl.dvi.TMDS_DOMAIN``).
+PLL_SECONDARY_DOMAIN = "tmds"
 
 
-def _pll_clock(m, platform, board: Board):
-    """Instantiate ``board``'s PLL from its oscillator pin and return (fabric clock, lock)."""
+def pll_secondary_hz(board: Board) -> int | None:
+    """The frequency of ``board``'s second PLL output (its VCO / CLKOS_DIV), or None."""
+    if not board.uses_pll or board.family != "ecp5":
+        return None
+    p = PLL_SETTINGS.get((board.family, board.osc_hz, board.clock_hz), {})
+    if "CLKOS_DIV" not in p:
+        return None
+    vco = board.clock_hz * p["CLKOP_DIV"]
+    if vco % p["CLKOS_DIV"]:
+        raise ValueError(f"CLKOS_DIV {p['CLKOS_DIV']} does not divide the {vco} Hz VCO")
+    return vco // p["CLKOS_DIV"]
+
+
+def _pll_clock(m, platform, board: Board, *, secondary: bool = False):
+    """Instantiate ``board``'s PLL from its oscillator pin and return (fabric clock, lock,
+    second clock). The second is None unless ``secondary`` asks for it: then the ECP5's
+    CLKOS (:func:`pll_secondary_hz`; ValueError when the settings have none). Unasked,
+    CLKOS stays unconnected (the netlist simulation, ``copperline.boards.bitstream_sim``,
+    models CLKOP only and refuses a PLL whose CLKOS drives a net)."""
     from amaranth import C, Instance, Signal
     from amaranth.lib import io
 
@@ -152,7 +183,10 @@ def _pll_clock(m, platform, board: Board):
             f"{board.osc_hz / 1e6:g} MHz oscillator on {board.family} (add them to "
             "copperline.boards.common.PLL_SETTINGS)")
     p = PLL_SETTINGS[key]
+    if secondary and "CLKOS_DIV" not in p:
+        raise ValueError(f"{board.title}: its PLL settings make no second clock (CLKOS)")
     clk, lock = Signal(name="pll_clk"), Signal(name="pll_lock")
+    clkos = None
     osc = platform.request(platform.default_clk, 0, dir="-")
     if board.family == "ice40":
         # The PLL takes the pad itself (no SB_IO in between): the 12 MHz pin is a PLL pad.
@@ -165,6 +199,14 @@ def _pll_clock(m, platform, board: Board):
             o_PLLOUTGLOBAL=clk, o_LOCK=lock)
     else:
         m.submodules.osc = osc_buf = io.Buffer("i", osc)
+        clkos_params = {}
+        if secondary:
+            clkos = Signal(name=f"pll_clk_{PLL_SECONDARY_DOMAIN}")
+            clkos_params = dict(
+                a_FREQUENCY_PIN_CLKOS=str(pll_secondary_hz(board) / 1e6),
+                p_OUTDIVIDER_MUXB="DIVB", p_CLKOS_ENABLE="ENABLED",
+                p_CLKOS_DIV=p["CLKOS_DIV"], p_CLKOS_CPHASE=p["CLKOS_CPHASE"],
+                p_CLKOS_FPHASE=0, o_CLKOS=clkos)
         m.submodules.pll = Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=str(board.osc_hz / 1e6),
@@ -179,34 +221,65 @@ def _pll_clock(m, platform, board: Board):
             i_CLKI=osc_buf.i, i_CLKFB=clk, i_RST=C(0, 1), i_STDBY=C(0, 1),
             i_PHASESEL0=C(0, 1), i_PHASESEL1=C(0, 1), i_PHASEDIR=C(1, 1),
             i_PHASESTEP=C(1, 1), i_PHASELOADREG=C(1, 1), i_PLLWAKESYNC=C(0, 1),
-            i_ENCLKOP=C(0, 1), o_CLKOP=clk, o_LOCK=lock)
-    return clk, lock
+            i_ENCLKOP=C(0, 1), o_CLKOP=clk, o_LOCK=lock, **clkos_params)
+    return clk, lock, clkos
 
 
-def board_top(board: Board, *, baud: int, with_core: bool = True):
+def add_secondary_domain(m, platform, board: Board, clkos, lock) -> None:
+    """The :data:`PLL_SECONDARY_DOMAIN` clock domain on the PLL's CLKOS ``clkos``, in reset
+    until ``lock`` (its own synchroniser), with its clock constraint."""
+    from amaranth import ClockDomain
+    from amaranth.lib.cdc import ResetSynchronizer
+    cd = ClockDomain(PLL_SECONDARY_DOMAIN)
+    m.domains += cd
+    m.d.comb += cd.clk.eq(clkos)
+    m.submodules[f"reset_sync_{PLL_SECONDARY_DOMAIN}"] = ResetSynchronizer(
+        ~lock, domain=PLL_SECONDARY_DOMAIN)
+    platform.add_clock_constraint(clkos, pll_secondary_hz(board))
+
+
+def board_top(board: Board, *, baud: int, with_core: bool = True, video=None):
     """An Elaboratable binding the board-independent top to ``board``'s pins; with
     ``board.uses_pll`` it also makes the fabric clock (``sync``) with the FPGA's PLL and
-    holds ``sync`` in reset until the PLL locks."""
+    holds ``sync`` in reset until the PLL locks.
+
+    The display: with the core and ``board.video_out``, the top's compositor
+    (``LinkTop(display=board.display())``) drives the board's display connector through
+    ``board.video_out``. ``video``, instead: a function ``video(m, platform, top)`` called
+    after the top (``top``: the ``LinkTop``, without compositor) is in ``m``, which adds
+    another display output (a test picture: ``copperline.boards.ulx3s.pattern_video``).
+    Either way a board whose PLL settings have a second clock gets it, the
+    :data:`PLL_SECONDARY_DOMAIN` domain (:func:`add_secondary_domain`; on the ULX3S
+    125 MHz for ``copperline.boards.ulx3s.gpdi_output``); otherwise CLKOS stays
+    unconnected."""
     from amaranth import ClockDomain, Elaboratable, Module
     from amaranth.lib import io
     from amaranth.lib.cdc import ResetSynchronizer
 
     from copperline.hdl.top import LinkTop
 
+    if video is not None and pll_secondary_hz(board) is None:
+        raise ValueError(f"{board.title}: a video output needs the PLL's second clock, "
+                         "which its PLL settings do not make")
+
     class BoardTop(Elaboratable):
         core_config = board.core_config() if with_core else None
 
         def elaborate(self, platform):
             m = Module()
+            display = (board.display(self.core_config)
+                       if video is None and self.core_config is not None
+                       and board.video_out is not None else None)
+            secondary = ((video is not None or display is not None)
+                         and pll_secondary_hz(board) is not None)
             if board.uses_pll:
-                clk, lock = _pll_clock(m, platform, board)
+                clk, lock, clkos = _pll_clock(m, platform, board, secondary=secondary)
                 m.domains.sync = cd_sync = ClockDomain("sync")
                 m.d.comb += cd_sync.clk.eq(clk)
                 m.submodules.reset_sync = ResetSynchronizer(~lock, domain="sync")
                 platform.add_clock_constraint(clk, board.clock_hz)
-            display = (board.display(self.core_config)
-                       if self.core_config is not None and board.video_out is not None
-                       else None)
+                if clkos is not None:
+                    add_secondary_domain(m, platform, board, clkos, lock)
             m.submodules.top = top = LinkTop(
                 clock_hz=board.clock_hz, baud=baud, core=self.core_config,
                 link_tx_outreg=board.link_tx_outreg, display=display)
@@ -221,6 +294,8 @@ def board_top(board: Board, *, baud: int, with_core: bool = True):
                 "o", platform.request(*board.led_error, dir="-"))
             m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx),
                          led_link.o.eq(top.led_link), led_error.o.eq(top.led_error)]
+            if video is not None:
+                video(m, platform, top)
             return m
 
     return BoardTop()
