@@ -455,14 +455,20 @@ def test_board_tops_bind_the_gpdi_pins_and_the_tmds_clock(tmp_path):
         assert f'SITE "{pin}"' in lpf
     assert lpf.count("IO_TYPE=LVCMOS33D") == 4
     assert 'FREQUENCY NET "pll_clk_tmds" 125000000.0 HZ' in lpf
-    # the link/core top (no video yet): the same PLL, its CLKOS unconnected (the netlist
-    # simulation models CLKOP only), no tmds clock
+    # the board's own top: the compositor on the GPDI pins, CLKOS driving the tmds clock
     b.platform().prepare(board_top(b, baud=1_000_000), name="copper",
                          **flow_overrides("ecp5")).extract(str(tmp_path / "b"))
     il = (tmp_path / "b" / "copper.il").read_text()
     pll = il.split("cell \\EHXPLLL", 1)[1].split("\n  end", 1)[0]
-    assert "CLKOP_DIV 5" in pll and "CLKOS" not in pll and "tmds" not in il
-    # the iCEBreaker's is unchanged: one clock
+    assert "CLKOP_DIV 5" in pll and "connect \\CLKOS " in pll
+    assert il.count("cell \\ODDRX1F ") == 4 and "compositor" in il
+    # without the core there is no display: CLKOS unconnected, no tmds clock
+    b.platform().prepare(board_top(b, baud=1_000_000, with_core=False), name="copper",
+                         **flow_overrides("ecp5")).extract(str(tmp_path / "n"))
+    il = (tmp_path / "n" / "copper.il").read_text()
+    pll = il.split("cell \\EHXPLLL", 1)[1].split("\n  end", 1)[0]
+    assert "CLKOS" not in pll and "tmds" not in il
+    # the iCEBreaker's: one clock (its DVI Pmod takes the pixels at the fabric clock)
     ice = get_board("icebreaker")
     ice.platform().prepare(board_top(ice, baud=1_000_000), name="copper").extract(
         str(tmp_path / "i"))
