@@ -21,7 +21,8 @@ Each document runs in one bash session, block after block, in a scratch director
 holds ``examples/`` and shares the repository's ``build/`` cache. The test starts a copperd
 (soft backend) on a scratch socket first: the docs' ``/run/copperline/copperd.sock``
 means that socket, and ``make run`` shows that daemon's banner. ``127.0.0.1:7654`` (the
-virtual board's port) is replaced by a free port.
+virtual board's port) and ``127.0.0.1:7655`` (a second one's, with the display) are
+replaced by free ports.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ DOCS = ["README.md", "docs/tutorial.md"]
 BIN = Path(sys.executable).parent
 DEFAULT_SOCKET = "/run/copperline/copperd.sock"
 DEFAULT_BOARD = "127.0.0.1:7654"
+DEFAULT_VIDEO_BOARD = "127.0.0.1:7655"
 MARKER = re.compile(r"^<!--\s*doctest:\s*(skip|slow):\s*(.+?)\s*-->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 #: Per command (a board build takes 20-160 s, a first simulator compile up to a minute).
@@ -181,7 +183,8 @@ class Session:
         (ROOT / "build").mkdir(exist_ok=True)
         (work / "build").symlink_to(ROOT / "build")     # compiled simulators are cached
         self.sock = str(tmp / "copperd.sock")
-        self.subst = {DEFAULT_SOCKET: self.sock, DEFAULT_BOARD: f"127.0.0.1:{_free_port()}"}
+        self.subst = {DEFAULT_SOCKET: self.sock, DEFAULT_BOARD: f"127.0.0.1:{_free_port()}",
+                      DEFAULT_VIDEO_BOARD: f"127.0.0.1:{_free_port()}"}
         env = {k: v for k, v in os.environ.items() if k != "COPPERD_SOCKET"}
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         self.daemon_log = tmp / "copperd.log"       # a file: a pipe nobody reads would fill
