@@ -116,3 +116,57 @@ def test_the_capture_would_see_a_wrong_pixel(board, tmp_path, capsys):
                  str(tmp_path / "other")]) == 0
     assert compare_frames(frame_path(board.frames.directory, 0),
                           frame_path(tmp_path / "other", 0)) is not None
+
+
+VSYNC_TICKS = {"version": 1, "program": [
+    {"label": "l"}, {"op": "WAIT", "vsync": True}, {"op": "IRQ", "tag": "frame"},
+    {"op": "JUMP", "label": "l"}]}
+
+
+def _frame_irqs(url: str | None, frames: int):
+    """(the vsync period, the cycles of the ``frame`` IRQs) of VSYNC_TICKS run for ``frames``
+    frames on the board at ``url`` (None: the one discovered)."""
+    from copperline.firmware.compiler import compile_program
+    from copperline.host.fpga import FpgaBackend
+    from copperline.host.run import run_realtime
+    be = FpgaBackend(port=url)
+    be.open()
+    period = isa.vsync_period_cycles(be.clock_hz, be.vsync_hz)
+    be.close()
+    result = run_realtime(FpgaBackend(port=url), compile_program(VSYNC_TICKS),
+                          until_cycle=frames * period, max_cycle=2 * frames * period)
+    return period, [e["cycle"] for e in result.events if e.get("event") == "irq"]
+
+
+def test_the_coppers_vsync_is_the_displays_frame(board):
+    """WAIT vsync wakes once per displayed frame: the IRQs fall a whole frame of the
+    display apart (its frame_cycles, which the board reports in INFO), and the board
+    showed as many frames as there were vsyncs."""
+    from copperline.boards.registry import get_board
+    display = get_board("icebreaker").display()
+    run = board.frames.runs + 1
+    period, cycles = _frame_irqs(board.url, FRAMES)
+    assert period == display.frame_cycles
+    # (vsync edge k ends frame k - 1; the run ends before edge FRAMES)
+    assert cycles == [k * period + isa.VSYNC_LATENCY for k in range(1, FRAMES)]
+    assert board.frames.wait_for(FRAMES - 1, timeout=120, run=run)
+
+
+def _board_present() -> bool:
+    from copperline.boards.discover import board_present
+    return board_present()
+
+
+@pytest.mark.hil
+@pytest.mark.skipif(not _board_present(), reason="no copperline board attached")
+def test_hil_the_boards_frames_are_the_hosts_vsync_count():
+    """On a flashed board with a monitor: in 5 s of board time the Copper sees one vsync
+    per frame of the display (the frame the board reports, a whole number of core
+    cycles), none missed or doubled."""
+    from copperline.boards.registry import board_names, get_board
+    period, cycles = _frame_irqs(None, 300)
+    frames = {get_board(n).display().frame_cycles for n in board_names()
+              if get_board(n).display() is not None}
+    assert period in frames
+    assert len(cycles) >= 298
+    assert all(b - a == period for a, b in zip(cycles, cycles[1:]))
