@@ -310,8 +310,10 @@ def non_ansi_header(vlog: str) -> str:
     body (``input a;`` then ``wire a;``) are legal Verilog it takes."""
     m = re.search(r"^module (\w+) \((.*?)\);", vlog, re.M)
     ports = [p.strip().split() for p in m.group(2).split(",") if p.strip()]
-    header = (f"module {m.group(1)} ({', '.join(p[-1] for p in ports)});\n"
-              + "".join(f"{' '.join(p)};\n" for p in ports))
+    # (an escaped identifier, ``\dvi_0__r__io[0]`` for a bus's pin, ends at whitespace:
+    # a space before each delimiter keeps the comma or semicolon out of it)
+    header = (f"module {m.group(1)} ({' , '.join(p[-1] for p in ports)} );\n"
+              + "".join(f"{' '.join(p)} ;\n" for p in ports))
     return vlog[:m.start()] + header + vlog[m.end():]
 
 
