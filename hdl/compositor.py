@@ -200,7 +200,13 @@ class Compositor(wiring.Component):
         pdiv = Signal(range(fpp)) if fpp > 1 else None
         row = Signal(range(mo.v_total))
         line_end = Signal()
-        m.d.comb += line_end.eq(cyc_end & (hcyc == LC - 1))
+        # (the tests on the counters are registers, one step ahead: one LUT to the ends)
+        hcyc_last, row_last = Signal(), Signal()
+        m.d.comb += line_end.eq(cyc_end & hcyc_last)
+        with m.If(cyc_end):
+            m.d.sync += hcyc_last.eq(hcyc == LC - 2)
+        with m.If(line_end):
+            m.d.sync += row_last.eq(row == mo.v_total - 2)
         new_px = (pdiv == 0) if pdiv is not None else Const(1)
         if pdiv is not None:
             m.d.sync += pdiv.eq(Mux(pdiv == fpp - 1, 0, pdiv + 1))
@@ -214,7 +220,7 @@ class Compositor(wiring.Component):
         dbuf0, dclr0 = (j0 >> 1) & 1, j0 & 1
         dbuf, dclr = Signal(init=dbuf0), Signal(init=dclr0)
         frame_end = Signal()
-        m.d.comb += frame_end.eq(line_end & (row == mo.v_total - 1))
+        m.d.comb += frame_end.eq(line_end & row_last)
         with m.If(line_end):
             m.d.sync += [hcyc.eq(0), px.eq(0), row.eq(row + 1), dclr.eq(~dclr),
                          dbuf.eq(dbuf ^ dclr)]
@@ -223,7 +229,7 @@ class Compositor(wiring.Component):
         with m.If(frame_end | resync):
             m.d.sync += [row.eq(0), dbuf.eq(dbuf0), dclr.eq(dclr0)]
         with m.If(resync):
-            m.d.sync += [hcyc.eq(0), px.eq(0)]
+            m.d.sync += [hcyc.eq(0), px.eq(0), hcyc_last.eq(0), row_last.eq(0)]
             if pdiv is not None:
                 m.d.sync += pdiv.eq(0)
 
@@ -234,7 +240,7 @@ class Compositor(wiring.Component):
         trig_row = (~below(row, vb - 3) & below(row, vb + mo.v_active - 4)
                     & (row[0] == ((vb - 3) & 1)))
         trig = Signal()
-        m.d.comb += trig.eq(first & (hcyc == LC - 1) & trig_row)
+        m.d.comb += trig.eq(first & hcyc_last & trig_row)
         fetching = Signal()
         fn = Signal(nb)                       # layer
         ff = Signal(range(len(FIELD_ORDER)))  # field step (FIELD_ORDER)
@@ -244,20 +250,22 @@ class Compositor(wiring.Component):
         sb = (isa.REG_STRIDE - 1).bit_length()
         m.d.comb += self.reg_addr.eq(Cat(field_idx[ff][:sb], fn))
         fetch_done = Signal()
-        m.d.comb += fetch_done.eq(cyc_end & fetching & (fn == L - 1)
-                                  & (ff == len(FIELD_ORDER) - 1))
+        fetch_last = Signal()      # the fetch's last core cycle (a register, one step ahead)
+        m.d.comb += fetch_done.eq(cyc_end & fetch_last)
         with m.If(trig):
             m.d.sync += fetching.eq(1)
         with m.If(cyc_end & fetching):
-            m.d.sync += ff.eq(Mux(ff == len(FIELD_ORDER) - 1, 0, ff + 1))
+            m.d.sync += [ff.eq(Mux(ff == len(FIELD_ORDER) - 1, 0, ff + 1)),
+                         fetch_last.eq((fn == L - 1) & (ff == len(FIELD_ORDER) - 2))]
             with m.If(ff == len(FIELD_ORDER) - 1):
                 m.d.sync += fn.eq(fn + 1)
         with m.If(fetch_done):
-            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), lc.eq(lc + 1), cbuf.eq(lc[0])]
+            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), lc.eq(lc + 1), cbuf.eq(lc[0]),
+                         fetch_last.eq(0)]
         with m.If(frame_end | resync):
             m.d.sync += lc.eq(0)
         with m.If(resync):
-            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0)]
+            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), fetch_last.eq(0)]
 
         # the sample: registered in phase 1 (the register file's forwarding select after
         # its block RAM is a path of its own), what the table keeps worked out in phase 2
