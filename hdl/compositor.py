@@ -90,8 +90,9 @@ class Compositor(wiring.Component):
     advance : In(1)
         Strobe in the last fabric clock of every core cycle (as the core's Vsync).
     tb_reset : In(1)
-        Time-base reset, in any clock of the core cycle that becomes global cycle 0
-        (the core's Vsync ``reset``, or the core's accept of a time-base command).
+        Time-base reset, in any clock but the last of the core cycle that becomes global
+        cycle 0 (the core's accept of a time-base command, in phase 0, or its Vsync
+        ``reset``, in phase 1).
     reg_addr : Out(range of the register file)
         Register address (``Core.display_addr``); held through each core cycle.
     reg_data : In(16)
@@ -180,26 +181,38 @@ class Compositor(wiring.Component):
         rp, wp = mem.read_port(), mem.write_port()
 
         # -- the time base (one core cycle behind the global one) ------------------------
-        first = Signal()           # phase 0 (the clock after ``advance``)
+        first = Signal()           # phase 0
         second = Signal()          # phase 1
         third = Signal()           # phase 2
         armed = Signal()           # a time-base reset seen in this core cycle
-        m.d.sync += [first.eq(self.advance), second.eq(first), third.eq(second)]
+        # ``cyc_end``: the last clock of a core cycle, from a phase counter of its own that
+        # ``advance`` keeps in step (the inputs reach registers only, through one LUT)
+        ph = Signal(range(C))
+        cyc_end = Signal()
+        m.d.sync += [ph.eq(Mux(self.advance | (ph == C - 1), 0, ph + 1)),
+                     cyc_end.eq(~self.advance & (ph == C - 2)),
+                     first.eq(cyc_end), second.eq(first), third.eq(second)]
         resync = Signal()
-        m.d.comb += resync.eq(self.advance & (armed | self.tb_reset))
-        m.d.sync += armed.eq(Mux(self.advance, 0, armed | self.tb_reset))
+        m.d.comb += resync.eq(cyc_end & armed)
+        m.d.sync += armed.eq(Mux(cyc_end, 0, armed | self.tb_reset))
         hcyc = Signal(range(LC))
         px = Signal(range(mo.h_total))
         pdiv = Signal(range(fpp)) if fpp > 1 else None
         row = Signal(range(mo.v_total))
         line_end = Signal()
-        m.d.comb += line_end.eq(self.advance & (hcyc == LC - 1))
+        # (the tests on the counters are registers, one step ahead: one LUT to the ends)
+        hcyc_last, row_last = Signal(), Signal()
+        m.d.comb += line_end.eq(cyc_end & hcyc_last)
+        with m.If(cyc_end):
+            m.d.sync += hcyc_last.eq(hcyc == LC - 2)
+        with m.If(line_end):
+            m.d.sync += row_last.eq(row == mo.v_total - 2)
         new_px = (pdiv == 0) if pdiv is not None else Const(1)
         if pdiv is not None:
             m.d.sync += pdiv.eq(Mux(pdiv == fpp - 1, 0, pdiv + 1))
         with m.If(new_px if pdiv is None else (pdiv == fpp - 1)):
             m.d.sync += px.eq(px + 1)
-        with m.If(self.advance):
+        with m.If(cyc_end):
             m.d.sync += hcyc.eq(hcyc + 1)
         # display buffer of this row and "clear it" (its second line): j = row - v_blank,
         # buffer (j >> 1) & 1, clear when j is odd; on every row, blanking ones too
@@ -207,7 +220,7 @@ class Compositor(wiring.Component):
         dbuf0, dclr0 = (j0 >> 1) & 1, j0 & 1
         dbuf, dclr = Signal(init=dbuf0), Signal(init=dclr0)
         frame_end = Signal()
-        m.d.comb += frame_end.eq(line_end & (row == mo.v_total - 1))
+        m.d.comb += frame_end.eq(line_end & row_last)
         with m.If(line_end):
             m.d.sync += [hcyc.eq(0), px.eq(0), row.eq(row + 1), dclr.eq(~dclr),
                          dbuf.eq(dbuf ^ dclr)]
@@ -216,7 +229,7 @@ class Compositor(wiring.Component):
         with m.If(frame_end | resync):
             m.d.sync += [row.eq(0), dbuf.eq(dbuf0), dclr.eq(dclr0)]
         with m.If(resync):
-            m.d.sync += [hcyc.eq(0), px.eq(0)]
+            m.d.sync += [hcyc.eq(0), px.eq(0), hcyc_last.eq(0), row_last.eq(0)]
             if pdiv is not None:
                 m.d.sync += pdiv.eq(0)
 
@@ -227,7 +240,7 @@ class Compositor(wiring.Component):
         trig_row = (~below(row, vb - 3) & below(row, vb + mo.v_active - 4)
                     & (row[0] == ((vb - 3) & 1)))
         trig = Signal()
-        m.d.comb += trig.eq(first & (hcyc == LC - 1) & trig_row)
+        m.d.comb += trig.eq(first & hcyc_last & trig_row)
         fetching = Signal()
         fn = Signal(nb)                       # layer
         ff = Signal(range(len(FIELD_ORDER)))  # field step (FIELD_ORDER)
@@ -237,20 +250,22 @@ class Compositor(wiring.Component):
         sb = (isa.REG_STRIDE - 1).bit_length()
         m.d.comb += self.reg_addr.eq(Cat(field_idx[ff][:sb], fn))
         fetch_done = Signal()
-        m.d.comb += fetch_done.eq(self.advance & fetching & (fn == L - 1)
-                                  & (ff == len(FIELD_ORDER) - 1))
+        fetch_last = Signal()      # the fetch's last core cycle (a register, one step ahead)
+        m.d.comb += fetch_done.eq(cyc_end & fetch_last)
         with m.If(trig):
             m.d.sync += fetching.eq(1)
-        with m.If(self.advance & fetching):
-            m.d.sync += ff.eq(Mux(ff == len(FIELD_ORDER) - 1, 0, ff + 1))
+        with m.If(cyc_end & fetching):
+            m.d.sync += [ff.eq(Mux(ff == len(FIELD_ORDER) - 1, 0, ff + 1)),
+                         fetch_last.eq((fn == L - 1) & (ff == len(FIELD_ORDER) - 2))]
             with m.If(ff == len(FIELD_ORDER) - 1):
                 m.d.sync += fn.eq(fn + 1)
         with m.If(fetch_done):
-            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), lc.eq(lc + 1), cbuf.eq(lc[0])]
+            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), lc.eq(lc + 1), cbuf.eq(lc[0]),
+                         fetch_last.eq(0)]
         with m.If(frame_end | resync):
             m.d.sync += lc.eq(0)
         with m.If(resync):
-            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0)]
+            m.d.sync += [fetching.eq(0), fn.eq(0), ff.eq(0), fetch_last.eq(0)]
 
         # the sample: registered in phase 1 (the register file's forwarding select after
         # its block RAM is a path of its own), what the table keeps worked out in phase 2

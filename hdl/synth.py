@@ -272,6 +272,50 @@ def compositor_display(family: str):
     return Display(MODES[mode], contexts, core_hz)
 
 
+class CoreWithCompositor(wiring.Component):
+    """The core (``display_port=True``) and the compositor wired as a board top wires
+    them (``advance`` from the core's phase, the time-base reset from its accept of a
+    time-base command, the register read through the display port); the core's other
+    ports and the video outputs are ports (``core_*``, ``video_*``). For the figures of
+    the pair: the path from the register file's display copy into the compositor."""
+
+    _VIDEO = ("r", "g", "b", "de", "hsync", "vsync", "pixel", "frame_start")
+
+    def __init__(self, display, **core_options):
+        from copperline.hdl.core import Core
+        from copperline.hdl.compositor import Compositor
+        self.COLLISION_FREE_MEMORIES = (tuple(Core.COLLISION_FREE_MEMORIES)
+                                        + tuple(Compositor.COLLISION_FREE_MEMORIES))
+        self.core = Core(display.clock_hz, display.vsync_hz, contexts=display.contexts,
+                         display_port=True, **core_options)
+        self.comp = Compositor(display)
+        members = {f"core_{n}": mb for n, mb in self.core.signature.members.items()
+                   if n not in ("display_addr", "display_data")}
+        members |= {f"video_{n}": self.comp.signature.members[n] for n in self._VIDEO}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.comp = comp = self.comp
+        for name, member in core.signature.members.items():
+            if name in ("display_addr", "display_data"):
+                continue
+            mine, theirs = getattr(self, f"core_{name}"), getattr(core, name)
+            if not member.is_port:
+                wiring.connect(m, wiring.flipped(mine), theirs)
+            elif member.flow == wiring.In:
+                m.d.comb += theirs.eq(mine)
+            else:
+                m.d.comb += mine.eq(theirs)
+        m.d.comb += [comp.advance.eq(core.phase == core.phases - 1),
+                     comp.tb_reset.eq(core.cmd.valid & core.cmd.ready
+                                      & core.cmd.payload.timebase),
+                     core.display_addr.eq(comp.reg_addr), comp.reg_data.eq(core.display_data)]
+        m.d.comb += [getattr(self, f"video_{n}").eq(getattr(comp, n)) for n in self._VIDEO]
+        return m
+
+
 def main(argv=None) -> int:  # pragma: no cover - manual use
     """``python -m copperline.hdl.synth [ice40|ecp5] [--target core|compositor] [--words N]
     [--contexts C] [--seed N ...]``."""
@@ -288,21 +332,29 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
     ap.add_argument("--freq", type=float, default=None, help="nextpnr target MHz")
     ap.add_argument("--seed", type=int, nargs="+", default=[1],
                     help="nextpnr seed(s); Fmax is reported per seed and as the median")
-    ap.add_argument("--target", choices=("core", "compositor"), default="core",
-                    help="the core alone, or the layer compositor alone (the board's display "
-                         "mode; its default --freq is the board's fabric clock)")
+    ap.add_argument("--target", choices=("core", "compositor", "core+compositor"),
+                    default="core",
+                    help="the core alone, the layer compositor alone (the board's display "
+                         "mode; its default --freq is the board's fabric clock), or both "
+                         "wired together (the board's core options)")
     a = ap.parse_args(argv)
     from copperline import progress
     progress.enable("synth")
-    if a.target == "compositor":
+    if a.target != "core":
         from copperline.hdl.compositor import Compositor
         disp = compositor_display(a.family)
         freq = a.freq or (48.0 if a.family == "ice40" else 100.0)
-        r = synthesize(lambda: Compositor(disp), a.family,
-                       workdir=str(cache_dir() / f"synth-compositor-{a.family}"),
+        if a.target == "compositor":
+            factory = lambda: Compositor(disp)  # noqa: E731
+        else:
+            opts = ({"program_memory": "spram", "spram_primitive": True}
+                    if a.family == "ice40" else dict(ECP5_CORE_OPTIONS))
+            factory = lambda: CoreWithCompositor(disp, program_words=a.words, **opts)  # noqa: E731
+        r = synthesize(factory, a.family,
+                       workdir=str(cache_dir() / f"synth-{a.target}-{a.family}"),
                        freq_mhz=freq, seeds=a.seed)
         out = {k: v for k, v in r.__dict__.items() if k != "log_tail"}
-        out.update(target="compositor", mode=disp.mode.name, contexts=disp.contexts)
+        out.update(target=a.target, mode=disp.mode.name, contexts=disp.contexts)
         print(json.dumps(out, indent=1))
         return 0
     mem = a.memory or ("spram" if a.family == "ice40" else "bram")
