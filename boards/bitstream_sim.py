@@ -362,7 +362,8 @@ def ice40_design(board: Board, build_dir=None) -> NetlistDesign:
                                 f"({'PLL' if pll_hz else 'the clock pin'}), but {out}/report.json "
                                 f"says {fabric_hz} Hz")
     cells = cell_models("ice40")
-    ports = re.search(r"^module chip \((.*)\);$", vlog, re.M).group(1).split(", ")
+    ports = [p.strip() for p in
+             re.search(r"^module chip \((.*)\);$", vlog, re.M).group(1).split(",")]
     for pin in ("uart_0__rx__io", "uart_0__tx__io"):
         if pin not in ports:
             raise BitstreamSimError(f"{asc}: no pin {pin} in the bitstream (ports: {ports})")

@@ -162,15 +162,17 @@ PNR_OPTS = {"ice40": [], "ecp5": []}
 
 def collision_free_memories(design) -> tuple[str, ...]:
     """The memory names ``design`` declares collision-free: its own
-    ``COLLISION_FREE_MEMORIES`` (a core), else those of a top's link and core."""
+    ``COLLISION_FREE_MEMORIES`` (a core), else those of a top's link, core and
+    compositor."""
     own = getattr(design, "COLLISION_FREE_MEMORIES", None)
     if own is not None:
         return tuple(own)
     from copperline.hdl.link import Link
     names = tuple(Link.COLLISION_FREE_MEMORIES)      # a top: its link's, and its core's
     if getattr(design, "core_config", None) is not None:
+        from copperline.hdl.compositor import Compositor
         from copperline.hdl.core import Core
-        names += tuple(Core.COLLISION_FREE_MEMORIES)
+        names += tuple(Core.COLLISION_FREE_MEMORIES) + tuple(Compositor.COLLISION_FREE_MEMORIES)
     return names
 
 
