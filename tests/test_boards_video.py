@@ -170,3 +170,18 @@ def test_hil_the_boards_frames_are_the_hosts_vsync_count():
     assert period in frames
     assert len(cycles) >= 298
     assert all(b - a == period for a, b in zip(cycles, cycles[1:]))
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--video", "V", "--no-core"], "has no display output without its core"),
+    (["--video", "V", "--engine", "amaranth"], "--video needs a native engine"),
+    (["--video", "V", "--from-bitstream"], "is not implemented"),
+    (["--video-frames", "3"], "--video-frames needs --video DIR"),
+    (["--video", "V", "--video-frames", "0"], "--video-frames must be >= 1"),
+])
+def test_board_sim_video_options_are_checked(argv, says, tmp_path, capsys):
+    rc = main(["board", "sim", "--board", "icebreaker", "--listen", "tcp:127.0.0.1:0",
+               *[str(tmp_path / a) if a == "V" else a for a in argv], "--json"])
+    obj = json.loads(capsys.readouterr().out)
+    assert rc == 2 and obj["ok"] is False and says in obj["error"]["message"]
+    assert not (tmp_path / "V").exists()          # nothing written, nothing built
