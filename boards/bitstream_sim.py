@@ -420,6 +420,12 @@ def ecp5_io_as_wires(vlog: str) -> str:
         if direction == "OUTPUT" and conn.get("T", "1'h0") in ("1'h0", "1'b0"):
             driven = conn.get("I", "1'b0")
             return f"  assign {conn['B']} = {driven};  // TRELLIS_IO {name} (output)"
+        if direction == "OUTPUT":
+            # (T from a register: a DDR output's enable flip-flop, the GPDI's, which is
+            # always enabled; an output pad is never an input, so it is taken as driven)
+            driven = conn.get("I", "1'b0")
+            return (f"  assign {conn['B']} = {driven};  // TRELLIS_IO {name} (output, "
+                    f"T = {conn.get('T', '').strip()} taken as enabled)")
         raise NotImplementedError(f"netlist simulation of the {direction} pad {name} "
                                   f"(T = {conn.get('T')})")
     return _TRELLIS_IO.sub(wire, vlog)

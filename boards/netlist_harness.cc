@@ -37,6 +37,12 @@ struct NetlistModel {
 	bool busy() { return true; }
 	void set_warp(bool) {}
 	uint32_t warped() { return 0; }
+	// (the display is not captured from a netlist: copper board sim --video runs the RTL)
+	bool video_pixel() { return false; }
+	bool video_de() { return false; }
+	uint16_t video_rgb() { return 0; }
+	bool video_frame_start() { return false; }
+	bool run_start() { return false; }
 };
 
 int main(int argc, char **argv) {

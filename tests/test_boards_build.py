@@ -272,6 +272,7 @@ def test_board_top_instantiates_the_pll(name, cell, constraint, tmp_path):
 def test_board_build_marks_the_same_memories_as_the_core_flow(tmp_path):
     import re
     from copperline.boards.common import board_top, prepare_rtlil
+    from copperline.hdl.compositor import Compositor
     from copperline.hdl.core import Core
     from copperline.hdl.link import Link
     board = get_board("icebreaker")
@@ -283,7 +284,8 @@ def test_board_build_marks_the_same_memories_as_the_core_flow(tmp_path):
         memid = re.search(r'MEMID "\\+(\w+)"', cell).group(1)
         if re.search(r"COLLISION_X_MASK \d+'1+\n", cell):
             marked.add(memid)
-    assert marked == set(Core.COLLISION_FREE_MEMORIES) | set(Link.COLLISION_FREE_MEMORIES)
+    assert marked == (set(Core.COLLISION_FREE_MEMORIES) | set(Link.COLLISION_FREE_MEMORIES)
+                      | set(Compositor.COLLISION_FREE_MEMORIES))
 
 
 def test_breakdown_parses_yosys_stat():
