@@ -506,6 +506,14 @@ def ecp5_design(board: Board, build_dir=None) -> NetlistDesign:
     if re.search(r"^\s*SGSR ", vlog, re.M):
         vlog = "module SGSR(input GSR, input CLK); endmodule  // not modelled\n" + vlog
         notes.append("SGSR not modelled: flip-flops start from their initial values")
+    if re.search(r"^\s*ODDRX1F ", vlog, re.M):
+        # (yosys declares it only as a black box; the GPDI's DDR outputs, whose clock the
+        # ideal PLL holds still)
+        vlog = ("module ODDRX1F(input D0, input D1, input SCLK, input RST, output reg Q);\n"
+                "  always @(posedge SCLK) Q <= D0;  // D0 after the rising edge,\n"
+                "  always @(negedge SCLK) Q <= D1;  // D1 after the falling one\n"
+                "endmodule\n" + vlog)
+        notes.append("ODDRX1F: a DDR output model")
     platform = board.platform()
     pin_clk = f"{platform.default_clk}_0__io"
     pin_hz = int(platform.default_clk_frequency)

@@ -225,7 +225,12 @@ def _resolve_clock(args):
             raise RunError(f"--backend fpga: {exc.message}", exc.code) from None
         for name, value in (("clock_hz", backend.clock_hz), ("vsync_hz", backend.vsync_hz)):
             given = getattr(args, name)
-            if given is not None and given != value:
+            # (a vsync rate is the same when it gives the board's period in cycles: a
+            # display's frame rate has more digits than anyone types)
+            same = (given == value if name == "clock_hz" or given is None or given <= 0 else
+                    isa.vsync_period_cycles(backend.clock_hz, given)
+                    == isa.vsync_period_cycles(backend.clock_hz, value))
+            if not same:
                 backend.close()
                 raise RunError(f"--{name.replace('_', '-')} {given:g}: the board runs at "
                                f"{value:g} (leave the option out to use the board's)")
