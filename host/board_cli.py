@@ -250,12 +250,12 @@ def cmd_sim(args) -> int:
         raise CliError(f"virtual board: {exc}", "BUILD_FAILED") from None
     facts = {"board": board.name, "engine": args.engine, "clock_hz": board.clock_hz,
              "baud": baud}
-    title = f"virtual {board.title} ({board.clock_hz / 1e6:g} MHz, {args.engine})"
+    what = f"{board.clock_hz / 1e6:g} MHz, {args.engine}"
     if display is not None:
         facts |= {"video": args.video, "video_frames": args.video_frames,
                   "mode": display.mode.name}
-        title += f", display {display.mode.name} into {args.video}/"
-    return _serve_until_interrupted(server, args.json, facts, title)
+        what += f", display {display.mode.name} into {args.video}/"
+    return _serve_until_interrupted(server, args.json, facts, f"virtual {board.title} ({what})")
 
 
 def _video_display(args, board):

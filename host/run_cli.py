@@ -227,9 +227,10 @@ def _resolve_clock(args):
             given = getattr(args, name)
             # (a vsync rate is the same when it gives the board's period in cycles: a
             # display's frame rate has more digits than anyone types)
-            same = (given == value if name == "clock_hz" or given is None or given <= 0 else
-                    isa.vsync_period_cycles(backend.clock_hz, given)
-                    == isa.vsync_period_cycles(backend.clock_hz, value))
+            same = (given is None or given == value or
+                    (name == "vsync_hz" and given > 0 and
+                     isa.vsync_period_cycles(backend.clock_hz, given)
+                     == isa.vsync_period_cycles(backend.clock_hz, value)))
             if not same:
                 backend.close()
                 raise RunError(f"--{name.replace('_', '-')} {given:g}: the board runs at "
