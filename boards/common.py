@@ -367,13 +367,10 @@ def prepare_rtlil(il: str, top) -> str:
 
 #: The parts of the top the breakdown keeps apart (module names under ``copper.top``),
 #: by the name the report gives them; the rest of the top (LED stretchers, glue) is
-#: ``top``, the board wrapper (pins, PLL, reset) ``board``.
+#: ``top``, the board wrapper (pins, PLL, reset; the ULX3S's DVI serialiser) ``board``.
 BREAKDOWN_PARTS = {"link": "link", "core": "core", "corebus": "bus decode",
                    "scratch": "scratch", "uart_rx": "uart rx", "uart_tx": "uart tx",
                    "compositor": "compositor"}
-#: The same for parts of the board wrapper (module names under ``copper``): the display
-#: output's serialiser (the ULX3S's GPDI).
-BOARD_PARTS = {"dvi": "dvi"}
 
 
 def _breakdown_script(family: str, il: str) -> str:
@@ -383,11 +380,8 @@ def _breakdown_script(family: str, il: str) -> str:
     import re
     from copperline.hdl.synth import SYNTH_CMD
     parts = "|".join(re.escape(p) for p in BREAKDOWN_PARTS)
-    board_parts = "|".join(re.escape(p) for p in BOARD_PARTS)
     keep = sorted(set(re.findall(rf"^module \\(copper\.top(?:\.(?:{parts})(?:\$\d+)?)?)$",
-                                 il, re.M))
-                  | set(re.findall(rf"^module \\(copper\.(?:{board_parts})(?:\$\d+)?)$",
-                                   il, re.M)))
+                                 il, re.M)))
     return (f"read_rtlil copper.il; hierarchy -top copper; "
             f"setattr -mod -set keep_hierarchy 1 {' '.join(keep)}; "
             f"{SYNTH_CMD[family]} -top copper; tee -q -o breakdown_stat.txt stat")
@@ -439,12 +433,11 @@ def parse_breakdown(text: str, family: str) -> dict:
             label = "board"
         elif name == "copper.top":
             label = "top"
-        elif name.startswith("copper.top."):
-            label = BREAKDOWN_PARTS.get(name[len("copper.top."):].split("$")[0])
         else:
-            label = BOARD_PARTS.get(name[len("copper."):].split("$")[0])
-        if label is None:
-            continue
+            part = name[len("copper.top."):].split("$")[0] if name.startswith("copper.top.") else ""
+            label = BREAKDOWN_PARTS.get(part)
+            if label is None:
+                continue
         if label in parts:
             for k, v in row.items():
                 parts[label][k] += v
