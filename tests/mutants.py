@@ -60,6 +60,7 @@ F = "tests/test_hdl_formal.py::test_formal_proof"
 CORE = "tests/test_hdl_core.py"
 FIFO = "tests/test_hdl_event_fifo.py"
 LINK = "tests/test_hdl_link.py"
+COMP = "tests/test_hdl_compositor.py"
 EQ = "tests/test_sim_equivalence.py"
 
 MUTANTS = {m.name: m for m in [
@@ -139,6 +140,19 @@ MUTANTS = {m.name: m for m in [
            "the link executes a retransmitted request again",
            (f"{F}[link_second_frame]",
             f"{LINK}::test_duplicate_request_resends_response_without_executing_again")),
+    Mutant("compositor_alpha_unrounded", "copperline.hdl.compositor",
+           "w.eq(alpha + (alpha >> 7))", "w.eq(alpha)",
+           "the compositor blends with alpha itself, not display.alpha_weight (255 is not opaque)",
+           (f"{COMP}::test_static_layers_pixel_exact",)),
+    Mutant("compositor_ties_reversed", "copperline.hdl.compositor",
+           "key = Cat(addr2[2:2 + nb],", "key = Cat(~addr2[2:2 + nb],",
+           "layers of equal z are drawn in falling layer order",
+           (f"{COMP}::test_static_layers_pixel_exact",)),
+    Mutant("compositor_half_height", "copperline.hdl.compositor",
+           "y_hit = dy[ls_bits:] == 0", "y_hit = dy[ls_bits - 1:] == 0",
+           "layers are drawn on half their lines",
+           (f"{COMP}::test_static_layers_pixel_exact",
+            f"{COMP}::test_clipping_on_a_canvas_whose_table_shares_the_addresses")),
 ]}
 
 
