@@ -175,11 +175,12 @@ class NativeBoardLink:
     ``idle_skip=True`` stops the clock while the top is idle and the host silent;
     ``warp_phases``: fabric cycles per core cycle a warp skips (0: the top has no warp);
     ``warp_max``: the most fabric cycles one warp skips (0: unknown), which keeps warps
-    from overtaking ``--replay`` input; ``video``: the display's receiver (from a reader
-    thread): ``video.reset()`` at each program start with a time-base reset, then ``video.frame(number, width,
-    height, rgb444)`` for each whole frame after it (``rgb444``: row-major ``u16`` values
-    ``r << 8 | g << 4 | b``); the board then never skips idle time nor warps (the display
-    never idles), and ``video_size`` is the frame's (width, height).
+    from overtaking ``--replay`` input; ``video``: the display's receiver (called from a
+    reader thread): ``video.reset()`` at each program start with a time-base reset, then
+    ``video.frame(number, width, height, rgb444)`` for each whole frame after it
+    (``rgb444``: row-major ``u16`` values ``r << 8 | g << 4 | b``); the board then never
+    skips idle time nor warps (the display never idles), and ``video_size`` is the
+    frame's (width, height).
     """
 
     def __init__(self, exe: str | os.PathLike, on_output, *, clock_hz: int, baud: int,

@@ -307,7 +307,11 @@ class CoreBus(wiring.Component):
 
 class LinkTop(wiring.Component):
     """UART pins <-> link <-> bus. ``byte_io=True`` exposes the link's byte streams
-    instead of the UART pins (fast simulation: the virtual board, benchmarks)."""
+    instead of the UART pins (fast simulation: the virtual board, benchmarks).
+    ``display`` (a ``copperline.firmware.display.Display`` of this core's timing and
+    vsync): the layer compositor reads the core's registers and drives ``video``
+    (:data:`VIDEO_SIGNATURE`); ``run_start`` marks a program's start with a time-base
+    reset, whose frame is frame 0."""
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
                  byte_io: bool = False, core: CoreConfig | None = None,
@@ -325,6 +329,8 @@ class LinkTop(wiring.Component):
         if display is not None:
             if core is None:
                 raise ValueError("a display needs the core (its registers)")
+            if core.warp_us:
+                raise ValueError("a display needs every core cycle: no warp (warp_us=0)")
             if (display.clock_hz, display.contexts) != (self.core_hz, phases_for(core.contexts)):
                 raise ValueError(f"the display's core timing ({display.clock_hz} Hz, "
                                  f"{display.contexts} clocks a cycle) is not the core's")

@@ -185,3 +185,18 @@ def test_board_sim_video_options_are_checked(argv, says, tmp_path, capsys):
     obj = json.loads(capsys.readouterr().out)
     assert rc == 2 and obj["ok"] is False and says in obj["error"]["message"]
     assert not (tmp_path / "V").exists()          # nothing written, nothing built
+
+
+def test_a_top_with_a_display_refuses_what_would_break_its_frames():
+    from copperline.boards.registry import get_board
+    from copperline.hdl.top import LinkTop
+    board = get_board("icebreaker")
+    core, display = board.core_config(), board.display()
+    with pytest.raises(ValueError, match="no warp"):          # a warp skips frames' cycles
+        LinkTop(clock_hz=board.clock_hz, core=core.simulation(warp_us=64), display=display,
+                gated_link=True)
+    with pytest.raises(ValueError, match="needs the core"):
+        LinkTop(clock_hz=board.clock_hz, display=display)
+    core.vsync_hz = 60.0                                       # not the display's frame
+    with pytest.raises(ValueError, match="not the display's frame"):
+        LinkTop(clock_hz=board.clock_hz, core=core, display=display)
