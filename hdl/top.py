@@ -327,16 +327,10 @@ class LinkTop(wiring.Component):
         self.idle_timeout = max(16, clock_hz // 1_000_000 * idle_timeout_us)
         members = {"led_link": Out(1), "led_error": Out(1), "busy": Out(1)}
         if display is not None:
-            if core is None:
-                raise ValueError("a display needs the core (its registers)")
-            if core.warp_us:
-                raise ValueError("a display needs every core cycle: no warp (warp_us=0)")
-            if (display.clock_hz, display.contexts) != (self.core_hz, phases_for(core.contexts)):
-                raise ValueError(f"the display's core timing ({display.clock_hz} Hz, "
-                                 f"{display.contexts} clocks a cycle) is not the core's")
-            if isa.vsync_period_cycles(self.core_hz, core.vsync_hz) != display.frame_cycles:
-                raise ValueError(f"the core's vsync ({core.vsync_hz} Hz) is not the display's "
-                                 f"frame ({display.frame_cycles} cycles)")
+            problem = self._display_problem(display, core)
+            if problem:
+                self._MustUse__silence = True       # (refused: no "never used" warning)
+                raise ValueError(problem)
             # the compositor's video output, and a program's start with a time-base reset
             # (its frame is frame 0: a simulator numbers the frames it captures from it)
             members |= {"video": Out(VIDEO_SIGNATURE), "run_start": Out(1)}
@@ -367,6 +361,20 @@ class LinkTop(wiring.Component):
             most = core.warp_us * isa.cycles_per_us(self.core_hz)
             members |= {"warp": In(1), "warped": Out(range(most + 1))}
         super().__init__(members)
+
+    def _display_problem(self, display, core) -> str | None:
+        """Why this top cannot drive ``display``, or None."""
+        if core is None:
+            return "a display needs the core (its registers)"
+        if core.warp_us:
+            return "a display needs every core cycle: no warp (warp_us=0)"
+        if (display.clock_hz, display.contexts) != (self.core_hz, phases_for(core.contexts)):
+            return (f"the display's core timing ({display.clock_hz} Hz, {display.contexts} "
+                    "clocks a cycle) is not the core's")
+        if isa.vsync_period_cycles(self.core_hz, core.vsync_hz) != display.frame_cycles:
+            return (f"the core's vsync ({core.vsync_hz} Hz) is not the display's frame "
+                    f"({display.frame_cycles} cycles)")
+        return None
 
     def info(self) -> list[int]:
         c = self.core_config
