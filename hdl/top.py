@@ -459,10 +459,10 @@ class LinkTop(wiring.Component):
                 # the first clock of a core cycle, so this is still that cycle's, as the
                 # compositor asks
                 cmd = core.cmd
+                taken_tb = cmd.valid & cmd.ready & cmd.payload.timebase
                 tb_reset, run_start = Signal(), Signal()
-                m.d.sync += [tb_reset.eq(cmd.valid & cmd.ready & cmd.payload.timebase),
-                             run_start.eq(cmd.valid & cmd.ready & cmd.payload.timebase &
-                                          (cmd.payload.start != 0))]
+                m.d.sync += [tb_reset.eq(taken_tb),
+                             run_start.eq(taken_tb & (cmd.payload.start != 0))]
                 m.d.comb += [comp.advance.eq(core.phase == core.phases - 1),
                              comp.tb_reset.eq(tb_reset), self.run_start.eq(run_start),
                              core.display_addr.eq(comp.reg_addr),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from copperline.boards.discover import board_present
 from copperline.firmware import isa
 from copperline.firmware.display import BACKGROUND, LAYER_SIZE, to_rgb888
 from copperline.firmware.frames import compare_frames, frame_path, load_frame
@@ -152,13 +153,8 @@ def test_the_coppers_vsync_is_the_displays_frame(board):
     assert board.frames.wait_for(FRAMES - 1, timeout=120, run=run)
 
 
-def _board_present() -> bool:
-    from copperline.boards.discover import board_present
-    return board_present()
-
-
 @pytest.mark.hil
-@pytest.mark.skipif(not _board_present(), reason="no copperline board attached")
+@pytest.mark.skipif(not board_present(), reason="no copperline board attached")
 def test_hil_the_boards_frames_are_the_hosts_vsync_count():
     """On a flashed board with a monitor: in 5 s of board time the Copper sees one vsync
     per frame of the display (the frame the board reports, a whole number of core
