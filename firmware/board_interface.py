@@ -53,12 +53,13 @@ SPACE_FENCE = 3        # fence timeline values
 SPACE_REGS = 4         # register file read-back
 SPACE_STATUS = 5       # per-slot status words
 SPACE_EVENTS = 6       # event records pulled by READs (2 words each)
+SPACE_SURFACE = 7      # surface memory (write-only; copperline.firmware.surface_memory)
 SPACE_SCRATCH = 15     # SCRATCH_WORDS words of RAM: link loopback tests without a core
 #: Words of RAM in the SCRATCH space (the link-only top's loopback memory).
 SCRATCH_WORDS = 16
 SPACE_NAMES = {SPACE_INFO: "info", SPACE_PROG: "prog", SPACE_CTL: "ctl", SPACE_FENCE: "fence",
                SPACE_REGS: "regs", SPACE_STATUS: "status", SPACE_EVENTS: "events",
-               SPACE_SCRATCH: "scratch"}
+               SPACE_SURFACE: "surface", SPACE_SCRATCH: "scratch"}
 
 ST_OK = 0
 ST_BAD_TYPE = 1
@@ -71,7 +72,7 @@ INFO_MAGIC = 0x4B4C5043    # b"CPLK" little-endian
 #: Names of the INFO words, in address order (words 0..15 are constants, 16.. counters).
 INFO_FIELDS = ("magic", "link_version", "clock_hz", "baud", "buf_bytes", "max_read_words",
                "event_bytes", "core_version", "program_words", "contexts", "layers",
-               "fence_timelines", "vsync_hz_x1000", "fabric_hz", "vsync_period", "reserved15",
+               "fence_timelines", "vsync_hz_x1000", "fabric_hz", "vsync_period", "surface_words",
                "frames_ok", "frames_bad", "rx_timeouts", "rx_dropped")
 INFO_CONST_WORDS = 16
 
@@ -252,7 +253,7 @@ class EventKind(enum.IntEnum):
     NONE = 0    # only the ``started`` flag is meaningful
     REG = 1     # payload: value[15:0], reg index[23:16]
     IRQ = 2     # payload: tag index[7:0]
-    BIND = 3    # payload: surface index[7:0], layer[15:8]
+    BIND = 3    # payload as REG's: the surface register's new value, its index
     STATE = 4   # payload: state[2:0], reason[5:3], pc[17:6]
 
 

@@ -28,12 +28,21 @@ earlier core cycle (a write in the sampling cycle itself is not seen). A write t
 from the next canvas line whose sample of that register follows it: the classic raster
 effects (a register changed mid-frame splits the picture) work at canvas-line resolution.
 
-**A layer** (``layer[n]``, ``n`` in ``0..layers-1``) is shown while ``visible`` is 1: a
-``LAYER_SIZE`` x ``LAYER_SIZE`` canvas-pixel rectangle at (``x``, ``y``) (its top-left
-pixel; the registers are signed, so a layer may hang over any edge), in the colour
-``PALETTE[n % 16]``. Pixels off the canvas are clipped. Layers are drawn bottom first in
-ascending ``(z, n)`` (ties by layer number), each blended over what is below with
-:func:`blend`; the canvas starts as ``BACKGROUND`` each line.
+**A layer** (``layer[n]``, ``n`` in ``0..layers-1``) is shown while ``visible`` is 1, with
+its top-left pixel at (``x``, ``y``) (the registers are signed, so a layer may hang over
+any edge). Without a surface (its ``surface`` register, which BIND_LAYER sets, is 0) it
+is a ``LAYER_SIZE`` x ``LAYER_SIZE`` canvas-pixel rectangle in the colour
+``PALETTE[n % 16]``. With one it shows the :class:`Surface`: ``SURFACE_WIDTH`` pixels
+across and the surface's ``height`` lines down, its transparent pixels not drawn. Pixels
+off the canvas are clipped. Layers are drawn bottom first in ascending ``(z, n)`` (ties by
+layer number), each pixel blended over what is below with :func:`blend` at the layer's
+``alpha``; the canvas starts as ``BACKGROUND`` each line.
+
+**Surfaces** are ``SURFACE_WIDTH`` (16) pixels wide, like the Amiga's hardware sprites:
+the compositor's worst case (every layer on one line) must fit a canvas line's time, and
+16 pixels a layer is what its blender does in that time. A surface pixel is an RGB444
+colour or transparent (1-bit opacity; a layer's ``alpha`` fades the whole layer). How
+the board holds them is :mod:`copperline.firmware.surface_memory`.
 
 **Pixels** are RGB444 (:class:`Pixel`: 4 bits per channel, what the iCEBreaker's 12-bit
 DVI Pmod takes); an 8-bit image shows channel ``c`` as ``c * 17``.
@@ -50,7 +59,7 @@ from copperline.firmware import isa
 __all__ = [
     "VideoMode", "MODES", "SCALE", "LAYER_SIZE", "PALETTE", "BACKGROUND", "FIELD_ORDER",
     "Display", "sample_offset", "blend", "alpha_weight", "to_rgb888", "render_frame",
-    "scale_up", "RegisterHistory",
+    "scale_up", "RegisterHistory", "Surface", "SURFACE_WIDTH", "SURFACE_MAX_HEIGHT",
 ]
 
 #: Output pixels per canvas pixel, across and down: the boards' 640x480 modes show a
@@ -58,6 +67,11 @@ __all__ = [
 SCALE = 2
 #: Width and height of a layer without a surface, in canvas pixels.
 LAYER_SIZE = 16
+#: Width of every surface in canvas pixels (a narrower image is padded with transparent
+#: pixels on its right).
+SURFACE_WIDTH = LAYER_SIZE
+#: Most lines a surface may have (its descriptor holds the height in 8 bits).
+SURFACE_MAX_HEIGHT = 255
 
 #: RGB444 colour of layer n (n % 16): the order of matplotlib's tab10, then six more.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -69,9 +83,51 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 #: RGB444 colour of the canvas where no layer is drawn.
 BACKGROUND = (0x1, 0x1, 0x2)
 
-#: The order the compositor samples a layer's registers in (one per core cycle).
-FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in sorted(isa.REGISTER_FIELDS,
-                                                            key=lambda f: f.index))
+#: The order the compositor samples a layer's registers in (one per core cycle): the
+#: surface first (the compositor then reads its descriptor, whose height the ``y`` test
+#: needs), then the program registers in index order.
+FIELD_ORDER: tuple[str, ...] = (isa.SURFACE_FIELD.name,) + tuple(
+    f.name for f in sorted(isa.REGISTER_FIELDS, key=lambda f: f.index))
+
+Pixel = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A layer's image as the board shows it: ``rows`` (top first) of ``SURFACE_WIDTH``
+    pixels, each an RGB444 :data:`Pixel` or None (transparent)."""
+    rows: tuple[tuple[Pixel | None, ...], ...]
+
+    def __post_init__(self):
+        if not 1 <= len(self.rows) <= SURFACE_MAX_HEIGHT:
+            raise ValueError(f"a surface has 1..{SURFACE_MAX_HEIGHT} lines, not {len(self.rows)}")
+        for i, row in enumerate(self.rows):
+            if len(row) != SURFACE_WIDTH:
+                raise ValueError(f"surface line {i}: {len(row)} pixels, not {SURFACE_WIDTH}")
+
+    @property
+    def height(self) -> int:
+        return len(self.rows)
+
+    @classmethod
+    def from_rgba(cls, width: int, height: int, data: bytes) -> "Surface":
+        """The surface of an RGBA8 image (``width`` x ``height``, rows top first): a pixel
+        is opaque when its alpha is at least 128, and each channel ``c`` becomes
+        ``(c * 15 + 127) // 255``. ValueError when it is wider than ``SURFACE_WIDTH``,
+        taller than ``SURFACE_MAX_HEIGHT``, or ``data`` is not that size."""
+        if not 1 <= width <= SURFACE_WIDTH:
+            raise ValueError(f"{width} pixels wide: a surface is 1..{SURFACE_WIDTH} pixels wide")
+        if not 1 <= height <= SURFACE_MAX_HEIGHT:
+            raise ValueError(f"{height} lines tall: a surface is 1..{SURFACE_MAX_HEIGHT} lines")
+        if len(data) != width * height * 4:
+            raise ValueError(f"{len(data)} bytes of RGBA, not {width} x {height} x 4 = "
+                             f"{width * height * 4}")
+        def pixel(i):
+            r, g, b, a = data[i:i + 4]
+            return tuple((c * 15 + 127) // 255 for c in (r, g, b)) if a >= 128 else None
+        pad = (None,) * (SURFACE_WIDTH - width)
+        return cls(tuple(tuple(pixel(4 * (y * width + x)) for x in range(width)) + pad
+                         for y in range(height)))
 
 
 @dataclass(frozen=True)
@@ -120,11 +176,14 @@ MODES: dict[str, VideoMode] = {
 class Display:
     """The display of one board: its mode and its core's timing.
 
-    ``contexts``: fabric clocks per core cycle; ``clock_hz``: the core cycle rate."""
+    ``contexts``: fabric clocks per core cycle; ``clock_hz``: the core cycle rate;
+    ``surface_words``: 32-bit words of surface memory
+    (:mod:`copperline.firmware.surface_memory`; 0: none, every layer is a rectangle)."""
     mode: VideoMode
     contexts: int
     clock_hz: int
     layers: int = isa.DEFAULT_LAYERS
+    surface_words: int = 0
 
     def __post_init__(self):
         m = self.mode
@@ -221,28 +280,41 @@ class RegisterHistory:
         return self._values[index][i - 1] if i else 0
 
 
-def render_frame(display: Display, frame: int,
-                 value: Callable[[int, int], int]) -> list[list[tuple[int, int, int]]]:
+def render_frame(display: Display, frame: int, value: Callable[[int, int], int],
+                 surface: Callable[[int], Surface | None] = lambda number: None,
+                 ) -> list[list[tuple[int, int, int]]]:
     """The canvas (``canvas_h`` rows of ``canvas_w`` RGB444 pixels) of ``frame`` (0-based,
     frame 0 starts at the time-base reset); ``value(register_index, cycle)`` gives a
-    register as sampled in a core cycle (e.g. :meth:`RegisterHistory.value`)."""
+    register as sampled in a core cycle (e.g. :meth:`RegisterHistory.value`), and
+    ``surface(number)`` the surface a nonzero ``surface`` register names (None: no such
+    surface; the layer then shows nothing, as a board shows a descriptor of height 0).
+    A display without surface memory draws every layer as its rectangle."""
     rows = []
     width = display.canvas_w
     for line in range(display.canvas_h):
         fetch = display.line_fetch_cycle(frame, line)
         layers = []
         for n in range(display.layers):
-            regs = {f: isa.register_field(isa.register_index(n, f)).wrap(
+            regs = {f: isa.layer_field(isa.register_index(n, f)).wrap(
                         value(isa.register_index(n, f), fetch + sample_offset(n, f)))
                     for f in FIELD_ORDER}
-            if regs["visible"] and regs["y"] <= line < regs["y"] + LAYER_SIZE:
-                layers.append((regs["z"], n, regs))
+            if not regs["visible"]:
+                continue
+            if regs["surface"] and display.surface_words:
+                s = surface(regs["surface"])
+                pixels = s.rows[line - regs["y"]] if s and 0 <= line - regs["y"] < s.height else None
+            else:
+                solid = PALETTE[n % len(PALETTE)]
+                pixels = (solid,) * LAYER_SIZE if 0 <= line - regs["y"] < LAYER_SIZE else None
+            if pixels is not None:
+                layers.append((regs["z"], n, regs, pixels))
         row = [BACKGROUND] * width
-        for _, n, regs in sorted(layers, key=lambda t: (t[0], t[1])):
-            colour = PALETTE[n % len(PALETTE)]
-            for x in range(max(0, regs["x"]), min(width, regs["x"] + LAYER_SIZE)):
-                d = row[x]
-                row[x] = tuple(blend(s, c, regs["alpha"]) for s, c in zip(colour, d))
+        for _, n, regs, pixels in sorted(layers, key=lambda t: (t[0], t[1])):
+            x0 = regs["x"]
+            for x in range(max(0, x0), min(width, x0 + len(pixels))):
+                colour = pixels[x - x0]
+                if colour is not None:
+                    row[x] = tuple(blend(s, c, regs["alpha"]) for s, c in zip(colour, row[x]))
         rows.append(row)
     return rows
 

@@ -165,11 +165,20 @@ REGISTER_FIELDS: tuple[RegisterField, ...] = (
     RegisterField("visible", 4, 1, False, "0 hidden, 1 shown"),
 )
 REGISTER_FIELD_BY_NAME = {f.name: f for f in REGISTER_FIELDS}
+#: The register BIND_LAYER writes: the layer's surface, as the board's surface descriptor
+#: number (0: none; ``copperline.firmware.surface_memory``). Programs cannot name it (MOVE
+#: and ADD have no ``layer[n].surface``): only the host knows which descriptor holds which
+#: surface, and it sets the number when it loads the program.
+SURFACE_FIELD = RegisterField("surface", 5, 8, False, "bound surface descriptor, 0 none")
+#: Every register of a layer in the register file: the program registers and the surface.
+LAYER_FIELDS: tuple[RegisterField, ...] = REGISTER_FIELDS + (SURFACE_FIELD,)
 
 
 def register_index(layer: int, field_name: str) -> int:
-    """Index of ``layer[layer].field_name`` in the register file."""
-    return layer * REG_STRIDE + REGISTER_FIELD_BY_NAME[field_name].index
+    """Index of ``layer[layer].field_name`` in the register file (``surface``: the
+    register BIND_LAYER writes)."""
+    f = SURFACE_FIELD if field_name == SURFACE_FIELD.name else REGISTER_FIELD_BY_NAME[field_name]
+    return layer * REG_STRIDE + f.index
 
 
 def register_name(index: int) -> str:
@@ -188,8 +197,16 @@ def register_names(layers: int) -> list[str | None]:
             for i in range(layers * REG_STRIDE)]
 
 
+def layer_field(index: int) -> RegisterField:
+    """The :class:`RegisterField` of register-file word ``index``: a program register's,
+    or :data:`SURFACE_FIELD`; ValueError for a word no register has."""
+    if index % REG_STRIDE == SURFACE_FIELD.index:
+        return SURFACE_FIELD
+    return register_field(index)
+
+
 def register_field(index: int) -> RegisterField:
-    """The :class:`RegisterField` (width, signedness) of register ``index``."""
+    """The :class:`RegisterField` (width, signedness) of program register ``index``."""
     sub = index % REG_STRIDE
     for f in REGISTER_FIELDS:
         if f.index == sub:

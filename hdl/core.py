@@ -43,7 +43,7 @@ __all__ = ["Core", "phases_for"]
 #: A register index no field uses (its mask is 0: it always holds 0). MOVE reads it, so
 #: that E computes MOVE as ``0 + value`` with no select before its adder.
 ZERO_REG = next(i for i in range(isa.REG_STRIDE)
-                if i not in {f.index for f in isa.REGISTER_FIELDS})
+                if i not in {f.index for f in isa.LAYER_FIELDS})
 
 
 def _borrow(a, b):

@@ -1,8 +1,8 @@
 """The layer register file: ``layers x REG_STRIDE`` 16-bit words in block RAM.
 
-Widths and signedness come from ``isa.REGISTER_FIELDS``: a register holds its value in
+Widths and signedness come from ``isa.LAYER_FIELDS``: a register holds its value in
 two's complement in its low ``width`` bits (the other bits are 0). The host turns a raw
-word into a number with ``isa.register_field(index).wrap(raw)``.
+word into a number with ``isa.layer_field(index).wrap(raw)``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from copperline.firmware import isa
 __all__ = ["RegFile", "REG_WORD_BITS", "field_mask"]
 
 #: Storage width of one register (the widest field).
-REG_WORD_BITS = max(f.width for f in isa.REGISTER_FIELDS)
+REG_WORD_BITS = max(f.width for f in isa.LAYER_FIELDS)
 
 
 def field_mask(index_low_bits):
     """Mask of the register with this ``index % REG_STRIDE`` (0 for unused sub-indices)."""
     masks = [0] * isa.REG_STRIDE
-    for f in isa.REGISTER_FIELDS:
+    for f in isa.LAYER_FIELDS:
         masks[f.index] = (1 << f.width) - 1
     return Array(Const(v, REG_WORD_BITS) for v in masks)[index_low_bits]
 
