@@ -88,6 +88,9 @@ class Board:
     #: ``video_out(m, platform, video)`` binds the top's video output (``LinkTop.video``)
     #: to the board's display connector; None: the board image has no display output yet.
     video_out: Callable | None = field(default=None, repr=False)
+    #: 32-bit words of the compositor's surface memory (``Display.surface_words``): the
+    #: RAM the board has left for surfaces.
+    surface_words: int = 0
 
     @property
     def uses_pll(self) -> bool:
@@ -114,7 +117,7 @@ class Board:
             return None
         config = config or CoreConfig(**self.core)
         return Display(MODES[self.video], phases_for(config.contexts),
-                       config.core_hz(self.clock_hz), config.layers)
+                       config.core_hz(self.clock_hz), config.layers, self.surface_words)
 
     @property
     def link_tx_outreg(self) -> bool:

@@ -80,4 +80,6 @@ BOARD = Board(
     # 640x480 from the 48 MHz fabric clock (24 MHz pixels) on the 12-bit DVI Pmod
     video="640x480@60-24MHz",
     video_out=_video_out,
+    # surfaces in the other two SPRAMs: 16K x 32 bits, 2046 surface lines of 16 pixels
+    surface_words=16384,
 )

@@ -51,6 +51,8 @@ def _board(variant: str) -> Board:
         # 640x480 (25 MHz pixels, VESA's 800 x 525) on the GPDI connector
         video="640x480@60-25MHz",
         video_out=_video_out,
+        # surfaces in 8 DP16KD block RAMs: 4K x 32 bits, 510 surface lines of 16 pixels
+        surface_words=4096,
     )
 
 

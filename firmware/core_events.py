@@ -29,11 +29,16 @@ class CoreEventError(ValueError):
 
 class SlotEvents:
     """What converting the records of one program needs and learns: its image, whether
-    and in which global cycle it started, its layer bindings, its last state and reason."""
+    and in which global cycle it started, its layer bindings, its last state and reason.
 
-    def __init__(self, slot: int, image):
+    ``surfaces``: the surface named by each number a BIND record can carry: the image's
+    surface table, unless the host gave the board other numbers (the fpga backend
+    loads BIND_LAYER with the surfaces' descriptor numbers)."""
+
+    def __init__(self, slot: int, image, surfaces=None):
         self.slot = slot
         self.image = image
+        self.surfaces = image.surfaces if surfaces is None else surfaces
         self.started = False
         self.start = 0
         self.bindings: dict[int, str] = {}
@@ -62,8 +67,8 @@ class RecordConverter:
     def time_us(self, cycle: int) -> float:
         return time_us(cycle, self.clock_hz)
 
-    def set_slot(self, slot: int, prog_id: int, image) -> None:
-        self._slots[slot] = (prog_id, SlotEvents(slot, image))
+    def set_slot(self, slot: int, prog_id: int, image, surfaces=None) -> None:
+        self._slots[slot] = (prog_id, SlotEvents(slot, image, surfaces))
 
     def clear_slot(self, slot: int) -> None:
         self._slots.pop(slot, None)
@@ -110,10 +115,14 @@ class RecordConverter:
             return {"event": "reg", self.key: pid, "reg": self.reg_names[idx],
                     "value": wrap(p & 0xFFFF), "cycle": c, "time_us": t}
         if kind == _BIND:
-            layer, surfaces = p >> 8 & 0xFF, s.image.surfaces
-            if p & 0xFF >= len(surfaces):
-                raise _not_in_table(s, "surface", p & 0xFF, surfaces)
-            surface = s.bindings[layer] = surfaces[p & 0xFF]
+            layer, sub = divmod(p >> 16, isa.REG_STRIDE)
+            if sub != isa.SURFACE_FIELD.index:
+                raise CoreEventError(f"slot {s.slot}: BIND record for register index "
+                                     f"{p >> 16}, which is no surface register")
+            surfaces = s.surfaces
+            if p & 0xFFFF >= len(surfaces) or surfaces[p & 0xFFFF] is None:
+                raise _not_in_table(s, "surface", p & 0xFFFF, surfaces)
+            surface = s.bindings[layer] = surfaces[p & 0xFFFF]
             return {"event": "bind", self.key: pid, "layer": layer, "surface": surface,
                     "cycle": c, "time_us": t}
         if kind == _STATE:

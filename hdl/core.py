@@ -926,9 +926,10 @@ class Core(wiring.Component):
                                Cat(Mux(op["halt"], CtxState.DONE, CtxState.FAULTED)[:3],
                                    Mux(op["halt"], Reason.HALT, Reason.WATCHDOG)[:3],
                                    eff_pc.as_unsigned()[:STATE_PC_BITS])),
-                              (op["irq"], fld("IRQ", "tag")),
-                              (op["bind"], Cat(fld("BIND_LAYER", "surface"), fld("BIND_LAYER", "layer"))))),
-            o_rf_we.eq(op["reg"]),
+                              (op["irq"], fld("IRQ", "tag")))),
+            # (BIND_LAYER writes its layer's surface register: a MOVE of the surface
+            # number, whose record is a BIND with a REG record's payload)
+            o_rf_we.eq(op["reg"] | op["bind"]),
             o_loop_we.eq(op["loop"]), o_ldep.eq(op["loop"]),
             o_fdep.eq(fres | op["fence"]),
             o_vdep.eq(vres),
@@ -937,17 +938,27 @@ class Core(wiring.Component):
         # register values: the register file is read in X (it forwards E's write of the
         # same clock: the previous context's write is seen) and E adds ADD's delta to the
         # value
-        reg_idx_x = fld("MOVE", "reg")
-        # MOVE reads a register that is always 0 (an unused index of layer 0: its mask
-        # is 0, so every write stores 0), so E's adder needs no select in front of it
+        # the register E writes: MOVE's and ADD's ``reg``, BIND_LAYER's layer's surface
+        # register (its value field is where MOVE's is: the immediate is the number)
+        assert isa.OP_BY_NAME["BIND_LAYER"].bit("surface").lsb == isa.OP_BY_NAME["MOVE"].bit("value").lsb
+        reg_idx_x = Signal(isa.OP_BY_NAME["MOVE"].bit("reg").width)
+        m.d.comb += reg_idx_x.eq(Mux(flags["BIND_LAYER"],
+                                     Cat(Const(isa.SURFACE_FIELD.index, (isa.REG_STRIDE - 1).bit_length()),
+                                         fld("BIND_LAYER", "layer")[:isa.LAYER_BITS]),
+                                     fld("MOVE", "reg")))
+        # MOVE and BIND_LAYER read a register that is always 0 (an unused index of layer
+        # 0: its mask is 0, so every write stores 0), so E's adder needs no select in
+        # front of it
         if self.lut_ram:
             # (the address from a register, decided in R: the LUT RAM's read, its read
             # mux and the register after them fill X's clock)
             rf_addr_x = Signal(len(rf.rd_addr))
-            m.d.sync += rf_addr_x.eq(Mux(dec.flag("MOVE"), ZERO_REG, raw("MOVE", "reg")))
+            m.d.sync += rf_addr_x.eq(Mux(dec.flag("MOVE") | dec.flag("BIND_LAYER"), ZERO_REG,
+                                         raw("MOVE", "reg")))
             m.d.comb += rf.rd_addr.eq(rf_addr_x)
         else:
-            m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"], ZERO_REG, reg_idx_x))
+            m.d.comb += rf.rd_addr.eq(Mux(flags["MOVE"] | flags["BIND_LAYER"], ZERO_REG,
+                                          fld("MOVE", "reg")))
         e_reg_new = Signal(REG_WORD_BITS)
         vars(p).update(pc_x=pc_x, st_x=st_x, act_x=act_x, pc1_x=pc1_x, st_fe_x=st_fe_x,
                        eff_lv=eff_lv, pc_inc=pc_inc, o_fdep=o_fdep, f_gt_hi=f_gt_hi,

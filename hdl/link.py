@@ -54,23 +54,25 @@ BusSignature = wiring.Signature({
 def info_words(*, clock_hz: int, baud: int, buf_bytes: int = proto.DEFAULT_BUF_BYTES,
                event_bytes: int = 0, core_version: int = 0, program_words: int = 0,
                contexts: int = 0, layers: int = 0, fence_timelines: int = 0,
-               vsync_hz: float = 0.0, fabric_hz: int | None = None) -> list[int]:
+               vsync_hz: float = 0.0, fabric_hz: int | None = None,
+               surface_words: int = 0) -> list[int]:
     """The constant INFO words (addresses 0..15) in :data:`proto.INFO_FIELDS` order."""
     words = [proto.INFO_MAGIC, proto.LINK_VERSION, clock_hz, baud, buf_bytes,
              proto.MAX_READ_WORDS, event_bytes, core_version, program_words, contexts,
              layers, fence_timelines, round(vsync_hz * 1000), fabric_hz or clock_hz,
-             isa.vsync_period_cycles(clock_hz, vsync_hz) if vsync_hz else 0]
+             isa.vsync_period_cycles(clock_hz, vsync_hz) if vsync_hz else 0, surface_words]
     words += [0] * (proto.INFO_CONST_WORDS - len(words))
     return words
 
 
-def addr_bits_for(*, contexts: int = 0, program_words: int = 0, layers: int = 0) -> int:
+def addr_bits_for(*, contexts: int = 0, program_words: int = 0, layers: int = 0,
+                  surface_words: int = 0) -> int:
     """The address bits a link keeps for a core of that size (:class:`Link`
     ``addr_bits``): enough for the largest address any space answers."""
     top = max(contexts * program_words, proto.CTL_START_MASK_ADDR + 1,
               contexts * isa.FENCE_TIMELINES, layers * isa.REG_STRIDE,
               contexts * proto.STATUS_WORDS, 2 * proto.MAX_READ_WORDS,
-              len(proto.INFO_FIELDS), proto.SCRATCH_WORDS)
+              len(proto.INFO_FIELDS), proto.SCRATCH_WORDS, surface_words)
     return max(9, (top - 1).bit_length())
 
 

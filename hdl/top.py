@@ -131,11 +131,16 @@ class CoreBus(wiring.Component):
     by selects registered the clock before ``re``.
     """
 
-    def __init__(self, core, *, quiet: bool = False):
+    def __init__(self, core, *, quiet: bool = False, surface_words: int = 0):
         self.core = core
+        self.surface_words = surface_words
         members = {"bus": In(BusSignature),
                    "active": Out(1),            # a start since the last reset-all
                    "ev_pop": Out(1)}            # the FIFO's head record was read
+        if surface_words:
+            # SURFACE writes, to the compositor's surface memory (a clock's strobe)
+            members |= {"surf_addr": Out(range(surface_words)), "surf_data": Out(32),
+                        "surf_we": Out(1)}
         if quiet:
             members["quiet"] = Out(1)    # simulation only: no bus cycle, no command waiting
         super().__init__(members)
@@ -177,6 +182,9 @@ class CoreBus(wiring.Component):
                 m.d.comb += ok.eq(rd_ok & below(a[2:], C))
             with m.Case(proto.SPACE_EVENTS):
                 m.d.comb += ok.eq(rd_ok & below(a, 2 * proto.MAX_READ_WORDS))
+            if self.surface_words:
+                with m.Case(proto.SPACE_SURFACE):
+                    m.d.comb += ok.eq(wr_ok & below(a, self.surface_words))
             with m.Default():
                 m.d.comb += ok.eq(0)
         m.d.sync += bus.err.eq(~ok)
@@ -193,6 +201,9 @@ class CoreBus(wiring.Component):
                      core.fence_wr.payload.timeline.eq(a[:2]),
                      core.fence_wr.payload.value.eq(w),
                      core.fence_wr.valid.eq(wr & (sp == proto.SPACE_FENCE))]
+        if self.surface_words:
+            m.d.comb += [self.surf_addr.eq(a), self.surf_data.eq(w),
+                         self.surf_we.eq(wr & (sp == proto.SPACE_SURFACE))]
 
         # --- CTL: commands are accepted in the first clock of a core cycle; until then
         # they wait here, and later writes merge into the same command.
@@ -310,13 +321,16 @@ class LinkTop(wiring.Component):
     instead of the UART pins (fast simulation: the virtual board, benchmarks).
     ``display`` (a ``copperline.firmware.display.Display`` of this core's timing and
     vsync): the layer compositor reads the core's registers and drives ``video``
-    (:data:`VIDEO_SIGNATURE`); ``run_start`` marks a program's start with a time-base
+    (:data:`VIDEO_SIGNATURE`), and the SURFACE space writes its surface memory;
+    ``run_start`` marks a program's start with a time-base
     reset, whose frame is frame 0."""
 
     def __init__(self, *, clock_hz: int, baud: int = DEFAULT_BAUD, idle_timeout_us: int = 10_000,
                  byte_io: bool = False, core: CoreConfig | None = None,
                  gated_link: bool = False, link_tx_outreg: bool = False, display=None):
         self.display = display
+        #: words of the compositor's surface memory (the SURFACE space; 0: none)
+        self.surface_words = display.surface_words if display is not None else 0
         self.clock_hz = clock_hz
         self.core_config = core
         self.core_hz = core.core_hz(clock_hz) if core else clock_hz
@@ -384,7 +398,7 @@ class LinkTop(wiring.Component):
                           event_bytes=self.event_bytes(), core_version=isa.ISA_VERSION,
                           program_words=c.program_words, contexts=c.contexts,
                           layers=c.layers, fence_timelines=isa.FENCE_TIMELINES,
-                          vsync_hz=c.vsync_hz)
+                          vsync_hz=c.vsync_hz, surface_words=self.surface_words)
 
     def _idle_tick(self, per: int) -> int:
         """The link's idle-timeout tick in clocks (``Link(idle_tick=...)``): a power of two
@@ -435,11 +449,12 @@ class LinkTop(wiring.Component):
             link = Link(info=self.info(), idle_timeout=self.idle_timeout,
                         idle_tick=self._idle_tick(phases_for(c.contexts)),
                         addr_bits=addr_bits_for(contexts=c.contexts,
-                                                program_words=c.program_words, layers=c.layers),
+                                                program_words=c.program_words, layers=c.layers,
+                                                surface_words=self.surface_words),
                         quiet=self.gated_link, tx_outreg=self.link_tx_outreg)
             m.submodules.link = link_side(link)
             m.submodules.core = core = self.make_core()
-            corebus = CoreBus(core, quiet=self.gated_link)
+            corebus = CoreBus(core, quiet=self.gated_link, surface_words=self.surface_words)
             m.submodules.corebus = link_side(corebus)
             wiring.connect(m, link.bus, corebus.bus)
             if self.gated_link:
@@ -467,6 +482,10 @@ class LinkTop(wiring.Component):
                              comp.tb_reset.eq(tb_reset), self.run_start.eq(run_start),
                              core.display_addr.eq(comp.reg_addr),
                              comp.reg_data.eq(core.display_data)]
+                if self.surface_words:
+                    m.d.comb += [comp.surf_addr.eq(corebus.surf_addr),
+                                 comp.surf_data.eq(corebus.surf_data),
+                                 comp.surf_we.eq(corebus.surf_we)]
                 m.d.comb += [getattr(self.video, name).eq(getattr(comp, name))
                              for name in VIDEO_SIGNATURE.members]
 

@@ -320,9 +320,10 @@ def event_record(ctx, core):
             EventKind(ctx.get(p.kind)), ctx.get(p.payload))
 
 
-def run_core(core, programs, *, cycles, fences=(), starts=None):
+def run_core(core, programs, *, cycles, fences=(), starts=None, read_regs=()):
     """Write ``programs`` (slot -> words) through prog_wr, start them all at global cycle 0,
-    write ``fences`` (cycle, slot, timeline, value) and collect event records."""
+    write ``fences`` (cycle, slot, timeline, value) and collect event records; then read
+    layer[0].x and the register-file words ``read_regs`` back."""
     records = []
     regs = {}
 
@@ -348,10 +349,10 @@ def run_core(core, programs, *, cycles, fences=(), starts=None):
             await ctx.tick()
             ctx.set(core.cmd.valid, 0)
             ctx.set(core.fence_wr.valid, 0)
-        x0 = isa.register_index(0, "x")
-        ctx.set(core.reg_addr, x0)
-        await ctx.tick()
-        regs[x0] = ctx.get(core.reg_data)
+        for index in (isa.register_index(0, "x"), *read_regs):
+            ctx.set(core.reg_addr, index)
+            await ctx.tick()
+            regs[index] = ctx.get(core.reg_data)
         for slot in programs:
             ctx.set(core.status_slot, slot)
             regs[("status", slot)] = (CtxState(ctx.get(core.status_state)), ctx.get(core.status_pc))

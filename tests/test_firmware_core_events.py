@@ -47,7 +47,7 @@ def test_converter_makes_vm_shaped_events():
     conv.set_slot(1, 7, image)
     reg = isa.register_index(1, "x")
     start = 1000
-    ev = conv.convert(decode_record(pack(EventKind.BIND, 1, 1, 2 << 8 | 0, start), SB), start)
+    ev = conv.convert(decode_record(pack(EventKind.BIND, 1, 1, isa.register_index(2, "surface") << 16 | 0, start), SB), start)
     assert ev == [{"event": "state", "prog": 7, "state": "running", "reason": "start", "pc": 0,
                    "cycle": 0, "time_us": 0.0},
                   {"event": "bind", "prog": 7, "layer": 2, "surface": "a.rgba", "cycle": 0,

@@ -192,3 +192,19 @@ def test_events_port_clock_for_clock_with_the_ecp5_options(options):
     plain = trace(Core(1_000_000, 1000.0, **kw))
     assert plain[-1][1] > 0 and sum(v for v, _, _ in plain) > 300   # drops and records
     assert trace(Core(1_000_000, 1000.0, **kw, **options)) == plain
+
+
+@pytest.mark.parametrize("options", [{}, {"lut_ram": True, "prog_outreg": True}],
+                         ids=["ice40", "ecp5"])
+def test_bind_layer_writes_the_layers_surface_register(options):
+    """BIND_LAYER is a write of its layer's surface register (what the compositor reads):
+    a BIND record with a REG record's payload, and the register holds the number; a later
+    bind of another layer leaves it alone."""
+    core = Core(1_000_000, 1000.0, watchdog_ops=100, program_words=16, **options)
+    s3, s4 = isa.register_index(3, "surface"), isa.register_index(4, "surface")
+    prog = [E("MOVE", reg=X0, value=0xFFFE), E("BIND_LAYER", layer=3, surface=7),
+            E("BIND_LAYER", layer=4, surface=255), E("HALT")]
+    recs, regs = run_core(core, {0: prog}, cycles=10, read_regs=(s3, s4))
+    binds = [r for r in recs if r[3] == EventKind.BIND]
+    assert [(r[0], r[4]) for r in binds] == [(1, s3 << 16 | 7), (2, s4 << 16 | 255)]
+    assert (regs[s3], regs[s4], regs[X0]) == (7, 255, 0xFFFE)

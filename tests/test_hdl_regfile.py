@@ -44,7 +44,7 @@ def test_field_masks_from_isa():
     async def bench(ctx):
         for sub in range(isa.REG_STRIDE):
             ctx.set(idx, sub)
-            f = next((f for f in isa.REGISTER_FIELDS if f.index == sub), None)
+            f = next((f for f in isa.LAYER_FIELDS if f.index == sub), None)
             assert ctx.get(out) == ((1 << f.width) - 1 if f else 0)
 
     sim = Simulator(m)
