@@ -101,8 +101,11 @@ class Backend(abc.ABC):
         """Stop every program and release the engine."""
 
     @abc.abstractmethod
-    def load(self, image: Image) -> int:
-        """Load an image; returns the new program id (BackendError BUSY when full)."""
+    def load(self, image: Image, surfaces=None) -> int:
+        """Load an image; returns the new program id (BackendError BUSY when full).
+        ``surfaces``: where its BIND_LAYER surfaces come from
+        (``copperline.host.surfaces.SurfaceSource``; None: files from the working
+        directory), for a backend that shows them."""
 
     @abc.abstractmethod
     def start(self, prog_id: int) -> None: ...

@@ -69,6 +69,30 @@ def _connect(path: str | None, timeout: float | None) -> socket.socket:
     return s
 
 
+def _surface_names(path: str) -> list[str]:
+    """The surfaces a program file binds (none when it cannot be read: the daemon reports
+    what is wrong with it)."""
+    from copperline.firmware.image import Image, ImageError
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:4] == b"COPR":
+            return list(Image.from_bytes(data, path).surfaces)
+        doc = json.loads(data)
+        return sorted({op["surface"] for op in doc.get("program", ())
+                       if isinstance(op, dict) and op.get("op") == "BIND_LAYER"
+                       and isinstance(op.get("surface"), str)})
+    except (OSError, ValueError, ImageError, AttributeError):
+        return []
+
+
+def _open_surface(name: str, base_dir: str) -> int:
+    from copperline.host.surfaces import split_spec
+    p = split_spec(name)[0]
+    return os.open(p if os.path.isabs(p) else os.path.join(base_dir, p),
+                   os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+
+
 def send_with_fds(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
     """Send ``data`` with ``fds`` attached (SCM_RIGHTS) to its first byte."""
     if not fds:
@@ -167,12 +191,24 @@ class PortsClient:
         return self.request("ping")
 
     def load_file(self, path: str) -> int:
-        """Load a program JSON or ``.cop`` file by passing its descriptor (SCM_RIGHTS)."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        """Load a program JSON or ``.cop`` file by passing its descriptor (SCM_RIGHTS),
+        with the descriptors of the surface files it binds that exist (relative paths from
+        the program's directory): the daemon opens no path itself."""
+        fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC)]
         try:
-            return self.request("load", fds=[fd], fd_index=0, source=os.path.basename(path))["id"]
+            surfaces = {}
+            for name in _surface_names(path):
+                try:
+                    fds.append(_open_surface(name, os.path.dirname(os.path.abspath(path))))
+                except OSError:
+                    continue            # (the daemon says so if its backend needs it)
+                surfaces[name] = len(fds) - 1
+            extra = {"surfaces": surfaces} if surfaces else {}
+            return self.request("load", fds=fds, fd_index=0, source=os.path.basename(path),
+                                **extra)["id"]
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
 
     def subscribe(self, *events: str, **filters) -> int:
         """Subscribe (default: all events); returns the subscription id."""

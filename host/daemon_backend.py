@@ -10,9 +10,12 @@ daemon's program id as ``prog``.
 from __future__ import annotations
 
 import base64
+import io
+import os
 import time
 
 from copperline.firmware import isa
+from copperline.firmware.display import to_rgb888
 from copperline.firmware.image import Image
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 
@@ -40,12 +43,12 @@ class DaemonBackend(Backend):
         self._loaded: list[int] = []
 
     # -- plumbing -----------------------------------------------------------------------
-    def _call(self, cmd: str, **args) -> dict:
+    def _call(self, cmd: str, fds=(), **args) -> dict:
         from copperline.host.client import PortsConnectionError, PortsError
         if self._client is None:
             raise BackendError("INTERNAL", "not connected (open() first)")
         try:
-            return self._client.request(cmd, **args)
+            return self._client.request(cmd, fds=fds, **args)
         except PortsError as exc:
             raise BackendError(exc.code, f"{cmd}: {exc.message}") from None
         except (PortsConnectionError, TimeoutError, OSError) as exc:
@@ -90,9 +93,19 @@ class DaemonBackend(Backend):
         self._client.close()
         self._client = None
 
-    def load(self, image: Image) -> int:
-        prog = self._call("load", image=base64.b64encode(image.to_bytes()).decode(),
-                          source="copper run --via")["id"]
+    def load(self, image: Image, surfaces=None) -> int:
+        # the surfaces go as files (a PNG each, in a memfd): the daemon opens no path
+        fds, names = [], {}
+        try:
+            for name, loaded in _readable(image.surfaces, surfaces):
+                fds.append(_surface_memfd(name, loaded.surface))
+                names[name] = len(fds) - 1
+            extra = {"surfaces": names} if names else {}
+            prog = self._call("load", fds=fds, image=base64.b64encode(image.to_bytes()).decode(),
+                              source="copper run --via", **extra)["id"]
+        finally:
+            for fd in fds:
+                os.close(fd)
         self._loaded.append(prog)
         # the program's own events (and drops): a direct run records no vsync markers
         self._call("subscribe", events=["irq", "reg", "bind", "state", "dropped"], prog=[prog])
@@ -134,3 +147,37 @@ class DaemonBackend(Backend):
             if isinstance(c, int) and isinstance(t, (int, float)) and c >= 10_000 and t > 0:
                 return round(c / t) * 1_000_000
         return None
+
+
+def _readable(names, source):
+    """``(name, LoadedSurface)`` of the surfaces ``source`` can give (the daemon says what
+    a backend that shows surfaces misses)."""
+    from copperline.host.surfaces import SurfaceError, SurfaceSource
+    source = source or SurfaceSource()
+    for name in names:
+        try:
+            yield name, source.get(name)
+        except SurfaceError:
+            continue
+
+
+def _surface_memfd(name: str, surface) -> int:
+    """A memfd holding ``surface`` as the daemon reads ``name``: raw RGBA of the size the
+    name gives, else a PNG (exact both ways: RGB444 as c * 17, transparent as alpha 0)."""
+    from copperline.host.surfaces import split_spec
+    size = split_spec(name)[1]
+    width = size[0] if size else len(surface.rows[0])
+    pixels = [(*to_rgb888(p), 255) if p is not None else (0, 0, 0, 0)
+              for row in surface.rows for p in row[:width]]
+    if size:
+        data = bytes(c for px in pixels for c in px)
+    else:
+        from PIL import Image as PilImage
+        img = PilImage.new("RGBA", (width, surface.height))
+        img.putdata(pixels)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = buf.getvalue()
+    fd = os.memfd_create("copper-surface", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd

@@ -149,12 +149,12 @@ class FallbackBackend(Backend):
             self._soft.close()
             self._soft = None
 
-    def load(self, image: Image) -> int:
+    def load(self, image: Image, surfaces=None) -> int:
         with self._lock:
             placed = None
             if self.board.online:
                 try:
-                    placed = _Placed(image, False, self.board.load(image))
+                    placed = _Placed(image, False, self.board.load(image, surfaces))
                 except BackendError as exc:
                     if exc.code != NO_BOARD:
                         raise

@@ -40,6 +40,7 @@ from copperline.firmware import board_interface as proto
 from copperline.firmware import isa
 from copperline.firmware.board_interface import DEFAULT_BAUD, STATE_NAMES
 from copperline.firmware.image import Image, ImageError
+from copperline.firmware.surface_memory import ROW_WORDS, SurfaceMemory, SurfaceMemoryFull
 from copperline.host.backend import Backend, BackendError, ProgramState, ProgramStatus
 from copperline.host.link import BoardInfo, Link, LinkError, LinkStatusError
 from copperline.host.fpga_connection import NO_BOARD, connect, find_board_url
@@ -67,6 +68,8 @@ class _Prog:
     lost: str | None = None            # link-lost / board-reset: ended by losing the board
     waiter: threading.Event | None = field(default=None, repr=False)
     wait_for: str = ""                 # "start" or "stop": what the waiter waits for
+    #: the image's surfaces (name -> LoadedSurface), when the board shows surfaces
+    surfaces: dict = field(default_factory=dict, repr=False)
 
 
 class FpgaBackend(Backend):
@@ -87,6 +90,11 @@ class FpgaBackend(Backend):
     event_poll_s :
         Pause between polls that found fewer than a full batch while a
         program runs (10x longer while none does).
+    A board with a display (INFO ``surface_words``) shows BIND_LAYER's surfaces: a load
+    converts them (``copperline.host.surfaces``), places them in the board's surface
+    memory (``copperline.firmware.surface_memory``; shared by every program that binds
+    the same pixels, freed with the last) and loads the program with its BIND_LAYER ops
+    naming the surfaces' descriptors.
     """
 
     name = "fpga"
@@ -97,6 +105,7 @@ class FpgaBackend(Backend):
                  retries: int = 5, reconnect_s: float = 1.0, poll_s: float = 1.0,
                  command_timeout: float = 5.0, event_poll_s: float = 0.002):
         super().__init__()
+        self._surface_memory: SurfaceMemory | None = None
         self.event_poll_s = event_poll_s
         self._poller: threading.Thread | None = None
         self.port = port
@@ -142,6 +151,9 @@ class FpgaBackend(Backend):
                              else info.vsync_hz_x1000 / 1000)
             self.contexts, self.program_words = info.contexts, info.program_words
             self.layers = info.layers
+            # (a board that connects afresh holds no surfaces: every program's go back
+            # with its upload)
+            self._surface_memory = SurfaceMemory(info.words.get("surface_words", 0))
             self._pump = EventPump(info, session.dropped)
             self.link, self.lost_reason = link, None
         self._poller = threading.Thread(target=self._pull, args=(link,),
@@ -362,17 +374,71 @@ class FpgaBackend(Backend):
                                f"{self.program_words} words per program and {self.layers} "
                                "layers (its INFO)") from None
 
+    def _surfaces_of(self, image: Image, source) -> dict:
+        """The image's surfaces (name -> LoadedSurface) for a board that shows them, from
+        ``source`` (a SurfaceSource; None: files from the working directory); {} for a
+        board without surface memory."""
+        from copperline.host.surfaces import SurfaceError, SurfaceSource
+        if not image.surfaces or not self._surface_memory.surface_words:
+            return {}
+        source = source or SurfaceSource()
+        try:
+            return {name: source.get(name) for name in image.surfaces}
+        except SurfaceError as exc:
+            raise BackendError("BAD_ARG", str(exc)) from None
+
+    def _place_surfaces(self, p: _Prog) -> tuple[tuple[int, ...], list | None, list]:
+        """Place ``p``'s surfaces in the board's memory: the code to load (BIND_LAYER ops
+        naming descriptors), the names by descriptor number (None: the image's table),
+        and the writes still to make. Places all or none (SurfaceMemoryFull)."""
+        if not p.surfaces:
+            return p.image.code, None, []
+        mem, placed, writes = self._surface_memory, [], []
+        try:
+            for name, loaded in p.surfaces.items():
+                where, new = mem.place(loaded.key, loaded.surface)
+                placed.append(loaded.key)
+                if new:
+                    writes += where.writes(loaded.surface)
+        except SurfaceMemoryFull as exc:
+            for key in placed:
+                mem.release(key)
+            raise BackendError("BUSY", f"surface {name!r} does not fit the board's surface "
+                               f"memory ({mem.rows} lines of {2 * ROW_WORDS} pixels): {exc}") \
+                from None
+        numbers = [mem.placement(p.surfaces[n].key).number for n in p.image.surfaces]
+        names: list = [None] * (max(numbers) + 1)
+        for name, number in zip(p.image.surfaces, numbers):
+            names[number] = name
+        field = isa.OP_BY_NAME["BIND_LAYER"].bit("surface")
+        mask = ((1 << field.width) - 1) << field.lsb
+        code = tuple((w & ~mask) | numbers[(w & mask) >> field.lsb] << field.lsb
+                     if isa.decode(w).op.name == "BIND_LAYER" else w for w in p.image.code)
+        return code, names, writes
+
+    def _release_surfaces(self, p: _Prog) -> None:
+        for loaded in p.surfaces.values():
+            if loaded.key in self._surface_memory:
+                self._surface_memory.release(loaded.key)
+
     def _upload(self, p: _Prog) -> None:
         slot, image = p.slot, p.image
         fences = [self._fences.get(n, 0) for n in image.timelines]
         fences += [0] * (isa.FENCE_TIMELINES - len(fences))
+        code, names, writes = self._place_surfaces(p)
 
         def do(link):
-            link.upload(image.code, base=slot * self.program_words)
+            for addr, words in writes:
+                link.upload(words, base=addr, space=proto.SPACE_SURFACE)
+            link.upload(code, base=slot * self.program_words)
             link.write(proto.SPACE_CTL, slot, [proto.CTL_RESET_SLOT])
             link.write(proto.SPACE_FENCE, slot * isa.FENCE_TIMELINES, fences)
-        self._board(do)
-        self._pump.converter.set_slot(slot, p.id, image)
+        try:
+            self._board(do)
+        except BackendError:
+            self._release_surfaces(p)
+            raise
+        self._pump.converter.set_slot(slot, p.id, image, names)
         p.start_g = None
 
     def _wait(self, p: _Prog, what: str) -> bool:
@@ -395,11 +461,12 @@ class FpgaBackend(Backend):
         return not any(q.state == "running" and q.slot is not None for q in self._progs.values())
 
     # -- Backend ------------------------------------------------------------------------
-    def load(self, image: Image) -> int:
+    def load(self, image: Image, surfaces=None) -> int:
         with self._lock:
             self._need_link()
             self._check_image(image)
-            p = _Prog(self._next_id, image, image.sha256(), slot=self._free_slot())
+            p = _Prog(self._next_id, image, image.sha256(), slot=self._free_slot(),
+                      surfaces=self._surfaces_of(image, surfaces))
             self._upload(p)
             self._next_id += 1
             self._progs[p.id] = p
@@ -517,6 +584,8 @@ class FpgaBackend(Backend):
         with self._lock:
             if p.slot is not None and self._pump is not None:
                 self._pump.converter.clear_slot(p.slot)
+            if p.slot is not None and self._surface_memory is not None:
+                self._release_surfaces(p)
             del self._progs[prog_id]
 
     def _status_of(self, p: _Prog, words: list[int] | None) -> ProgramStatus:

@@ -302,13 +302,13 @@ DRAIN_S = 0.25
 DRAIN_REMOTE_S = 2.0
 
 
-def _load_all(backend, images) -> list[int]:
-    """Load the programs in order; a refusal names the program (e.g. more programs than
-    the backend has contexts)."""
+def _load_all(backend, images, surfaces=None) -> list[int]:
+    """Load the programs in order (``surfaces``: each one's SurfaceSource, or None); a
+    refusal names the program (e.g. more programs than the backend has contexts)."""
     ids = []
     for i, img in enumerate(images):
         try:
-            ids.append(backend.load(img))
+            ids.append(backend.load(img, surfaces[i] if surfaces else None))
         except BackendError as exc:
             if len(images) == 1:
                 raise
@@ -318,13 +318,14 @@ def _load_all(backend, images) -> list[int]:
 
 
 def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=None,
-                 max_cycle: int, on_progress=None) -> RunResult:
+                 max_cycle: int, on_progress=None, surfaces=None) -> RunResult:
     """Run ``image`` (or a list: programs 1, 2, ...) on a real-time Backend; host actions
     are applied when their time comes on the wall clock (or the board's cycle count) and
     land when they land: each action's ``landed`` cycle says where (starts and stops
     exactly, from the backend's records; a fence's landing is not reported: None). A
     backend with ``schedule`` (soft, monotonic clock) takes every action at exactly its
-    cycle instead. Ends like :func:`run_virtual`; Ctrl-C ends it where it is."""
+    cycle instead. Ends like :func:`run_virtual`; Ctrl-C ends it where it is.
+    ``surfaces``: each program's SurfaceSource (``Backend.load``)."""
     images = _images(image)
     if actions is None:
         actions = plan_actions(len(images), fences)
@@ -351,7 +352,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
     # Rule 1 of isa.EXECUTION_RULES: `copper run` starts its programs at global cycle 0,
     # so the vsync phase seen by them is the same as in a virtual run.
     if backend.starts_before_open:
-        ids = _load_all(backend, images)
+        ids = _load_all(backend, images, surfaces)
         for a in zero_fences:
             backend.fence(a.name, a.value)
         for a in at_zero:
@@ -360,7 +361,7 @@ def run_realtime(backend, image, *, until_cycle: int | None, fences=(), actions=
         backend.open()
     else:
         backend.open()
-        ids = _load_all(backend, images)
+        ids = _load_all(backend, images, surfaces)
         for a in zero_fences:
             backend.fence(a.name, a.value)
         # (the first resets the board's time base; the others land a few core cycles

@@ -315,8 +315,11 @@ def _run(args, opened) -> int:
     if realtime:
         meter = RunProgress(horizon, args.clock_hz, what)
         backend = opened or make_realtime_backend(args)
+        from copperline.host.surfaces import SurfaceSource
+        # (a program's surfaces are files next to it)
+        sources = [SurfaceSource(base_dir=os.path.dirname(os.path.abspath(p))) for p in paths]
         result = run_realtime(backend, image, until_cycle=until_cycle, actions=actions,
-                              max_cycle=max_cycle, on_progress=meter.update)
+                              max_cycle=max_cycle, on_progress=meter.update, surfaces=sources)
         if args.via:
             backend_name = backend.name
             hz = backend.clock_from_events(result.events)

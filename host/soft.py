@@ -162,7 +162,8 @@ class SoftBackend(Backend):
                 self._rt.stop()
             self._opened = False
 
-    def load(self, image: Image) -> int:
+    def load(self, image: Image, surfaces=None) -> int:
+        # (the soft backend has no display: its binds are events only)
         try:    # before a slot is taken: an image that cannot be hashed must not leave a ghost
             sha = image.sha256()
         except (UnicodeError, ValueError, OverflowError) as exc:

@@ -33,7 +33,7 @@ class Commands:
 
     def cmd_load(self, conn, req, cap, fds):
         a = req.args
-        P.check_no_extra(a, ("program", "image", "fd_index", "source"), "load")
+        P.check_no_extra(a, ("program", "image", "fd_index", "source", "surfaces"), "load")
         given = [k for k in ("program", "image", "fd_index") if k in a]
         if len(given) != 1:
             raise PortsError("BAD_ARG", "load needs exactly one of 'program' (program JSON), "
@@ -94,10 +94,12 @@ class Commands:
             raise PortsError("DENIED", f"the program writes register {denied[0]}, which this "
                              "token may not write", field="program")
 
+        surfaces = _passed_surfaces(a.get("surfaces"), fds, image)
+
         def loaded(pid):
             self._prog_regs[pid] = written
             return {"id": pid, "program": sha, "words": len(image.code)}
-        return self.calls.then(self.calls.call(self.backend.load, image), loaded)
+        return self.calls.then(self.calls.call(self.backend.load, image, surfaces), loaded)
 
     def _prog_cmd(self, req, cap, name, fn):
         P.check_no_extra(req.args, ("id",), name)
@@ -388,28 +390,55 @@ def _parse_image(data: bytes, source: str):
         raise PortsError("BAD_FORMAT", f"{source}: not a usable image: {exc}", field="image") from None
 
 
-def _read_fd(fd: int, limit: int) -> bytes:
+def _passed_surfaces(arg, fds, image):
+    """The SurfaceSource of a load's ``surfaces`` (surface name -> index of a passed fd
+    holding its PNG or raw RGBA): only passed files, never a path the client names."""
+    from copperline.host.surfaces import (MAX_SURFACE_FILE_BYTES, SurfaceError, SurfaceSource,
+                                          split_spec, surface_from_bytes)
+    if arg is None:
+        return SurfaceSource(paths=False)
+    if not isinstance(arg, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                            for v in arg.values()):
+        raise PortsError("BAD_ARG", "'surfaces' must map surface names to fd indices "
+                         '(e.g. {"sprite.png": 1})', field="surfaces")
+    given = {}
+    for name, idx in arg.items():
+        if name not in image.surfaces:
+            raise PortsError("BAD_ARG", f"surfaces: the program binds no surface {name!r} "
+                             f"(it binds {', '.join(map(repr, image.surfaces)) or 'none'})",
+                             field="surfaces")
+        if not 0 <= idx < len(fds):
+            raise PortsError("BAD_ARG", f"surfaces: {name!r}: fd_index {idx}: the request "
+                             f"carried {len(fds)} file descriptor(s)", field="surfaces")
+        data = _read_fd(fds[idx], MAX_SURFACE_FILE_BYTES, "surfaces")
+        try:
+            given[name] = surface_from_bytes(data, name, split_spec(name)[1])
+        except SurfaceError as exc:
+            raise PortsError("BAD_FORMAT", str(exc), field="surfaces") from None
+    return SurfaceSource(given, paths=False)
+
+
+def _read_fd(fd: int, limit: int, field: str = "fd_index") -> bytes:
     try:
         st = os.fstat(fd)
     except OSError as exc:
-        raise PortsError("BAD_ARG", f"passed fd is unusable: {exc.strerror}", field="fd_index") from None
+        raise PortsError("BAD_ARG", f"passed fd is unusable: {exc.strerror}", field=field) from None
     if not stat.S_ISREG(st.st_mode):
-        raise PortsError("BAD_ARG", "passed fd must be a regular file or memfd holding a "
-                         "program or image", field="fd_index")
+        raise PortsError("BAD_ARG", "passed fd must be a regular file or memfd", field=field)
     if st.st_size > limit:
         raise PortsError("BAD_ARG", f"passed file is {st.st_size} bytes; at most {limit}",
-                         field="fd_index")
+                         field=field)
     chunks, off = [], 0
     while off <= limit:
         try:
             b = os.pread(fd, 65536, off)
         except OSError as exc:    # O_WRONLY, O_PATH, a file that fails to read
             raise PortsError("BAD_ARG", f"passed fd cannot be read ({exc.strerror}; it must be "
-                             "opened for reading)", field="fd_index") from None
+                             "opened for reading)", field=field) from None
         if not b:
             break
         chunks.append(b)
         off += len(b)
     if off > limit:
-        raise PortsError("BAD_ARG", f"passed file is larger than {limit} bytes", field="fd_index")
+        raise PortsError("BAD_ARG", f"passed file is larger than {limit} bytes", field=field)
     return b"".join(chunks)
