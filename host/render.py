@@ -292,6 +292,22 @@ class Writes:
     #: Cycles covered: writes issued in cycles < ``until`` are all there (None: the
     #: trace's programs ended, nothing comes after).
     until: int | None = None
+    #: The surfaces bound, in order of first bind: a ``surface`` register write of ``k``
+    #: is ``surfaces[k - 1]`` (the model's numbers; a board uses its descriptors').
+    surfaces: list[str] = field(default_factory=list)
+
+
+def _with_binds(writes: list, binds, layers: int) -> list[str]:
+    """Add the ``surface`` register writes of ``binds`` (global cycle, layer, surface
+    name) to ``writes``; returns the names by number."""
+    names: list[str] = []
+    for cycle, layer, name in binds:
+        if name not in names:
+            if len(names) == isa.SURFACE_FIELD.max:
+                raise RenderError(f"more than {isa.SURFACE_FIELD.max} different surfaces")
+            names.append(name)
+        writes.append((cycle, isa.register_index(layer, "surface"), names.index(name) + 1))
+    return names
 
 
 def writes_from_program(path: str, display, n: int) -> Writes:
@@ -319,7 +335,9 @@ def writes_from_program(path: str, display, n: int) -> Writes:
     start = m.slot_start(0)
     writes = [(start + e["cycle"], isa.parse_register(e["reg"], layers=display.layers),
                e["value"]) for e in events if e["event"] == "reg"]
-    return Writes(path, "program", writes, n * display.frame_cycles)
+    names = _with_binds(writes, [(start + e["cycle"], e["layer"], e["surface"])
+                                 for e in events if e["event"] == "bind"], display.layers)
+    return Writes(path, "program", writes, n * display.frame_cycles, names)
 
 
 def writes_from_trace(path: str, display, board: str = DEFAULT_BOARD) -> Writes:
@@ -343,13 +361,17 @@ def writes_from_trace(path: str, display, board: str = DEFAULT_BOARD) -> Writes:
                           "dropped while recording ('dropped' events): register writes are "
                           "missing, so its frames cannot be exact; record it again")
     start_at = _start_cycles(t)
-    writes = []
+    writes, binds = [], []
     for e in t.events:
-        if e["event"] != "reg":
+        if e["event"] not in ("reg", "bind"):
             continue
         cycle = _cycle(e, t.clock_hz) + start_at.get(e["prog"], 0)
-        writes.append((cycle, isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS),
-                       e["value"]))
+        if e["event"] == "bind":
+            binds.append((cycle, e["layer"], str(e["surface"])))
+        else:
+            writes.append((cycle, isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS),
+                           e["value"]))
+    names = _with_binds(writes, binds, 1 << isa.LAYER_BITS)
     ended = {e["prog"] for e in t.events
              if e["event"] == "state" and e["state"] in ("done", "stopped", "faulted")}
     progs = {e["prog"] for e in t.events if "prog" in e}
@@ -359,7 +381,7 @@ def writes_from_trace(path: str, display, board: str = DEFAULT_BOARD) -> Writes:
         if until is None:
             until = 1 + max((_cycle(e, t.clock_hz) + start_at.get(e.get("prog"), 0)
                              for e in t.events if "time_us" in e or "cycle" in e), default=0)
-    return Writes(path, "trace", writes, until)
+    return Writes(path, "trace", writes, until, names)
 
 
 def _start_cycles(t) -> dict[int, int]:
@@ -374,6 +396,21 @@ def _start_cycles(t) -> dict[int, int]:
                                   "not known (a real-time run), so its frames cannot be exact")
             out[a["prog"]] = cycle
     return out
+
+
+def _read_surfaces(w: Writes, source: str, surface_dir: str | None):
+    """``surface(number)`` for render_frame: the bound surfaces, read from their files."""
+    from copperline.host.surfaces import SurfaceError, SurfaceSource
+    if surface_dir is None and w.kind == "program":
+        surface_dir = os.path.dirname(os.path.abspath(source))
+    files = SurfaceSource(base_dir=surface_dir)
+    try:
+        loaded = [files.get(name).surface for name in w.surfaces]
+    except SurfaceError as exc:
+        hint = ("" if w.kind == "program" else
+                "; give --surfaces DIR, the directory the program's surface paths start from")
+        raise RenderError(f"{source}: {exc}{hint}") from None
+    return lambda number: loaded[number - 1] if 0 < number <= len(loaded) else None
 
 
 @dataclass
@@ -391,10 +428,13 @@ class ExactRender:
         return self.frames / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
 
-def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> ExactRender:
+def render_exact(source: str, n: int, out: str, *, board: str | None = None,
+                 surface_dir: str | None = None) -> ExactRender:
     """Write ``OUT/frame-00000.png`` ... for frames ``0 .. n-1`` of ``source`` (a program
     run on the VM, or a trace) as the display of ``board`` shows them: frame k is
-    ``scale_up(render_frame(display, k, history.value))`` in RGB888."""
+    ``scale_up(render_frame(display, k, history.value, surface))`` in RGB888. Surfaces
+    with relative paths are read from ``surface_dir`` (default: a program's directory,
+    or the working directory for a trace)."""
     import time
 
     from copperline import progress
@@ -426,6 +466,7 @@ def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> 
         raise RenderError(f"{source}: neither a trace (first line is no trace header) nor "
                           "a program (.json or .cop)")
     history = RegisterHistory(w.writes)
+    surfaces = _read_surfaces(w, source, surface_dir)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
@@ -437,7 +478,7 @@ def render_exact(source: str, n: int, out: str, *, board: str | None = None) -> 
     with step:
         for k in range(n):
             path = ff.frame_path(out, k)
-            canvas = render_frame(display, k, history.value)
+            canvas = render_frame(display, k, history.value, surfaces)
             try:
                 ff.write_frame(path, canvas)
             except OSError as exc:

@@ -90,6 +90,9 @@ def register(subparsers) -> None:
                         "start), exactly as the board's display shows them: no overlay")
     p.add_argument("--board", metavar="NAME", default=None,
                    help="--exact only: whose display (mode, core clock); default icebreaker")
+    p.add_argument("--surfaces", metavar="DIR", default=None,
+                   help="--exact only: the directory relative surface paths start from "
+                        "(default: the program's directory; for a trace, the working one)")
     p.add_argument("--size", default=None, metavar="WxH", help="canvas in pixels (640x480)")
     p.add_argument("--layer-size", default=None, metavar="WxH",
                    help="size drawn for each layer (48x48): registers carry no size")
@@ -184,6 +187,8 @@ def cmd_render(args) -> int:
         if args.board is not None:
             raise ValueError("--board goes with --exact (the drawing takes --clock-hz and "
                              "--vsync-hz)")
+        if args.surfaces is not None:
+            raise ValueError("--surfaces goes with --exact (the drawing shows no surfaces)")
         size = _size(args.size or "640x480", "--size")
         layer_size = _size(args.layer_size or "48x48", "--layer-size")
         if args.frames < 1:
@@ -220,7 +225,8 @@ def cmd_render_exact(args) -> int:
         if given:
             raise ValueError(f"{', '.join(given)}: not with --exact (the board's display "
                              "decides the picture, its core clock and frame rate: --board)")
-        r = render.render_exact(args.source, args.frames, args.output, board=args.board)
+        r = render.render_exact(args.source, args.frames, args.output, board=args.board,
+                                surface_dir=args.surfaces)
     except render.CannotWrite as exc:
         raise _error(str(exc), "CANNOT_WRITE") from None
     except (TraceError, ValueError, render.RenderError) as exc:

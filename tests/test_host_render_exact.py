@@ -14,6 +14,7 @@ import pytest
 
 from copperline.firmware import isa
 from copperline.firmware.display import (BACKGROUND, MODES, PALETTE, Display, RegisterHistory,
+                                         sample_offset,
                                          render_frame, scale_up, to_rgb888)
 from copperline.host import render
 from copperline.host.cli import main
@@ -24,12 +25,12 @@ PIL = pytest.importorskip("PIL")
 
 REPO = Path(__file__).resolve().parent.parent
 TRACES = REPO / "tests" / "data" / "traces"
-ICE = Display(MODES["640x480@60-24MHz"], 4, 12_000_000)
+ICE = Display(MODES["640x480@60-24MHz"], 4, 12_000_000, surface_words=16384)
 P = ICE.frame_cycles                  # 525 lines x 381 core cycles = 200025
 
 #: The move of layer 0's x, mid frame 0: WAIT us 8166 issued in cycle 9 -> the MOVE
 #: issues in 9 + 8166 * 12 = 98001, between canvas line 107's sample of layer[0].x
-#: (its fetch, (45 + 2*107 - 2) * 381 = 97917) and line 108's (98679).
+#: (its fetch, (45 + 2*107 - 2) * 381 = 97917, plus 1) and line 108's (98679 + 1).
 SPLIT_CYCLE = 98_001
 SPLIT_LINE = 108
 
@@ -168,8 +169,8 @@ def test_program_frames_are_the_display_models(prog, tmp_path):
 
 def test_a_write_on_a_sample_cycle_shows_from_the_next_line():
     # (the rule render_exact inherits: a write in the sampling cycle itself is not seen)
-    fetch = ICE.line_fetch_cycle(0, SPLIT_LINE)
-    for cycle, line in ((fetch - 1, SPLIT_LINE), (fetch, SPLIT_LINE + 1)):
+    sample = ICE.line_fetch_cycle(0, SPLIT_LINE) + sample_offset(0, "x")
+    for cycle, line in ((sample - 1, SPLIT_LINE), (sample, SPLIT_LINE + 1)):
         w = [x for x in WRITES if x[0] != SPLIT_CYCLE] + [(cycle, r("layer[0].x"), 50)]
         canvas = render_frame(ICE, 0, RegisterHistory(w).value)
         assert canvas[line - 1][10] == PALETTE[0] and canvas[line][10] == BACKGROUND
