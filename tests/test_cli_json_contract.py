@@ -77,7 +77,7 @@ def test_success_shapes(capsys, tmp_path, trace, fake_iceprog):
     got = {name: run_json(capsys, *argv) for name, argv in cases.items()}
     for name, (rc, obj) in got.items():
         assert_ok(rc, obj)
-    assert got["check"][1]["ops"] == 8
+    assert got["check"][1]["ops"] == 10
     assert got["compile"][1]["output"] == str(cop)
     assert got["disasm"][1]["program"]["version"] == 1
     assert got["run"][1]["by_event"]["irq"] == 2

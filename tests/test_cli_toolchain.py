@@ -27,7 +27,7 @@ def copper(*args, cwd=None):
 def test_check_ok_subprocess():
     r = copper("check", SPRITE)
     assert r.returncode == 0, r.stderr
-    assert r.stdout == f"ok: {SPRITE}: 8 ops (9 words), 2 registers, 1 tag, 1 label\n"
+    assert r.stdout == f"ok: {SPRITE}: 10 ops (11 words), 4 registers, 1 tag, 2 labels\n"
     assert r.stderr == ""
 
 
@@ -48,7 +48,7 @@ def test_compile_then_disasm_json_recompiles_to_same_bytes(tmp_path):
     cop = tmp_path / "sprite.cop"
     r = copper("compile", SPRITE, "-o", cop)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith(f"wrote {cop} ({cop.stat().st_size} bytes): 9 words, ")
+    assert r.stdout.startswith(f"wrote {cop} ({cop.stat().st_size} bytes): 11 words, ")
     assert cop.read_bytes() == compile_file(SPRITE).to_bytes()
 
     r = copper("disasm", cop, "--program")
@@ -65,7 +65,7 @@ def test_disasm_listing_subprocess(tmp_path):
     cop.write_bytes(compile_file(SPRITE).to_bytes())
     r = copper("disasm", cop)
     assert r.returncode == 0
-    assert "  0004  28000000  WAIT       vsync" in r.stdout.splitlines()
+    assert "  0005  28000000  WAIT       vsync" in r.stdout.splitlines()
 
 
 def test_usage_error_exits_2():
@@ -86,8 +86,8 @@ def test_check_json_ok(capsys):
     rc, out, err = run(capsys, "check", SPRITE, "--json")
     assert rc == 0
     result = json.loads(out)
-    assert result["ok"] is True and result["ops"] == 8 and result["words"] == 9
-    assert result["tags"] == ["tick"] and result["labels"] == {"loop": 4}
+    assert result["ok"] is True and result["ops"] == 10 and result["words"] == 11
+    assert result["tags"] == ["tick"] and result["labels"] == {"again": 4, "loop": 5}
     assert result["registers"] == ["layer[1].x", "layer[1].y"]
 
 
@@ -139,7 +139,7 @@ def test_compile_unwritable_output(capsys, tmp_path):
 
 def test_program_words_option(capsys):
     rc, _, err = run(capsys, "check", SPRITE, "--program-words", "8")
-    assert rc == 1 and "needs 9 words (8 ops + the HALT the compiler appends) but program memory holds 8" in err
+    assert rc == 1 and "needs 11 words (10 ops + the HALT the compiler appends) but program memory holds 8" in err
     rc, _, err = run(capsys, "check", SPRITE, "--program-words", "9999")
     assert rc == 1 and "program_words must be 1..4096" in err
 
@@ -159,8 +159,8 @@ def test_disasm_accepts_a_json_program(capsys):
     assert rc == 0
     result = json.loads(out)
     assert result["ok"] is True and result["canonical"] is True
-    assert result["program"]["program"][4] == {"label": "loop"}
-    assert "  0004  28000000  WAIT       vsync" in result["listing"]
+    assert result["program"]["program"][6] == {"label": "loop"}
+    assert "  0005  28000000  WAIT       vsync" in result["listing"]
 
 
 def test_disasm_output_writes_program_json_and_says_so(capsys, tmp_path):

@@ -24,12 +24,15 @@ def test_example_compiles_and_round_trips(path):
     assert compile_program(to_program(image)).to_bytes() == image.to_bytes()
 
 
-def test_sprite_is_the_seed_demo():
+def test_sprite_is_the_seed_demo_with_a_real_sprite():
+    # the seed's demo (bind layer 1, then each vsync move it 4 pixels and IRQ "tick"), with
+    # a sprite image next to it, shown on the canvas, and crossing it again and again
     doc = load_program(REPO_ROOT / "examples" / "sprite.json")
-    assert doc["labels"] == {"loop": 5}
-    assert doc["program"][4] == {"label": "loop"}
     assert [e.get("op") for e in doc["program"]] == [
-        "BIND_LAYER", "MOVE", "MOVE", "LOOP", None, "WAIT", "ADD", "IRQ", "JUMP"]
+        "BIND_LAYER", "MOVE", "MOVE", "MOVE", None, "MOVE", None, "WAIT", "ADD", "IRQ",
+        "LOOP", "JUMP"]
+    assert doc["program"][0]["surface"] == "sprite.png"
+    assert (REPO_ROOT / "examples" / "sprite.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_examples_use_what_they_claim():

@@ -19,20 +19,23 @@ def test_sprite_example_encodes_to_known_words(examples_dir):
     # Hand-computed from the bit layouts in isa.py (opcode << 28 | fields).
     assert image.code == (
         0x9010_0000,  # BIND_LAYER layer=1 surface=0
-        0x3080_0064,  # MOVE reg 8 (layer[1].x) = 100
-        0x3090_0168,  # MOVE reg 9 (layer[1].y) = 360
-        0x7000_8000,  # LOOP slot 0, target 4, count 0 (forever)
+        0x3090_0070,  # MOVE reg 9 (layer[1].y) = 112
+        0x30A0_00FF,  # MOVE reg 10 (layer[1].alpha) = 255
+        0x30C0_0001,  # MOVE reg 12 (layer[1].visible) = 1
+        0x3080_FFF0,  # MOVE reg 8 (layer[1].x) = -16
         0x2800_0000,  # WAIT vsync
         0x4080_0004,  # ADD layer[1].x += 4
         0x5000_0000,  # IRQ tag 0
+        0x7000_A054,  # LOOP slot 0, target 5, count 84
         0x6000_0004,  # JUMP 4
         0x0000_0000,  # HALT appended
     )
-    assert image.regmap == ((8, "layer[1].x"), (9, "layer[1].y"))
+    assert image.regmap == ((8, "layer[1].x"), (9, "layer[1].y"), (10, "layer[1].alpha"),
+                            (12, "layer[1].visible"))
     assert image.tags == ("tick",)
-    assert image.surfaces == ("/tmp/sprite.rgba",)
+    assert image.surfaces == ("sprite.png",)
     assert image.timelines == ()
-    assert image.labels == ((4, "loop"),)
+    assert image.labels == ((4, "again"), (5, "loop"))
 
 
 @pytest.mark.parametrize("entry, word", [

@@ -50,13 +50,13 @@ def test_validator_never_crashes_on_junk(doc):
 def test_listing_of_sprite(examples_dir):
     text = listing(compile_file(examples_dir / "sprite.json"))
     lines = text.splitlines()
-    assert lines[0].startswith("; Copper image: 9 words, ISA 1, sha256 ")
+    assert lines[0].startswith("; Copper image: 11 words, ISA 1, sha256 ")
     assert "; tags: 0=\"tick\"" in lines
     assert "loop:" in lines
-    assert lines[lines.index("loop:") + 1].split() == ["0004", "28000000", "WAIT", "vsync"]
-    assert "  0003  70008000  LOOP       count=forever target=0004 (loop) slot=0" in lines
-    assert "  0006  50000000  IRQ        tag=0 (\"tick\")" in lines
-    assert lines[-1].split() == ["0008", "00000000", "HALT"]
+    assert lines[lines.index("loop:") + 1].split() == ["0005", "28000000", "WAIT", "vsync"]
+    assert "  0008  7000a054  LOOP       count=84 target=0005 (loop) slot=0" in lines
+    assert "  0007  50000000  IRQ        tag=0 (\"tick\")" in lines
+    assert lines[-1].split() == ["0010", "00000000", "HALT"]
 
 
 def test_to_program_uses_regmap_names_and_signedness():
