@@ -88,7 +88,7 @@ def test_check_json_ok(capsys):
     result = json.loads(out)
     assert result["ok"] is True and result["ops"] == 10 and result["words"] == 11
     assert result["tags"] == ["tick"] and result["labels"] == {"again": 4, "loop": 5}
-    assert result["registers"] == ["layer[1].x", "layer[1].y"]
+    assert result["registers"] == ["layer[1].x", "layer[1].y", "layer[1].alpha", "layer[1].visible"]
 
 
 def test_check_json_errors(capsys):
