@@ -43,13 +43,34 @@ def board(tmp_path_factory):
     server.close()
 
 
-def generated(seed: int) -> dict:
+def random_surfaces(rng: random.Random, directory: Path, count: int) -> list[str]:
+    """``count`` surface files of random sizes (1..16 x 1..40) and pixels (a third of them
+    transparent), as PNGs and as raw RGBA; their names, relative to ``directory``."""
+    from PIL import Image
+    names = []
+    for i in range(count):
+        w, h = rng.randint(1, 16), rng.randint(1, 40)
+        data = bytes(b for _ in range(w * h) for b in
+                     ((rng.randrange(256), rng.randrange(256), rng.randrange(256), 255)
+                      if rng.random() > 0.33 else (rng.randrange(256),) * 3 + (rng.randrange(128),)))
+        if i % 2:
+            names.append(f"s{i}.rgba@{w}x{h}")
+            (directory / f"s{i}.rgba").write_bytes(data)
+        else:
+            names.append(f"s{i}.png")
+            Image.frombytes("RGBA", (w, h), data).save(directory / names[-1])
+    return names
+
+
+def generated(seed: int, directory: Path | None = None) -> dict:
     """A program that shows a few layers and then changes their registers at random
     times: WAITs of 5 us .. 4 ms between MOVEs and ADDs (so writes land anywhere in a
-    frame, between and inside the compositor's register samples)."""
+    frame, between and inside the compositor's register samples). With a ``directory``,
+    two layers show random surfaces written there, and binds change mid-frame."""
     rng = random.Random(seed)
     layers = rng.sample(range(isa.DEFAULT_LAYERS), 5)
-    ops = []
+    surfaces = random_surfaces(rng, directory, 3) if directory is not None else []
+    ops = [{"op": "BIND_LAYER", "id": n, "surface": s} for n, s in zip(layers, surfaces[:2])]
     for n in layers:
         for field, value in (("visible", 1), ("alpha", rng.choice((255, 255, 128, 40))),
                              ("x", rng.randrange(-12, 320)), ("y", rng.randrange(-12, 240)),
@@ -59,8 +80,11 @@ def generated(seed: int) -> dict:
     for _ in range(12):
         ops.append({"op": "WAIT", "us": rng.choice((5, 37, 250, 1200, 4000))})
         n, field = rng.choice(layers), rng.choice(("x", "y", "x", "y", "alpha", "z",
-                                                   "visible"))
-        if field in ("x", "y"):
+                                                   "visible", "bind"))
+        if field == "bind":
+            if surfaces:
+                ops.append({"op": "BIND_LAYER", "id": n, "surface": rng.choice(surfaces)})
+        elif field in ("x", "y"):
             ops.append({"op": "ADD", "reg": f"layer[{n}].{field}",
                         "delta": rng.randrange(-40, 41)})
         else:
@@ -82,7 +106,7 @@ def _run_and_compare(board, program: Path, tmp_path: Path) -> None:
         f"{program.name}: the board showed {writer.last + 1} of {FRAMES} frames"
     for source, out in ((program, tmp_path / "from-program"), (trace, tmp_path / "from-trace")):
         assert main(["render", "--exact", str(source), "--frames", str(FRAMES),
-                     "-o", str(out)]) == 0
+                     "-o", str(out), "--surfaces", str(program.parent)]) == 0
         for k in range(FRAMES):
             diff = compare_frames(frame_path(writer.directory, k), frame_path(out, k))
             assert diff is None, f"{program.name}, frame {k} vs {source.name}: {diff}"
@@ -96,7 +120,7 @@ def test_examples_on_the_board_show_the_rendered_frames(board, example, tmp_path
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_generated_programs_show_the_rendered_frames(board, seed, tmp_path, capsys):
     program = tmp_path / f"generated-{seed}.json"
-    program.write_text(json.dumps(generated(seed)))
+    program.write_text(json.dumps(generated(seed, tmp_path)))
     _run_and_compare(board, program, tmp_path)
     # (the frames show layers, not only the background)
     background = to_rgb888(BACKGROUND)
