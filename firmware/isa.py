@@ -543,7 +543,9 @@ OPS: tuple[OpSpec, ...] = (
         (BitField("layer", 20, 8, doc="layer id"),
          BitField("surface", 0, 8, doc="index into the image's surface table")),
         cycles=f"{CYCLES_SIMPLE}",
-        doc="Bind a layer to a surface. Emits a `bind` event; the binding shows in `status`.",
+        doc=("Bind a layer to a surface (a PNG, or raw RGBA named `path@WxH`; docs/display.md): "
+             "writes the layer's `surface` register, which the display shows. Emits a `bind` "
+             "event; the binding shows in `status`."),
         cost=CYCLES_SIMPLE),
 )
 

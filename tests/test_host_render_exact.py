@@ -361,3 +361,20 @@ def test_a_frame_that_cannot_be_written(prog, tmp_path, capsys):
     obj = json.loads(capsys.readouterr().out)
     assert obj["error"]["code"] == "CANNOT_WRITE"
     assert str(out / "frame-00001.png") in obj["error"]["message"]
+
+
+def test_the_sprite_demo_shows_its_image(tmp_path):
+    """examples/sprite.json binds examples/sprite.png to layer 1: frame k shows it at
+    x = -16 + 4k, y = 112, its transparent pixels showing the background."""
+    from copperline.host.surfaces import read_surface_file
+    example = Path(render.__file__).parents[1] / "examples" / "sprite.json"
+    sprite = read_surface_file(str(example.parent / "sprite.png")).surface
+    res = render.render_exact(str(example), 12, str(tmp_path / "o"))
+    assert res.source.surfaces == ["sprite.png"]
+    frame = load_frame(frame_path(str(tmp_path / "o"), 11))
+    x0, y0 = -16 + 4 * 11, 112
+    for y in range(-1, 17):
+        for x in range(-1, 17):
+            want = (sprite.rows[y][x] if 0 <= y < 16 and 0 <= x < 16 else None) or BACKGROUND
+            assert frame[2 * (y0 + y)][2 * (x0 + x)] == to_rgb888(want), (x, y)
+    assert sum(p is None for row in sprite.rows for p in row) > 20      # it has a shape
