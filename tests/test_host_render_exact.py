@@ -378,3 +378,11 @@ def test_the_sprite_demo_shows_its_image(tmp_path):
             want = (sprite.rows[y][x] if 0 <= y < 16 and 0 <= x < 16 else None) or BACKGROUND
             assert frame[2 * (y0 + y)][2 * (x0 + x)] == to_rgb888(want), (x, y)
     assert sum(p is None for row in sprite.rows for p in row) > 20      # it has a shape
+
+
+def test_the_tutorials_sprite_picture_is_current(tmp_path):
+    # docs/tutorial.md shows frame 20 of the sprite demo: the command it gives makes it
+    repo = Path(render.__file__).parents[1]
+    render.render_exact(str(repo / "examples" / "sprite.json"), 21, str(tmp_path / "o"))
+    assert compare_frames(repo / "docs" / "images" / "sprite-exact.png",
+                          frame_path(str(tmp_path / "o"), 20)) is None
