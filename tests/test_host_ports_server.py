@@ -131,6 +131,42 @@ def test_load_by_file_descriptor(conn, tmp_path):
     assert r["error"]["code"] == "BAD_ARG"
 
 
+def test_load_takes_a_programs_surfaces_as_passed_files(conn, tmp_path):
+    """``surfaces`` maps a surface the program binds to a passed fd (PNG, or raw RGBA of
+    the size its name gives); what is wrong is named, and nothing is loaded then."""
+    sprite = EXAMPLES / "sprite.json"
+    raw = tmp_path / "f.rgba"
+    raw.write_bytes(bytes(4 * 4 * 3))
+    fds = [os.open(p, os.O_RDONLY) for p in (sprite, EXAMPLES / "sprite.png", raw)]
+    try:
+        r = conn.req({"cmd": "load", "args": {"fd_index": 0, "surfaces": {"sprite.png": 1}}},
+                     fds=fds[:2])
+        assert r["ok"], r
+        conn.req({"cmd": "unload", "id": r["result"]["id"]})
+        before = len(conn.req({"cmd": "list"})["programs"])
+        prog = {"version": 1, "program": [{"op": "BIND_LAYER", "id": 0, "surface": "f.rgba@4x3"}]}
+        for surfaces, passed, code, text in [
+                ({"other.png": 1}, fds[:2], "BAD_ARG", "the program binds no surface 'other.png'"),
+                ({"sprite.png": 5}, fds[:2], "BAD_ARG", "fd_index 5: the request carried 2"),
+                ({"sprite.png": "1"}, fds[:2], "BAD_ARG", "must map surface names to fd indices"),
+                ({"sprite.png": 0}, fds[:1], "BAD_FORMAT", "surface 'sprite.png': not a PNG"),
+                ({"sprite.png": 2}, fds, "BAD_FORMAT", "not a PNG, and raw RGBA needs its size")]:
+            r = conn.req({"cmd": "load", "args": {"fd_index": 0, "surfaces": surfaces}}, fds=passed)
+            assert r["error"]["code"] == code and r["error"]["field"] == "surfaces", r
+            assert text in r["error"]["message"], r
+        r = conn.req({"cmd": "load", "args": {"program": prog, "surfaces": {"f.rgba@4x3": 0}}},
+                     fds=[fds[2]])
+        assert r["ok"], r
+        conn.req({"cmd": "unload", "id": r["result"]["id"]})
+        r = conn.req({"cmd": "load", "args": {"program": prog, "surfaces": {"f.rgba@4x3": 0}}},
+                     fds=[fds[1]])                       # a PNG where raw 4x3 was said
+        assert r["error"]["code"] == "BAD_FORMAT" and "the PNG is 16x16, not the 4x3" in r["error"]["message"]
+        assert len(conn.req({"cmd": "list"})["programs"]) == before
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_subscribe_filters_and_sub_field(conn, daemon):
     pid = conn.req({"cmd": "load", "program": TICK})["id"]
     other = conn.req({"cmd": "load", "program": TICK})["id"]
