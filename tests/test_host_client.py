@@ -88,6 +88,17 @@ def test_sync_load_file_passes_a_descriptor(daemon):
         c.request("unload", id=pid)
 
 
+def test_load_file_passes_the_surfaces_next_to_the_program(daemon, tmp_path):
+    import shutil
+    with PortsClient(daemon.path) as c:
+        c.request("unload", id=c.load_file(str(EXAMPLES / "sprite.json")))
+        # the daemon reads the file next to the program (here a bad one, so it says)
+        shutil.copy(EXAMPLES / "sprite.json", tmp_path / "sprite.json")
+        (tmp_path / "sprite.png").write_bytes(b"not a png")
+        with pytest.raises(PortsError, match="surface 'sprite.png': not a PNG"):
+            c.load_file(str(tmp_path / "sprite.json"))
+
+
 def test_connection_errors(tmp_path):
     with pytest.raises(PortsConnectionError, match="is copperd running"):
         PortsClient(str(tmp_path / "none.sock"))
