@@ -19,6 +19,9 @@ from tests.conftest import REPO_ROOT
 EXAMPLES = REPO_ROOT / "examples"
 #: Copper programs: each runs on the VM.
 PROGRAMS = ["fence.json", "layers.json", "nested_loops.json", "sprite.json", "tick.json"]
+#: The surfaces the programs bind (sprite.json, fence.json): each is read and shown by
+#: tests/test_boards_video.py and tests/test_host_render_exact.py.
+SURFACES = ["sprite.png", "frame.rgba"]
 #: A program with mistakes, for the tutorial's ``copper check``: each is refused.
 BROKEN = ["broken/broken.json"]
 #: Client scripts: each runs against a copperd.
@@ -29,7 +32,7 @@ CLIENT_SH = "clients/copper_socat.sh"
 def test_every_file_in_examples_is_listed():
     on_disk = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
-    listed = {*PROGRAMS, *BROKEN, CLIENT_PY, CLIENT_SH}
+    listed = {*PROGRAMS, *SURFACES, *BROKEN, CLIENT_PY, CLIENT_SH}
     assert sorted(on_disk - listed) == [], "examples this file does not run: list them"
     assert sorted(listed - on_disk) == [], "listed examples that are missing"
 
@@ -80,3 +83,13 @@ def test_socat_jq_example(daemon):
     assert lines[0].startswith("connected to copperd")
     assert sum('"tag":"tick"' in ln for ln in lines) == 3
     assert '"ok":true' in lines[-1]
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_example_surfaces_are_read(name):
+    from copperline.firmware.compiler import compile_file
+    from copperline.host.surfaces import SurfaceSource
+    bound = {s for p in PROGRAMS for s in compile_file(EXAMPLES / p).surfaces}
+    spec = next(s for s in bound if s.split("@")[0] == name)
+    surface = SurfaceSource(base_dir=str(EXAMPLES)).get(spec).surface
+    assert surface.height == 16 and any(p is None for row in surface.rows for p in row)
