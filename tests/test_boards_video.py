@@ -220,3 +220,44 @@ def test_a_top_with_a_display_refuses_what_would_break_its_frames():
     core.vsync_hz = 60.0                                       # not the display's frame
     with pytest.raises(ValueError, match="not the display's frame"):
         LinkTop(clock_hz=board.clock_hz, core=core, display=display)
+
+
+def test_surfaces_that_do_not_fit_are_refused_whole(board, tmp_path):
+    """The board's surface memory (2046 lines on the iCEBreaker) and its 15 descriptors
+    are bounded: a program whose surfaces do not fit is refused naming the surface and
+    what is free, and leaves nothing placed; unloading frees what a program used."""
+    from PIL import Image as Pil
+    from copperline.firmware.compiler import compile_program
+    from copperline.host.backend import BackendError
+    from copperline.host.fpga import FpgaBackend
+    from copperline.host.surfaces import SurfaceSource
+    for i in range(16):
+        Pil.new("RGBA", (16, 255), (i, 0, 0, 255)).save(tmp_path / f"tall{i}.png")
+
+    def binds(names):
+        return compile_program({"version": 1, "program": [
+            {"op": "BIND_LAYER", "id": i % 16, "surface": n} for i, n in enumerate(names)]})
+    source = SurfaceSource(base_dir=str(tmp_path))
+    backend = FpgaBackend(port=board.url)
+    backend.open()
+    try:
+        with pytest.raises(BackendError, match=r"surface 'tall8.png' does not fit the board's "
+                           r"surface memory \(2046 lines of 16 pixels\): needs 255 lines of "
+                           r"surface memory; 6 of 2046 are free") as exc:
+            backend.load(binds([f"tall{i}.png" for i in range(9)]), source)
+        assert exc.value.code == "BUSY"
+        first = backend.load(binds([f"tall{i}.png" for i in range(8)]), source)   # all fit
+        with pytest.raises(BackendError, match="needs 255 lines"):
+            backend.load(binds(["tall8.png"]), source)
+        backend.unload(first)
+        again = backend.load(binds(["tall8.png", "tall0.png"]), source)
+        backend.unload(again)
+        small = [f"s{i}.rgba@1x1" for i in range(16)]
+        for i in range(16):
+            (tmp_path / f"s{i}.rgba").write_bytes(bytes((i, i, i, 255)))
+        with pytest.raises(BackendError, match="all 15 surface descriptors are in use"):
+            backend.load(binds(small), source)
+        with pytest.raises(BackendError, match=r"surface 'missing.png': cannot open"):
+            backend.load(binds(["missing.png"]), source)
+    finally:
+        backend.close()
