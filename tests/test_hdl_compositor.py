@@ -686,3 +686,18 @@ def test_surface_memory_sizes():
     for bad in (32768, 3000):
         with pytest.raises(ValueError, match="surface words"):
             Compositor(Display(m, CONTEXTS, 1_000_000, 16, bad))
+
+
+def test_surfaces_worst_case_in_the_tightest_mode():
+    """All 16 layers bound to surfaces on every line, in reverse z order, in the smallest
+    line the compositor accepts (surfaces take no clock more than rectangles)."""
+    d = small_mode(surface_words=SURF_WORDS)
+    img = scene_image()
+    layers = {n: dict(x=n % 9, y=-(n % 3), alpha=97 + 10 * n, z=300 - 17 * n, visible=1,
+                      surface=3 if n % 2 else 2)
+              for n in range(16)}
+    hist = static_history(layers)
+    cap = loaded_run(d, hist, img)
+    check_frames(cap, d, hist.value, 1, img.surface)
+    assert all(BACKGROUND not in row[8:16] for row in render_frame(d, 0, hist.value,
+                                                                   img.surface))
