@@ -17,13 +17,20 @@ wiring to the core and the figures; in short:
   ``s``: the read-back timing ("a write in the address's clock is in it") gives the
   write of the last context of cycle ``s - 1`` (its E runs in phase 0 of ``s``) and no
   write of cycle ``s`` (context 0's E is in phase 1). What drawing needs is kept in a
-  table of four 12-bit words per layer in the unused rows of the line-buffer RAM: x,
-  alpha, z's high 12 bits, and (z's low bits, hit); ``hit`` = visible, the line in
-  ``y .. y+15``, and ``x`` in ``-15 .. canvas_w-1``.
+  table of five 12-bit words per layer (8 rows a layer) in the unused rows of the
+  line-buffer RAM: x, alpha, z's high 12 bits, (z's low bits, hit), and (has a surface,
+  the surface row of the line); ``hit`` = visible, the line in ``y .. y+15`` (a surface:
+  ``y .. y+height-1``, its descriptor read after the ``surface`` sample), and ``x`` in
+  ``-15 .. canvas_w-1``.
 * **Order and drawing.** A selection sort over the table: each pass reads every
   layer's z words and finds the smallest key ``(z, n)`` above the last drawn; that layer
   is drawn: 16 read-modify-writes of the back line buffer, clipped to the canvas, with
-  the model's blend. A pass that finds nothing ends the line.
+  the model's blend, of its palette colour or of its surface's pixels (read from the
+  surface memory a clock before each line-buffer read; a transparent one is not
+  written). A pass that finds nothing ends the line.
+* **Surface memory** (``display.surface_words`` > 0): the two SPRAMs on an iCE40UP (one
+  access a clock), else a block RAM; a host write (``surf_*``) waits in a register for a
+  clock without a read.
 * **Line buffers.** One ``1024 x 12`` RAM on the boards (3 iCE40 block RAMs): canvas
   line ``l`` in half ``l % 2``, the table above canvas_w in half 0. One read and one
   write per clock (the read registered once more): the display reads a canvas pixel in
@@ -44,24 +51,35 @@ from copperline.firmware import isa
 from copperline.firmware.display import (BACKGROUND, FIELD_ORDER, LAYER_SIZE, PALETTE,
                                          Display)
 from copperline.hdl.lut import below
+from copperline.hdl.progmem import ProgramMemory
 
 __all__ = ["Compositor", "composer_budget"]
 
 #: Bits of a line-buffer word: an RGB444 pixel.
 PIXEL_BITS = 12
-#: Table words per layer: x, alpha, z high, (z low, hit).
-_W_X, _W_ALPHA, _W_ZHI, _W_ZLO = range(4)
-# (the composer's read address builds these as (in DA, 0) and (not zsel, 1))
-assert (_W_X, _W_ALPHA, _W_ZHI, _W_ZLO) == (0b00, 0b01, 0b10, 0b11)
+#: Table words per layer (8 rows a layer, three unused): x, alpha, z high, (z low, hit),
+#: (surface row, has surface).
+_W_X, _W_ALPHA, _W_ZHI, _W_ZLO, _W_ROW = range(5)
+_W_BITS = 3
+# (the composer's read address builds these as (in DA, 0, in DR) and (not zsel, 1, 0))
+assert (_W_X, _W_ALPHA, _W_ZHI, _W_ZLO, _W_ROW) == (0b000, 0b001, 0b010, 0b011, 0b100)
 
 # op kinds in the memory pipeline
-_OP_NONE, _OP_DISP, _OP_DISP_CLR, _OP_Z1, _OP_Z0, _OP_XR, _OP_AR, _OP_PIX = range(8)
+(_OP_NONE, _OP_DISP, _OP_DISP_CLR, _OP_Z1, _OP_Z0, _OP_XR, _OP_AR, _OP_PIX,
+ _OP_RR) = range(9)
 # composer states
-_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SWAIT3, _S_SDEC, _S_DX, _S_DA, _S_DP = range(9)
+(_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SWAIT3, _S_SDEC, _S_DR, _S_DX, _S_DA,
+ _S_DP) = range(10)
+
+#: Descriptor numbers (surface_memory.DESCRIPTORS): a ``surface`` value of 16 or more
+#: names no surface (the layer shows nothing).
+_DESCRIPTORS = 16
+#: 32-bit words per surface row (surface_memory.ROW_WORDS).
+_ROW_WORDS = LAYER_SIZE // 2
 
 
 def _field(name):
-    return isa.REGISTER_FIELD_BY_NAME[name]
+    return isa.layer_field(isa.register_index(0, name))
 
 
 def composer_budget(display: Display) -> dict:
@@ -73,10 +91,11 @@ def composer_budget(display: Display) -> dict:
     fetch = L * len(FIELD_ORDER) * C
     window = 2 * display.line_cycles * C - fetch
     # (the composer reads in odd clocks: two clocks a read; a pass reads two words a
-    # layer, then waits four clocks (and one to an odd clock); a draw reads two words,
-    # then 17 beats of 4 clocks and one)
+    # layer, then waits four clocks (and one to an odd clock); a draw reads three words
+    # (surface row, x, alpha), then 17 beats of 4 clocks and one; the surface memory is
+    # read within the beats, one clock ahead of the line buffer)
     sort = (L + 1) * (4 * L + 5)
-    draw = L * (2 * 2 + 2 + 4 * (LAYER_SIZE + 1))
+    draw = L * (3 * 2 + 2 + 4 * (LAYER_SIZE + 1))
     needed = sort + draw + 4
     return {"window": window, "needed": needed, "fetch": fetch, "sort": sort,
             "draw": draw}
@@ -107,6 +126,14 @@ class Compositor(wiring.Component):
         for ``fabric_per_pixel`` clocks).
     frame_start : Out(1)
         With the first pixel of every frame (the first pixel of its vertical blanking).
+    surf_addr, surf_data, surf_we : In
+        Only with ``display.surface_words``: a write of one 32-bit word of the surface
+        memory, ``surf_we`` a one-clock strobe at least 4 clocks after the last; never
+        lost (held until a clock in which the compositor does not read the memory).
+
+    ``surface_memory``: ``auto`` (the SPRAMs on an iCE40UP platform, else block RAM),
+    ``spram`` (the SPRAMs; their single-port model without a platform unless
+    ``spram_primitive``) or ``bram``.
 
     Every output shows a position :attr:`latency` fabric clocks after the position's
     clock (the first fabric clock of a line is that of ``display.line_start_cycle``).
@@ -116,9 +143,12 @@ class Compositor(wiring.Component):
     #: ``l % 2`` while the composer works in the other, the table is written only while
     #: the composer is idle, and a row is written two clocks after its read, when the
     #: read is of another row): synthesis drops the read-old-data bypass.
+    #: An instance with surface memory adds ``surf_mem`` (block RAM off the iCE40UP: it
+    #: is never read and written in one clock, a write waits for a clock without a read).
     COLLISION_FREE_MEMORIES = ("line_mem",)
 
-    def __init__(self, display: Display):
+    def __init__(self, display: Display, surface_memory: str = "auto",
+                 spram_primitive: bool = False):
         self._MustUse__silence = True       # (a refused display: no "never used" warning)
         m = display.mode
         self.display = display
@@ -145,7 +175,21 @@ class Compositor(wiring.Component):
         self.x_bits = max((cw + LAYER_SIZE).bit_length(), LAYER_SIZE.bit_length()) + 1
         if self.x_bits > PIXEL_BITS:
             raise ValueError(f"a {cw}-pixel canvas is too wide for the table's x word")
-        table_rows = 4 << self.n_bits
+        sw = display.surface_words
+        if sw and (sw & (sw - 1) or sw < _DESCRIPTORS):
+            raise ValueError(f"{sw} surface words: a power of two, at least {_DESCRIPTORS}")
+        #: bits of a surface row number (0: no surface memory)
+        self.row_bits = max(1, (sw // _ROW_WORDS - 1).bit_length()) if sw else 0
+        if self.row_bits + 1 > PIXEL_BITS:
+            raise ValueError(f"{sw} surface words: the table's row word holds "
+                             f"{1 << (PIXEL_BITS - 1)} rows of {_ROW_WORDS} words at most")
+        if surface_memory not in ("auto", "bram", "spram"):
+            raise ValueError(f"surface_memory: 'auto', 'bram' or 'spram', not {surface_memory!r}")
+        self.surface_memory = surface_memory
+        if sw:
+            self.COLLISION_FREE_MEMORIES = type(self).COLLISION_FREE_MEMORIES + ("surf_mem",)
+        self.spram_primitive = spram_primitive
+        table_rows = (1 << _W_BITS) << self.n_bits
         #: address bits of a half (a canvas line, and the table above it in half 0)
         self.half_bits = (cw + table_rows - 1).bit_length()
         self.depth = 2 << self.half_bits
@@ -165,7 +209,8 @@ class Compositor(wiring.Component):
             "r": Out(4), "g": Out(4), "b": Out(4),
             "de": Out(1), "hsync": Out(1), "vsync": Out(1),
             "pixel": Out(1), "frame_start": Out(1),
-        })
+        } | ({"surf_addr": In(range(sw)), "surf_data": In(32), "surf_we": In(1)}
+             if sw else {}))
         self.line_mem = memory.Memory(shape=PIXEL_BITS, depth=self.depth, init=[],
                                       attrs={"ram_style": "block"})
         self._MustUse__silence = False
@@ -281,37 +326,64 @@ class Compositor(wiring.Component):
         m.d.comb += dy.eq(lc - rd[:yf.width].as_signed())
         ls_bits = (LAYER_SIZE - 1).bit_length()
         assert LAYER_SIZE == 1 << ls_bits
-        y_hit = dy[ls_bits:] == 0
+        # (the y test in two clocks: ``dy`` registered in phase 2 as its low 8 bits and
+        # "0 <= dy < 256", compared with the height in phase 3)
+        dy_lo = Signal(8)
+        dy_in = Signal()
         xy_hit = Signal()
         zlo = Signal(max(self.zlo_bits, 1))
         tword = Signal(PIXEL_BITS)
-        twidx = Signal(2)
+        twidx = Signal(_W_BITS)
         tpend = Signal()
         fi = {f: FIELD_ORDER.index(f) for f in FIELD_ORDER}
         zf = _field("z")
-        with m.If(third & fetching):
-            with m.Switch(ff):
-                with m.Case(fi["x"]):
-                    m.d.sync += [xy_hit.eq(x_hit), tword.eq(rd[:PIXEL_BITS]), twidx.eq(_W_X),
-                                 tpend.eq(1)]
-                with m.Case(fi["y"]):
-                    m.d.sync += xy_hit.eq(xy_hit & y_hit)
-                with m.Case(fi["alpha"]):
-                    m.d.sync += [tword.eq(rd[:_field("alpha").width]), twidx.eq(_W_ALPHA),
-                                 tpend.eq(1)]
-                with m.Case(fi["z"]):
-                    # z's high bits with the sign flipped (unsigned order = signed order)
-                    zhi = rd[self.zlo_bits:zf.width] ^ (1 << (PIXEL_BITS - 1))
-                    m.d.sync += [tword.eq(zhi), twidx.eq(_W_ZHI), tpend.eq(1)]
-                    if self.zlo_bits:
-                        m.d.sync += zlo.eq(rd[:self.zlo_bits])
-                with m.Case(fi["visible"]):
-                    m.d.sync += [tword.eq(Cat(xy_hit & rd[0], zlo[:self.zlo_bits])),
-                                 twidx.eq(_W_ZLO), tpend.eq(1)]
-        table_hi = Const((1 << (hb - 2 - nb)) - 1, hb - 2 - nb) if hb - 2 - nb > 0 else Cat()
+        # the surface: the sampled number (phase 2 of its cycle), its descriptor read in
+        # phase 3 and taken in the next phase 0 (the x cycle's)
+        sw, rb = d.surface_words, self.row_bits
+        has_surf = Signal()         # the fetched layer's surface number is not 0
+        no_desc = Signal()          # ... and names no descriptor (16 or more)
+        desc_row = Signal(max(rb, 1))
+        desc_h = Signal(8)
+        s_rd = Signal()             # the surface memory's read (a register: its address
+        s_raddr = Signal(max(rb, 1) + 3)   # and enable go straight to the memory)
+        s_rdata = Signal(32)
+        m.d.sync += s_rd.eq(0)
+        # (which sample this clock is, decoded a clock ahead: ``smp[f]`` is phase 2 of
+        # field f's cycle, ``y3`` phase 3 of y's, ``dcap`` phase 0 of the cycle after the
+        # surface's; flip-flops, not LUTs after the field counter)
+        smp = Signal(len(FIELD_ORDER))
+        y3, s3, dcap = Signal(), Signal(), Signal()
+        one = Const(1, len(FIELD_ORDER))
+        m.d.sync += [smp.eq(Mux(second & fetching, one << ff, 0)),
+                     y3.eq(smp[fi["y"]]), s3.eq(smp[fi["surface"]]), dcap.eq(s3)]
+        if sw:
+            with m.If(smp[fi["surface"]]):
+                sv = rd[:_field("surface").width]
+                m.d.sync += [has_surf.eq(sv != 0), no_desc.eq(sv[4:] != 0),
+                             s_raddr.eq(sv[:4]), s_rd.eq(1)]
+        with m.If(smp[fi["x"]]):
+            m.d.sync += [xy_hit.eq(x_hit), tword.eq(rd[:PIXEL_BITS]), twidx.eq(_W_X),
+                         tpend.eq(1)]
+        with m.If(smp[fi["y"]]):
+            m.d.sync += [dy_lo.eq(dy[:8]), dy_in.eq(dy[8:] == 0)]
+        with m.If(smp[fi["alpha"]]):
+            m.d.sync += [tword.eq(rd[:_field("alpha").width]), twidx.eq(_W_ALPHA),
+                         tpend.eq(1)]
+        with m.If(smp[fi["z"]]):
+            # z's high bits with the sign flipped (unsigned order = signed order)
+            zhi = rd[self.zlo_bits:zf.width] ^ (1 << (PIXEL_BITS - 1))
+            m.d.sync += [tword.eq(zhi), twidx.eq(_W_ZHI), tpend.eq(1)]
+            if self.zlo_bits:
+                m.d.sync += zlo.eq(rd[:self.zlo_bits])
+        with m.If(smp[fi["visible"]]):
+            m.d.sync += [tword.eq(Cat(xy_hit & rd[0], zlo[:self.zlo_bits])),
+                         twidx.eq(_W_ZLO), tpend.eq(1)]
+        tb = hb - _W_BITS - nb
+        table_hi = Const((1 << tb) - 1, tb) if tb > 0 else Cat()
 
         def table_addr(n, widx):
-            return Cat(Const(widx, 2) if isinstance(widx, int) else widx, n, table_hi, Const(0, 1))
+            return Cat(Const(widx, _W_BITS) if isinstance(widx, int) else widx, n, table_hi,
+                       Const(0, 1))
 
         # -- the memory pipeline -----------------------------------------------------------
         # The RAM's output is registered (``data``, two clocks after the address: the ECP5's
@@ -325,9 +397,9 @@ class Compositor(wiring.Component):
         m.d.sync += odd.eq(~odd)
         with m.If(line_end | resync):
             m.d.sync += odd.eq(0)
-        op1, op2 = Signal(3), Signal(3)
+        op1, op2 = Signal(4), Signal(4)
         addr1, addr2 = Signal(hb + 1), Signal(hb + 1)
-        c_op = Signal(3)       # the composer's read this clock (odd clocks)
+        c_op = Signal(4)       # the composer's read this clock (odd clocks)
         c_addr = Signal(hb + 1)
         cx = Signal(hb)
         m.d.comb += cx.eq(px >> 1)
@@ -357,7 +429,10 @@ class Compositor(wiring.Component):
         m.d.sync += z0hit.eq((op1 == _OP_Z0) & cdata[0])
         take = Signal()         # the key read in the clock before is the best so far
         key_n, key_hi = Signal(nb), Signal(PIXEL_BITS)
-        m.d.sync += [take.eq(0), key_n.eq(addr2[2:2 + nb]), key_hi.eq(data)]
+        m.d.sync += [take.eq(0), key_n.eq(addr2[_W_BITS:_W_BITS + nb]), key_hi.eq(data)]
+        srow = Signal(max(rb, 1))   # the drawn layer's surface row, and "it has one"
+        dsurf = Signal()
+        s_half = Signal(16)         # the surface pixel of the beat
         with m.Switch(op2):
             with m.Case(_OP_Z1):
                 m.d.sync += cdata.eq(data)
@@ -365,13 +440,16 @@ class Compositor(wiring.Component):
                 # (the orderings as the borrows of subtractions, one carry chain each, with
                 # "no last" / "no best yet" as their top bits; registered as ``take``, and
                 # the key with it: ``best`` takes it in the next clock)
-                key = Cat(addr2[2:2 + nb], cdata[1:1 + self.zlo_bits], data)
+                key = Cat(addr2[_W_BITS:_W_BITS + nb], cdata[1:1 + self.zlo_bits], data)
                 above = (Cat(last, lvalid).as_unsigned() - Cat(key, 1).as_unsigned())[key_bits + 1]
                 below_best = (Cat(key, 0).as_unsigned()
                               - Cat(best, ~bvalid).as_unsigned())[key_bits + 1]
                 m.d.sync += take.eq(z0hit & above & below_best)
             with m.Case(_OP_XR):
                 m.d.sync += xpos.eq(data[:xb])
+            with m.Case(_OP_RR):
+                if sw:
+                    m.d.sync += [srow.eq(data[:rb]), dsurf.eq(data[PIXEL_BITS - 1])]
             with m.Case(_OP_AR):
                 alpha = data[:_field("alpha").width]
                 m.d.sync += [w.eq(alpha + (alpha >> 7)), wb.eq(256 - alpha - (alpha >> 7))]
@@ -414,8 +492,22 @@ class Compositor(wiring.Component):
         m.d.comb += [wp.addr.eq(Mux(odd, Mux(in_dp, wa, table_addr(fn, twidx)), addr2)),
                      wp.data.eq(Mux(odd, Mux(in_dp, blended, tword), bgw)),
                      wp.en.eq(Mux(odd, c_we | tpend, op2 == _OP_DISP_CLR))]
-        with m.If(odd & ~(third & fetching)):   # (phase 2 sets it)
+        with m.If(odd & (smp == 0)):            # (phase 2 sets it)
             m.d.sync += tpend.eq(0)
+        if sw:
+            with m.If(dcap):
+                m.d.sync += [desc_row.eq(s_rdata[:rb]), desc_h.eq(s_rdata[16:24])]
+        # phase 3 of the y cycle: the y test (a surface: 0 <= dy < height; none:
+        # 0 <= dy < LAYER_SIZE) and the row word, written in the next odd clock (phase 1)
+        y_hit = Mux(has_surf, dy_in & ~no_desc & (dy_lo < desc_h),
+                    dy_in & (dy_lo[ls_bits:] == 0))
+        with m.If(y3):
+            m.d.sync += [xy_hit.eq(xy_hit & y_hit), twidx.eq(_W_ROW), tpend.eq(1)]
+            if sw:
+                m.d.sync += tword.eq(Cat((desc_row + dy_lo)[:rb],
+                                         Const(0, PIXEL_BITS - 1 - rb), has_surf))
+            else:
+                m.d.sync += tword.eq(0)
 
         # the composer: passes of the selection sort, each followed by a draw
         in_canvas = ~xpos[xb - 1] & below(xpos[:xb - 1], cw)
@@ -424,9 +516,11 @@ class Compositor(wiring.Component):
         m.d.comb += c_op.eq(_OP_NONE)
         in_sort = Signal()
         in_da = Signal()
+        in_dr = Signal()
         m.d.comb += c_addr.eq(Mux(in_dp, Cat(xcol, cbuf),
                                   table_addr(Mux(in_sort, j, last[:nb]),
-                                             Mux(in_sort, Cat(~zsel, 1), Cat(in_da, 0)))))
+                                             Mux(in_sort, Cat(~zsel, 1, 0),
+                                                 Cat(in_da, 0, in_dr)))))
         palette = Array(Const(r | g << 4 | bl << 8, PIXEL_BITS) for r, g, bl in
                         [PALETTE[i % len(PALETTE)] for i in range(1 << nb)])
         state = Signal(range(_S_DP + 1))
@@ -454,9 +548,14 @@ class Compositor(wiring.Component):
                 m.d.sync += [bvalid.eq(0), j.eq(0), zsel.eq(0)]
                 with m.If(bvalid):
                     m.d.sync += [last.eq(best), lvalid.eq(1), src.eq(palette[best[:nb]]),
-                                 state.eq(_S_DX)]
+                                 state.eq(_S_DR)]
                 with m.Else():
                     m.d.sync += state.eq(_S_IDLE)
+            with m.Case(_S_DR):
+                m.d.comb += in_dr.eq(1)
+                with m.If(go):
+                    m.d.comb += c_op.eq(_OP_RR)
+                    m.d.sync += state.eq(_S_DX)
             with m.Case(_S_DX):
                 with m.If(go):
                     m.d.comb += c_op.eq(_OP_XR)
@@ -466,17 +565,35 @@ class Compositor(wiring.Component):
                 with m.If(go):
                     m.d.comb += c_op.eq(_OP_AR)
                     m.d.sync += [k.eq(0), st.eq(3), wv.eq(0), state.eq(_S_DP)]
+                    if sw:      # (the surface memory's read of pixel 0, in the next st 3)
+                        m.d.sync += [s_raddr.eq(Cat(Const(0, 3), srow)), s_rd.eq(dsurf)]
             with m.Case(_S_DP):
                 # beats of 4 clocks: st 0 reads pixel k (odd clock), st 2 writes pixel k-1
-                # and takes pixel k's address, moving on; beat 16 only writes
+                # and takes pixel k's address, moving on; beat 16 only writes. A surface
+                # pixel: its word is read in the st 3 before (``s_raddr``, set in st 2),
+                # its half taken in st 0 (``s_half``), its colour in st 1 (``src`` holds
+                # pixel k-1's last bit until then) and its opacity in st 2 (a transparent
+                # pixel is not written)
                 m.d.comb += in_dp.eq(1)
                 m.d.sync += st.eq(st + 1)
                 with m.If((st == 0) & (k != LAYER_SIZE)):
                     m.d.comb += c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE))
+                if sw:
+                    with m.If(st == 0):
+                        m.d.sync += s_half.eq(Mux(k[0], s_rdata[16:], s_rdata[:16]))
+                    with m.If((st == 1) & dsurf):
+                        m.d.sync += src.eq(s_half[:PIXEL_BITS])
                 with m.If(st == 2):
                     m.d.comb += c_we.eq(wv)
-                    m.d.sync += [wa.eq(Cat(xcol, cbuf)), wv.eq(in_canvas & (k != LAYER_SIZE)),
+                    opaque = (~dsurf | s_half[15]) if sw else Const(1)
+                    m.d.sync += [wa.eq(Cat(xcol, cbuf)),
+                                 wv.eq(in_canvas & (k != LAYER_SIZE) & opaque),
                                  xpos.eq(xpos + 1), k.eq(k + 1)]
+                    if sw:
+                        k1 = (k + 1)[:ls_bits]
+                        m.d.sync += [s_raddr.eq(Cat(k1[1:], srow)),
+                                     s_rd.eq(dsurf & (k != LAYER_SIZE - 1)
+                                             & (k != LAYER_SIZE))]
                     with m.If(k == LAYER_SIZE):
                         m.d.sync += state.eq(_S_SORT)
         with m.If(resync):
@@ -501,6 +618,35 @@ class Compositor(wiring.Component):
         with m.Elif(new2 & ~de2):
             m.d.sync += rgb.eq(0)
         m.d.comb += [self.r.eq(rgb[0:4]), self.g.eq(rgb[4:8]), self.b.eq(rgb[8:12])]
+
+        # -- the surface memory: one access a clock; a host write waits for a clock
+        # without a read (reads are at least two clocks apart, strobes four) ------------
+        if sw:
+            wpend = Signal()
+            waddr = Signal(range(sw))
+            wdata = Signal(32)
+            s_we = Signal()
+            m.d.comb += s_we.eq(wpend & ~s_rd)
+            with m.If(self.surf_we):
+                m.d.sync += [wpend.eq(1), waddr.eq(self.surf_addr), wdata.eq(self.surf_data)]
+            with m.Elif(s_we):
+                m.d.sync += wpend.eq(0)
+            kind = self.surface_memory
+            if kind == "auto":
+                kind = "spram" if (getattr(platform, "device", "") or "").upper().startswith(
+                    "ICE40UP") else "bram"
+            if kind == "spram":
+                m.submodules.surf_mem = sm = ProgramMemory(
+                    sw, "spram", primitive=self.spram_primitive or platform is not None)
+                m.d.comb += [sm.rd_addr.eq(s_raddr), sm.wr_addr.eq(waddr),
+                             sm.wr_data.eq(wdata), sm.wr_en.eq(s_we), s_rdata.eq(sm.rd_data)]
+            else:
+                m.submodules.surf_mem = sm = memory.Memory(shape=32, depth=sw, init=[],
+                                                           attrs={"ram_style": "block"})
+                srp, swp = sm.read_port(), sm.write_port()
+                m.d.comb += [srp.addr.eq(s_raddr), swp.addr.eq(waddr), swp.data.eq(wdata),
+                             swp.en.eq(s_we), s_rdata.eq(srp.data)]
+            self.probe_surf = dict(wpend=wpend, s_we=s_we, s_rd=s_rd)
         #: internal signals, for tests
         self.probe = dict(state=state, fetching=fetching, row=row, hcyc=hcyc, lc=lc,
                           best=best, last=last, bvalid=bvalid, xpos=xpos, w=w, op1=op1,

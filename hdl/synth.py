@@ -262,16 +262,18 @@ def synthesize(core_factory, family: str = "ice40", workdir: str | None = None,
 
 
 #: The compositor target's display per family: the boards' modes, 4 contexts (iCEBreaker:
-#: 48 MHz fabric, 12 MHz core; ULX3S: 100 MHz fabric, 25 MHz core).
-COMPOSITOR_DISPLAYS = {"ice40": ("640x480@60-24MHz", 4, 12_000_000),
-                       "ecp5": ("640x480@60-25MHz", 4, 25_000_000)}
+#: 48 MHz fabric, 12 MHz core; ULX3S: 100 MHz fabric, 25 MHz core), 16 layers and the
+#: boards' surface memories (iCEBreaker: the two free SPRAMs, 16K words; ULX3S: 4K words
+#: of block RAM).
+COMPOSITOR_DISPLAYS = {"ice40": ("640x480@60-24MHz", 4, 12_000_000, 16, 16384),
+                       "ecp5": ("640x480@60-25MHz", 4, 25_000_000, 16, 4096)}
 
 
 def compositor_display(family: str):
     """The :class:`~copperline.firmware.display.Display` the ``compositor`` target builds."""
     from copperline.firmware.display import MODES, Display
-    mode, contexts, core_hz = COMPOSITOR_DISPLAYS[family]
-    return Display(MODES[mode], contexts, core_hz)
+    mode, contexts, core_hz, layers, surface_words = COMPOSITOR_DISPLAYS[family]
+    return Display(MODES[mode], contexts, core_hz, layers, surface_words)
 
 
 class CoreWithCompositor(wiring.Component):
@@ -286,14 +288,20 @@ class CoreWithCompositor(wiring.Component):
     def __init__(self, display, **core_options):
         from copperline.hdl.core import Core
         from copperline.hdl.compositor import Compositor
-        self.COLLISION_FREE_MEMORIES = (tuple(Core.COLLISION_FREE_MEMORIES)
-                                        + tuple(Compositor.COLLISION_FREE_MEMORIES))
         self.core = Core(display.clock_hz, display.vsync_hz, contexts=display.contexts,
                          display_port=True, **core_options)
-        self.comp = Compositor(display)
+        ice = core_options.get("program_memory") == "spram"
+        self.comp = Compositor(display, **({"surface_memory": "spram", "spram_primitive": True}
+                                           if ice else {}))
+        self.COLLISION_FREE_MEMORIES = (tuple(Core.COLLISION_FREE_MEMORIES)
+                                        + tuple(self.comp.COLLISION_FREE_MEMORIES))
         members = {f"core_{n}": mb for n, mb in self.core.signature.members.items()
                    if n not in ("display_addr", "display_data")}
         members |= {f"video_{n}": self.comp.signature.members[n] for n in self._VIDEO}
+        # (the surface memory's write port: a port, so the memory stays in the build)
+        self._surf = tuple(n for n in ("surf_addr", "surf_data", "surf_we")
+                           if n in self.comp.signature.members)
+        members |= {n: self.comp.signature.members[n] for n in self._surf}
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -315,6 +323,7 @@ class CoreWithCompositor(wiring.Component):
                                       & core.cmd.payload.timebase),
                      core.display_addr.eq(comp.reg_addr), comp.reg_data.eq(core.display_data)]
         m.d.comb += [getattr(self, f"video_{n}").eq(getattr(comp, n)) for n in self._VIDEO]
+        m.d.comb += [getattr(comp, n).eq(getattr(self, n)) for n in self._surf]
         return m
 
 
@@ -347,7 +356,10 @@ def main(argv=None) -> int:  # pragma: no cover - manual use
         disp = compositor_display(a.family)
         freq = a.freq or (48.0 if a.family == "ice40" else 100.0)
         if a.target == "compositor":
-            factory = lambda: Compositor(disp)  # noqa: E731
+            # (the surface memory as on the board: the SPRAMs on the iCE40UP)
+            sm = ({"surface_memory": "spram", "spram_primitive": True}
+                  if a.family == "ice40" else {})
+            factory = lambda: Compositor(disp, **sm)  # noqa: E731
         else:
             opts = ({"program_memory": "spram", "spram_primitive": True}
                     if a.family == "ice40" else dict(ECP5_CORE_OPTIONS))

@@ -1,6 +1,8 @@
 """The layer compositor (hdl/compositor.py) against the display model (firmware/display.py):
 pixel for pixel, register samples at the model's exact cycles (with a register-file model
-and with the real Core), and the video timing of the mode.
+and with the real Core), and the video timing of the mode; surfaces written through the
+compositor's surface-memory port, drawn as ``render_frame`` draws them
+(``surface_memory.read_surface``).
 
 The modes here are small (a 24 x 4 canvas) with the horizontal blanking the composer
 needs: a 640x480 frame is 800k fabric clocks, too many for amaranth.sim.
@@ -11,8 +13,8 @@ from amaranth import Elaboratable, Module
 from amaranth.sim import Simulator
 
 from copperline.firmware import isa
-from copperline.firmware.display import (BACKGROUND, Display, RegisterHistory, VideoMode,
-                                         render_frame, scale_up, sample_offset)
+from copperline.firmware.display import (BACKGROUND, FIELD_ORDER, Display, RegisterHistory,
+                                         VideoMode, render_frame, scale_up, sample_offset)
 from copperline.hdl.compositor import Compositor, composer_budget
 
 CONTEXTS = 4
@@ -20,7 +22,7 @@ RI = isa.register_index
 
 
 def small_mode(canvas_w=24, canvas_h=4, fpp=1, layers=16, h_total=None, v_blank=(1, 1, 1),
-               name="test", negative=True):
+               name="test", negative=True, surface_words=0):
     """A mode with a ``canvas_w`` x ``canvas_h`` canvas; ``h_total`` None: the smallest
     whole line (in core cycles) the compositor takes."""
     h_active = 2 * canvas_w
@@ -31,17 +33,18 @@ def small_mode(canvas_w=24, canvas_h=4, fpp=1, layers=16, h_total=None, v_blank=
     if h_total is None:
         h_total = h_active + 8
         while True:
-            if (h_total * fpp) % CONTEXTS == 0 and layers * 5 <= 2 * h_total * fpp // CONTEXTS:
+            if ((h_total * fpp) % CONTEXTS == 0
+                    and layers * len(FIELD_ORDER) <= 2 * h_total * fpp // CONTEXTS):
                 b = composer_budget(Display(mode(h_total), CONTEXTS, 1_000_000, layers))
                 if b["needed"] <= b["window"]:
                     break
             h_total += 1
-    return Display(mode(h_total), CONTEXTS, 1_000_000, layers)
+    return Display(mode(h_total), CONTEXTS, 1_000_000, layers, surface_words)
 
 
 def raw(index, value):
     """The register file's bits of ``value`` (two's complement in the field's width)."""
-    return value & ((1 << isa.register_field(index).width) - 1)
+    return value & ((1 << isa.layer_field(index).width) - 1)
 
 
 def layer_writes(cycle, n, **fields):
@@ -74,12 +77,14 @@ async def _sample(ctx, dut, t, t_reset, cap: Capture, timing: bool):
         f[-1].append(px)
 
 
-def run_model(display, value, frames=1, tb_phase=0, pre_cycles=37, timing=False):
+def run_model(display, value, frames=1, tb_phase=0, pre_cycles=37, timing=False, port=None,
+              surface_memory="auto"):
     """The compositor with a register-file model: an address given in phase 0 of global
     cycle ``s`` reads ``value(index, s)`` one clock later (in a later phase: the value
     after cycle ``s``'s writes). The time-base reset comes in phase ``tb_phase`` of the
-    core cycle ``pre_cycles`` after power-up, which becomes cycle 0."""
-    dut = Compositor(display)
+    core cycle ``pre_cycles`` after power-up, which becomes cycle 0. ``port(ctx, dut, t)``
+    drives the surface memory's write port in clock ``t``."""
+    dut = Compositor(display, surface_memory=surface_memory)
     C = display.contexts
     t0 = pre_cycles * C                   # first clock of global cycle 0
     t_reset = t0 + tb_phase
@@ -95,6 +100,8 @@ def run_model(display, value, frames=1, tb_phase=0, pre_cycles=37, timing=False)
             g_prev = (t_prev - t0) // C
             ctx.set(dut.reg_data, value(addr_prev, g_prev if t_prev % C == 0 else g_prev + 1)
                     if t_prev >= t0 else 0x5A5A)
+            if port is not None:
+                port(ctx, dut, t)
             await _sample(ctx, dut, t, t_reset, cap, timing)
             addr_prev, t_prev = ctx.get(dut.reg_addr), t
             await ctx.tick()
@@ -107,8 +114,8 @@ def run_model(display, value, frames=1, tb_phase=0, pre_cycles=37, timing=False)
     return cap
 
 
-def expected(display, frame, value):
-    return scale_up(render_frame(display, frame, value))
+def expected(display, frame, value, surface=lambda number: None):
+    return scale_up(render_frame(display, frame, value, surface))
 
 
 def diff(got, want):
@@ -120,10 +127,10 @@ def diff(got, want):
     return f"{len(bad)} pixels differ, first {bad[:4]}"
 
 
-def check_frames(cap, display, value, frames):
+def check_frames(cap, display, value, frames, surface=lambda number: None):
     assert len(cap.frames) >= frames
     for k in range(frames):
-        want = expected(display, k, value)
+        want = expected(display, k, value, surface)
         assert cap.frames[k] == want, f"frame {k}: {diff(cap.frames[k], want)}"
 
 
@@ -172,15 +179,15 @@ def test_clipping_on_a_canvas_whose_table_shares_the_addresses():
     """A 48-pixel canvas: a layer's pixels left of x = 0 would land on the table of the
     layers' samples (the top rows of the buffer half of even lines), far x values would
     wrap onto the canvas: clipped and refused, the picture is the model's."""
-    d = small_mode(canvas_w=48)
+    d = small_mode(canvas_w=48, layers=8)     # (8 layers: a 64-row table, 7-bit halves)
     layers = {0: dict(x=-5, y=0, alpha=255, z=-100, visible=1),
               1: dict(x=-15, y=-3, alpha=200, z=-99, visible=1),
               2: dict(x=1028, y=0, alpha=255, z=0, visible=1),      # 1028 % 128 = 4
               3: dict(x=-1020, y=0, alpha=255, z=0, visible=1),
               4: dict(x=40, y=0, alpha=255, z=1, visible=1),
               5: dict(x=-16, y=0, alpha=255, z=2, visible=1)}
-    layers |= {n: dict(x=3 * n - 30, y=n % 4 - 3, alpha=60 + 11 * n, z=n, visible=1)
-               for n in range(12, 16)}
+    layers |= {n: dict(x=6 * n - 40, y=n % 4 - 3, alpha=60 + 11 * n, z=n, visible=1)
+               for n in range(6, 8)}
     hist = static_history(layers)
     cap = run_model(d, hist.value)
     assert cap.dut.half_bits == 7 and cap.dut.x_bits - 1 == 7    # (x's bits reach the table)
@@ -451,3 +458,246 @@ def test_real_core_writes_at_the_sample_boundaries():
     for shift in (-1, 1):
         moved = RegisterHistory([(c + shift, i, v) for c, i, v in writes])
         assert render_frame(d, 0, moved.value) != render_frame(d, 0, hist.value)
+
+
+# -- surfaces ------------------------------------------------------------------------------
+
+SURF_WORDS = 512        # 64 rows of 16 pixels (two of descriptors)
+
+
+def pattern(height, seed, holes=5):
+    """A ``height``-line surface: every pixel's colour differs from its neighbours' (a
+    swapped pair of halves shows), every ``holes``-th one transparent."""
+    from copperline.firmware.display import Surface
+    return Surface(tuple(
+        tuple(None if (x + 3 * y + seed) % holes == 0 else
+              ((x * 5 + y * 3 + seed) % 16, (x * 7 + seed * 3 + y) % 16, (x + 11 * y + seed) % 16)
+              for x in range(16))
+        for y in range(height)))
+
+
+class SurfaceImage:
+    """A surface memory image and the words that build it, as the host places surfaces."""
+
+    def __init__(self, words=SURF_WORDS):
+        from copperline.firmware.surface_memory import SurfaceMemory
+        self.alloc = SurfaceMemory(words)
+        self.words = [0] * words
+        self.writes = []            # (address, word), in the host's order
+
+    def place(self, key, surface):
+        p, new = self.alloc.place(key, surface)
+        assert new
+        self.write(p.writes(surface))
+        return p.number
+
+    def write(self, blocks):
+        for addr, ws in blocks:
+            for i, w in enumerate(ws):
+                self.words[addr + i] = w
+                self.writes.append((addr + i, w))
+
+    def surface(self, number):
+        from copperline.firmware.surface_memory import read_surface
+        return read_surface(self.words, number)
+
+
+def port_writes(writes, start=0, gap=4):
+    """A ``port`` for run_model: strobe ``writes`` (address, word) from clock ``start``,
+    one every ``gap`` clocks."""
+    def port(ctx, dut, t):
+        i, r = divmod(t - start, gap)
+        go = t >= start and r == 0 and i < len(writes)
+        ctx.set(dut.surf_we, go)
+        if go:
+            ctx.set(dut.surf_addr, writes[i][0])
+            ctx.set(dut.surf_data, writes[i][1])
+    return port
+
+
+def scene_image():
+    """Surfaces C (1 line), B (5), A (20), in that order in memory (the row after C's and
+    B's last is opaque: a layer drawn one line too tall shows it), descriptor 4 of height
+    0."""
+    img = SurfaceImage()
+    c = img.place("C", pattern(1, 9))
+    b = img.place("B", pattern(5, 4, holes=3))
+    a = img.place("A", pattern(20, 1))
+    z = img.place("D", pattern(3, 2, holes=99))     # (its rows never show: height 0)
+    assert (c, b, a, z) == (1, 2, 3, 4)
+    from copperline.firmware.surface_memory import descriptor_word
+    img.write([(z, [descriptor_word(img.alloc.placement("D").first_row, 0)])])
+    return img
+
+
+# layers with surfaces, solid ones, clipping on every edge, alpha, z ties, transparency
+SURFACE_SCENE = {
+    0: dict(x=0, y=0, alpha=255, z=0, visible=1, surface=0),      # solid base
+    1: dict(x=-6, y=-10, alpha=255, z=5, visible=1, surface=3),   # A: left and top clip
+    2: dict(x=14, y=3, alpha=200, z=3, visible=1, surface=2),     # B: right, bottom clip
+    3: dict(x=4, y=2, alpha=128, z=7, visible=1, surface=1),      # C: one line
+    4: dict(x=0, y=0, alpha=255, z=50, visible=1, surface=4),     # height 0: nothing
+    5: dict(x=0, y=0, alpha=255, z=51, visible=1, surface=17),    # no descriptor: nothing
+    6: dict(x=8, y=1, alpha=100, z=4, visible=1, surface=0),      # solid over B, under A
+    7: dict(x=10, y=-3, alpha=77, z=-2, visible=1, surface=3),    # A under the base
+    8: dict(x=3, y=0, alpha=255, z=60, visible=0, surface=2),     # hidden
+    9: dict(x=-20, y=0, alpha=255, z=61, visible=1, surface=2),   # off the left edge
+    10: dict(x=6, y=2, alpha=255, z=7, visible=1, surface=1),     # z tie with 3: after it
+    11: dict(x=2, y=5, alpha=255, z=10, visible=1, surface=3),    # A's first line, last line
+    12: dict(x=17, y=-2, alpha=240, z=2, visible=1, surface=2),   # B's last line on line 2
+    13: dict(x=-15, y=1, alpha=255, z=1, visible=1, surface=1),   # one pixel of C (x = 0)
+}
+
+
+def surface_display(**kw):
+    return small_mode(canvas_h=6, surface_words=SURF_WORDS, **kw)
+
+
+def loaded_run(d, hist, img, frames=1, **kw):
+    """run_model with ``img`` written through the port before the time-base reset."""
+    pre = len(img.writes) + 8
+    return run_model(d, hist.value, frames=frames, pre_cycles=pre,
+                     port=port_writes(img.writes), **kw)
+
+
+@pytest.mark.parametrize("kind", ["bram", "spram"])
+def test_surfaces_pixel_exact(kind):
+    """Surfaces written through the port (as the host does) and drawn as the model draws
+    them: transparent pixels, surfaces taller and shorter than 16 lines, clipping on every
+    edge, alpha and z with solid layers, a descriptor of height 0 and a number without a
+    descriptor; with block RAM and with the single-port SPRAM's model."""
+    d = surface_display()
+    img = scene_image()
+    hist = static_history(SURFACE_SCENE)
+    cap = loaded_run(d, hist, img, surface_memory=kind)
+    check_frames(cap, d, hist.value, 1, img.surface)
+    # the surfaces matter: drawn as rectangles, or each one line taller, or with the
+    # halves of each word swapped, the picture differs
+    want = render_frame(d, 0, hist.value, img.surface)
+    assert render_frame(d, 0, hist.value) != want
+    from copperline.firmware.display import Surface
+    from copperline.firmware.surface_memory import read_surface
+
+    def taller(n):
+        s = img.surface(n)
+        if s is None:
+            return None
+        base = img.alloc.placement({1: "C", 2: "B", 3: "A"}[n]).first_row
+        words = list(img.words)
+        words[n] = base | (s.height + 1) << 16
+        return read_surface(words, n)
+
+    def swapped(n):
+        s = img.surface(n)
+        return s and Surface(tuple(tuple(r[i ^ 1] for i in range(16)) for r in s.rows))
+    for bad in (taller, swapped):
+        assert render_frame(d, 0, hist.value, bad) != want, bad.__name__
+
+
+def test_surface_bind_changes_between_lines():
+    """The ``surface`` register is sampled first of a layer's six, at the model's cycle:
+    a bind in the cycle before a line's sample shows on that line, one in the sample's
+    cycle on the next; a layer goes from solid to a surface and back, and from one surface
+    to another."""
+    d = surface_display()
+    img = scene_image()
+    base = {0: dict(x=0, y=0, alpha=255, z=0, visible=1),
+            1: dict(x=3, y=0, alpha=255, z=2, visible=1, surface=3),
+            2: dict(x=9, y=-1, alpha=180, z=1, visible=1),
+            3: dict(x=-4, y=1, alpha=255, z=3, visible=1, surface=2)}
+    writes = []
+    for n, f in base.items():
+        writes += layer_writes(0, n, **f)
+    s = lambda line, n, f: sample_cycle(d, 0, line, n, f)  # noqa: E731
+    sf = lambda n: RI(n, "surface")  # noqa: E731
+    writes += [(s(1, 1, "surface") - 1, sf(1), 2),     # A -> B, seen on line 1
+               (s(3, 1, "surface"), sf(1), 0),         # -> solid, seen on line 4
+               (s(5, 1, "surface") - 1, sf(1), 1),     # -> C on line 5
+               (s(2, 2, "surface") - 1, sf(2), 3),     # solid -> A on line 2
+               (s(4, 2, "surface"), sf(2), 0),         # back to solid on line 5
+               (s(2, 3, "surface"), sf(3), 4),         # height 0 from line 3
+               (s(4, 3, "surface") - 1, sf(3), 2)]     # B again on line 4
+    hist = RegisterHistory(writes)
+    cap = loaded_run(d, hist, img)
+    check_frames(cap, d, hist.value, 1, img.surface)
+    for shift in (-1, 1):
+        moved = lambda i, c, k=shift: hist.value(i, c + k)  # noqa: E731
+        assert render_frame(d, 0, moved, img.surface) != render_frame(d, 0, hist.value,
+                                                                       img.surface)
+
+
+def test_surface_writes_during_reads_are_not_lost():
+    """Host writes strobed one clock before the compositor's surface reads (descriptor
+    reads in the fetch, pixel reads in the draw) wait a clock and are all written: a
+    surface written so during frame 0 (its descriptor last) shows whole in frame 1, on the
+    single-port SPRAM's model."""
+    d = surface_display()
+    img = scene_image()
+    later = SurfaceImage()
+    later.alloc, later.words = img.alloc, img.words
+    e = later.place("E", pattern(7, 12, holes=4))
+    assert e == 5
+    late = later.writes
+    scene = dict(SURFACE_SCENE)
+    writes = []
+    for n, f in scene.items():
+        writes += layer_writes(0, n, **f)
+    # frame 1: layer 6 shows E (bound in frame 1's blanking), B's rows are rewritten
+    writes += [(d.frame_cycles + 3, RI(6, "surface"), e)]
+    hist = RegisterHistory(writes)
+    C = d.contexts
+    pre = len(img.writes) + 8
+    t0 = pre * C
+    load = port_writes(img.writes)
+    state = dict(i=0, last_read=None, last_strobe=-99, deferred=0)
+    frame1 = t0 + d.frame_cycles * C
+
+    def port(ctx, dut, t):
+        if t < t0:
+            return load(ctx, dut, t)
+        if ctx.get(dut.probe_surf["s_rd"]):
+            state["last_read"] = t
+            if ctx.get(dut.probe_surf["wpend"]):
+                state["deferred"] += 1      # (a write waiting through a read)
+        lr = state["last_read"]
+        go = (state["i"] < len(late) and lr is not None and t - lr == 3
+              and t - state["last_strobe"] >= 4 and t < frame1 - 100)
+        ctx.set(dut.surf_we, go)
+        if go:
+            ctx.set(dut.surf_addr, late[state["i"]][0])
+            ctx.set(dut.surf_data, late[state["i"]][1])
+            state["i"] += 1
+            state["last_strobe"] = t
+    cap = run_model(d, hist.value, frames=2, pre_cycles=pre, port=port,
+                    surface_memory="spram")
+    assert state["i"] == len(late), "every write strobed in frame 0"
+    assert state["deferred"] >= len(late) // 2, state
+    check_frames(cap, d, hist.value, 2, later.surface)
+    assert render_frame(d, 1, hist.value, later.surface) != render_frame(
+        d, 1, hist.value, lambda n: None if n == e else later.surface(n))
+
+
+def test_surface_memory_sizes():
+    """The table's row word holds 2048 rows (16K words, the iCEBreaker's SPRAMs): more is
+    refused, as is a size that is not a power of two."""
+    m = small_mode().mode
+    c = Compositor(Display(m, CONTEXTS, 1_000_000, 16, 16384))
+    c._MustUse__silence = c.line_mem._MustUse__silence = True
+    for bad in (32768, 3000):
+        with pytest.raises(ValueError, match="surface words"):
+            Compositor(Display(m, CONTEXTS, 1_000_000, 16, bad))
+
+
+def test_surfaces_worst_case_in_the_tightest_mode():
+    """All 16 layers bound to surfaces on every line, in reverse z order, in the smallest
+    line the compositor accepts (surfaces take no clock more than rectangles)."""
+    d = small_mode(surface_words=SURF_WORDS)
+    img = scene_image()
+    layers = {n: dict(x=n % 9, y=-(n % 3), alpha=97 + 10 * n, z=300 - 17 * n, visible=1,
+                      surface=3 if n % 2 else 2)
+              for n in range(16)}
+    hist = static_history(layers)
+    cap = loaded_run(d, hist, img)
+    check_frames(cap, d, hist.value, 1, img.surface)
+    assert all(BACKGROUND not in row[8:16] for row in render_frame(d, 0, hist.value,
+                                                                   img.surface))
