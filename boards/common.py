@@ -267,6 +267,9 @@ def board_top(board: Board, *, baud: int, with_core: bool = True, video=None):
 
     class BoardTop(Elaboratable):
         core_config = board.core_config() if with_core else None
+        #: the compositor's surface memory (words), when the image has a display
+        surface_words = (board.surface_words if video is None and with_core
+                         and board.video_out is not None else 0)
 
         def elaborate(self, platform):
             m = Module()

@@ -420,6 +420,7 @@ class Core(wiring.Component):
         # reset: that is the first cycle's hold)
         cmd_ok = Signal()
         cmd_ok_d = Signal()
+        cmd_ok_sched = Signal()    # the next cycle takes commands, as the fetch allows
         # X's own copy (not merged with ``cmd_ok``: it has no reset, and needs none, as
         # its input is 0 in reset): X's decisions for context 0 take the command input
         # through it, not through ``accept`` and its fanout
@@ -435,6 +436,16 @@ class Core(wiring.Component):
         cmd_open = cmd_ok & ~warp_c.any() if self.warp_cycles else cmd_ok
         accept = cmd_open & self.cmd.valid
         m.d.comb += self.cmd.ready.eq(cmd_open)
+        # (a reset of every slot and the time base, the host's "reset all", clears the
+        # register file too: every program then starts from the registers' reset values,
+        # as on a fresh VM, and no layer stays bound to a surface the host has freed. No
+        # command is taken while it clears (``cmd_ok`` is decided after the clear began):
+        # a program started then would lose writes)
+        rf = self.regfile
+        clear = Signal()
+        m.d.sync += clear.eq(accept & self.cmd.payload.timebase
+                             & (self.cmd.payload.reset == (1 << C) - 1))
+        m.d.comb += [rf.clear.eq(clear), cmd_ok_d.eq(cmd_ok_sched & ~clear & ~rf.clearing)]
         acc_cmd = Signal(self.command_layout)
         m.d.comb += acc_cmd.eq(Mux(accept, self.cmd.payload.as_value(), 0))
         # The command's slot masks as shift registers: bit 1 is always X's context (X
@@ -451,7 +462,7 @@ class Core(wiring.Component):
         with m.If(first):
             m.d.sync += cmd_start_held.eq(acc_cmd.start)
         tb_reset = accept & self.cmd.payload.timebase
-        vars(p).update(stale=stale, cmd_ok_d=cmd_ok_d, cmd_ok_x=cmd_ok_x, warp_c=warp_c,
+        vars(p).update(stale=stale, cmd_ok_d=cmd_ok_sched, cmd_ok_x=cmd_ok_x, warp_c=warp_c,
                        warp_r=warp_r, warp_skip=warp_skip, acc_cmd=acc_cmd, cmd_reset=cmd_reset,
                        cmd_start=cmd_start, cmd_stop=cmd_stop, cmd_start_held=cmd_start_held,
                        tb_reset=tb_reset)

@@ -59,6 +59,8 @@ class RegFile(wiring.Component):
     wr_addr, wr_data, wr_en : executor write
     host_addr, host_data : host read-back, data one clock after the address (a write in
         the address's clock is in it)
+    clear, clearing : a strobe on ``clear`` writes 0 to every register, one a clock
+        (``clearing`` while it does: the executor must not write then)
     display_addr, display_data : with ``display_port``: the compositor's read, the same
         timing as the read-back port (so an address given in the first clock of a core
         cycle reads every write of the core cycles before it and none of its own: the
@@ -82,6 +84,7 @@ class RegFile(wiring.Component):
             "rd_addr": In(abits), "rd_data": Out(REG_WORD_BITS),
             "wr_addr": In(abits), "wr_data": In(REG_WORD_BITS), "wr_en": In(1),
             "host_addr": In(abits), "host_data": Out(REG_WORD_BITS),
+            "clear": In(1), "clearing": Out(1),
         })
         # ``ram_style`` (a Yosys ``ram_style``, e.g. "distributed" on the ECP5, whose
         # block RAM clock-to-out without the output register is most of a fast clock)
@@ -106,11 +109,23 @@ class RegFile(wiring.Component):
         # select -> adder -> this register) has no route to a second flip-flop (Yosys' own
         # transparency bypass registered the data apart). (no reset, as the core's copy:
         # read only with a hit)
+        # the clear: a sweep over every row, in place of the executor's writes
+        sweep = Signal(range(self.depth))
+        with m.If(self.clear):
+            m.d.sync += [self.clearing.eq(1), sweep.eq(0)]
+        with m.Elif(self.clearing):
+            m.d.sync += sweep.eq(sweep + 1)
+            with m.If(sweep == self.depth - 1):
+                m.d.sync += self.clearing.eq(0)
+        wr_addr, wr_data, wr_en = Signal.like(self.wr_addr), Signal.like(self.wr_data), Signal()
+        m.d.comb += [wr_addr.eq(Mux(self.clearing, sweep, self.wr_addr)),
+                     wr_data.eq(Mux(self.clearing, 0, self.wr_data)),
+                     wr_en.eq(self.clearing | self.wr_en)]
         fwd_data = Signal(REG_WORD_BITS, name="exec_fwd_data", reset_less=True)
-        m.d.sync += fwd_data.eq(self.wr_data)
+        m.d.sync += fwd_data.eq(wr_data)
         for mem, raddr, rdata, name in copies:
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.wr_addr), wp.data.eq(self.wr_data), wp.en.eq(self.wr_en)]
+            m.d.comb += [wp.addr.eq(wr_addr), wp.data.eq(wr_data), wp.en.eq(wr_en)]
             # A plain synchronous read (block RAM; or LUT RAM read in the clock of the
             # address, into flip-flops, so that E's adder starts from registers) and the
             # write of the same clock forwarded from ``fwd_data``. What the RAM reads from
@@ -123,7 +138,7 @@ class RegFile(wiring.Component):
             rp = mem.read_port()
             m.d.comb += rp.addr.eq(raddr)
             fwd_hit = Signal(name=f"{name}_fwd_hit")
-            m.d.sync += fwd_hit.eq(self.wr_en & (self.wr_addr == raddr))
+            m.d.sync += fwd_hit.eq(wr_en & (wr_addr == raddr))
             m.d.comb += rdata.eq(Mux(fwd_hit, fwd_data, rp.data))
             if name != "exec":
                 continue

@@ -173,6 +173,10 @@ def collision_free_memories(design) -> tuple[str, ...]:
         from copperline.hdl.compositor import Compositor
         from copperline.hdl.core import Core
         names += tuple(Core.COLLISION_FREE_MEMORIES) + tuple(Compositor.COLLISION_FREE_MEMORIES)
+        if getattr(design, "surface_words", 0):
+            # (its surface memory: block RAM off the iCE40UP, which writes only in clocks
+            # without a read)
+            names += ("surf_mem",)
     return names
 
 

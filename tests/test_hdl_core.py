@@ -208,3 +208,55 @@ def test_bind_layer_writes_the_layers_surface_register(options):
     binds = [r for r in recs if r[3] == EventKind.BIND]
     assert [(r[0], r[4]) for r in binds] == [(1, s3 << 16 | 7), (2, s4 << 16 | 255)]
     assert (regs[s3], regs[s4], regs[X0]) == (7, 255, 0xFFFE)
+
+
+def test_reset_all_clears_the_registers_and_holds_commands_meanwhile():
+    """The host's reset-all (every slot and the time base) zeroes the register file, the
+    layers' surface registers too: the next program starts from the reset values, as on a
+    fresh VM. Commands wait until the clear is done."""
+    from tests.support import simulate
+    core = Core(1_000_000, 1000.0, watchdog_ops=100, program_words=16)
+    s3 = isa.register_index(3, "surface")
+    prog = [E("MOVE", reg=X0, value=77), E("BIND_LAYER", layer=3, surface=9), E("HALT")]
+    seen = {}
+
+    async def bench(ctx):
+        ctx.set(core.events.ready, 1)
+        await write_programs(ctx, core, {0: prog})
+
+        async def command(**payload):
+            ctx.set(core.cmd.valid, 1)
+            for k in ("start", "stop", "reset", "timebase"):
+                ctx.set(getattr(core.cmd.payload, k), payload.get(k, 0))
+            waited = 0
+            while not ctx.get(core.cmd.ready):
+                await ctx.tick()
+                waited += 1
+            await ctx.tick()
+            ctx.set(core.cmd.valid, 0)
+            return waited
+
+        async def reg(index):
+            ctx.set(core.reg_addr, index)
+            await ctx.tick()
+            return ctx.get(core.reg_data)
+        await command(start=1, timebase=1)
+        for _ in range(20 * core.phases):
+            await ctx.tick()
+        seen["before"] = (await reg(X0), await reg(s3))
+        await command(reset=(1 << core.contexts) - 1, timebase=1)
+        seen["held"] = await command(start=1, timebase=1)       # right after: waits
+        for _ in range(20 * core.phases):
+            await ctx.tick()
+        seen["again"] = (await reg(X0), await reg(s3))
+        await command(reset=(1 << core.contexts) - 1, timebase=1)
+        for _ in range(3):                     # (the clear begins two clocks after)
+            await ctx.tick()
+        while ctx.get(core.regfile.clearing):
+            await ctx.tick()
+        seen["after"] = (await reg(X0), await reg(s3))
+
+    simulate(core, bench)
+    assert seen["before"] == (77, 9)
+    assert seen["held"] >= core.regfile.depth - core.phases      # the clear's clocks
+    assert seen["after"] == (0, 0) and seen["again"] == (77, 9)

@@ -50,3 +50,31 @@ def test_field_masks_from_isa():
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("style", [None, "distributed"])
+def test_clear_zeroes_every_copy_one_row_a_clock(style):
+    dut = RegFile(layers=2, ram_style=style, display_port=True)
+
+    async def bench(ctx):
+        for i in range(dut.depth):
+            ctx.set(dut.wr_addr, i)
+            ctx.set(dut.wr_data, 0x100 + i)
+            ctx.set(dut.wr_en, 1)
+            await ctx.tick()
+        ctx.set(dut.wr_en, 0)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        for _ in range(dut.depth):
+            assert ctx.get(dut.clearing)
+            await ctx.tick()
+        assert not ctx.get(dut.clearing), "the clear takes one clock per row"
+        for i in range(dut.depth):
+            for addr, data in ((dut.rd_addr, dut.rd_data), (dut.host_addr, dut.host_data),
+                               (dut.display_addr, dut.display_data)):
+                ctx.set(addr, i)
+            await ctx.tick()
+            assert (ctx.get(dut.rd_data), ctx.get(dut.host_data), ctx.get(dut.display_data)) == (0, 0, 0), i
+
+    simulate(dut, bench)
