@@ -232,7 +232,7 @@ def test_surfaces_that_do_not_fit_are_refused_whole(board, tmp_path):
     from copperline.host.fpga import FpgaBackend
     from copperline.host.surfaces import SurfaceSource
     for i in range(16):
-        Pil.new("RGBA", (16, 255), (i, 0, 0, 255)).save(tmp_path / f"tall{i}.png")
+        Pil.new("RGBA", (16, 255), (17 * i, 0, 0, 255)).save(tmp_path / f"tall{i}.png")
 
     def binds(names):
         return compile_program({"version": 1, "program": [
@@ -254,7 +254,7 @@ def test_surfaces_that_do_not_fit_are_refused_whole(board, tmp_path):
         backend.unload(again)
         small = [f"s{i}.rgba@1x1" for i in range(16)]
         for i in range(16):
-            (tmp_path / f"s{i}.rgba").write_bytes(bytes((i, i, i, 255)))
+            (tmp_path / f"s{i}.rgba").write_bytes(bytes((17 * i, 0, 0, 255)))
         with pytest.raises(BackendError, match="all 15 surface descriptors are in use"):
             backend.load(binds(small), source)
         with pytest.raises(BackendError, match=r"surface 'missing.png': cannot open"):
