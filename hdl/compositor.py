@@ -326,9 +326,11 @@ class Compositor(wiring.Component):
         m.d.comb += dy.eq(lc - rd[:yf.width].as_signed())
         ls_bits = (LAYER_SIZE - 1).bit_length()
         assert LAYER_SIZE == 1 << ls_bits
-        # (the y test in two clocks: ``dy`` registered in phase 2 as its low 8 bits and
-        # "0 <= dy < 256", compared with the height in phase 3)
+        # (the y test in three steps: ``dy`` registered in phase 2, its low 8 bits compared
+        # with the height in phase 3 while "0 <= dy < 256" is registered from its high
+        # bits, which join the hit in the alpha sample's clock)
         dy_lo = Signal(8)
+        dy_hi = Signal(len(dy) - 8)
         dy_in = Signal()
         xy_hit = Signal()
         zlo = Signal(max(self.zlo_bits, 1))
@@ -336,6 +338,8 @@ class Compositor(wiring.Component):
         twidx = Signal(_W_BITS)
         tpend = Signal()
         fi = {f: FIELD_ORDER.index(f) for f in FIELD_ORDER}
+        # (the y test finishes in the alpha sample's clock, before visible's uses it)
+        assert fi["surface"] < fi["y"] < fi["alpha"] < fi["visible"]
         zf = _field("z")
         # the surface: the sampled number (phase 2 of its cycle), its descriptor read in
         # phase 3 and taken in the next phase 0 (the x cycle's)
@@ -365,10 +369,10 @@ class Compositor(wiring.Component):
             m.d.sync += [xy_hit.eq(x_hit), tword.eq(rd[:PIXEL_BITS]), twidx.eq(_W_X),
                          tpend.eq(1)]
         with m.If(smp[fi["y"]]):
-            m.d.sync += [dy_lo.eq(dy[:8]), dy_in.eq(dy[8:] == 0)]
+            m.d.sync += [dy_lo.eq(dy[:8]), dy_hi.eq(dy[8:])]
         with m.If(smp[fi["alpha"]]):
             m.d.sync += [tword.eq(rd[:_field("alpha").width]), twidx.eq(_W_ALPHA),
-                         tpend.eq(1)]
+                         tpend.eq(1), xy_hit.eq(xy_hit & dy_in)]
         with m.If(smp[fi["z"]]):
             # z's high bits with the sign flipped (unsigned order = signed order)
             zhi = rd[self.zlo_bits:zf.width] ^ (1 << (PIXEL_BITS - 1))
@@ -421,6 +425,9 @@ class Compositor(wiring.Component):
         j = Signal(nb)
         zsel = Signal()
         k = Signal(range(LAYER_SIZE + 1))
+        # ``k == LAYER_SIZE`` and ``k == LAYER_SIZE - 1`` as registers, set with ``k``
+        # (the draw's end decides the state's enable: one LUT from a flip-flop there)
+        k_end, k_end1 = Signal(), Signal()
         st = Signal(2)          # clock in a pixel's beat (0: its read, an odd clock)
         go = odd
 
@@ -461,15 +468,24 @@ class Compositor(wiring.Component):
         # - w)`` makes ``acc = s * w + d * (256 - w)``, and ``acc >> 8`` is display.blend.
         # ``s_i * w + d_i * (256 - w)`` is one LUT a bit (0, w, 256 - w or 256), then one
         # adder. Step 1 (st 2) takes the destination's top bit from ``data``, the others
-        # from ``dsh`` (the rest, shifted); the sum is written in the next st 2.
-        first_step = st == 2
+        # from ``dsh`` (the rest, shifted); the sum is written in the next st 2. The
+        # source's bits come from ``ssh`` the same way: the colour of the pixel whose
+        # blend begins, loaded in st 1 (what ``src`` holds from st 2), then shifted; and
+        # "st is 2" is a register set with ``st`` (flip-flops, not decodes of ``st``, in
+        # front of the adders: the timing of the UP5K's fuller fabric)
+        first_step = Signal()
         s_bit = Signal(3)
         d_bit = Signal(3)
         dsh = Signal(PIXEL_BITS)
+        ssh = Signal(PIXEL_BITS)
+        src_next = Signal(PIXEL_BITS)     # ``src`` from the next clock on (set below)
+        with m.If(st == 1):
+            m.d.sync += ssh.eq(src_next)
+        with m.Else():
+            m.d.sync += ssh.eq(ssh << 1)
         accs = []
         for c in range(3):
-            sc = src[4 * c:4 * c + 4]
-            m.d.comb += [s_bit[c].eq(Array(sc[i] for i in (1, 0, 3, 2))[st]),
+            m.d.comb += [s_bit[c].eq(ssh[4 * c + 3]),
                          d_bit[c].eq(Mux(first_step, data[4 * c + 3], dsh[4 * c + 3]))]
             acc = Signal(PIXEL_BITS, name=f"acc{c}")
             term = Signal(9, name=f"term{c}")
@@ -499,10 +515,10 @@ class Compositor(wiring.Component):
                 m.d.sync += [desc_row.eq(s_rdata[:rb]), desc_h.eq(s_rdata[16:24])]
         # phase 3 of the y cycle: the y test (a surface: 0 <= dy < height; none:
         # 0 <= dy < LAYER_SIZE) and the row word, written in the next odd clock (phase 1)
-        y_hit = Mux(has_surf, dy_in & ~no_desc & (dy_lo < desc_h),
-                    dy_in & (dy_lo[ls_bits:] == 0))
+        y_hit = Mux(has_surf, ~no_desc & (dy_lo < desc_h), dy_lo[ls_bits:] == 0)
         with m.If(y3):
-            m.d.sync += [xy_hit.eq(xy_hit & y_hit), twidx.eq(_W_ROW), tpend.eq(1)]
+            m.d.sync += [xy_hit.eq(xy_hit & y_hit), dy_in.eq(dy_hi == 0), twidx.eq(_W_ROW),
+                         tpend.eq(1)]
             if sw:
                 m.d.sync += tword.eq(Cat((desc_row + dy_lo)[:rb],
                                          Const(0, PIXEL_BITS - 1 - rb), has_surf))
@@ -523,7 +539,9 @@ class Compositor(wiring.Component):
                                                  Cat(in_da, 0, in_dr)))))
         palette = Array(Const(r | g << 4 | bl << 8, PIXEL_BITS) for r, g, bl in
                         [PALETTE[i % len(PALETTE)] for i in range(1 << nb)])
-        state = Signal(range(_S_DP + 1))
+        # (one-hot in synthesis: its decodes are then single flip-flops; see link._one_hot)
+        state = Signal(range(_S_DP + 1), attrs={"fsm_encoding": "one-hot"})
+        m.d.comb += src_next.eq(src)
         with m.Switch(state):
             with m.Case(_S_IDLE):
                 with m.If(fetch_done):
@@ -564,7 +582,8 @@ class Compositor(wiring.Component):
                 m.d.comb += in_da.eq(1)
                 with m.If(go):
                     m.d.comb += c_op.eq(_OP_AR)
-                    m.d.sync += [k.eq(0), st.eq(3), wv.eq(0), state.eq(_S_DP)]
+                    m.d.sync += [k.eq(0), k_end.eq(0), k_end1.eq(LAYER_SIZE == 1), st.eq(3),
+                                 first_step.eq(0), wv.eq(0), state.eq(_S_DP)]
                     if sw:      # (the surface memory's read of pixel 0, in the next st 3)
                         m.d.sync += [s_raddr.eq(Cat(Const(0, 3), srow)), s_rd.eq(dsurf)]
             with m.Case(_S_DP):
@@ -575,26 +594,27 @@ class Compositor(wiring.Component):
                 # pixel k-1's last bit until then) and its opacity in st 2 (a transparent
                 # pixel is not written)
                 m.d.comb += in_dp.eq(1)
-                m.d.sync += st.eq(st + 1)
-                with m.If((st == 0) & (k != LAYER_SIZE)):
+                m.d.sync += [st.eq(st + 1), first_step.eq(st == 1)]
+                with m.If((st == 0) & ~k_end):
                     m.d.comb += c_op.eq(Mux(in_canvas, _OP_PIX, _OP_NONE))
                 if sw:
                     with m.If(st == 0):
                         m.d.sync += s_half.eq(Mux(k[0], s_rdata[16:], s_rdata[:16]))
                     with m.If((st == 1) & dsurf):
                         m.d.sync += src.eq(s_half[:PIXEL_BITS])
+                    m.d.comb += src_next.eq(Mux(dsurf, s_half[:PIXEL_BITS], src))
                 with m.If(st == 2):
                     m.d.comb += c_we.eq(wv)
                     opaque = (~dsurf | s_half[15]) if sw else Const(1)
                     m.d.sync += [wa.eq(Cat(xcol, cbuf)),
-                                 wv.eq(in_canvas & (k != LAYER_SIZE) & opaque),
-                                 xpos.eq(xpos + 1), k.eq(k + 1)]
+                                 wv.eq(in_canvas & ~k_end & opaque),
+                                 xpos.eq(xpos + 1), k.eq(k + 1), k_end.eq(k_end1),
+                                 k_end1.eq(k == LAYER_SIZE - 2)]
                     if sw:
                         k1 = (k + 1)[:ls_bits]
                         m.d.sync += [s_raddr.eq(Cat(k1[1:], srow)),
-                                     s_rd.eq(dsurf & (k != LAYER_SIZE - 1)
-                                             & (k != LAYER_SIZE))]
-                    with m.If(k == LAYER_SIZE):
+                                     s_rd.eq(dsurf & ~k_end1 & ~k_end)]
+                    with m.If(k_end):
                         m.d.sync += state.eq(_S_SORT)
         with m.If(resync):
             m.d.sync += state.eq(_S_IDLE)

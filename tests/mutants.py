@@ -165,6 +165,14 @@ MUTANTS = {m.name: m for m in [
            "s_we.eq(wpend & ~s_rd)", "s_we.eq(wpend)",
            "a host write takes the single-port surface memory's clock from a read",
            (f"{COMP}::test_surface_writes_during_reads_are_not_lost",)),
+    Mutant("bind_writes_no_register", "copperline.hdl.core",
+           'o_rf_we.eq(op["reg"] | op["bind"]),', 'o_rf_we.eq(op["reg"]),',
+           "BIND_LAYER emits its event but leaves the layer's surface register alone",
+           (f"{CORE}::test_bind_layer_writes_the_layers_surface_register",)),
+    Mutant("reset_all_keeps_registers", "copperline.hdl.core",
+           "m.d.comb += [rf.clear.eq(clear),", "m.d.comb += [rf.clear.eq(0),",
+           "a reset-all leaves the registers (and the layers' bindings) as they were",
+           (f"{CORE}::test_reset_all_clears_the_registers_and_holds_commands_meanwhile",)),
 ]}
 
 
