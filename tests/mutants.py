@@ -149,7 +149,7 @@ MUTANTS = {m.name: m for m in [
            "layers of equal z are drawn in falling layer order",
            (f"{COMP}::test_static_layers_pixel_exact",)),
     Mutant("compositor_half_height", "copperline.hdl.compositor",
-           "dy_in & (dy_lo[ls_bits:] == 0)", "dy_in & (dy_lo[ls_bits - 1:] == 0)",
+           "dy_lo[ls_bits:] == 0)", "dy_lo[ls_bits - 1:] == 0)",
            "layers are drawn on half their lines",
            (f"{COMP}::test_static_layers_pixel_exact",
             f"{COMP}::test_clipping_on_a_canvas_whose_table_shares_the_addresses")),
