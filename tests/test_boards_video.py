@@ -259,5 +259,10 @@ def test_surfaces_that_do_not_fit_are_refused_whole(board, tmp_path):
             backend.load(binds(small), source)
         with pytest.raises(BackendError, match=r"surface 'missing.png': cannot open"):
             backend.load(binds(["missing.png"]), source)
+        # as copperd loads: only the surfaces a client passed, no path opened
+        passed = SurfaceSource({"tall1.png": source.get("tall1.png")}, paths=False)
+        backend.unload(backend.load(binds(["tall1.png"]), passed))
+        with pytest.raises(BackendError, match="surface 'tall2.png' was not passed"):
+            backend.load(binds(["tall1.png", "tall2.png"]), passed)
     finally:
         backend.close()
