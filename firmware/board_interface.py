@@ -33,8 +33,9 @@ DEFAULT_BAUD = 3_000_000
 DEFAULT_CLOCK_HZ = 12_000_000
 
 # --- link frames --------------------------------------------------------------------------
-#: 2: no event frames (records are only pulled), no event-mode CTL address.
-LINK_VERSION = 2
+#: 2: no event frames (records are only pulled), no event-mode CTL address. 3: the
+#: SURFACE space, INFO ``surface_words``, BIND records in REG's payload layout.
+LINK_VERSION = 3
 SLIP_END = 0xC0
 SLIP_ESC = 0xDB
 SLIP_ESC_END = 0xDC
