@@ -117,6 +117,9 @@ class SurfaceMemory:
         self.rows = capacity_rows(surface_words)
         self._placed: dict[object, Placement] = {}
         self._users: dict[object, int] = {}
+        # (descriptor numbers are handed out in turn: a layer still bound to a freed
+        # surface meets a new one under its number as late as possible)
+        self._next = 1
 
     def __contains__(self, key) -> bool:
         return key in self._placed
@@ -136,7 +139,8 @@ class SurfaceMemory:
         if not self.surface_words:
             raise SurfaceMemoryFull("this board has no surface memory (no display)")
         used = {p.number for p in self._placed.values()}
-        number = next((d for d in range(1, DESCRIPTORS) if d not in used), None)
+        turn = [(self._next - 1 + i) % (DESCRIPTORS - 1) + 1 for i in range(DESCRIPTORS - 1)]
+        number = next((d for d in turn if d not in used), None)
         if number is None:
             raise SurfaceMemoryFull(f"all {DESCRIPTORS - 1} surface descriptors are in use "
                                     "(unload a program that binds other surfaces)")
@@ -148,13 +152,18 @@ class SurfaceMemory:
                                            if self.free_rows() >= surface.height else ""))
         p = Placement(number, first, surface.height)
         self._placed[key], self._users[key] = p, 1
+        self._next = number % (DESCRIPTORS - 1) + 1
         return p, True
 
-    def release(self, key) -> None:
-        """One user fewer of ``key``; its rows and descriptor are free with the last."""
+    def release(self, key) -> int | None:
+        """One user fewer of ``key``; its rows and descriptor are free with the last
+        (whose descriptor number is returned: the host then writes it empty, so that a
+        layer still bound to it shows nothing)."""
         self._users[key] -= 1
-        if not self._users[key]:
-            del self._users[key], self._placed[key]
+        if self._users[key]:
+            return None
+        del self._users[key]
+        return self._placed.pop(key).number
 
     def _first_fit(self, height: int) -> int | None:
         at = FIRST_ROW

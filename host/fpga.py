@@ -90,6 +90,7 @@ class FpgaBackend(Backend):
     event_poll_s :
         Pause between polls that found fewer than a full batch while a
         program runs (10x longer while none does).
+
     A board with a display (INFO ``surface_words``) shows BIND_LAYER's surfaces: a load
     converts them (``copperline.host.surfaces``), places them in the board's surface
     memory (``copperline.firmware.surface_memory``; shared by every program that binds
@@ -416,10 +417,11 @@ class FpgaBackend(Backend):
                      if isa.decode(w).op.name == "BIND_LAYER" else w for w in p.image.code)
         return code, names, writes
 
-    def _release_surfaces(self, p: _Prog) -> None:
-        for loaded in p.surfaces.values():
-            if loaded.key in self._surface_memory:
-                self._surface_memory.release(loaded.key)
+    def _release_surfaces(self, p: _Prog) -> list[int]:
+        """Free what only ``p`` used; the descriptor numbers freed."""
+        return [n for n in (self._surface_memory.release(loaded.key)
+                            for loaded in p.surfaces.values()
+                            if loaded.key in self._surface_memory) if n is not None]
 
     def _upload(self, p: _Prog) -> None:
         slot, image = p.slot, p.image
@@ -584,9 +586,17 @@ class FpgaBackend(Backend):
         with self._lock:
             if p.slot is not None and self._pump is not None:
                 self._pump.converter.clear_slot(p.slot)
-            if p.slot is not None and self._surface_memory is not None:
-                self._release_surfaces(p)
+            freed = (self._release_surfaces(p) if p.slot is not None
+                     and self._surface_memory is not None else [])
             del self._progs[prog_id]
+        if freed and self.link is not None:
+            # a layer the program left bound to them shows nothing, not the surface
+            # that takes the number next (height 0)
+            try:
+                self._board(lambda link: [link.write(proto.SPACE_SURFACE, n, [0]) for n in freed])
+            except BackendError as exc:
+                log.warning("fpga backend: program %d: its freed surfaces stay described on "
+                            "the board: %s", prog_id, exc.message)
 
     def _status_of(self, p: _Prog, words: list[int] | None) -> ProgramStatus:
         conv = self._pump.converter if self._pump is not None else None

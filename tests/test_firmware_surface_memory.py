@@ -95,3 +95,17 @@ def test_rgba_conversion_rounds_channels_and_cuts_alpha_at_128():
         Surface.from_rgba(1, 256, bytes(256 * 4))
     with pytest.raises(ValueError, match="7 bytes of RGBA, not 1 x 2 x 4 = 8"):
         Surface.from_rgba(1, 2, bytes(7))
+
+
+def test_descriptor_numbers_go_in_turn_and_a_release_names_the_freed_one():
+    mem = sm.SurfaceMemory(16384)
+    assert mem.place("a", solid(1))[0].number == 1
+    assert mem.place("b", solid(1))[0].number == 2
+    assert mem.release("a") == 1
+    # the next surface does not take number 1 back at once: a layer still bound to the
+    # freed surface meets a new one under its number as late as possible
+    assert mem.place("c", solid(1))[0].number == 3
+    mem.place("b", solid(1))
+    assert mem.release("b") is None and mem.release("b") == 2
+    numbers = [mem.place(i, solid(1))[0].number for i in range(13)]
+    assert numbers == [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 1]
