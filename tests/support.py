@@ -61,10 +61,15 @@ ENDING_PROGRAM = {"version": 1, "program": [
     {"op": "IRQ", "tag": "t"},
     {"op": "LOOP", "count": 5, "label": "l"},
     {"op": "WAIT", "vsync": True},
-    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba"},
+    {"op": "BIND_LAYER", "id": 2, "surface": "s.rgba@2x1"},
     {"op": "MOVE", "reg": "layer[2].alpha", "value": 200},
     {"op": "IRQ", "tag": "v"},
     {"op": "HALT"}]}
+
+
+def write_ending_surface(directory) -> None:
+    """The surface ENDING_PROGRAM binds, next to it (a board with a display reads it)."""
+    (Path(directory) / "s.rgba").write_bytes(bytes((255, 0, 0, 255, 0, 0, 0, 0)))
 
 
 def stepper(wait_us: int, steps: int) -> dict:

@@ -25,6 +25,7 @@ import pytest
 
 from copperline.firmware.compiler import compile_program
 from tests.support import (COPPER, ENDING_PROGRAM, TICKER, copper_run_on_board_equals_vm,
+                           write_ending_surface,
                            opened_backend, poll)
 
 pytestmark = pytest.mark.slow
@@ -100,8 +101,9 @@ def test_the_netlist_has_the_memories_the_tools_leave_out(flashed):
     assert design.source.endswith(BUILT_FILE[flashed.board.name])
     if flashed.board.family == "ice40":
         # icebox_vlog writes no SB_SPRAM256KA; the iCEBreaker keeps its programs in two
-        assert design.verilog.count("SB_SPRAM256KA spram_") == 2
-        assert "2 SPRAM added from icebox.spram_db" in design.notes
+        # and its display's surfaces in the other two
+        assert design.verilog.count("SB_SPRAM256KA spram_") == 4
+        assert "4 SPRAM added from icebox.spram_db" in design.notes
     else:
         # yosys's DP16KD model is a declaration without behaviour
         assert any(n.endswith("DP16KD modelled by boards/dp16kd_sim.vh") for n in design.notes)
@@ -137,6 +139,7 @@ def test_load_start_events_fence_stop_on_the_flashed_design(flashed):
 def test_copper_run_on_the_flashed_design_equals_the_vm_trace(flashed, tmp_path):
     prog = tmp_path / "prog.json"
     prog.write_text(json.dumps(ENDING_PROGRAM))
+    write_ending_surface(tmp_path)
     with _opened(flashed.url) as (be, _):
         clock = ["--clock-hz", str(be.clock_hz), "--vsync-hz", f"{be.vsync_hz:g}"]
     took, events = copper_run_on_board_equals_vm(prog, flashed.url, clock, tmp_path,

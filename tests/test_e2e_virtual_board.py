@@ -77,7 +77,7 @@ def test_identify_load_start_events_status_regs(board):
         assert poll(lambda: any(e.get("state") == "done" for e in got))
         st = be.status(pid)
         assert (st.state.value, st.reason, st.pc) == ("done", "halt", 9)
-        assert st.bindings == {2: "s.rgba"}
+        assert st.bindings == {2: "s.rgba@2x1"}
         regs = be.regs()
         assert regs["layer[1].x"] == 5 + 5 * 3 and regs["layer[2].alpha"] == 200
         irqs = [e for e in got if e["event"] == "irq"]
