@@ -47,7 +47,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from copperline.firmware import isa
+from copperline.firmware import isa, surface_memory
 from copperline.firmware.display import (BACKGROUND, FIELD_ORDER, LAYER_SIZE, PALETTE,
                                          Display)
 from copperline.hdl.lut import below
@@ -71,11 +71,13 @@ assert (_W_X, _W_ALPHA, _W_ZHI, _W_ZLO, _W_ROW) == (0b000, 0b001, 0b010, 0b011, 
 (_S_IDLE, _S_SORT, _S_SWAIT, _S_SWAIT2, _S_SWAIT3, _S_SDEC, _S_DR, _S_DX, _S_DA,
  _S_DP) = range(10)
 
-#: Descriptor numbers (surface_memory.DESCRIPTORS): a ``surface`` value of 16 or more
-#: names no surface (the layer shows nothing).
-_DESCRIPTORS = 16
-#: 32-bit words per surface row (surface_memory.ROW_WORDS).
-_ROW_WORDS = LAYER_SIZE // 2
+#: Descriptor numbers: a ``surface`` value of DESCRIPTORS or more names no surface (the
+#: layer shows nothing); words per surface row. (The layout is surface_memory's; the
+#: bit positions the gateware takes it apart at are checked against it here.)
+_DESCRIPTORS, _ROW_WORDS = surface_memory.DESCRIPTORS, surface_memory.ROW_WORDS
+assert _DESCRIPTORS == 16 and surface_memory.OPAQUE == 1 << 15
+assert surface_memory.descriptor_word(1, 2) == 1 | 2 << 16
+assert surface_memory.pixel_half((1, 2, 3)) == 1 << 15 | 0x321
 
 
 def _field(name):
