@@ -297,7 +297,7 @@ class Writes:
     surfaces: list[str] = field(default_factory=list)
 
 
-def _with_binds(writes: list, binds, layers: int) -> list[str]:
+def _with_binds(writes: list, binds) -> list[str]:
     """Add the ``surface`` register writes of ``binds`` (global cycle, layer, surface
     name) to ``writes``; returns the names by number."""
     names: list[str] = []
@@ -336,7 +336,7 @@ def writes_from_program(path: str, display, n: int) -> Writes:
     writes = [(start + e["cycle"], isa.parse_register(e["reg"], layers=display.layers),
                e["value"]) for e in events if e["event"] == "reg"]
     names = _with_binds(writes, [(start + e["cycle"], e["layer"], e["surface"])
-                                 for e in events if e["event"] == "bind"], display.layers)
+                                 for e in events if e["event"] == "bind"])
     return Writes(path, "program", writes, n * display.frame_cycles, names)
 
 
@@ -371,7 +371,7 @@ def writes_from_trace(path: str, display, board: str = DEFAULT_BOARD) -> Writes:
         else:
             writes.append((cycle, isa.parse_register(e["reg"], layers=1 << isa.LAYER_BITS),
                            e["value"]))
-    names = _with_binds(writes, binds, 1 << isa.LAYER_BITS)
+    names = _with_binds(writes, binds)
     ended = {e["prog"] for e in t.events
              if e["event"] == "state" and e["state"] in ("done", "stopped", "faulted")}
     progs = {e["prog"] for e in t.events if "prog" in e}
