@@ -267,15 +267,15 @@ def board_top(board: Board, *, baud: int, with_core: bool = True, video=None):
 
     class BoardTop(Elaboratable):
         core_config = board.core_config() if with_core else None
+        display = (board.display(core_config)
+                   if video is None and core_config is not None
+                   and board.video_out is not None else None)
         #: the compositor's surface memory (words), when the image has a display
-        surface_words = (board.surface_words if video is None and with_core
-                         and board.video_out is not None else 0)
+        surface_words = display.surface_words if display is not None else 0
 
         def elaborate(self, platform):
             m = Module()
-            display = (board.display(self.core_config)
-                       if video is None and self.core_config is not None
-                       and board.video_out is not None else None)
+            display = self.display
             secondary = ((video is not None or display is not None)
                          and pll_secondary_hz(board) is not None)
             if board.uses_pll:

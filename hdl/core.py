@@ -462,7 +462,7 @@ class Core(wiring.Component):
         with m.If(first):
             m.d.sync += cmd_start_held.eq(acc_cmd.start)
         tb_reset = accept & self.cmd.payload.timebase
-        vars(p).update(stale=stale, cmd_ok_d=cmd_ok_sched, cmd_ok_x=cmd_ok_x, warp_c=warp_c,
+        vars(p).update(stale=stale, cmd_ok_sched=cmd_ok_sched, cmd_ok_x=cmd_ok_x, warp_c=warp_c,
                        warp_r=warp_r, warp_skip=warp_skip, acc_cmd=acc_cmd, cmd_reset=cmd_reset,
                        cmd_start=cmd_start, cmd_stop=cmd_stop, cmd_start_held=cmd_start_held,
                        tb_reset=tb_reset)
@@ -574,7 +574,7 @@ class Core(wiring.Component):
     def _fetch(self, m, p):
         """F: the program memory address of F's context (or a pending program write)."""
         sb = self.slot_bits
-        cmd_ok_d, last, n_fetch, ph_e, ph_f = p.cmd_ok_d, p.last, p.n_fetch, p.ph_e, p.ph_f
+        cmd_ok_sched, last, n_fetch, ph_e, ph_f = p.cmd_ok_sched, p.last, p.n_fetch, p.ph_e, p.ph_f
         prog, ring_pc, ring_st = p.prog, p.ring_pc, p.ring_st
         f_st, f_pc = ring_st[0], ring_pc[0]
         fetch_addr = Cat(Mux(_active(f_st), f_pc, 0), ph_f[:sb])
@@ -588,11 +588,11 @@ class Core(wiring.Component):
             m.d.comb += [prog.rd_addr.eq(Cat(n_fetch, ph_e[:sb])),
                          prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
-            m.d.comb += cmd_ok_d.eq(last)
+            m.d.comb += cmd_ok_sched.eq(last)
         else:
             m.d.comb += [prog.rd_addr.eq(fetch_addr), prog.wr_addr.eq(wr.payload.addr),
                          prog.wr_data.eq(wr.payload.data), prog.wr_en.eq(wr.valid), wr.ready.eq(1)]
-            m.d.comb += cmd_ok_d.eq(last)
+            m.d.comb += cmd_ok_sched.eq(last)
 
     def _spram_write_arbitration(self, m, p, fetch_addr):
         """F with a single-port program memory (SPRAM): one access per clock.
@@ -605,7 +605,7 @@ class Core(wiring.Component):
         does not start that slot.
         """
         C, P, sb, pb = self.contexts, self.phases, self.slot_bits, self.pc_bits
-        acc_cmd, cmd_ok_d, cmd_start_held = p.acc_cmd, p.cmd_ok_d, p.cmd_start_held
+        acc_cmd, cmd_ok_sched, cmd_start_held = p.acc_cmd, p.cmd_ok_sched, p.cmd_start_held
         first, last, ph_f, prog, stale = p.first, p.last, p.ph_f, p.prog, p.stale
         wr = self.prog_wr
         # The buffer's word and word address are kept in a block RAM row (``wbuf_mem``),
@@ -653,7 +653,7 @@ class Core(wiring.Component):
         # (in the last clock F's next context is 2, which is never held by a start:
         # ``commit_d`` reduces to a slot test, off the command input)
         commit_last = nb_valid & (nb_slot == 2) & (2 < C)
-        m.d.comb += cmd_ok_d.eq(last & ~stale & ~stale_set & ~commit_last)
+        m.d.comb += cmd_ok_sched.eq(last & ~stale & ~stale_set & ~commit_last)
 
     def _read(self, m, p):
         """R: decode, the operand RAM addresses, the tests on the context's counters; the host's

@@ -86,13 +86,6 @@ def _surface_names(path: str) -> list[str]:
         return []
 
 
-def _open_surface(name: str, base_dir: str) -> int:
-    from copperline.host.surfaces import split_spec
-    p = split_spec(name)[0]
-    return os.open(p if os.path.isabs(p) else os.path.join(base_dir, p),
-                   os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-
-
 def send_with_fds(sock: socket.socket, data: bytes, fds: Sequence[int] = ()) -> None:
     """Send ``data`` with ``fds`` attached (SCM_RIGHTS) to its first byte."""
     if not fds:
@@ -194,12 +187,14 @@ class PortsClient:
         """Load a program JSON or ``.cop`` file by passing its descriptor (SCM_RIGHTS),
         with the descriptors of the surface files it binds that exist (relative paths from
         the program's directory): the daemon opens no path itself."""
+        from copperline.host.surfaces import surface_path
         fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC)]
         try:
             surfaces = {}
             for name in _surface_names(path):
                 try:
-                    fds.append(_open_surface(name, os.path.dirname(os.path.abspath(path))))
+                    fds.append(os.open(surface_path(name, os.path.dirname(os.path.abspath(path))),
+                                       os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK))
                 except OSError:
                     continue            # (the daemon says so if its backend needs it)
                 surfaces[name] = len(fds) - 1

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from copperline.firmware.display import SURFACE_MAX_HEIGHT, SURFACE_WIDTH, Surface
 
 __all__ = ["SurfaceError", "LoadedSurface", "MAX_SURFACE_FILE_BYTES", "split_spec",
-           "read_surface_file", "surface_from_bytes", "read_bounded", "SurfaceSource"]
+           "surface_path", "read_surface_file", "surface_from_bytes", "read_bounded",
+           "SurfaceSource"]
 
 #: Largest surface file read (a 16 x 255 surface is 16 KiB of raw RGBA; a PNG is less).
 MAX_SURFACE_FILE_BYTES = 256 * 1024
@@ -86,13 +87,17 @@ def _from_png(data: bytes, name: str, size) -> Surface:
     return Surface.from_rgba(w, h, rgba)
 
 
+def surface_path(spec: str, base_dir: str | None = None) -> str:
+    """The file a surface string names (a relative path from ``base_dir``, else the
+    working directory)."""
+    path = split_spec(spec)[0]
+    return os.path.join(base_dir, path) if base_dir is not None else path
+
+
 def read_surface_file(spec: str, base_dir: str | None = None) -> LoadedSurface:
-    """The surface a surface string names, read from its file (relative paths from
-    ``base_dir``, else the working directory). Only a regular file of at most
-    :data:`MAX_SURFACE_FILE_BYTES` is read."""
-    path, size = split_spec(spec)
-    if base_dir is not None and not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
+    """The surface a surface string names, read from its file (:func:`surface_path`).
+    Only a regular file of at most :data:`MAX_SURFACE_FILE_BYTES` is read."""
+    path, size = surface_path(spec, base_dir), split_spec(spec)[1]
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
